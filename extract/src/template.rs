@@ -1,0 +1,877 @@
+//! The template field model: what to extract, where it is, and how to clean it.
+//!
+//! These serde types are the public contract: the API deserialises and
+//! validates user templates with [`Template::from_json`], the worker hands the
+//! result to [`crate::extract`]. The JSON shape is documented with examples in
+//! `extract/README.md`; every struct denies unknown keys so that a typo in a
+//! template is an error at upload time rather than a silently ignored setting.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use regex::{Regex, RegexBuilder};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Most fields one template may declare.
+pub const MAX_FIELDS: usize = 200;
+/// Longest field (and table column) name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Most table columns.
+pub const MAX_COLUMNS: usize = 50;
+/// Compiled size limit for every regex in a template, in bytes.
+pub const MAX_REGEX_BYTES: usize = 1 << 20;
+/// Most languages per template (each one costs OCR time).
+pub const MAX_LANGUAGES: usize = 5;
+
+/// A document template: the fields to extract and document-level settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    pub fields: Vec<Field>,
+    /// Words that must all appear in the document (case-insensitive) for the
+    /// template to apply; otherwise extraction fails with `template_mismatch`.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// Tesseract language codes, e.g. `["deu", "eng"]`. Also selects the
+    /// month names accepted in dates.
+    #[serde(default = "default_languages")]
+    pub languages: Vec<String>,
+    /// Rendering resolution for OCR; overrides [`crate::Options::dpi`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpi: Option<u32>,
+}
+
+fn default_languages() -> Vec<String> {
+    vec!["eng".to_owned()]
+}
+
+/// One output field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: FieldType,
+    /// Allowed values of an `enum` field (matched case-insensitively, the
+    /// output is the value as written here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    /// A required field that is not found is reported in
+    /// `missing_required`, never guessed.
+    #[serde(default)]
+    pub required: bool,
+    pub locator: Locator,
+    /// Accepted date layouts, tried in order (see README). Empty: built-in
+    /// unambiguous layouts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub date_formats: Vec<String>,
+    /// Decimal separator of numbers and money: `"."` or `","`. Unset: guessed
+    /// per value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decimal_separator: Option<char>,
+    /// Thousands separator: `","`, `"."`, `" "` or `"'"`. Unset: guessed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thousands_separator: Option<char>,
+    /// Extra strings removed from `money` values besides the built-in
+    /// currency symbols and ISO codes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub currency_strip: Vec<String>,
+    #[serde(default)]
+    pub whitespace: Whitespace,
+    /// Replacements applied in order to the raw text, before typing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace: Vec<Replace>,
+    /// Value used when the field is not found (typed like the field). A
+    /// required field with a default is never missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+    /// The cleaned text must match this regex, or the candidate is rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<String>,
+    /// Words meaning `true` for a `boolean` field (added to the built-ins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub true_values: Vec<String>,
+    /// Words meaning `false` for a `boolean` field (added to the built-ins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub false_values: Vec<String>,
+}
+
+/// The JSON type a field's value is converted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    Text,
+    Integer,
+    Number,
+    Money,
+    Date,
+    Boolean,
+    Enum,
+}
+
+/// How runs of whitespace in a value are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Whitespace {
+    /// Trim and turn every run of whitespace into one space.
+    #[default]
+    Collapse,
+    /// Trim the ends only.
+    Trim,
+    /// Remove all whitespace (IBANs, codes).
+    Remove,
+    /// Keep the text as located, line breaks included.
+    Keep,
+}
+
+/// One replacement: exactly one of `find` (literal) or `pattern` (regex,
+/// `$1` references allowed in `with`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replace {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub find: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    #[serde(default)]
+    pub with: String,
+}
+
+/// Where a field's value is found. JSON: `"locator": {"kind": "region", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Locator {
+    Region(RegionLocator),
+    Label(LabelLocator),
+    Regex(RegexLocator),
+    Table(TableLocator),
+}
+
+impl Locator {
+    /// The locator kind as written in JSON (`region`, `label`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Locator::Region(_) => "region",
+            Locator::Label(_) => "label",
+            Locator::Regex(_) => "regex",
+            Locator::Table(_) => "table",
+        }
+    }
+}
+
+/// Which page(s) a locator looks at: a 1-based number, `"first"`, `"last"`
+/// or `"any"` (the first page where the value is found).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PageSel {
+    Number(u32),
+    First,
+    Last,
+    #[default]
+    Any,
+}
+
+impl Serialize for PageSel {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PageSel::Number(n) => s.serialize_u32(*n),
+            PageSel::First => s.serialize_str("first"),
+            PageSel::Last => s.serialize_str("last"),
+            PageSel::Any => s.serialize_str("any"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PageSel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u32),
+            S(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("page must be a page number or \"first\", \"last\", \"any\"")
+        })? {
+            Raw::N(n) => Ok(PageSel::Number(n)),
+            Raw::S(s) => match s.as_str() {
+                "first" => Ok(PageSel::First),
+                "last" => Ok(PageSel::Last),
+                "any" => Ok(PageSel::Any),
+                other => Err(serde::de::Error::custom(format!(
+                    "page \"{other}\" is not a page number or \"first\", \"last\", \"any\""
+                ))),
+            },
+        }
+    }
+}
+
+/// A box in normalised page coordinates: `[left, top, right, bottom]`, each
+/// in `0..=1`, origin at the top-left corner of the upright page.
+pub type NormBox = [f64; 4];
+
+/// The words inside a box, in reading order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionLocator {
+    #[serde(default = "page_first")]
+    pub page: PageSel,
+    #[serde(rename = "box")]
+    pub bbox: NormBox,
+}
+
+fn page_first() -> PageSel {
+    PageSel::First
+}
+
+/// Where the value lies relative to its label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Right,
+    Below,
+    /// Right of the label if anything is there, else below.
+    #[default]
+    Auto,
+}
+
+/// A value next to an anchor text, e.g. right of `Invoice No`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelLocator {
+    /// The label text, matched case-insensitively with flexible whitespace
+    /// and an optional trailing colon. Exactly one of `label`, `label_regex`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_regex: Option<String>,
+    #[serde(default)]
+    pub direction: Direction,
+    /// Largest gap between label and value, as a fraction of the page width
+    /// (right) or height (below).
+    #[serde(default = "default_max_gap")]
+    pub max_gap: f64,
+    #[serde(default)]
+    pub page: PageSel,
+}
+
+fn default_max_gap() -> f64 {
+    0.25
+}
+
+/// Which matches of a regex are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Occurrence {
+    #[default]
+    First,
+    Last,
+    All,
+}
+
+/// How several matches (`occurrence: all`) become one value. Without it, an
+/// `all` field yields an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    Sum,
+    Min,
+    Max,
+    Join,
+}
+
+/// A pattern with exactly one capture group over the layout text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexLocator {
+    pub pattern: String,
+    #[serde(default)]
+    pub occurrence: Occurrence,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combine: Option<Combine>,
+    /// Separator for `combine: join`.
+    #[serde(default = "default_join")]
+    pub separator: String,
+    #[serde(default)]
+    pub case_insensitive: bool,
+    #[serde(default)]
+    pub page: PageSel,
+}
+
+fn default_join() -> String {
+    ", ".to_owned()
+}
+
+/// Line items: a header row found by its column labels, rows until `end`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableLocator {
+    pub columns: Vec<Column>,
+    /// Regex over a row's text that ends the table (e.g. `^(Sub)?total`).
+    /// Without it the table ends at the first gap of more than two lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    #[serde(default)]
+    pub page: PageSel,
+}
+
+/// One table column: its output key, its header text and its type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    pub name: String,
+    /// Header text as printed (case-insensitive); default: `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(rename = "type", default = "column_text")]
+    pub kind: FieldType,
+    /// A row missing a required cell is skipped (e.g. wrapped text lines).
+    #[serde(default)]
+    pub required: bool,
+}
+
+fn column_text() -> FieldType {
+    FieldType::Text
+}
+
+/// A template that cannot be used; the message names the field and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    field: Option<String>,
+    message: String,
+}
+
+impl TemplateError {
+    fn field(field: &str, message: impl Into<String>) -> Self {
+        TemplateError {
+            field: Some(field.to_owned()),
+            message: message.into(),
+        }
+    }
+
+    fn global(message: impl Into<String>) -> Self {
+        TemplateError {
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        "invalid_template"
+    }
+
+    /// The offending field's name, when the error concerns one field.
+    pub fn field_name(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(name) => write!(f, "field \"{name}\": {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
+/// Compile a template regex with the crate-wide size limit.
+pub(crate) fn compile_regex(pattern: &str, case_insensitive: bool) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(case_insensitive)
+        .multi_line(true)
+        .size_limit(MAX_REGEX_BYTES)
+        .dfa_size_limit(MAX_REGEX_BYTES)
+        .build()
+}
+
+fn check_regex(field: &str, what: &str, pattern: &str) -> Result<Regex, TemplateError> {
+    compile_regex(pattern, false).map_err(|e| {
+        let detail = e.to_string();
+        let detail = detail.lines().last().unwrap_or("").trim().to_owned();
+        TemplateError::field(
+            field,
+            format!("{what} {pattern:?} does not compile: {detail}"),
+        )
+    })
+}
+
+fn check_name(field: &str, what: &str, name: &str) -> Result<(), TemplateError> {
+    if name.trim().is_empty() {
+        return Err(TemplateError::field(field, format!("{what} is empty")));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(TemplateError::field(
+            field,
+            format!("{what} {name:?} is longer than {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(TemplateError::field(
+            field,
+            format!("{what} {name:?} contains control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_page(field: &str, page: PageSel) -> Result<(), TemplateError> {
+    if page == PageSel::Number(0) {
+        return Err(TemplateError::field(
+            field,
+            "page 0 does not exist: pages are numbered from 1",
+        ));
+    }
+    Ok(())
+}
+
+fn is_language_code(code: &str) -> bool {
+    // Tesseract traineddata names: `eng`, `deu`, `chi_sim`, `deu_latf`.
+    let mut parts = code.split('_');
+    let base = parts.next().unwrap_or("");
+    base.len() == 3
+        && base.bytes().all(|b| b.is_ascii_lowercase())
+        && parts.all(|p| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+impl Template {
+    /// Parse and validate a template from JSON.
+    pub fn from_json(value: serde_json::Value) -> Result<Template, TemplateError> {
+        let template: Template = serde_json::from_value(value).map_err(|e| {
+            TemplateError::global(format!("template JSON does not match the model: {e}"))
+        })?;
+        template.validate()?;
+        Ok(template)
+    }
+
+    /// Check everything that serde cannot: names, regexes, boxes, limits.
+    pub fn validate(&self) -> Result<(), TemplateError> {
+        if self.fields.is_empty() {
+            return Err(TemplateError::global("template has no fields"));
+        }
+        if self.fields.len() > MAX_FIELDS {
+            return Err(TemplateError::global(format!(
+                "template has {} fields; the limit is {MAX_FIELDS}",
+                self.fields.len()
+            )));
+        }
+        if self.languages.is_empty() {
+            return Err(TemplateError::global(
+                "languages is empty; use e.g. [\"eng\"]",
+            ));
+        }
+        if self.languages.len() > MAX_LANGUAGES {
+            return Err(TemplateError::global(format!(
+                "{} languages given; the limit is {MAX_LANGUAGES}",
+                self.languages.len()
+            )));
+        }
+        for lang in &self.languages {
+            if !is_language_code(lang) {
+                return Err(TemplateError::global(format!(
+                    "language {lang:?} is not a Tesseract language code such as \"eng\", \"deu\" or \"chi_sim\""
+                )));
+            }
+        }
+        if let Some(dpi) = self.dpi
+            && !(72..=600).contains(&dpi)
+        {
+            return Err(TemplateError::global(format!(
+                "dpi {dpi} is outside 72..=600"
+            )));
+        }
+        for kw in &self.keywords {
+            if kw.trim().is_empty() {
+                return Err(TemplateError::global("keywords contains an empty keyword"));
+            }
+        }
+        let mut seen = HashSet::new();
+        for field in &self.fields {
+            check_name(&field.name, "name", &field.name)?;
+            if !seen.insert(field.name.as_str()) {
+                return Err(TemplateError::field(
+                    &field.name,
+                    "name is used by more than one field",
+                ));
+            }
+            field.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl Field {
+    fn validate(&self) -> Result<(), TemplateError> {
+        let name = self.name.as_str();
+        match self.kind {
+            FieldType::Enum if self.values.is_empty() => {
+                return Err(TemplateError::field(
+                    name,
+                    "type enum needs a non-empty \"values\" list",
+                ));
+            }
+            FieldType::Enum if self.values.iter().any(|v| v.trim().is_empty()) => {
+                return Err(TemplateError::field(
+                    name,
+                    "enum values contain an empty value",
+                ));
+            }
+            FieldType::Enum => {}
+            _ if !self.values.is_empty() => {
+                return Err(TemplateError::field(
+                    name,
+                    "\"values\" is only allowed for type enum",
+                ));
+            }
+            _ => {}
+        }
+        for sep in [self.decimal_separator, self.thousands_separator]
+            .into_iter()
+            .flatten()
+        {
+            if !matches!(sep, '.' | ',' | ' ' | '\'' | '\u{a0}' | '\u{202f}') {
+                return Err(TemplateError::field(
+                    name,
+                    format!("separator {sep:?} is not one of . , ' or a space"),
+                ));
+            }
+        }
+        if let Some(d) = self.decimal_separator {
+            if !matches!(d, '.' | ',') {
+                return Err(TemplateError::field(
+                    name,
+                    format!("decimal_separator {d:?} must be \".\" or \",\""),
+                ));
+            }
+            if self.thousands_separator == Some(d) {
+                return Err(TemplateError::field(
+                    name,
+                    format!("decimal and thousands separator are both {d:?}"),
+                ));
+            }
+        }
+        for f in &self.date_formats {
+            crate::post::DateFormat::parse(f)
+                .map_err(|e| TemplateError::field(name, format!("date format {f:?}: {e}")))?;
+        }
+        for r in &self.replace {
+            match (&r.find, &r.pattern) {
+                (Some(f), None) if !f.is_empty() => {}
+                (None, Some(p)) => {
+                    check_regex(name, "replace pattern", p)?;
+                }
+                _ => {
+                    return Err(TemplateError::field(
+                        name,
+                        "each replace rule needs exactly one of a non-empty \"find\" or \"pattern\"",
+                    ));
+                }
+            }
+        }
+        if let Some(v) = &self.validate {
+            check_regex(name, "validate regex", v)?;
+        }
+        if let Some(default) = &self.default {
+            let ok = match (self.kind, default) {
+                (_, serde_json::Value::Null) => true,
+                (FieldType::Text, serde_json::Value::String(_)) => true,
+                (FieldType::Integer, serde_json::Value::Number(n)) => n.is_i64() || n.is_u64(),
+                (FieldType::Number | FieldType::Money, serde_json::Value::Number(_)) => true,
+                (FieldType::Boolean, serde_json::Value::Bool(_)) => true,
+                (FieldType::Date, serde_json::Value::String(s)) => {
+                    crate::post::parse_iso_date(s).is_some()
+                }
+                (FieldType::Enum, serde_json::Value::String(s)) => self.values.contains(s),
+                (_, serde_json::Value::Array(_)) => matches!(self.locator, Locator::Table(_)),
+                _ => false,
+            };
+            if !ok {
+                return Err(TemplateError::field(
+                    name,
+                    format!("default {default} is not a valid {:?} value", self.kind)
+                        .to_lowercase(),
+                ));
+            }
+        }
+        match &self.locator {
+            Locator::Region(r) => {
+                check_page(name, r.page)?;
+                let [l, t, rr, b] = r.bbox;
+                if r.bbox
+                    .iter()
+                    .any(|v| !v.is_finite() || !(0.0..=1.0).contains(v))
+                {
+                    return Err(TemplateError::field(
+                        name,
+                        format!("box {:?} has a coordinate outside 0..1", r.bbox),
+                    ));
+                }
+                if rr <= l || b <= t {
+                    return Err(TemplateError::field(
+                        name,
+                        format!(
+                            "box {:?} is empty: it must be [left, top, right, bottom] with right > left and bottom > top",
+                            r.bbox
+                        ),
+                    ));
+                }
+            }
+            Locator::Label(l) => {
+                check_page(name, l.page)?;
+                match (&l.label, &l.label_regex) {
+                    (Some(t), None) if !t.trim().is_empty() => {}
+                    (None, Some(p)) => {
+                        check_regex(name, "label_regex", p)?;
+                    }
+                    _ => {
+                        return Err(TemplateError::field(
+                            name,
+                            "label locator needs exactly one of a non-empty \"label\" or \"label_regex\"",
+                        ));
+                    }
+                }
+                if !l.max_gap.is_finite() || l.max_gap <= 0.0 || l.max_gap > 1.0 {
+                    return Err(TemplateError::field(
+                        name,
+                        format!("max_gap {} must be in (0, 1]", l.max_gap),
+                    ));
+                }
+            }
+            Locator::Regex(r) => {
+                check_page(name, r.page)?;
+                let re = check_regex(name, "regex", &r.pattern)?;
+                let groups = re.captures_len() - 1;
+                if groups != 1 {
+                    return Err(TemplateError::field(
+                        name,
+                        format!(
+                            "regex {:?} has {groups} capture groups; it needs exactly one (use (?:...) for others)",
+                            r.pattern
+                        ),
+                    ));
+                }
+                if let Some(c) = r.combine {
+                    if r.occurrence != Occurrence::All {
+                        return Err(TemplateError::field(
+                            name,
+                            "combine needs occurrence \"all\"",
+                        ));
+                    }
+                    let numeric = matches!(
+                        self.kind,
+                        FieldType::Integer | FieldType::Number | FieldType::Money
+                    );
+                    let dated = self.kind == FieldType::Date;
+                    match c {
+                        Combine::Sum if !numeric => {
+                            return Err(TemplateError::field(
+                                name,
+                                "combine \"sum\" needs a numeric type",
+                            ));
+                        }
+                        Combine::Min | Combine::Max if !(numeric || dated) => {
+                            return Err(TemplateError::field(
+                                name,
+                                "combine \"min\"/\"max\" needs a numeric or date type",
+                            ));
+                        }
+                        Combine::Join if self.kind != FieldType::Text => {
+                            return Err(TemplateError::field(
+                                name,
+                                "combine \"join\" needs type text",
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Locator::Table(t) => {
+                check_page(name, t.page)?;
+                if t.columns.is_empty() {
+                    return Err(TemplateError::field(name, "table has no columns"));
+                }
+                if t.columns.len() > MAX_COLUMNS {
+                    return Err(TemplateError::field(
+                        name,
+                        format!(
+                            "table has {} columns; the limit is {MAX_COLUMNS}",
+                            t.columns.len()
+                        ),
+                    ));
+                }
+                let mut seen = HashSet::new();
+                for c in &t.columns {
+                    check_name(name, "column name", &c.name)?;
+                    if let Some(h) = &c.header {
+                        check_name(name, "column header", h)?;
+                    }
+                    if !seen.insert(c.name.as_str()) {
+                        return Err(TemplateError::field(
+                            name,
+                            format!("column {:?} appears twice", c.name),
+                        ));
+                    }
+                    if matches!(c.kind, FieldType::Enum) {
+                        return Err(TemplateError::field(
+                            name,
+                            format!("column {:?}: enum columns are not supported", c.name),
+                        ));
+                    }
+                }
+                if let Some(end) = &t.end {
+                    check_regex(name, "table end pattern", end)?;
+                }
+                if self.kind != FieldType::Text {
+                    return Err(TemplateError::field(
+                        name,
+                        "a table field has type \"text\"; give each column its type",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn one(field: serde_json::Value) -> Result<Template, TemplateError> {
+        Template::from_json(json!({ "fields": [field] }))
+    }
+
+    #[test]
+    fn parses_every_locator_kind_with_defaults() {
+        let t = Template::from_json(json!({
+            "keywords": ["Invoice"],
+            "fields": [
+                {"name": "no", "type": "text", "locator": {"kind": "label", "label": "Invoice No"}},
+                {"name": "date", "type": "date", "required": true, "date_formats": ["DD.MM.YYYY"],
+                 "locator": {"kind": "region", "box": [0.6, 0.1, 0.95, 0.15]}},
+                {"name": "total", "type": "money", "locator": {"kind": "regex", "pattern": "Total\\s+(\\S+)", "occurrence": "last"}},
+                {"name": "items", "type": "text", "locator": {"kind": "table", "end": "^Total",
+                  "columns": [{"name": "qty", "type": "integer"}, {"name": "description", "header": "Item"}]}}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(t.languages, vec!["eng"]);
+        let Locator::Label(l) = &t.fields[0].locator else {
+            panic!("label expected")
+        };
+        assert_eq!(
+            (l.direction, l.max_gap, l.page),
+            (Direction::Auto, 0.25, PageSel::Any)
+        );
+        let Locator::Region(r) = &t.fields[1].locator else {
+            panic!("region expected")
+        };
+        assert_eq!(r.page, PageSel::First);
+        assert!(t.fields[1].required && !t.fields[0].required);
+        // Round trip keeps the shape.
+        let back = Template::from_json(serde_json::to_value(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn rejects_typos_and_bad_values_naming_the_field() {
+        let cases = [
+            (
+                json!({"name": "total", "type": "money", "locator": {"kind": "regex", "pattern": "(\\d+"}}),
+                "field \"total\": regex \"(\\\\d+\" does not compile",
+            ),
+            (
+                json!({"name": "total", "type": "money", "locator": {"kind": "regex", "pattern": "\\d+"}}),
+                "has 0 capture groups",
+            ),
+            (
+                json!({"name": "t", "type": "money", "locator": {"kind": "regex", "pattern": "(a)(b)"}}),
+                "has 2 capture groups",
+            ),
+            (
+                json!({"name": "b", "type": "text", "locator": {"kind": "region", "box": [0.5, 0.1, 0.4, 0.2]}}),
+                "is empty",
+            ),
+            (
+                json!({"name": "b", "type": "text", "locator": {"kind": "region", "box": [0.1, 0.1, 1.4, 0.2]}}),
+                "outside 0..1",
+            ),
+            (
+                json!({"name": "e", "type": "enum", "locator": {"kind": "label", "label": "Status"}}),
+                "non-empty \"values\"",
+            ),
+            (
+                json!({"name": "l", "type": "text", "locator": {"kind": "label"}}),
+                "exactly one of",
+            ),
+            (
+                json!({"name": "l", "type": "text", "locator": {"kind": "label", "label": "A", "max_gap": 0}}),
+                "max_gap 0",
+            ),
+            (
+                json!({"name": "p", "type": "text", "locator": {"kind": "region", "page": 0, "box": [0, 0, 1, 1]}}),
+                "page 0",
+            ),
+            (
+                json!({"name": "s", "type": "text", "locator": {"kind": "regex", "pattern": "(a)", "combine": "sum", "occurrence": "all"}}),
+                "numeric type",
+            ),
+            (
+                json!({"name": "d", "type": "date", "date_formats": ["QQ"], "locator": {"kind": "label", "label": "A"}}),
+                "date format \"QQ\"",
+            ),
+            (
+                json!({"name": "d", "type": "integer", "default": "x", "locator": {"kind": "label", "label": "A"}}),
+                "default \"x\"",
+            ),
+            (
+                json!({"name": "", "type": "text", "locator": {"kind": "label", "label": "A"}}),
+                "name is empty",
+            ),
+            (
+                json!({"name": "x", "type": "text", "locator": {"kind": "table", "columns": []}}),
+                "no columns",
+            ),
+        ];
+        for (field, want) in cases {
+            let err = one(field.clone()).unwrap_err();
+            assert!(
+                err.to_string().contains(want),
+                "{field}: got {err}, want {want}"
+            );
+            assert_eq!(err.code(), "invalid_template");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_languages() {
+        let err = one(json!({"name": "x", "type": "text", "requird": true, "locator": {"kind": "label", "label": "A"}})).unwrap_err();
+        assert!(err.to_string().contains("requird"), "{err}");
+        let err = one(json!({"name": "x", "type": "text", "locator": {"kind": "label", "label": "A", "directon": "right"}})).unwrap_err();
+        assert!(err.to_string().contains("directon"), "{err}");
+        let err =
+            one(json!({"name": "x", "type": "txt", "locator": {"kind": "label", "label": "A"}}))
+                .unwrap_err();
+        assert!(err.to_string().contains("txt"), "{err}");
+        let err = Template::from_json(json!({"languages": ["english"], "fields": [
+            {"name": "x", "type": "text", "locator": {"kind": "label", "label": "A"}}]}))
+        .unwrap_err();
+        assert!(err.to_string().contains("\"english\""), "{err}");
+        let dup = json!({"name": "x", "type": "text", "locator": {"kind": "label", "label": "A"}});
+        let err = Template::from_json(json!({"fields": [dup.clone(), dup]})).unwrap_err();
+        assert!(err.to_string().contains("more than one field"), "{err}");
+        let many: Vec<_> = (0..=MAX_FIELDS)
+            .map(|i| json!({"name": format!("f{i}"), "type": "text", "locator": {"kind": "label", "label": "A"}}))
+            .collect();
+        let err = Template::from_json(json!({ "fields": many })).unwrap_err();
+        assert!(err.to_string().contains("limit is 200"), "{err}");
+        assert!(
+            Template::from_json(json!({"languages": ["chi_sim", "deu"], "fields": [
+            {"name": "x", "type": "text", "locator": {"kind": "label", "label": "A"}}]}))
+            .is_ok()
+        );
+    }
+}
