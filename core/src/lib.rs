@@ -1,1 +1,12 @@
-//! paperhook-core
+//! Paperhook's shared library: configuration, database access, the work
+//! queue, object storage, secrets and the public status strings. The HTTP
+//! API, the workers and the janitor are thin binaries over it; document
+//! understanding lives in `paperhook-extract`, which does no I/O.
+
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod queue;
+pub mod sniff;
+pub mod status;
+pub mod storage;

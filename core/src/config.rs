@@ -1,0 +1,232 @@
+//! Layered configuration: embedded defaults, then a TOML file, then
+//! `PAPERHOOK_*` environment variables. Validated once at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::crypto::Keyring;
+
+/// The documented defaults; every key is listed there.
+pub const DEFAULTS: &str = include_str!("../config.default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub database_url: SecretString,
+    pub db_max_connections: u32,
+    pub db_acquire_timeout_secs: u64,
+    pub migrate_on_start: bool,
+    pub api_addr: String,
+    pub public_url: String,
+    pub storage_url: String,
+    pub s3_region: String,
+    pub s3_endpoint: String,
+    pub s3_force_path_style: bool,
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: SecretString,
+    pub max_upload_bytes: u64,
+    pub max_json_bytes: u64,
+    pub max_static_values_bytes: u64,
+    pub max_static_values_depth: u32,
+    pub idempotency_ttl_secs: u64,
+    pub result_retention_secs: u64,
+    pub encryption_keys: SecretString,
+    pub log_format: String,
+    pub log_level: String,
+}
+
+/// Where uploaded files live, parsed from `storage_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageLocation {
+    File(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl Config {
+    /// Loads defaults, `PAPERHOOK_CONFIG` (or `./paperhook.toml` if present) and the environment.
+    pub fn load() -> Result<Config, ConfigError> {
+        let file = std::env::var("PAPERHOOK_CONFIG").unwrap_or_else(|_| "paperhook.toml".into());
+        Self::figment(Some(file.into()))
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    /// Defaults only, overridden by the environment: for tests and tools.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::figment(None)
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    fn figment(file: Option<PathBuf>) -> Figment {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file(file));
+        }
+        figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database_url".into()),
+            )
+            // Only split-free names: PAPERHOOK_S3_REGION is the key s3_region.
+            .merge(Env::prefixed("PAPERHOOK_").ignore(&["CONFIG"]))
+    }
+
+    /// Checks every setting once, so a bad value fails at start-up with its name.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.api_socket_addr()?;
+        self.storage_location()?;
+        if self.max_upload_bytes == 0 {
+            return Err(invalid("max_upload_bytes", "must be greater than 0"));
+        }
+        if self.db_max_connections == 0 {
+            return Err(invalid("db_max_connections", "must be greater than 0"));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(invalid(
+                "log_format",
+                format!("must be \"text\" or \"json\", not {:?}", self.log_format),
+            ));
+        }
+        self.keyring()?;
+        Ok(())
+    }
+
+    pub fn api_socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.api_addr.parse().map_err(|e| {
+            invalid(
+                "api_addr",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8080: {e}",
+                    self.api_addr
+                ),
+            )
+        })
+    }
+
+    pub fn storage_location(&self) -> Result<StorageLocation, ConfigError> {
+        let url = self.storage_url.trim();
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(invalid("storage_url", "file:// needs a path"));
+            }
+            Ok(StorageLocation::File(PathBuf::from(path)))
+        } else if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid(
+                    "storage_url",
+                    "s3:// needs a bucket: s3://BUCKET[/PREFIX]",
+                ));
+            }
+            Ok(StorageLocation::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.trim_matches('/').to_owned(),
+            })
+        } else {
+            Err(invalid(
+                "storage_url",
+                format!("{url:?} must start with file:// or s3://"),
+            ))
+        }
+    }
+
+    pub fn keyring(&self) -> Result<Keyring, ConfigError> {
+        Keyring::parse(self.encryption_keys.expose_secret())
+            .map_err(|message| invalid("encryption_keys", message))
+    }
+
+    pub fn db_acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.db_acquire_timeout_secs)
+    }
+
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_ttl_secs)
+    }
+
+    pub fn result_retention(&self) -> Duration {
+        Duration::from_secs(self.result_retention_secs)
+    }
+}
+
+/// Installs the tracing subscriber: text or JSON lines on stderr.
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(config.log_level.clone()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, Box<figment::Error>> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        for (k, v) in pairs {
+            figment = figment.merge((*k, *v));
+        }
+        figment.extract().map_err(Box::new)
+    }
+
+    #[test]
+    fn defaults_parse_and_need_a_key() {
+        let config = with(&[]).unwrap();
+        assert_eq!(config.api_addr, "127.0.0.1:8080");
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("encryption_keys"), "{err}");
+    }
+
+    #[test]
+    fn storage_urls() {
+        let mut config = with(&[]).unwrap();
+        assert_eq!(
+            config.storage_location().unwrap(),
+            StorageLocation::File(".paperhook/storage".into())
+        );
+        config.storage_url = "s3://bucket/some/prefix/".into();
+        assert_eq!(
+            config.storage_location().unwrap(),
+            StorageLocation::S3 {
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            }
+        );
+        config.storage_url = "ftp://x".into();
+        assert!(
+            config
+                .storage_location()
+                .unwrap_err()
+                .to_string()
+                .contains("ftp://x")
+        );
+    }
+}

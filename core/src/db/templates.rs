@@ -1,0 +1,156 @@
+//! Templates: the extraction spec and the webhook, per account.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{FromRow, PgExecutor};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct TemplateRow {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub name: String,
+    pub spec: Json<serde_json::Value>,
+    pub webhook_url: Option<String>,
+    pub webhook_headers_enc: Option<Vec<u8>>,
+    pub webhook_secret_enc: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a create or full update writes.
+#[derive(Debug, Clone)]
+pub struct TemplateWrite {
+    pub name: String,
+    pub spec: serde_json::Value,
+    pub webhook_url: Option<String>,
+    pub webhook_headers_enc: Option<Vec<u8>>,
+}
+
+macro_rules! columns {
+    () => {
+        "id, account_id, name, spec, webhook_url, webhook_headers_enc,                    webhook_secret_enc, created_at, updated_at"
+    };
+}
+
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    account_id: Uuid,
+    write: &TemplateWrite,
+    secret_enc: &[u8],
+) -> sqlx::Result<TemplateRow> {
+    sqlx::query_as(concat!("INSERT INTO templates (id, account_id, name, spec, webhook_url, webhook_headers_enc, webhook_secret_enc)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ", columns!(), ""))
+    .bind(Uuid::new_v4())
+    .bind(account_id)
+    .bind(&write.name)
+    .bind(Json(&write.spec))
+    .bind(&write.webhook_url)
+    .bind(&write.webhook_headers_enc)
+    .bind(secret_enc)
+    .fetch_one(db)
+    .await
+}
+
+/// A live template of this account; another account's id gives `None`.
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    account_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<Option<TemplateRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM templates WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL"
+    ))
+    .bind(id)
+    .bind(account_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Any template by id, deleted or not: for workers finishing jobs already accepted.
+pub async fn get_any(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<TemplateRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM templates WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    account_id: Uuid,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<TemplateRow>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM templates WHERE account_id = $1 AND deleted_at IS NULL
+         ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
+    ))
+    .bind(account_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    account_id: Uuid,
+    id: Uuid,
+    write: &TemplateWrite,
+) -> sqlx::Result<Option<TemplateRow>> {
+    sqlx::query_as(concat!(
+        "UPDATE templates SET name = $3, spec = $4, webhook_url = $5, webhook_headers_enc = $6,
+                updated_at = now()
+         WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL RETURNING ",
+        columns!(),
+        ""
+    ))
+    .bind(id)
+    .bind(account_id)
+    .bind(&write.name)
+    .bind(Json(&write.spec))
+    .bind(&write.webhook_url)
+    .bind(&write.webhook_headers_enc)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn set_secret(
+    db: impl PgExecutor<'_>,
+    account_id: Uuid,
+    id: Uuid,
+    secret_enc: &[u8],
+) -> sqlx::Result<Option<TemplateRow>> {
+    sqlx::query_as(concat!(
+        "UPDATE templates SET webhook_secret_enc = $3, updated_at = now()
+         WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL RETURNING ",
+        columns!(),
+        ""
+    ))
+    .bind(id)
+    .bind(account_id)
+    .bind(secret_enc)
+    .fetch_optional(db)
+    .await
+}
+
+/// Soft delete; returns whether a live template was deleted.
+pub async fn delete(db: impl PgExecutor<'_>, account_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE templates SET deleted_at = now()
+         WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(account_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

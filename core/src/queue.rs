@@ -1,0 +1,219 @@
+//! The work queue: a small PostgreSQL queue on the `tasks` table, after
+//! River's and Oban's design.
+//!
+//! - **Enqueue** is an INSERT in the caller's transaction, with `pg_notify`
+//!   so idle workers wake at once (they also poll every 1-2 s).
+//! - **Claim** is one statement: `FOR UPDATE SKIP LOCKED` picks due rows and
+//!   the same statement marks them `running` under a lease (`locked_by`,
+//!   `locked_until`).
+//! - **Heartbeat** extends the lease of the tasks a worker still holds.
+//! - **Complete / retry / fail** only act while the caller still holds the
+//!   lease, so a worker whose lease was taken over cannot finish twice.
+//! - **Rescue** returns tasks with expired leases (dead workers) to the queue,
+//!   or fails them after `max_attempts`.
+//! - **Prune** deletes finished tasks in batches.
+//!
+//! `now` is a parameter everywhere, so tests control time.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// The LISTEN/NOTIFY channel that wakes workers.
+pub const CHANNEL: &str = "paperhook_tasks";
+
+/// What a task refers to.
+pub mod kind {
+    /// A submitted job: unzip a ZIP, or process a single file.
+    pub const JOB: &str = "job";
+    /// One document of a job.
+    pub const DOCUMENT: &str = "document";
+    /// One webhook delivery.
+    pub const DELIVERY: &str = "delivery";
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Task {
+    pub id: i64,
+    pub kind: String,
+    pub ref_id: Uuid,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+fn interval(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Enqueues a task in the caller's transaction. A task for the same
+/// `(kind, ref_id)` that is still waiting or running is not duplicated.
+pub async fn enqueue(
+    tx: &mut PgConnection,
+    kind: &str,
+    ref_id: Uuid,
+    run_at: Option<DateTime<Utc>>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO tasks (kind, ref_id, run_at) VALUES ($1, $2, coalesce($3, now()))
+         ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running') DO NOTHING",
+    )
+    .bind(kind)
+    .bind(ref_id)
+    .bind(run_at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(kind)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` due tasks of the given kinds for `worker`.
+pub async fn claim(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    kinds: &[&str],
+    limit: i64,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Vec<Task>> {
+    sqlx::query_as(
+        "WITH next AS (
+             SELECT id FROM tasks
+             WHERE state = 'available' AND run_at <= $1 AND kind = ANY($2)
+             ORDER BY run_at, id
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE tasks t
+         SET state = 'running', attempts = t.attempts + 1, locked_by = $4,
+             locked_until = $1 + make_interval(secs => $5)
+         FROM next WHERE t.id = next.id
+         RETURNING t.id, t.kind, t.ref_id, t.attempts, t.max_attempts, t.locked_by, t.locked_until",
+    )
+    .bind(now)
+    .bind(kinds)
+    .bind(limit)
+    .bind(worker)
+    .bind(interval(lease))
+    .fetch_all(db)
+    .await
+}
+
+/// Extends the leases `worker` still holds; returns the ids it still holds.
+pub async fn heartbeat(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    ids: &[i64],
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "UPDATE tasks SET locked_until = $3 + make_interval(secs => $4)
+         WHERE id = ANY($1) AND locked_by = $2 AND state = 'running'
+         RETURNING id",
+    )
+    .bind(ids)
+    .bind(worker)
+    .bind(now)
+    .bind(interval(lease))
+    .fetch_all(db)
+    .await
+}
+
+/// Marks the task done, in the caller's transaction (so the work's effects and
+/// the completion commit together). False if the lease was lost.
+pub async fn complete(db: impl PgExecutor<'_>, task: &Task, worker: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE tasks SET state = 'completed', finished_at = now(), locked_by = NULL, locked_until = NULL
+         WHERE id = $1 AND locked_by = $2 AND state = 'running'",
+    )
+    .bind(task.id)
+    .bind(worker)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts the task back to run at `run_at`, or fails it when its attempts are spent.
+pub async fn retry(
+    db: impl PgExecutor<'_>,
+    task: &Task,
+    worker: &str,
+    run_at: DateTime<Utc>,
+    error: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE tasks SET
+             state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'available' END,
+             finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+             run_at = $3, last_error = $4, locked_by = NULL, locked_until = NULL
+         WHERE id = $1 AND locked_by = $2 AND state = 'running'",
+    )
+    .bind(task.id)
+    .bind(worker)
+    .bind(run_at)
+    .bind(error)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives the task back without counting the attempt (graceful shutdown).
+pub async fn release(db: impl PgExecutor<'_>, task: &Task, worker: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE tasks SET state = 'available', attempts = greatest(attempts - 1, 0),
+             locked_by = NULL, locked_until = NULL, run_at = now()
+         WHERE id = $1 AND locked_by = $2 AND state = 'running'",
+    )
+    .bind(task.id)
+    .bind(worker)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Returns tasks whose lease expired before `now` to the queue (or fails
+/// them when their attempts are spent); returns how many.
+pub async fn rescue(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE tasks SET
+             state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'available' END,
+             finished_at = CASE WHEN attempts >= max_attempts THEN $1 END,
+             last_error = 'lease expired (worker stopped or lost)',
+             locked_by = NULL, locked_until = NULL, run_at = $1
+         WHERE id IN (
+             SELECT id FROM tasks WHERE state = 'running' AND locked_until < $1
+             ORDER BY locked_until LIMIT 1000 FOR UPDATE SKIP LOCKED
+         )",
+    )
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes up to `limit` tasks that finished before `before`; returns how many.
+pub async fn prune(
+    db: impl PgExecutor<'_>,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM tasks WHERE id IN (
+             SELECT id FROM tasks WHERE state IN ('completed', 'failed') AND finished_at < $1
+             LIMIT $2 FOR UPDATE SKIP LOCKED
+         )",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

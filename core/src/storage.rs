@@ -1,0 +1,340 @@
+//! Object storage for uploaded documents: S3 (any S3-compatible server) or
+//! the local filesystem, behind one small enum so callers never care which.
+
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use secrecy::ExposeSecret;
+
+use crate::config::{Config, StorageLocation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object {0:?} not found")]
+    NotFound(String),
+    #[error("invalid object key {0:?}")]
+    InvalidKey(String),
+    #[error("storage I/O failed for {key:?}: {source}")]
+    Io {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("S3 request {op} failed for {key:?}: {message}")]
+    S3 {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum Storage {
+    Fs(FsStorage),
+    S3(S3Storage),
+}
+
+#[derive(Debug, Clone)]
+pub struct FsStorage {
+    root: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Storage {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+/// Keys are ours (`documents/<account>/<job>...`), but check them anyway so a
+/// bug can never write outside the root.
+fn check_key(key: &str) -> Result<(), StorageError> {
+    let ok = !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidKey(key.to_owned()))
+    }
+}
+
+fn io_err(key: &str) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            StorageError::NotFound(key.to_owned())
+        } else {
+            StorageError::Io {
+                key: key.to_owned(),
+                source,
+            }
+        }
+    }
+}
+
+impl Storage {
+    pub async fn from_config(config: &Config) -> anyhow::Result<Storage> {
+        Ok(match config.storage_location()? {
+            StorageLocation::File(root) => Storage::Fs(FsStorage::new(root).await?),
+            StorageLocation::S3 { bucket, prefix } => {
+                Storage::S3(S3Storage::new(config, bucket, prefix).await)
+            }
+        })
+    }
+
+    /// Stores a local file under `key`, streaming it; returns its size.
+    pub async fn put_file(&self, key: &str, path: &Path) -> Result<u64, StorageError> {
+        check_key(key)?;
+        match self {
+            Storage::Fs(fs) => fs.put_file(key, path).await,
+            Storage::S3(s3) => s3.put_file(key, path).await,
+        }
+    }
+
+    pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        check_key(key)?;
+        match self {
+            Storage::Fs(fs) => fs.put_bytes(key, &data).await,
+            Storage::S3(s3) => s3.put(key, ByteStream::from(data)).await,
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        check_key(key)?;
+        match self {
+            Storage::Fs(fs) => tokio::fs::read(fs.path(key))
+                .await
+                .map(Bytes::from)
+                .map_err(io_err(key)),
+            Storage::S3(s3) => s3.get(key).await,
+        }
+    }
+
+    /// Deletes `key`; deleting a missing object succeeds.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        check_key(key)?;
+        match self {
+            Storage::Fs(fs) => match tokio::fs::remove_file(fs.path(key)).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(key)(e)),
+                _ => Ok(()),
+            },
+            Storage::S3(s3) => s3.delete(key).await,
+        }
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        check_key(key)?;
+        match self {
+            Storage::Fs(fs) => Ok(tokio::fs::try_exists(fs.path(key))
+                .await
+                .map_err(io_err(key))?),
+            Storage::S3(s3) => s3.exists(key).await,
+        }
+    }
+
+    /// Readiness: the bucket or directory is reachable.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        match self {
+            Storage::Fs(fs) => tokio::fs::metadata(&fs.root)
+                .await
+                .map(|_| ())
+                .map_err(io_err("")),
+            Storage::S3(s3) => s3
+                .client
+                .head_bucket()
+                .bucket(&s3.bucket)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| s3_err("HeadBucket", "", e)),
+        }
+    }
+}
+
+impl FsStorage {
+    pub async fn new(root: PathBuf) -> std::io::Result<FsStorage> {
+        tokio::fs::create_dir_all(root.join(".tmp")).await?;
+        Ok(FsStorage { root })
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// Writes through a temporary file and a rename, so readers never see half a file.
+    async fn put_file(&self, key: &str, src: &Path) -> Result<u64, StorageError> {
+        let tmp = self.tmp_path();
+        let size = tokio::fs::copy(src, &tmp).await.map_err(io_err(key))?;
+        self.commit(key, &tmp).await?;
+        Ok(size)
+    }
+
+    async fn put_bytes(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
+        let tmp = self.tmp_path();
+        tokio::fs::write(&tmp, data).await.map_err(io_err(key))?;
+        self.commit(key, &tmp).await
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.root
+            .join(".tmp")
+            .join(uuid::Uuid::new_v4().to_string())
+    }
+
+    async fn commit(&self, key: &str, tmp: &Path) -> Result<(), StorageError> {
+        let dest = self.path(key);
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(io_err(key))?;
+        }
+        let renamed = tokio::fs::rename(tmp, &dest).await.map_err(io_err(key));
+        if renamed.is_err() {
+            let _ = tokio::fs::remove_file(tmp).await;
+        }
+        renamed
+    }
+}
+
+fn s3_err<E: std::error::Error + Send + Sync + 'static>(
+    op: &'static str,
+    key: &str,
+    err: aws_sdk_s3::error::SdkError<E>,
+) -> StorageError {
+    // DisplayErrorContext prints the whole chain; the service error code is in it.
+    let message = aws_sdk_s3::error::DisplayErrorContext(&err).to_string();
+    StorageError::S3 {
+        op,
+        key: key.to_owned(),
+        message,
+    }
+}
+
+impl S3Storage {
+    pub async fn new(config: &Config, bucket: String, prefix: String) -> S3Storage {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(config.s3_region.clone()));
+        if !config.s3_access_key_id.is_empty() {
+            loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                config.s3_access_key_id.clone(),
+                config.s3_secret_access_key.expose_secret().to_owned(),
+                None,
+                None,
+                "paperhook-config",
+            ));
+        }
+        if !config.s3_endpoint.is_empty() {
+            loader = loader.endpoint_url(config.s3_endpoint.clone());
+        }
+        let shared = loader.load().await;
+        let s3_config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.s3_force_path_style)
+            .build();
+        S3Storage {
+            client: aws_sdk_s3::Client::from_conf(s3_config),
+            bucket,
+            prefix,
+        }
+    }
+
+    fn object(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    async fn put_file(&self, key: &str, path: &Path) -> Result<u64, StorageError> {
+        let size = tokio::fs::metadata(path).await.map_err(io_err(key))?.len();
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| StorageError::S3 {
+                op: "PutObject",
+                key: key.to_owned(),
+                message: e.to_string(),
+            })?;
+        self.put(key, body).await?;
+        Ok(size)
+    }
+
+    async fn put(&self, key: &str, body: ByteStream) -> Result<(), StorageError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.object(key))
+            .body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| s3_err("PutObject", key, e))
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object(key))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                    StorageError::NotFound(key.to_owned())
+                } else {
+                    s3_err("GetObject", key, e)
+                }
+            })?;
+        let data = out.body.collect().await.map_err(|e| StorageError::S3 {
+            op: "GetObject",
+            key: key.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(data.into_bytes())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.object(key))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| s3_err("DeleteObject", key, e))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.object(key))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) => Err(s3_err("HeadObject", key, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_key;
+
+    #[test]
+    fn keys_stay_inside_the_root() {
+        assert!(check_key("documents/a/b").is_ok());
+        for bad in ["", "/etc/passwd", "a/../b", "a//b", "./a", "a b", "a\\b"] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
+    }
+}
