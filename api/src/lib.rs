@@ -1,1 +1,115 @@
-//! paperhook-api
+//! The Paperhook HTTP API: job submission and status, templates, account and
+//! credits, health, and the OpenAPI document. Handlers parse and check the
+//! request, call `paperhook-core`, and render; the admin CLI lives in `admin`.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod routes;
+pub mod serve;
+
+use std::sync::Arc;
+
+use paperhook_core::config::Config;
+use paperhook_core::crypto::Keyring;
+use paperhook_core::storage::Storage;
+use salvo::catcher::Catcher;
+use salvo::oapi::OpenApi;
+use salvo::prelude::*;
+use sqlx::PgPool;
+
+/// Everything a handler needs, shared by all requests of this process.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub pool: PgPool,
+    pub storage: Storage,
+    pub config: Config,
+    pub keyring: Keyring,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, storage: Storage, config: Config) -> anyhow::Result<AppState> {
+        let keyring = config.keyring()?;
+        Ok(AppState(Arc::new(Inner {
+            pool,
+            storage,
+            config,
+            keyring,
+        })))
+    }
+}
+
+/// The state of this process, injected by the router.
+pub fn state(depot: &Depot) -> &AppState {
+    depot
+        .get_typed::<AppState>()
+        .expect("AppState is injected at the root of the router")
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .hoop(auth::require_key)
+        .push(Router::with_path("process-job").post(routes::jobs::process_job))
+        .push(Router::with_path("job-status").get(routes::jobs::job_status))
+        .push(
+            Router::with_path("v1")
+                .push(
+                    Router::with_path("templates")
+                        .get(routes::templates::list_templates)
+                        .post(routes::templates::create_template)
+                        .push(
+                            Router::with_path("{id}")
+                                .get(routes::templates::get_template)
+                                .put(routes::templates::update_template)
+                                .delete(routes::templates::delete_template)
+                                .push(
+                                    Router::with_path("webhook-secret")
+                                        .get(routes::templates::get_webhook_secret)
+                                        .push(
+                                            Router::with_path("rotate")
+                                                .post(routes::templates::rotate_webhook_secret),
+                                        ),
+                                ),
+                        ),
+                )
+                .push(
+                    Router::with_path("account")
+                        .get(routes::account::get_account)
+                        .push(Router::with_path("ledger").get(routes::account::get_ledger)),
+                ),
+        );
+    let router = Router::new()
+        .hoop(affix_state::inject(state))
+        .hoop(CatchPanic::new())
+        .push(Router::with_path("healthz").get(routes::health::healthz))
+        .push(Router::with_path("readyz").get(routes::health::readyz))
+        .push(api);
+    let doc = OpenApi::new("Paperhook API", env!("CARGO_PKG_VERSION"))
+        .add_security_scheme(
+            "api_key",
+            salvo::oapi::security::SecurityScheme::ApiKey(salvo::oapi::security::ApiKey::Header(
+                salvo::oapi::security::ApiKeyValue::new("x-auth"),
+            )),
+        )
+        .security([salvo::oapi::SecurityRequirement::new(
+            "api_key",
+            Vec::<String>::new(),
+        )])
+        .merge_router(&router);
+    router
+        .push(doc.into_router("/openapi.json"))
+        .push(Router::with_path("docs").get(routes::health::docs_page))
+}
+
+pub fn service(state: AppState) -> Service {
+    Service::new(router(state)).catcher(Catcher::default().hoop(error::catch_errors))
+}

@@ -1,0 +1,123 @@
+//! `paperhook-api admin ...`: operator commands that print JSON.
+
+use clap::Subcommand;
+use paperhook_core::crypto::Keyring;
+use paperhook_core::db::accounts;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an account with an opening credit grant and a first API key.
+    CreateAccount {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        credits: i64,
+    },
+    /// Create another API key for an account (shown once).
+    CreateKey {
+        #[arg(long)]
+        account: Uuid,
+    },
+    /// Add credits to an account's balance (recorded in its ledger).
+    AddCredits {
+        #[arg(long)]
+        account: Uuid,
+        #[arg(long)]
+        credits: i64,
+    },
+    /// Revoke the API key with this prefix (the `ph_xxxxxxx` part).
+    RevokeKey {
+        #[arg(long)]
+        key_prefix: String,
+    },
+    /// Print a new encryption key for PAPERHOOK_ENCRYPTION_KEYS.
+    GenKey {
+        /// Key id (0-255); use a new id when rotating.
+        #[arg(long, default_value_t = 0)]
+        id: u8,
+    },
+    /// Re-encrypt every webhook secret and header set with the first configured key.
+    Reencrypt,
+}
+
+/// Runs one admin command and returns what to print.
+pub async fn run(
+    cmd: AdminCommand,
+    pool: &PgPool,
+    keyring: Option<&Keyring>,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(match cmd {
+        AdminCommand::CreateAccount { name, credits } => {
+            anyhow::ensure!(credits >= 0, "--credits must not be negative");
+            let name = name.trim();
+            anyhow::ensure!(
+                (1..=200).contains(&name.chars().count()),
+                "--name must be 1-200 characters"
+            );
+            let (account, key) = accounts::create(pool, name, credits).await?;
+            json!({"account_id": account.id, "api_key": key.key, "key_prefix": key.prefix, "credits": account.credits})
+        }
+        AdminCommand::CreateKey { account } => {
+            let key = accounts::create_key(pool, account)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no account {account}"))?;
+            json!({"account_id": account, "api_key": key.key, "key_prefix": key.prefix})
+        }
+        AdminCommand::AddCredits { account, credits } => {
+            anyhow::ensure!(credits > 0, "--credits must be positive");
+            let mut tx = pool.begin().await?;
+            let updated = accounts::add_credits(&mut tx, account, credits)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no account {account}"))?;
+            tx.commit().await?;
+            json!({"account_id": account, "credits": updated.credits})
+        }
+        AdminCommand::RevokeKey { key_prefix } => {
+            let account = accounts::revoke_key(pool, key_prefix.trim(), None)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no API key with prefix {key_prefix:?}"))?;
+            json!({"key_prefix": key_prefix, "account_id": account, "revoked": true})
+        }
+        AdminCommand::GenKey { id } => json!({"encryption_key": Keyring::generate_spec(id)}),
+        AdminCommand::Reencrypt => {
+            let keyring =
+                keyring.ok_or_else(|| anyhow::anyhow!("encryption_keys is not configured"))?;
+            json!({"reencrypted": reencrypt(pool, keyring).await?})
+        }
+    })
+}
+
+async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
+    let rows: Vec<(Uuid, Vec<u8>, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT id, webhook_secret_enc, webhook_headers_enc FROM templates")
+            .fetch_all(pool)
+            .await?;
+    let mut count = 0;
+    for (id, secret, headers) in rows {
+        let stale = keyring.needs_reencrypt(&secret)
+            || headers
+                .as_deref()
+                .is_some_and(|h| keyring.needs_reencrypt(h));
+        if !stale {
+            continue;
+        }
+        let secret = keyring.encrypt(&keyring.decrypt(&secret)?);
+        let headers = match headers {
+            Some(h) => Some(keyring.encrypt(&keyring.decrypt(&h)?)),
+            None => None,
+        };
+        sqlx::query(
+            "UPDATE templates SET webhook_secret_enc = $2, webhook_headers_enc = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(secret)
+        .bind(headers)
+        .execute(pool)
+        .await?;
+        count += 1;
+    }
+    Ok(count)
+}

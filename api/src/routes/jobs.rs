@@ -1,0 +1,582 @@
+//! `POST /process-job` and `GET /job-status`, as the product page specifies.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use paperhook_core::db::jobs::{self, JobRow, NewJob};
+use paperhook_core::db::templates;
+use paperhook_core::queue;
+use paperhook_core::sniff::{self, DocType};
+use salvo::http::form::FilePart;
+use salvo::oapi::extract::QueryParam;
+use salvo::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::{AppState, auth};
+
+/// The JSON form of a submission, borrowing the base64 text from the body.
+#[derive(Deserialize)]
+struct ProcessJobInput<'a> {
+    template_id: Option<Value>,
+    #[serde(borrow)]
+    actual_image: Option<Cow<'a, str>>,
+    static_values: Option<Value>,
+}
+
+/// A submission as JSON (multipart/form-data carries the same fields, with
+/// `actual_image` as a file and `static_values` as a JSON string).
+#[derive(Deserialize, ToSchema)]
+pub struct ProcessJobRequest {
+    /// UUID of the template to use.
+    pub template_id: Uuid,
+    /// The image, PDF or ZIP, base64-encoded (a `data:` URL prefix is accepted).
+    pub actual_image: String,
+    /// Optional key-value pairs returned with the result.
+    pub static_values: Option<serde_json::Map<String, Value>>,
+}
+
+/// The 202 answer: the job is queued with status NEW.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct JobAccepted {
+    pub job_id: Uuid,
+    pub template_id: Uuid,
+    pub static_values: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobError {
+    code: String,
+    message: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DocumentStatus {
+    /// Position of the file in the job (0 for a single file; ZIP order otherwise).
+    index: i32,
+    file_name: Option<String>,
+    status: String,
+    pages: Option<i32>,
+    error: Option<JobError>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobStatus {
+    job_id: Uuid,
+    template_id: Uuid,
+    /// NEW, UNZIPPING FILE, UNZIP FILE SUCCESS, UNZIP FILE FAILED, PROCESSING IMAGE,
+    /// PROCESS IMAGE SUCCESS, PROCESS IMAGE FAILED, SUCCESS or FAILED.
+    status: String,
+    /// pdf, png, jpeg, tiff or zip: detected from the file's bytes.
+    document_type: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    error: Option<JobError>,
+    /// Each file of the job with its own status (one for a single file, one per ZIP entry).
+    documents: Vec<DocumentStatus>,
+}
+
+/// A document received from the client, spooled to a temporary file.
+#[derive(Debug)]
+struct Upload {
+    path: PathBuf,
+    size: u64,
+    file_name: Option<String>,
+    // Keeps the spool file alive until the handler is done.
+    _guard: Option<tempfile::TempPath>,
+}
+
+struct Submission {
+    template_id: Uuid,
+    static_values: Value,
+    upload: Upload,
+}
+
+fn missing(field: &str) -> ApiError {
+    ApiError::unprocessable("missing_field", format!("{field} is required"))
+}
+
+fn parse_template_id(value: Option<&Value>) -> ApiResult<Uuid> {
+    let value = value.ok_or_else(|| missing("template_id"))?;
+    value
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s.trim()).ok())
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_template_id",
+                format!("template_id must be a UUID string, not {value}"),
+            )
+        })
+}
+
+fn depth(value: &Value) -> u32 {
+    // Iterative, so a hostile nesting cannot overflow the stack.
+    let mut max = 0;
+    let mut stack = vec![(value, 1u32)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(items) => {
+                max = max.max(d);
+                stack.extend(items.iter().map(|i| (i, d + 1)));
+            }
+            Value::Object(map) => {
+                max = max.max(d);
+                stack.extend(map.values().map(|i| (i, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    max
+}
+
+fn check_static_values(state: &AppState, value: Option<Value>) -> ApiResult<Value> {
+    let value = match value {
+        None | Some(Value::Null) => return Ok(Value::Object(Default::default())),
+        Some(v @ Value::Object(_)) => v,
+        Some(other) => {
+            return Err(ApiError::unprocessable(
+                "invalid_static_values",
+                format!(
+                    "static_values must be a JSON object, not {}",
+                    type_name(&other)
+                ),
+            ));
+        }
+    };
+    let max_depth = state.config.max_static_values_depth;
+    if depth(&value) > max_depth {
+        return Err(ApiError::unprocessable(
+            "invalid_static_values",
+            format!("static_values is nested deeper than {max_depth} levels"),
+        ));
+    }
+    let size = serde_json::to_vec(&value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX) as u64;
+    let max = state.config.max_static_values_bytes;
+    if size > max {
+        return Err(ApiError::unprocessable(
+            "invalid_static_values",
+            format!("static_values is {size} bytes; the limit is {max}"),
+        ));
+    }
+    Ok(value)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Decodes base64 into a temporary file in bounded chunks, so memory holds
+/// only the request body, never a second full copy of the document.
+fn spool_base64(encoded: &str, limit: u64) -> ApiResult<Upload> {
+    let mut data = encoded.trim();
+    if let Some(rest) = data.strip_prefix("data:") {
+        data = rest.split_once(";base64,").map(|(_, b)| b).ok_or_else(|| {
+            ApiError::unprocessable("invalid_base64", "a data: URL must be ;base64, encoded")
+        })?;
+    }
+    if data.is_empty() {
+        return Err(ApiError::unprocessable(
+            "empty_document",
+            "actual_image is empty",
+        ));
+    }
+    let file = tempfile::NamedTempFile::new()
+        .map_err(|e| ApiError::internal("creating a spool file", &e))?;
+    let (mut file, path) = file.into_parts();
+    let engine = base64::engine::general_purpose::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let mut size = 0u64;
+    let mut chunk = String::with_capacity(64 * 1024);
+    let mut buf = Vec::with_capacity(48 * 1024);
+    let mut chars = data.chars().filter(|c| !c.is_ascii_whitespace()).peekable();
+    let bad = |offset: u64| {
+        ApiError::unprocessable(
+            "invalid_base64",
+            format!("actual_image is not valid base64 (near decoded byte {offset})"),
+        )
+    };
+    while chars.peek().is_some() {
+        chunk.clear();
+        // A multiple of 4 characters decodes on its own.
+        chunk.extend(chars.by_ref().take(64 * 1024));
+        buf.clear();
+        engine
+            .decode_vec(chunk.as_bytes(), &mut buf)
+            .map_err(|_| bad(size))?;
+        size += buf.len() as u64;
+        if size > limit {
+            return Err(ApiError::too_large(limit));
+        }
+        file.write_all(&buf)
+            .map_err(|e| ApiError::internal("writing a spool file", &e))?;
+    }
+    file.flush()
+        .map_err(|e| ApiError::internal("writing a spool file", &e))?;
+    Ok(Upload {
+        path: path.to_path_buf(),
+        size,
+        file_name: None,
+        _guard: Some(path),
+    })
+}
+
+async fn read_json(req: &mut Request, state: &AppState) -> ApiResult<Submission> {
+    let max = state.config.max_upload_bytes;
+    let body_limit = max / 3 * 4 + 8 + 64 * 1024;
+    let body = req
+        .payload_with_max_size(body_limit as usize)
+        .await
+        .map_err(|e| ApiError::from_parse(e, max, "JSON"))?;
+    let input: ProcessJobInput<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::unprocessable("invalid_field", format!("invalid field: {e}"))
+        } else {
+            ApiError::bad_request("malformed_json", format!("the JSON body is invalid: {e}"))
+        }
+    })?;
+    let template_id = parse_template_id(input.template_id.as_ref())?;
+    let static_values = check_static_values(state, input.static_values)?;
+    let encoded = input.actual_image.ok_or_else(|| missing("actual_image"))?;
+    let upload = spool_base64(&encoded, max)?;
+    Ok(Submission {
+        template_id,
+        static_values,
+        upload,
+    })
+}
+
+async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submission> {
+    let max = state.config.max_upload_bytes;
+    // Room for the other fields and the multipart framing.
+    let body_limit = max + 256 * 1024;
+    let form = req
+        .form_data_max_size(body_limit as usize)
+        .await
+        .map_err(|e| ApiError::from_parse(e, max, "multipart/form-data"))?;
+    let field = |name: &str| form.fields.get(name).map(|s| s.as_str());
+    let template_id = parse_template_id(
+        field("template_id")
+            .map(|s| Value::String(s.into()))
+            .as_ref(),
+    )?;
+    let static_values = match field("static_values").map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|e| {
+            ApiError::unprocessable(
+                "invalid_static_values",
+                format!("static_values must be a JSON object string: {e}"),
+            )
+        })?),
+    };
+    let static_values = check_static_values(state, static_values)?;
+    let upload = if let Some(file) = form.files.get("actual_image") {
+        from_file_part(file, max)?
+    } else if let Some(text) = field("actual_image") {
+        spool_base64(text, max)?
+    } else {
+        return Err(missing("actual_image"));
+    };
+    Ok(Submission {
+        template_id,
+        static_values,
+        upload,
+    })
+}
+
+fn from_file_part(file: &FilePart, max: u64) -> ApiResult<Upload> {
+    if file.size() > max {
+        return Err(ApiError::too_large(max));
+    }
+    if file.size() == 0 {
+        return Err(ApiError::unprocessable(
+            "empty_document",
+            "actual_image is empty",
+        ));
+    }
+    Ok(Upload {
+        path: file.path().to_path_buf(),
+        size: file.size(),
+        file_name: file.name().map(|n| n.chars().take(255).collect()),
+        _guard: None,
+    })
+}
+
+async fn sniff_file(path: &Path) -> ApiResult<DocType> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::with_capacity(sniff::SNIFF_LEN);
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ApiError::internal("opening a spool file", &e))?;
+    file.take(sniff::SNIFF_LEN as u64)
+        .read_to_end(&mut head)
+        .await
+        .map_err(|e| ApiError::internal("reading a spool file", &e))?;
+    sniff::detect(&head).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_document_type",
+            "the file is not a supported type: send a PDF, PNG, JPEG, TIFF or ZIP (detected from its content, not its name)",
+        )
+    })
+}
+
+fn idempotency_key(req: &Request) -> ApiResult<Option<String>> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or_default().trim();
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::unprocessable(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn accepted(res: &mut Response, job: &JobRow, replayed: bool) {
+    res.status_code(StatusCode::ACCEPTED);
+    if replayed {
+        res.headers_mut().insert(
+            "idempotent-replayed",
+            salvo::http::HeaderValue::from_static("true"),
+        );
+    }
+    res.render(Json(JobAccepted {
+        job_id: job.id,
+        template_id: job.template_id,
+        static_values: job.static_values.0.clone(),
+    }));
+}
+
+/// Submit a document (image, PDF or ZIP) for asynchronous extraction.
+///
+/// Send JSON with a base64 `actual_image`, or multipart/form-data with an
+/// `actual_image` file; `template_id` is required and `static_values` (a JSON
+/// object; a JSON string in multipart) optional. The job is stored and queued
+/// with status NEW; results go to the template's webhook and to
+/// `/v1/job-results`. With an `Idempotency-Key` header, a repeat of the same
+/// key within 24 hours returns the first job (header `Idempotent-Replayed: true`).
+#[endpoint(
+    tags("jobs"),
+    request_body(content = ProcessJobRequest, content_type = "application/json"),
+    responses((status_code = 202, body = JobAccepted))
+)]
+pub async fn process_job(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<()> {
+    let account = auth::account(depot).clone();
+    let state = crate::state(depot).clone();
+    let idempotency_key = idempotency_key(req)?;
+    if let Some(key) = &idempotency_key
+        && let Some(job) =
+            jobs::find_idempotent(&state.pool, account.id, key, state.config.idempotency_ttl())
+                .await?
+    {
+        accepted(res, &job, true);
+        return Ok(());
+    }
+
+    let content_type = req
+        .content_type()
+        .map(|m| m.essence_str().to_owned())
+        .unwrap_or_default();
+    let submission = match content_type.as_str() {
+        "application/json" => read_json(req, &state).await?,
+        "multipart/form-data" => read_multipart(req, &state).await?,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "send application/json or multipart/form-data, not {:?}",
+                    if other.is_empty() {
+                        "no Content-Type"
+                    } else {
+                        other
+                    }
+                ),
+            ));
+        }
+    };
+    if templates::get(&state.pool, account.id, submission.template_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(
+            "template_not_found",
+            "no template with this id",
+        ));
+    }
+    if account.credits <= 0 {
+        return Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_credits",
+            "the account has no credits left; add credits to submit documents",
+        ));
+    }
+    let doc_type = sniff_file(&submission.upload.path).await?;
+
+    let job_id = Uuid::now_v7();
+    let storage_key = format!("documents/{}/{job_id}/original", account.id);
+    state
+        .storage
+        .put_file(&storage_key, &submission.upload.path)
+        .await?;
+    let new = NewJob {
+        id: job_id,
+        account_id: account.id,
+        template_id: submission.template_id,
+        content_type: doc_type.as_str().to_owned(),
+        file_name: submission.upload.file_name.clone(),
+        size_bytes: submission.upload.size as i64,
+        storage_key: storage_key.clone(),
+        static_values: submission.static_values,
+        idempotency_key: idempotency_key.clone(),
+    };
+    match insert_and_enqueue(&state, &new).await {
+        Ok(Some(job)) => {
+            tracing::info!(job_id = %job.id, doc_type = doc_type.as_str(), size = new.size_bytes, "job accepted");
+            accepted(res, &job, false);
+            Ok(())
+        }
+        Ok(None) => {
+            // A concurrent request with the same Idempotency-Key won.
+            let _ = state.storage.delete(&storage_key).await;
+            let key = idempotency_key.unwrap_or_default();
+            let job = jobs::find_idempotent(
+                &state.pool,
+                account.id,
+                &key,
+                state.config.idempotency_ttl(),
+            )
+            .await?
+            .ok_or_else(|| ApiError::internal("idempotent job vanished", &key))?;
+            accepted(res, &job, true);
+            Ok(())
+        }
+        Err(err) => {
+            let _ = state.storage.delete(&storage_key).await;
+            Err(err.into())
+        }
+    }
+}
+
+/// The job row and its queue task commit together: a job is claimable as
+/// soon as it exists.
+async fn insert_and_enqueue(state: &AppState, new: &NewJob) -> sqlx::Result<Option<JobRow>> {
+    let mut tx = state.pool.begin().await?;
+    let Some(job) = jobs::insert(&mut tx, new, state.config.idempotency_ttl()).await? else {
+        return Ok(None);
+    };
+    queue::enqueue(&mut tx, queue::kind::JOB, job.id, None).await?;
+    tx.commit().await?;
+    Ok(Some(job))
+}
+
+fn error_of(code: &Option<String>, message: &Option<String>) -> Option<JobError> {
+    code.as_ref().map(|code| JobError {
+        code: code.clone(),
+        message: message.clone().unwrap_or_default(),
+    })
+}
+
+/// The current status of a job, with each of its documents.
+#[endpoint(tags("jobs"))]
+pub async fn job_status(
+    depot: &mut Depot,
+    job_id: QueryParam<String, true>,
+) -> ApiResult<Json<JobStatus>> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot);
+    let raw = job_id.into_inner();
+    let id = Uuid::parse_str(raw.trim()).map_err(|_| {
+        ApiError::unprocessable(
+            "invalid_job_id",
+            format!("job_id must be a UUID, not {raw:?}"),
+        )
+    })?;
+    let job = jobs::get(&state.pool, account_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job_not_found", "no job with this id"))?;
+    let documents = jobs::documents(&state.pool, job.id).await?;
+    Ok(Json(JobStatus {
+        job_id: job.id,
+        template_id: job.template_id,
+        status: job.status,
+        document_type: job.content_type,
+        created_at: job.created_at,
+        updated_at: job.updated_at,
+        finished_at: job.finished_at,
+        error: error_of(&job.error_code, &job.error_message),
+        documents: documents
+            .into_iter()
+            .map(|d| DocumentStatus {
+                index: d.idx,
+                file_name: d.file_name,
+                status: d.status,
+                pages: d.pages,
+                error: error_of(&d.error_code, &d.error_message),
+            })
+            .collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_spools_in_chunks() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
+        let up = spool_base64(&encoded, 1 << 20).unwrap();
+        assert_eq!(std::fs::read(&up.path).unwrap(), data);
+        let with_newlines: String = encoded
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            spool_base64(&with_newlines, 1 << 20).unwrap().size,
+            data.len() as u64
+        );
+        let url = format!("data:application/pdf;base64,{encoded}");
+        assert_eq!(spool_base64(&url, 1 << 20).unwrap().size, data.len() as u64);
+        assert_eq!(
+            spool_base64("!!!!", 100).unwrap_err().code,
+            "invalid_base64"
+        );
+        assert_eq!(
+            spool_base64(&encoded, 1000).unwrap_err().code,
+            "document_too_large"
+        );
+        assert_eq!(spool_base64("  ", 1000).unwrap_err().code, "empty_document");
+    }
+
+    #[test]
+    fn nesting_depth() {
+        let v: Value = serde_json::json!({"a": {"b": [1, {"c": 2}]}});
+        assert_eq!(depth(&v), 4);
+    }
+}

@@ -1,0 +1,28 @@
+//! HTTP handlers, one module per area.
+
+pub mod account;
+pub mod health;
+pub mod jobs;
+pub mod templates;
+
+use salvo::oapi::ToParameters;
+use serde::Deserialize;
+
+/// `?limit=&offset=` paging, clamped to sane bounds.
+#[derive(Debug, Deserialize, ToParameters)]
+#[salvo(parameters(default_parameter_in = Query))]
+pub struct Page {
+    /// How many items (1-200, default 50).
+    pub limit: Option<i64>,
+    /// How many items to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+impl Page {
+    pub fn limit(&self) -> i64 {
+        self.limit.unwrap_or(50).clamp(1, 200)
+    }
+    pub fn offset(&self) -> i64 {
+        self.offset.unwrap_or(0).max(0)
+    }
+}

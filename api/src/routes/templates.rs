@@ -1,0 +1,413 @@
+//! Templates: the fields to extract (validated by `paperhook-extract`) and
+//! the webhook that receives the results.
+
+use std::collections::BTreeMap;
+
+use paperhook_core::crypto;
+use paperhook_core::db::templates::{self, TemplateRow, TemplateWrite};
+use salvo::oapi::extract::PathParam;
+use salvo::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::{AppState, auth};
+
+/// Headers that the delivery itself sets; a template may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "user-agent",
+];
+const MAX_HEADERS: usize = 20;
+const MAX_HEADER_BYTES: usize = 8 * 1024;
+const MAX_NAME_CHARS: usize = 200;
+const MAX_URL_CHARS: usize = 2048;
+
+/// A template as clients send it (create and full update).
+#[derive(Deserialize, ToSchema)]
+#[salvo(schema(name = "TemplateInput"))]
+pub struct TemplateInput {
+    /// A name for people (1-200 characters).
+    name: String,
+    /// The fields to extract: see extract/README.md for the field model.
+    fields: Vec<Value>,
+    /// Words that must appear in a document for the template to apply.
+    #[serde(default)]
+    keywords: Vec<String>,
+    /// Tesseract languages for OCR, e.g. `["eng", "deu"]`.
+    #[serde(default)]
+    languages: Vec<String>,
+    /// Where results are POSTed; optional.
+    webhook: Option<WebhookInput>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct WebhookInput {
+    /// An http(s) URL.
+    url: String,
+    /// Custom headers sent with every delivery (e.g. `Authorization`). Stored
+    /// encrypted; returned masked. On update, a value equal to its masked
+    /// form keeps the stored value.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TemplateOut {
+    id: Uuid,
+    name: String,
+    fields: Value,
+    keywords: Value,
+    languages: Value,
+    webhook: Option<WebhookOut>,
+    /// The Standard Webhooks signing secret, masked; see `/webhook-secret`.
+    signing_secret_hint: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookOut {
+    url: String,
+    /// Header names with masked values.
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TemplateList {
+    templates: Vec<TemplateOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookSecret {
+    /// `whsec_` followed by base64: verify deliveries with it (Standard Webhooks).
+    secret: String,
+}
+
+/// `****` plus the last 4 characters of long values; never enough to guess.
+pub fn mask(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() >= 12 {
+        format!(
+            "****{}",
+            chars[chars.len() - 4..].iter().collect::<String>()
+        )
+    } else {
+        "****".to_owned()
+    }
+}
+
+fn decrypt_headers(state: &AppState, row: &TemplateRow) -> ApiResult<BTreeMap<String, String>> {
+    let Some(enc) = &row.webhook_headers_enc else {
+        return Ok(BTreeMap::new());
+    };
+    let plain = state
+        .keyring
+        .decrypt(enc)
+        .map_err(|e| ApiError::internal("decrypting webhook headers", &e))?;
+    serde_json::from_slice(&plain).map_err(|e| ApiError::internal("decoding webhook headers", &e))
+}
+
+fn decrypt_secret(state: &AppState, row: &TemplateRow) -> ApiResult<String> {
+    let plain = state
+        .keyring
+        .decrypt(&row.webhook_secret_enc)
+        .map_err(|e| ApiError::internal("decrypting webhook secret", &e))?;
+    String::from_utf8(plain).map_err(|e| ApiError::internal("decoding webhook secret", &e))
+}
+
+fn render(state: &AppState, row: &TemplateRow) -> ApiResult<TemplateOut> {
+    let spec = &row.spec.0;
+    let webhook = match &row.webhook_url {
+        Some(url) => Some(WebhookOut {
+            url: url.clone(),
+            headers: decrypt_headers(state, row)?
+                .iter()
+                .map(|(k, v)| (k.clone(), mask(v)))
+                .collect(),
+        }),
+        None => None,
+    };
+    Ok(TemplateOut {
+        id: row.id,
+        name: row.name.clone(),
+        fields: spec.get("fields").cloned().unwrap_or(Value::Array(vec![])),
+        keywords: spec
+            .get("keywords")
+            .cloned()
+            .unwrap_or(Value::Array(vec![])),
+        languages: spec
+            .get("languages")
+            .cloned()
+            .unwrap_or(Value::Array(vec![])),
+        webhook,
+        signing_secret_hint: mask(&decrypt_secret(state, row)?),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn invalid_webhook(message: impl Into<String>) -> ApiError {
+    ApiError::unprocessable("invalid_webhook", message)
+}
+
+fn check_url(url: &str) -> ApiResult<()> {
+    if url.chars().count() > MAX_URL_CHARS {
+        return Err(invalid_webhook(format!(
+            "webhook url is longer than {MAX_URL_CHARS} characters"
+        )));
+    }
+    let parsed = url::Url::parse(url)
+        .map_err(|e| invalid_webhook(format!("webhook url {url:?} is not a valid URL: {e}")))?;
+    match parsed.scheme() {
+        "http" | "https" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        _ => Err(invalid_webhook(format!(
+            "webhook url {url:?} must be an absolute http:// or https:// URL"
+        ))),
+    }
+}
+
+fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
+    if headers.len() > MAX_HEADERS {
+        return Err(invalid_webhook(format!(
+            "at most {MAX_HEADERS} custom headers are allowed, not {}",
+            headers.len()
+        )));
+    }
+    let total: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_HEADER_BYTES {
+        return Err(invalid_webhook(format!(
+            "custom headers total {total} bytes; the limit is {MAX_HEADER_BYTES}"
+        )));
+    }
+    for (name, value) in headers {
+        if salvo::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(invalid_webhook(format!(
+                "{name:?} is not a valid header name"
+            )));
+        }
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(invalid_webhook(format!(
+                "header {name:?} is set by Paperhook itself and cannot be overridden"
+            )));
+        }
+        if salvo::http::HeaderValue::from_str(value).is_err() {
+            return Err(invalid_webhook(format!(
+                "the value of header {name:?} is not a valid header value"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads and validates a template body; `existing` keeps masked header values.
+async fn read_input(
+    req: &mut Request,
+    state: &AppState,
+    existing: Option<&TemplateRow>,
+) -> ApiResult<TemplateWrite> {
+    let limit = state.config.max_json_bytes;
+    let input: TemplateInput = req
+        .parse_json_with_max_size(limit as usize)
+        .await
+        .map_err(|e| ApiError::from_parse(e, limit, "a JSON template"))?;
+    let name = input.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::unprocessable(
+            "invalid_template",
+            format!("name must be 1-{MAX_NAME_CHARS} characters"),
+        ));
+    }
+    let mut spec = Map::new();
+    spec.insert("fields".into(), Value::Array(input.fields));
+    spec.insert(
+        "keywords".into(),
+        serde_json::to_value(input.keywords).unwrap_or_default(),
+    );
+    if !input.languages.is_empty() {
+        spec.insert(
+            "languages".into(),
+            serde_json::to_value(input.languages).unwrap_or_default(),
+        );
+    }
+    let template = paperhook_extract::Template::from_json(Value::Object(spec))
+        .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let spec = serde_json::to_value(&template)
+        .map_err(|e| ApiError::internal("serialising a template", &e))?;
+
+    let (webhook_url, webhook_headers_enc) = match input.webhook {
+        None => (None, None),
+        Some(webhook) => {
+            let url = webhook.url.trim().to_owned();
+            check_url(&url)?;
+            let mut headers = webhook.headers;
+            if let Some(row) = existing {
+                let stored = decrypt_headers(state, row)?;
+                for (name, value) in headers.iter_mut() {
+                    if let Some(old) = stored.get(name)
+                        && *value == mask(old)
+                    {
+                        value.clone_from(old);
+                    }
+                }
+            }
+            check_headers(&headers)?;
+            let enc = (!headers.is_empty()).then(|| {
+                state
+                    .keyring
+                    .encrypt(&serde_json::to_vec(&headers).unwrap_or_default())
+            });
+            (Some(url), enc)
+        }
+    };
+    Ok(TemplateWrite {
+        name,
+        spec,
+        webhook_url,
+        webhook_headers_enc,
+    })
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("template_not_found", "no template with this id")
+}
+
+/// Creates a template; a signing secret is generated for its webhook.
+#[endpoint(tags("templates"), request_body = TemplateInput, responses((status_code = 201, body = TemplateOut)))]
+pub async fn create_template(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<()> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot).clone();
+    let write = read_input(req, &state, None).await?;
+    let secret = state
+        .keyring
+        .encrypt(crypto::generate_webhook_secret().as_bytes());
+    let row = templates::insert(&state.pool, account_id, &write, &secret).await?;
+    res.status_code(StatusCode::CREATED);
+    res.render(Json(render(&state, &row)?));
+    Ok(())
+}
+
+/// Lists the account's templates, newest first.
+#[endpoint(tags("templates"))]
+pub async fn list_templates(depot: &mut Depot, page: super::Page) -> ApiResult<Json<TemplateList>> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot);
+    let rows = templates::list(&state.pool, account_id, page.limit(), page.offset()).await?;
+    let templates = rows
+        .iter()
+        .map(|row| render(state, row))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(TemplateList { templates }))
+}
+
+async fn load(state: &AppState, account_id: Uuid, id: Uuid) -> ApiResult<TemplateRow> {
+    templates::get(&state.pool, account_id, id)
+        .await?
+        .ok_or_else(not_found)
+}
+
+/// One template.
+#[endpoint(tags("templates"))]
+pub async fn get_template(depot: &mut Depot, id: PathParam<Uuid>) -> ApiResult<Json<TemplateOut>> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot);
+    let row = load(state, account_id, id.into_inner()).await?;
+    Ok(Json(render(state, &row)?))
+}
+
+/// Replaces a template's name, fields and webhook (the signing secret is kept).
+#[endpoint(tags("templates"), request_body = TemplateInput)]
+pub async fn update_template(
+    req: &mut Request,
+    depot: &mut Depot,
+    id: PathParam<Uuid>,
+) -> ApiResult<Json<TemplateOut>> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot).clone();
+    let id = id.into_inner();
+    let existing = load(&state, account_id, id).await?;
+    let write = read_input(req, &state, Some(&existing)).await?;
+    let row = templates::update(&state.pool, account_id, id, &write)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(render(&state, &row)?))
+}
+
+/// Deletes a template. Jobs already accepted still finish.
+#[endpoint(tags("templates"), responses((status_code = 204, description = "Deleted")))]
+pub async fn delete_template(
+    depot: &mut Depot,
+    id: PathParam<Uuid>,
+    res: &mut Response,
+) -> ApiResult<()> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot);
+    if !templates::delete(&state.pool, account_id, id.into_inner()).await? {
+        return Err(not_found());
+    }
+    res.status_code(StatusCode::NO_CONTENT);
+    Ok(())
+}
+
+/// The template's webhook signing secret, in clear.
+#[endpoint(tags("templates"))]
+pub async fn get_webhook_secret(
+    depot: &mut Depot,
+    id: PathParam<Uuid>,
+) -> ApiResult<Json<WebhookSecret>> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot);
+    let row = load(state, account_id, id.into_inner()).await?;
+    Ok(Json(WebhookSecret {
+        secret: decrypt_secret(state, &row)?,
+    }))
+}
+
+/// Replaces the signing secret with a new one and returns it. Deliveries
+/// signed from now on use the new secret.
+#[endpoint(tags("templates"))]
+pub async fn rotate_webhook_secret(
+    depot: &mut Depot,
+    id: PathParam<Uuid>,
+) -> ApiResult<Json<WebhookSecret>> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot);
+    let secret = crypto::generate_webhook_secret();
+    let enc = state.keyring.encrypt(secret.as_bytes());
+    templates::set_secret(&state.pool, account_id, id.into_inner(), &enc)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(WebhookSecret { secret }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_hide_secrets() {
+        assert_eq!(mask("short"), "****");
+        assert_eq!(mask("Bearer abcdefgh1234"), "****1234");
+        assert!(check_url("https://example.com/hook").is_ok());
+        assert!(check_url("ftp://example.com").is_err());
+        assert!(check_url("/relative").is_err());
+        let mut h = BTreeMap::new();
+        h.insert("Webhook-Signature".to_string(), "x".to_string());
+        assert!(check_headers(&h).is_err());
+        h.clear();
+        h.insert("X-Token".to_string(), "ok\nbad".to_string());
+        assert!(check_headers(&h).is_err());
+    }
+}

@@ -1,0 +1,76 @@
+//! Running the server: bind, serve, and stop gracefully on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use paperhook_core::config::Config;
+use paperhook_core::storage::Storage;
+use salvo::conn::TcpListener;
+use salvo::prelude::*;
+use salvo::server::ServerHandle;
+
+use crate::AppState;
+
+/// Builds the state from configuration (pool, migrations, storage).
+pub async fn state(config: Config) -> anyhow::Result<AppState> {
+    let pool = paperhook_core::db::pool(&config)?;
+    if config.migrate_on_start {
+        paperhook_core::db::migrate(&pool)
+            .await
+            .context("migrating the database (is PostgreSQL running? see DATABASE_URL)")?;
+    }
+    let storage = Storage::from_config(&config).await?;
+    AppState::new(pool, storage, config)
+}
+
+/// A bound server: its address and a handle to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `addr` (port 0 picks a free port) and serves in a background task.
+pub async fn start(state: AppState, addr: &str) -> anyhow::Result<Running> {
+    let acceptor = TcpListener::new(addr.to_owned())
+        .try_bind()
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let addr = acceptor.local_addr()?;
+    let server = Server::new(acceptor);
+    let handle = server.handle();
+    let service = crate::service(state);
+    let task = tokio::spawn(server.serve(service));
+    Ok(Running { addr, handle, task })
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let addr = config.api_addr.clone();
+    let state = state(config).await?;
+    let running = start(state, &addr).await?;
+    tracing::info!(addr = %running.addr, "paperhook-api listening");
+    let handle = running.handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        handle.stop_graceful(Duration::from_secs(30));
+    });
+    running.task.await?;
+    Ok(())
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

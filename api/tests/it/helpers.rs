@@ -1,0 +1,195 @@
+//! Test harness: each test gets a fresh database, its own storage and an API
+//! bound to port 0, talking to the real PostgreSQL (and SeaweedFS for S3).
+
+use std::time::Duration;
+
+use figment::providers::Format;
+use paperhook_api::AppState;
+use paperhook_core::config::Config;
+use paperhook_core::crypto::Keyring;
+use paperhook_core::storage::Storage;
+use reqwest::{Client, Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub fn admin_url() -> String {
+    std::env::var("PAPERHOOK_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates an empty database named after a UUID and returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = admin_url();
+    let name = format!("paperhook_test_{}", Uuid::new_v4().simple());
+    let pool = PgPool::connect(&admin)
+        .await
+        .expect("connecting to the test PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .expect("creating a test database");
+    pool.close().await;
+    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+/// S3 settings from the environment the test command sets; panics with a hint otherwise.
+pub fn s3_env() -> (String, String, String, String) {
+    let get = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!("{k} is not set: run the tests with scripts/test.sh, which starts SeaweedFS")
+        })
+    };
+    (
+        get("PAPERHOOK_TEST_S3_ENDPOINT"),
+        get("PAPERHOOK_TEST_S3_BUCKET"),
+        get("PAPERHOOK_TEST_S3_ACCESS_KEY"),
+        get("PAPERHOOK_TEST_S3_SECRET_KEY"),
+    )
+}
+
+pub enum StorageKind {
+    Fs,
+    S3,
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub pool: PgPool,
+    pub storage: Storage,
+    pub config: Config,
+    pub client: Client,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn base_config(
+    database_url: &str,
+    storage: StorageKind,
+    dir: &std::path::Path,
+) -> Config {
+    let mut figment = figment::Figment::from(figment::providers::Toml::string(
+        paperhook_core::config::DEFAULTS,
+    ))
+    .merge(("database_url", database_url))
+    .merge(("api_addr", "127.0.0.1:0"))
+    .merge(("db_acquire_timeout_secs", 2))
+    .merge(("encryption_keys", Keyring::generate_spec(0)));
+    figment = match storage {
+        StorageKind::Fs => figment.merge(("storage_url", format!("file://{}", dir.display()))),
+        StorageKind::S3 => {
+            let (endpoint, bucket, key, secret) = s3_env();
+            figment
+                .merge((
+                    "storage_url",
+                    format!("s3://{bucket}/test-{}", Uuid::new_v4().simple()),
+                ))
+                .merge(("s3_endpoint", endpoint))
+                .merge(("s3_access_key_id", key))
+                .merge(("s3_secret_access_key", secret))
+        }
+    };
+    let config: Config = figment.extract().expect("test config");
+    config.validate().expect("valid test config");
+    config
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(StorageKind::Fs, |_| {}).await
+    }
+
+    pub async fn spawn_with(storage: StorageKind, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fresh_database().await;
+        let mut config = base_config(&db, storage, dir.path()).await;
+        tweak(&mut config);
+        let state = paperhook_api::serve::state(config.clone())
+            .await
+            .expect("app state");
+        Self::start(state, config, dir).await
+    }
+
+    pub async fn start(state: AppState, config: Config, dir: tempfile::TempDir) -> TestApp {
+        let pool = state.pool.clone();
+        let storage = state.storage.clone();
+        let running = paperhook_api::serve::start(state, "127.0.0.1:0")
+            .await
+            .unwrap();
+        TestApp {
+            url: format!("http://{}", running.addr),
+            pool,
+            storage,
+            config,
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            _dir: dir,
+        }
+    }
+
+    pub fn req(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .header("x-auth", key)
+    }
+
+    /// A new account with `credits` and its API key.
+    pub async fn account(&self, credits: i64) -> (Uuid, String) {
+        let (account, key) = paperhook_core::db::accounts::create(&self.pool, "Test Co", credits)
+            .await
+            .unwrap();
+        (account.id, key.key)
+    }
+
+    pub async fn template(&self, key: &str) -> Uuid {
+        let (status, body) = send(
+            self.req(Method::POST, "/v1/templates", key)
+                .json(&example_template()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+}
+
+pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
+    let res = req.send().await.expect("request sent");
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"))
+    };
+    (status, body)
+}
+
+/// Asserts our error shape, status and code.
+pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(got.0.as_u16(), status, "body: {}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "body: {}", got.1);
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "message missing: {}",
+        got.1
+    );
+}
+
+pub fn example_template() -> Value {
+    let mut t: Value =
+        serde_json::from_str(include_str!("../../../examples/template.json")).unwrap();
+    t["webhook"] = json!({"url": "https://hooks.example.com/paperhook", "headers": {"Authorization": "Bearer very-secret-token-123"}});
+    t
+}
+
+pub fn example_png() -> &'static [u8] {
+    include_bytes!("../../../examples/invoice.png")
+}
+
+pub fn example_pdf() -> &'static [u8] {
+    include_bytes!("../../../examples/invoice.pdf")
+}

@@ -1,0 +1,465 @@
+//! `POST /process-job` and `GET /job-status`: the seed's shapes, every error,
+//! idempotency, storage on disk and S3, and concurrency.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use reqwest::multipart::{Form, Part};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+fn json_job(template_id: impl ToString, doc: &[u8]) -> Value {
+    json!({"template_id": template_id.to_string(), "actual_image": B64.encode(doc), "static_values": {"company_name": "Acme Corp"}})
+}
+
+async fn stored_key(app: &TestApp, job_id: &str) -> String {
+    sqlx::query_scalar("SELECT storage_key FROM jobs WHERE id = $1")
+        .bind(job_id.parse::<Uuid>().unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// The seed's flow: base64 PNG and multipart PDF are accepted, stored,
+/// queued as NEW and claimable.
+async fn submit_and_check(app: &TestApp) {
+    let (_, key) = app.account(100).await;
+    let template_id = app.template(&key).await;
+
+    let (s, body) = send(
+        app.req(Method::POST, "/process-job", &key)
+            .json(&json_job(template_id, example_png())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["template_id"], template_id.to_string());
+    assert_eq!(body["static_values"], json!({"company_name": "Acme Corp"}));
+    let png_job = body["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        3,
+        "exactly the seed's fields: {body}"
+    );
+
+    let form = Form::new()
+        .text("template_id", template_id.to_string())
+        .text(
+            "static_values",
+            r#"{"company_name": "Acme Corp", "batch": 7}"#,
+        )
+        .part(
+            "actual_image",
+            Part::bytes(example_pdf().to_vec()).file_name("invoice.pdf"),
+        );
+    let (s, body) = send(app.req(Method::POST, "/process-job", &key).multipart(form)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["static_values"]["batch"], 7);
+    let pdf_job = body["job_id"].as_str().unwrap().to_owned();
+
+    for (job, doc_type, bytes) in [
+        (&png_job, "png", example_png()),
+        (&pdf_job, "pdf", example_pdf()),
+    ] {
+        let (s, status) =
+            send(app.req(Method::GET, &format!("/job-status?job_id={job}"), &key)).await;
+        assert_eq!(s, StatusCode::OK, "{status}");
+        assert_eq!(status["job_id"], job.as_str());
+        assert_eq!(status["template_id"], template_id.to_string());
+        assert_eq!(status["status"], "NEW");
+        assert_eq!(status["document_type"], doc_type);
+        let key = stored_key(app, job).await;
+        assert_eq!(
+            app.storage.get(&key).await.unwrap().as_ref(),
+            bytes,
+            "stored bytes differ"
+        );
+    }
+    let file_name: Option<String> = sqlx::query_scalar("SELECT file_name FROM jobs WHERE id = $1")
+        .bind(pdf_job.parse::<Uuid>().unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(file_name.as_deref(), Some("invoice.pdf"));
+
+    // Both are claimable from the queue.
+    let claimed = paperhook_core::queue::claim(
+        &app.pool,
+        "test-worker",
+        &[paperhook_core::queue::kind::JOB],
+        10,
+        std::time::Duration::from_secs(30),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let mut ids: Vec<String> = claimed.iter().map(|t| t.ref_id.to_string()).collect();
+    ids.sort();
+    let mut want = vec![png_job, pdf_job];
+    want.sort();
+    assert_eq!(ids, want);
+}
+
+#[tokio::test]
+async fn submit_to_filesystem_storage() {
+    submit_and_check(&TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn submit_to_s3_storage() {
+    submit_and_check(&TestApp::spawn_with(StorageKind::S3, |_| {}).await).await;
+}
+
+#[tokio::test]
+async fn s3_storage_operations() {
+    let app = TestApp::spawn_with(StorageKind::S3, |_| {}).await;
+    let s = &app.storage;
+    s.check().await.unwrap();
+    assert!(!s.exists("documents/a/b").await.unwrap());
+    s.put_bytes("documents/a/b", bytes::Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
+    assert!(s.exists("documents/a/b").await.unwrap());
+    assert_eq!(s.get("documents/a/b").await.unwrap().as_ref(), b"hello");
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), vec![7u8; 3 * 1024 * 1024]).unwrap();
+    assert_eq!(
+        s.put_file("documents/a/big", tmp.path()).await.unwrap(),
+        3 * 1024 * 1024
+    );
+    assert_eq!(
+        s.get("documents/a/big").await.unwrap().len(),
+        3 * 1024 * 1024
+    );
+    s.delete("documents/a/b").await.unwrap();
+    s.delete("documents/a/b").await.unwrap(); // deleting twice is fine
+    assert!(!s.exists("documents/a/b").await.unwrap());
+    assert!(matches!(
+        s.get("documents/a/b").await,
+        Err(paperhook_core::storage::StorageError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn every_bad_submission_gets_its_status_and_code() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.max_upload_bytes = 100_000).await;
+    let (_, key) = app.account(100).await;
+    let template_id = app.template(&key).await;
+    let post = |body: Value| send(app.req(Method::POST, "/process-job", &key).json(&body));
+    let raw = |ct: &str, body: &'static str| {
+        send(
+            app.req(Method::POST, "/process-job", &key)
+                .header("content-type", ct)
+                .body(body),
+        )
+    };
+
+    // 401
+    assert_error(
+        &send(
+            app.client
+                .post(format!("{}/process-job", app.url))
+                .json(&json_job(template_id, example_pdf())),
+        )
+        .await,
+        401,
+        "unauthorized",
+    );
+    // 400 malformed JSON and multipart
+    assert_error(
+        &raw("application/json", "{\"template_id\": ").await,
+        400,
+        "malformed_json",
+    );
+    assert_error(
+        &raw(
+            "multipart/form-data; boundary=XYZ",
+            "--XYZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nunterminated",
+        )
+        .await,
+        400,
+        "malformed_body",
+    );
+    // 415 wrong request type and unsupported document type
+    assert_error(
+        &raw("text/plain", "hello").await,
+        415,
+        "unsupported_media_type",
+    );
+    assert_error(
+        &post(json_job(template_id, b"GIF89a not supported")).await,
+        415,
+        "unsupported_document_type",
+    );
+    // 422 invalid base64, static_values not an object, missing or bad ids, empty file
+    let mut bad = json_job(template_id, example_pdf());
+    bad["actual_image"] = json!("@@@not base64@@@");
+    assert_error(&post(bad).await, 422, "invalid_base64");
+    for not_object in [json!("a string"), json!([1, 2]), json!(5)] {
+        let mut bad = json_job(template_id, example_pdf());
+        bad["static_values"] = not_object;
+        assert_error(&post(bad).await, 422, "invalid_static_values");
+    }
+    let mut deep = json!("leaf");
+    for _ in 0..40 {
+        deep = json!({ "k": deep });
+    }
+    let mut bad = json_job(template_id, example_pdf());
+    bad["static_values"] = deep;
+    assert_error(&post(bad).await, 422, "invalid_static_values");
+    assert_error(
+        &post(json!({"actual_image": B64.encode(example_pdf())})).await,
+        422,
+        "missing_field",
+    );
+    assert_error(
+        &post(json!({"template_id": template_id.to_string()})).await,
+        422,
+        "missing_field",
+    );
+    assert_error(
+        &post(json!({"template_id": "not-a-uuid", "actual_image": B64.encode(example_pdf())}))
+            .await,
+        422,
+        "invalid_template_id",
+    );
+    let mut bad = json_job(template_id, example_pdf());
+    bad["actual_image"] = json!("");
+    assert_error(&post(bad).await, 422, "empty_document");
+    let form = Form::new()
+        .text("template_id", template_id.to_string())
+        .text("static_values", "[1,2]")
+        .part(
+            "actual_image",
+            Part::bytes(example_pdf().to_vec()).file_name("a.pdf"),
+        );
+    assert_error(
+        &send(app.req(Method::POST, "/process-job", &key).multipart(form)).await,
+        422,
+        "invalid_static_values",
+    );
+    // 404 unknown template
+    assert_error(
+        &post(json_job(Uuid::new_v4(), example_pdf())).await,
+        404,
+        "template_not_found",
+    );
+    // 413 over the limit, as JSON and as multipart (the PNG is 72 KB, limit 100 KB)
+    let big = vec![b'%'; 150_000];
+    assert_error(
+        &post(json_job(template_id, &big)).await,
+        413,
+        "document_too_large",
+    );
+    let form = Form::new()
+        .text("template_id", template_id.to_string())
+        .part(
+            "actual_image",
+            Part::bytes(big.clone()).file_name("big.pdf"),
+        );
+    assert_error(
+        &send(app.req(Method::POST, "/process-job", &key).multipart(form)).await,
+        413,
+        "document_too_large",
+    );
+    let form = Form::new()
+        .text("template_id", template_id.to_string())
+        .part(
+            "actual_image",
+            Part::bytes(vec![b'%'; 2_000_000]).file_name("huge.pdf"),
+        );
+    assert_error(
+        &send(app.req(Method::POST, "/process-job", &key).multipart(form)).await,
+        413,
+        "document_too_large",
+    );
+
+    // Nothing was stored or queued by any of these.
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!((jobs, tasks), (0, 0));
+
+    // job-status errors
+    assert_error(
+        &send(app.req(Method::GET, "/job-status?job_id=nope", &key)).await,
+        422,
+        "invalid_job_id",
+    );
+    assert_error(
+        &send(app.req(
+            Method::GET,
+            &format!("/job-status?job_id={}", Uuid::new_v4()),
+            &key,
+        ))
+        .await,
+        404,
+        "job_not_found",
+    );
+}
+
+#[tokio::test]
+async fn no_credits_is_402() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(0).await;
+    let template_id = app.template(&key).await;
+    let got = send(
+        app.req(Method::POST, "/process-job", &key)
+            .json(&json_job(template_id, example_pdf())),
+    )
+    .await;
+    assert_error(&got, 402, "insufficient_credits");
+}
+
+#[tokio::test]
+async fn jobs_of_another_account_are_404() {
+    let app = TestApp::spawn().await;
+    let (_, alice) = app.account(10).await;
+    let (_, bob) = app.account(10).await;
+    let template_id = app.template(&alice).await;
+    let (_, body) = send(
+        app.req(Method::POST, "/process-job", &alice)
+            .json(&json_job(template_id, example_pdf())),
+    )
+    .await;
+    let job = body["job_id"].as_str().unwrap();
+    assert_error(
+        &send(app.req(Method::GET, &format!("/job-status?job_id={job}"), &bob)).await,
+        404,
+        "job_not_found",
+    );
+    // Bob cannot submit to Alice's template either.
+    assert_error(
+        &send(
+            app.req(Method::POST, "/process-job", &bob)
+                .json(&json_job(template_id, example_pdf())),
+        )
+        .await,
+        404,
+        "template_not_found",
+    );
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_first_job() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let (_, other) = app.account(10).await;
+    let template_id = app.template(&key).await;
+    let other_template = app.template(&other).await;
+    let submit = |key: &str, template: Uuid, idem: &str| {
+        app.req(Method::POST, "/process-job", key)
+            .header("Idempotency-Key", idem)
+            .json(&json_job(template, example_pdf()))
+            .send()
+    };
+    let first = submit(&key, template_id, "order-42").await.unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    // Sequential and concurrent repeats all get the first job.
+    let repeats =
+        futures::future::join_all((0..8).map(|_| submit(&key, template_id, "order-42"))).await;
+    for res in repeats {
+        let res = res.unwrap();
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        assert_eq!(res.headers()["idempotent-replayed"], "true");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["job_id"], first["job_id"]);
+    }
+    // Another key, or another account with the same key, makes a new job.
+    let b: Value = submit(&key, template_id, "order-43")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(b["job_id"], first["job_id"]);
+    let c: Value = submit(&other, other_template, "order-42")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(c["job_id"], first["job_id"]);
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 3);
+
+    // After the 24 h window the key makes a new job.
+    sqlx::query("UPDATE jobs SET created_at = now() - interval '25 hours' WHERE idempotency_key = 'order-42' AND account_id = (SELECT account_id FROM jobs WHERE id = $1)")
+        .bind(first["job_id"].as_str().unwrap().parse::<Uuid>().unwrap())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let d: Value = submit(&key, template_id, "order-42")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(d["job_id"], first["job_id"]);
+}
+
+#[tokio::test]
+async fn hundred_parallel_submissions() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(1000).await;
+    let template_id = app.template(&key).await;
+    let body = json_job(template_id, example_pdf());
+    let results = futures::future::join_all((0..100).map(|_| {
+        app.req(Method::POST, "/process-job", &key)
+            .json(&body)
+            .send()
+    }))
+    .await;
+    let mut ids = std::collections::HashSet::new();
+    for res in results {
+        let res = res.unwrap();
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let body: Value = res.json().await.unwrap();
+        ids.insert(body["job_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 100);
+    let keys: Vec<String> = sqlx::query_scalar("SELECT storage_key FROM jobs")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys.iter().collect::<std::collections::HashSet<_>>().len(),
+        100
+    );
+    for k in &keys {
+        assert!(app.storage.exists(k).await.unwrap(), "{k} not stored");
+    }
+    // Two claimers split the work with no overlap.
+    let claim = |worker: &'static str| {
+        paperhook_core::queue::claim(
+            &app.pool,
+            worker,
+            &[paperhook_core::queue::kind::JOB],
+            60,
+            std::time::Duration::from_secs(30),
+            chrono::Utc::now(),
+        )
+    };
+    let (a, b) = tokio::join!(claim("w1"), claim("w2"));
+    let mut claimed: Vec<String> = a
+        .unwrap()
+        .iter()
+        .chain(b.unwrap().iter())
+        .map(|t| t.ref_id.to_string())
+        .collect();
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), 100);
+    assert!(claimed.iter().all(|c| ids.contains(c)));
+}

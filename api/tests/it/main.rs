@@ -1,0 +1,214 @@
+//! End-to-end tests of the API against real PostgreSQL, storage and HTTP.
+
+mod helpers;
+mod jobs;
+mod templates;
+
+use helpers::*;
+use reqwest::{Method, StatusCode};
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::spawn().await;
+    let (s, b) = send(app.client.get(format!("{}/healthz", app.url))).await;
+    assert_eq!((s, b["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (s, b) = send(app.client.get(format!("{}/readyz", app.url))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["database"], "ok");
+    assert_eq!(b["storage"], "ok");
+}
+
+#[tokio::test]
+async fn unknown_routes_answer_json() {
+    let app = TestApp::spawn().await;
+    let got = send(app.client.get(format!("{}/nope", app.url))).await;
+    assert_error(&got, 404, "not_found");
+    let got = send(app.client.delete(format!("{}/healthz", app.url))).await;
+    assert_error(&got, 405, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn api_keys_are_required_valid_and_revocable() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let got = send(app.client.get(format!("{}/v1/account", app.url))).await;
+    assert_error(&got, 401, "unauthorized");
+    let got = send(app.req(Method::GET, "/v1/account", "ph_abcdefg_notarealkey")).await;
+    assert_error(&got, 401, "unauthorized");
+    let tampered = format!("{}x", &key[..key.len() - 1]);
+    let got = send(app.req(Method::GET, "/v1/account", &tampered)).await;
+    assert_error(&got, 401, "unauthorized");
+
+    let (s, b) = send(app.req(Method::GET, "/v1/account", &key)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["credits"], 10);
+    assert_eq!(b["name"], "Test Co");
+
+    // Only a hash is stored.
+    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(
+        !stored[0]
+            .windows(8)
+            .any(|w| key.as_bytes().windows(8).any(|k| k == w))
+    );
+
+    let prefix = &key[..10];
+    let out = paperhook_api::admin::run(
+        paperhook_api::admin::AdminCommand::RevokeKey {
+            key_prefix: prefix.into(),
+        },
+        &app.pool,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["revoked"], true);
+    let got = send(app.req(Method::GET, "/v1/account", &key)).await;
+    assert_error(&got, 401, "unauthorized");
+}
+
+#[tokio::test]
+async fn admin_commands_manage_accounts_and_credits() {
+    use paperhook_api::admin::{AdminCommand, run};
+    let app = TestApp::spawn().await;
+    let out = run(
+        AdminCommand::CreateAccount {
+            name: "Acme".into(),
+            credits: 25,
+        },
+        &app.pool,
+        None,
+    )
+    .await
+    .unwrap();
+    let account: uuid::Uuid = out["account_id"].as_str().unwrap().parse().unwrap();
+    let key = out["api_key"].as_str().unwrap().to_owned();
+    let out = run(
+        AdminCommand::AddCredits {
+            account,
+            credits: 5,
+        },
+        &app.pool,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["credits"], 30);
+    let out = run(AdminCommand::CreateKey { account }, &app.pool, None)
+        .await
+        .unwrap();
+    let key2 = out["api_key"].as_str().unwrap().to_owned();
+    assert_ne!(key, key2);
+    for k in [&key, &key2] {
+        let (s, b) = send(app.req(Method::GET, "/v1/account", k)).await;
+        assert_eq!((s, b["credits"].as_i64()), (StatusCode::OK, Some(30)));
+    }
+    assert!(
+        run(
+            AdminCommand::AddCredits {
+                account: uuid::Uuid::new_v4(),
+                credits: 5
+            },
+            &app.pool,
+            None
+        )
+        .await
+        .is_err()
+    );
+    assert!(
+        run(
+            AdminCommand::CreateAccount {
+                name: " ".into(),
+                credits: 1
+            },
+            &app.pool,
+            None
+        )
+        .await
+        .is_err()
+    );
+
+    // The ledger lists grants newest first, paged.
+    let (s, b) = send(app.req(Method::GET, "/v1/account/ledger?limit=1", &key)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let entries = b["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["delta"], 5);
+    assert_eq!(entries[0]["balance_after"], 30);
+    let before = b["next_before"].as_i64().unwrap();
+    let (_, b) = send(app.req(
+        Method::GET,
+        &format!("/v1/account/ledger?limit=1&before={before}"),
+        &key,
+    ))
+    .await;
+    assert_eq!(b["entries"][0]["delta"], 25);
+    assert_eq!(b["entries"][0]["reason"], "grant");
+}
+
+#[tokio::test]
+async fn database_down_answers_503() {
+    // A database URL nothing listens on: the pool is lazy, so the API starts.
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(1).await;
+    let mut config = app.config.clone();
+    config.database_url = "postgres://postgres@127.0.0.1:1/none".to_owned().into();
+    config.db_acquire_timeout_secs = 1;
+    config.migrate_on_start = false;
+    let dir = tempfile::tempdir().unwrap();
+    let state = paperhook_api::serve::state(config.clone()).await.unwrap();
+    let down = TestApp::start(state, config, dir).await;
+    let started = std::time::Instant::now();
+    let got = send(down.req(Method::GET, "/v1/account", &key)).await;
+    assert_error(&got, 503, "database_unavailable");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let (s, b) = send(down.client.get(format!("{}/readyz", down.url))).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(b["database"], "unavailable");
+}
+
+#[tokio::test]
+async fn openapi_covers_every_endpoint() {
+    let app = TestApp::spawn().await;
+    let (s, doc) = send(app.client.get(format!("{}/openapi.json", app.url))).await;
+    assert_eq!(s, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/process-job", "post"),
+        ("/job-status", "get"),
+        ("/v1/templates", "post"),
+        ("/v1/templates", "get"),
+        ("/v1/templates/{id}", "get"),
+        ("/v1/templates/{id}", "put"),
+        ("/v1/templates/{id}", "delete"),
+        ("/v1/templates/{id}/webhook-secret", "get"),
+        ("/v1/templates/{id}/webhook-secret/rotate", "post"),
+        ("/v1/account", "get"),
+        ("/v1/account/ledger", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+    ] {
+        let op = &paths.get(path).unwrap_or_else(|| panic!("{path} missing"))[method];
+        assert!(op.is_object(), "{method} {path} missing");
+    }
+    let responses = &paths["/process-job"]["post"]["responses"];
+    for code in [
+        "202", "400", "401", "402", "404", "413", "415", "422", "503",
+    ] {
+        assert!(responses[code].is_object(), "/process-job lacks {code}");
+    }
+    let (s, _) = (
+        app.client
+            .get(format!("{}/docs", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        (),
+    );
+    assert_eq!(s, StatusCode::OK);
+}

@@ -1,0 +1,187 @@
+//! Templates API: CRUD, validation through the extract crate, encrypted and
+//! masked webhook headers, signing secrets, tenant isolation.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn create_read_update_delete() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let body = example_template();
+    let (s, created) = send(app.req(Method::POST, "/v1/templates", &key).json(&body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["name"], body["name"]);
+    assert_eq!(
+        created["fields"].as_array().unwrap().len(),
+        body["fields"].as_array().unwrap().len()
+    );
+    // Header values are masked; the secret only hinted.
+    assert_eq!(created["webhook"]["headers"]["Authorization"], "****-123");
+    assert!(
+        created["signing_secret_hint"]
+            .as_str()
+            .unwrap()
+            .starts_with("****")
+    );
+    assert!(!created.to_string().contains("very-secret-token"));
+
+    // Stored encrypted: the clear value is nowhere in the row.
+    let raw: (Vec<u8>, Vec<u8>) =
+        sqlx::query_as("SELECT webhook_headers_enc, webhook_secret_enc FROM templates")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(!raw.0.windows(11).any(|w| w == b"very-secret"));
+    let (s, secret) = send(app.req(
+        Method::GET,
+        &format!("/v1/templates/{id}/webhook-secret"),
+        &key,
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let secret = secret["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    assert!(
+        !raw.1
+            .windows(10)
+            .any(|w| secret.as_bytes().windows(10).any(|s| s == w))
+    );
+
+    let (s, got) = send(app.req(Method::GET, &format!("/v1/templates/{id}"), &key)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(got["id"], created["id"]);
+    let (_, list) = send(app.req(Method::GET, "/v1/templates", &key)).await;
+    assert_eq!(list["templates"].as_array().unwrap().len(), 1);
+
+    // Update: sending back the masked header keeps the stored value; a new
+    // header is added; the name changes.
+    let mut update = body.clone();
+    update["name"] = json!("Renamed");
+    update["webhook"]["headers"] =
+        json!({"Authorization": "****-123", "X-Tenant": "blue-tenant-0001"});
+    let (s, updated) = send(
+        app.req(Method::PUT, &format!("/v1/templates/{id}"), &key)
+            .json(&update),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{updated}");
+    assert_eq!(updated["name"], "Renamed");
+    assert_eq!(updated["webhook"]["headers"]["X-Tenant"], "****0001");
+    let headers_enc: Vec<u8> = sqlx::query_scalar("SELECT webhook_headers_enc FROM templates")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let keyring = app.config.keyring().unwrap();
+    let clear: serde_json::Value =
+        serde_json::from_slice(&keyring.decrypt(&headers_enc).unwrap()).unwrap();
+    assert_eq!(clear["Authorization"], "Bearer very-secret-token-123");
+
+    // Rotating the secret changes it.
+    let (s, rotated) = send(app.req(
+        Method::POST,
+        &format!("/v1/templates/{id}/webhook-secret/rotate"),
+        &key,
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_ne!(rotated["secret"].as_str().unwrap(), secret);
+    let (_, now) = send(app.req(
+        Method::GET,
+        &format!("/v1/templates/{id}/webhook-secret"),
+        &key,
+    ))
+    .await;
+    assert_eq!(now["secret"], rotated["secret"]);
+
+    let res = app
+        .req(Method::DELETE, &format!("/v1/templates/{id}"), &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let got = send(app.req(Method::GET, &format!("/v1/templates/{id}"), &key)).await;
+    assert_error(&got, 404, "template_not_found");
+    let got = send(app.req(Method::DELETE, &format!("/v1/templates/{id}"), &key)).await;
+    assert_error(&got, 404, "template_not_found");
+}
+
+#[tokio::test]
+async fn bad_templates_get_422_with_the_reason() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let post =
+        |body: serde_json::Value| send(app.req(Method::POST, "/v1/templates", &key).json(&body));
+
+    let got = post(json!({"name": "x", "fields": [{"name": "a", "type": "text", "locator": {"kind": "regex", "pattern": "(unclosed"}}]})).await;
+    assert_eq!(got.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", got.1);
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(unclosed"),
+        "{}",
+        got.1
+    );
+
+    let got = post(json!({"name": "x", "fields": [{"name": "a", "type": "colour", "locator": {"kind": "regex", "pattern": "(a)"}}]})).await;
+    assert_eq!(got.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", got.1);
+
+    let got = post(json!({"name": "x", "fields": [{"name": "a", "type": "text", "locator": {"kind": "region", "box": [0.5, 0.5, 1.5, 0.2]}}]})).await;
+    assert_eq!(got.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", got.1);
+
+    let dup = json!({"name": "a", "type": "text", "locator": {"kind": "regex", "pattern": "(a)"}});
+    let got = post(json!({"name": "x", "fields": [dup.clone(), dup]})).await;
+    assert_eq!(got.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", got.1);
+
+    let got = post(json!({"name": "", "fields": []})).await;
+    assert_error(&got, 422, "invalid_template");
+
+    let mut t = example_template();
+    t["webhook"]["url"] = json!("ftp://example.com/x");
+    assert_error(&post(t).await, 422, "invalid_webhook");
+    let mut t = example_template();
+    t["webhook"]["headers"] = json!({"webhook-signature": "forged"});
+    assert_error(&post(t).await, 422, "invalid_webhook");
+
+    let got = send(
+        app.req(Method::POST, "/v1/templates", &key)
+            .header("content-type", "application/json")
+            .body("{not json"),
+    )
+    .await;
+    assert_error(&got, 400, "malformed_json");
+}
+
+#[tokio::test]
+async fn another_accounts_template_is_404() {
+    let app = TestApp::spawn().await;
+    let (_, alice) = app.account(10).await;
+    let (_, bob) = app.account(10).await;
+    let id = app.template(&alice).await;
+    for (method, path) in [
+        (Method::GET, format!("/v1/templates/{id}")),
+        (Method::PUT, format!("/v1/templates/{id}")),
+        (Method::DELETE, format!("/v1/templates/{id}")),
+        (Method::GET, format!("/v1/templates/{id}/webhook-secret")),
+        (
+            Method::POST,
+            format!("/v1/templates/{id}/webhook-secret/rotate"),
+        ),
+    ] {
+        let got = send(
+            app.req(method.clone(), &path, &bob)
+                .json(&example_template()),
+        )
+        .await;
+        assert_error(&got, 404, "template_not_found");
+    }
+    let (_, list) = send(app.req(Method::GET, "/v1/templates", &bob)).await;
+    assert_eq!(list["templates"].as_array().unwrap().len(), 0);
+    // Alice still has it, unchanged.
+    let (s, _) = send(app.req(Method::GET, &format!("/v1/templates/{id}"), &alice)).await;
+    assert_eq!(s, StatusCode::OK);
+}
