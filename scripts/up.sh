@@ -51,4 +51,5 @@ Create an account and API key in another terminal:
 
 Ctrl-C stops everything.
 MSG
-wait -n "${pids[@]}"
+# Runs until Ctrl-C or until the API stops.
+wait "${pids[0]}"
