@@ -1,0 +1,5 @@
+//! Integration tests on generated documents: digital PDFs, scans, and
+//! hostile inputs.
+
+mod corpus;
+mod digital;
