@@ -166,6 +166,8 @@ enum Pixels<'a> {
     Image(&'a GrayImage),
 }
 
+/// Segmentation mode for whole pages.
+const FULL_PSM: Psm = Psm::Auto;
 /// Fewer text-layer words than this and the page is treated as a scan.
 const MIN_LAYER_WORDS: usize = 3;
 /// Extra margin around OCR zones, as a fraction of the page.
@@ -349,13 +351,13 @@ fn ocr_page(
         Need::Nothing => Vec::new(),
         Need::Full => {
             let (w, h) = img.dimensions();
-            let words = ocr::recognise(&img, dpi, Psm::Auto, &plan.languages, plan.tessdata)?;
+            let words = ocr::recognise(&img, dpi, FULL_PSM, &plan.languages, plan.tessdata)?;
             let mut words = ocr::normalise(words, 0, 0, w, h);
             if plan.opts.detect_orientation && mean_conf(&words) < LOW_CONFIDENCE {
                 deadline_check(start, plan, index)?;
                 let flipped = raster::rotate_quarter(&img, 2);
                 let other = ocr::normalise(
-                    ocr::recognise(&flipped, dpi, Psm::Auto, &plan.languages, plan.tessdata)?,
+                    ocr::recognise(&flipped, dpi, FULL_PSM, &plan.languages, plan.tessdata)?,
                     0,
                     0,
                     w,
@@ -363,8 +365,12 @@ fn ocr_page(
                 );
                 if score(&other) > score(&words) {
                     words = other;
+                    img = flipped;
                 }
             }
+            deadline_check(start, plan, index)?;
+            let missed = recover_missed(plan, &img, dpi, &words)?;
+            words.extend(missed);
             words
         }
         Need::Zones(zones) => {
@@ -382,6 +388,128 @@ fn ocr_page(
     };
     deadline_check(start, plan, index)?;
     Ok(PageText::new(number, Source::Ocr, words))
+}
+
+/// Most ink regions re-read per page by [`recover_missed`].
+const MAX_RECOVER: usize = 60;
+
+/// Full-page segmentation drops isolated short words (a lone `1` in a
+/// quantity column). Find ink that no recognised word covers, in text-sized
+/// clusters, and read each cluster as one line.
+///
+/// Steps: binarise onto a coarse grid; clear cells under recognised words;
+/// connected components of the rest; keep those of text height; merge
+/// neighbours on a row; OCR each merged box.
+fn recover_missed(
+    plan: &Plan<'_>,
+    img: &GrayImage,
+    dpi: u32,
+    words: &[Word],
+) -> Result<Vec<Word>, Error> {
+    let (w, h) = img.dimensions();
+    let cell = (dpi / 75).max(1);
+    let (gw, gh) = (w.div_ceil(cell) as usize, h.div_ceil(cell) as usize);
+    let t = raster::otsu(img);
+    let mut grid = vec![0u16; gw * gh];
+    for (x, y, p) in img.enumerate_pixels() {
+        if p[0] <= t {
+            grid[(y / cell) as usize * gw + (x / cell) as usize] += 1;
+        }
+    }
+    // A cell is ink when a good part of it is dark (speckle stays out).
+    let min_ink = ((cell * cell) / 6).max(1) as u16;
+    let mut ink: Vec<bool> = grid.iter().map(|&c| c >= min_ink).collect();
+    let mut heights: Vec<f64> = words
+        .iter()
+        .map(|wd| (wd.bbox[3] - wd.bbox[1]) * gh as f64)
+        .collect();
+    heights.sort_by(f64::total_cmp);
+    let Some(&word_h) = heights.get(heights.len() / 2) else {
+        return Ok(Vec::new());
+    };
+    for wd in words {
+        let x0 = ((wd.bbox[0] * gw as f64) as usize).saturating_sub(1);
+        let y0 = ((wd.bbox[1] * gh as f64) as usize).saturating_sub(1);
+        let x1 = ((wd.bbox[2] * gw as f64).ceil() as usize + 1).min(gw);
+        let y1 = ((wd.bbox[3] * gh as f64).ceil() as usize + 1).min(gh);
+        for y in y0..y1 {
+            ink[y * gw + x0..y * gw + x1]
+                .iter_mut()
+                .for_each(|c| *c = false);
+        }
+    }
+    // Connected components (8-neighbour) of the remaining ink.
+    let mut boxes: Vec<[usize; 4]> = Vec::new();
+    let mut seen = vec![false; gw * gh];
+    let mut stack = Vec::new();
+    for start in 0..gw * gh {
+        if !ink[start] || seen[start] {
+            continue;
+        }
+        let (mut b, mut n) = ([usize::MAX, usize::MAX, 0, 0], 0usize);
+        seen[start] = true;
+        stack.push(start);
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % gw, i / gw);
+            b = [b[0].min(x), b[1].min(y), b[2].max(x + 1), b[3].max(y + 1)];
+            n += 1;
+            for dy in -1i64..=1 {
+                for dx in -1i64..=1 {
+                    let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                    if nx < 0 || ny < 0 || nx >= gw as i64 || ny >= gh as i64 {
+                        continue;
+                    }
+                    let j = ny as usize * gw + nx as usize;
+                    if ink[j] && !seen[j] {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        let (bw, bh) = ((b[2] - b[0]) as f64, (b[3] - b[1]) as f64);
+        // Glyph-sized: about a word's height, not a rule or a logo.
+        if bh >= 0.45 * word_h && bh <= 2.0 * word_h && bw <= 0.3 * gw as f64 && n >= 3 {
+            boxes.push(b);
+        }
+    }
+    // Merge boxes on one row that are close together.
+    boxes.sort_by_key(|b| (b[1], b[0]));
+    let mut merged: Vec<[usize; 4]> = Vec::new();
+    for b in boxes {
+        let near = merged.iter_mut().find(|m| {
+            let v_overlap = b[3].min(m[3]) as f64 - b[1].max(m[1]) as f64;
+            let gap = b[0] as f64 - m[2] as f64;
+            v_overlap > 0.5 * (b[3] - b[1]) as f64 && gap < 1.5 * word_h && gap > -(word_h * 4.0)
+        });
+        match near {
+            Some(m) => {
+                *m = [
+                    m[0].min(b[0]),
+                    m[1].min(b[1]),
+                    m[2].max(b[2]),
+                    m[3].max(b[3]),
+                ]
+            }
+            None => merged.push(b),
+        }
+    }
+    let mut out = Vec::new();
+    for b in merged.into_iter().take(MAX_RECOVER) {
+        let pad = (word_h * 0.6).ceil() as usize;
+        let x0 = (b[0].saturating_sub(pad) as u32 * cell).min(w - 1);
+        let y0 = (b[1].saturating_sub(pad) as u32 * cell).min(h - 1);
+        let x1 = (((b[2] + pad) as u32) * cell).min(w);
+        let y1 = (((b[3] + pad) as u32) * cell).min(h);
+        let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+        let found = ocr::recognise(&crop, dpi, Psm::SingleLine, &plan.languages, plan.tessdata)?;
+        out.extend(
+            ocr::normalise(found, x0, y0, w, h)
+                .into_iter()
+                .filter(|wd| wd.confidence >= 0.6 && wd.text.chars().any(char::is_alphanumeric)),
+        );
+    }
+    Ok(out)
 }
 
 fn mean_conf(words: &[Word]) -> f32 {

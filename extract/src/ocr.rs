@@ -17,8 +17,14 @@ use crate::layout::Word;
 /// Page segmentation modes used here (Tesseract's numbering).
 #[derive(Debug, Clone, Copy)]
 pub enum Psm {
-    /// Fully automatic segmentation (full pages).
+    /// Fully automatic segmentation.
     Auto = 3,
+    /// One line of text (recovering missed pieces).
+    SingleLine = 7,
+    /// As much text as possible in no particular order: finds isolated
+    /// numbers in table cells that `Auto` drops; lines are rebuilt from
+    /// the word boxes anyway.
+    Sparse = 11,
     /// One uniform block of text (zones).
     SingleBlock = 6,
 }

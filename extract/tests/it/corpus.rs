@@ -199,7 +199,7 @@ pub fn write_pdf(pages: &[Page]) -> Vec<u8> {
     }
     out.extend(
         format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            "trailer\n<< /Size {} /Root 1 0 R /ID [<5061706572686f6f6b2d636f72707573> <5061706572686f6f6b2d636f72707573>] >>\nstartxref\n{xref}\n%%EOF\n",
             objs.len() + 1
         )
         .as_bytes(),
