@@ -142,6 +142,10 @@ fn sniff(doc: &[u8]) -> Result<Kind, Error> {
 /// Number of pages, cheaply: the PDF page tree, TIFF directories, 1 for
 /// other images. Stops counting TIFF pages past `max_pages`.
 pub fn page_count(doc: &[u8], opts: &Options) -> Result<u32, Error> {
+    guard(|| page_count_inner(doc, opts))
+}
+
+fn page_count_inner(doc: &[u8], opts: &Options) -> Result<u32, Error> {
     match sniff(doc)? {
         Kind::Pdf => Ok(pdf::open(doc)?.pages().len() as u32),
         Kind::Tiff => raster::tiff_page_count(doc, opts.max_pages, opts),
@@ -185,6 +189,32 @@ struct Plan<'a> {
 /// The text of every page: the PDF text layer where usable, OCR elsewhere
 /// (only the zones of region fields when nothing needs the full page).
 pub fn read_pages(doc: &[u8], template: &Template, opts: &Options) -> Result<Vec<PageText>, Error> {
+    guard(|| read_pages_inner(doc, template, opts))
+}
+
+/// Parsers of hostile input are the likeliest place for a bug: a panic in
+/// one (on any rayon thread) becomes a `corrupt_document` error instead of
+/// taking the worker down. Allocation failures are prevented by the pixel
+/// limits, as they abort rather than unwind.
+fn guard<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(Error::Corrupt {
+            kind: "document",
+            detail: format!("the decoder failed on it ({detail})"),
+        })
+    })
+}
+
+fn read_pages_inner(
+    doc: &[u8],
+    template: &Template,
+    opts: &Options,
+) -> Result<Vec<PageText>, Error> {
     let kind = sniff(doc)?;
     let languages = opts
         .languages

@@ -249,3 +249,39 @@ fn invalid_template_is_rejected_before_reading() {
     assert!(matches!(err, Error::Template(_)));
     assert_eq!(err.code(), "invalid_template");
 }
+
+/// Deterministic mutations of valid documents (bit flips, byte runs,
+/// truncations): a result or a typed error every time, never a panic.
+#[test]
+fn mutated_documents_never_panic() {
+    let doc = corpus::invoice_en(3);
+    let small = corpus::scan_image(&doc.pdf, &corpus::SCANS[2], 3);
+    let small = image::imageops::resize(&small, 300, 420, image::imageops::FilterType::Triangle);
+    let seeds = [
+        doc.pdf.clone(),
+        corpus::encode(&small, image::ImageFormat::Png),
+        corpus::encode(&small, image::ImageFormat::Jpeg),
+        corpus::encode(&small, image::ImageFormat::Tiff),
+    ];
+    let opts = Options {
+        max_pixels_per_page: 2_000_000,
+        dpi: 72,
+        ..Options::default()
+    };
+    let mut rng = corpus::Rng::new(42);
+    for round in 0..160 {
+        let mut m = seeds[round % seeds.len()].clone();
+        for _ in 0..1 + rng.below(8) {
+            let at = rng.below(m.len() as u64) as usize;
+            match rng.below(3) {
+                0 => m[at] ^= 1 << rng.below(8),
+                1 => m[at..].iter_mut().take(16).for_each(|b| *b = 0xFF),
+                _ => m.truncate(at.max(8)),
+            }
+        }
+        if let Err(e) = extract(&m, &template(), &opts) {
+            assert!(!e.code().is_empty(), "round {round}");
+        }
+        let _ = page_count(&m, &opts);
+    }
+}
