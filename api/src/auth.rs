@@ -1,12 +1,19 @@
-//! API key authentication from the `x-auth` header.
+//! Authentication: an API key in the `x-auth` header, or a dashboard session
+//! cookie. Cookie-authenticated requests that change state must carry the
+//! session's CSRF token in `x-csrf-token`.
 
 use paperhook_core::db::accounts::{self, Account};
+use paperhook_core::db::sessions::{self, Session};
 use salvo::Writer;
+use salvo::http::{Method, StatusCode};
 use salvo::prelude::*;
+use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 
-/// Puts the caller's [`Account`] in the depot, or answers 401.
+pub const SESSION_COOKIE: &str = "paperhook_session";
+
+/// Puts the caller's [`Account`] (and [`Session`] for cookies) in the depot, or answers 401/403.
 #[handler]
 pub async fn require_key(
     req: &mut Request,
@@ -15,8 +22,11 @@ pub async fn require_key(
     ctrl: &mut FlowCtrl,
 ) {
     match authenticate(req, depot).await {
-        Ok(account) => {
+        Ok((account, session)) => {
             depot.insert_typed(account);
+            if let Some(session) = session {
+                depot.insert_typed(session);
+            }
         }
         Err(err) => {
             err.write(req, depot, res).await;
@@ -25,17 +35,41 @@ pub async fn require_key(
     }
 }
 
-async fn authenticate(req: &Request, depot: &Depot) -> Result<Account, ApiError> {
-    let Some(value) = req.headers().get("x-auth") else {
+async fn authenticate(
+    req: &Request,
+    depot: &Depot,
+) -> Result<(Account, Option<Session>), ApiError> {
+    let state = crate::state(depot);
+    if let Some(value) = req.headers().get("x-auth") {
+        let key = value.to_str().unwrap_or_default().trim();
+        let account = accounts::authenticate(&state.pool, key)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+        return Ok((account, None));
+    }
+    let Some(token) = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned()) else {
         return Err(ApiError::unauthorized(
             "missing API key: send it in the x-auth header",
         ));
     };
-    let key = value.to_str().unwrap_or_default().trim();
-    let state = crate::state(depot);
-    accounts::authenticate(&state.pool, key)
+    let (session, account) = sessions::authenticate(&state.pool, &token)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))
+        .ok_or_else(|| ApiError::unauthorized("your session has ended; sign in again"))?;
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        let sent = req
+            .headers()
+            .get("x-csrf-token")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !bool::from(sent.ct_eq(session.csrf_token.as_bytes())) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf_failed",
+                "missing or wrong x-csrf-token for this session; reload the page",
+            ));
+        }
+    }
+    Ok((account, Some(session)))
 }
 
 /// The authenticated account of this request.
@@ -43,4 +77,9 @@ pub fn account(depot: &Depot) -> &Account {
     depot
         .get_typed::<Account>()
         .expect("require_key runs before every authenticated handler")
+}
+
+/// The dashboard session of this request, if it came with a cookie.
+pub fn session(depot: &Depot) -> Option<&Session> {
+    depot.get_typed::<Session>().ok()
 }

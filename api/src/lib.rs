@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod routes;
 pub mod serve;
@@ -85,6 +86,27 @@ pub fn router(state: AppState) -> Router {
                     Router::with_path("account")
                         .get(routes::account::get_account)
                         .push(Router::with_path("ledger").get(routes::account::get_ledger)),
+                )
+                .push(
+                    Router::with_path("api-keys")
+                        .get(routes::keys::list_keys)
+                        .post(routes::keys::create_key)
+                        .push(Router::with_path("{prefix}/revoke").post(routes::keys::revoke_key)),
+                )
+                .push(
+                    Router::with_path("jobs")
+                        .get(routes::job_views::list_jobs)
+                        .push(Router::with_path("{job_id}").get(routes::job_views::get_job)),
+                )
+                .push(
+                    Router::with_path("preview")
+                        .push(Router::with_path("render").post(routes::preview::render))
+                        .push(Router::with_path("extract").post(routes::preview::extract)),
+                )
+                .push(
+                    Router::with_path("session")
+                        .get(dashboard::current)
+                        .delete(dashboard::sign_out),
                 ),
         );
     let router = Router::new()
@@ -92,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .hoop(CatchPanic::new())
         .push(Router::with_path("healthz").get(routes::health::healthz))
         .push(Router::with_path("readyz").get(routes::health::readyz))
+        .push(Router::with_path("v1/session/sign-in").post(dashboard::sign_in))
         .push(api);
     let doc = OpenApi::new("Paperhook API", env!("CARGO_PKG_VERSION"))
         .add_security_scheme(
@@ -108,6 +131,13 @@ pub fn router(state: AppState) -> Router {
     router
         .push(doc.into_router("/openapi.json"))
         .push(Router::with_path("docs").get(routes::health::docs_page))
+        .push(Router::new().get(dashboard::to_dashboard))
+        .push(
+            Router::with_path("dashboard")
+                .push(Router::with_path("app.js").get(dashboard::app_js))
+                .push(Router::with_path("app.css").get(dashboard::app_css))
+                .push(Router::with_path("{**rest}").get(dashboard::index)),
+        )
 }
 
 pub fn service(state: AppState) -> Service {

@@ -51,6 +51,7 @@ pub struct Config {
     pub idempotency_ttl_secs: u64,
     pub result_retention_secs: u64,
     pub encryption_keys: SecretString,
+    pub session_ttl_secs: u64,
     pub log_format: String,
     pub log_level: String,
 }
@@ -163,6 +164,10 @@ impl Config {
 
     pub fn idempotency_ttl(&self) -> Duration {
         Duration::from_secs(self.idempotency_ttl_secs)
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
     }
 
     pub fn result_retention(&self) -> Duration {

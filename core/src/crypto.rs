@@ -115,7 +115,8 @@ impl Keyring {
 
 const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
-fn random_token(len: usize) -> String {
+/// A random token of `len` characters from an unambiguous alphabet.
+pub fn random_token(len: usize) -> String {
     let mut rng = rand::rng();
     (0..len)
         .map(|_| {

@@ -2,7 +2,10 @@
 
 pub mod account;
 pub mod health;
+pub mod job_views;
 pub mod jobs;
+pub mod keys;
+pub mod preview;
 pub mod templates;
 
 use salvo::oapi::ToParameters;

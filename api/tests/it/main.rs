@@ -1,5 +1,6 @@
 //! End-to-end tests of the API against real PostgreSQL, storage and HTTP.
 
+mod dashboard;
 mod helpers;
 mod jobs;
 mod templates;

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod jobs;
+pub mod sessions;
 pub mod templates;
 
 use std::time::Duration;

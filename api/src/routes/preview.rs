@@ -1,0 +1,134 @@
+//! Previews for setting up a template: render a sample page, and run a
+//! template on a sample without creating a job. Nothing is stored or charged;
+//! samples are limited to `PREVIEW_MAX_PAGES` pages.
+
+use std::io::Cursor;
+
+use paperhook_extract::{Options, Template};
+use salvo::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+
+/// Most pages of a sample that a preview reads.
+pub const PREVIEW_MAX_PAGES: u32 = 20;
+/// Resolution of rendered preview pages.
+pub const PREVIEW_DPI: u32 = 100;
+
+#[derive(Serialize, ToSchema)]
+pub struct PreviewResult {
+    /// The `result` object a webhook would receive.
+    result: serde_json::Map<String, Value>,
+    /// Per field: page, box (normalised), confidence, source.
+    fields: Value,
+    pages: u32,
+    missing_required: Vec<String>,
+}
+
+/// The sample's bytes and the form's text fields.
+async fn read_sample(
+    req: &mut Request,
+    depot: &Depot,
+) -> ApiResult<(Vec<u8>, std::collections::HashMap<String, String>)> {
+    let max = crate::state(depot).config.max_upload_bytes;
+    let form = req
+        .form_data_max_size((max + 256 * 1024) as usize)
+        .await
+        .map_err(|e| ApiError::from_parse(e, max, "multipart/form-data with a file"))?;
+    let file = form
+        .files
+        .get("file")
+        .ok_or_else(|| ApiError::unprocessable("missing_field", "file is required"))?;
+    if file.size() > max {
+        return Err(ApiError::too_large(max));
+    }
+    let bytes = tokio::fs::read(file.path())
+        .await
+        .map_err(|e| ApiError::internal("reading a preview upload", &e))?;
+    if matches!(
+        paperhook_core::sniff::detect(&bytes),
+        None | Some(paperhook_core::sniff::DocType::Zip)
+    ) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_document_type",
+            "a sample must be a PDF, PNG, JPEG or TIFF",
+        ));
+    }
+    let fields = form
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok((bytes, fields))
+}
+
+fn options() -> Options {
+    Options {
+        max_pages: PREVIEW_MAX_PAGES,
+        ..Options::default()
+    }
+}
+
+fn extract_error(e: paperhook_extract::Error) -> ApiError {
+    ApiError::unprocessable(e.code(), e.to_string())
+}
+
+/// Renders one page of a sample document as a PNG (field `file`, optional `page`, 1-based).
+#[endpoint(tags("templates"), responses((status_code = 200, description = "image/png")))]
+pub async fn render(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
+    let (bytes, form) = read_sample(req, depot).await?;
+    let page: u32 = match form.get("page").map(|s| s.trim()) {
+        None | Some("") => 1,
+        Some(p) => p.parse().ok().filter(|p| *p >= 1).ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_page",
+                format!("page must be a number from 1, not {p:?}"),
+            )
+        })?,
+    };
+    let png = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
+        let img = paperhook_extract::render_page(&bytes, page, PREVIEW_DPI, &options())
+            .map_err(extract_error)?;
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png)
+            .map_err(|e| ApiError::internal("encoding a preview PNG", &e))?;
+        Ok(out.into_inner())
+    })
+    .await
+    .map_err(|e| ApiError::internal("rendering a preview", &e))??;
+    res.headers_mut().insert(
+        "content-type",
+        salvo::http::HeaderValue::from_static("image/png"),
+    );
+    res.write_body(png)
+        .map_err(|e| ApiError::internal("writing a preview", &e))?;
+    Ok(())
+}
+
+/// Runs a template (field `template`, JSON: fields, keywords, languages) on a sample (field `file`).
+#[endpoint(tags("templates"))]
+pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<PreviewResult>> {
+    let (bytes, form) = read_sample(req, depot).await?;
+    let raw = form
+        .get("template")
+        .ok_or_else(|| ApiError::unprocessable("missing_field", "template is required"))?;
+    let value: Value = serde_json::from_str(raw).map_err(|e| {
+        ApiError::unprocessable("invalid_template", format!("template is not JSON: {e}"))
+    })?;
+    let template =
+        Template::from_json(value).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let out = tokio::task::spawn_blocking(move || {
+        paperhook_extract::extract(&bytes, &template, &options())
+    })
+    .await
+    .map_err(|e| ApiError::internal("running a preview", &e))?
+    .map_err(extract_error)?;
+    Ok(Json(PreviewResult {
+        result: out.result,
+        fields: serde_json::to_value(&out.fields).unwrap_or(Value::Null),
+        pages: out.pages,
+        missing_required: out.missing_required,
+    }))
+}

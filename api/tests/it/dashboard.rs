@@ -1,0 +1,335 @@
+//! Dashboard sessions (cookie + CSRF), the pages it is served from, and the
+//! API endpoints it uses: API keys, job views, previews.
+
+use reqwest::{Method, StatusCode, multipart};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+struct Browser {
+    cookie: String,
+    csrf: String,
+}
+
+async fn sign_in(app: &TestApp, key: &str) -> Browser {
+    let res = app
+        .client
+        .post(format!("{}/v1/session/sign-in", app.url))
+        .json(&json!({"api_key": key}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{set_cookie} lacks {attr}");
+    }
+    assert!(
+        !set_cookie.contains(key),
+        "the cookie must not carry the API key"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let body: Value = res.json().await.unwrap();
+    Browser {
+        cookie,
+        csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+impl Browser {
+    fn req(&self, app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
+        app.client
+            .request(method, format!("{}{path}", app.url))
+            .header("cookie", &self.cookie)
+    }
+}
+
+#[tokio::test]
+async fn sessions_need_csrf_for_changes_and_end_with_the_key() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let got = send(
+        app.client
+            .post(format!("{}/v1/session/sign-in", app.url))
+            .json(&json!({"api_key": "ph_nope123_bad"})),
+    )
+    .await;
+    assert_error(&got, 401, "unauthorized");
+
+    let b = sign_in(&app, &key).await;
+    let (s, me) = send(b.req(&app, Method::GET, "/v1/session")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(me["credits"], 10);
+    // Reads work with the cookie alone; changes need the CSRF token.
+    let (s, _) = send(b.req(&app, Method::GET, "/v1/templates")).await;
+    assert_eq!(s, StatusCode::OK);
+    let got = send(
+        b.req(&app, Method::POST, "/v1/templates")
+            .json(&example_template()),
+    )
+    .await;
+    assert_error(&got, 403, "csrf_failed");
+    let got = send(
+        b.req(&app, Method::POST, "/v1/templates")
+            .header("x-csrf-token", "wrong")
+            .json(&example_template()),
+    )
+    .await;
+    assert_error(&got, 403, "csrf_failed");
+    let (s, _) = send(
+        b.req(&app, Method::POST, "/v1/templates")
+            .header("x-csrf-token", &b.csrf)
+            .json(&example_template()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    // Revoking the key ends its sessions.
+    paperhook_core::db::accounts::revoke_key(&app.pool, &key[..10], None)
+        .await
+        .unwrap();
+    assert_error(
+        &send(b.req(&app, Method::GET, "/v1/session")).await,
+        401,
+        "unauthorized",
+    );
+
+    // Signing out ends the session.
+    let (_, key2) = app.account(1).await;
+    let b = sign_in(&app, &key2).await;
+    let res = b
+        .req(&app, Method::DELETE, "/v1/session")
+        .header("x-csrf-token", &b.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_error(
+        &send(b.req(&app, Method::GET, "/v1/session")).await,
+        401,
+        "unauthorized",
+    );
+}
+
+#[tokio::test]
+async fn dashboard_assets_are_served_with_a_strict_policy() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .client
+        .get(format!("{}/dashboard", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(res.text().await.unwrap().contains("/dashboard/app.js"));
+    for (path, ct) in [
+        ("/dashboard/app.js", "javascript"),
+        ("/dashboard/app.css", "css"),
+        ("/dashboard/templates/x", "html"),
+    ] {
+        let res = app
+            .client
+            .get(format!("{}{path}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert!(
+            res.headers()["content-type"].to_str().unwrap().contains(ct),
+            "{path}"
+        );
+    }
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["location"], "/dashboard");
+}
+
+#[tokio::test]
+async fn api_keys_can_be_created_listed_and_revoked() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let (_, other) = app.account(10).await;
+    let (s, created) = send(app.req(Method::POST, "/v1/api-keys", &key)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let new_key = created["api_key"].as_str().unwrap().to_owned();
+    let (_, list) = send(app.req(Method::GET, "/v1/api-keys", &key)).await;
+    let prefixes: Vec<&str> = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["prefix"].as_str().unwrap())
+        .collect();
+    assert_eq!(prefixes.len(), 2);
+    assert!(prefixes.contains(&&new_key[..10]));
+    assert!(
+        !list.to_string().contains(&new_key),
+        "listing must not show whole keys"
+    );
+    // Another account cannot revoke it.
+    let got = send(app.req(
+        Method::POST,
+        &format!("/v1/api-keys/{}/revoke", &new_key[..10]),
+        &other,
+    ))
+    .await;
+    assert_error(&got, 404, "api_key_not_found");
+    let res = app
+        .req(
+            Method::POST,
+            &format!("/v1/api-keys/{}/revoke", &new_key[..10]),
+            &key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_error(
+        &send(app.req(Method::GET, "/v1/account", &new_key)).await,
+        401,
+        "unauthorized",
+    );
+    let (s, _) = send(app.req(Method::GET, "/v1/account", &key)).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn job_views_list_filter_and_isolate() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(100).await;
+    let (_, other) = app.account(100).await;
+    let template = app.template(&key).await;
+    let mut ids = vec![];
+    for _ in 0..3 {
+        let form = multipart::Form::new()
+            .text("template_id", template.to_string())
+            .part(
+                "actual_image",
+                multipart::Part::bytes(example_pdf().to_vec()).file_name("inv.pdf"),
+            );
+        let (_, b) = send(app.req(Method::POST, "/process-job", &key).multipart(form)).await;
+        ids.push(b["job_id"].as_str().unwrap().to_owned());
+    }
+    let (s, list) = send(app.req(Method::GET, "/v1/jobs?limit=2", &key)).await;
+    assert_eq!(s, StatusCode::OK);
+    let got: Vec<&str> = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        vec![ids[2].as_str(), ids[1].as_str()],
+        "newest first, paged"
+    );
+    let (_, list) = send(app.req(Method::GET, "/v1/jobs?status=NEW", &key)).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 3);
+    let (_, list) = send(app.req(Method::GET, "/v1/jobs?status=SUCCESS", &key)).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
+    assert_error(
+        &send(app.req(Method::GET, "/v1/jobs?status=DONE", &key)).await,
+        422,
+        "invalid_status",
+    );
+    let (_, list) = send(app.req(Method::GET, &format!("/v1/jobs?job_id={}", ids[0]), &key)).await;
+    assert_eq!(list["jobs"][0]["job_id"], ids[0].as_str());
+    let (_, list) =
+        send(app.req(Method::GET, &format!("/v1/jobs?job_id={}", ids[0]), &other)).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
+
+    let (s, detail) = send(app.req(Method::GET, &format!("/v1/jobs/{}", ids[0]), &key)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(detail["status"], "NEW");
+    assert_eq!(detail["file_name"], "inv.pdf");
+    assert_eq!(detail["credits_charged"], 0);
+    assert_error(
+        &send(app.req(Method::GET, &format!("/v1/jobs/{}", ids[0]), &other)).await,
+        404,
+        "job_not_found",
+    );
+}
+
+#[tokio::test]
+async fn previews_render_pages_and_run_templates() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let form = multipart::Form::new().part(
+        "file",
+        multipart::Part::bytes(example_pdf().to_vec()).file_name("invoice.pdf"),
+    );
+    let res = app
+        .req(Method::POST, "/v1/preview/render", &key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "image/png");
+    let png = res.bytes().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let img = image::load_from_memory(&png).unwrap();
+    // A4 at 100 DPI is about 827 x 1169 pixels.
+    assert!(
+        (820..835).contains(&img.width()) && (1160..1175).contains(&img.height()),
+        "{}x{}",
+        img.width(),
+        img.height()
+    );
+
+    let template = example_template();
+    let spec = json!({"fields": template["fields"], "keywords": template["keywords"], "languages": template["languages"]});
+    let form = multipart::Form::new()
+        .text("template", spec.to_string())
+        .part(
+            "file",
+            multipart::Part::bytes(example_pdf().to_vec()).file_name("invoice.pdf"),
+        );
+    let (s, out) = send(
+        app.req(Method::POST, "/v1/preview/extract", &key)
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    assert_eq!(out["result"]["invoice_number"], "INV-2026-0042");
+    assert_eq!(out["result"]["invoice_date"], "2026-11-14");
+    assert_eq!(out["result"]["total"], 316.5);
+    assert_eq!(out["missing_required"], json!([]));
+
+    let form = multipart::Form::new().part(
+        "file",
+        multipart::Part::bytes(b"GIF89a....".to_vec()).file_name("x.gif"),
+    );
+    assert_error(
+        &send(
+            app.req(Method::POST, "/v1/preview/render", &key)
+                .multipart(form),
+        )
+        .await,
+        415,
+        "unsupported_document_type",
+    );
+    let form = multipart::Form::new().text("template", "{}");
+    assert_error(
+        &send(
+            app.req(Method::POST, "/v1/preview/extract", &key)
+                .multipart(form),
+        )
+        .await,
+        422,
+        "missing_field",
+    );
+}
