@@ -30,3 +30,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "running the tests"
 cargo test --workspace --locked
+
+log "running the dashboard's browser tests"
+./scripts/e2e.sh

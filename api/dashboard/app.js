@@ -59,7 +59,9 @@ function errorBox() { return h('p', { class: 'error', role: 'alert' }); }
 function showError(box, e) { box.textContent = e instanceof ApiError ? `${e.message} (${e.code})` : String(e); }
 function badge(s) { return h('span', { class: `badge ${s}` }, s); }
 function when(t) { return t ? new Date(t).toLocaleString() : '—'; }
-function main(...children) { const m = document.getElementById('main'); m.replaceChildren(...children); return m; }
+// replaceChildren would print null and false as text: drop them first.
+function fill(el, ...children) { el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false)); return el; }
+function main(...children) { return fill(document.getElementById('main'), ...children); }
 
 // ---- Router ----------------------------------------------------------------
 
@@ -243,9 +245,9 @@ async function templateEditor(id) {
     frame.querySelectorAll('.box').forEach((b) => b.remove());
     for (const f of state.fields) {
       const hit = state.hits[f.name];
-      const bb = hit && hit.box ? hit.box : (f.locator.kind === 'region' ? f.locator.box : null);
+      const bb = hit && hit.bbox ? hit.bbox : (f.locator.kind === 'region' ? f.locator.box : null);
       if (!bb || bb.length !== 4) continue;
-      const b = h('div', { class: `box${hit && hit.box ? ' hit' : ''}` }, h('span', {}, f.name || '(unnamed)'));
+      const b = h('div', { class: `box${hit && hit.bbox ? ' hit' : ''}` }, h('span', {}, f.name || '(unnamed)'));
       b.style.left = `${bb[0] * 100}%`; b.style.top = `${bb[1] * 100}%`;
       b.style.width = `${(bb[2] - bb[0]) * 100}%`; b.style.height = `${(bb[3] - bb[1]) * 100}%`;
       frame.append(b);
@@ -337,7 +339,7 @@ async function templateEditor(id) {
       for (const [k, v] of Object.entries(out.result)) state.hits[k] = { value: v, ...(out.fields[k] || {}) };
       err.textContent = '';
       renderFields();
-      testOut.replaceChildren(h('h2', {}, 'Test result'),
+      fill(testOut, h('h2', {}, 'Test result'),
         out.missing_required && out.missing_required.length ? h('p', { class: 'error' }, `Required fields not found: ${out.missing_required.join(', ')}`) : null,
         h('pre', { id: 'test-json' }, JSON.stringify(out.result, null, 2)));
     } catch (e) { showError(err, e); }

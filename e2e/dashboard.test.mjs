@@ -1,0 +1,165 @@
+// Drives the dashboard in Debian's Chromium against a running Paperhook
+// (started by scripts/e2e.sh): sign in, draw a field on a sample and test
+// it, set a webhook, manage the signing secret, follow a job, manage keys.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, mkdir } from 'node:fs/promises';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.PAPERHOOK_E2E_URL;
+const KEY = process.env.PAPERHOOK_E2E_KEY;
+const EXAMPLES = new URL('../examples/', import.meta.url);
+const SHOTS = new URL('./artifacts/', import.meta.url);
+assert.ok(BASE && KEY, 'run through scripts/e2e.sh (PAPERHOOK_E2E_URL, PAPERHOOK_E2E_KEY)');
+
+let browser; let page; const dialogs = [];
+
+async function shot(name) {
+  await page.screenshot({ path: new URL(`${name}.png`, SHOTS).pathname, fullPage: true });
+}
+
+async function apiCall(method, path, body, key = KEY) {
+  const res = await fetch(BASE + path, {
+    method, headers: { 'x-auth': key, ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+before(async () => {
+  await mkdir(SHOTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.on('dialog', async (d) => {
+    dialogs.push(d.message());
+    if (d.type() === 'prompt') await d.accept('invoice_number'); else await d.accept();
+  });
+});
+
+after(async () => { await browser?.close(); });
+
+test('sign in shows the account and a quick start', async () => {
+  await page.goto(`${BASE}/dashboard`);
+  await page.waitForSelector('#api-key');
+  await shot('01-sign-in');
+  await page.fill('#api-key', 'ph_wrong00_notakey');
+  await page.click('button[type=submit]');
+  await page.waitForSelector('.error:has-text("unknown or revoked")');
+  await page.fill('#api-key', KEY);
+  await page.click('button[type=submit]');
+  await page.waitForSelector('#credits');
+  assert.match(await page.textContent('#credits'), /1000 credits/);
+  assert.match(await page.textContent('#quickstart'), /process-job/);
+  const cookies = await page.context().cookies();
+  const session = cookies.find((c) => c.name === 'paperhook_session');
+  assert.ok(session.httpOnly, 'session cookie is HttpOnly');
+  assert.equal(session.sameSite, 'Strict');
+  await shot('02-home');
+});
+
+let templateId;
+test('create a template by drawing a box on a sample, then test it', async () => {
+  await page.click('nav a[href="#/templates"]');
+  await page.waitForSelector('text=No templates yet');
+  await page.click('text=New template');
+  await page.fill('#t-name', 'Drawn invoice template');
+  await page.setInputFiles('#sample-file', new URL('invoice.png', EXAMPLES).pathname);
+  const img = await page.waitForSelector('#sample-image');
+  await page.waitForFunction(() => document.querySelector('#sample-image').naturalWidth > 0);
+  const b = await img.boundingBox();
+  // "Invoice No: INV-2026-0042" sits at about x 0.63-0.88, y 0.095-0.115 of the page.
+  await page.mouse.move(b.x + b.width * 0.625, b.y + b.height * 0.092);
+  await page.mouse.down();
+  await page.mouse.move(b.x + b.width * 0.75, b.y + b.height * 0.105, { steps: 5 });
+  await page.mouse.move(b.x + b.width * 0.89, b.y + b.height * 0.117, { steps: 5 });
+  await page.mouse.up();
+  await page.waitForSelector('.box span:has-text("invoice_number")');
+  assert.equal(await page.inputValue('.field-name'), 'invoice_number');
+  await page.click('#test-template');
+  await page.waitForSelector('#test-json');
+  assert.match(await page.textContent('#test-json'), /INV-2026-0042/);
+  await page.waitForSelector('.box.hit');
+  await shot('03-template-tested');
+
+  await page.fill('#t-webhook-url', 'http://127.0.0.1:9/paperhook');
+  await page.click('text=Add header');
+  const rows = await page.$$('input[aria-label="Header name"]');
+  await rows[0].fill('Authorization');
+  await (await page.$$('input[aria-label="Header value"]'))[0].fill('Bearer dashboard-secret-42');
+  await page.click('#save-template');
+  await page.waitForFunction(() => /#\/templates\/[0-9a-f-]{36}$/.test(location.hash));
+  templateId = (await page.evaluate(() => location.hash)).split('/').pop();
+  await page.waitForSelector('#secret');
+  assert.equal(await page.inputValue('input[aria-label="Header value"]'), '****t-42', 'header value is masked after saving');
+  await shot('04-template-saved');
+
+  const saved = await apiCall('GET', `/v1/templates/${templateId}`);
+  assert.equal(saved.body.fields[0].name, 'invoice_number');
+  assert.equal(saved.body.fields[0].locator.kind, 'region');
+});
+
+test('reveal and rotate the signing secret', async () => {
+  await page.click('#reveal-secret');
+  await page.waitForFunction(() => document.querySelector('#secret').textContent.startsWith('whsec_'));
+  const first = await page.textContent('#secret');
+  await page.click('#rotate-secret');
+  await page.waitForFunction((old) => document.querySelector('#secret').textContent !== old, first);
+  const second = await page.textContent('#secret');
+  assert.match(second, /^whsec_/);
+  const api = await apiCall('GET', `/v1/templates/${templateId}/webhook-secret`);
+  assert.equal(api.body.secret, second);
+});
+
+test('a job submitted through the API shows up in the jobs list', async () => {
+  const pdf = await readFile(new URL('invoice.pdf', EXAMPLES));
+  const sub = await apiCall('POST', '/process-job', { template_id: templateId, actual_image: pdf.toString('base64') });
+  assert.equal(sub.status, 202);
+  await page.click('nav a[href="#/jobs"]');
+  await page.waitForSelector(`#jobs a[href="#/jobs/${sub.body.job_id}"]`);
+  await shot('05-jobs');
+  await page.click(`#jobs a[href="#/jobs/${sub.body.job_id}"]`);
+  await page.waitForSelector('h1:has-text("Job")');
+  await shot('06-job');
+});
+
+test('names with markup are shown as text, never run', async () => {
+  const evil = '<img src=x onerror=alert(1)><script>alert(2)</script>';
+  const t = await apiCall('POST', '/v1/templates', { name: evil, fields: [{ name: 'x', type: 'text', locator: { kind: 'regex', pattern: '(x)' } }] });
+  assert.equal(t.status, 201);
+  const before = dialogs.length;
+  await page.click('nav a[href="#/templates"]');
+  await page.waitForSelector(`a[href="#/templates/${t.body.id}"]`);
+  assert.equal(await page.textContent(`a[href="#/templates/${t.body.id}"]`), evil);
+  assert.equal(await page.$$eval('main img', (imgs) => imgs.length), 0);
+  assert.equal(dialogs.length, before, 'no script ran');
+});
+
+test('create a key, revoke it, and see it rejected', async () => {
+  await page.click('nav a[href="#/keys"]');
+  await page.click('#create-key');
+  await page.waitForSelector('#new-key-value');
+  const newKey = (await page.textContent('#new-key-value')).trim();
+  assert.equal((await apiCall('GET', '/v1/account', null, newKey)).status, 200);
+  await shot('07-keys');
+  await page.click(`button[data-prefix="${newKey.slice(0, 10)}"]`);
+  await page.waitForSelector(`button[data-prefix="${newKey.slice(0, 10)}"]`, { state: 'detached' });
+  const res = await apiCall('GET', '/v1/account', null, newKey);
+  assert.equal(res.status, 401);
+  assert.equal(res.body.error.code, 'unauthorized');
+});
+
+test('credits page and sign out', async () => {
+  await page.click('nav a[href="#/credits"]');
+  await page.waitForSelector('text=credits left');
+  await shot('08-credits');
+  await page.click('#signout');
+  await page.waitForSelector('#api-key');
+  await page.goto(`${BASE}/dashboard#/templates`);
+  await page.waitForSelector('#api-key');
+});

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Browser tests of the dashboard: starts the API (and a worker, when there
+# is one) on a fresh database and a temporary file store, then drives
+# Debian's Chromium with Playwright. Called by scripts/test.sh; needs
+# PAPERHOOK_TEST_DATABASE_URL (a superuser URL) and CARGO_TARGET_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_apt chromium
+command -v npm >/dev/null || ensure_apt nodejs npm
+[ -d e2e/node_modules/playwright-core ] || (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+
+bin="$CARGO_TARGET_DIR/debug"
+cargo build --workspace --bins --locked --quiet
+db="paperhook_e2e_$(date +%s)_$$"
+admin="${PAPERHOOK_TEST_DATABASE_URL}"
+psql "$admin" -qc "create database $db" >/dev/null
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export DATABASE_URL="${admin%/*}/$db"
+export PAPERHOOK_STORAGE_URL="file://$work/storage"
+export PAPERHOOK_API_ADDR="127.0.0.1:$port"
+export PAPERHOOK_PUBLIC_URL="http://127.0.0.1:$port"
+export PAPERHOOK_ENCRYPTION_KEYS="0:$(head -c 32 /dev/urandom | base64 -w0)"
+export PAPERHOOK_WEBHOOK_ALLOW_CIDRS="127.0.0.0/8"
+pids=()
+cleanup() {
+    kill "${pids[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+    psql "$admin" -qc "drop database if exists $db" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin/paperhook-api" migrate >/dev/null
+"$bin/paperhook-api" serve > "$work/api.log" 2>&1 & pids+=($!)
+if [ -x "$bin/paperhook-worker" ]; then "$bin/paperhook-worker" > "$work/worker.log" 2>&1 & pids+=($!); fi
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
+key=$("$bin/paperhook-api" admin create-account --name "E2E Co" --credits 1000 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
+
+export PAPERHOOK_E2E_URL="http://127.0.0.1:$port" PAPERHOOK_E2E_KEY="$key"
+if ! (cd e2e && npm test --silent); then
+    echo "--- api log ---"; tail -n 50 "$work/api.log"
+    [ -f "$work/worker.log" ] && { echo "--- worker log ---"; tail -n 50 "$work/worker.log"; }
+    exit 1
+fi
+echo "screenshots: e2e/artifacts/"
