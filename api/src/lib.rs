@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod metrics;
 pub mod routes;
 pub mod serve;
 
@@ -112,6 +113,8 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .hoop(affix_state::inject(state))
         .hoop(CatchPanic::new())
+        .hoop(metrics::track)
+        .push(Router::with_path("metrics").get(metrics::scrape))
         .push(Router::with_path("healthz").get(routes::health::healthz))
         .push(Router::with_path("readyz").get(routes::health::readyz))
         .push(Router::with_path("v1/session/sign-in").post(dashboard::sign_in))

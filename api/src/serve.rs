@@ -14,6 +14,7 @@ use crate::AppState;
 
 /// Builds the state from configuration (pool, migrations, storage).
 pub async fn state(config: Config) -> anyhow::Result<AppState> {
+    paperhook_core::metrics::init("paperhook-api");
     let pool = paperhook_core::db::pool(&config)?;
     if config.migrate_on_start {
         paperhook_core::db::migrate(&pool)

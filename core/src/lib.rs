@@ -6,6 +6,7 @@
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod metrics;
 pub mod queue;
 pub mod sniff;
 pub mod status;

@@ -438,10 +438,11 @@ pub async fn process_job(
 
     let job_id = Uuid::now_v7();
     let storage_key = format!("documents/{}/{job_id}/original", account.id);
-    state
+    let written = state
         .storage
         .put_file(&storage_key, &submission.upload.path)
         .await?;
+    paperhook_core::metrics::STORAGE_WRITTEN_BYTES.inc_by(written);
     let new = NewJob {
         id: job_id,
         account_id: account.id,
@@ -455,6 +456,9 @@ pub async fn process_job(
     };
     match insert_and_enqueue(&state, &new).await {
         Ok(Some(job)) => {
+            paperhook_core::metrics::JOBS_SUBMITTED
+                .with_label_values(&[doc_type.as_str()])
+                .inc();
             tracing::info!(job_id = %job.id, doc_type = doc_type.as_str(), size = new.size_bytes, "job accepted");
             accepted(res, &job, false);
             Ok(())

@@ -213,3 +213,51 @@ async fn openapi_covers_every_endpoint() {
     );
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn metrics_expose_requests_and_queue_depth() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let template = app.template(&key).await;
+    let body = serde_json::json!({"template_id": template.to_string(), "actual_image": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, example_pdf())});
+    for _ in 0..2 {
+        let (s, _) = send(app.req(Method::POST, "/process-job", &key).json(&body)).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    let _ = send(app.req(Method::GET, &format!("/v1/templates/{template}"), &key)).await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing from:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // Counters are process-wide (tests share the process): at least ours.
+    assert!(
+        value(
+            r#"paperhook_http_requests_total{method="POST",route="/process-job",status_class="2xx"}"#
+        ) >= 2.0
+    );
+    assert!(
+        value(
+            r#"paperhook_http_requests_total{method="GET",route="/v1/templates/{id}",status_class="2xx"}"#
+        ) >= 1.0
+    );
+    assert!(value(r#"paperhook_jobs_submitted_total{document_type="pdf"}"#) >= 2.0);
+    assert!(text.contains("paperhook_build_info{binary=\"paperhook-api\""));
+    // The queue gauges read this test's own database: exactly two NEW jobs.
+    assert_eq!(value(r#"paperhook_queue_depth{status="NEW"}"#), 2.0);
+    assert!(!text.contains(&template.to_string()), "no ids in labels");
+}
