@@ -3,9 +3,676 @@
 //! Owns decoding (PDF, PNG, JPEG, TIFF), the per-page text model (PDF text
 //! layer or Tesseract OCR), the four locators and post-processing. Leaves
 //! storage, queues, billing and delivery to `core` and `worker`: no I/O
-//! besides reading Tesseract's language data, no async.
+//! besides Tesseract reading its language data, no async.
+//!
+//! Entry points: [`extract`], [`page_count`], [`read_pages`]. Run the
+//! process with `OMP_THREAD_LIMIT=1` (see [`ocr`]).
 
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use image::{GrayImage, ImageFormat};
+use rayon::prelude::*;
+use serde::Serialize;
+
+pub mod error;
+pub mod layout;
+mod locate;
+pub mod ocr;
+mod pdf;
 pub mod post;
+pub mod raster;
 pub mod template;
 
+pub use error::Error;
+pub use layout::{BBox, PageText, Source, Word};
 pub use template::{Template, TemplateError};
+
+use crate::locate::{select, words_in_box};
+use crate::ocr::Psm;
+use crate::template::Locator;
+
+/// Limits and settings for one extraction. `Default` is what the worker uses.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Most pages a document may have (`page_limit_exceeded`).
+    pub max_pages: u32,
+    /// Most pixels of one decoded image page or rendered PDF page. Images
+    /// above it fail (`image_too_large`); PDF pages are rendered at a lower
+    /// DPI to fit, and fail (`page_too_large`) below 100 DPI.
+    pub max_pixels_per_page: u64,
+    /// Longest side of a decoded image, in pixels.
+    pub max_side: u32,
+    /// Rendering resolution for OCR (a template's `dpi` overrides it).
+    pub dpi: u32,
+    /// Wall time one page may take (render + OCR); checked between stages.
+    pub page_time_limit: Duration,
+    /// Tesseract data directory; `None` uses the system default.
+    pub tessdata: Option<String>,
+    /// Languages to use instead of the template's.
+    pub languages: Option<Vec<String>>,
+    /// Detect 90/180/270° rotation of scans.
+    pub detect_orientation: bool,
+    /// Straighten scans skewed by up to 5°.
+    pub deskew: bool,
+    /// OCR only the boxes of region fields when no field needs the whole
+    /// page; `false` always OCRs whole pages.
+    pub zonal: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_pages: 500,
+            max_pixels_per_page: 60_000_000,
+            max_side: 30_000,
+            dpi: 300,
+            page_time_limit: Duration::from_secs(60),
+            tessdata: None,
+            languages: None,
+            detect_orientation: true,
+            deskew: true,
+            zonal: true,
+        }
+    }
+}
+
+/// Where a located field was found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldMeta {
+    /// 1-based page.
+    pub page: u32,
+    /// `[left, top, right, bottom]` in 0..1 of the upright page.
+    pub bbox: BBox,
+    /// Mean word confidence, 0..1 (1 for the text layer).
+    pub confidence: f32,
+    pub source: Source,
+}
+
+/// The result of one extraction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Extraction {
+    /// `{field: value}`: the seed's `result` object. Every template field
+    /// is present; one not found is `null` or its default.
+    pub result: serde_json::Map<String, serde_json::Value>,
+    /// Per located field (not for defaults or misses).
+    pub fields: BTreeMap<String, FieldMeta>,
+    pub pages: u32,
+    /// Required fields that were not found, in template order.
+    pub missing_required: Vec<String>,
+}
+
+/// Document kinds recognised from their first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Pdf,
+    Png,
+    Jpeg,
+    Tiff,
+}
+
+fn sniff(doc: &[u8]) -> Result<Kind, Error> {
+    if doc.is_empty() {
+        return Err(Error::Empty);
+    }
+    if doc.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Ok(Kind::Png);
+    }
+    if doc.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Ok(Kind::Jpeg);
+    }
+    if doc.starts_with(b"II*\0") || doc.starts_with(b"MM\0*") {
+        return Ok(Kind::Tiff);
+    }
+    // PDF readers accept the header anywhere in the first kilobyte.
+    if doc[..doc.len().min(1024)].windows(5).any(|w| w == b"%PDF-") {
+        return Ok(Kind::Pdf);
+    }
+    let head: String = doc.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let found = match doc {
+        [b'P', b'K', ..] => "a ZIP archive".to_owned(),
+        [b'G', b'I', b'F', ..] => "a GIF image".to_owned(),
+        [b'R', b'I', b'F', b'F', ..] => "a RIFF/WebP file".to_owned(),
+        _ if std::str::from_utf8(&doc[..doc.len().min(512)]).is_ok() => "plain text".to_owned(),
+        _ => format!("unknown bytes {head}"),
+    };
+    Err(Error::UnsupportedType { found })
+}
+
+/// Number of pages, cheaply: the PDF page tree, TIFF directories, 1 for
+/// other images. Stops counting TIFF pages past `max_pages`.
+pub fn page_count(doc: &[u8], opts: &Options) -> Result<u32, Error> {
+    guard(|| page_count_inner(doc, opts))
+}
+
+fn page_count_inner(doc: &[u8], opts: &Options) -> Result<u32, Error> {
+    match sniff(doc)? {
+        Kind::Pdf => Ok(pdf::open(doc)?.pages().len() as u32),
+        Kind::Tiff => raster::tiff_page_count(doc, opts.max_pages, opts),
+        Kind::Png | Kind::Jpeg => Ok(1),
+    }
+}
+
+/// What OCR has to cover on one page.
+#[derive(Debug, Clone)]
+enum Need {
+    /// The text layer is enough.
+    Nothing,
+    /// The whole page.
+    Full,
+    /// Only these boxes.
+    Zones(Vec<[f64; 4]>),
+}
+
+/// A page's pixels, rendered or decoded.
+enum Pixels<'a> {
+    Pdf(usize),
+    Image(&'a GrayImage),
+}
+
+/// Segmentation mode for whole pages.
+const FULL_PSM: Psm = Psm::Auto;
+/// Fewer text-layer words than this and the page is treated as a scan.
+const MIN_LAYER_WORDS: usize = 3;
+/// Extra margin around OCR zones, as a fraction of the page.
+const ZONE_MARGIN: f64 = 0.015;
+/// A full-page OCR below this mean confidence triggers the 180° check.
+const LOW_CONFIDENCE: f32 = 0.70;
+
+struct Plan<'a> {
+    languages: String,
+    tessdata: Option<&'a str>,
+    dpi: u32,
+    opts: &'a Options,
+}
+
+/// The text of every page: the PDF text layer where usable, OCR elsewhere
+/// (only the zones of region fields when nothing needs the full page).
+pub fn read_pages(doc: &[u8], template: &Template, opts: &Options) -> Result<Vec<PageText>, Error> {
+    guard(|| read_pages_inner(doc, template, opts))
+}
+
+/// Parsers of hostile input are the likeliest place for a bug: a panic in
+/// one (on any rayon thread) becomes a `corrupt_document` error instead of
+/// taking the worker down. Allocation failures are prevented by the pixel
+/// limits, as they abort rather than unwind.
+fn guard<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(Error::Corrupt {
+            kind: "document",
+            detail: format!("the decoder failed on it ({detail})"),
+        })
+    })
+}
+
+fn read_pages_inner(
+    doc: &[u8],
+    template: &Template,
+    opts: &Options,
+) -> Result<Vec<PageText>, Error> {
+    let kind = sniff(doc)?;
+    let languages = opts
+        .languages
+        .as_ref()
+        .unwrap_or(&template.languages)
+        .join("+");
+    let plan = Plan {
+        languages,
+        tessdata: opts.tessdata.as_deref(),
+        dpi: template.dpi.unwrap_or(opts.dpi).clamp(72, 600),
+        opts,
+    };
+    match kind {
+        Kind::Pdf => {
+            let pdf = pdf::open(doc)?;
+            let n = pdf.pages().len();
+            if n == 0 {
+                return Err(Error::Corrupt {
+                    kind: "PDF",
+                    detail: "the document has no pages".into(),
+                });
+            }
+            if n > opts.max_pages as usize {
+                return Err(Error::PageLimit {
+                    pages: n as u32,
+                    max: opts.max_pages,
+                });
+            }
+            let layer: Vec<PageText> = (0..n).map(|i| pdf::page_text(&pdf, i)).collect();
+            drop(pdf);
+            let needs: Vec<Need> = layer
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    if p.words.len() >= MIN_LAYER_WORDS {
+                        Need::Nothing
+                    } else {
+                        ocr_need(template, opts, i, n)
+                    }
+                })
+                .collect();
+            let todo: Vec<usize> = (0..n)
+                .filter(|&i| !matches!(needs[i], Need::Nothing))
+                .collect();
+            let ocred: Vec<(usize, PageText)> = todo
+                .par_iter()
+                .map_init(
+                    || pdf::open(doc),
+                    |pdf, &i| {
+                        let pdf = pdf.as_ref().map_err(|e| Error::Corrupt {
+                            kind: "PDF",
+                            detail: e.to_string(),
+                        })?;
+                        ocr_page(&plan, Some(pdf), Pixels::Pdf(i), i, &needs[i]).map(|p| (i, p))
+                    },
+                )
+                .collect::<Result<_, _>>()?;
+            let mut pages = layer;
+            for (i, p) in ocred {
+                pages[i] = p;
+            }
+            Ok(pages)
+        }
+        Kind::Png | Kind::Jpeg | Kind::Tiff => {
+            let images = match kind {
+                Kind::Png => vec![raster::decode_single(doc, ImageFormat::Png, opts)?],
+                Kind::Jpeg => vec![raster::decode_single(doc, ImageFormat::Jpeg, opts)?],
+                _ => raster::decode_tiff(doc, opts)?,
+            };
+            let n = images.len();
+            (0..n)
+                .into_par_iter()
+                .map(|i| {
+                    ocr_page(
+                        &plan,
+                        None,
+                        Pixels::Image(&images[i]),
+                        i,
+                        &ocr_need(template, opts, i, n),
+                    )
+                })
+                .collect()
+        }
+    }
+}
+
+/// Full-page OCR if any field (or a keyword) needs the page's whole text,
+/// else the boxes of the region fields that look at this page.
+fn ocr_need(template: &Template, opts: &Options, index: usize, pages: usize) -> Need {
+    let full = !opts.zonal
+        || !template.keywords.is_empty()
+        || template
+            .fields
+            .iter()
+            .any(|f| !matches!(f.locator, Locator::Region(_)));
+    if full {
+        return Need::Full;
+    }
+    let zones: Vec<[f64; 4]> = template
+        .fields
+        .iter()
+        .filter_map(|f| match &f.locator {
+            Locator::Region(r) if select(r.page, pages).contains(&index) => Some(r.bbox),
+            _ => None,
+        })
+        .collect();
+    if zones.is_empty() {
+        Need::Nothing
+    } else {
+        Need::Zones(zones)
+    }
+}
+
+fn deadline_check(start: Instant, plan: &Plan<'_>, index: usize) -> Result<(), Error> {
+    if start.elapsed() > plan.opts.page_time_limit {
+        return Err(Error::Timeout {
+            page: index as u32 + 1,
+            limit_ms: plan.opts.page_time_limit.as_millis() as u64,
+        });
+    }
+    Ok(())
+}
+
+fn ocr_page(
+    plan: &Plan<'_>,
+    pdf: Option<&hayro::hayro_interpret::hayro_syntax::Pdf>,
+    pixels: Pixels<'_>,
+    index: usize,
+    need: &Need,
+) -> Result<PageText, Error> {
+    let start = Instant::now();
+    let number = index as u32 + 1;
+    let (img, dpi) = match (pixels, pdf) {
+        (Pixels::Pdf(i), Some(pdf)) => {
+            let (img, dpi) = pdf::render(pdf, i, plan.dpi, plan.opts.max_pixels_per_page)?;
+            (std::borrow::Cow::Owned(img), dpi.round() as u32)
+        }
+        (Pixels::Image(img), _) => {
+            // Images carry no reliable DPI: estimate it from an A4/Letter
+            // page width (8.27 in), clamped to a plausible scan range.
+            let dpi = (img.width().min(img.height()) as f64 / 8.27).clamp(100.0, 600.0) as u32;
+            (std::borrow::Cow::Borrowed(img), dpi)
+        }
+        (Pixels::Pdf(_), None) => {
+            return Err(Error::Corrupt {
+                kind: "PDF",
+                detail: "no parser".into(),
+            });
+        }
+    };
+    deadline_check(start, plan, index)?;
+    let mut img = img.into_owned();
+    if plan.opts.detect_orientation && raster::lines_vertical(&img) {
+        img = raster::rotate_quarter(&img, 1);
+    }
+    if plan.opts.deskew {
+        let angle = raster::skew_angle(&img, 5.0);
+        if angle.abs() >= 0.15 {
+            img = raster::rotate_small(&img, -angle);
+        }
+    }
+    deadline_check(start, plan, index)?;
+    let words = match need {
+        Need::Nothing => Vec::new(),
+        Need::Full => {
+            let (w, h) = img.dimensions();
+            let words = ocr::recognise(&img, dpi, FULL_PSM, &plan.languages, plan.tessdata)?;
+            let mut words = ocr::normalise(words, 0, 0, w, h);
+            if plan.opts.detect_orientation && mean_conf(&words) < LOW_CONFIDENCE {
+                deadline_check(start, plan, index)?;
+                let flipped = raster::rotate_quarter(&img, 2);
+                let other = ocr::normalise(
+                    ocr::recognise(&flipped, dpi, FULL_PSM, &plan.languages, plan.tessdata)?,
+                    0,
+                    0,
+                    w,
+                    h,
+                );
+                if score(&other) > score(&words) {
+                    words = other;
+                    img = flipped;
+                }
+            }
+            deadline_check(start, plan, index)?;
+            let missed = recover_missed(plan, &img, dpi, &words)?;
+            words.extend(missed);
+            words
+        }
+        Need::Zones(zones) => {
+            let mut words = ocr_zones(plan, &img, dpi, zones)?;
+            if plan.opts.detect_orientation && mean_conf(&words) < LOW_CONFIDENCE {
+                deadline_check(start, plan, index)?;
+                let flipped = raster::rotate_quarter(&img, 2);
+                let other = ocr_zones(plan, &flipped, dpi, zones)?;
+                if score(&other) > score(&words) {
+                    words = other;
+                }
+            }
+            words
+        }
+    };
+    deadline_check(start, plan, index)?;
+    Ok(PageText::new(number, Source::Ocr, words))
+}
+
+/// Most ink regions re-read per page by [`recover_missed`].
+const MAX_RECOVER: usize = 60;
+
+/// Full-page segmentation drops isolated short words (a lone `1` in a
+/// quantity column). Find ink that no recognised word covers, in text-sized
+/// clusters, and read each cluster as one line.
+///
+/// Steps: binarise onto a coarse grid; clear cells under recognised words;
+/// connected components of the rest; keep those of text height; merge
+/// neighbours on a row; OCR each merged box.
+fn recover_missed(
+    plan: &Plan<'_>,
+    img: &GrayImage,
+    dpi: u32,
+    words: &[Word],
+) -> Result<Vec<Word>, Error> {
+    let (w, h) = img.dimensions();
+    let cell = (dpi / 75).max(1);
+    let (gw, gh) = (w.div_ceil(cell) as usize, h.div_ceil(cell) as usize);
+    let t = raster::otsu(img);
+    let mut grid = vec![0u16; gw * gh];
+    for (x, y, p) in img.enumerate_pixels() {
+        if p[0] <= t {
+            grid[(y / cell) as usize * gw + (x / cell) as usize] += 1;
+        }
+    }
+    // A cell is ink when a good part of it is dark (speckle stays out).
+    let min_ink = ((cell * cell) / 6).max(1) as u16;
+    let mut ink: Vec<bool> = grid.iter().map(|&c| c >= min_ink).collect();
+    let mut heights: Vec<f64> = words
+        .iter()
+        .map(|wd| (wd.bbox[3] - wd.bbox[1]) * gh as f64)
+        .collect();
+    heights.sort_by(f64::total_cmp);
+    let Some(&word_h) = heights.get(heights.len() / 2) else {
+        return Ok(Vec::new());
+    };
+    for wd in words {
+        let x0 = ((wd.bbox[0] * gw as f64) as usize).saturating_sub(1);
+        let y0 = ((wd.bbox[1] * gh as f64) as usize).saturating_sub(1);
+        let x1 = ((wd.bbox[2] * gw as f64).ceil() as usize + 1).min(gw);
+        let y1 = ((wd.bbox[3] * gh as f64).ceil() as usize + 1).min(gh);
+        for y in y0..y1 {
+            ink[y * gw + x0..y * gw + x1]
+                .iter_mut()
+                .for_each(|c| *c = false);
+        }
+    }
+    // Connected components (8-neighbour) of the remaining ink.
+    let mut boxes: Vec<[usize; 4]> = Vec::new();
+    let mut seen = vec![false; gw * gh];
+    let mut stack = Vec::new();
+    for start in 0..gw * gh {
+        if !ink[start] || seen[start] {
+            continue;
+        }
+        let (mut b, mut n) = ([usize::MAX, usize::MAX, 0, 0], 0usize);
+        seen[start] = true;
+        stack.push(start);
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % gw, i / gw);
+            b = [b[0].min(x), b[1].min(y), b[2].max(x + 1), b[3].max(y + 1)];
+            n += 1;
+            for dy in -1i64..=1 {
+                for dx in -1i64..=1 {
+                    let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                    if nx < 0 || ny < 0 || nx >= gw as i64 || ny >= gh as i64 {
+                        continue;
+                    }
+                    let j = ny as usize * gw + nx as usize;
+                    if ink[j] && !seen[j] {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        let (bw, bh) = ((b[2] - b[0]) as f64, (b[3] - b[1]) as f64);
+        // Glyph-sized: about a word's height, not a rule or a logo.
+        if bh >= 0.45 * word_h && bh <= 2.0 * word_h && bw <= 0.3 * gw as f64 && n >= 3 {
+            boxes.push(b);
+        }
+    }
+    // Merge boxes on one row that are close together.
+    boxes.sort_by_key(|b| (b[1], b[0]));
+    let mut merged: Vec<[usize; 4]> = Vec::new();
+    for b in boxes {
+        let near = merged.iter_mut().find(|m| {
+            let v_overlap = b[3].min(m[3]) as f64 - b[1].max(m[1]) as f64;
+            let gap = b[0] as f64 - m[2] as f64;
+            v_overlap > 0.5 * (b[3] - b[1]) as f64 && gap < 1.5 * word_h && gap > -(word_h * 4.0)
+        });
+        match near {
+            Some(m) => {
+                *m = [
+                    m[0].min(b[0]),
+                    m[1].min(b[1]),
+                    m[2].max(b[2]),
+                    m[3].max(b[3]),
+                ]
+            }
+            None => merged.push(b),
+        }
+    }
+    let mut out = Vec::new();
+    for b in merged.into_iter().take(MAX_RECOVER) {
+        let pad = (word_h * 0.6).ceil() as usize;
+        let x0 = (b[0].saturating_sub(pad) as u32 * cell).min(w - 1);
+        let y0 = (b[1].saturating_sub(pad) as u32 * cell).min(h - 1);
+        let x1 = (((b[2] + pad) as u32) * cell).min(w);
+        let y1 = (((b[3] + pad) as u32) * cell).min(h);
+        let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+        let found = ocr::recognise(&crop, dpi, Psm::SingleLine, &plan.languages, plan.tessdata)?;
+        out.extend(
+            ocr::normalise(found, x0, y0, w, h)
+                .into_iter()
+                .filter(|wd| wd.confidence >= 0.6 && wd.text.chars().any(char::is_alphanumeric)),
+        );
+    }
+    Ok(out)
+}
+
+fn mean_conf(words: &[Word]) -> f32 {
+    if words.is_empty() {
+        return 0.0;
+    }
+    words.iter().map(|w| w.confidence).sum::<f32>() / words.len() as f32
+}
+
+/// Confidence mass of plausible words: prefers the orientation that reads
+/// more text, more surely.
+fn score(words: &[Word]) -> f32 {
+    words
+        .iter()
+        .filter(|w| w.text.chars().filter(|c| c.is_alphanumeric()).count() >= 2)
+        .map(|w| w.confidence)
+        .sum()
+}
+
+fn ocr_zones(
+    plan: &Plan<'_>,
+    img: &GrayImage,
+    dpi: u32,
+    zones: &[[f64; 4]],
+) -> Result<Vec<Word>, Error> {
+    let (w, h) = img.dimensions();
+    let mut words: Vec<Word> = Vec::new();
+    for z in zones {
+        let px = |v: f64, max: u32| ((v.clamp(0.0, 1.0)) * max as f64).round() as u32;
+        let x0 = px(z[0] - ZONE_MARGIN, w);
+        let y0 = px(z[1] - ZONE_MARGIN, h);
+        let x1 = px(z[2] + ZONE_MARGIN, w).max(x0 + 1).min(w);
+        let y1 = px(z[3] + ZONE_MARGIN, h).max(y0 + 1).min(h);
+        let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+        let found = ocr::recognise(&crop, dpi, Psm::SingleBlock, &plan.languages, plan.tessdata)?;
+        for word in ocr::normalise(found, x0, y0, w, h) {
+            // Overlapping zones see the same word twice: keep one.
+            let dup = words.iter().any(|o| {
+                o.text == word.text
+                    && (o.bbox[0] - word.bbox[0]).abs() < 0.005
+                    && (o.bbox[1] - word.bbox[1]).abs() < 0.005
+            });
+            if !dup {
+                words.push(word);
+            }
+        }
+    }
+    Ok(words)
+}
+
+fn normalise_ws(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Extract a template's fields from a document.
+///
+/// Steps: validate the template; read every page (text layer or OCR);
+/// check the keywords; locate and type each field.
+pub fn extract(doc: &[u8], template: &Template, opts: &Options) -> Result<Extraction, Error> {
+    template.validate()?;
+    let pages = read_pages(doc, template, opts)?;
+    if !template.keywords.is_empty() {
+        let all: String = pages
+            .iter()
+            .map(|p| normalise_ws(&p.text))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some(k) = template
+            .keywords
+            .iter()
+            .find(|k| !all.contains(&normalise_ws(k)))
+        {
+            return Err(Error::TemplateMismatch { keyword: k.clone() });
+        }
+    }
+    let languages = opts.languages.as_ref().unwrap_or(&template.languages);
+    let mut out = Extraction {
+        result: serde_json::Map::new(),
+        fields: BTreeMap::new(),
+        pages: pages.len() as u32,
+        missing_required: Vec::new(),
+    };
+    for field in &template.fields {
+        let post = post::Post::new(field, languages);
+        match locate::locate(&field.locator, &pages, &post) {
+            Some(f) => {
+                out.result.insert(field.name.clone(), f.value);
+                out.fields.insert(
+                    field.name.clone(),
+                    FieldMeta {
+                        page: f.page,
+                        bbox: f.bbox,
+                        confidence: f.confidence,
+                        source: f.source,
+                    },
+                );
+            }
+            None => {
+                let default = field.default.clone().unwrap_or(serde_json::Value::Null);
+                if field.required && default.is_null() {
+                    out.missing_required.push(field.name.clone());
+                }
+                out.result.insert(field.name.clone(), default);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Render one PDF page (1-based) in grey at `dpi`, within the pixel limits
+/// of `opts` (for tools, benchmarks and test scans).
+pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<GrayImage, Error> {
+    if sniff(doc)? != Kind::Pdf {
+        return Err(Error::UnsupportedType {
+            found: "an image (only PDF pages are rendered)".into(),
+        });
+    }
+    let pdf = pdf::open(doc)?;
+    let n = pdf.pages().len() as u32;
+    if page == 0 || page > n {
+        return Err(Error::Corrupt {
+            kind: "PDF",
+            detail: format!("page {page} does not exist; the document has {n}"),
+        });
+    }
+    Ok(pdf::render(&pdf, page as usize - 1, dpi, opts.max_pixels_per_page)?.0)
+}
+
+/// Words of a page inside a normalised box, joined in reading order (for
+/// tools that show what a region covers).
+pub fn text_in_box(page: &PageText, bbox: &[f64; 4]) -> String {
+    page.join(&words_in_box(page, bbox))
+}

@@ -1,0 +1,41 @@
+//! Any bytes through the document entry points: a typed error or a
+//! result, never a panic, an abort or unbounded memory.
+//!
+//! `cd extract/fuzz && OMP_THREAD_LIMIT=1 cargo +nightly fuzz run document -- -rss_limit_mb=2048 -max_total_time=600`
+
+#![no_main]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use libfuzzer_sys::fuzz_target;
+use paperhook_extract::{Options, Template, extract, page_count};
+
+fn template() -> &'static Template {
+    static T: OnceLock<Template> = OnceLock::new();
+    T.get_or_init(|| {
+        Template::from_json(serde_json::json!({"fields": [
+            {"name": "total", "type": "money", "locator": {"kind": "regex", "pattern": "Total\\s+(\\S+)"}},
+            {"name": "date", "type": "date", "locator": {"kind": "label", "label": "Date"}},
+            {"name": "zone", "type": "text", "locator": {"kind": "region", "box": [0.1, 0.1, 0.3, 0.2]}},
+            {"name": "items", "type": "text", "locator": {"kind": "table", "columns": [{"name": "qty", "type": "integer"}]}}
+        ]}))
+        .expect("valid template")
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    // Small limits keep each run fast; the code paths are the same.
+    let opts = Options {
+        max_pages: 4,
+        max_pixels_per_page: 1_000_000,
+        max_side: 4_000,
+        dpi: 72,
+        page_time_limit: Duration::from_secs(5),
+        ..Options::default()
+    };
+    let _ = page_count(data, &opts);
+    if let Err(e) = extract(data, template(), &opts) {
+        assert!(!e.code().is_empty());
+    }
+});

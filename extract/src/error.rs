@@ -1,0 +1,72 @@
+//! The crate's one error type.
+
+/// Why a document could not be extracted. Every variant has a stable
+/// [`Error::code`] and a message that quotes the offending value or limit.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("the document is empty (0 bytes)")]
+    Empty,
+    #[error("unsupported document type ({found}); send a PDF, PNG, JPEG or TIFF file")]
+    UnsupportedType { found: String },
+    #[error("the {kind} file is corrupt or truncated: {detail}")]
+    Corrupt { kind: &'static str, detail: String },
+    #[error(
+        "the PDF is encrypted with a password ({detail}); remove the password and send it again"
+    )]
+    Encrypted { detail: String },
+    #[error("the document has {pages} pages; the limit is {max}")]
+    PageLimit { pages: u32, max: u32 },
+    #[error(
+        "page {page} of the image is {width}x{height} pixels; the limit is {max_pixels} pixels and {max_side} pixels a side"
+    )]
+    ImageTooLarge {
+        page: u32,
+        width: u64,
+        height: u64,
+        max_pixels: u64,
+        max_side: u32,
+    },
+    #[error(
+        "page {page} is {width_pt:.0}x{height_pt:.0} pt; it cannot be rendered at a usable resolution within {max_pixels} pixels"
+    )]
+    PageTooLarge {
+        page: u32,
+        width_pt: f64,
+        height_pt: f64,
+        max_pixels: u64,
+    },
+    #[error("processing took longer than the limit of {limit_ms} ms (at page {page})")]
+    Timeout { page: u32, limit_ms: u64 },
+    #[error("the document does not match the template: keyword {keyword:?} was not found")]
+    TemplateMismatch { keyword: String },
+    #[error("OCR failed: {detail}")]
+    Ocr { detail: String },
+    #[error("invalid template: {0}")]
+    Template(#[from] crate::template::TemplateError),
+}
+
+impl Error {
+    /// Stable machine-readable code, safe to show to API clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Empty => "empty_document",
+            Error::UnsupportedType { .. } => "unsupported_type",
+            Error::Corrupt { .. } => "corrupt_document",
+            Error::Encrypted { .. } => "encrypted_pdf",
+            Error::PageLimit { .. } => "page_limit_exceeded",
+            Error::ImageTooLarge { .. } => "image_too_large",
+            Error::PageTooLarge { .. } => "page_too_large",
+            Error::Timeout { .. } => "timeout",
+            Error::TemplateMismatch { .. } => "template_mismatch",
+            Error::Ocr { .. } => "ocr_failed",
+            Error::Template(_) => "invalid_template",
+        }
+    }
+
+    /// Whether trying the same document again could succeed (a timeout under
+    /// load); every other error is a property of the document or template.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+}

@@ -1,0 +1,479 @@
+//! The four locators: region, label, regex and table, over the page model.
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+use crate::layout::{BBox, PageText, Source, union};
+use crate::post::Post;
+use crate::template::{
+    Combine, Direction, LabelLocator, Locator, Occurrence, PageSel, RegexLocator, RegionLocator,
+    TableLocator, compile_regex,
+};
+
+/// A located, typed value and where it came from.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub value: Value,
+    pub page: u32,
+    pub bbox: BBox,
+    pub confidence: f32,
+    pub source: Source,
+}
+
+/// Page indices a selector covers, in search order.
+pub fn select(sel: PageSel, n: usize) -> Vec<usize> {
+    match sel {
+        PageSel::Number(p) if p >= 1 && (p as usize) <= n => vec![p as usize - 1],
+        PageSel::Number(_) => Vec::new(),
+        PageSel::First => (0..n.min(1)).collect(),
+        PageSel::Last => n.checked_sub(1).into_iter().collect(),
+        PageSel::Any => (0..n).collect(),
+    }
+}
+
+pub fn locate(locator: &Locator, pages: &[PageText], post: &Post) -> Option<Found> {
+    match locator {
+        Locator::Region(r) => region(r, pages, post),
+        Locator::Label(l) => label(l, pages, post),
+        Locator::Regex(r) => regex(r, pages, post),
+        Locator::Table(t) => table(t, pages, post),
+    }
+}
+
+fn found(page: &PageText, words: &[usize], value: Value) -> Found {
+    let (bbox, confidence) = page.extent(words).unwrap_or(([0.0; 4], 0.0));
+    Found {
+        value,
+        page: page.number,
+        bbox,
+        confidence,
+        source: page.source,
+    }
+}
+
+/// Words mostly inside a box: their centre lies within it.
+pub fn words_in_box(page: &PageText, b: &[f64; 4]) -> Vec<usize> {
+    (0..page.words.len())
+        .filter(|&i| {
+            let w = &page.words[i].bbox;
+            let (cx, cy) = ((w[0] + w[2]) / 2.0, (w[1] + w[3]) / 2.0);
+            cx >= b[0] && cx <= b[2] && cy >= b[1] && cy <= b[3]
+        })
+        .collect()
+}
+
+fn region(r: &RegionLocator, pages: &[PageText], post: &Post) -> Option<Found> {
+    for i in select(r.page, pages.len()) {
+        let page = &pages[i];
+        let words = words_in_box(page, &r.bbox);
+        if words.is_empty() {
+            continue;
+        }
+        if let Some(v) = post.apply(&page.join(&words)) {
+            return Some(found(page, &words, v));
+        }
+    }
+    None
+}
+
+/// Median character width of a page, in normalised x.
+fn char_width(page: &PageText) -> f64 {
+    let mut cw: Vec<f64> = page
+        .words
+        .iter()
+        .map(|w| (w.bbox[2] - w.bbox[0]) / w.text.chars().count().max(1) as f64)
+        .filter(|v| *v > 0.0)
+        .collect();
+    cw.sort_by(f64::total_cmp);
+    cw.get(cw.len() / 2).copied().unwrap_or(0.01)
+}
+
+/// An anchor occurrence: its line, its words, and the unmatched rest of its
+/// last word (`No:4711` matched by `No:` leaves `4711`).
+struct Anchor {
+    line: usize,
+    words: Vec<usize>,
+    rest: String,
+}
+
+fn label_regex(l: &LabelLocator) -> Option<Regex> {
+    match (&l.label, &l.label_regex) {
+        (_, Some(p)) => compile_regex(p, true).ok(),
+        (Some(t), None) => {
+            let tokens: Vec<String> = t
+                .split_whitespace()
+                .map(|w| regex::escape(w.trim_end_matches(':')))
+                .collect();
+            compile_regex(&format!(r"(?:^|\b|\s){}\s*:?", tokens.join(r"\s*")), true).ok()
+        }
+        (None, None) => None,
+    }
+}
+
+fn anchors(page: &PageText, re: &Regex) -> Vec<Anchor> {
+    let mut out = Vec::new();
+    for (li, line) in page.lines.iter().enumerate() {
+        // The line as words joined by single spaces, with word offsets.
+        let mut s = String::new();
+        let mut offs = Vec::new();
+        for &w in &line.words {
+            if !s.is_empty() {
+                s.push(' ');
+            }
+            offs.push((s.len(), w));
+            s.push_str(&page.words[w].text);
+        }
+        for m in re.find_iter(&s) {
+            if m.as_str().trim().is_empty() {
+                continue;
+            }
+            let words: Vec<usize> = offs
+                .iter()
+                .filter(|(o, w)| *o < m.end() && m.start() < o + page.words[*w].text.len())
+                .map(|(_, w)| *w)
+                .collect();
+            let Some(&last) = words.last() else { continue };
+            let (lo, _) = offs
+                .iter()
+                .find(|(_, w)| *w == last)
+                .copied()
+                .unwrap_or((0, last));
+            let text = &page.words[last].text;
+            let cut = m.end().saturating_sub(lo).min(text.len());
+            let rest = text.get(cut..).unwrap_or("").trim().to_owned();
+            out.push(Anchor {
+                line: li,
+                words,
+                rest,
+            });
+        }
+    }
+    out
+}
+
+/// Words right of the anchor on its line: the first within `max_gap`, then
+/// following words until a gap wider than three characters (a new column).
+fn right_of(page: &PageText, a: &Anchor, max_gap: f64) -> (Vec<usize>, String) {
+    let line = &page.lines[a.line];
+    let last = *a.words.last().expect("anchor has words");
+    let ax1 = page.words[last].bbox[2];
+    let cw = char_width(page);
+    let after: Vec<usize> = line
+        .words
+        .iter()
+        .copied()
+        .filter(|w| !a.words.contains(w) && page.words[*w].bbox[0] >= ax1 - 1e-6)
+        .collect();
+    let mut taken: Vec<usize> = Vec::new();
+    let mut text = a.rest.clone();
+    let mut edge = ax1;
+    for w in after {
+        let b = page.words[w].bbox;
+        let gap = b[0] - edge;
+        let limit = if taken.is_empty() && a.rest.is_empty() {
+            max_gap
+        } else {
+            3.0 * cw
+        };
+        if gap > limit {
+            break;
+        }
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(&page.words[w].text);
+        taken.push(w);
+        edge = b[2];
+    }
+    if !a.rest.is_empty() {
+        taken.insert(0, last);
+    }
+    (taken, text)
+}
+
+/// The nearest line below the anchor (within `max_gap`) holding words under
+/// the anchor's span; the run of words overlapping it.
+fn below(page: &PageText, a: &Anchor, max_gap: f64) -> (Vec<usize>, String) {
+    let mut ab = page.words[a.words[0]].bbox;
+    for &w in &a.words {
+        ab = union(ab, page.words[w].bbox);
+    }
+    let cw = char_width(page);
+    for line in page.lines.iter().skip(a.line + 1) {
+        if line.bbox[1] - ab[3] > max_gap {
+            break;
+        }
+        if line.bbox[1] < ab[3] - 0.3 * (ab[3] - ab[1]) {
+            continue;
+        }
+        // Segments of the line separated by column gaps.
+        let mut segs: Vec<Vec<usize>> = Vec::new();
+        let mut edge = f64::NEG_INFINITY;
+        for &w in &line.words {
+            let b = page.words[w].bbox;
+            if b[0] - edge > 3.0 * cw || segs.is_empty() {
+                segs.push(Vec::new());
+            }
+            segs.last_mut().expect("pushed").push(w);
+            edge = b[2];
+        }
+        let overlapping: Vec<usize> = segs
+            .into_iter()
+            .filter(|seg| {
+                let x0 = page.words[seg[0]].bbox[0];
+                let x1 = page.words[*seg.last().expect("non-empty")].bbox[2];
+                x0 < ab[2] + cw && ab[0] - cw < x1
+            })
+            .flatten()
+            .collect();
+        if !overlapping.is_empty() {
+            let text = overlapping
+                .iter()
+                .map(|&w| page.words[w].text.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            return (overlapping, text);
+        }
+    }
+    (Vec::new(), String::new())
+}
+
+fn label(l: &LabelLocator, pages: &[PageText], post: &Post) -> Option<Found> {
+    let re = label_regex(l)?;
+    for i in select(l.page, pages.len()) {
+        let page = &pages[i];
+        for a in anchors(page, &re) {
+            let mut tries = Vec::new();
+            if matches!(l.direction, Direction::Right | Direction::Auto) {
+                tries.push(right_of(page, &a, l.max_gap));
+            }
+            if matches!(l.direction, Direction::Below | Direction::Auto) {
+                tries.push(below(page, &a, l.max_gap));
+            }
+            for (words, text) in tries {
+                if words.is_empty() && text.is_empty() {
+                    continue;
+                }
+                if let Some(v) = post.apply(&text) {
+                    return Some(found(page, &words, v));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn regex(r: &RegexLocator, pages: &[PageText], post: &Post) -> Option<Found> {
+    let re = compile_regex(&r.pattern, r.case_insensitive).ok()?;
+    let mut hits: Vec<(usize, Vec<usize>, Value)> = Vec::new();
+    let order = select(r.page, pages.len());
+    'pages: for &i in &order {
+        let page = &pages[i];
+        for caps in re.captures_iter(&page.text) {
+            let Some(g) = caps.get(1) else { continue };
+            if let Some(v) = post.apply(g.as_str()) {
+                hits.push((i, page.words_in_span(g.start(), g.end()), v));
+                if r.occurrence == Occurrence::First {
+                    break 'pages;
+                }
+            }
+        }
+    }
+    match r.occurrence {
+        Occurrence::First => hits
+            .into_iter()
+            .next()
+            .map(|(i, w, v)| found(&pages[i], &w, v)),
+        Occurrence::Last => hits.pop().map(|(i, w, v)| found(&pages[i], &w, v)),
+        Occurrence::All => {
+            let (first_page, _, _) = hits.first()?;
+            let page = &pages[*first_page];
+            let words: Vec<usize> = hits
+                .iter()
+                .filter(|(i, _, _)| i == first_page)
+                .flat_map(|(_, w, _)| w.clone())
+                .collect();
+            let values: Vec<Value> = hits.iter().map(|(_, _, v)| v.clone()).collect();
+            let value = match r.combine {
+                None => Value::Array(values),
+                Some(c) => combine(c, &values, &r.separator)?,
+            };
+            Some(found(page, &words, value))
+        }
+    }
+}
+
+fn combine(c: Combine, values: &[Value], separator: &str) -> Option<Value> {
+    match c {
+        Combine::Join => Some(Value::String(
+            values
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(separator),
+        )),
+        Combine::Sum => {
+            if values.iter().all(Value::is_i64) {
+                return Some(Value::from(
+                    values.iter().filter_map(Value::as_i64).sum::<i64>(),
+                ));
+            }
+            let sum: f64 = values.iter().filter_map(Value::as_f64).sum();
+            // Round away binary noise (0.1 + 0.2) at the inputs' precision.
+            let decimals = values
+                .iter()
+                .map(|v| v.to_string().split_once('.').map_or(0, |(_, f)| f.len()))
+                .max()
+                .unwrap_or(0)
+                .min(9) as i32;
+            let p = 10f64.powi(decimals);
+            serde_json::Number::from_f64((sum * p).round() / p).map(Value::Number)
+        }
+        Combine::Min | Combine::Max => {
+            let pick_max = c == Combine::Max;
+            if values.iter().all(Value::is_string) {
+                // ISO dates order as strings.
+                let it = values.iter().filter_map(Value::as_str);
+                let v = if pick_max { it.max() } else { it.min() };
+                return v.map(|s| Value::String(s.to_owned()));
+            }
+            let best = values.iter().filter(|v| v.is_number()).max_by(|a, b| {
+                let (a, b) = (a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+                if pick_max {
+                    a.total_cmp(&b)
+                } else {
+                    b.total_cmp(&a)
+                }
+            });
+            best.cloned()
+        }
+    }
+}
+
+/// Find a header's words in a line: consecutive words whose joined text
+/// equals the header (case-insensitive, colons ignored).
+fn find_header(page: &PageText, line: usize, header: &str) -> Option<(f64, f64)> {
+    let want: Vec<String> = header
+        .split_whitespace()
+        .map(|w| w.trim_end_matches(':').to_lowercase())
+        .collect();
+    let words = &page.lines[line].words;
+    if want.is_empty() || words.len() < want.len() {
+        return None;
+    }
+    for start in 0..=words.len() - want.len() {
+        let ok = want.iter().enumerate().all(|(k, w)| {
+            page.words[words[start + k]]
+                .text
+                .trim_end_matches(':')
+                .to_lowercase()
+                == *w
+        });
+        if ok {
+            return Some((
+                page.words[words[start]].bbox[0],
+                page.words[words[start + want.len() - 1]].bbox[2],
+            ));
+        }
+    }
+    None
+}
+
+fn table(t: &TableLocator, pages: &[PageText], post: &Post) -> Option<Found> {
+    let end = t.end.as_deref().and_then(|p| compile_regex(p, true).ok());
+    let cell_posts: Vec<Post> = t.columns.iter().map(|c| post.for_column(c.kind)).collect();
+    for i in select(t.page, pages.len()) {
+        let page = &pages[i];
+        for hl in 0..page.lines.len() {
+            let spans: Option<Vec<(f64, f64)>> = t
+                .columns
+                .iter()
+                .map(|c| find_header(page, hl, c.header.as_deref().unwrap_or(&c.name)))
+                .collect();
+            let Some(spans) = spans else { continue };
+            // Column k owns x from the midpoint of the gap to its left
+            // neighbour's header to the midpoint of the gap to its right one.
+            let mut order: Vec<usize> = (0..spans.len()).collect();
+            order.sort_by(|&a, &b| spans[a].0.total_cmp(&spans[b].0));
+            let mut bounds = vec![(f64::NEG_INFINITY, f64::INFINITY); spans.len()];
+            for k in 0..order.len() {
+                if k > 0 {
+                    let (p, c) = (order[k - 1], order[k]);
+                    let mid = (spans[p].1 + spans[c].0) / 2.0;
+                    bounds[p].1 = mid;
+                    bounds[c].0 = mid;
+                }
+            }
+            let header_h = page.lines[hl].bbox[3] - page.lines[hl].bbox[1];
+            let mut rows: Vec<Map<String, Value>> = Vec::new();
+            let mut raw_rows: Vec<Vec<String>> = Vec::new();
+            let mut words_used: Vec<usize> = Vec::new();
+            let mut prev_bottom = page.lines[hl].bbox[3];
+            for line in page.lines.iter().skip(hl + 1) {
+                let line_text = line
+                    .words
+                    .iter()
+                    .map(|&w| page.words[w].text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if end.as_ref().is_some_and(|e| e.is_match(&line_text)) {
+                    break;
+                }
+                if line.bbox[1] - prev_bottom > 2.5 * header_h.max(line.bbox[3] - line.bbox[1]) {
+                    break;
+                }
+                prev_bottom = line.bbox[3];
+                let mut cells = vec![String::new(); t.columns.len()];
+                for &w in &line.words {
+                    let b = page.words[w].bbox;
+                    let cx = (b[0] + b[2]) / 2.0;
+                    if let Some(k) = bounds.iter().position(|(lo, hi)| cx >= *lo && cx < *hi) {
+                        if !cells[k].is_empty() {
+                            cells[k].push(' ');
+                        }
+                        cells[k].push_str(&page.words[w].text);
+                    }
+                }
+                let complete = t
+                    .columns
+                    .iter()
+                    .zip(&cells)
+                    .all(|(c, v)| !c.required || !v.is_empty());
+                if !complete {
+                    // A wrapped line continues the previous row's text cells.
+                    if let Some(prev) = raw_rows.last_mut() {
+                        for (k, v) in cells.iter().enumerate() {
+                            if !v.is_empty()
+                                && t.columns[k].kind == crate::template::FieldType::Text
+                            {
+                                prev[k] = format!("{} {v}", prev[k]).trim().to_owned();
+                            }
+                        }
+                        words_used.extend(line.words.iter().copied());
+                    }
+                    continue;
+                }
+                words_used.extend(line.words.iter().copied());
+                raw_rows.push(cells);
+            }
+            for cells in &raw_rows {
+                let mut row = Map::new();
+                for (k, c) in t.columns.iter().enumerate() {
+                    let v = if cells[k].is_empty() {
+                        None
+                    } else {
+                        cell_posts[k].apply(&cells[k])
+                    };
+                    row.insert(c.name.clone(), v.unwrap_or(Value::Null));
+                }
+                rows.push(row);
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            let value = Value::Array(rows.into_iter().map(Value::Object).collect());
+            return Some(found(page, &words_used, value));
+        }
+    }
+    None
+}

@@ -1,0 +1,183 @@
+//! Tesseract OCR through its C API: one engine per thread, started once per
+//! language set and reused for every page and zone that thread handles.
+//!
+//! Run the process with `OMP_THREAD_LIMIT=1`: Debian's libtesseract uses
+//! OpenMP and otherwise burns several times the CPU for the same page while
+//! rayon already keeps every core busy.
+
+use std::cell::RefCell;
+use std::ffi::CString;
+
+use image::GrayImage;
+use tesseract_plumbing::TessBaseApi;
+
+use crate::Error;
+use crate::layout::Word;
+
+/// Page segmentation modes used here (Tesseract's numbering).
+#[derive(Debug, Clone, Copy)]
+pub enum Psm {
+    /// Fully automatic segmentation.
+    Auto = 3,
+    /// One line of text (recovering missed pieces).
+    SingleLine = 7,
+    /// As much text as possible in no particular order: finds isolated
+    /// numbers in table cells that `Auto` drops; lines are rebuilt from
+    /// the word boxes anyway.
+    Sparse = 11,
+    /// One uniform block of text (zones).
+    SingleBlock = 6,
+}
+
+struct Engine {
+    key: String,
+    api: TessBaseApi,
+}
+
+thread_local! {
+    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+}
+
+/// A recognised word in pixel coordinates of the image given.
+#[derive(Debug, Clone)]
+pub struct PxWord {
+    pub text: String,
+    pub left: u32,
+    pub top: u32,
+    pub right: u32,
+    pub bottom: u32,
+    pub confidence: f32,
+}
+
+fn with_engine<T>(
+    languages: &str,
+    tessdata: Option<&str>,
+    f: impl FnOnce(&mut TessBaseApi) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let key = format!("{}|{languages}", tessdata.unwrap_or(""));
+    ENGINE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|e| e.key != key) {
+            *slot = None;
+            let mut api = TessBaseApi::create();
+            let lang = CString::new(languages).map_err(|_| Error::Ocr { detail: "language list contains NUL".into() })?;
+            let path = tessdata
+                .map(CString::new)
+                .transpose()
+                .map_err(|_| Error::Ocr { detail: "tessdata path contains NUL".into() })?;
+            api.init_2(path.as_deref(), Some(&lang)).map_err(|_| Error::Ocr {
+                detail: format!(
+                    "Tesseract could not load the language data {languages:?}{}; install the packages (e.g. tesseract-ocr-deu) or fix the template's languages",
+                    tessdata.map(|p| format!(" from {p}")).unwrap_or_default()
+                ),
+            })?;
+            *slot = Some(Engine { key, api });
+        }
+        let engine = slot.as_mut().expect("engine was just initialised");
+        f(&mut engine.api)
+    })
+}
+
+/// Recognise a grey image; `dpi` helps Tesseract size its filters.
+pub fn recognise(
+    img: &GrayImage,
+    dpi: u32,
+    psm: Psm,
+    languages: &str,
+    tessdata: Option<&str>,
+) -> Result<Vec<PxWord>, Error> {
+    if img.width() < 3 || img.height() < 3 {
+        return Ok(Vec::new());
+    }
+    with_engine(languages, tessdata, |api| {
+        api.set_image(
+            img.as_raw(),
+            img.width() as i32,
+            img.height() as i32,
+            1,
+            img.width() as i32,
+        )
+        .map_err(|e| Error::Ocr {
+            detail: format!("image rejected: {e:?}"),
+        })?;
+        api.set_source_resolution(dpi.clamp(70, 1200) as i32);
+        api.set_page_seg_mode(psm as tesseract_sys::TessPageSegMode);
+        api.recognize().map_err(|_| Error::Ocr {
+            detail: "recognition failed".into(),
+        })?;
+        let tsv = api.get_tsv_text(0).map_err(|_| Error::Ocr {
+            detail: "no TSV output".into(),
+        })?;
+        let tsv = tsv.as_ref().to_string_lossy().into_owned();
+        Ok(parse_tsv(&tsv))
+    })
+}
+
+/// Words (level 5) of Tesseract's TSV output.
+fn parse_tsv(tsv: &str) -> Vec<PxWord> {
+    let mut out = Vec::new();
+    for line in tsv.lines() {
+        let cols: Vec<&str> = line.splitn(12, '\t').collect();
+        if cols.len() < 12 || cols[0] != "5" {
+            continue;
+        }
+        let num = |i: usize| cols[i].trim().parse::<f64>().ok();
+        let (Some(l), Some(t), Some(w), Some(h), Some(conf)) =
+            (num(6), num(7), num(8), num(9), num(10))
+        else {
+            continue;
+        };
+        let text = cols[11].trim();
+        if text.is_empty() || conf < 0.0 {
+            continue;
+        }
+        out.push(PxWord {
+            text: text.to_owned(),
+            left: l as u32,
+            top: t as u32,
+            right: (l + w) as u32,
+            bottom: (t + h) as u32,
+            confidence: (conf / 100.0).clamp(0.0, 1.0) as f32,
+        });
+    }
+    out
+}
+
+/// Words normalised to an image of `w` x `h` pixels, offset by `(ox, oy)`.
+pub fn normalise(words: Vec<PxWord>, ox: u32, oy: u32, w: u32, h: u32) -> Vec<Word> {
+    let (w, h) = (w.max(1) as f64, h.max(1) as f64);
+    words
+        .into_iter()
+        .map(|p| Word {
+            text: p.text,
+            bbox: [
+                (p.left + ox) as f64 / w,
+                (p.top + oy) as f64 / h,
+                (p.right + ox) as f64 / w,
+                (p.bottom + oy) as f64 / h,
+            ]
+            .map(|v| v.clamp(0.0, 1.0)),
+            confidence: p.confidence,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_word_rows_of_tsv() {
+        let tsv = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext\n\
+                   4\t1\t1\t1\t1\t0\t10\t10\t200\t30\t-1\t\n\
+                   5\t1\t1\t1\t1\t1\t10\t12\t80\t28\t96.5\tInvoice\n\
+                   5\t1\t1\t1\t1\t2\t100\t12\t40\t28\t-1\t\n";
+        let words = parse_tsv(tsv);
+        assert_eq!(words.len(), 1);
+        assert_eq!(
+            (words[0].text.as_str(), words[0].left, words[0].right),
+            ("Invoice", 10, 90)
+        );
+        assert!((words[0].confidence - 0.965).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,243 @@
+//! PDF input through hayro: text layer via a small text device, pixels via
+//! the renderer, both in the same page coordinates.
+
+use std::sync::Arc;
+
+use hayro::hayro_interpret::font::GlyphRun;
+use hayro::hayro_interpret::hayro_syntax::page::Page;
+use hayro::hayro_interpret::hayro_syntax::{LoadPdfError, Pdf};
+use hayro::hayro_interpret::util::TransformExt;
+use hayro::hayro_interpret::{
+    BlendMode, ClipPath, Context, Device, DrawMode, DrawProps, Image, ImageDrawProps,
+    InterpreterCache, InterpreterSettings, SoftMask, interpret_page,
+};
+use hayro::kurbo::{Affine, BezPath, Point, Rect};
+use hayro::vello_cpu::color::palette::css::WHITE;
+use image::GrayImage;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::Error;
+use crate::layout::{PageText, Source, Word};
+
+/// Largest page side hayro can allocate.
+const MAX_SIDE: f64 = 65_535.0;
+/// Lowest resolution still worth OCR after clamping a huge page.
+const MIN_OCR_DPI: f64 = 100.0;
+
+pub fn open(doc: &[u8]) -> Result<Pdf, Error> {
+    Pdf::new(Arc::new(doc.to_vec())).map_err(|e| match e {
+        LoadPdfError::Decryption(d) => Error::Encrypted {
+            detail: format!("{d:?}"),
+        },
+        LoadPdfError::Invalid => Error::Corrupt {
+            kind: "PDF",
+            detail: "no readable cross-reference table or page tree".into(),
+        },
+    })
+}
+
+/// Glyphs of one page in upright page points, top-left origin.
+#[derive(Default)]
+struct TextDevice {
+    glyphs: Vec<Glyph>,
+}
+
+struct Glyph {
+    text: String,
+    x0: f64,
+    x1: f64,
+    top: f64,
+    bottom: f64,
+    baseline: f64,
+    size: f64,
+}
+
+impl<'a> Device<'a> for TextDevice {
+    fn draw_path(&mut self, _: &BezPath, _: DrawProps<'a>, _: &DrawMode) {}
+    fn push_clip_path(&mut self, _: &ClipPath) {}
+    fn push_transparency_group(&mut self, _: f32, _: Option<SoftMask<'a>>, _: BlendMode) {}
+    fn draw_image(&mut self, _: Image<'a, '_>, _: ImageDrawProps<'a>) {}
+    fn pop_clip(&mut self) {}
+    fn pop_transparency_group(&mut self) {}
+
+    fn draw_glyph_run(&mut self, run: &GlyphRun<'_, 'a>, props: DrawProps<'a>, _: &DrawMode) {
+        // Invisible text (an OCR layer) is kept: it is the page's text.
+        if self.glyphs.len() > 2_000_000 {
+            return;
+        }
+        for g in run.glyphs() {
+            let Some(u) = g.as_unicode() else { continue };
+            let text: String = match u {
+                hayro::hayro_interpret::hayro_cmap::BfString::Char(c) => c.to_string(),
+                hayro::hayro_interpret::hayro_cmap::BfString::String(s) => s,
+            };
+            let advance = match &**g {
+                hayro::hayro_interpret::font::Glyph::Outline(o) => o.advance_width(),
+                hayro::hayro_interpret::font::Glyph::Type3(t) => t.advance_width(),
+            }
+            .filter(|a| a.is_finite() && *a > 0.0)
+            .unwrap_or(500.0) as f64;
+            // Glyph space is 1000 units an em.
+            let t: Affine = props.transform * g.transform();
+            let o = t * Point::new(0.0, 0.0);
+            let adv = t * Point::new(advance, 0.0);
+            let up = t * Point::new(0.0, 1000.0);
+            let size = ((up.x - o.x).powi(2) + (up.y - o.y).powi(2)).sqrt();
+            if !size.is_finite() || size < 0.5 || !o.x.is_finite() || !o.y.is_finite() {
+                continue;
+            }
+            let top = t * Point::new(0.0, 800.0);
+            let bot = t * Point::new(0.0, -200.0);
+            self.glyphs.push(Glyph {
+                text: text.nfkc().collect(),
+                x0: o.x.min(adv.x),
+                x1: o.x.max(adv.x).max(o.x + 0.05 * size),
+                top: top.y.min(bot.y),
+                bottom: top.y.max(bot.y),
+                baseline: o.y,
+                size,
+            });
+        }
+    }
+}
+
+/// Group glyphs into words by whitespace, baseline and horizontal gaps.
+fn words_from_glyphs(glyphs: Vec<Glyph>, width: f64, height: f64) -> Vec<Word> {
+    let mut words = Vec::new();
+    let mut cur: Option<(String, f64, f64, f64, f64, f64, f64)> = None; // text x0 x1 top bottom baseline size
+    let flush = |cur: &mut Option<(String, f64, f64, f64, f64, f64, f64)>,
+                 words: &mut Vec<Word>| {
+        if let Some((text, x0, x1, top, bottom, _, _)) = cur.take()
+            && !text.trim().is_empty()
+        {
+            words.push(Word {
+                text,
+                bbox: [x0 / width, top / height, x1 / width, bottom / height]
+                    .map(|v| v.clamp(0.0, 1.0)),
+                confidence: 1.0,
+            });
+        }
+    };
+    for g in glyphs {
+        if g.text.chars().all(char::is_whitespace) {
+            flush(&mut cur, &mut words);
+            continue;
+        }
+        let joins = cur.as_ref().is_some_and(|c| {
+            let gap = g.x0 - c.2;
+            (g.baseline - c.5).abs() < 0.3 * c.6.min(g.size)
+                && gap < 0.15 * c.6.max(g.size)
+                && gap > -0.5 * c.6
+        });
+        if !joins {
+            flush(&mut cur, &mut words);
+        }
+        match &mut cur {
+            Some(c) => {
+                c.0.push_str(&g.text);
+                c.1 = c.1.min(g.x0);
+                c.2 = c.2.max(g.x1);
+                c.3 = c.3.min(g.top);
+                c.4 = c.4.max(g.bottom);
+            }
+            None => cur = Some((g.text, g.x0, g.x1, g.top, g.bottom, g.baseline, g.size)),
+        }
+    }
+    flush(&mut cur, &mut words);
+    words
+}
+
+fn page_size(page: &Page<'_>) -> (f64, f64) {
+    let (w, h) = page.render_dimensions();
+    (w as f64, h as f64)
+}
+
+/// The text layer of one page (possibly empty).
+pub fn page_text(pdf: &Pdf, index: usize) -> PageText {
+    let number = index as u32 + 1;
+    let Some(page) = pdf.pages().get(index) else {
+        return PageText::new(number, Source::TextLayer, Vec::new());
+    };
+    let (w, h) = page_size(page);
+    if !(w.is_finite() && h.is_finite()) || w < 1.0 || h < 1.0 {
+        return PageText::new(number, Source::TextLayer, Vec::new());
+    }
+    let transform = page.initial_transform(true).to_kurbo();
+    let cache = InterpreterCache::new();
+    let mut ctx = Context::new(
+        transform,
+        Rect::new(0.0, 0.0, w, h),
+        &cache,
+        page.xref(),
+        InterpreterSettings::default(),
+    );
+    let mut dev = TextDevice::default();
+    interpret_page(page, &mut ctx, &mut dev);
+    PageText::new(
+        number,
+        Source::TextLayer,
+        words_from_glyphs(dev.glyphs, w, h),
+    )
+}
+
+/// Render one page in grey at `dpi`, lowered if needed to fit `max_pixels`
+/// and hayro's side limit. Returns the image and the DPI used.
+pub fn render(
+    pdf: &Pdf,
+    index: usize,
+    dpi: u32,
+    max_pixels: u64,
+) -> Result<(GrayImage, f64), Error> {
+    let number = index as u32 + 1;
+    let page = pdf.pages().get(index).ok_or_else(|| Error::Corrupt {
+        kind: "PDF",
+        detail: format!("page {number} is missing"),
+    })?;
+    let (w, h) = page_size(page);
+    if !(w.is_finite() && h.is_finite()) || w < 1.0 || h < 1.0 {
+        return Err(Error::Corrupt {
+            kind: "PDF",
+            detail: format!("page {number} has a size of {w}x{h} pt"),
+        });
+    }
+    let mut scale = dpi as f64 / 72.0;
+    scale = scale
+        .min((max_pixels as f64 / (w * h)).sqrt())
+        .min(MAX_SIDE / w)
+        .min(MAX_SIDE / h);
+    if scale * 72.0 < MIN_OCR_DPI.min(dpi as f64) {
+        return Err(Error::PageTooLarge {
+            page: number,
+            width_pt: w,
+            height_pt: h,
+            max_pixels,
+        });
+    }
+    // hayro truncates the pixmap size: keep both sides >= 1 px and within
+    // the limit after rounding.
+    let scale = scale as f32;
+    let pixmap = hayro::render(
+        page,
+        &hayro::RenderCache::new(),
+        &InterpreterSettings::default(),
+        &hayro::RenderSettings::default(),
+        &hayro::PixmapSettings {
+            x_scale: scale,
+            y_scale: scale,
+            bg_color: WHITE,
+        },
+    );
+    let (pw, ph) = (pixmap.width() as u32, pixmap.height() as u32);
+    let rgba = pixmap.data_as_u8_slice();
+    let mut gray = Vec::with_capacity((pw * ph) as usize);
+    for px in rgba.chunks_exact(4) {
+        // Premultiplied over white background already; plain luma.
+        let l = (px[0] as u32 * 299 + px[1] as u32 * 587 + px[2] as u32 * 114) / 1000;
+        gray.push(l as u8);
+    }
+    let img = GrayImage::from_raw(pw, ph, gray).ok_or_else(|| Error::Corrupt {
+        kind: "PDF",
+        detail: format!("page {number} rendered to no pixels"),
+    })?;
+    Ok((img, scale as f64 * 72.0))
+}

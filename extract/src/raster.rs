@@ -1,0 +1,425 @@
+//! Image inputs (PNG, JPEG, multi-page TIFF) and scan clean-up: decoding
+//! within pixel limits, small-angle deskew.
+
+use std::io::Cursor;
+
+use image::{GrayImage, ImageFormat, ImageReader, Luma};
+
+use crate::{Error, Options};
+
+/// Bytes an image decoder may allocate beyond the final grey image (RGBA
+/// decoding of a page at the pixel limit).
+fn alloc_limit(opts: &Options) -> u64 {
+    opts.max_pixels_per_page
+        .saturating_mul(4)
+        .saturating_add(16 << 20)
+}
+
+fn check_size(page: u32, w: u64, h: u64, opts: &Options) -> Result<(), Error> {
+    if w == 0 || h == 0 {
+        return Err(Error::Corrupt {
+            kind: "image",
+            detail: format!("page {page} is {w}x{h} pixels"),
+        });
+    }
+    if w.saturating_mul(h) > opts.max_pixels_per_page
+        || w > opts.max_side as u64
+        || h > opts.max_side as u64
+    {
+        return Err(Error::ImageTooLarge {
+            page,
+            width: w,
+            height: h,
+            max_pixels: opts.max_pixels_per_page,
+            max_side: opts.max_side,
+        });
+    }
+    Ok(())
+}
+
+/// Decode a PNG or JPEG to grey, rejecting oversized images from their
+/// header before any pixel is allocated.
+pub fn decode_single(doc: &[u8], format: ImageFormat, opts: &Options) -> Result<GrayImage, Error> {
+    let kind = if format == ImageFormat::Png {
+        "PNG"
+    } else {
+        "JPEG"
+    };
+    let corrupt = |e: image::ImageError| Error::Corrupt {
+        kind,
+        detail: e.to_string(),
+    };
+    let (w, h) = ImageReader::with_format(Cursor::new(doc), format)
+        .into_dimensions()
+        .map_err(corrupt)?;
+    check_size(1, w as u64, h as u64, opts)?;
+    let mut reader = ImageReader::with_format(Cursor::new(doc), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(opts.max_side);
+    limits.max_image_height = Some(opts.max_side);
+    limits.max_alloc = Some(alloc_limit(opts));
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => Error::ImageTooLarge {
+            page: 1,
+            width: w as u64,
+            height: h as u64,
+            max_pixels: opts.max_pixels_per_page,
+            max_side: opts.max_side,
+        },
+        e => corrupt(e),
+    })?;
+    Ok(img.to_luma8())
+}
+
+fn tiff_limits(opts: &Options) -> tiff::decoder::Limits {
+    let mut l = tiff::decoder::Limits::default();
+    l.decoding_buffer_size = alloc_limit(opts) as usize;
+    l.intermediate_buffer_size = alloc_limit(opts) as usize;
+    l
+}
+
+fn tiff_err(e: tiff::TiffError, page: u32, opts: &Options) -> Error {
+    match e {
+        tiff::TiffError::LimitsExceeded => Error::ImageTooLarge {
+            page,
+            width: 0,
+            height: 0,
+            max_pixels: opts.max_pixels_per_page,
+            max_side: opts.max_side,
+        },
+        tiff::TiffError::UnsupportedError(u) => Error::Corrupt {
+            kind: "TIFF",
+            detail: format!("page {page} uses an unsupported feature: {u}"),
+        },
+        e => Error::Corrupt {
+            kind: "TIFF",
+            detail: format!("page {page}: {e}"),
+        },
+    }
+}
+
+/// Number of pages (IFDs) of a TIFF, stopping past `max + 1`.
+pub fn tiff_page_count(doc: &[u8], max: u32, opts: &Options) -> Result<u32, Error> {
+    let mut dec = tiff::decoder::Decoder::new(Cursor::new(doc))
+        .map_err(|e| tiff_err(e, 1, opts))?
+        .with_limits(tiff_limits(opts));
+    let mut n = 1;
+    while dec.more_images() && n <= max {
+        dec.next_image().map_err(|e| tiff_err(e, n + 1, opts))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Decode every TIFF page to grey (bilevel and 16-bit pages included).
+pub fn decode_tiff(doc: &[u8], opts: &Options) -> Result<Vec<GrayImage>, Error> {
+    use tiff::ColorType;
+    use tiff::decoder::DecodingResult;
+    let mut dec = tiff::decoder::Decoder::new(Cursor::new(doc))
+        .map_err(|e| tiff_err(e, 1, opts))?
+        .with_limits(tiff_limits(opts));
+    let mut pages = Vec::new();
+    loop {
+        let n = pages.len() as u32 + 1;
+        if n > opts.max_pages {
+            return Err(Error::PageLimit {
+                pages: n,
+                max: opts.max_pages,
+            });
+        }
+        let (w, h) = dec.dimensions().map_err(|e| tiff_err(e, n, opts))?;
+        check_size(n, w as u64, h as u64, opts)?;
+        let color = dec.colortype().map_err(|e| tiff_err(e, n, opts))?;
+        let white_is_zero = dec
+            .get_tag_u32(tiff::tags::Tag::PhotometricInterpretation)
+            .map(|p| p == 0)
+            .unwrap_or(false);
+        let data = dec.read_image().map_err(|e| tiff_err(e, n, opts))?;
+        let (w, h) = (w as usize, h as usize);
+        let (channels, bits) = match color {
+            ColorType::Gray(b) => (1, b),
+            ColorType::GrayA(b) => (2, b),
+            ColorType::RGB(b) => (3, b),
+            ColorType::RGBA(b) => (4, b),
+            ColorType::CMYK(b) => (4, b),
+            other => {
+                return Err(Error::Corrupt {
+                    kind: "TIFF",
+                    detail: format!("page {n} has an unsupported colour type {other:?}"),
+                });
+            }
+        };
+        let cmyk = matches!(color, ColorType::CMYK(_));
+        let mut gray = Vec::with_capacity(w * h);
+        let short = || Error::Corrupt {
+            kind: "TIFF",
+            detail: format!("page {n} has fewer pixels than it declares"),
+        };
+        match (data, bits) {
+            (DecodingResult::U8(buf), 1) if channels == 1 => {
+                let row = w.div_ceil(8);
+                if buf.len() < row * h {
+                    return Err(short());
+                }
+                for y in 0..h {
+                    for x in 0..w {
+                        let bit = (buf[y * row + x / 8] >> (7 - x % 8)) & 1;
+                        gray.push(if bit == 1 { 255 } else { 0 });
+                    }
+                }
+            }
+            (DecodingResult::U8(buf), 8) => {
+                if buf.len() < w * h * channels {
+                    return Err(short());
+                }
+                for px in buf.chunks_exact(channels).take(w * h) {
+                    gray.push(luma(px, cmyk));
+                }
+            }
+            (DecodingResult::U16(buf), 16) => {
+                if buf.len() < w * h * channels {
+                    return Err(short());
+                }
+                let px8: Vec<u8> = buf.iter().map(|v| (v >> 8) as u8).collect();
+                for px in px8.chunks_exact(channels).take(w * h) {
+                    gray.push(luma(px, cmyk));
+                }
+            }
+            _ => {
+                return Err(Error::Corrupt {
+                    kind: "TIFF",
+                    detail: format!("page {n} has an unsupported sample format ({color:?})"),
+                });
+            }
+        }
+        if white_is_zero {
+            gray.iter_mut().for_each(|v| *v = 255 - *v);
+        }
+        pages.push(GrayImage::from_raw(w as u32, h as u32, gray).ok_or_else(short)?);
+        if !dec.more_images() {
+            break;
+        }
+        dec.next_image().map_err(|e| tiff_err(e, n + 1, opts))?;
+    }
+    Ok(pages)
+}
+
+fn luma(px: &[u8], cmyk: bool) -> u8 {
+    if cmyk {
+        let k = px[3] as u32;
+        let l = (px[0] as u32 * 299 + px[1] as u32 * 587 + px[2] as u32 * 114) / 1000;
+        return (255 - (l + k).min(255)) as u8;
+    }
+    match px.len() {
+        1 | 2 => px[0],
+        _ => ((px[0] as u32 * 299 + px[1] as u32 * 587 + px[2] as u32 * 114) / 1000) as u8,
+    }
+}
+
+/// Otsu threshold of a grey image.
+pub fn otsu(img: &GrayImage) -> u8 {
+    let mut hist = [0u64; 256];
+    for p in img.as_raw() {
+        hist[*p as usize] += 1;
+    }
+    let total: u64 = hist.iter().sum();
+    let sum: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| i as f64 * c as f64)
+        .sum();
+    let (mut sum_b, mut w_b, mut best, mut best_t) = (0.0, 0u64, 0.0, 127u8);
+    for (t, &c) in hist.iter().enumerate() {
+        w_b += c;
+        if w_b == 0 {
+            continue;
+        }
+        let w_f = total - w_b;
+        if w_f == 0 {
+            break;
+        }
+        sum_b += t as f64 * c as f64;
+        let m_b = sum_b / w_b as f64;
+        let m_f = (sum - sum_b) / w_f as f64;
+        let between = w_b as f64 * w_f as f64 * (m_b - m_f).powi(2);
+        if between > best {
+            best = between;
+            best_t = t as u8;
+        }
+    }
+    best_t
+}
+
+/// Dark pixels of a downscaled copy, as (x, y) in full-size pixels.
+fn ink_points(img: &GrayImage, step: u32) -> Vec<(f64, f64)> {
+    let t = otsu(img);
+    let mut pts = Vec::new();
+    for y in (0..img.height()).step_by(step as usize) {
+        for x in (0..img.width()).step_by(step as usize) {
+            if img.get_pixel(x, y)[0] <= t {
+                pts.push((x as f64, y as f64));
+            }
+        }
+    }
+    pts
+}
+
+/// Skew angle in degrees (text lines rising to the right are positive),
+/// found by maximising the variance of the row profile of ink over
+/// candidate angles within ±`max_deg`.
+pub fn skew_angle(img: &GrayImage, max_deg: f64) -> f64 {
+    let step = (img.width().max(img.height()) / 1000).max(1);
+    let pts = ink_points(img, step);
+    if pts.len() < 50 || pts.len() > 4_000_000 {
+        return 0.0;
+    }
+    let h = img.height() as f64;
+    let w = img.width() as f64;
+    let bins = (h / step as f64) as usize + (w / step as f64) as usize + 2;
+    let score = |deg: f64| {
+        let (s, c) = deg.to_radians().sin_cos();
+        let mut prof = vec![0u32; bins * 2];
+        for &(x, y) in &pts {
+            // Row of the point once the page is rotated by -deg.
+            let r = (y * c + x * s) / step as f64 + bins as f64;
+            if r >= 0.0 && (r as usize) < prof.len() {
+                prof[r as usize] += 1;
+            }
+        }
+        prof.iter().map(|&v| (v as f64).powi(2)).sum::<f64>()
+    };
+    let mut best = (score(0.0), 0.0);
+    let mut deg = -max_deg;
+    while deg <= max_deg + 1e-9 {
+        let s = score(deg);
+        if s > best.0 {
+            best = (s, deg);
+        }
+        deg += 0.25;
+    }
+    // Refine around the best coarse angle.
+    let coarse = best.1;
+    let mut d = coarse - 0.25;
+    while d <= coarse + 0.25 + 1e-9 {
+        let s = score(d);
+        if s > best.0 {
+            best = (s, d);
+        }
+        d += 0.05;
+    }
+    best.1
+}
+
+/// Rotate by `deg` degrees (counter-clockwise positive) about the centre,
+/// bilinear, white fill, same size.
+pub fn rotate_small(img: &GrayImage, deg: f64) -> GrayImage {
+    let (w, h) = img.dimensions();
+    let (s, c) = deg.to_radians().sin_cos();
+    let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+    let mut out = GrayImage::from_pixel(w, h, Luma([255]));
+    let raw = img.as_raw();
+    for y in 0..h {
+        for x in 0..w {
+            let dx = x as f64 - cx;
+            let dy = y as f64 - cy;
+            // Inverse mapping: source = R(-deg) * dest, with y down.
+            let sx = c * dx - s * dy + cx;
+            let sy = s * dx + c * dy + cy;
+            if sx < 0.0 || sy < 0.0 || sx >= (w - 1) as f64 || sy >= (h - 1) as f64 {
+                continue;
+            }
+            let (x0, y0) = (sx as usize, sy as usize);
+            let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
+            let i = y0 * w as usize + x0;
+            let p = |k: usize| raw[k] as f64;
+            let v = p(i) * (1.0 - fx) * (1.0 - fy)
+                + p(i + 1) * fx * (1.0 - fy)
+                + p(i + w as usize) * (1.0 - fx) * fy
+                + p(i + w as usize + 1) * fx * fy;
+            out.put_pixel(x, y, Luma([v.round() as u8]));
+        }
+    }
+    out
+}
+
+/// Rotate by a multiple of 90 degrees clockwise.
+pub fn rotate_quarter(img: &GrayImage, quarters: u32) -> GrayImage {
+    match quarters % 4 {
+        1 => image::imageops::rotate90(img),
+        2 => image::imageops::rotate180(img),
+        3 => image::imageops::rotate270(img),
+        _ => img.clone(),
+    }
+}
+
+/// Whether text lines run vertically. Between horizontal text lines whole
+/// pixel rows are blank while few columns are: compare the share of blank
+/// rows and blank columns inside the ink's bounding box.
+pub fn lines_vertical(img: &GrayImage) -> bool {
+    let step = (img.width().max(img.height()) / 800).max(1);
+    let t = otsu(img);
+    let (w, h) = (
+        img.width().div_ceil(step) as usize,
+        img.height().div_ceil(step) as usize,
+    );
+    let mut rows = vec![0u32; h];
+    let mut cols = vec![0u32; w];
+    for (yi, y) in (0..img.height()).step_by(step as usize).enumerate() {
+        for (xi, x) in (0..img.width()).step_by(step as usize).enumerate() {
+            if img.get_pixel(x, y)[0] <= t {
+                rows[yi] += 1;
+                cols[xi] += 1;
+            }
+        }
+    }
+    let blank_share = |v: &[u32]| {
+        let max = v.iter().copied().max().unwrap_or(0);
+        let (Some(a), Some(b)) = (
+            v.iter().position(|&c| c > 0),
+            v.iter().rposition(|&c| c > 0),
+        ) else {
+            return 0.0;
+        };
+        let inner = &v[a..=b];
+        let floor = (max as f64 * 0.02).max(1.0);
+        inner.iter().filter(|&&c| (c as f64) < floor).count() as f64 / inner.len() as f64
+    };
+    blank_share(&cols) > blank_share(&rows) + 0.05
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_image() -> GrayImage {
+        let mut img = GrayImage::from_pixel(600, 400, Luma([255]));
+        for line in 0..8 {
+            let y0 = 40 + line * 40;
+            for y in y0..y0 + 12 {
+                for x in (50..550).filter(|x| ((x + line * 13) / (5 + line)) % 4 != 0) {
+                    img.put_pixel(x, y, Luma([0]));
+                }
+            }
+        }
+        img
+    }
+
+    #[test]
+    fn finds_and_undoes_small_skew() {
+        let img = lines_image();
+        assert!(skew_angle(&img, 5.0).abs() < 0.1);
+        let skewed = rotate_small(&img, 2.0);
+        let angle = skew_angle(&skewed, 5.0);
+        assert!((angle - 2.0).abs() < 0.2, "measured {angle}");
+        let fixed = rotate_small(&skewed, -angle);
+        assert!(skew_angle(&fixed, 5.0).abs() < 0.2);
+    }
+
+    #[test]
+    fn detects_vertical_text_lines() {
+        let img = lines_image();
+        assert!(!lines_vertical(&img));
+        assert!(lines_vertical(&rotate_quarter(&img, 1)));
+    }
+}

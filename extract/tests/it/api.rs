@@ -1,0 +1,197 @@
+//! Behaviour around the fields: keywords, required fields, defaults,
+//! metadata, page selection, multi-page and mixed documents.
+
+use paperhook_extract::{Options, Source, Template, extract, page_count};
+use serde_json::{Value, json};
+
+use crate::corpus::{self, Page, write_pdf};
+
+#[test]
+fn keywords_decide_whether_a_template_applies() {
+    let receipt = corpus::receipt_fr(0);
+    let invoice = corpus::invoice_en(0);
+    let err = extract(&receipt.pdf, &invoice.template, &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "template_mismatch");
+    assert!(err.to_string().contains("\"Invoice\""), "{err}");
+}
+
+#[test]
+fn missing_required_fields_are_reported_not_guessed() {
+    let doc = corpus::invoice_en(0);
+    let t = Template::from_json(json!({"fields": [
+        {"name": "po_number", "type": "text", "required": true, "locator": {"kind": "label", "label": "PO Number"}},
+        {"name": "note", "type": "text", "locator": {"kind": "label", "label": "Note"}},
+        {"name": "terms", "type": "integer", "required": true, "default": 30, "locator": {"kind": "label", "label": "Terms"}},
+        {"name": "invoice_no", "type": "text", "locator": {"kind": "label", "label": "Invoice No"}}
+    ]}))
+    .unwrap();
+    let got = extract(&doc.pdf, &t, &Options::default()).unwrap();
+    assert_eq!(got.missing_required, vec!["po_number"]);
+    assert_eq!(got.result["po_number"], Value::Null);
+    assert_eq!(got.result["note"], Value::Null);
+    assert_eq!(got.result["terms"], json!(30));
+    assert_eq!(
+        got.result.keys().collect::<Vec<_>>(),
+        ["invoice_no", "note", "po_number", "terms"]
+    );
+    assert!(!got.fields.contains_key("po_number") && !got.fields.contains_key("terms"));
+    let meta = &got.fields["invoice_no"];
+    assert_eq!(
+        (meta.page, meta.source, meta.confidence),
+        (1, Source::TextLayer, 1.0)
+    );
+    // The value sits at x = 460 pt, y = 90 pt on a 595 x 842 pt page.
+    assert!(
+        (meta.bbox[0] - 460.0 / 595.0).abs() < 0.01,
+        "{:?}",
+        meta.bbox
+    );
+    assert!(
+        (meta.bbox[1] - 90.0 / 842.0).abs() < 0.01,
+        "{:?}",
+        meta.bbox
+    );
+    let as_json = serde_json::to_value(&got).unwrap();
+    assert_eq!(
+        as_json["fields"]["invoice_no"]["source"],
+        json!("text_layer")
+    );
+}
+
+#[test]
+fn page_selection_and_regex_occurrences_across_pages() {
+    let mut pages = Vec::new();
+    for (i, total) in ["10.00", "20.50", "5.25"].iter().enumerate() {
+        let mut p = Page::a4();
+        p.texts.push(corpus::Text {
+            x: 50.0,
+            y: 50.0,
+            size: 12.0,
+            bold: false,
+            s: format!("Page {} of 3", i + 1),
+        });
+        p.texts.push(corpus::Text {
+            x: 50.0,
+            y: 400.0,
+            size: 12.0,
+            bold: false,
+            s: format!("Total {total}"),
+        });
+        pages.push(p);
+    }
+    let pdf = write_pdf(&pages);
+    assert_eq!(page_count(&pdf, &Options::default()).unwrap(), 3);
+    let t = Template::from_json(json!({"fields": [
+        {"name": "first", "type": "money", "locator": {"kind": "regex", "pattern": "Total (\\S+)"}},
+        {"name": "last", "type": "money", "locator": {"kind": "regex", "pattern": "Total (\\S+)", "occurrence": "last"}},
+        {"name": "all", "type": "money", "locator": {"kind": "regex", "pattern": "Total (\\S+)", "occurrence": "all"}},
+        {"name": "sum", "type": "money", "locator": {"kind": "regex", "pattern": "Total (\\S+)", "occurrence": "all", "combine": "sum"}},
+        {"name": "min", "type": "money", "locator": {"kind": "regex", "pattern": "Total (\\S+)", "occurrence": "all", "combine": "min"}},
+        {"name": "p2", "type": "money", "locator": {"kind": "regex", "pattern": "Total (\\S+)", "page": 2}},
+        {"name": "region_last", "type": "text", "locator": {"kind": "region", "page": "last", "box": [0.05, 0.04, 0.5, 0.1]}},
+        {"name": "region_p9", "type": "text", "locator": {"kind": "region", "page": 9, "box": [0.05, 0.04, 0.5, 0.1]}},
+        {"name": "label_any", "type": "money", "locator": {"kind": "label", "label": "Total", "page": "last"}}
+    ]}))
+    .unwrap();
+    let got = extract(&pdf, &t, &Options::default()).unwrap();
+    assert_eq!(got.pages, 3);
+    assert_eq!(got.result["first"], json!(10.0));
+    assert_eq!(got.result["last"], json!(5.25));
+    assert_eq!(got.result["all"], json!([10.0, 20.5, 5.25]));
+    assert_eq!(got.result["sum"], json!(35.75));
+    assert_eq!(got.result["min"], json!(5.25));
+    assert_eq!(got.result["p2"], json!(20.5));
+    assert_eq!(got.fields["p2"].page, 2);
+    assert_eq!(got.result["region_last"], json!("Page 3 of 3"));
+    assert_eq!(got.result["region_p9"], Value::Null);
+    assert_eq!(got.result["label_any"], json!(5.25));
+}
+
+#[test]
+fn mixed_pdf_uses_the_text_layer_and_ocr_per_page() {
+    // Page 1: a digital invoice. Page 2: a scanned form embedded as JPEG.
+    let invoice = corpus::invoice_en(1);
+    let form = corpus::form_en(1);
+    let scan = corpus::scan_image(&form.pdf, &corpus::SCANS[0], 1);
+    let jpeg = corpus::encode(&scan, image::ImageFormat::Jpeg);
+    let mut p1 = Page::a4();
+    p1.texts.push(corpus::Text {
+        x: 380.0,
+        y: 90.0,
+        size: 10.0,
+        bold: false,
+        s: "Invoice No:".into(),
+    });
+    p1.texts.push(corpus::Text {
+        x: 460.0,
+        y: 90.0,
+        size: 10.0,
+        bold: false,
+        s: invoice.expected["invoice_no"].as_str().unwrap().into(),
+    });
+    let p2 = Page {
+        jpeg: Some((jpeg, scan.width(), scan.height())),
+        ..Page::a4()
+    };
+    let pdf = write_pdf(&[p1, p2]);
+    let mut fields = vec![
+        json!({"name": "invoice_no", "type": "text", "locator": {"kind": "label", "label": "Invoice No"}}),
+    ];
+    for f in &form.template.fields {
+        let mut v = serde_json::to_value(f).unwrap();
+        v["locator"]["page"] = json!(2);
+        fields.push(v);
+    }
+    let t = Template::from_json(json!({ "fields": fields })).unwrap();
+    let got = extract(&pdf, &t, &Options::default()).unwrap();
+    assert_eq!(got.result["invoice_no"], invoice.expected["invoice_no"]);
+    assert_eq!(got.fields["invoice_no"].source, Source::TextLayer);
+    for (k, want) in &form.expected {
+        assert!(
+            corpus::field_ok(got.result.get(k), want),
+            "{k}: got {:?}, want {want}",
+            got.result.get(k)
+        );
+        assert_eq!(
+            (got.fields[k].page, got.fields[k].source),
+            (2, Source::Ocr),
+            "{k}"
+        );
+        assert!(got.fields[k].confidence > 0.5 && got.fields[k].confidence <= 1.0);
+    }
+}
+
+#[test]
+fn multi_page_tiff_reads_every_page() {
+    use tiff::encoder::{TiffEncoder, colortype::Gray8};
+    let a = corpus::form_en(2);
+    let b = corpus::form_en(3);
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut enc = TiffEncoder::new(&mut out).unwrap();
+        for doc in [&a, &b] {
+            let img = corpus::scan_image(&doc.pdf, &corpus::SCANS[2], 0);
+            enc.write_image::<Gray8>(img.width(), img.height(), img.as_raw())
+                .unwrap();
+        }
+    }
+    let tiff = out.into_inner();
+    assert_eq!(page_count(&tiff, &Options::default()).unwrap(), 2);
+    let t = Template::from_json(json!({"fields": [
+        {"name": "first", "type": "text", "locator": {"kind": "region", "page": 1, "box": [0.37, 0.15, 0.9, 0.2]}},
+        {"name": "second", "type": "text", "locator": {"kind": "region", "page": 2, "box": [0.37, 0.15, 0.9, 0.2]}}
+    ]}))
+    .unwrap();
+    let got = extract(&tiff, &t, &Options::default()).unwrap();
+    assert_eq!(got.pages, 2);
+    assert_eq!(got.result["first"], a.expected["name"]);
+    assert_eq!(got.result["second"], b.expected["name"]);
+    let opts = Options {
+        max_pages: 1,
+        ..Options::default()
+    };
+    assert_eq!(
+        extract(&tiff, &t, &opts).unwrap_err().code(),
+        "page_limit_exceeded"
+    );
+}

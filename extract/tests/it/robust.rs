@@ -1,0 +1,287 @@
+//! Hostile and broken inputs: each gives its typed error, fast.
+
+use std::time::{Duration, Instant};
+
+use paperhook_extract::{Error, Options, Template, extract, page_count};
+use serde_json::json;
+
+use crate::corpus::{self, Page, write_pdf};
+
+fn template() -> Template {
+    Template::from_json(json!({"fields": [
+        {"name": "total", "type": "money", "locator": {"kind": "regex", "pattern": "Total\\s+(.+)"}}]}))
+    .unwrap()
+}
+
+fn code(doc: &[u8], opts: &Options) -> &'static str {
+    let started = Instant::now();
+    let err = extract(doc, &template(), opts).expect_err("extraction must fail");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{err} took {:?}",
+        started.elapsed()
+    );
+    assert!(!err.to_string().is_empty());
+    err.code()
+}
+
+fn encrypt(pdf: &[u8], owner: &str, user: &str) -> Vec<u8> {
+    let mut doc = lopdf::Document::load_mem(pdf).unwrap();
+    let state = lopdf::EncryptionState::try_from(lopdf::EncryptionVersion::V2 {
+        document: &doc,
+        owner_password: owner,
+        user_password: user,
+        key_length: 128,
+        permissions: lopdf::Permissions::all(),
+    })
+    .unwrap();
+    doc.encrypt(&state).unwrap();
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+/// A PNG declaring `w` x `h` pixels, with valid CRCs and almost no data.
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    for chunk in [
+        ihdr,
+        b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01".to_vec(),
+        b"IEND".to_vec(),
+    ] {
+        out.extend((chunk.len() as u32 - 4).to_be_bytes());
+        out.extend(&chunk);
+        out.extend(crc32(&chunk).to_be_bytes());
+    }
+    out
+}
+
+#[test]
+fn empty_unknown_and_corrupt_inputs() {
+    let opts = Options::default();
+    assert_eq!(code(b"", &opts), "empty_document");
+    assert_eq!(code(b"hello, this is text", &opts), "unsupported_type");
+    assert_eq!(code(b"PK\x03\x04zipzip", &opts), "unsupported_type");
+    assert_eq!(
+        code(b"%PDF-1.7\n this is not a PDF at all", &opts),
+        "corrupt_document"
+    );
+    assert_eq!(
+        code(b"\x89PNG\r\n\x1a\n\0\0garbage", &opts),
+        "corrupt_document"
+    );
+    assert_eq!(
+        code(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0], &opts),
+        "corrupt_document"
+    );
+    assert_eq!(code(b"II*\0\x08\0\0\0\xff\xff", &opts), "corrupt_document");
+    let err = extract(b"GIF89a....", &template(), &opts).unwrap_err();
+    assert!(err.to_string().contains("GIF"), "{err}");
+}
+
+#[test]
+fn truncated_files_fail_cleanly() {
+    let opts = Options::default();
+    let doc = corpus::invoice_en(1);
+    let png = corpus::encode(
+        &corpus::scan_image(&doc.pdf, &corpus::SCANS[2], 1),
+        image::ImageFormat::Png,
+    );
+    assert_eq!(code(&png[..png.len() / 2], &opts), "corrupt_document");
+    let jpeg = corpus::encode(
+        &corpus::scan_image(&doc.pdf, &corpus::SCANS[2], 1),
+        image::ImageFormat::Jpeg,
+    );
+    // A JPEG cut short still decodes its top part or fails; it never panics.
+    let _ = extract(&jpeg[..jpeg.len() / 3], &template(), &opts);
+    // Every prefix of a PDF gives a result or a typed error, never a panic.
+    for cut in (0..doc.pdf.len()).step_by(97) {
+        match extract(&doc.pdf[..cut], &template(), &opts) {
+            Ok(_) => {}
+            Err(e) => assert!(
+                ["empty_document", "unsupported_type", "corrupt_document"].contains(&e.code()),
+                "cut {cut}: {e}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn encrypted_pdfs() {
+    let doc = corpus::invoice_en(2);
+    let locked = encrypt(&doc.pdf, "owner", "user-secret");
+    let err = extract(&locked, &doc.template, &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "encrypted_pdf");
+    assert!(err.to_string().contains("password"), "{err}");
+    assert_eq!(
+        page_count(&locked, &Options::default()).unwrap_err().code(),
+        "encrypted_pdf"
+    );
+    // Only an owner password (no password to open): readable as usual.
+    let owner_only = encrypt(&doc.pdf, "owner", "");
+    let got = extract(&owner_only, &doc.template, &Options::default()).unwrap();
+    assert_eq!(got.result["invoice_no"], doc.expected["invoice_no"]);
+}
+
+#[test]
+fn images_declaring_billions_of_pixels_are_rejected_from_the_header() {
+    let started = Instant::now();
+    let err = extract(
+        &png_header(100_000, 100_000),
+        &template(),
+        &Options::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "image_too_large");
+    assert!(err.to_string().contains("100000x100000"), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    // Under the side limit but over the pixel limit.
+    let opts = Options {
+        max_pixels_per_page: 1_000_000,
+        ..Options::default()
+    };
+    let img = image::GrayImage::from_pixel(1200, 1000, image::Luma([255]));
+    let png = corpus::encode(&img, image::ImageFormat::Png);
+    assert_eq!(code(&png, &opts), "image_too_large");
+}
+
+#[test]
+fn absurd_pdf_page_sizes() {
+    // A scanned-looking page (no text) 200,000 pt wide cannot be rendered
+    // at a usable resolution: typed error, no 14 GB allocation.
+    let huge = write_pdf(&[Page {
+        width: 200_000.0,
+        height: 200_000.0,
+        ..Page::default()
+    }]);
+    assert_eq!(code(&huge, &Options::default()), "page_too_large");
+    // The same size with a text layer needs no rendering and works.
+    let mut p = Page {
+        width: 200_000.0,
+        height: 200_000.0,
+        ..Page::default()
+    };
+    for (i, s) in ["Invoice for big things", "Total 12.50"].iter().enumerate() {
+        p.texts.push(corpus::Text {
+            x: 100.0,
+            y: 100.0 + 30.0 * i as f64,
+            size: 20.0,
+            bold: false,
+            s: s.to_string(),
+        });
+    }
+    let got = extract(&write_pdf(&[p]), &template(), &Options::default()).unwrap();
+    assert_eq!(got.result["total"], json!(12.5));
+    // A zero-size page is corrupt, not a crash.
+    let flat = write_pdf(&[Page {
+        width: 0.0,
+        height: 0.0,
+        ..Page::default()
+    }]);
+    let _ = extract(&flat, &template(), &Options::default());
+}
+
+#[test]
+fn page_limits_and_time_limits() {
+    let a = corpus::invoice_en(0);
+    let pages: Vec<Page> = (0..3).map(|_| Page::a4()).collect();
+    let three = write_pdf(&pages);
+    assert_eq!(page_count(&three, &Options::default()).unwrap(), 3);
+    let opts = Options {
+        max_pages: 2,
+        ..Options::default()
+    };
+    let err = extract(&three, &template(), &opts).unwrap_err();
+    assert_eq!(err.code(), "page_limit_exceeded");
+    assert!(err.to_string().contains("3 pages; the limit is 2"), "{err}");
+    // Time: a scan with a zero page time limit stops at the first check.
+    let png = corpus::encode(
+        &corpus::scan_image(&a.pdf, &corpus::SCANS[2], 0),
+        image::ImageFormat::Png,
+    );
+    let opts = Options {
+        page_time_limit: Duration::ZERO,
+        ..Options::default()
+    };
+    let err = extract(&png, &a.template, &opts).unwrap_err();
+    assert_eq!((err.code(), err.is_transient()), ("timeout", true));
+}
+
+#[test]
+fn unknown_language_is_an_ocr_error_naming_it() {
+    let a = corpus::form_en(0);
+    let png = corpus::encode(
+        &corpus::scan_image(&a.pdf, &corpus::SCANS[2], 0),
+        image::ImageFormat::Png,
+    );
+    let opts = Options {
+        languages: Some(vec!["xyz".into()]),
+        ..Options::default()
+    };
+    let err = extract(&png, &a.template, &opts).unwrap_err();
+    assert_eq!(err.code(), "ocr_failed");
+    assert!(err.to_string().contains("xyz"), "{err}");
+}
+
+#[test]
+fn invalid_template_is_rejected_before_reading() {
+    let mut t = template();
+    t.fields[0].name = String::new();
+    let err = extract(b"%PDF-1.4", &t, &Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Template(_)));
+    assert_eq!(err.code(), "invalid_template");
+}
+
+/// Deterministic mutations of valid documents (bit flips, byte runs,
+/// truncations): a result or a typed error every time, never a panic.
+#[test]
+fn mutated_documents_never_panic() {
+    let doc = corpus::invoice_en(3);
+    let small = corpus::scan_image(&doc.pdf, &corpus::SCANS[2], 3);
+    let small = image::imageops::resize(&small, 300, 420, image::imageops::FilterType::Triangle);
+    let seeds = [
+        doc.pdf.clone(),
+        corpus::encode(&small, image::ImageFormat::Png),
+        corpus::encode(&small, image::ImageFormat::Jpeg),
+        corpus::encode(&small, image::ImageFormat::Tiff),
+    ];
+    let opts = Options {
+        max_pixels_per_page: 2_000_000,
+        dpi: 72,
+        ..Options::default()
+    };
+    let mut rng = corpus::Rng::new(42);
+    for round in 0..160 {
+        let mut m = seeds[round % seeds.len()].clone();
+        for _ in 0..1 + rng.below(8) {
+            let at = rng.below(m.len() as u64) as usize;
+            match rng.below(3) {
+                0 => m[at] ^= 1 << rng.below(8),
+                1 => m[at..].iter_mut().take(16).for_each(|b| *b = 0xFF),
+                _ => m.truncate(at.max(8)),
+            }
+        }
+        if let Err(e) = extract(&m, &template(), &opts) {
+            assert!(!e.code().is_empty(), "round {round}");
+        }
+        let _ = page_count(&m, &opts);
+    }
+}
