@@ -10,3 +10,4 @@ pub mod queue;
 pub mod sniff;
 pub mod status;
 pub mod storage;
+pub mod webhook;

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod health;
 pub mod jobs;
+pub mod results;
 pub mod templates;
 
 use salvo::oapi::ToParameters;
