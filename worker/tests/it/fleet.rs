@@ -47,7 +47,11 @@ async fn count(app: &TestApp, sql: &'static str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_racing_on_500_jobs_process_each_once() {
-    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.worker_concurrency = 4).await;
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.worker_concurrency = 4;
+        c.db_max_connections = 12;
+    })
+    .await;
     let (account, key) = app.account(1000).await;
     let (template, _) = app.template(&key, None).await;
     let n = 500;
@@ -177,4 +181,48 @@ async fn sigterm_stops_gracefully() {
         .expect("the worker stopped within the grace period")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn only_one_janitor_works_at_a_time() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let janitor = paperhook_janitor::Janitor {
+        pool: app.pool.clone(),
+        storage: app.storage.clone(),
+        config: app.config.clone(),
+    };
+    let mut other = app.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(paperhook_janitor::LOCK_KEY)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
+    assert!(
+        !report.leader,
+        "a second janitor must not work while the lock is held"
+    );
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(paperhook_janitor::LOCK_KEY)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    drop(other);
+
+    // Old attempts and finished tasks go, in batches, when their time comes.
+    sqlx::query(
+        "INSERT INTO tasks (kind, ref_id, state, finished_at)
+         SELECT 'job', gen_random_uuid(), 'completed', now() FROM generate_series(1, 1200)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
+    assert!(report.leader);
+    assert_eq!(report.tasks_pruned, 0);
+    let report = janitor
+        .run_once(chrono::Utc::now() + chrono::Duration::days(2))
+        .await
+        .unwrap();
+    assert_eq!(report.tasks_pruned, 1200);
 }
