@@ -14,6 +14,9 @@ ensure_apt ca-certificates curl pkg-config clang libclang-dev \
     tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev poppler-utils
 ensure_postgres "${PAPERHOOK_TEST_DATABASE_URL:-}"
 ensure_seaweedfs
+# The worker tests verify webhook signatures with this third-party verifier.
+python3 -c 'import standardwebhooks' 2>/dev/null ||
+    python3 -m pip install -q standardwebhooks==1.1.0 || die "pip install standardwebhooks failed"
 
 export PAPERHOOK_TEST_DATABASE_URL="$PH_PG_URL"
 # Each test makes its own database; drop those of earlier runs.

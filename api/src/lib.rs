@@ -64,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .push(Router::with_path("job-status").get(routes::jobs::job_status))
         .push(
             Router::with_path("v1")
+                .push(Router::with_path("job-results").post(routes::results::job_results))
+                .push(Router::with_path("jobs/{job_id}/redeliver").post(routes::results::redeliver))
                 .push(
                     Router::with_path("templates")
                         .get(routes::templates::list_templates)

@@ -54,6 +54,22 @@ pub struct Config {
     pub session_ttl_secs: u64,
     pub log_format: String,
     pub log_level: String,
+    pub worker_concurrency: u32,
+    pub worker_lease_secs: u64,
+    pub worker_poll_ms: u64,
+    pub worker_shutdown_grace_secs: u64,
+    pub max_pages: u32,
+    pub zip_max_entries: u32,
+    pub zip_max_total_bytes: u64,
+    pub zip_max_entry_bytes: u64,
+    pub zip_max_ratio: u32,
+    pub webhook_timeout_secs: u64,
+    pub webhook_retry_schedule: String,
+    pub webhook_allow_cidrs: String,
+    pub janitor_interval_secs: u64,
+    pub janitor_batch: i64,
+    pub webhook_attempts_retention_secs: u64,
+    pub tasks_retention_secs: u64,
 }
 
 /// Where uploaded files live, parsed from `storage_url`.
@@ -111,7 +127,64 @@ impl Config {
             ));
         }
         self.keyring()?;
+        if self.worker_concurrency == 0 {
+            return Err(invalid("worker_concurrency", "must be greater than 0"));
+        }
+        if self.worker_lease_secs < 3 {
+            return Err(invalid("worker_lease_secs", "must be at least 3"));
+        }
+        if self.max_pages == 0 || self.zip_max_entries == 0 || self.zip_max_ratio == 0 {
+            return Err(invalid(
+                "max_pages",
+                "max_pages, zip_max_entries and zip_max_ratio must be greater than 0",
+            ));
+        }
+        if self.janitor_batch <= 0 {
+            return Err(invalid("janitor_batch", "must be greater than 0"));
+        }
+        self.webhook_schedule()?;
+        self.webhook_allow_list()?;
         Ok(())
+    }
+
+    /// The delays between webhook attempts, from `webhook_retry_schedule`.
+    pub fn webhook_schedule(&self) -> Result<Vec<Duration>, ConfigError> {
+        crate::webhook::parse_schedule(&self.webhook_retry_schedule)
+            .map_err(|m| invalid("webhook_retry_schedule", m))
+    }
+
+    /// Private networks webhooks may reach, from `webhook_allow_cidrs`.
+    pub fn webhook_allow_list(&self) -> Result<Vec<crate::webhook::Cidr>, ConfigError> {
+        crate::webhook::parse_cidrs(&self.webhook_allow_cidrs)
+            .map_err(|m| invalid("webhook_allow_cidrs", m))
+    }
+
+    pub fn worker_lease(&self) -> Duration {
+        Duration::from_secs(self.worker_lease_secs)
+    }
+
+    pub fn worker_poll(&self) -> Duration {
+        Duration::from_millis(self.worker_poll_ms)
+    }
+
+    pub fn worker_shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.worker_shutdown_grace_secs)
+    }
+
+    pub fn webhook_timeout(&self) -> Duration {
+        Duration::from_secs(self.webhook_timeout_secs)
+    }
+
+    pub fn janitor_interval(&self) -> Duration {
+        Duration::from_secs(self.janitor_interval_secs)
+    }
+
+    pub fn webhook_attempts_retention(&self) -> Duration {
+        Duration::from_secs(self.webhook_attempts_retention_secs)
+    }
+
+    pub fn tasks_retention(&self) -> Duration {
+        Duration::from_secs(self.tasks_retention_secs)
     }
 
     pub fn api_socket_addr(&self) -> Result<SocketAddr, ConfigError> {

@@ -11,3 +11,4 @@ pub mod queue;
 pub mod sniff;
 pub mod status;
 pub mod storage;
+pub mod webhook;

@@ -6,6 +6,7 @@ pub mod job_views;
 pub mod jobs;
 pub mod keys;
 pub mod preview;
+pub mod results;
 pub mod templates;
 
 use salvo::oapi::ToParameters;

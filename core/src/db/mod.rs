@@ -2,6 +2,8 @@
 //! next to their row types.
 
 pub mod accounts;
+pub mod deliveries;
+pub mod documents;
 pub mod jobs;
 pub mod sessions;
 pub mod templates;

@@ -1,0 +1,321 @@
+//! `POST /v1/job-results` (results as JSON or CSV, kept 24 hours after a job
+//! finishes) and `POST /v1/jobs/{job_id}/redeliver` (send the webhooks again).
+
+use paperhook_core::db::documents::{self, DocumentResult};
+use paperhook_core::db::jobs::{self, JobRow};
+use paperhook_core::db::{deliveries, templates};
+use paperhook_core::status;
+use salvo::http::StatusCode;
+use salvo::oapi::extract::PathParam;
+use salvo::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::auth;
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct JobResultsRequest {
+    /// UUID of the job.
+    pub job_id: String,
+    /// `json` (default) or `csv`.
+    pub result_format: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentResultOut {
+    /// Position of the file in the job (0 for a single file; ZIP order otherwise).
+    pub index: i32,
+    pub file_name: Option<String>,
+    /// PROCESS IMAGE SUCCESS or PROCESS IMAGE FAILED.
+    pub status: String,
+    pub pages: Option<i32>,
+    /// The extracted fields (as in the webhook's `result`); null when the document failed.
+    #[salvo(schema(value_type = Option<Object>))]
+    pub result: Option<Value>,
+    pub error: Option<ResultError>,
+}
+
+/// Results of a finished job, as JSON.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobResults {
+    pub job_id: Uuid,
+    pub template_id: Uuid,
+    /// SUCCESS or FAILED.
+    pub status: String,
+    #[salvo(schema(value_type = Object))]
+    pub static_values: Value,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the results will be deleted (24 hours after the job finished).
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub documents: Vec<DocumentResultOut>,
+}
+
+fn parse_job_id(raw: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw.trim()).map_err(|_| {
+        ApiError::unprocessable(
+            "invalid_job_id",
+            format!("job_id must be a UUID, not {raw:?}"),
+        )
+    })
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("job_not_found", "no job with this id")
+}
+
+/// The results of a job: JSON with the job, its `static_values` and each
+/// document's `result`, or CSV with one row per document (header: document
+/// columns, static value keys, then the template's field names). Kept for
+/// 24 hours after the job finishes; then 410 `results_expired`. A job still
+/// running answers 409 `results_not_ready`.
+#[endpoint(
+    tags("jobs"),
+    request_body(content = JobResultsRequest, content_type = "application/json"),
+    responses(
+        (status_code = 200, body = JobResults, description = "JSON results (or text/csv when result_format is csv)"),
+        (status_code = 409, description = "The job has not finished yet (results_not_ready)"),
+        (status_code = 410, description = "The results were deleted 24 hours after the job finished (results_expired)")
+    )
+)]
+pub async fn job_results(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<()> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot).clone();
+    let limit = state.config.max_json_bytes;
+    let input: JobResultsRequest = req
+        .parse_json_with_max_size(limit as usize)
+        .await
+        .map_err(|e| ApiError::from_parse(e, limit, "a JSON body with job_id and result_format"))?;
+    let format = input
+        .result_format
+        .as_deref()
+        .unwrap_or("json")
+        .to_ascii_lowercase();
+    if format != "json" && format != "csv" {
+        return Err(ApiError::unprocessable(
+            "invalid_result_format",
+            format!(
+                "result_format must be \"json\" or \"csv\", not {:?}",
+                input.result_format.unwrap_or_default()
+            ),
+        ));
+    }
+    let id = parse_job_id(&input.job_id)?;
+    let job = jobs::get(&state.pool, account_id, id)
+        .await?
+        .ok_or_else(not_found)?;
+    if !status::is_final(&job.status) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "results_not_ready",
+            format!(
+                "the job is still being processed (status {:?}); results are available once it is SUCCESS or FAILED",
+                job.status
+            ),
+        ));
+    }
+    let retention = chrono::Duration::from_std(state.config.result_retention()).unwrap_or_default();
+    let expires_at = job.finished_at.map(|t| t + retention);
+    if job.results_expired_at.is_some() || expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "results_expired",
+            "the results of this job were deleted 24 hours after it finished and cannot be recovered",
+        ));
+    }
+    let docs = documents::results(&state.pool, job.id).await?;
+    if format == "csv" {
+        let fields = match templates::get_any(&state.pool, job.template_id).await? {
+            Some(t) => field_names(&t.spec.0),
+            None => Vec::new(),
+        };
+        let body = to_csv(&job, &docs, &fields);
+        res.headers_mut().insert(
+            "content-disposition",
+            format!("attachment; filename=\"job-{}.csv\"", job.id)
+                .parse()
+                .expect("ASCII header"),
+        );
+        res.render(Text::Csv(body));
+        return Ok(());
+    }
+    res.render(Json(JobResults {
+        job_id: job.id,
+        template_id: job.template_id,
+        status: job.status.clone(),
+        static_values: job.static_values.0.clone(),
+        finished_at: job.finished_at,
+        expires_at,
+        documents: docs
+            .into_iter()
+            .map(|d| DocumentResultOut {
+                index: d.idx,
+                file_name: d.file_name.or_else(|| job.file_name.clone()),
+                status: d.status,
+                pages: d.pages,
+                result: d.result.map(|r| r.0),
+                error: d.error_code.map(|code| ResultError {
+                    code,
+                    message: d.error_message.unwrap_or_default(),
+                }),
+            })
+            .collect(),
+    }));
+    Ok(())
+}
+
+fn field_names(spec: &Value) -> Vec<String> {
+    spec.get("fields")
+        .and_then(Value::as_array)
+        .map(|fields| {
+            fields
+                .iter()
+                .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One RFC 4180 field: quoted when it holds a comma, quote or line break.
+fn csv_field(out: &mut String, value: &str) {
+    if value.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&value.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(value);
+    }
+}
+
+/// A JSON value as a cell: strings as they are, null empty, anything else
+/// (numbers, booleans, tables) as compact JSON.
+fn cell(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn push_row(out: &mut String, cells: &[String]) {
+    for (i, c) in cells.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        csv_field(out, c);
+    }
+    out.push_str("\r\n");
+}
+
+pub fn to_csv(job: &JobRow, docs: &[DocumentResult], fields: &[String]) -> String {
+    let empty = Map::new();
+    let statics = job.static_values.0.as_object().unwrap_or(&empty);
+    let mut header: Vec<String> = [
+        "job_id",
+        "index",
+        "file_name",
+        "status",
+        "pages",
+        "error_code",
+        "error_message",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    header.extend(statics.keys().cloned());
+    header.extend(fields.iter().cloned());
+    let mut out = String::new();
+    push_row(&mut out, &header);
+    for d in docs {
+        let mut row = vec![
+            job.id.to_string(),
+            d.idx.to_string(),
+            d.file_name
+                .clone()
+                .or_else(|| job.file_name.clone())
+                .unwrap_or_default(),
+            d.status.clone(),
+            d.pages.map(|p| p.to_string()).unwrap_or_default(),
+            d.error_code.clone().unwrap_or_default(),
+            d.error_message.clone().unwrap_or_default(),
+        ];
+        row.extend(statics.values().map(|v| cell(Some(v))));
+        let result = d.result.as_ref().map(|r| &r.0);
+        row.extend(fields.iter().map(|f| cell(result.and_then(|r| r.get(f)))));
+        push_row(&mut out, &row);
+    }
+    out
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Redelivered {
+    pub job_id: Uuid,
+    /// How many webhook deliveries were queued again (one per document).
+    pub queued: u64,
+}
+
+/// Sends every webhook of a finished job again, with the same `webhook-id`
+/// per document and a fresh retry schedule.
+#[endpoint(tags("jobs"), responses((status_code = 202, body = Redelivered)))]
+pub async fn redeliver(
+    job_id: PathParam<String>,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<()> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot).clone();
+    let id = parse_job_id(&job_id.into_inner())?;
+    let job = jobs::get(&state.pool, account_id, id)
+        .await?
+        .ok_or_else(not_found)?;
+    if !status::is_final(&job.status) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_not_finished",
+            "the job is still being processed; its webhooks are sent when each document finishes",
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    let queued = deliveries::redeliver(&mut tx, job.id).await?;
+    tx.commit().await?;
+    if queued == 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "nothing_to_redeliver",
+            "this job has no webhook deliveries (its template had no webhook URL)",
+        ));
+    }
+    res.status_code(StatusCode::ACCEPTED);
+    res.render(Json(Redelivered {
+        job_id: job.id,
+        queued,
+    }));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc4180_quoting() {
+        let mut s = String::new();
+        push_row(
+            &mut s,
+            &["a".into(), "b,c".into(), "say \"hi\"".into(), "x\ny".into()],
+        );
+        assert_eq!(s, "a,\"b,c\",\"say \"\"hi\"\"\",\"x\ny\"\r\n");
+        assert_eq!(cell(Some(&serde_json::json!([{"q": 1}]))), "[{\"q\":1}]");
+        assert_eq!(cell(Some(&Value::Null)), "");
+    }
+}

@@ -1,0 +1,117 @@
+//! Webhook deliveries (one per document, `message_id` stable across
+//! retries) and the record of every attempt.
+
+use sqlx::types::Json;
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::queue;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct DeliveryRow {
+    pub id: Uuid,
+    pub message_id: String,
+    pub account_id: Uuid,
+    pub job_id: Uuid,
+    pub document_id: Uuid,
+    pub state: String,
+    pub payload: Json<serde_json::Value>,
+    pub attempts: i32,
+}
+
+/// Creates the delivery of a finished document and its task (once per document).
+pub async fn create(
+    tx: &mut PgConnection,
+    account_id: Uuid,
+    job_id: Uuid,
+    document_id: Uuid,
+    payload: &serde_json::Value,
+) -> sqlx::Result<()> {
+    let id = Uuid::now_v7();
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO webhook_deliveries (id, message_id, account_id, job_id, document_id, payload)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (document_id) DO NOTHING RETURNING id",
+    )
+    .bind(id)
+    .bind(format!("msg_{}", id.simple()))
+    .bind(account_id)
+    .bind(job_id)
+    .bind(document_id)
+    .bind(Json(payload))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = inserted {
+        queue::enqueue(tx, queue::kind::DELIVERY, id, None).await?;
+    }
+    Ok(())
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<DeliveryRow>> {
+    sqlx::query_as(
+        "SELECT id, message_id, account_id, job_id, document_id, state, payload, attempts
+         FROM webhook_deliveries WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// One attempt as it is recorded.
+#[derive(Debug, Clone, Default)]
+pub struct Attempt {
+    pub status_code: Option<i32>,
+    pub latency_ms: i32,
+    pub response_excerpt: Option<String>,
+    /// timeout | dns | connect | tls | http | refused
+    pub error_class: Option<&'static str>,
+    pub error_message: Option<String>,
+}
+
+/// Records an attempt, counts it, and moves the delivery to `state`
+/// (pending | delivered | failed | gone).
+pub async fn record(
+    tx: &mut PgConnection,
+    id: Uuid,
+    attempt: &Attempt,
+    state: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, response_excerpt,
+                                       error_class, error_message)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(attempt.status_code)
+    .bind(attempt.latency_ms)
+    .bind(&attempt.response_excerpt)
+    .bind(attempt.error_class)
+    .bind(&attempt.error_message)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, state = $2,
+                delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Sends every delivery of the job again (a fresh retry schedule, the same
+/// webhook-id); returns how many were queued.
+pub async fn redeliver(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Result<u64> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0 WHERE job_id = $1 RETURNING id",
+    )
+    .bind(job_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    for id in &ids {
+        queue::enqueue(tx, queue::kind::DELIVERY, *id, None).await?;
+    }
+    Ok(ids.len() as u64)
+}

@@ -1,0 +1,368 @@
+//! The processing side of jobs: documents, their results and the charge
+//! for them, and the job's own status as its documents finish.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::db::jobs::{DocumentRow, JobRow};
+use crate::status;
+
+/// A document to insert when a job is split.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    pub id: Uuid,
+    pub idx: i32,
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+    pub storage_key: Option<String>,
+    /// `Some((code, message))` inserts the document already failed.
+    pub failure: Option<(String, String)>,
+}
+
+pub async fn job_any(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<JobRow>> {
+    sqlx::query_as(
+        "SELECT id, account_id, template_id, status, content_type, file_name, size_bytes, storage_key,
+                static_values, idempotency_key, error_code, error_message, created_at, updated_at,
+                finished_at, file_deleted_at, results_expired_at
+         FROM jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<DocumentRow>> {
+    sqlx::query_as(
+        "SELECT id, job_id, idx, file_name, content_type, storage_key, status, pages,
+                error_code, error_message, created_at, finished_at
+         FROM documents WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Inserts documents; those already there (a retried split) are kept.
+pub async fn insert_all(
+    tx: &mut PgConnection,
+    job_id: Uuid,
+    docs: &[NewDocument],
+) -> sqlx::Result<()> {
+    for d in docs {
+        let (code, message) = d.failure.clone().unzip();
+        let failed = code.is_some();
+        sqlx::query(
+            "INSERT INTO documents (id, job_id, idx, file_name, content_type, storage_key, status,
+                                    error_code, error_message, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $10 THEN now() END)
+             ON CONFLICT (job_id, idx) DO NOTHING",
+        )
+        .bind(d.id)
+        .bind(job_id)
+        .bind(d.idx)
+        .bind(&d.file_name)
+        .bind(&d.content_type)
+        .bind(&d.storage_key)
+        .bind(if failed {
+            status::PROCESS_IMAGE_FAILED
+        } else {
+            status::NEW
+        })
+        .bind(code)
+        .bind(message)
+        .bind(failed)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn set_job_status(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    status: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET status = $2, updated_at = now()
+         WHERE id = $1 AND status NOT IN ('SUCCESS', 'FAILED')",
+    )
+    .bind(job_id)
+    .bind(status)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Fails the whole job (an unreadable ZIP): `stage_status` first, then FAILED.
+pub async fn fail_job(
+    tx: &mut PgConnection,
+    job_id: Uuid,
+    stage_status: &str,
+    code: &str,
+    message: &str,
+) -> sqlx::Result<()> {
+    set_job_status(&mut *tx, job_id, stage_status).await?;
+    sqlx::query(
+        "UPDATE jobs SET status = 'FAILED', error_code = $2, error_message = $3,
+                finished_at = now(), updated_at = now()
+         WHERE id = $1 AND status NOT IN ('SUCCESS', 'FAILED')",
+    )
+    .bind(job_id)
+    .bind(code)
+    .bind(message)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn start(db: impl PgExecutor<'_>, doc_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE documents SET status = 'PROCESSING IMAGE', updated_at = now()
+         WHERE id = $1 AND finished_at IS NULL",
+    )
+    .bind(doc_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Marks the document failed (a no-op if it already finished).
+pub async fn fail(
+    db: impl PgExecutor<'_>,
+    doc_id: Uuid,
+    pages: Option<i32>,
+    code: &str,
+    message: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE documents SET status = 'PROCESS IMAGE FAILED', pages = coalesce($2, pages),
+                error_code = $3, error_message = $4, finished_at = now(), updated_at = now()
+         WHERE id = $1 AND finished_at IS NULL",
+    )
+    .bind(doc_id)
+    .bind(pages)
+    .bind(code)
+    .bind(message)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What charging for a document did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    Charged {
+        balance_after: i64,
+    },
+    /// The ledger already has this document: nothing charged again.
+    AlreadyCharged,
+    /// The balance cannot cover it: nothing charged.
+    Insufficient {
+        balance: i64,
+    },
+}
+
+/// Charges `pages` credits for the document, at most once (the ledger's
+/// unique document_id), never below zero (the balance row is locked and
+/// the update is conditional).
+pub async fn charge(
+    tx: &mut PgConnection,
+    account_id: Uuid,
+    job_id: Uuid,
+    doc_id: Uuid,
+    pages: i64,
+) -> sqlx::Result<Charge> {
+    let balance: i64 = sqlx::query_scalar("SELECT credits FROM accounts WHERE id = $1 FOR UPDATE")
+        .bind(account_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let charged: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_ledger WHERE document_id = $1)")
+            .bind(doc_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if charged {
+        return Ok(Charge::AlreadyCharged);
+    }
+    let after: Option<i64> = sqlx::query_scalar(
+        "UPDATE accounts SET credits = credits - $2 WHERE id = $1 AND credits >= $2 RETURNING credits",
+    )
+    .bind(account_id)
+    .bind(pages)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(after) = after else {
+        return Ok(Charge::Insufficient { balance });
+    };
+    sqlx::query(
+        "INSERT INTO credit_ledger (account_id, delta, balance_after, reason, job_id, document_id)
+         VALUES ($1, $2, $3, 'document', $4, $5)",
+    )
+    .bind(account_id)
+    .bind(-pages)
+    .bind(after)
+    .bind(job_id)
+    .bind(doc_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Charge::Charged {
+        balance_after: after,
+    })
+}
+
+/// Stores the result and marks the document succeeded.
+pub async fn succeed(
+    tx: &mut PgConnection,
+    doc: &DocumentRow,
+    pages: i32,
+    result: &serde_json::Value,
+    meta: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO results (document_id, job_id, result, meta) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (document_id) DO UPDATE SET result = EXCLUDED.result, meta = EXCLUDED.meta",
+    )
+    .bind(doc.id)
+    .bind(doc.job_id)
+    .bind(Json(result))
+    .bind(Json(meta))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE documents SET status = 'PROCESS IMAGE SUCCESS', pages = $2, error_code = NULL,
+                error_message = NULL, finished_at = now(), updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(doc.id)
+    .bind(pages)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// After a document finished: when every document of the job has, the job
+/// ends SUCCESS (all succeeded) or FAILED. A single-file job passes through
+/// its document's PROCESS IMAGE status first. Returns whether the job ended.
+pub async fn finish_job_if_done(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Result<bool> {
+    // Lock the job so two last documents finishing together agree.
+    let job: Option<(String, String)> =
+        sqlx::query_as("SELECT status, content_type FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((job_status, content_type)) = job else {
+        return Ok(false);
+    };
+    if status::is_final(&job_status) {
+        return Ok(false);
+    }
+    let (open, failed, total): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE finished_at IS NULL),
+                count(*) FILTER (WHERE status = 'PROCESS IMAGE FAILED'),
+                count(*)
+         FROM documents WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if open > 0 || total == 0 {
+        return Ok(false);
+    }
+    if content_type != "zip" {
+        let stage = if failed > 0 {
+            status::PROCESS_IMAGE_FAILED
+        } else {
+            status::PROCESS_IMAGE_SUCCESS
+        };
+        set_job_status(&mut *tx, job_id, stage).await?;
+    }
+    let (final_status, code, message) = if failed == 0 {
+        (status::SUCCESS, None, None)
+    } else if content_type == "zip" {
+        (
+            status::FAILED,
+            Some("documents_failed".to_owned()),
+            Some(format!(
+                "{failed} of {total} documents failed; see each document's error"
+            )),
+        )
+    } else {
+        let (code, message): (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT error_code, error_message FROM documents WHERE job_id = $1 LIMIT 1",
+        )
+        .bind(job_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        (status::FAILED, code, message)
+    };
+    sqlx::query(
+        "UPDATE jobs SET status = $2, error_code = $3, error_message = $4, finished_at = now(),
+                updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(job_id)
+    .bind(final_status)
+    .bind(code)
+    .bind(message)
+    .execute(&mut *tx)
+    .await?;
+    Ok(true)
+}
+
+/// Claims the job's stored files for deletion once the job is final and no
+/// webhook delivery is pending: returns the keys to delete (the original and
+/// each document's), or nothing if it is not time yet or already done.
+pub async fn take_files_to_delete(
+    db: &mut PgConnection,
+    job_id: Uuid,
+) -> sqlx::Result<Vec<String>> {
+    let original: Option<String> = sqlx::query_scalar(
+        "UPDATE jobs SET file_deleted_at = now()
+         WHERE id = $1 AND file_deleted_at IS NULL AND status IN ('SUCCESS', 'FAILED')
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.job_id = $1 AND d.state = 'pending')
+         RETURNING storage_key",
+    )
+    .bind(job_id)
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some(original) = original else {
+        return Ok(Vec::new());
+    };
+    let mut keys: Vec<String> = sqlx::query_scalar(
+        "SELECT storage_key FROM documents WHERE job_id = $1 AND storage_key IS NOT NULL",
+    )
+    .bind(job_id)
+    .fetch_all(&mut *db)
+    .await?;
+    keys.push(original);
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// A document and its result, for the results API.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DocumentResult {
+    pub idx: i32,
+    pub file_name: Option<String>,
+    pub status: String,
+    pub pages: Option<i32>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub result: Option<Json<serde_json::Value>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+pub async fn results(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Vec<DocumentResult>> {
+    sqlx::query_as(
+        "SELECT d.idx, d.file_name, d.status, d.pages, d.error_code, d.error_message, r.result,
+                d.finished_at
+         FROM documents d LEFT JOIN results r ON r.document_id = d.id
+         WHERE d.job_id = $1 ORDER BY d.idx",
+    )
+    .bind(job_id)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,251 @@
+//! Webhook signing (Standard Webhooks), the retry schedule, and the SSRF
+//! guard's address rules. Sending is the worker's; this module does no I/O.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("the webhook secret is not a whsec_ base64 string")]
+    BadSecret,
+}
+
+/// The `webhook-signature` value: `v1,<base64 HMAC-SHA256 of id.timestamp.body>`,
+/// keyed by the base64 part of the `whsec_` secret.
+pub fn sign(
+    secret: &str,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<String, WebhookError> {
+    let key = B64
+        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+        .map_err(|_| WebhookError::BadSecret)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|_| WebhookError::BadSecret)?;
+    mac.update(msg_id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Ok(format!("v1,{}", B64.encode(mac.finalize().into_bytes())))
+}
+
+/// Parses `5s,1m,5m,30m,2h`: the delays before each retry.
+pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (num, unit) = part.split_at(
+            part.find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(part.len()),
+        );
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{part:?} is not a delay like 5s, 1m, 2h or 1d"))?;
+        let secs = match unit {
+            "s" | "" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86400,
+            _ => return Err(format!("{part:?} has an unknown unit; use s, m, h or d")),
+        };
+        out.push(Duration::from_secs(secs));
+    }
+    Ok(out)
+}
+
+/// A network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Parses `10.0.0.0/8, 127.0.0.1/32, ::1/128` (a bare address is a /32 or /128).
+pub fn parse_cidrs(text: &str) -> Result<Vec<Cidr>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            let (addr, prefix) = part.split_once('/').unwrap_or((part, ""));
+            let addr: IpAddr = addr
+                .parse()
+                .map_err(|_| format!("{part:?} is not a CIDR like 10.0.0.0/8"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = if prefix.is_empty() {
+                max
+            } else {
+                prefix
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(|| format!("{part:?} has an invalid prefix length"))?
+            };
+            Ok(Cidr {
+                addr: canonical(addr),
+                prefix,
+            })
+        })
+        .collect()
+}
+
+/// IPv4-mapped IPv6 addresses are checked as the IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Why an address is refused as a webhook target by default, if it is:
+/// anything that is not a public unicast address.
+pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.is_private() || (o[0] == 100 && (o[1] & 0xC0) == 64) {
+                Some("private")
+            } else if v4.is_link_local() {
+                // 169.254.169.254 is the cloud metadata service.
+                Some("link-local or metadata")
+            } else if v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || o[0] == 0
+                || o[0] >= 240
+            {
+                Some("reserved")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() || v6.is_multicast() {
+                Some("reserved")
+            } else if (seg[0] & 0xfe00) == 0xfc00 {
+                // fc00::/7, which also holds AWS's fd00:ec2::254 metadata address.
+                Some("private")
+            } else if (seg[0] & 0xffc0) == 0xfe80 {
+                Some("link-local or metadata")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// The reason `ip` may not be reached, unless the allow-list covers it.
+pub fn refused(ip: IpAddr, allow: &[Cidr]) -> Option<&'static str> {
+    let reason = forbidden_reason(ip)?;
+    if allow.iter().any(|c| c.contains(ip)) {
+        None
+    } else {
+        Some(reason)
+    }
+}
+
+/// The delay before retry number `retry` (1-based), jittered by ±10%, or
+/// `None` when the schedule is spent. `retry_after` (from the receiver)
+/// lengthens it, up to the longest delay of the schedule.
+pub fn next_delay(
+    schedule: &[Duration],
+    retry: usize,
+    retry_after: Option<Duration>,
+    unit_jitter: f64,
+) -> Option<Duration> {
+    let base = *schedule.get(retry.checked_sub(1)?)?;
+    let jittered = base.mul_f64(1.0 + 0.2 * (unit_jitter.clamp(0.0, 1.0) - 0.5));
+    let longest = schedule.iter().max().copied().unwrap_or_default();
+    Some(match retry_after {
+        Some(after) if after > jittered => after.min(longest.max(jittered)),
+        _ => jittered,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_webhooks_known_answer() {
+        let sig = sign(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        )
+        .unwrap();
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn schedules() {
+        let s = parse_schedule("5s, 1m,2h,1d").unwrap();
+        assert_eq!(s, [5, 60, 7200, 86400].map(Duration::from_secs).to_vec());
+        assert!(parse_schedule("5x").is_err());
+        assert!(parse_schedule("m").is_err());
+        assert_eq!(next_delay(&s, 1, None, 0.5), Some(Duration::from_secs(5)));
+        assert_eq!(next_delay(&s, 5, None, 0.5), None);
+        assert_eq!(next_delay(&s, 0, None, 0.5), None);
+        let d = next_delay(&s, 2, None, 1.0).unwrap();
+        assert_eq!(d, Duration::from_secs(66));
+        let d = next_delay(&s, 1, Some(Duration::from_secs(120)), 0.5).unwrap();
+        assert_eq!(d, Duration::from_secs(120));
+        let d = next_delay(&s, 1, Some(Duration::from_secs(10 * 86400)), 0.5).unwrap();
+        assert_eq!(d, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn ssrf_rules() {
+        let allow = parse_cidrs("127.0.0.1/32, 10.1.0.0/16").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(refused(ip("127.0.0.1"), &[]), Some("loopback"));
+        assert_eq!(refused(ip("127.0.0.1"), &allow), None);
+        assert_eq!(refused(ip("127.0.0.2"), &allow), Some("loopback"));
+        assert_eq!(refused(ip("10.1.2.3"), &allow), None);
+        assert_eq!(refused(ip("10.2.2.3"), &allow), Some("private"));
+        assert_eq!(refused(ip("192.168.1.1"), &[]), Some("private"));
+        assert_eq!(
+            refused(ip("169.254.169.254"), &[]),
+            Some("link-local or metadata")
+        );
+        assert_eq!(refused(ip("::ffff:127.0.0.1"), &[]), Some("loopback"));
+        assert_eq!(refused(ip("::1"), &[]), Some("loopback"));
+        assert_eq!(refused(ip("fd00::1"), &[]), Some("private"));
+        assert_eq!(refused(ip("0.0.0.0"), &[]), Some("reserved"));
+        assert_eq!(refused(ip("93.184.216.34"), &[]), None);
+        assert_eq!(refused(ip("2606:4700::1"), &[]), None);
+        assert!(parse_cidrs("10.0.0.0/33").is_err());
+        assert!(parse_cidrs("nope").is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! paperhook-janitor: enforces retention. Deletes stored files and results
+//! of jobs finished longer ago than `result_retention_secs`, webhook attempt
+//! records past `webhook_attempts_retention_secs`, and finished queue tasks
+//! past `tasks_retention_secs`. Works in `LIMIT` batches until a short
+//! batch; only the process holding the advisory lock works, so any number
+//! may run. The clock is a parameter, so tests move time instead of sleeping.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use paperhook_core::config::Config;
+use paperhook_core::queue;
+use paperhook_core::storage::Storage;
+use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::Postgres;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The advisory lock key of the janitor's leader ("paperhk" in ASCII).
+pub const LOCK_KEY: i64 = 0x0070_6170_6572_686b;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// False when another janitor holds the lock (this one did nothing).
+    pub leader: bool,
+    pub jobs_expired: u64,
+    pub files_deleted: u64,
+    pub attempts_deleted: u64,
+    pub tasks_pruned: u64,
+}
+
+pub struct Janitor {
+    pub pool: PgPool,
+    pub storage: Storage,
+    pub config: Config,
+}
+
+fn ago(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Janitor {
+    /// One pass at time `now`, if this process wins the advisory lock.
+    pub async fn run_once(&self, now: DateTime<Utc>) -> anyhow::Result<Report> {
+        let mut lock: PoolConnection<Postgres> = self
+            .pool
+            .acquire()
+            .await
+            .context("acquiring a connection")?;
+        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .fetch_one(&mut *lock)
+            .await
+            .context("taking the janitor lock")?;
+        if !leader {
+            return Ok(Report::default());
+        }
+        let result = self.sweep(now).await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *lock)
+            .await;
+        let report = result?;
+        if report
+            != (Report {
+                leader: true,
+                ..Report::default()
+            })
+        {
+            tracing::info!(?report, "janitor pass");
+        }
+        Ok(report)
+    }
+
+    async fn sweep(&self, now: DateTime<Utc>) -> anyhow::Result<Report> {
+        let batch = self.config.janitor_batch;
+        let mut report = Report {
+            leader: true,
+            ..Report::default()
+        };
+        let cutoff = ago(now, self.config.result_retention());
+        loop {
+            let (jobs, files) = self.expire_batch(cutoff, batch).await?;
+            report.jobs_expired += jobs;
+            report.files_deleted += files;
+            if (jobs as i64) < batch {
+                break;
+            }
+        }
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM webhook_attempts WHERE id IN (
+                     SELECT id FROM webhook_attempts WHERE attempted_at < $1 LIMIT $2)",
+            )
+            .bind(ago(now, self.config.webhook_attempts_retention()))
+            .bind(batch)
+            .execute(&self.pool)
+            .await
+            .context("deleting old webhook attempts")?
+            .rows_affected();
+            report.attempts_deleted += n;
+            if (n as i64) < batch {
+                break;
+            }
+        }
+        loop {
+            let n = queue::prune(&self.pool, ago(now, self.config.tasks_retention()), batch)
+                .await
+                .context("pruning finished tasks")?;
+            report.tasks_pruned += n;
+            if (n as i64) < batch {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Expires one batch of jobs finished before `cutoff`: deletes their
+    /// stored files (original and documents), then their results, and marks
+    /// them expired. A file that fails to delete keeps its job for the next pass.
+    async fn expire_batch(&self, cutoff: DateTime<Utc>, batch: i64) -> anyhow::Result<(u64, u64)> {
+        let jobs: Vec<(Uuid, String, bool)> = sqlx::query_as(
+            "SELECT id, storage_key, file_deleted_at IS NOT NULL FROM jobs
+             WHERE finished_at < $1 AND results_expired_at IS NULL
+             ORDER BY finished_at LIMIT $2",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .fetch_all(&self.pool)
+        .await
+        .context("finding expired jobs")?;
+        let mut files = 0;
+        let mut done = Vec::new();
+        for (id, key, deleted) in &jobs {
+            let mut ok = true;
+            if !deleted {
+                let mut keys: Vec<String> = sqlx::query_scalar(
+                    "SELECT storage_key FROM documents WHERE job_id = $1 AND storage_key IS NOT NULL",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+                keys.push(key.clone());
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    match self.storage.delete(&k).await {
+                        Ok(()) => files += 1,
+                        Err(e) => {
+                            tracing::warn!(job_id = %id, error = %e, "deleting an expired file failed");
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            if ok {
+                done.push(*id);
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM results WHERE job_id = ANY($1)")
+            .bind(&done)
+            .execute(&mut *tx)
+            .await
+            .context("deleting expired results")?;
+        sqlx::query(
+            "UPDATE jobs SET results_expired_at = now(), file_deleted_at = coalesce(file_deleted_at, now())
+             WHERE id = ANY($1)",
+        )
+        .bind(&done)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        // A failed deletion does not count towards a full batch, so the
+        // loop cannot spin on it: it is retried on the next pass.
+        Ok((done.len() as u64, files))
+    }
+
+    /// Runs passes until `shutdown`, every `janitor_interval_secs`
+    /// (staggered so many janitors do not start together).
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        use rand::Rng;
+        let interval = self.config.janitor_interval();
+        let stagger = interval.mul_f64(rand::rng().random::<f64>() * 0.1);
+        tokio::select! {
+            _ = tokio::time::sleep(stagger) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        while !shutdown.is_cancelled() {
+            let pass = tokio::time::timeout(
+                interval.max(Duration::from_secs(60)),
+                self.run_once(Utc::now()),
+            )
+            .await;
+            match pass {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = ?e, "janitor pass failed"),
+                Err(_) => tracing::error!("janitor pass timed out"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        Ok(())
+    }
+}

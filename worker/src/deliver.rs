@@ -1,0 +1,290 @@
+//! Webhook delivery: one signed POST per document, retried on a schedule.
+//! Steps: load the delivery; check the target (http(s), an address the
+//! SSRF guard allows, pinned for the connection, no redirects); sign and
+//! send; record the attempt; then done, gone, or retry later.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use paperhook_core::db::deliveries::{self, Attempt};
+use paperhook_core::db::{documents, templates};
+use paperhook_core::queue::{self, Task};
+use paperhook_core::webhook;
+use rand::Rng;
+
+use crate::{Retry, Worker};
+
+/// How much of a response body is kept.
+const EXCERPT_BYTES: usize = 2048;
+
+/// What one attempt ended with.
+struct Sent {
+    attempt: Attempt,
+    /// Retrying cannot help (410 Gone, or a refused target).
+    final_state: Option<&'static str>,
+    retry_after: Option<Duration>,
+}
+
+#[tracing::instrument(skip_all, fields(delivery_id = %task.ref_id))]
+pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
+    let Some(delivery) = deliveries::get(&w.pool, task.ref_id).await? else {
+        queue::complete(&w.pool, task, &w.id).await?;
+        return Ok(());
+    };
+    if delivery.state != "pending" {
+        queue::complete(&w.pool, task, &w.id).await?;
+        return Ok(());
+    }
+    let job = documents::job_any(&w.pool, delivery.job_id)
+        .await?
+        .ok_or_else(|| Retry::from("the delivery's job is missing"))?;
+    let template = templates::get_any(&w.pool, job.template_id)
+        .await?
+        .ok_or_else(|| Retry::from("the delivery's template is missing"))?;
+    let body = serde_json::to_vec(&delivery.payload.0)?;
+    let sent = match &template.webhook_url {
+        None => Sent {
+            attempt: Attempt {
+                error_class: Some("refused"),
+                error_message: Some("the template no longer has a webhook URL".into()),
+                ..Attempt::default()
+            },
+            final_state: Some("failed"),
+            retry_after: None,
+        },
+        Some(url) => {
+            let headers: BTreeMap<String, String> = match &template.webhook_headers_enc {
+                Some(enc) => serde_json::from_slice(&w.keyring.decrypt(enc)?)?,
+                None => BTreeMap::new(),
+            };
+            let secret = String::from_utf8(w.keyring.decrypt(&template.webhook_secret_enc)?)?;
+            send(w, url, &headers, &secret, &delivery.message_id, body).await
+        }
+    };
+    let attempts = delivery.attempts as usize + 1;
+    let delay = webhook::next_delay(
+        &w.schedule,
+        attempts,
+        sent.retry_after,
+        rand::rng().random(),
+    );
+    let state = match (sent.final_state, delay) {
+        (Some(state), _) => state,
+        (None, _)
+            if sent
+                .attempt
+                .status_code
+                .is_some_and(|s| (200..300).contains(&s)) =>
+        {
+            "delivered"
+        }
+        (None, Some(_)) => "pending",
+        (None, None) => "failed",
+    };
+    tracing::info!(
+        attempt = attempts,
+        status = sent.attempt.status_code,
+        error_class = sent.attempt.error_class,
+        state,
+        "webhook attempt"
+    );
+    let mut tx = w.pool.begin().await?;
+    deliveries::record(&mut tx, delivery.id, &sent.attempt, state).await?;
+    let settled = if state == "pending" {
+        let after = delay.unwrap_or_default();
+        let run_at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+        let error =
+            sent.attempt.error_message.clone().unwrap_or_else(|| {
+                format!("HTTP {}", sent.attempt.status_code.unwrap_or_default())
+            });
+        queue::retry(&mut *tx, task, &w.id, run_at, &error).await?
+    } else {
+        queue::complete(&mut *tx, task, &w.id).await?
+    };
+    if !settled {
+        return Ok(());
+    }
+    tx.commit().await?;
+    if state != "pending" {
+        w.cleanup_files(job.id)
+            .await
+            .map_err(|e| Retry::from(format!("{e:#}")))?;
+    }
+    Ok(())
+}
+
+fn refused(message: String) -> Sent {
+    Sent {
+        attempt: Attempt {
+            error_class: Some("refused"),
+            error_message: Some(message),
+            ..Attempt::default()
+        },
+        final_state: Some("failed"),
+        retry_after: None,
+    }
+}
+
+fn failed(class: &'static str, message: String, started: Instant) -> Sent {
+    Sent {
+        attempt: Attempt {
+            latency_ms: started.elapsed().as_millis() as i32,
+            error_class: Some(class),
+            error_message: Some(message),
+            ..Attempt::default()
+        },
+        final_state: None,
+        retry_after: None,
+    }
+}
+
+/// The address to connect to: the first one the host resolves to that the
+/// SSRF guard allows, or why there is none.
+pub async fn check_target(
+    url: &url::Url,
+    allow: &[webhook::Cidr],
+) -> Result<SocketAddr, (&'static str, String)> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err((
+            "refused",
+            format!("webhook URLs must be http or https, not {}", url.scheme()),
+        ));
+    }
+    let host = url
+        .host_str()
+        .ok_or(("refused", "the webhook URL has no host".to_owned()))?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| ("dns", format!("{host} could not be resolved: {e}")))?
+            .collect(),
+    };
+    let mut reasons = Vec::new();
+    for addr in &addrs {
+        match webhook::refused(addr.ip(), allow) {
+            None => return Ok(*addr),
+            Some(reason) => reasons.push(format!("{} ({reason})", addr.ip())),
+        }
+    }
+    if reasons.is_empty() {
+        return Err(("dns", format!("{host} resolves to no address")));
+    }
+    Err((
+        "refused",
+        format!(
+            "{host} resolves to {}, which webhooks may not reach; allow it with webhook_allow_cidrs (PAPERHOOK_WEBHOOK_ALLOW_CIDRS)",
+            reasons.join(", ")
+        ),
+    ))
+}
+
+async fn send(
+    w: &Worker,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    secret: &str,
+    msg_id: &str,
+    body: Vec<u8>,
+) -> Sent {
+    let started = Instant::now();
+    let parsed = match url::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return refused(format!("the webhook URL is invalid: {e}")),
+    };
+    let addr = match check_target(&parsed, &w.allow).await {
+        Ok(addr) => addr,
+        Err(("refused", message)) => return refused(message),
+        Err((class, message)) => return failed(class, message, started),
+    };
+    // Pin the checked address: the client must not resolve the name again.
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(w.config.webhook_timeout())
+        .user_agent(concat!("paperhook-webhooks/", env!("CARGO_PKG_VERSION")));
+    if let Some(host) = parsed.host_str() {
+        builder = builder.resolve(host, addr);
+    }
+    let client = match builder.build() {
+        Ok(c) => c,
+        Err(e) => return failed("connect", format!("HTTP client: {e}"), started),
+    };
+    let timestamp = Utc::now().timestamp();
+    let signature = match webhook::sign(secret, msg_id, timestamp, &body) {
+        Ok(s) => s,
+        Err(e) => return refused(e.to_string()),
+    };
+    let mut req = client
+        .post(parsed)
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    let req = req
+        .header("webhook-id", msg_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body);
+    let mut res = match req.send().await {
+        Ok(res) => res,
+        Err(e) => return failed(classify(&e), error_chain(&e), started),
+    };
+    let status = res.status();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let mut excerpt = Vec::new();
+    while excerpt.len() < EXCERPT_BYTES {
+        match res.chunk().await {
+            Ok(Some(chunk)) => {
+                excerpt.extend_from_slice(&chunk[..chunk.len().min(EXCERPT_BYTES - excerpt.len())])
+            }
+            _ => break,
+        }
+    }
+    let code = status.as_u16();
+    Sent {
+        attempt: Attempt {
+            status_code: Some(i32::from(code)),
+            latency_ms: started.elapsed().as_millis() as i32,
+            response_excerpt: Some(String::from_utf8_lossy(&excerpt).into_owned()),
+            error_class: (!status.is_success()).then_some("http"),
+            error_message: (!status.is_success())
+                .then(|| format!("the receiver answered HTTP {code}")),
+        },
+        final_state: (code == 410).then_some("gone"),
+        retry_after,
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn classify(e: &reqwest::Error) -> &'static str {
+    let chain = error_chain(e).to_lowercase();
+    if e.is_timeout() {
+        "timeout"
+    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake")
+    {
+        "tls"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "http"
+    }
+}

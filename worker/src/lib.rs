@@ -1,0 +1,347 @@
+//! paperhook-worker: claims tasks from the PostgreSQL queue (`core::queue`)
+//! and runs them: splits jobs (single files and ZIP batches) into documents,
+//! extracts each document (through `paperhook-extract`, on blocking
+//! threads), charges credits, and delivers webhooks. Owns the claim loop,
+//! leases and graceful shutdown; leaves the queue's SQL to `core` and
+//! document understanding to `extract`.
+//!
+//! Tests drive it step by step with [`Worker::run_once`]; the binary runs
+//! [`Worker::run`] until SIGTERM.
+
+pub mod deliver;
+pub mod pipeline;
+pub mod unzip;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use paperhook_core::config::Config;
+use paperhook_core::crypto::Keyring;
+use paperhook_core::queue::{self, Task};
+use paperhook_core::storage::Storage;
+use paperhook_core::webhook::Cidr;
+use rand::Rng;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Every kind of task a worker runs.
+pub const KINDS: [&str; 3] = [
+    queue::kind::JOB,
+    queue::kind::DOCUMENT,
+    queue::kind::DELIVERY,
+];
+
+/// Why a task did not finish: it goes back to the queue (with backoff)
+/// unless its attempts are spent. Failures that belong to the customer's
+/// document are not errors: handlers record them and complete the task.
+#[derive(Debug)]
+pub struct Retry {
+    pub error: String,
+    /// When to try again; `None` is exponential backoff on the attempt number.
+    pub after: Option<Duration>,
+}
+
+impl<E: std::fmt::Display> From<E> for Retry {
+    fn from(err: E) -> Retry {
+        Retry {
+            error: err.to_string(),
+            after: None,
+        }
+    }
+}
+
+/// What one [`Worker::run_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Worked(usize),
+    Idle,
+}
+
+#[derive(Clone)]
+pub struct Worker(Arc<Inner>);
+
+pub struct Inner {
+    pub pool: PgPool,
+    pub storage: Storage,
+    pub config: Config,
+    pub keyring: Keyring,
+    /// This process's name in `tasks.locked_by`: unique per process.
+    pub id: String,
+    pub schedule: Vec<Duration>,
+    pub allow: Vec<Cidr>,
+}
+
+impl std::ops::Deref for Worker {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Worker {
+    pub fn new(pool: PgPool, storage: Storage, config: Config) -> anyhow::Result<Worker> {
+        config.validate()?;
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        let id = format!(
+            "{host}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        Ok(Worker(Arc::new(Inner {
+            keyring: config.keyring()?,
+            schedule: config.webhook_schedule()?,
+            allow: config.webhook_allow_list()?,
+            pool,
+            storage,
+            config,
+            id,
+        })))
+    }
+
+    /// Claims as many tasks as the concurrency allows and runs them to the
+    /// end, concurrently; also rescues expired leases first.
+    pub async fn run_once(&self) -> anyhow::Result<Outcome> {
+        queue::rescue(&self.pool, Utc::now())
+            .await
+            .context("rescuing expired leases")?;
+        let tasks = self
+            .claim(i64::from(self.config.worker_concurrency))
+            .await?;
+        if tasks.is_empty() {
+            return Ok(Outcome::Idle);
+        }
+        let n = tasks.len();
+        let never = CancellationToken::new();
+        let mut set = JoinSet::new();
+        for task in tasks {
+            set.spawn(self.clone().run_task(task, never.clone()));
+        }
+        while set.join_next().await.is_some() {}
+        Ok(Outcome::Worked(n))
+    }
+
+    async fn claim(&self, limit: i64) -> anyhow::Result<Vec<Task>> {
+        queue::claim(
+            &self.pool,
+            &self.id,
+            &KINDS,
+            limit,
+            self.config.worker_lease(),
+            Utc::now(),
+        )
+        .await
+        .context("claiming tasks")
+    }
+
+    /// Runs until `shutdown` is cancelled: claims while there is capacity,
+    /// wakes on NOTIFY or a jittered poll. On shutdown it stops claiming,
+    /// lets tasks in hand finish within the grace period, then gives the
+    /// rest back to the queue.
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let slots = Arc::new(Semaphore::new(self.config.worker_concurrency as usize));
+        let hard_stop = CancellationToken::new();
+        let mut set = JoinSet::new();
+        let mut listener = None;
+        let mut last_rescue = std::time::Instant::now() - Duration::from_secs(3600);
+        let mut errors = 0u32;
+        tracing::info!(worker = %self.id, concurrency = self.config.worker_concurrency, "worker started");
+        while !shutdown.is_cancelled() {
+            while set.try_join_next().is_some() {}
+            if listener.is_none() {
+                listener = self
+                    .listen()
+                    .await
+                    .map_err(|e| tracing::warn!(error = %e, "LISTEN failed; polling"))
+                    .ok();
+            }
+            if last_rescue.elapsed() >= self.config.worker_lease() / 2 {
+                last_rescue = std::time::Instant::now();
+                match queue::rescue(&self.pool, Utc::now()).await {
+                    Ok(n) if n > 0 => {
+                        tracing::warn!(tasks = n, "rescued tasks with expired leases")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "rescuing expired leases failed"),
+                }
+            }
+            let free = slots.available_permits();
+            let mut claimed = 0;
+            if free > 0 {
+                match self.claim(free as i64).await {
+                    Ok(tasks) => {
+                        errors = 0;
+                        claimed = tasks.len();
+                        for task in tasks {
+                            let permit =
+                                slots.clone().acquire_owned().await.expect("semaphore open");
+                            let worker = self.clone();
+                            let stop = hard_stop.clone();
+                            set.spawn(async move {
+                                worker.run_task(task, stop).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        tracing::error!(error = ?e, "claim failed");
+                        let backoff = Duration::from_millis(250 * 2u64.pow(errors.min(6)));
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.cancelled() => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            if claimed > 0 && claimed == free {
+                // Full: wait for a slot.
+                tokio::select! {
+                    _ = set.join_next() => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                continue;
+            }
+            if claimed > 0 {
+                continue;
+            }
+            let poll = self.config.worker_poll();
+            let jitter = poll.mul_f64(rand::rng().random::<f64>());
+            tokio::select! {
+                note = async {
+                    match listener.as_mut() {
+                        Some(l) => l.recv().await.map(|_| ()),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if note.is_err() {
+                        listener = None;
+                    }
+                }
+                _ = tokio::time::sleep(poll + jitter) => {}
+                Some(_) = set.join_next(), if !set.is_empty() => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        let grace = self.config.worker_shutdown_grace();
+        tracing::info!(
+            in_hand = set.len(),
+            grace_secs = grace.as_secs(),
+            "stopping: finishing tasks in hand"
+        );
+        let drained =
+            tokio::time::timeout(grace, async { while set.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = set.len(),
+                "grace period over: releasing tasks in hand"
+            );
+            hard_stop.cancel();
+            while set.join_next().await.is_some() {}
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+
+    async fn listen(&self) -> sqlx::Result<PgListener> {
+        let mut l = PgListener::connect_with(&self.pool).await?;
+        l.listen(queue::CHANNEL).await?;
+        Ok(l)
+    }
+
+    /// Runs one task on its own tokio task (a panic stays there), renews
+    /// its lease while it runs, and settles the outcome in the queue.
+    async fn run_task(self, task: Task, hard_stop: CancellationToken) {
+        let worker = self.clone();
+        let t = task.clone();
+        let mut handle = tokio::spawn(async move { worker.handle(&t).await });
+        let lease = self.config.worker_lease();
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.tick().await;
+        let joined = loop {
+            tokio::select! {
+                res = &mut handle => break res,
+                _ = tick.tick() => {
+                    match queue::heartbeat(&self.pool, &self.id, &[task.id], lease, Utc::now()).await {
+                        Ok(held) if held.is_empty() => tracing::warn!(task = task.id, "lease lost; its completion will be refused"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(task = task.id, error = %e, "heartbeat failed"),
+                    }
+                }
+                _ = hard_stop.cancelled() => {
+                    handle.abort();
+                    if let Err(e) = queue::release(&self.pool, &task, &self.id).await {
+                        tracing::error!(task = task.id, error = %e, "releasing task failed; its lease will expire");
+                    }
+                    return;
+                }
+            }
+        };
+        let retry = match joined {
+            Ok(Ok(())) => return,
+            Ok(Err(retry)) => retry,
+            Err(e) => Retry {
+                error: if e.is_panic() {
+                    format!("the task panicked: {}", panic_message(e.into_panic()))
+                } else {
+                    "the task was cancelled".to_owned()
+                },
+                after: None,
+            },
+        };
+        tracing::warn!(task = task.id, kind = %task.kind, attempt = task.attempts, error = %retry.error, "task failed; will retry");
+        if task.attempts >= task.max_attempts
+            && let Err(e) = pipeline::give_up(&self, &task, &retry.error).await
+        {
+            tracing::error!(task = task.id, error = ?e, "recording the failure failed");
+        }
+        let after = retry.after.unwrap_or_else(|| {
+            Duration::from_secs(2u64.pow(task.attempts.clamp(0, 10) as u32))
+                .min(Duration::from_secs(600))
+        });
+        let run_at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+        if let Err(e) = queue::retry(&self.pool, &task, &self.id, run_at, &retry.error).await {
+            tracing::error!(task = task.id, error = %e, "putting the task back failed; its lease will expire");
+        }
+    }
+
+    async fn handle(&self, task: &Task) -> Result<(), Retry> {
+        match task.kind.as_str() {
+            queue::kind::JOB => pipeline::split_job(self, task).await,
+            queue::kind::DOCUMENT => pipeline::process_document(self, task).await,
+            queue::kind::DELIVERY => deliver::deliver(self, task).await,
+            other => {
+                tracing::error!(kind = other, "unknown task kind; dropping it");
+                queue::complete(&self.pool, task, &self.id).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes the job's stored files once it is final and delivered.
+    pub async fn cleanup_files(&self, job_id: uuid::Uuid) -> anyhow::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let keys = paperhook_core::db::documents::take_files_to_delete(&mut conn, job_id).await?;
+        drop(conn);
+        for key in keys {
+            // A failure here leaves the file to the janitor's retention sweep.
+            if let Err(e) = self.storage.delete(&key).await {
+                tracing::warn!(job_id = %job_id, error = %e, "deleting a stored file failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

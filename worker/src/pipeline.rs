@@ -1,0 +1,473 @@
+//! The stages of a job: split it into documents (a single file, or a ZIP
+//! batch), then process each document: extract, charge, store, and queue
+//! its webhook.
+
+use std::io::Cursor;
+
+use anyhow::Context;
+use paperhook_core::db::deliveries;
+use paperhook_core::db::documents::{self, Charge, NewDocument};
+use paperhook_core::db::jobs::{DocumentRow, JobRow};
+use paperhook_core::db::templates::{self, TemplateRow};
+use paperhook_core::queue::{self, Task};
+use paperhook_core::status;
+use paperhook_core::storage::StorageError;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::unzip::{self, Entry, Limits, ZipFailure};
+use crate::{Retry, Worker};
+
+/// Splits a job into documents. Steps: load the job; a single file becomes
+/// one document; a ZIP is unpacked entry by entry into stored documents
+/// (or fails as a whole); the documents and their tasks commit together
+/// with the task's completion.
+#[tracing::instrument(skip_all, fields(job_id = %task.ref_id))]
+pub async fn split_job(w: &Worker, task: &Task) -> Result<(), Retry> {
+    let Some(job) = documents::job_any(&w.pool, task.ref_id).await? else {
+        queue::complete(&w.pool, task, &w.id).await?;
+        return Ok(());
+    };
+    if job.status != status::NEW && job.status != status::UNZIPPING_FILE {
+        // Already split by an earlier attempt that committed.
+        queue::complete(&w.pool, task, &w.id).await?;
+        return Ok(());
+    }
+    if job.content_type != "zip" {
+        let doc = NewDocument {
+            id: Uuid::now_v7(),
+            idx: 0,
+            file_name: job.file_name.clone(),
+            content_type: Some(job.content_type.clone()),
+            storage_key: Some(job.storage_key.clone()),
+            failure: None,
+        };
+        let mut tx = w.pool.begin().await?;
+        documents::insert_all(&mut tx, job.id, std::slice::from_ref(&doc)).await?;
+        let id: Uuid = sqlx::query_scalar("SELECT id FROM documents WHERE job_id = $1 AND idx = 0")
+            .bind(job.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        queue::enqueue(&mut tx, queue::kind::DOCUMENT, id, None).await?;
+        documents::set_job_status(&mut *tx, job.id, status::PROCESSING_IMAGE).await?;
+        if queue::complete(&mut *tx, task, &w.id).await? {
+            tx.commit().await?;
+        }
+        return Ok(());
+    }
+    unzip_job(w, task, &job).await
+}
+
+async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<(), Retry> {
+    documents::set_job_status(&w.pool, job.id, status::UNZIPPING_FILE).await?;
+    let archive = match w.storage.get(&job.storage_key).await {
+        Ok(bytes) => bytes,
+        Err(StorageError::NotFound(_)) => {
+            return fail_whole_job(
+                w,
+                task,
+                job,
+                "file_missing",
+                "the uploaded file is no longer in storage",
+                &[],
+            )
+            .await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let limits = Limits {
+        max_entries: w.config.zip_max_entries,
+        max_total_bytes: w.config.zip_max_total_bytes,
+        max_entry_bytes: w.config.zip_max_entry_bytes,
+        max_ratio: w.config.zip_max_ratio,
+    };
+    // The archive is read on a blocking thread; each entry crosses a
+    // one-slot channel and is stored before the next one is unpacked.
+    let (send, mut recv) = tokio::sync::mpsc::channel::<Entry>(1);
+    let scanner = tokio::task::spawn_blocking(move || {
+        unzip::scan(Cursor::new(archive), limits, |entry| {
+            send.blocking_send(entry).map_err(|_| ZipFailure {
+                code: "internal_error",
+                message: "the unpacking was interrupted".into(),
+            })
+        })
+    });
+    let mut docs = Vec::new();
+    let mut stored = Vec::new();
+    let mut store_error = None;
+    while let Some(entry) = recv.recv().await {
+        let idx = docs.len() as i32;
+        let doc = match entry {
+            Entry::Document {
+                name,
+                doc_type,
+                data,
+            } => {
+                let dir = job
+                    .storage_key
+                    .rsplit_once('/')
+                    .map_or(job.storage_key.as_str(), |(dir, _)| dir);
+                let key = format!("{dir}/doc-{idx}");
+                if store_error.is_none() {
+                    match w.storage.put_bytes(&key, data.into()).await {
+                        Ok(()) => stored.push(key.clone()),
+                        Err(e) => store_error = Some(e),
+                    }
+                }
+                NewDocument {
+                    id: Uuid::now_v7(),
+                    idx,
+                    file_name: Some(name),
+                    content_type: Some(doc_type.as_str().to_owned()),
+                    storage_key: Some(key),
+                    failure: None,
+                }
+            }
+            Entry::Rejected {
+                name,
+                code,
+                message,
+            } => NewDocument {
+                id: Uuid::now_v7(),
+                idx,
+                file_name: Some(name),
+                content_type: None,
+                storage_key: None,
+                failure: Some((code.to_owned(), message)),
+            },
+        };
+        docs.push(doc);
+    }
+    let scanned = scanner
+        .await
+        .map_err(|e| Retry::from(format!("unzip panicked: {e}")))?;
+    if let Some(e) = store_error {
+        return Err(e.into());
+    }
+    if let Err(failure) = scanned {
+        return fail_whole_job(w, task, job, failure.code, &failure.message, &stored).await;
+    }
+    if docs.is_empty() {
+        return fail_whole_job(
+            w,
+            task,
+            job,
+            "zip_empty",
+            "the ZIP archive has no documents in its root (folders, __MACOSX/ and dot-files are ignored)",
+            &stored,
+        )
+        .await;
+    }
+    let template = template_of(w, job).await?;
+    let mut tx = w.pool.begin().await?;
+    documents::insert_all(&mut tx, job.id, &docs).await?;
+    documents::set_job_status(&mut *tx, job.id, status::UNZIP_FILE_SUCCESS).await?;
+    let rows = paperhook_core::db::jobs::documents(&mut *tx, job.id).await?;
+    for row in &rows {
+        if row.finished_at.is_none() {
+            queue::enqueue(&mut tx, queue::kind::DOCUMENT, row.id, None).await?;
+        } else if template.webhook_url.is_some() {
+            let payload = failure_payload(job, row);
+            deliveries::create(&mut tx, job.account_id, job.id, row.id, &payload).await?;
+        }
+    }
+    documents::finish_job_if_done(&mut tx, job.id).await?;
+    if !queue::complete(&mut *tx, task, &w.id).await? {
+        return Ok(());
+    }
+    tx.commit().await?;
+    tracing::info!(documents = rows.len(), "ZIP unpacked");
+    w.cleanup_files(job.id)
+        .await
+        .map_err(|e| Retry::from(format!("{e:#}")))?;
+    Ok(())
+}
+
+async fn fail_whole_job(
+    w: &Worker,
+    task: &Task,
+    job: &JobRow,
+    code: &str,
+    message: &str,
+    stored: &[String],
+) -> Result<(), Retry> {
+    for key in stored {
+        let _ = w.storage.delete(key).await;
+    }
+    let mut tx = w.pool.begin().await?;
+    documents::fail_job(&mut tx, job.id, status::UNZIP_FILE_FAILED, code, message).await?;
+    if !queue::complete(&mut *tx, task, &w.id).await? {
+        return Ok(());
+    }
+    tx.commit().await?;
+    tracing::info!(code, "ZIP rejected");
+    w.cleanup_files(job.id)
+        .await
+        .map_err(|e| Retry::from(format!("{e:#}")))?;
+    Ok(())
+}
+
+async fn template_of(w: &Worker, job: &JobRow) -> Result<TemplateRow, Retry> {
+    templates::get_any(&w.pool, job.template_id)
+        .await?
+        .ok_or_else(|| {
+            Retry::from(format!(
+                "template {} of job {} is missing",
+                job.template_id, job.id
+            ))
+        })
+}
+
+/// `document`: index, file name and pages, as the payloads carry it.
+fn document_json(job: &JobRow, doc: &DocumentRow, pages: Option<i32>) -> Value {
+    json!({
+        "index": doc.idx,
+        "file_name": doc.file_name.clone().or_else(|| job.file_name.clone()),
+        "pages": pages.or(doc.pages),
+    })
+}
+
+/// The seed's success payload plus `document` and `status`.
+pub fn success_payload(job: &JobRow, doc: &DocumentRow, pages: i32, result: &Value) -> Value {
+    json!({
+        "job_id": job.id,
+        "template_id": job.template_id,
+        "static_values": job.static_values.0,
+        "result": result,
+        "document": document_json(job, doc, Some(pages)),
+        "status": status::SUCCESS,
+    })
+}
+
+/// A failed document's payload: no result, an error instead.
+pub fn failure_payload(job: &JobRow, doc: &DocumentRow) -> Value {
+    json!({
+        "job_id": job.id,
+        "template_id": job.template_id,
+        "static_values": job.static_values.0,
+        "document": document_json(job, doc, None),
+        "status": status::FAILED,
+        "error": {
+            "code": doc.error_code.clone().unwrap_or_else(|| "processing_failed".into()),
+            "message": doc.error_message.clone().unwrap_or_default(),
+        },
+    })
+}
+
+/// Processes one document. Steps: load it, its job and template; mark it
+/// PROCESSING IMAGE; read the file; extract on a blocking thread; then in
+/// one transaction charge, store the result, queue the webhook, maybe end
+/// the job, and complete the task.
+#[tracing::instrument(skip_all, fields(document_id = %task.ref_id))]
+pub async fn process_document(w: &Worker, task: &Task) -> Result<(), Retry> {
+    let Some(doc) = documents::get(&w.pool, task.ref_id).await? else {
+        queue::complete(&w.pool, task, &w.id).await?;
+        return Ok(());
+    };
+    if doc.finished_at.is_some() {
+        queue::complete(&w.pool, task, &w.id).await?;
+        return Ok(());
+    }
+    let job = documents::job_any(&w.pool, doc.job_id)
+        .await?
+        .ok_or_else(|| Retry::from("the document's job is missing"))?;
+    let template = template_of(w, &job).await?;
+    documents::start(&w.pool, doc.id).await?;
+    documents::set_job_status(&w.pool, job.id, status::PROCESSING_IMAGE).await?;
+    let key = doc.storage_key.clone().unwrap_or_default();
+    let data = match w.storage.get(&key).await {
+        Ok(data) => data,
+        Err(StorageError::NotFound(_) | StorageError::InvalidKey(_)) => {
+            return finish_failed(
+                w,
+                task,
+                &job,
+                &template,
+                &doc,
+                None,
+                "file_missing",
+                "the document is no longer in storage",
+            )
+            .await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let spec = template.spec.0.clone();
+    let max_pages = w.config.max_pages;
+    let started = std::time::Instant::now();
+    let extracted = tokio::task::spawn_blocking(move || {
+        let template = paperhook_extract::Template::from_json(spec)?;
+        let opts = paperhook_extract::Options {
+            max_pages,
+            ..paperhook_extract::Options::default()
+        };
+        paperhook_extract::extract(&data, &template, &opts)
+    })
+    .await
+    .map_err(|e| Retry::from(format!("extraction panicked: {e}")))?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "extracted");
+    let extraction = match extracted {
+        Ok(x) => x,
+        Err(e) if e.is_transient() => {
+            return Err(Retry::from(format!("{} ({})", e, e.code())));
+        }
+        Err(e) => {
+            return finish_failed(
+                w,
+                task,
+                &job,
+                &template,
+                &doc,
+                None,
+                e.code(),
+                &e.to_string(),
+            )
+            .await;
+        }
+    };
+    let pages = extraction.pages.max(1) as i32;
+    if !extraction.missing_required.is_empty() {
+        let message = format!(
+            "required fields were not found in the document: {}",
+            extraction.missing_required.join(", ")
+        );
+        return finish_failed(
+            w,
+            task,
+            &job,
+            &template,
+            &doc,
+            Some(pages),
+            "required_field_missing",
+            &message,
+        )
+        .await;
+    }
+    let result = Value::Object(extraction.result);
+    let meta = serde_json::to_value(&extraction.fields).unwrap_or(Value::Null);
+
+    let mut tx = w.pool.begin().await?;
+    match documents::charge(&mut tx, job.account_id, job.id, doc.id, i64::from(pages)).await? {
+        Charge::Insufficient { balance } => {
+            drop(tx);
+            let message = format!(
+                "the document has {pages} page(s) and costs {pages} credit(s); the account has {balance}"
+            );
+            return finish_failed(
+                w,
+                task,
+                &job,
+                &template,
+                &doc,
+                Some(pages),
+                "insufficient_credits",
+                &message,
+            )
+            .await;
+        }
+        Charge::Charged { .. } | Charge::AlreadyCharged => {}
+    }
+    documents::succeed(&mut tx, &doc, pages, &result, &meta).await?;
+    if template.webhook_url.is_some() {
+        let payload = success_payload(&job, &doc, pages, &result);
+        deliveries::create(&mut tx, job.account_id, job.id, doc.id, &payload).await?;
+    }
+    documents::finish_job_if_done(&mut tx, job.id).await?;
+    if !queue::complete(&mut *tx, task, &w.id).await? {
+        tracing::warn!("lease lost before completion; another worker owns the document");
+        return Ok(());
+    }
+    tx.commit().await?;
+    tracing::info!(pages, "document succeeded");
+    w.cleanup_files(job.id)
+        .await
+        .map_err(|e| Retry::from(format!("{e:#}")))?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish_failed(
+    w: &Worker,
+    task: &Task,
+    job: &JobRow,
+    template: &TemplateRow,
+    doc: &DocumentRow,
+    pages: Option<i32>,
+    code: &str,
+    message: &str,
+) -> Result<(), Retry> {
+    let mut tx = w.pool.begin().await?;
+    documents::fail(&mut *tx, doc.id, pages, code, message).await?;
+    if template.webhook_url.is_some() {
+        let failed = documents::get(&mut *tx, doc.id)
+            .await?
+            .context("document vanished")?;
+        let payload = failure_payload(job, &failed);
+        deliveries::create(&mut tx, job.account_id, job.id, doc.id, &payload).await?;
+    }
+    documents::finish_job_if_done(&mut tx, job.id).await?;
+    if !queue::complete(&mut *tx, task, &w.id).await? {
+        return Ok(());
+    }
+    tx.commit().await?;
+    tracing::info!(code, "document failed");
+    w.cleanup_files(job.id)
+        .await
+        .map_err(|e| Retry::from(format!("{e:#}")))?;
+    Ok(())
+}
+
+/// A task out of attempts: record the failure on what it was for, so the
+/// job still ends (its task is failed by the queue).
+pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<()> {
+    let message = format!("processing failed repeatedly: {error}");
+    match task.kind.as_str() {
+        queue::kind::DOCUMENT => {
+            let Some(doc) = documents::get(&w.pool, task.ref_id).await? else {
+                return Ok(());
+            };
+            let job = documents::job_any(&w.pool, doc.job_id)
+                .await?
+                .context("job missing")?;
+            let mut tx = w.pool.begin().await?;
+            documents::fail(&mut *tx, doc.id, None, "processing_failed", &message).await?;
+            if templates::get_any(&mut *tx, job.template_id)
+                .await?
+                .is_some_and(|t| t.webhook_url.is_some())
+            {
+                let failed = documents::get(&mut *tx, doc.id)
+                    .await?
+                    .context("document vanished")?;
+                deliveries::create(
+                    &mut tx,
+                    job.account_id,
+                    job.id,
+                    doc.id,
+                    &failure_payload(&job, &failed),
+                )
+                .await?;
+            }
+            documents::finish_job_if_done(&mut tx, job.id).await?;
+            tx.commit().await?;
+        }
+        queue::kind::JOB => {
+            let mut tx = w.pool.begin().await?;
+            documents::fail_job(
+                &mut tx,
+                task.ref_id,
+                status::FAILED,
+                "processing_failed",
+                &message,
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        _ => {
+            sqlx::query("UPDATE webhook_deliveries SET state = 'failed' WHERE id = $1 AND state = 'pending'")
+                .bind(task.ref_id)
+                .execute(&w.pool)
+                .await?;
+        }
+    }
+    Ok(())
+}

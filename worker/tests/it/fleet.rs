@@ -1,0 +1,228 @@
+//! Many workers, crashes and races: nothing lost, nothing done twice.
+
+use std::time::Duration;
+
+use paperhook_core::queue;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+/// Inserts `n` single-PDF jobs directly (as the API would) with their own files.
+async fn insert_jobs(app: &TestApp, account: Uuid, template: Uuid, n: usize) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let id = Uuid::now_v7();
+        let key = format!("documents/{account}/{id}/original");
+        app.storage
+            .put_bytes(&key, example_pdf().to_vec().into())
+            .await
+            .unwrap();
+        let mut tx = app.pool.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO jobs (id, account_id, template_id, content_type, file_name, size_bytes, storage_key)
+             VALUES ($1, $2, $3, 'pdf', 'invoice.pdf', $4, $5)",
+        )
+        .bind(id)
+        .bind(account)
+        .bind(template)
+        .bind(example_pdf().len() as i64)
+        .bind(&key)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        queue::enqueue(&mut tx, queue::kind::JOB, id, None)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&app.pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_racing_on_500_jobs_process_each_once() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.worker_concurrency = 4;
+        c.db_max_connections = 12;
+    })
+    .await;
+    let (account, key) = app.account(1000).await;
+    let (template, _) = app.template(&key, None).await;
+    let n = 500;
+    insert_jobs(&app, account, template, n).await;
+    let stop = CancellationToken::new();
+    let a = app.worker.clone();
+    let b = app.another_worker(|_| {});
+    let (sa, sb) = (stop.clone(), stop.clone());
+    let ha = tokio::spawn(async move { a.run(sa).await });
+    let hb = tokio::spawn(async move { b.run(sb).await });
+    eventually(600, "500 jobs to finish", || async {
+        (count(
+            &app,
+            "SELECT count(*) FROM jobs WHERE status IN ('SUCCESS', 'FAILED')",
+        )
+        .await
+            == n as i64)
+            .then_some(())
+    })
+    .await;
+    stop.cancel();
+    ha.await.unwrap().unwrap();
+    hb.await.unwrap().unwrap();
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM jobs WHERE status = 'SUCCESS'").await,
+        n as i64
+    );
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM documents").await,
+        n as i64
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM results").await, n as i64);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM credit_ledger WHERE reason = 'document'"
+        )
+        .await,
+        n as i64
+    );
+    assert_eq!(app.credits(account).await, 1000 - n as i64);
+    // Both workers took part, and no task ran after another had completed it.
+    let workers = count(
+        &app,
+        "SELECT count(DISTINCT last_error) FROM tasks WHERE state = 'failed'",
+    )
+    .await;
+    assert_eq!(workers, 0);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM tasks WHERE state <> 'completed'"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_document_loses_nothing_and_charges_once() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.worker_lease_secs = 3).await;
+    let hook = Receiver::start().await;
+    let (account, key) = app.account(10).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    let job = app.submit(&key, template, "scan.png", example_png()).await;
+
+    let c = &app.config;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_paperhook-worker"))
+        .env("DATABASE_URL", c.database_url.expose_secret())
+        .env("PAPERHOOK_MIGRATE_ON_START", "false")
+        .env("PAPERHOOK_STORAGE_URL", &c.storage_url)
+        .env(
+            "PAPERHOOK_ENCRYPTION_KEYS",
+            c.encryption_keys.expose_secret(),
+        )
+        .env("PAPERHOOK_WORKER_LEASE_SECS", "3")
+        .env("PAPERHOOK_WEBHOOK_ALLOW_CIDRS", "127.0.0.1/32")
+        .env("PAPERHOOK_LOG_LEVEL", "info")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting paperhook-worker");
+    let pool = app.pool.clone();
+    // The scan's OCR takes long enough to catch the worker in the middle.
+    eventually(120, "the worker to start the document", || {
+        let pool = pool.clone();
+        async move {
+            let s: Option<String> =
+                sqlx::query_scalar("SELECT status FROM documents WHERE job_id = $1")
+                    .bind(job)
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap();
+            s.is_some_and(|s| s != "NEW").then_some(())
+        }
+    })
+    .await;
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+
+    // Another worker takes the document over once the lease expires.
+    eventually(60, "the job to finish after the takeover", || async {
+        app.worker.run_once().await.unwrap();
+        let st = app.job_status(&key, job).await;
+        (st["status"] == "SUCCESS" || st["status"] == "FAILED").then_some(())
+    })
+    .await;
+    app.drain().await;
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "SUCCESS", "{st}");
+    assert_eq!(app.charges(account).await, 1);
+    assert_eq!(app.credits(account).await, 9);
+    assert_eq!(count(&app, "SELECT count(*) FROM results").await, 1);
+    assert_eq!(hook.received().len(), 1);
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.worker_shutdown_grace_secs = 10).await;
+    let stop = CancellationToken::new();
+    let w = app.worker.clone();
+    let s = stop.clone();
+    let handle = tokio::spawn(async move { w.run(s).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(15), handle)
+        .await
+        .expect("the worker stopped within the grace period")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn only_one_janitor_works_at_a_time() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let janitor = paperhook_janitor::Janitor {
+        pool: app.pool.clone(),
+        storage: app.storage.clone(),
+        config: app.config.clone(),
+    };
+    let mut other = app.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(paperhook_janitor::LOCK_KEY)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
+    assert!(
+        !report.leader,
+        "a second janitor must not work while the lock is held"
+    );
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(paperhook_janitor::LOCK_KEY)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    drop(other);
+
+    // Old attempts and finished tasks go, in batches, when their time comes.
+    sqlx::query(
+        "INSERT INTO tasks (kind, ref_id, state, finished_at)
+         SELECT 'job', gen_random_uuid(), 'completed', now() FROM generate_series(1, 1200)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
+    assert!(report.leader);
+    assert_eq!(report.tasks_pruned, 0);
+    let report = janitor
+        .run_once(chrono::Utc::now() + chrono::Duration::days(2))
+        .await
+        .unwrap();
+    assert_eq!(report.tasks_pruned, 1200);
+}

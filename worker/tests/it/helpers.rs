@@ -1,0 +1,423 @@
+//! The harness: a fresh database, the API on port 0, a worker stepped with
+//! `run_once`, and a webhook receiver on 127.0.0.1 port 0.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use figment::providers::Format;
+use paperhook_core::config::Config;
+use paperhook_core::crypto::Keyring;
+use paperhook_core::storage::Storage;
+use paperhook_worker::{Outcome, Worker};
+use reqwest::{Client, Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+pub fn admin_url() -> String {
+    std::env::var("PAPERHOOK_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub async fn fresh_database() -> String {
+    let admin = admin_url();
+    let name = format!("paperhook_test_{}", Uuid::new_v4().simple());
+    let pool = PgPool::connect(&admin)
+        .await
+        .expect("connecting to the test PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .expect("creating a test database");
+    pool.close().await;
+    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| {
+        panic!("{k} is not set: run the tests with scripts/test.sh, which starts SeaweedFS")
+    })
+}
+
+pub enum StorageKind {
+    Fs,
+    S3,
+}
+
+pub fn config(database_url: &str, storage: StorageKind, dir: &std::path::Path) -> Config {
+    let mut figment = figment::Figment::from(figment::providers::Toml::string(
+        paperhook_core::config::DEFAULTS,
+    ))
+    .merge(("database_url", database_url))
+    .merge(("api_addr", "127.0.0.1:0"))
+    .merge(("db_acquire_timeout_secs", 5))
+    .merge(("encryption_keys", Keyring::generate_spec(0)))
+    .merge(("webhook_allow_cidrs", "127.0.0.1/32"))
+    .merge(("webhook_retry_schedule", "0s,0s,0s"))
+    .merge(("webhook_timeout_secs", 5));
+    figment = match storage {
+        StorageKind::Fs => figment.merge(("storage_url", format!("file://{}", dir.display()))),
+        StorageKind::S3 => figment
+            .merge((
+                "storage_url",
+                format!(
+                    "s3://{}/worker-{}",
+                    env("PAPERHOOK_TEST_S3_BUCKET"),
+                    Uuid::new_v4().simple()
+                ),
+            ))
+            .merge(("s3_endpoint", env("PAPERHOOK_TEST_S3_ENDPOINT")))
+            .merge(("s3_access_key_id", env("PAPERHOOK_TEST_S3_ACCESS_KEY")))
+            .merge(("s3_secret_access_key", env("PAPERHOOK_TEST_S3_SECRET_KEY"))),
+    };
+    let config: Config = figment.extract().expect("test config");
+    config.validate().expect("valid test config");
+    config
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub pool: PgPool,
+    pub storage: Storage,
+    pub config: Config,
+    pub client: Client,
+    pub worker: Worker,
+    _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(StorageKind::S3, |_| {}).await
+    }
+
+    pub async fn spawn_with(storage: StorageKind, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fresh_database().await;
+        let mut config = config(&db, storage, dir.path());
+        tweak(&mut config);
+        let state = paperhook_api::serve::state(config.clone())
+            .await
+            .expect("app state");
+        let pool = state.pool.clone();
+        let storage = state.storage.clone();
+        let running = paperhook_api::serve::start(state, "127.0.0.1:0")
+            .await
+            .unwrap();
+        let worker = Worker::new(pool.clone(), storage.clone(), config.clone()).unwrap();
+        TestApp {
+            url: format!("http://{}", running.addr),
+            pool,
+            storage,
+            config,
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            worker,
+            _dir: dir,
+        }
+    }
+
+    /// Another worker process's equivalent: same database and storage, its own id.
+    pub fn another_worker(&self, tweak: impl FnOnce(&mut Config)) -> Worker {
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        Worker::new(self.pool.clone(), self.storage.clone(), config).unwrap()
+    }
+
+    pub fn req(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .header("x-auth", key)
+    }
+
+    pub async fn account(&self, credits: i64) -> (Uuid, String) {
+        let (account, key) = paperhook_core::db::accounts::create(&self.pool, "Test Co", credits)
+            .await
+            .unwrap();
+        (account.id, key.key)
+    }
+
+    /// The example template with its webhook at `url` (None: no webhook);
+    /// returns its id and signing secret.
+    pub async fn template(&self, key: &str, url: Option<&str>) -> (Uuid, String) {
+        let mut t: Value =
+            serde_json::from_str(include_str!("../../../examples/template.json")).unwrap();
+        match url {
+            Some(url) => {
+                t["webhook"] =
+                    json!({"url": url, "headers": {"Authorization": "Bearer test-token"}})
+            }
+            None => {
+                t.as_object_mut().unwrap().remove("webhook");
+            }
+        }
+        let (status, body) = send(self.req(Method::POST, "/v1/templates", key).json(&t)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+        let (status, body) = send(self.req(
+            Method::GET,
+            &format!("/v1/templates/{id}/webhook-secret"),
+            key,
+        ))
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (id, body["secret"].as_str().unwrap().to_owned())
+    }
+
+    /// Submits a file; returns the job id.
+    pub async fn submit(&self, key: &str, template: Uuid, name: &str, data: &[u8]) -> Uuid {
+        let form = reqwest::multipart::Form::new()
+            .text("template_id", template.to_string())
+            .text(
+                "static_values",
+                r#"{"company_name": "Acme Corp", "batch": 7}"#,
+            )
+            .part(
+                "actual_image",
+                reqwest::multipart::Part::bytes(data.to_vec()).file_name(name.to_owned()),
+            );
+        let (status, body) =
+            send(self.req(Method::POST, "/process-job", key).multipart(form)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["job_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Steps the worker until the queue has nothing due (deadline 120 s).
+    pub async fn drain(&self) {
+        drain(&self.worker).await
+    }
+
+    pub async fn job_status(&self, key: &str, job: Uuid) -> Value {
+        let (status, body) =
+            send(self.req(Method::GET, &format!("/job-status?job_id={job}"), key)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn credits(&self, account: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT credits FROM accounts WHERE id = $1")
+            .bind(account)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn charges(&self, account: Uuid) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM credit_ledger WHERE account_id = $1 AND reason = 'document'",
+        )
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+}
+
+pub async fn drain(worker: &Worker) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        match worker.run_once().await.expect("run_once") {
+            Outcome::Worked(_) => {}
+            Outcome::Idle => return,
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queue did not drain within 120 s"
+        );
+    }
+}
+
+/// Polls `check` every 50 ms until it returns Some, or panics after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
+    let res = req.send().await.expect("request sent");
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+pub fn example_pdf() -> &'static [u8] {
+    include_bytes!("../../../examples/invoice.pdf")
+}
+
+pub fn example_png() -> &'static [u8] {
+    include_bytes!("../../../examples/invoice.png")
+}
+
+/// A ZIP of the given entries (names ending in `/` are folders).
+pub fn make_zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in entries {
+        let opts = zip::write::SimpleFileOptions::default();
+        if name.ends_with('/') {
+            w.add_directory(*name, opts).unwrap();
+        } else {
+            w.start_file(*name, opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A real HTTP receiver on 127.0.0.1 port 0. It answers the queued statuses
+/// in order (each optionally with a Retry-After), then 200.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<Received>>>,
+    pub answers: Arc<Mutex<VecDeque<u16>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/hook",
+            listener.local_addr().unwrap().port()
+        );
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let answers = Arc::new(Mutex::new(VecDeque::new()));
+        let (g, a) = (got.clone(), answers.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (g, a) = (g.clone(), a.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    let (head_end, length) = loop {
+                        let n = sock.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..pos]).to_string();
+                            let len = head
+                                .lines()
+                                .find_map(|l| {
+                                    let (k, v) = l.split_once(':')?;
+                                    k.eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse::<usize>().ok())?
+                                })
+                                .unwrap_or(0);
+                            break (pos + 4, len);
+                        }
+                    };
+                    while buf.len() < head_end + length {
+                        let n = sock.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let headers = head
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                        .collect();
+                    g.lock().unwrap().push(Received {
+                        headers,
+                        body: buf[head_end..].to_vec(),
+                    });
+                    let status = a.lock().unwrap().pop_front().unwrap_or(200);
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Receiver { url, got, answers }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+/// Verifies a delivery with the third-party PyPI package `standardwebhooks`
+/// (installed by scripts/test.sh); panics with its error otherwise.
+pub fn verify_with_python(secret: &str, got: &Received) {
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+req = json.load(sys.stdin)
+Webhook(req["secret"]).verify(req["body"], req["headers"])
+print("verified")
+"#;
+    let input = json!({
+        "secret": secret,
+        "body": String::from_utf8(got.body.clone()).unwrap(),
+        "headers": {
+            "webhook-id": got.headers["webhook-id"],
+            "webhook-timestamp": got.headers["webhook-timestamp"],
+            "webhook-signature": got.headers["webhook-signature"],
+        },
+    });
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("verified"),
+        "standardwebhooks rejected the signature: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

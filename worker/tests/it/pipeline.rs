@@ -1,0 +1,216 @@
+//! A single document from submission to webhook, credits and results.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn pdf_end_to_end_signed_charged_deleted_and_results() {
+    let app = TestApp::spawn().await;
+    let hook = Receiver::start().await;
+    let (account, key) = app.account(10).await;
+    let (template, secret) = app.template(&key, Some(&hook.url)).await;
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+
+    // Not finished yet: a clear not-ready answer.
+    let (status, body) = send(
+        app.req(Method::POST, "/v1/job-results", &key)
+            .json(&json!({"job_id": job, "result_format": "json"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "results_not_ready");
+
+    app.drain().await;
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "SUCCESS", "{st}");
+    assert_eq!(
+        st["documents"][0]["status"], "PROCESS IMAGE SUCCESS",
+        "{st}"
+    );
+
+    // One signed webhook with the seed's shape plus document and status.
+    let got = hook.received();
+    assert_eq!(got.len(), 1);
+    verify_with_python(&secret, &got[0]);
+    assert_eq!(got[0].headers["authorization"], "Bearer test-token");
+    assert!(got[0].headers["webhook-id"].starts_with("msg_"));
+    let p = got[0].json();
+    assert_eq!(p["job_id"], job.to_string());
+    assert_eq!(p["template_id"], template.to_string());
+    assert_eq!(
+        p["static_values"],
+        json!({"company_name": "Acme Corp", "batch": 7})
+    );
+    assert_eq!(p["status"], "SUCCESS");
+    assert_eq!(
+        p["document"],
+        json!({"index": 0, "file_name": "invoice.pdf", "pages": 1})
+    );
+    assert_eq!(p["result"]["invoice_number"], "INV-2026-0042", "{p}");
+
+    // Charged once: one credit for one page.
+    assert_eq!(app.credits(account).await, 9);
+    assert_eq!(app.charges(account).await, 1);
+
+    // The stored file is gone after delivery.
+    let key_of: String = sqlx::query_scalar("SELECT storage_key FROM jobs WHERE id = $1")
+        .bind(job)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(!app.storage.exists(&key_of).await.unwrap());
+
+    // Results as JSON and CSV.
+    let (status, body) = send(
+        app.req(Method::POST, "/v1/job-results", &key)
+            .json(&json!({"job_id": job, "result_format": "json"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "SUCCESS");
+    assert_eq!(body["static_values"]["company_name"], "Acme Corp");
+    assert_eq!(
+        body["documents"][0]["result"]["invoice_number"],
+        "INV-2026-0042"
+    );
+    let res = app
+        .req(Method::POST, "/v1/job-results", &key)
+        .json(&json!({"job_id": job, "result_format": "csv"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = res.text().await.unwrap();
+    let mut lines = csv.split("\r\n");
+    assert_eq!(
+        lines.next().unwrap(),
+        "job_id,index,file_name,status,pages,error_code,error_message,batch,company_name,invoice_number,invoice_date,total,vendor,line_items"
+    );
+    let row = lines.next().unwrap();
+    assert!(
+        row.starts_with(&format!(
+            "{job},0,invoice.pdf,PROCESS IMAGE SUCCESS,1,,,7,Acme Corp,INV-2026-0042,"
+        )),
+        "{row}"
+    );
+    // The table is one quoted JSON cell.
+    assert!(row.contains("\"[{\"\""), "{row}");
+
+    // Another account's job is unknown.
+    let (_, other) = app.account(1).await;
+    let (status, body) = send(
+        app.req(Method::POST, "/v1/job-results", &other)
+            .json(&json!({"job_id": job, "result_format": "json"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = send(
+        app.req(Method::POST, "/v1/job-results", &key)
+            .json(&json!({"job_id": job, "result_format": "xml"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Redeliver: the same webhook-id again.
+    let (status, body) =
+        send(app.req(Method::POST, &format!("/v1/jobs/{job}/redeliver"), &key)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["queued"], 1);
+    app.drain().await;
+    let got = hook.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].headers["webhook-id"], got[0].headers["webhook-id"]);
+    verify_with_python(&secret, &got[1]);
+    assert_eq!(app.charges(account).await, 1, "redelivery never charges");
+
+    // 25 hours later (the janitor's clock moves, nothing sleeps): expired.
+    let janitor = paperhook_janitor::Janitor {
+        pool: app.pool.clone(),
+        storage: app.storage.clone(),
+        config: app.config.clone(),
+    };
+    let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
+    assert_eq!(report.jobs_expired, 0);
+    let later = chrono::Utc::now() + chrono::Duration::hours(25);
+    let report = janitor.run_once(later).await.unwrap();
+    assert!(report.leader);
+    assert_eq!(report.jobs_expired, 1);
+    let (status, body) = send(
+        app.req(Method::POST, "/v1/job-results", &key)
+            .json(&json!({"job_id": job, "result_format": "csv"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+    assert_eq!(body["error"]["code"], "results_expired");
+    let results: i64 = sqlx::query_scalar("SELECT count(*) FROM results WHERE job_id = $1")
+        .bind(job)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(results, 0);
+}
+
+#[tokio::test]
+async fn insufficient_credits_fails_without_charging() {
+    let app = TestApp::spawn().await;
+    let hook = Receiver::start().await;
+    let (account, key) = app.account(1).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    let first = app.submit(&key, template, "a.pdf", example_pdf()).await;
+    let second = app.submit(&key, template, "b.pdf", example_pdf()).await;
+    app.drain().await;
+    let a = app.job_status(&key, first).await;
+    let b = app.job_status(&key, second).await;
+    let mut statuses = [a["status"].clone(), b["status"].clone()];
+    statuses.sort_by_key(|s| s.to_string());
+    assert_eq!(statuses, [json!("FAILED"), json!("SUCCESS")]);
+    let failed = if a["status"] == "FAILED" { &a } else { &b };
+    assert_eq!(
+        failed["documents"][0]["error"]["code"], "insufficient_credits",
+        "{failed}"
+    );
+    assert_eq!(failed["documents"][0]["status"], "PROCESS IMAGE FAILED");
+    assert_eq!(app.credits(account).await, 0);
+    assert_eq!(app.charges(account).await, 1);
+    let got = hook.received();
+    assert_eq!(got.len(), 2);
+    let failure = got
+        .iter()
+        .map(|r| r.json())
+        .find(|p| p["status"] == "FAILED")
+        .unwrap();
+    assert_eq!(failure["error"]["code"], "insufficient_credits");
+    assert!(failure.get("result").is_none());
+}
+
+#[tokio::test]
+async fn without_webhook_the_file_is_deleted_when_finished() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, None).await;
+    let job = app.submit(&key, template, "scan.png", example_png()).await;
+    app.drain().await;
+    let st = app.job_status(&key, job).await;
+    assert!(
+        st["status"] == "SUCCESS" || st["status"] == "FAILED",
+        "{st}"
+    );
+    let (key_of, deleted): (String, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT storage_key, file_deleted_at FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(deleted.is_some());
+    assert!(!app.storage.exists(&key_of).await.unwrap());
+}

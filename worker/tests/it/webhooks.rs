@@ -1,0 +1,139 @@
+//! Webhook retries, 410, the SSRF guard and the signature known answer.
+
+use paperhook_core::webhook;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[test]
+fn known_answer_vector_from_stack_notes() {
+    let got = webhook::sign(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        1614265330,
+        br#"{"test": 2432232314}"#,
+    )
+    .unwrap();
+    assert_eq!(got, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+}
+
+async fn attempts(app: &TestApp) -> Vec<(Option<i32>, Option<String>)> {
+    sqlx::query_as("SELECT status_code, error_class FROM webhook_attempts ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn failing_twice_then_delivered_with_the_same_id() {
+    let app = TestApp::spawn().await;
+    let hook = Receiver::start().await;
+    hook.answers.lock().unwrap().extend([500, 503]);
+    let (_, key) = app.account(5).await;
+    let (template, secret) = app.template(&key, Some(&hook.url)).await;
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    app.drain().await;
+    let got = hook.received();
+    assert_eq!(got.len(), 3);
+    let id = &got[0].headers["webhook-id"];
+    assert!(got.iter().all(|r| &r.headers["webhook-id"] == id));
+    for r in &got {
+        verify_with_python(&secret, r);
+    }
+    assert_eq!(
+        attempts(&app).await,
+        [
+            (Some(500), Some("http".into())),
+            (Some(503), Some("http".into())),
+            (Some(200), None)
+        ]
+    );
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM webhook_deliveries WHERE job_id = $1")
+            .bind(job)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "delivered");
+}
+
+#[tokio::test]
+async fn gone_stops_and_a_spent_schedule_fails() {
+    let app = TestApp::spawn().await;
+    let hook = Receiver::start().await;
+    hook.answers.lock().unwrap().extend([410]);
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    app.submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    app.drain().await;
+    assert_eq!(hook.received().len(), 1);
+    let state: String = sqlx::query_scalar("SELECT state FROM webhook_deliveries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "gone");
+
+    // 1 attempt + 3 retries, all 500: failed after 4.
+    hook.answers
+        .lock()
+        .unwrap()
+        .extend([500, 500, 500, 500, 500]);
+    app.submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    app.drain().await;
+    assert_eq!(hook.received().len(), 5);
+    let states: Vec<String> =
+        sqlx::query_scalar("SELECT state FROM webhook_deliveries ORDER BY created_at")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(states, ["gone", "failed"]);
+}
+
+#[tokio::test]
+async fn ssrf_guard_refuses_private_targets_unless_allowed() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.webhook_allow_cidrs = String::new()).await;
+    let hook = Receiver::start().await;
+    let (_, key) = app.account(10).await;
+    for url in [
+        hook.url.clone(),
+        "http://localhost:9/x".to_owned(),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        "http://[::1]:9/".to_owned(),
+        "http://10.0.0.1/".to_owned(),
+    ] {
+        let (template, _) = app.template(&key, Some(&url)).await;
+        app.submit(&key, template, "invoice.pdf", example_pdf())
+            .await;
+    }
+    app.drain().await;
+    assert!(hook.received().is_empty(), "a refused target was contacted");
+    let rows: Vec<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT error_class, error_message FROM webhook_attempts")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 5);
+    for (class, message) in rows {
+        assert_eq!(class.as_deref(), Some("refused"), "{message:?}");
+        assert!(message.unwrap().contains("webhook_allow_cidrs"));
+    }
+    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM webhook_deliveries")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert!(states.iter().all(|s| s == "failed"), "{states:?}");
+
+    // With the allow-list the same receiver is reached.
+    let allowed = app.another_worker(|c| c.webhook_allow_cidrs = "127.0.0.0/8".into());
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    app.submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    drain(&allowed).await;
+    assert_eq!(hook.received().len(), 1);
+    let p: Value = hook.received()[0].json();
+    assert_eq!(p["status"], "SUCCESS");
+}

@@ -1,0 +1,234 @@
+//! ZIP batches: one document (and one webhook) per root file, and the rules.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn zip_of_three_files_makes_three_signed_webhooks() {
+    let app = TestApp::spawn().await;
+    let hook = Receiver::start().await;
+    let (account, key) = app.account(10).await;
+    let (template, secret) = app.template(&key, Some(&hook.url)).await;
+    let zip = make_zip(&[
+        ("one.pdf", example_pdf()),
+        ("__MACOSX/._one.pdf", b"resource fork"),
+        (".DS_Store", b"junk"),
+        ("two.pdf", example_pdf()),
+        ("three.pdf", example_pdf()),
+    ]);
+    let job = app.submit(&key, template, "batch.zip", &zip).await;
+    // Two workers share the documents.
+    let other = app.another_worker(|_| {});
+    let (a, b) = tokio::join!(drain(&app.worker), drain(&other));
+    let _ = (a, b);
+    app.drain().await;
+
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "SUCCESS", "{st}");
+    let docs = st["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), 3);
+    assert!(
+        docs.iter().all(|d| d["status"] == "PROCESS IMAGE SUCCESS"),
+        "{st}"
+    );
+
+    let got = hook.received();
+    assert_eq!(got.len(), 3);
+    let ids: HashSet<_> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 3, "each document has its own webhook-id");
+    let mut names: Vec<String> = Vec::new();
+    for r in &got {
+        verify_with_python(&secret, r);
+        let p = r.json();
+        assert_eq!(p["job_id"], job.to_string());
+        assert_eq!(p["status"], "SUCCESS");
+        assert_eq!(p["document"]["pages"], 1);
+        names.push(p["document"]["file_name"].as_str().unwrap().to_owned());
+    }
+    names.sort();
+    assert_eq!(names, ["one.pdf", "three.pdf", "two.pdf"]);
+    assert_eq!(app.credits(account).await, 7);
+    assert_eq!(app.charges(account).await, 3);
+
+    // Every stored file (the ZIP and its documents) is gone.
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT storage_key FROM documents WHERE job_id = $1 UNION ALL SELECT storage_key FROM jobs WHERE id = $1",
+    )
+    .bind(job)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(keys.len(), 4);
+    for k in keys {
+        assert!(!app.storage.exists(&k).await.unwrap(), "{k} still stored");
+    }
+}
+
+/// Sets the "encrypted" flag of the named entry in its local and central headers.
+fn mark_encrypted(mut zip: Vec<u8>, name: &str) -> Vec<u8> {
+    let n = name.as_bytes();
+    let mut i = 0;
+    while i + 46 < zip.len() {
+        if zip[i..].starts_with(b"PK\x03\x04") && zip[i + 30..].starts_with(n) {
+            zip[i + 6] |= 1;
+        }
+        if zip[i..].starts_with(b"PK\x01\x02") && zip[i + 46..].starts_with(n) {
+            zip[i + 8] |= 1;
+        }
+        i += 1;
+    }
+    zip
+}
+
+#[tokio::test]
+async fn zip_rules_give_clear_per_document_reasons() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.zip_max_ratio = 50).await;
+    let hook = Receiver::start().await;
+    let (account, key) = app.account(10).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    let inner = make_zip(&[("x.pdf", example_pdf())]);
+    let mut bomb = b"%PDF-1.4\n".to_vec();
+    bomb.resize(2_000_000, b' ');
+    let zip = make_zip(&[
+        ("good.pdf", example_pdf()),
+        ("folder/", b""),
+        ("folder/inside.pdf", example_pdf()),
+        ("notes.txt", b"hello"),
+        ("inner.zip", &inner),
+        ("../evil.pdf", example_pdf()),
+        ("bomb.pdf", &bomb),
+        ("secret.pdf", example_pdf()),
+    ]);
+    let zip = mark_encrypted(zip, "secret.pdf");
+    let job = app.submit(&key, template, "rules.zip", &zip).await;
+    app.drain().await;
+
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "FAILED", "{st}");
+    assert_eq!(st["error"]["code"], "documents_failed", "{st}");
+    let by_name: Vec<(String, String, Value)> = st["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["file_name"].as_str().unwrap().to_owned(),
+                d["status"].as_str().unwrap().to_owned(),
+                d["error"]["code"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_name,
+        [
+            (
+                "good.pdf".into(),
+                "PROCESS IMAGE SUCCESS".into(),
+                Value::Null
+            ),
+            (
+                "folder/inside.pdf".into(),
+                "PROCESS IMAGE FAILED".into(),
+                json!("zip_entry_in_folder")
+            ),
+            (
+                "notes.txt".into(),
+                "PROCESS IMAGE FAILED".into(),
+                json!("unsupported_type")
+            ),
+            (
+                "inner.zip".into(),
+                "PROCESS IMAGE FAILED".into(),
+                json!("zip_nested")
+            ),
+            (
+                "../evil.pdf".into(),
+                "PROCESS IMAGE FAILED".into(),
+                json!("zip_unsafe_path")
+            ),
+            (
+                "bomb.pdf".into(),
+                "PROCESS IMAGE FAILED".into(),
+                json!("zip_ratio_exceeded")
+            ),
+            (
+                "secret.pdf".into(),
+                "PROCESS IMAGE FAILED".into(),
+                json!("zip_entry_encrypted")
+            ),
+        ]
+    );
+    let folder = &st["documents"][1]["error"]["message"];
+    assert!(folder.as_str().unwrap().contains("root"), "{folder}");
+    // Every document, failed or not, gets its webhook; only the good one is charged.
+    let got = hook.received();
+    assert_eq!(got.len(), 7);
+    assert_eq!(
+        got.iter()
+            .filter(|r| r.json()["status"] == "FAILED")
+            .count(),
+        6
+    );
+    assert_eq!(app.charges(account).await, 1);
+}
+
+#[tokio::test]
+async fn whole_zip_failures() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.zip_max_entries = 3;
+        c.zip_max_total_bytes = 1_000_000;
+    })
+    .await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let pdf = example_pdf();
+    let many = make_zip(&[
+        ("1.pdf", pdf),
+        ("2.pdf", pdf),
+        ("3.pdf", pdf),
+        ("4.pdf", pdf),
+    ]);
+    let mut big = b"%PDF-1.4\n".to_vec();
+    big.resize(600_000, b'x');
+    let huge = make_zip(&[("1.pdf", &big), ("2.pdf", &big)]);
+    let empty = make_zip(&[("__MACOSX/._a", b"x"), ("folder/", b"")]);
+    let mut cases = Vec::new();
+    for (zip, code) in [
+        (many, "zip_too_many_entries"),
+        (huge, "zip_too_large"),
+        (empty, "zip_empty"),
+    ] {
+        cases.push((app.submit(&key, template, "x.zip", &zip).await, code));
+    }
+    // A corrupt ZIP: the right magic, then garbage.
+    let corrupt = app
+        .submit(
+            &key,
+            template,
+            "bad.zip",
+            b"PK\x03\x04 this is not a zip at all",
+        )
+        .await;
+    cases.push((corrupt, "invalid_zip"));
+    app.drain().await;
+    for (job, code) in cases {
+        let st = app.job_status(&key, job).await;
+        assert_eq!(st["status"], "FAILED", "{st}");
+        assert_eq!(st["error"]["code"], code, "{st}");
+        assert!(st["documents"].as_array().unwrap().is_empty());
+        let (key_of, deleted): (String, Option<chrono::DateTime<chrono::Utc>>) =
+            sqlx::query_as("SELECT storage_key, file_deleted_at FROM jobs WHERE id = $1")
+                .bind(job)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert!(deleted.is_some());
+        assert!(!app.storage.exists(&key_of).await.unwrap());
+    }
+}
