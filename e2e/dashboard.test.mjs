@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, mkdir } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { chromium } from 'playwright-core';
 
 const BASE = process.env.PAPERHOOK_E2E_URL;
@@ -122,10 +123,65 @@ test('a job submitted through the API shows up in the jobs list', async () => {
   assert.equal(sub.status, 202);
   await page.click('nav a[href="#/jobs"]');
   await page.waitForSelector(`#jobs a[href="#/jobs/${sub.body.job_id}"]`);
-  await shot('05-jobs');
+  await shot('05-jobs-new');
   await page.click(`#jobs a[href="#/jobs/${sub.body.job_id}"]`);
   await page.waitForSelector('h1:has-text("Job")');
-  await shot('06-job');
+  await shot('06-job-new');
+});
+
+test('a job reaches SUCCESS, its delivery is shown, and it can be redelivered', async () => {
+  const received = [];
+  const receiver = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => { received.push({ headers: req.headers, body: JSON.parse(body) }); res.writeHead(200).end('thanks'); });
+  });
+  await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+  try {
+    const url = `http://127.0.0.1:${receiver.address().port}/hook`;
+    await page.click('nav a[href="#/templates"]');
+    await page.click(`a[href="#/templates/${templateId}"]`);
+    await page.fill('#t-webhook-url', url);
+    await page.click('#save-template');
+    await page.waitForSelector('text=Template saved');
+    await page.click('#send-test-event');
+    await page.waitForFunction(() => /"status_code": 200/.test(document.querySelector('#test-event-result').textContent));
+    await shot('05-webhook-test-event');
+
+    const png = await readFile(new URL('invoice.png', EXAMPLES));
+    const sub = await apiCall('POST', '/process-job', { template_id: templateId, actual_image: png.toString('base64'), static_values: { order: 7 } });
+    assert.equal(sub.status, 202);
+    await page.click('nav a[href="#/jobs"]');
+    await page.selectOption('#status-filter', 'SUCCESS');
+    const deadline = Date.now() + 60_000;
+    // The row of this job with a SUCCESS badge (the list may still show an older load).
+    const row = `#jobs tr:has(a[href="#/jobs/${sub.body.job_id}"]) .badge.SUCCESS`;
+    while (!(await page.$(row))) {
+      assert.ok(Date.now() < deadline, 'the job did not reach SUCCESS within 60 s');
+      await page.click('#refresh-jobs');
+      await page.waitForTimeout(300);
+    }
+    await shot('06-jobs-success');
+    await page.click(`#jobs a[href="#/jobs/${sub.body.job_id}"]`);
+    await page.waitForSelector('.document .result');
+    assert.match(await page.textContent('.document .result'), /INV-2026-0042/);
+    await page.waitForSelector('table.attempts td:has-text("200")');
+    const delivered = received.filter((r) => r.body.job_id === sub.body.job_id);
+    assert.equal(delivered.length, 1);
+    assert.equal(delivered[0].headers.authorization, 'Bearer dashboard-secret-42');
+    assert.deepEqual(delivered[0].body.static_values, { order: 7 });
+    await shot('07-job-delivered');
+    await page.click('#redeliver');
+    const until = Date.now() + 30_000;
+    while (received.filter((r) => r.body.job_id === sub.body.job_id).length < 2) {
+      assert.ok(Date.now() < until, 'the redelivery did not arrive within 30 s');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const again = received.filter((r) => r.body.job_id === sub.body.job_id);
+    assert.equal(again[1].headers['webhook-id'], again[0].headers['webhook-id'], 'same webhook-id on redelivery');
+  } finally {
+    receiver.close();
+  }
 });
 
 test('names with markup are shown as text, never run', async () => {

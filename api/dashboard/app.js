@@ -226,6 +226,19 @@ async function templateEditor(id) {
       parts.push(h('label', {}, 'Columns (JSON)'), h('textarea', { onchange: set((v, el) => { try { loc.columns = JSON.parse(v); el.setCustomValidity(''); } catch (_) { el.setCustomValidity('invalid JSON'); el.reportValidity(); } }) }, JSON.stringify(loc.columns, null, 1)));
       parts.push(h('label', {}, 'End pattern'), h('input', { value: loc.end || '', onchange: set((v) => { loc.end = v || undefined; }) }));
     }
+    const { name: _n, type: _t, required: _r, locator: _l, ...rest } = f;
+    const advanced = h('textarea', {
+      class: 'field-advanced', 'aria-label': 'Post-processing (JSON)',
+      onchange: (ev) => {
+        try {
+          const extra = ev.target.value.trim() ? JSON.parse(ev.target.value) : {};
+          if (typeof extra !== 'object' || Array.isArray(extra)) throw new Error('not an object');
+          for (const k of Object.keys(f)) if (!['name', 'type', 'required', 'locator'].includes(k)) delete f[k];
+          Object.assign(f, extra);
+          ev.target.setCustomValidity('');
+        } catch (_) { ev.target.setCustomValidity('Post-processing must be a JSON object'); ev.target.reportValidity(); }
+      },
+    }, Object.keys(rest).length ? JSON.stringify(rest, null, 1) : '');
     const hit = state.hits[f.name];
     return h('div', { class: 'field' },
       h('div', { class: 'row' },
@@ -235,6 +248,8 @@ async function templateEditor(id) {
         h('div', { class: 'shrink' }, h('label', {}, h('input', { type: 'checkbox', checked: f.required, onchange: (ev) => { f.required = ev.target.checked; } }), ' required')),
         h('div', { class: 'shrink' }, h('button', { class: 'danger', type: 'button', onclick: () => { state.fields.splice(i, 1); renderFields(); } }, 'Remove'))),
       h('div', {}, parts),
+      h('details', {}, h('summary', {}, 'Post-processing (date_formats, decimal_separator, replace, default, validate, …)'),
+        h('p', { class: 'muted' }, 'A JSON object of the field\'s post-processing rules; see extract/README.md.'), advanced),
       hit ? h('p', { class: 'test-value' }, 'Test value: ', h('code', {}, JSON.stringify(hit.value)), hit.confidence != null ? ` · confidence ${Math.round(hit.confidence * 100)}%` : '', hit.source ? ` · ${hit.source}` : '') : null);
   }
 
@@ -247,6 +262,8 @@ async function templateEditor(id) {
       const hit = state.hits[f.name];
       const bb = hit && hit.bbox ? hit.bbox : (f.locator.kind === 'region' ? f.locator.box : null);
       if (!bb || bb.length !== 4) continue;
+      const onPage = hit && hit.page ? hit.page : (typeof f.locator.page === 'number' ? f.locator.page : 1);
+      if (onPage !== (state.page || 1)) continue;
       const b = h('div', { class: `box${hit && hit.bbox ? ' hit' : ''}` }, h('span', {}, f.name || '(unnamed)'));
       b.style.left = `${bb[0] * 100}%`; b.style.top = `${bb[1] * 100}%`;
       b.style.width = `${(bb[2] - bb[0]) * 100}%`; b.style.height = `${(bb[3] - bb[1]) * 100}%`;
@@ -254,8 +271,9 @@ async function templateEditor(id) {
     }
   }
 
-  function showSample(file) {
+  function showSample(file, page = 1) {
     state.sample = file;
+    state.page = page;
     const img = h('img', { alt: 'Sample document', id: 'sample-image' });
     const frame = h('div', { class: 'sample', id: 'sample' }, img);
     let start = null; let ghost = null;
@@ -275,21 +293,26 @@ async function templateEditor(id) {
       const fieldName = (prompt('Name of the new field') || '').trim();
       if (!fieldName) return;
       const f = blankField('region');
-      f.name = fieldName; f.locator.box = box.map((n) => Math.round(n * 1000) / 1000);
+      f.name = fieldName; f.locator.page = state.page; f.locator.box = box.map((n) => Math.round(n * 1000) / 1000);
       state.fields.push(f);
       renderFields();
     });
     if (/^image\/(png|jpeg)$/.test(file.type)) {
       img.src = URL.createObjectURL(file);
     } else {
-      const fd = new FormData(); fd.append('file', file); fd.append('page', '1');
+      const fd = new FormData(); fd.append('file', file); fd.append('page', String(page));
       fetch('/v1/preview/render', { method: 'POST', body: fd, credentials: 'same-origin', headers: { 'x-csrf-token': session.csrf_token } })
         .then(async (r) => { if (!r.ok) throw new Error((await r.json()).error.message); return r.blob(); })
         .then((b) => { img.src = URL.createObjectURL(b); })
         .catch((e) => { sampleBox.append(h('p', { class: 'error' }, `This sample cannot be shown: ${e.message}`)); });
     }
     img.addEventListener('load', renderBoxes);
-    sampleBox.replaceChildren(h('p', { class: 'muted' }, 'Drag on the page to add a region field.'), frame);
+    const paged = !/^image\/(png|jpeg)$/.test(file.type);
+    const nav = paged ? h('div', { class: 'pager' },
+      h('button', { class: 'secondary', type: 'button', disabled: page <= 1, onclick: () => showSample(file, page - 1) }, 'Previous page'),
+      h('span', { id: 'sample-page' }, `Page ${page}`),
+      h('button', { class: 'secondary', type: 'button', id: 'next-page', onclick: () => showSample(file, page + 1) }, 'Next page')) : null;
+    fill(sampleBox, h('p', { class: 'muted' }, 'Drag on the page to add a region field.'), nav, frame);
   }
 
   function collect() {

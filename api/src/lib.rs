@@ -76,6 +76,10 @@ pub fn router(state: AppState) -> Router {
                                 .put(routes::templates::update_template)
                                 .delete(routes::templates::delete_template)
                                 .push(
+                                    Router::with_path("webhook-test")
+                                        .post(routes::templates::send_test_event),
+                                )
+                                .push(
                                     Router::with_path("webhook-secret")
                                         .get(routes::templates::get_webhook_secret)
                                         .push(

@@ -60,7 +60,11 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
                 None => BTreeMap::new(),
             };
             let secret = String::from_utf8(w.keyring.decrypt(&template.webhook_secret_enc)?)?;
-            send(w, url, &headers, &secret, &delivery.message_id, body).await
+            let target = Target {
+                timeout: w.config.webhook_timeout(),
+                allow: &w.allow,
+            };
+            send(&target, url, &headers, &secret, &delivery.message_id, body).await
         }
     };
     let attempts = delivery.attempts as usize + 1;
@@ -183,8 +187,49 @@ pub async fn check_target(
     ))
 }
 
+/// How `send` may reach a receiver.
+pub struct Target<'a> {
+    pub timeout: Duration,
+    pub allow: &'a [webhook::Cidr],
+}
+
+/// Sends one signed test event outside the queue, recording nothing: the
+/// dashboard's "Send test event". Same signing, SSRF guard and timeout as
+/// real deliveries.
+pub async fn send_test(
+    config: &paperhook_core::config::Config,
+    keyring: &paperhook_core::crypto::Keyring,
+    template: &templates::TemplateRow,
+) -> anyhow::Result<(String, Attempt)> {
+    let url = template
+        .webhook_url
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("the template has no webhook URL"))?;
+    let headers: BTreeMap<String, String> = match &template.webhook_headers_enc {
+        Some(enc) => serde_json::from_slice(&keyring.decrypt(enc)?)?,
+        None => BTreeMap::new(),
+    };
+    let secret = String::from_utf8(keyring.decrypt(&template.webhook_secret_enc)?)?;
+    let msg_id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
+    let body = serde_json::to_vec(&serde_json::json!({
+        "type": "test",
+        "job_id": null,
+        "template_id": template.id,
+        "static_values": {},
+        "result": {},
+        "status": "TEST",
+    }))?;
+    let allow = config.webhook_allow_list()?;
+    let target = Target {
+        timeout: config.webhook_timeout(),
+        allow: &allow,
+    };
+    let sent = send(&target, url, &headers, &secret, &msg_id, body).await;
+    Ok((msg_id, sent.attempt))
+}
+
 async fn send(
-    w: &Worker,
+    target: &Target<'_>,
     url: &str,
     headers: &BTreeMap<String, String>,
     secret: &str,
@@ -196,7 +241,7 @@ async fn send(
         Ok(u) => u,
         Err(e) => return refused(format!("the webhook URL is invalid: {e}")),
     };
-    let addr = match check_target(&parsed, &w.allow).await {
+    let addr = match check_target(&parsed, target.allow).await {
         Ok(addr) => addr,
         Err(("refused", message)) => return refused(message),
         Err((class, message)) => return failed(class, message, started),
@@ -204,7 +249,7 @@ async fn send(
     // Pin the checked address: the client must not resolve the name again.
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(w.config.webhook_timeout())
+        .timeout(target.timeout)
         .user_agent(concat!("paperhook-webhooks/", env!("CARGO_PKG_VERSION")));
     if let Some(host) = parsed.host_str() {
         builder = builder.resolve(host, addr);

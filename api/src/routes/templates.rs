@@ -392,6 +392,49 @@ pub async fn rotate_webhook_secret(
     Ok(Json(WebhookSecret { secret }))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct TestEventOut {
+    /// The `webhook-id` the test event carried.
+    webhook_id: String,
+    /// The receiver's HTTP status, if it answered.
+    status_code: Option<i32>,
+    latency_ms: i32,
+    /// The first 2 KiB of the receiver's answer.
+    response_excerpt: Option<String>,
+    /// timeout, dns, connect, tls, http or refused (the SSRF guard).
+    error_class: Option<String>,
+    error_message: Option<String>,
+}
+
+/// Sends a signed test event (`"type": "test"`) to the template's webhook now
+/// and shows what the receiver answered. Nothing is queued or recorded.
+#[endpoint(tags("templates"))]
+pub async fn send_test_event(
+    depot: &mut Depot,
+    id: PathParam<Uuid>,
+) -> ApiResult<Json<TestEventOut>> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot);
+    let row = load(state, account_id, id.into_inner()).await?;
+    if row.webhook_url.is_none() {
+        return Err(invalid_webhook(
+            "the template has no webhook URL; set one first",
+        ));
+    }
+    let (webhook_id, attempt) =
+        paperhook_worker::deliver::send_test(&state.config, &state.keyring, &row)
+            .await
+            .map_err(|e| ApiError::internal("sending a test event", &format!("{e:#}")))?;
+    Ok(Json(TestEventOut {
+        webhook_id,
+        status_code: attempt.status_code,
+        latency_ms: attempt.latency_ms,
+        response_excerpt: attempt.response_excerpt,
+        error_class: attempt.error_class.map(str::to_owned),
+        error_message: attempt.error_message,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

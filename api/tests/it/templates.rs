@@ -185,3 +185,91 @@ async fn another_accounts_template_is_404() {
     let (s, _) = send(app.req(Method::GET, &format!("/v1/templates/{id}"), &alice)).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+/// A one-shot HTTP receiver on 127.0.0.1: returns its URL and the raw request it gets.
+async fn receiver() -> (String, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = Vec::new();
+        // Read until the body announced by content-length has arrived.
+        loop {
+            let n = sock.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len || n == 0 {
+                    break;
+                }
+            }
+        }
+        sock.write_all(
+            b"HTTP/1.1 202 Accepted\r\ncontent-length: 7\r\nconnection: close\r\n\r\ngot it!",
+        )
+        .await
+        .unwrap();
+        let _ = tx.send(String::from_utf8_lossy(&got).to_string());
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn test_event_reaches_the_receiver_signed() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.webhook_allow_cidrs = "127.0.0.0/8".into()
+    })
+    .await;
+    let (_, key) = app.account(10).await;
+    let (url, got) = receiver().await;
+    let mut t = example_template();
+    t["webhook"]["url"] = json!(url);
+    let (_, created) = send(app.req(Method::POST, "/v1/templates", &key).json(&t)).await;
+    let id = created["id"].as_str().unwrap();
+    let (s, out) = send(app.req(
+        Method::POST,
+        &format!("/v1/templates/{id}/webhook-test"),
+        &key,
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    assert_eq!(out["status_code"], 202);
+    assert_eq!(out["response_excerpt"], "got it!");
+    let request = got.await.unwrap().to_ascii_lowercase();
+    assert!(
+        request.contains("authorization: bearer very-secret-token-123"),
+        "{request}"
+    );
+    assert!(request.contains(&format!(
+        "webhook-id: {}",
+        out["webhook_id"].as_str().unwrap().to_ascii_lowercase()
+    )));
+    assert!(request.contains("webhook-signature: v1,"));
+    assert!(request.contains("\"type\":\"test\""));
+
+    // Without the allow-list, loopback targets are refused by the SSRF guard.
+    let strict = TestApp::spawn().await;
+    let (_, key) = strict.account(10).await;
+    let (_, created) = send(strict.req(Method::POST, "/v1/templates", &key).json(&t)).await;
+    let id = created["id"].as_str().unwrap();
+    let (s, out) = send(strict.req(
+        Method::POST,
+        &format!("/v1/templates/{id}/webhook-test"),
+        &key,
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    assert_eq!(out["error_class"], "refused");
+    assert!(out["status_code"].is_null());
+}
