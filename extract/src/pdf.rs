@@ -229,12 +229,11 @@ pub fn render(
     );
     let (pw, ph) = (pixmap.width() as u32, pixmap.height() as u32);
     let rgba = pixmap.data_as_u8_slice();
-    let mut gray = Vec::with_capacity((pw * ph) as usize);
-    for px in rgba.chunks_exact(4) {
-        // Premultiplied over white background already; plain luma.
-        let l = (px[0] as u32 * 299 + px[1] as u32 * 587 + px[2] as u32 * 114) / 1000;
-        gray.push(l as u8);
-    }
+    // Opaque over the white background; integer luma that vectorises.
+    let gray: Vec<u8> = rgba
+        .chunks_exact(4)
+        .map(|px| ((px[0] as u32 * 77 + px[1] as u32 * 150 + px[2] as u32 * 29) >> 8) as u8)
+        .collect();
     let img = GrayImage::from_raw(pw, ph, gray).ok_or_else(|| Error::Corrupt {
         kind: "PDF",
         detail: format!("page {number} rendered to no pixels"),
