@@ -140,7 +140,7 @@ fn sniff(doc: &[u8]) -> Result<Kind, Error> {
 }
 
 /// Number of pages, cheaply: the PDF page tree, TIFF directories, 1 for
-/// other images. Stops counting TIFF pages past `max_pages`.
+/// other images (TIFF directories counted up to 100,000).
 pub fn page_count(doc: &[u8], opts: &Options) -> Result<u32, Error> {
     guard(|| page_count_inner(doc, opts))
 }
@@ -148,7 +148,7 @@ pub fn page_count(doc: &[u8], opts: &Options) -> Result<u32, Error> {
 fn page_count_inner(doc: &[u8], opts: &Options) -> Result<u32, Error> {
     match sniff(doc)? {
         Kind::Pdf => Ok(pdf::open(doc)?.pages().len() as u32),
-        Kind::Tiff => raster::tiff_page_count(doc, opts.max_pages, opts),
+        Kind::Tiff => raster::tiff_page_count(doc, MAX_TIFF_DIRECTORIES, opts),
         Kind::Png | Kind::Jpeg => Ok(1),
     }
 }
@@ -172,6 +172,8 @@ enum Pixels<'a> {
 
 /// Segmentation mode for whole pages.
 const FULL_PSM: Psm = Psm::Auto;
+/// TIFF directories walked at most when counting pages.
+const MAX_TIFF_DIRECTORIES: u32 = 100_000;
 /// Fewer text-layer words than this and the page is treated as a scan.
 const MIN_LAYER_WORDS: usize = 3;
 /// Extra margin around OCR zones, as a fraction of the page: wide enough
@@ -284,25 +286,63 @@ fn read_pages_inner(
             }
             Ok(pages)
         }
-        Kind::Png | Kind::Jpeg | Kind::Tiff => {
-            let images = match kind {
-                Kind::Png => vec![raster::decode_single(doc, ImageFormat::Png, opts)?],
-                Kind::Jpeg => vec![raster::decode_single(doc, ImageFormat::Jpeg, opts)?],
-                _ => raster::decode_tiff(doc, opts)?,
+        Kind::Png | Kind::Jpeg => {
+            let format = if kind == Kind::Png {
+                ImageFormat::Png
+            } else {
+                ImageFormat::Jpeg
             };
-            let n = images.len();
-            (0..n)
-                .into_par_iter()
-                .map(|i| {
-                    ocr_page(
-                        &plan,
-                        None,
-                        Pixels::Image(&images[i]),
-                        i,
-                        &ocr_need(template, opts, i, n),
-                    )
-                })
-                .collect()
+            let image = raster::decode_single(doc, format, opts)?;
+            Ok(vec![ocr_page(
+                &plan,
+                None,
+                Pixels::Image(&image),
+                0,
+                &ocr_need(template, opts, 0, 1),
+            )?])
+        }
+        Kind::Tiff => {
+            let n = raster::tiff_page_count(doc, MAX_TIFF_DIRECTORIES, opts)? as usize;
+            if n > opts.max_pages as usize {
+                return Err(Error::PageLimit {
+                    pages: n as u32,
+                    max: opts.max_pages,
+                });
+            }
+            // Decode a batch of one page per thread, OCR it in parallel,
+            // drop it: memory stays at a few pages whatever the count.
+            let mut reader = raster::TiffPages::new(doc, opts)?;
+            let batch = rayon::current_num_threads().max(1);
+            let mut pages = Vec::with_capacity(n);
+            loop {
+                let mut images = Vec::with_capacity(batch);
+                while images.len() < batch {
+                    match reader.next_page() {
+                        Some(img) => images.push(img?),
+                        None => break,
+                    }
+                }
+                if images.is_empty() {
+                    break;
+                }
+                let first = pages.len();
+                let done: Vec<PageText> = images
+                    .par_iter()
+                    .enumerate()
+                    .map(|(k, img)| {
+                        let i = first + k;
+                        ocr_page(
+                            &plan,
+                            None,
+                            Pixels::Image(img),
+                            i,
+                            &ocr_need(template, opts, i, n),
+                        )
+                    })
+                    .collect::<Result<_, _>>()?;
+                pages.extend(done);
+            }
+            Ok(pages)
         }
     }
 }
