@@ -172,6 +172,12 @@ enum Pixels<'a> {
 
 /// Segmentation mode for whole pages.
 const FULL_PSM: Psm = Psm::Auto;
+/// Embedded PDF images may be larger than a rendered page (a 600 DPI scan
+/// placed on a page rendered at 300 DPI), within reason.
+fn embedded_image_limit(opts: &Options) -> u64 {
+    opts.max_pixels_per_page.saturating_mul(4)
+}
+
 /// TIFF directories walked at most when counting pages.
 const MAX_TIFF_DIRECTORIES: u32 = 100_000;
 /// Fewer text-layer words than this and the page is treated as a scan.
@@ -252,7 +258,6 @@ fn read_pages_inner(
                 });
             }
             let layer: Vec<PageText> = (0..n).map(|i| pdf::page_text(&pdf, i)).collect();
-            drop(pdf);
             let needs: Vec<Need> = layer
                 .iter()
                 .enumerate()
@@ -267,6 +272,10 @@ fn read_pages_inner(
             let todo: Vec<usize> = (0..n)
                 .filter(|&i| !matches!(needs[i], Need::Nothing))
                 .collect();
+            if !todo.is_empty() {
+                pdf::check_images(&pdf, embedded_image_limit(opts))?;
+            }
+            drop(pdf);
             let ocred: Vec<(usize, PageText)> = todo
                 .par_iter()
                 .map_init(
@@ -717,6 +726,7 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
         });
     }
     let pdf = pdf::open(doc)?;
+    pdf::check_images(&pdf, embedded_image_limit(opts))?;
     let n = pdf.pages().len() as u32;
     if page == 0 || page > n {
         return Err(Error::Corrupt {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use hayro::hayro_interpret::font::GlyphRun;
+use hayro::hayro_interpret::hayro_syntax::object::{Name, Object};
 use hayro::hayro_interpret::hayro_syntax::page::Page;
 use hayro::hayro_interpret::hayro_syntax::{LoadPdfError, Pdf};
 use hayro::hayro_interpret::util::TransformExt;
@@ -239,4 +240,32 @@ pub fn render(
         detail: format!("page {number} rendered to no pixels"),
     })?;
     Ok((img, scale as f64 * 72.0))
+}
+
+/// Refuse PDFs embedding an image larger than `max_pixels` before any page
+/// is rendered: the renderer decodes images whole (a CCITT image declaring
+/// 100,000 x 100,000 pixels would allocate 10 GB and abort the process).
+pub fn check_images(pdf: &Pdf, max_pixels: u64) -> Result<(), Error> {
+    for obj in pdf.objects() {
+        let Object::Stream(stream) = obj else {
+            continue;
+        };
+        let dict = stream.dict();
+        if dict
+            .get::<Name<'_>>("Subtype")
+            .is_none_or(|n| n.as_str() != "Image")
+        {
+            continue;
+        }
+        let w = dict.get::<f64>("Width").unwrap_or(0.0).max(0.0);
+        let h = dict.get::<f64>("Height").unwrap_or(0.0).max(0.0);
+        if w * h > max_pixels as f64 {
+            return Err(Error::EmbeddedImageTooLarge {
+                width: w as u64,
+                height: h as u64,
+                max_pixels,
+            });
+        }
+    }
+    Ok(())
 }

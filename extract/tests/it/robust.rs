@@ -164,6 +164,19 @@ fn images_declaring_billions_of_pixels_are_rejected_from_the_header() {
 }
 
 #[test]
+fn pdf_embedding_a_huge_image_is_refused_before_rendering() {
+    let bomb = Page {
+        jpeg: Some((vec![0xFF, 0xD8, 0xFF, 0xD9], 100_000, 100_000)),
+        ..Page::a4()
+    };
+    let started = Instant::now();
+    let err = extract(&write_pdf(&[bomb]), &template(), &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "image_too_large");
+    assert!(err.to_string().contains("100000x100000"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
 fn absurd_pdf_page_sizes() {
     // A scanned-looking page (no text) 200,000 pt wide cannot be rendered
     // at a usable resolution: typed error, no 14 GB allocation.
