@@ -454,7 +454,7 @@ fn ocr_page(
                 }
             }
             deadline_check(start, plan, index)?;
-            let missed = recover_missed(plan, &img, dpi, &words)?;
+            let missed = recover_missed(plan, &img, dpi, &words, start, index)?;
             words.extend(missed);
             words
         }
@@ -500,6 +500,8 @@ fn recover_missed(
     img: &GrayImage,
     dpi: u32,
     words: &[Word],
+    start: Instant,
+    index: usize,
 ) -> Result<Vec<Word>, Error> {
     let (w, h) = img.dimensions();
     let cell = (dpi / 75).max(1);
@@ -591,6 +593,7 @@ fn recover_missed(
     }
     let mut out = Vec::new();
     for b in merged.into_iter().take(MAX_RECOVER) {
+        deadline_check(start, plan, index)?;
         let pad = (word_h * 0.6).ceil() as usize;
         let x0 = (b[0].saturating_sub(pad) as u32 * cell).min(w - 1);
         let y0 = (b[1].saturating_sub(pad) as u32 * cell).min(h - 1);
