@@ -257,6 +257,7 @@ fn read_pages_inner(
                     max: opts.max_pages,
                 });
             }
+            pdf::check_streams(&pdf, embedded_image_limit(opts))?;
             let layer: Vec<PageText> = (0..n).map(|i| pdf::page_text(&pdf, i)).collect();
             let needs: Vec<Need> = layer
                 .iter()
@@ -272,9 +273,6 @@ fn read_pages_inner(
             let todo: Vec<usize> = (0..n)
                 .filter(|&i| !matches!(needs[i], Need::Nothing))
                 .collect();
-            if !todo.is_empty() {
-                pdf::check_images(&pdf, embedded_image_limit(opts))?;
-            }
             drop(pdf);
             let ocred: Vec<(usize, PageText)> = todo
                 .par_iter()
@@ -729,7 +727,7 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
         });
     }
     let pdf = pdf::open(doc)?;
-    pdf::check_images(&pdf, embedded_image_limit(opts))?;
+    pdf::check_streams(&pdf, embedded_image_limit(opts))?;
     let n = pdf.pages().len() as u32;
     if page == 0 || page > n {
         return Err(Error::Corrupt {
