@@ -27,6 +27,12 @@ pub enum Error {
         max_pixels: u64,
         max_side: u32,
     },
+    #[error("the PDF embeds an image of {width}x{height} pixels; the limit is {max_pixels} pixels")]
+    EmbeddedImageTooLarge {
+        width: u64,
+        height: u64,
+        max_pixels: u64,
+    },
     #[error(
         "page {page} is {width_pt:.0}x{height_pt:.0} pt; it cannot be rendered at a usable resolution within {max_pixels} pixels"
     )]
@@ -55,7 +61,7 @@ impl Error {
             Error::Corrupt { .. } => "corrupt_document",
             Error::Encrypted { .. } => "encrypted_pdf",
             Error::PageLimit { .. } => "page_limit_exceeded",
-            Error::ImageTooLarge { .. } => "image_too_large",
+            Error::ImageTooLarge { .. } | Error::EmbeddedImageTooLarge { .. } => "image_too_large",
             Error::PageTooLarge { .. } => "page_too_large",
             Error::Timeout { .. } => "timeout",
             Error::TemplateMismatch { .. } => "template_mismatch",

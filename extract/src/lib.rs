@@ -140,7 +140,7 @@ fn sniff(doc: &[u8]) -> Result<Kind, Error> {
 }
 
 /// Number of pages, cheaply: the PDF page tree, TIFF directories, 1 for
-/// other images. Stops counting TIFF pages past `max_pages`.
+/// other images (TIFF directories counted up to 100,000).
 pub fn page_count(doc: &[u8], opts: &Options) -> Result<u32, Error> {
     guard(|| page_count_inner(doc, opts))
 }
@@ -148,7 +148,7 @@ pub fn page_count(doc: &[u8], opts: &Options) -> Result<u32, Error> {
 fn page_count_inner(doc: &[u8], opts: &Options) -> Result<u32, Error> {
     match sniff(doc)? {
         Kind::Pdf => Ok(pdf::open(doc)?.pages().len() as u32),
-        Kind::Tiff => raster::tiff_page_count(doc, opts.max_pages, opts),
+        Kind::Tiff => raster::tiff_page_count(doc, MAX_TIFF_DIRECTORIES, opts),
         Kind::Png | Kind::Jpeg => Ok(1),
     }
 }
@@ -172,12 +172,26 @@ enum Pixels<'a> {
 
 /// Segmentation mode for whole pages.
 const FULL_PSM: Psm = Psm::Auto;
+/// Embedded PDF images may be larger than a rendered page (a 600 DPI scan
+/// placed on a page rendered at 300 DPI), within reason.
+fn embedded_image_limit(opts: &Options) -> u64 {
+    opts.max_pixels_per_page.saturating_mul(4)
+}
+
+/// TIFF directories walked at most when counting pages.
+const MAX_TIFF_DIRECTORIES: u32 = 100_000;
 /// Fewer text-layer words than this and the page is treated as a scan.
 const MIN_LAYER_WORDS: usize = 3;
-/// Extra margin around OCR zones, as a fraction of the page.
-const ZONE_MARGIN: f64 = 0.015;
+/// Extra margin around OCR zones, as a fraction of the page: wide enough
+/// for a skew's drift sideways, short enough vertically not to pull in
+/// the neighbouring lines (which cost time and confuse segmentation).
+const ZONE_MARGIN_X: f64 = 0.015;
+const ZONE_MARGIN_Y: f64 = 0.006;
 /// A full-page OCR below this mean confidence triggers the 180° check.
 const LOW_CONFIDENCE: f32 = 0.70;
+/// The same for the substantial words of OCR zones, which hold short
+/// values (codes, amounts) read less surely than running text.
+const LOW_ZONE_CONFIDENCE: f32 = 0.55;
 
 struct Plan<'a> {
     languages: String,
@@ -243,8 +257,8 @@ fn read_pages_inner(
                     max: opts.max_pages,
                 });
             }
+            pdf::check_streams(&pdf, embedded_image_limit(opts))?;
             let layer: Vec<PageText> = (0..n).map(|i| pdf::page_text(&pdf, i)).collect();
-            drop(pdf);
             let needs: Vec<Need> = layer
                 .iter()
                 .enumerate()
@@ -259,6 +273,7 @@ fn read_pages_inner(
             let todo: Vec<usize> = (0..n)
                 .filter(|&i| !matches!(needs[i], Need::Nothing))
                 .collect();
+            drop(pdf);
             let ocred: Vec<(usize, PageText)> = todo
                 .par_iter()
                 .map_init(
@@ -278,25 +293,63 @@ fn read_pages_inner(
             }
             Ok(pages)
         }
-        Kind::Png | Kind::Jpeg | Kind::Tiff => {
-            let images = match kind {
-                Kind::Png => vec![raster::decode_single(doc, ImageFormat::Png, opts)?],
-                Kind::Jpeg => vec![raster::decode_single(doc, ImageFormat::Jpeg, opts)?],
-                _ => raster::decode_tiff(doc, opts)?,
+        Kind::Png | Kind::Jpeg => {
+            let format = if kind == Kind::Png {
+                ImageFormat::Png
+            } else {
+                ImageFormat::Jpeg
             };
-            let n = images.len();
-            (0..n)
-                .into_par_iter()
-                .map(|i| {
-                    ocr_page(
-                        &plan,
-                        None,
-                        Pixels::Image(&images[i]),
-                        i,
-                        &ocr_need(template, opts, i, n),
-                    )
-                })
-                .collect()
+            let image = raster::decode_single(doc, format, opts)?;
+            Ok(vec![ocr_page(
+                &plan,
+                None,
+                Pixels::Image(&image),
+                0,
+                &ocr_need(template, opts, 0, 1),
+            )?])
+        }
+        Kind::Tiff => {
+            let n = raster::tiff_page_count(doc, MAX_TIFF_DIRECTORIES, opts)? as usize;
+            if n > opts.max_pages as usize {
+                return Err(Error::PageLimit {
+                    pages: n as u32,
+                    max: opts.max_pages,
+                });
+            }
+            // Decode a batch of one page per thread, OCR it in parallel,
+            // drop it: memory stays at a few pages whatever the count.
+            let mut reader = raster::TiffPages::new(doc, opts)?;
+            let batch = rayon::current_num_threads().max(1);
+            let mut pages = Vec::with_capacity(n);
+            loop {
+                let mut images = Vec::with_capacity(batch);
+                while images.len() < batch {
+                    match reader.next_page() {
+                        Some(img) => images.push(img?),
+                        None => break,
+                    }
+                }
+                if images.is_empty() {
+                    break;
+                }
+                let first = pages.len();
+                let done: Vec<PageText> = images
+                    .par_iter()
+                    .enumerate()
+                    .map(|(k, img)| {
+                        let i = first + k;
+                        ocr_page(
+                            &plan,
+                            None,
+                            Pixels::Image(img),
+                            i,
+                            &ocr_need(template, opts, i, n),
+                        )
+                    })
+                    .collect::<Result<_, _>>()?;
+                pages.extend(done);
+            }
+            Ok(pages)
         }
     }
 }
@@ -399,13 +452,23 @@ fn ocr_page(
                 }
             }
             deadline_check(start, plan, index)?;
-            let missed = recover_missed(plan, &img, dpi, &words)?;
+            let missed = recover_missed(plan, &img, dpi, &words, start, index)?;
             words.extend(missed);
             words
         }
         Need::Zones(zones) => {
             let mut words = ocr_zones(plan, &img, dpi, zones)?;
-            if plan.opts.detect_orientation && mean_conf(&words) < LOW_CONFIDENCE {
+            // Judge by the substantial words only (bits of neighbouring
+            // lines cut by the margin are unsure even upright); none at
+            // all is what an upside-down page gives.
+            let solid: Vec<Word> = words
+                .iter()
+                .filter(|w| w.text.chars().filter(|c| c.is_alphanumeric()).count() >= 3)
+                .cloned()
+                .collect();
+            if plan.opts.detect_orientation
+                && (solid.is_empty() || mean_conf(&solid) < LOW_ZONE_CONFIDENCE)
+            {
                 deadline_check(start, plan, index)?;
                 let flipped = raster::rotate_quarter(&img, 2);
                 let other = ocr_zones(plan, &flipped, dpi, zones)?;
@@ -435,6 +498,8 @@ fn recover_missed(
     img: &GrayImage,
     dpi: u32,
     words: &[Word],
+    start: Instant,
+    index: usize,
 ) -> Result<Vec<Word>, Error> {
     let (w, h) = img.dimensions();
     let cell = (dpi / 75).max(1);
@@ -526,6 +591,7 @@ fn recover_missed(
     }
     let mut out = Vec::new();
     for b in merged.into_iter().take(MAX_RECOVER) {
+        deadline_check(start, plan, index)?;
         let pad = (word_h * 0.6).ceil() as usize;
         let x0 = (b[0].saturating_sub(pad) as u32 * cell).min(w - 1);
         let y0 = (b[1].saturating_sub(pad) as u32 * cell).min(h - 1);
@@ -569,10 +635,10 @@ fn ocr_zones(
     let mut words: Vec<Word> = Vec::new();
     for z in zones {
         let px = |v: f64, max: u32| ((v.clamp(0.0, 1.0)) * max as f64).round() as u32;
-        let x0 = px(z[0] - ZONE_MARGIN, w);
-        let y0 = px(z[1] - ZONE_MARGIN, h);
-        let x1 = px(z[2] + ZONE_MARGIN, w).max(x0 + 1).min(w);
-        let y1 = px(z[3] + ZONE_MARGIN, h).max(y0 + 1).min(h);
+        let x0 = px(z[0] - ZONE_MARGIN_X, w);
+        let y0 = px(z[1] - ZONE_MARGIN_Y, h);
+        let x1 = px(z[2] + ZONE_MARGIN_X, w).max(x0 + 1).min(w);
+        let y1 = px(z[3] + ZONE_MARGIN_Y, h).max(y0 + 1).min(h);
         let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
         let found = ocr::recognise(&crop, dpi, Psm::SingleBlock, &plan.languages, plan.tessdata)?;
         for word in ocr::normalise(found, x0, y0, w, h) {
@@ -661,6 +727,7 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
         });
     }
     let pdf = pdf::open(doc)?;
+    pdf::check_streams(&pdf, embedded_image_limit(opts))?;
     let n = pdf.pages().len() as u32;
     if page == 0 || page > n {
         return Err(Error::Corrupt {

@@ -379,100 +379,151 @@ fn find_header(page: &PageText, line: usize, header: &str) -> Option<(f64, f64)>
     None
 }
 
+/// Column bounds from a header line, if it holds every column header:
+/// column k owns x from the midpoint of the gap to its left neighbour's
+/// header to the midpoint of the gap to its right one.
+fn header_bounds(t: &TableLocator, page: &PageText, line: usize) -> Option<Vec<(f64, f64)>> {
+    let spans: Vec<(f64, f64)> = t
+        .columns
+        .iter()
+        .map(|c| find_header(page, line, c.header.as_deref().unwrap_or(&c.name)))
+        .collect::<Option<_>>()?;
+    let mut order: Vec<usize> = (0..spans.len()).collect();
+    order.sort_by(|&a, &b| spans[a].0.total_cmp(&spans[b].0));
+    let mut bounds = vec![(f64::NEG_INFINITY, f64::INFINITY); spans.len()];
+    for k in 1..order.len() {
+        let (p, c) = (order[k - 1], order[k]);
+        let mid = (spans[p].1 + spans[c].0) / 2.0;
+        bounds[p].1 = mid;
+        bounds[c].0 = mid;
+    }
+    Some(bounds)
+}
+
+/// Why the rows under a header stopped.
+#[derive(PartialEq)]
+enum TableStop {
+    /// The end pattern or a large gap: the table is complete.
+    Ended,
+    /// The page ran out: the table may go on under a repeated header.
+    PageEnd,
+}
+
+/// Rows under the header at `hl`, appended to `raw_rows` (cells as text).
+fn table_rows(
+    t: &TableLocator,
+    end: Option<&Regex>,
+    page: &PageText,
+    hl: usize,
+    bounds: &[(f64, f64)],
+    raw_rows: &mut Vec<Vec<String>>,
+    words_used: &mut Vec<usize>,
+) -> TableStop {
+    let header_h = page.lines[hl].bbox[3] - page.lines[hl].bbox[1];
+    let mut prev_bottom = page.lines[hl].bbox[3];
+    for line in page.lines.iter().skip(hl + 1) {
+        let line_text = line
+            .words
+            .iter()
+            .map(|&w| page.words[w].text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if end.is_some_and(|e| e.is_match(&line_text)) {
+            return TableStop::Ended;
+        }
+        if line.bbox[1] - prev_bottom > 2.5 * header_h.max(line.bbox[3] - line.bbox[1]) {
+            return TableStop::Ended;
+        }
+        prev_bottom = line.bbox[3];
+        let mut cells = vec![String::new(); t.columns.len()];
+        for &w in &line.words {
+            let b = page.words[w].bbox;
+            let cx = (b[0] + b[2]) / 2.0;
+            if let Some(k) = bounds.iter().position(|(lo, hi)| cx >= *lo && cx < *hi) {
+                if !cells[k].is_empty() {
+                    cells[k].push(' ');
+                }
+                cells[k].push_str(&page.words[w].text);
+            }
+        }
+        let complete = t
+            .columns
+            .iter()
+            .zip(&cells)
+            .all(|(c, v)| !c.required || !v.is_empty());
+        if !complete {
+            // A wrapped line continues the previous row's text cells.
+            if let Some(prev) = raw_rows.last_mut() {
+                for (k, v) in cells.iter().enumerate() {
+                    if !v.is_empty() && t.columns[k].kind == crate::template::FieldType::Text {
+                        prev[k] = format!("{} {v}", prev[k]).trim().to_owned();
+                    }
+                }
+                words_used.extend(line.words.iter().copied());
+            }
+            continue;
+        }
+        words_used.extend(line.words.iter().copied());
+        raw_rows.push(cells);
+    }
+    TableStop::PageEnd
+}
+
+/// The first table whose header holds every column; when it runs to the
+/// end of its page without an end line, it continues on the following
+/// pages under a repeated header.
 fn table(t: &TableLocator, pages: &[PageText], post: &Post) -> Option<Found> {
     let end = t.end.as_deref().and_then(|p| compile_regex(p, true).ok());
     let cell_posts: Vec<Post> = t.columns.iter().map(|c| post.for_column(c.kind)).collect();
-    for i in select(t.page, pages.len()) {
+    let selected = select(t.page, pages.len());
+    for &i in &selected {
         let page = &pages[i];
         for hl in 0..page.lines.len() {
-            let spans: Option<Vec<(f64, f64)>> = t
-                .columns
-                .iter()
-                .map(|c| find_header(page, hl, c.header.as_deref().unwrap_or(&c.name)))
-                .collect();
-            let Some(spans) = spans else { continue };
-            // Column k owns x from the midpoint of the gap to its left
-            // neighbour's header to the midpoint of the gap to its right one.
-            let mut order: Vec<usize> = (0..spans.len()).collect();
-            order.sort_by(|&a, &b| spans[a].0.total_cmp(&spans[b].0));
-            let mut bounds = vec![(f64::NEG_INFINITY, f64::INFINITY); spans.len()];
-            for k in 0..order.len() {
-                if k > 0 {
-                    let (p, c) = (order[k - 1], order[k]);
-                    let mid = (spans[p].1 + spans[c].0) / 2.0;
-                    bounds[p].1 = mid;
-                    bounds[c].0 = mid;
-                }
-            }
-            let header_h = page.lines[hl].bbox[3] - page.lines[hl].bbox[1];
-            let mut rows: Vec<Map<String, Value>> = Vec::new();
+            let Some(bounds) = header_bounds(t, page, hl) else {
+                continue;
+            };
             let mut raw_rows: Vec<Vec<String>> = Vec::new();
             let mut words_used: Vec<usize> = Vec::new();
-            let mut prev_bottom = page.lines[hl].bbox[3];
-            for line in page.lines.iter().skip(hl + 1) {
-                let line_text = line
-                    .words
-                    .iter()
-                    .map(|&w| page.words[w].text.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                if end.as_ref().is_some_and(|e| e.is_match(&line_text)) {
-                    break;
-                }
-                if line.bbox[1] - prev_bottom > 2.5 * header_h.max(line.bbox[3] - line.bbox[1]) {
-                    break;
-                }
-                prev_bottom = line.bbox[3];
-                let mut cells = vec![String::new(); t.columns.len()];
-                for &w in &line.words {
-                    let b = page.words[w].bbox;
-                    let cx = (b[0] + b[2]) / 2.0;
-                    if let Some(k) = bounds.iter().position(|(lo, hi)| cx >= *lo && cx < *hi) {
-                        if !cells[k].is_empty() {
-                            cells[k].push(' ');
-                        }
-                        cells[k].push_str(&page.words[w].text);
-                    }
-                }
-                let complete = t
-                    .columns
-                    .iter()
-                    .zip(&cells)
-                    .all(|(c, v)| !c.required || !v.is_empty());
-                if !complete {
-                    // A wrapped line continues the previous row's text cells.
-                    if let Some(prev) = raw_rows.last_mut() {
-                        for (k, v) in cells.iter().enumerate() {
-                            if !v.is_empty()
-                                && t.columns[k].kind == crate::template::FieldType::Text
-                            {
-                                prev[k] = format!("{} {v}", prev[k]).trim().to_owned();
-                            }
-                        }
-                        words_used.extend(line.words.iter().copied());
-                    }
-                    continue;
-                }
-                words_used.extend(line.words.iter().copied());
-                raw_rows.push(cells);
-            }
-            for cells in &raw_rows {
-                let mut row = Map::new();
-                for (k, c) in t.columns.iter().enumerate() {
-                    let v = if cells[k].is_empty() {
-                        None
-                    } else {
-                        cell_posts[k].apply(&cells[k])
-                    };
-                    row.insert(c.name.clone(), v.unwrap_or(Value::Null));
-                }
-                rows.push(row);
-            }
-            if rows.is_empty() {
+            let mut stop = table_rows(
+                t,
+                end.as_ref(),
+                page,
+                hl,
+                &bounds,
+                &mut raw_rows,
+                &mut words_used,
+            );
+            if raw_rows.is_empty() {
                 continue;
             }
-            let value = Value::Array(rows.into_iter().map(Value::Object).collect());
-            return Some(found(page, &words_used, value));
+            let mut next = i + 1;
+            while stop == TableStop::PageEnd && t.page == PageSel::Any && next < pages.len() {
+                let p = &pages[next];
+                let Some((hl2, b2)) =
+                    (0..p.lines.len()).find_map(|l| header_bounds(t, p, l).map(|b| (l, b)))
+                else {
+                    break;
+                };
+                // Boxes and words are reported for the first page only.
+                stop = table_rows(t, end.as_ref(), p, hl2, &b2, &mut raw_rows, &mut Vec::new());
+                next += 1;
+            }
+            let rows: Vec<Value> = raw_rows
+                .iter()
+                .map(|cells| {
+                    let mut row = Map::new();
+                    for (k, c) in t.columns.iter().enumerate() {
+                        let v = if cells[k].is_empty() {
+                            None
+                        } else {
+                            cell_posts[k].apply(&cells[k])
+                        };
+                        row.insert(c.name.clone(), v.unwrap_or(Value::Null));
+                    }
+                    Value::Object(row)
+                })
+                .collect();
+            return Some(found(page, &words_used, Value::Array(rows)));
         }
     }
     None

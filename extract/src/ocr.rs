@@ -71,6 +71,9 @@ fn with_engine<T>(
                     tessdata.map(|p| format!(" from {p}")).unwrap_or_default()
                 ),
             })?;
+            // Tesseract prints statistics of blank images ("Empty page!!")
+            // to stderr; keep the worker's logs for the worker.
+            let _ = api.set_variable(c"debug_file", c"/dev/null");
             *slot = Some(Engine { key, api });
         }
         let engine = slot.as_mut().expect("engine was just initialised");

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use hayro::hayro_interpret::font::GlyphRun;
+use hayro::hayro_interpret::hayro_syntax::object::{Name, Object};
 use hayro::hayro_interpret::hayro_syntax::page::Page;
-use hayro::hayro_interpret::hayro_syntax::{LoadPdfError, Pdf};
+use hayro::hayro_interpret::hayro_syntax::{Filter, LoadPdfError, Pdf};
 use hayro::hayro_interpret::util::TransformExt;
 use hayro::hayro_interpret::{
     BlendMode, ClipPath, Context, Device, DrawMode, DrawProps, Image, ImageDrawProps,
@@ -229,15 +230,82 @@ pub fn render(
     );
     let (pw, ph) = (pixmap.width() as u32, pixmap.height() as u32);
     let rgba = pixmap.data_as_u8_slice();
-    let mut gray = Vec::with_capacity((pw * ph) as usize);
-    for px in rgba.chunks_exact(4) {
-        // Premultiplied over white background already; plain luma.
-        let l = (px[0] as u32 * 299 + px[1] as u32 * 587 + px[2] as u32 * 114) / 1000;
-        gray.push(l as u8);
-    }
+    // Opaque over the white background; integer luma that vectorises.
+    let gray: Vec<u8> = rgba
+        .chunks_exact(4)
+        .map(|px| ((px[0] as u32 * 77 + px[1] as u32 * 150 + px[2] as u32 * 29) >> 8) as u8)
+        .collect();
     let img = GrayImage::from_raw(pw, ph, gray).ok_or_else(|| Error::Corrupt {
         kind: "PDF",
         detail: format!("page {number} rendered to no pixels"),
     })?;
     Ok((img, scale as f64 * 72.0))
+}
+
+/// Most bytes one compressed stream may expand to. hayro decodes streams
+/// whole; a kilobyte of deflate data can claim a gigabyte.
+pub const MAX_STREAM_BYTES: u64 = 256 << 20;
+
+/// Whether zlib `data` inflates to more than `cap` bytes, found by
+/// inflating into a small reused buffer (no allocation of the output).
+fn inflates_beyond(data: &[u8], cap: u64) -> bool {
+    use miniz_oxide::inflate::stream::{InflateState, inflate};
+    use miniz_oxide::{DataFormat, MZFlush, MZStatus};
+    let mut state = InflateState::new_boxed(DataFormat::Zlib);
+    let mut out = vec![0u8; 64 * 1024];
+    let mut input = data;
+    let mut total = 0u64;
+    loop {
+        let r = inflate(&mut state, input, &mut out, MZFlush::None);
+        total += r.bytes_written as u64;
+        if total > cap {
+            return true;
+        }
+        input = &input[r.bytes_consumed.min(input.len())..];
+        match r.status {
+            Ok(MZStatus::StreamEnd) | Err(_) => return false,
+            Ok(_) if r.bytes_consumed == 0 && r.bytes_written == 0 => return false,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Refuse, before any page is interpreted, PDFs whose streams would make
+/// hayro allocate without bound: a deflate stream expanding beyond
+/// [`MAX_STREAM_BYTES`], or an image declaring more than `max_pixels`
+/// (a CCITT image of 100,000 x 100,000 pixels would allocate 10 GB and
+/// abort the process).
+pub fn check_streams(pdf: &Pdf, max_pixels: u64) -> Result<(), Error> {
+    for obj in pdf.objects() {
+        let Object::Stream(stream) = obj else {
+            continue;
+        };
+        let dict = stream.dict();
+        if dict
+            .get::<Name<'_>>("Subtype")
+            .is_some_and(|n| n.as_str() == "Image")
+        {
+            let w = dict.get::<f64>("Width").unwrap_or(0.0).max(0.0);
+            let h = dict.get::<f64>("Height").unwrap_or(0.0).max(0.0);
+            if w * h > max_pixels as f64 {
+                return Err(Error::EmbeddedImageTooLarge {
+                    width: w as u64,
+                    height: h as u64,
+                    max_pixels,
+                });
+            }
+        }
+        if stream.filters().first() == Some(&Filter::FlateDecode)
+            && inflates_beyond(&stream.raw_data(), MAX_STREAM_BYTES)
+        {
+            return Err(Error::Corrupt {
+                kind: "PDF",
+                detail: format!(
+                    "a compressed stream expands beyond {} MB",
+                    MAX_STREAM_BYTES >> 20
+                ),
+            });
+        }
+    }
+    Ok(())
 }

@@ -9,6 +9,8 @@
 //! 5. conversion to the field's type (a candidate that does not convert is
 //!    rejected, so a locator can move on to its next candidate).
 
+use std::sync::{Arc, OnceLock};
+
 use regex::Regex;
 use serde_json::{Number, Value};
 
@@ -352,7 +354,7 @@ pub struct Post {
     kind: FieldType,
     replace: Vec<(Option<Regex>, Replace)>,
     validate: Option<Regex>,
-    dates: Vec<DateFormat>,
+    dates: Arc<[DateFormat]>,
     decimal: Option<char>,
     thousands: Option<char>,
     currency: Vec<String>,
@@ -367,10 +369,28 @@ impl Post {
     /// Compile a (validated) field's rules. Invalid rules were rejected by
     /// `Template::validate`; anything that still fails to compile is dropped.
     pub fn new(field: &Field, languages: &[String]) -> Post {
-        let formats: Vec<&str> = if field.date_formats.is_empty() {
-            DEFAULT_DATE_FORMATS.to_vec()
+        // Date layouts compile to Unicode-aware regexes (about 1 ms each):
+        // only for fields that type dates, and the defaults only once.
+        let needs_dates = field.kind == FieldType::Date
+            || matches!(&field.locator, crate::template::Locator::Table(t) if t.columns.iter().any(|c| c.kind == FieldType::Date));
+        let dates: Arc<[DateFormat]> = if !needs_dates {
+            Arc::from(Vec::new())
+        } else if field.date_formats.is_empty() {
+            static DEFAULTS: OnceLock<Arc<[DateFormat]>> = OnceLock::new();
+            DEFAULTS
+                .get_or_init(|| {
+                    DEFAULT_DATE_FORMATS
+                        .iter()
+                        .filter_map(|f| DateFormat::parse(f).ok())
+                        .collect()
+                })
+                .clone()
         } else {
-            field.date_formats.iter().map(String::as_str).collect()
+            field
+                .date_formats
+                .iter()
+                .filter_map(|f| DateFormat::parse(f).ok())
+                .collect()
         };
         let mut currency: Vec<String> = field.currency_strip.clone();
         currency.extend(CURRENCY.iter().map(|s| s.to_string()));
@@ -392,10 +412,7 @@ impl Post {
                 .validate
                 .as_deref()
                 .and_then(|p| compile_regex(p, false).ok()),
-            dates: formats
-                .iter()
-                .filter_map(|f| DateFormat::parse(f).ok())
-                .collect(),
+            dates,
             decimal: field.decimal_separator,
             thousands: field.thousands_separator,
             currency,

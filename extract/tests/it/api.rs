@@ -30,10 +30,10 @@ fn missing_required_fields_are_reported_not_guessed() {
     assert_eq!(got.result["po_number"], Value::Null);
     assert_eq!(got.result["note"], Value::Null);
     assert_eq!(got.result["terms"], json!(30));
-    assert_eq!(
-        got.result.keys().collect::<Vec<_>>(),
-        ["invoice_no", "note", "po_number", "terms"]
-    );
+    // Key order depends on serde_json's preserve_order feature.
+    let mut keys: Vec<&String> = got.result.keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["invoice_no", "note", "po_number", "terms"]);
     assert!(!got.fields.contains_key("po_number") && !got.fields.contains_key("terms"));
     let meta = &got.fields["invoice_no"];
     assert_eq!(
@@ -193,5 +193,67 @@ fn multi_page_tiff_reads_every_page() {
     assert_eq!(
         extract(&tiff, &t, &opts).unwrap_err().code(),
         "page_limit_exceeded"
+    );
+}
+
+#[test]
+fn tables_continue_under_a_repeated_header_and_join_wrapped_lines() {
+    let t = |x: f64, y: f64, s: &str| corpus::Text {
+        x,
+        y,
+        size: 10.0,
+        bold: false,
+        s: s.into(),
+    };
+    let header = |p: &mut Page, y: f64| {
+        p.texts.push(t(50.0, y, "Item"));
+        p.texts.push(t(300.0, y, "Qty"));
+        p.texts.push(t(450.0, y, "Price"));
+    };
+    let mut p1 = Page::a4();
+    header(&mut p1, 100.0);
+    let mut y = 120.0;
+    for (item, qty, price) in [("Bolts M8", "10", "0.40"), ("Nuts M8", "10", "0.20")] {
+        p1.texts.push(t(50.0, y, item));
+        p1.texts.push(t(305.0, y, qty));
+        p1.texts.push(t(455.0, y, price));
+        y += 15.0;
+    }
+    // The next row wraps its description onto a second line.
+    p1.texts.push(t(50.0, y, "Hex key set"));
+    p1.texts.push(t(305.0, y, "1"));
+    p1.texts.push(t(455.0, y, "12.90"));
+    p1.texts.push(t(50.0, y + 15.0, "(metric, 9 pieces)"));
+    let mut p2 = Page::a4();
+    header(&mut p2, 60.0);
+    p2.texts.push(t(50.0, 80.0, "Washers"));
+    p2.texts.push(t(305.0, 80.0, "20"));
+    p2.texts.push(t(455.0, 80.0, "0.05"));
+    p2.texts.push(t(50.0, 95.0, "Total"));
+    p2.texts.push(t(455.0, 95.0, "22.90"));
+    let pdf = write_pdf(&[p1, p2]);
+    let template = Template::from_json(json!({"fields": [
+        {"name": "items", "type": "text", "locator": {"kind": "table", "end": "^Total",
+          "columns": [{"name": "item", "header": "Item", "required": true},
+                      {"name": "qty", "header": "Qty", "type": "integer", "required": true},
+                      {"name": "price", "header": "Price", "type": "money"}]}},
+        {"name": "first_page_only", "type": "text", "locator": {"kind": "table", "page": 1,
+          "columns": [{"name": "item", "header": "Item"}]}}
+    ]}))
+    .unwrap();
+    let got = extract(&pdf, &template, &Options::default()).unwrap();
+    assert_eq!(
+        got.result["items"],
+        json!([
+            {"item": "Bolts M8", "qty": 10, "price": 0.4},
+            {"item": "Nuts M8", "qty": 10, "price": 0.2},
+            {"item": "Hex key set (metric, 9 pieces)", "qty": 1, "price": 12.9},
+            {"item": "Washers", "qty": 20, "price": 0.05}
+        ])
+    );
+    assert_eq!(got.fields["items"].page, 1);
+    assert_eq!(
+        got.result["first_page_only"].as_array().map(Vec::len),
+        Some(4)
     );
 }

@@ -234,6 +234,8 @@ pub struct Doc {
     pub name: String,
     pub layout: &'static str,
     pub pdf: Vec<u8>,
+    /// The page the PDF was written from (to build multi-page files).
+    pub page: Page,
     pub template: Template,
     pub expected: Map<String, Value>,
 }
@@ -436,7 +438,8 @@ pub fn invoice_en(seed: u64) -> Doc {
     Doc {
         name: format!("invoice_en_{seed}"),
         layout: "invoice_en",
-        pdf: write_pdf(&[p]),
+        pdf: write_pdf(std::slice::from_ref(&p)),
+        page: p,
         template,
         expected,
     }
@@ -562,7 +565,8 @@ pub fn invoice_de(seed: u64) -> Doc {
     Doc {
         name: format!("invoice_de_{seed}"),
         layout: "invoice_de",
-        pdf: write_pdf(&[p]),
+        pdf: write_pdf(std::slice::from_ref(&p)),
+        page: p,
         template,
         expected,
     }
@@ -653,7 +657,8 @@ pub fn receipt_fr(seed: u64) -> Doc {
     Doc {
         name: format!("receipt_fr_{seed}"),
         layout: "receipt_fr",
-        pdf: write_pdf(&[p]),
+        pdf: write_pdf(std::slice::from_ref(&p)),
+        page: p,
         template,
         expected,
     }
@@ -722,7 +727,8 @@ pub fn form_en(seed: u64) -> Doc {
     Doc {
         name: format!("form_en_{seed}"),
         layout: "form_en",
-        pdf: write_pdf(&[p]),
+        pdf: write_pdf(std::slice::from_ref(&p)),
+        page: p,
         template,
         expected,
     }

@@ -164,6 +164,59 @@ fn images_declaring_billions_of_pixels_are_rejected_from_the_header() {
 }
 
 #[test]
+fn pdf_embedding_a_huge_image_is_refused_before_rendering() {
+    let bomb = Page {
+        jpeg: Some((vec![0xFF, 0xD8, 0xFF, 0xD9], 100_000, 100_000)),
+        ..Page::a4()
+    };
+    let started = Instant::now();
+    let err = extract(&write_pdf(&[bomb]), &template(), &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "image_too_large");
+    assert!(err.to_string().contains("100000x100000"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn pdf_with_a_deflate_bomb_is_refused_before_decoding() {
+    // 300 MB of spaces as a page's content stream, deflated to about 300 KB.
+    let packed = miniz_oxide::deflate::compress_to_vec_zlib(&vec![b' '; 300 << 20], 1);
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    let objects: Vec<Vec<u8>> = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>".to_vec(),
+        {
+            let mut s = format!(
+                "<< /Length {} /Filter /FlateDecode >>\nstream\n",
+                packed.len()
+            )
+            .into_bytes();
+            s.extend(&packed);
+            s.extend(b"\nendstream");
+            s
+        },
+    ];
+    for (i, o) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend(format!("{} 0 obj\n", i + 1).as_bytes());
+        pdf.extend(o);
+        pdf.extend(b"\nendobj\n");
+    }
+    let xref = pdf.len();
+    pdf.extend(b"xref\n0 5\n0000000000 65535 f \n");
+    for o in offsets {
+        pdf.extend(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend(
+        format!("trailer\n<< /Size 5 /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n").as_bytes(),
+    );
+    let err = extract(&pdf, &template(), &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "corrupt_document");
+    assert!(err.to_string().contains("expands beyond 256 MB"), "{err}");
+}
+
+#[test]
 fn absurd_pdf_page_sizes() {
     // A scanned-looking page (no text) 200,000 pt wide cannot be rendered
     // at a usable resolution: typed error, no 14 GB allocation.

@@ -1,0 +1,230 @@
+//! Performance, measured against baselines in the same run:
+//! rendering (hayro vs `pdftoppm` and `mutool draw`, 150/300 DPI, one
+//! thread and all cores), digital extraction per page, and zonal vs
+//! full-page OCR.
+//!
+//! `OMP_THREAD_LIMIT=1 cargo run --release -p paperhook-extract --example bench`
+//! (needs poppler-utils and mupdf-tools for the baselines).
+
+#[path = "../tests/it/corpus.rs"]
+mod corpus;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use paperhook_extract::{Options, Template, extract, render_page};
+use rayon::prelude::*;
+use serde_json::json;
+
+const RUNS: usize = 3;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time(runs: usize, mut f: impl FnMut()) -> Duration {
+    median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+/// Run `make(first, last)` commands over page ranges split into `jobs`
+/// parallel processes and wait for all.
+fn external(pages: u32, jobs: u32, make: &dyn Fn(u32, u32) -> Command) -> bool {
+    let per = pages.div_ceil(jobs);
+    let children: Vec<_> = (0..jobs)
+        .filter_map(|j| {
+            let first = j * per + 1;
+            let last = ((j + 1) * per).min(pages);
+            (first <= last).then(|| make(first, last).stderr(Stdio::null()).spawn())
+        })
+        .collect();
+    let mut ok = true;
+    for c in children {
+        ok &= c.and_then(|mut c| c.wait()).is_ok_and(|s| s.success());
+    }
+    ok
+}
+
+fn main() {
+    let cores = rayon::current_num_threads() as u32;
+    let docs = corpus::corpus(6);
+    let pages: Vec<corpus::Page> = docs.iter().map(|d| d.page.clone()).collect();
+    let pdf = corpus::write_pdf(&pages);
+    let n = pages.len() as u32;
+    let dir = std::env::temp_dir().join(format!("paperhook-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let pdf_path = dir.join("corpus.pdf");
+    std::fs::write(&pdf_path, &pdf).expect("writing the PDF");
+    let opts = Options::default();
+
+    println!("# Rendering: {n} pages (A4 invoices and forms, receipts), pages/s, median of {RUNS}");
+    println!("| renderer | DPI | 1 thread | {cores} threads |");
+    println!("|---|---|---|---|");
+    for dpi in [150u32, 300] {
+        let one = time(RUNS, || {
+            for p in 1..=n {
+                render_page(&pdf, p, dpi, &opts).expect("render");
+            }
+        });
+        let all = time(RUNS, || {
+            (1..=n).into_par_iter().for_each(|p| {
+                render_page(&pdf, p, dpi, &opts).expect("render");
+            })
+        });
+        let rate = |d: Duration| n as f64 / d.as_secs_f64();
+        println!(
+            "| hayro (this crate) | {dpi} | {:.1} | {:.1} |",
+            rate(one),
+            rate(all)
+        );
+        let out = dir.join("p");
+        let poppler = |jobs: u32| {
+            time(RUNS, || {
+                let ok = external(n, jobs, &|f, l| {
+                    let mut c = Command::new("pdftoppm");
+                    c.args([
+                        "-gray",
+                        "-r",
+                        &dpi.to_string(),
+                        "-f",
+                        &f.to_string(),
+                        "-l",
+                        &l.to_string(),
+                    ])
+                    .arg(&pdf_path)
+                    .arg(&out);
+                    c
+                });
+                assert!(ok, "pdftoppm failed (install poppler-utils)");
+            })
+        };
+        println!(
+            "| pdftoppm | {dpi} | {:.1} | {:.1} |",
+            rate(poppler(1)),
+            rate(poppler(cores))
+        );
+        let mupdf = |jobs: u32| {
+            time(RUNS, || {
+                let ok = external(n, jobs, &|f, l| {
+                    let mut c = Command::new("mutool");
+                    c.args(["draw", "-q", "-c", "gray", "-r", &dpi.to_string(), "-o"])
+                        .arg(dir.join(format!("m{f}-%d.pgm")))
+                        .arg(&pdf_path)
+                        .arg(format!("{f}-{l}"));
+                    c
+                });
+                assert!(ok, "mutool failed (install mupdf-tools)");
+            })
+        };
+        println!(
+            "| mutool draw | {dpi} | {:.1} | {:.1} |",
+            rate(mupdf(1)),
+            rate(mupdf(cores))
+        );
+    }
+
+    println!("\n# Digital extraction, one page, full template, median of 50 runs");
+    println!("| layout | fields | ms/page |");
+    println!("|---|---|---|");
+    for doc in docs.iter().take(4) {
+        let d = time(50, || {
+            extract(&doc.pdf, &doc.template, &opts).expect("extract");
+        });
+        println!(
+            "| {} | {} | {:.2} |",
+            doc.layout,
+            doc.template.fields.len(),
+            d.as_secs_f64() * 1e3
+        );
+    }
+
+    println!(
+        "\n# Zonal vs full-page OCR, 300 DPI PNG scan of an invoice, 10 region fields, median of {RUNS}"
+    );
+    let invoice = &docs[0];
+    let png = corpus::encode(
+        &corpus::scan_image(&invoice.pdf, &corpus::SCANS[0], 0),
+        image::ImageFormat::Png,
+    );
+    // Ten small value boxes, as a template of ten single-value fields has.
+    let boxes = [
+        [0.765, 0.100, 0.98, 0.122],
+        [0.765, 0.118, 0.98, 0.140],
+        [0.765, 0.136, 0.98, 0.158],
+        [0.08, 0.190, 0.4, 0.212],
+        [0.08, 0.207, 0.4, 0.227],
+        [0.08, 0.223, 0.3, 0.243],
+        [0.82, 0.294, 0.92, 0.316],
+        [0.14, 0.876, 0.6, 0.893],
+        [0.14, 0.894, 0.3, 0.911],
+        [0.66, 0.055, 0.85, 0.09],
+    ];
+    let fields: Vec<_> = boxes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| json!({"name": format!("f{i}"), "type": "text", "locator": {"kind": "region", "box": b}}))
+        .collect();
+    let zonal_t = Template::from_json(json!({ "fields": fields })).expect("template");
+    println!("| mode | ms | share of full page |");
+    println!("|---|---|---|");
+    let full = time(RUNS, || {
+        extract(
+            &png,
+            &zonal_t,
+            &Options {
+                zonal: false,
+                ..Options::default()
+            },
+        )
+        .expect("full");
+    });
+    let zonal = time(RUNS, || {
+        extract(&png, &zonal_t, &Options::default()).expect("zonal");
+    });
+    let bare = time(RUNS, || {
+        let o = Options {
+            detect_orientation: false,
+            deskew: false,
+            ..Options::default()
+        };
+        extract(&png, &zonal_t, &o).expect("zonal");
+    });
+    let bare_full = time(RUNS, || {
+        let o = Options {
+            detect_orientation: false,
+            deskew: false,
+            zonal: false,
+            ..Options::default()
+        };
+        extract(&png, &zonal_t, &o).expect("full");
+    });
+    // Warm-up is excluded: the first call on a thread starts Tesseract.
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "| full page (decode + deskew + OCR + recovery) | {:.0} | 100% |",
+        ms(full)
+    );
+    println!(
+        "| 10 zones (decode + deskew + 10 zone OCRs) | {:.0} | {:.0}% |",
+        ms(zonal),
+        100.0 * ms(zonal) / ms(full)
+    );
+    println!(
+        "| full page, no orientation/deskew | {:.0} | 100% |",
+        ms(bare_full)
+    );
+    println!(
+        "| 10 zones, no orientation/deskew | {:.0} | {:.0}% |",
+        ms(bare),
+        100.0 * ms(bare) / ms(bare_full)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
