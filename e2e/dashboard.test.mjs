@@ -210,6 +210,45 @@ test('create a key, revoke it, and see it rejected', async () => {
   assert.equal(res.body.error.code, 'unauthorized');
 });
 
+test('pages load fast, fit a phone, and work from the keyboard', async () => {
+  // Each main page, navigated to fresh: time until its content is on screen.
+  for (const [hash, ready] of [['#/', '#quickstart'], ['#/templates', 'main table, main .empty'], ['#/jobs', '#jobs tbody tr'], ['#/credits', 'text=credits left'], ['#/keys', '#keys']]) {
+    await page.goto('about:blank');
+    await page.goto(`${BASE}/dashboard${hash}`);
+    await page.waitForSelector(ready);
+    const ms = await page.evaluate(() => performance.now());
+    assert.ok(ms < 1000, `${hash} took ${Math.round(ms)} ms to show`);
+    const nav = await page.evaluate(() => performance.getEntriesByType('navigation')[0].responseEnd);
+    console.log(`page ${hash}: document ${Math.round(nav)} ms, content shown ${Math.round(ms)} ms`);
+    assert.ok(nav < 200, `${hash} document loaded in ${Math.round(nav)} ms`);
+  }
+  const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
+  await phone.context().addCookies(await page.context().cookies());
+  for (const hash of ['#/', '#/jobs', `#/templates/${templateId}`]) {
+    await phone.goto('about:blank');
+    await phone.goto(`${BASE}/dashboard${hash}`);
+    await phone.waitForSelector('main h1');
+    await phone.waitForLoadState('networkidle');
+    const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 1, `${hash} overflows a phone screen by ${overflow}px`);
+  }
+  await phone.screenshot({ path: new URL('09-phone-template.png', SHOTS).pathname, fullPage: true });
+  await phone.close();
+
+  // Keyboard only: sign in from a fresh context by typing and pressing Enter.
+  const ctx = await browser.newContext();
+  const kb = await ctx.newPage();
+  await kb.goto(`${BASE}/dashboard`);
+  await kb.waitForSelector('#api-key:focus');
+  await kb.keyboard.type(KEY);
+  await kb.keyboard.press('Enter');
+  await kb.waitForSelector('#credits');
+  await kb.keyboard.press('Tab');
+  const focused = await kb.evaluate(() => document.activeElement.tagName);
+  assert.ok(['A', 'BUTTON', 'MAIN'].includes(focused), `Tab focuses ${focused}`);
+  await ctx.close();
+});
+
 test('credits page and sign out', async () => {
   await page.click('nav a[href="#/credits"]');
   await page.waitForSelector('text=credits left');

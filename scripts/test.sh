@@ -35,4 +35,5 @@ log "running the tests"
 cargo test --workspace --locked
 
 log "running the dashboard's browser tests"
+node --check api/dashboard/app.js
 ./scripts/e2e.sh

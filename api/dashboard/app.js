@@ -91,7 +91,10 @@ async function route() {
     const m = hash.match(re);
     if (m) {
       try { await page(m); } catch (e) { main(h('h1', {}, 'Something went wrong'), h('p', { class: 'error' }, e.message)); }
-      document.getElementById('main').focus({ preventScroll: true });
+      // Move focus to the new content (for keyboards and screen readers),
+      // unless the page already focused one of its inputs.
+      const content = document.getElementById('main');
+      if (!content.contains(document.activeElement)) content.focus({ preventScroll: true });
       return;
     }
   }
