@@ -269,3 +269,19 @@ async fn pdf_page_limit_fails_the_document_without_charging() {
     assert_eq!(app.charges(account).await, 0);
     assert_eq!(app.credits(account).await, 10);
 }
+
+#[tokio::test]
+async fn results_and_redeliver_are_in_the_openapi_document() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (status, doc) = send(app.client.get(format!("{}/openapi.json", app.url))).await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/v1/job-results"), "{:?}", paths.keys());
+    assert!(
+        paths.contains_key("/v1/jobs/{job_id}/redeliver"),
+        "{:?}",
+        paths.keys()
+    );
+    let text = doc.to_string();
+    assert!(text.contains("webhook-signature"));
+}
