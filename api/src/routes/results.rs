@@ -266,6 +266,14 @@ pub struct Redelivered {
 
 /// Sends every webhook of a finished job again, with the same `webhook-id`
 /// per document and a fresh retry schedule.
+///
+/// Webhooks are one `POST` per document, signed per Standard Webhooks
+/// (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64
+/// HMAC-SHA256 of id.timestamp.body>` with the template's `whsec_` secret).
+/// Success body: `{"job_id", "template_id", "static_values", "result",
+/// "document": {"index", "file_name", "pages"}, "status": "SUCCESS"}`.
+/// Failure body: the same without `result`, with `"status": "FAILED"` and
+/// `"error": {"code", "message"}`.
 #[endpoint(tags("jobs"), responses((status_code = 202, body = Redelivered)))]
 pub async fn redeliver(
     job_id: PathParam<String>,

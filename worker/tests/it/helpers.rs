@@ -300,7 +300,7 @@ impl Received {
 }
 
 /// A real HTTP receiver on 127.0.0.1 port 0. It answers the queued statuses
-/// in order (each optionally with a Retry-After), then 200.
+/// in order (a 429 with `Retry-After: 120`), then 200.
 #[derive(Clone)]
 pub struct Receiver {
     pub url: String,
@@ -365,8 +365,14 @@ impl Receiver {
                         body: buf[head_end..].to_vec(),
                     });
                     let status = a.lock().unwrap().pop_front().unwrap_or(200);
+                    // 429 answers ask for two minutes' rest.
+                    let extra = if status == 429 {
+                        "retry-after: 120\r\n"
+                    } else {
+                        ""
+                    };
                     let reply = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                        "HTTP/1.1 {status} X\r\n{extra}content-length: 2\r\nconnection: close\r\n\r\nok"
                     );
                     let _ = sock.write_all(reply.as_bytes()).await;
                     let _ = sock.shutdown().await;

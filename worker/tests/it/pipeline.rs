@@ -214,3 +214,74 @@ async fn without_webhook_the_file_is_deleted_when_finished() {
     assert!(deleted.is_some());
     assert!(!app.storage.exists(&key_of).await.unwrap());
 }
+
+/// A valid PDF of `pages` blank pages.
+fn blank_pdf(pages: usize) -> Vec<u8> {
+    let kids: Vec<String> = (0..pages).map(|i| format!("{} 0 R", i + 3)).collect();
+    let mut objects = vec![
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        format!(
+            "<< /Type /Pages /Kids [{}] /Count {pages} >>",
+            kids.join(" ")
+        ),
+    ];
+    for _ in 0..pages {
+        objects.push("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>".to_owned());
+    }
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for o in offsets {
+        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+#[tokio::test]
+async fn pdf_page_limit_fails_the_document_without_charging() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.max_pages = 2).await;
+    let (account, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let job = app.submit(&key, template, "long.pdf", &blank_pdf(3)).await;
+    app.drain().await;
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "FAILED", "{st}");
+    assert_eq!(st["documents"][0]["status"], "PROCESS IMAGE FAILED");
+    assert_eq!(
+        st["documents"][0]["error"]["code"], "page_limit_exceeded",
+        "{st}"
+    );
+    assert_eq!(st["error"]["code"], "page_limit_exceeded");
+    assert_eq!(app.charges(account).await, 0);
+    assert_eq!(app.credits(account).await, 10);
+}
+
+#[tokio::test]
+async fn results_and_redeliver_are_in_the_openapi_document() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (status, doc) = send(app.client.get(format!("{}/openapi.json", app.url))).await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/v1/job-results"), "{:?}", paths.keys());
+    assert!(
+        paths.contains_key("/v1/jobs/{job_id}/redeliver"),
+        "{:?}",
+        paths.keys()
+    );
+    let text = doc.to_string();
+    assert!(text.contains("webhook-signature"));
+}

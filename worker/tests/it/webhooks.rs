@@ -137,3 +137,38 @@ async fn ssrf_guard_refuses_private_targets_unless_allowed() {
     let p: Value = hook.received()[0].json();
     assert_eq!(p["status"], "SUCCESS");
 }
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.webhook_retry_schedule = "0s,10m".into()
+    })
+    .await;
+    let hook = Receiver::start().await;
+    hook.answers.lock().unwrap().extend([429]);
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    app.submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    let before = chrono::Utc::now();
+    app.drain().await;
+    assert_eq!(hook.received().len(), 1);
+    let (state, run_at): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT t.state, t.run_at FROM tasks t JOIN webhook_deliveries d ON d.id = t.ref_id
+         WHERE t.kind = 'delivery'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(state, "available");
+    let wait = (run_at - before).num_seconds();
+    assert!(
+        (110..=200).contains(&wait),
+        "next attempt in {wait} s, not about 120 s"
+    );
+    let delivery_state: String = sqlx::query_scalar("SELECT state FROM webhook_deliveries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(delivery_state, "pending");
+}
