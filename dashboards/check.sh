@@ -27,3 +27,18 @@ promtool test rules alerts.test.yml
 sed 's#/etc/prometheus/alerts.yml#alerts.yml#' prometheus.yml > "$tmp/prometheus.yml"
 cp alerts.yml "$tmp/"
 promtool check config "$tmp/prometheus.yml"
+
+# The Kubernetes manifests parse and name what the guide promises.
+python3 - ../deploy/kubernetes/*.yaml <<'PY'
+import sys, yaml
+kinds = {}
+for path in sys.argv[1:]:
+    for doc in yaml.safe_load_all(open(path)):
+        assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), f"{path}: incomplete object"
+        kinds.setdefault(doc["kind"], []).append(doc["metadata"]["name"])
+want = {"Deployment": ["paperhook-api", "paperhook-worker", "paperhook-janitor"], "ScaledObject": ["paperhook-worker"]}
+for kind, names in want.items():
+    for name in names:
+        assert name in kinds.get(kind, []), f"missing {kind} {name}"
+print("kubernetes manifests:", ", ".join(f"{k} {n}" for k, ns in sorted(kinds.items()) for n in ns))
+PY
