@@ -48,4 +48,41 @@ if ! (cd e2e && npm test --silent); then
 fi
 # The exposition after real traffic must satisfy Prometheus' own linter.
 curl -sf "http://127.0.0.1:$port/metrics" | promtool check metrics
+
+# A real Prometheus scraping the API answers the dashboard's queue-depth and
+# throughput queries with the numbers the database and our traffic give.
+kill "${pids[1]:-}" 2>/dev/null || true   # stop the worker: the queue must hold still
+prom_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/prometheus.yml" <<YML
+global: { scrape_interval: 1s }
+scrape_configs:
+  - job_name: paperhook-api
+    static_configs: [{ targets: ["127.0.0.1:$port"] }]
+YML
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom" \
+    --web.listen-address="127.0.0.1:$prom_port" > "$work/prometheus.log" 2>&1 & pids+=($!)
+promql() {
+    curl -sf --get "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode "query=$1" |
+        python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(int(float(r[0]["value"][1])) if r else "none")'
+}
+wait_for() { # wait_for QUERY EXPECTED: polls for up to 30 s
+    local got=""
+    for _ in $(seq 1 60); do
+        got=$(promql "$1" 2>/dev/null || true)
+        [ "$got" = "$2" ] && { echo "prometheus: $1 = $got"; return 0; }
+        sleep 0.5
+    done
+    echo "prometheus: $1 = $got, expected $2"; tail -n 20 "$work/prometheus.log"; return 1
+}
+wait_for 'up{job="paperhook-api"}' 1
+before=$(promql 'sum(paperhook_jobs_submitted_total)')
+template=$(curl -sf -H "x-auth: $key" "http://127.0.0.1:$port/v1/templates?limit=1" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["templates"][0]["id"])')
+for _ in 1 2 3 4 5; do
+    curl -sf -o /dev/null -H "x-auth: $key" -F "template_id=$template" \
+        -F actual_image=@examples/invoice.pdf "http://127.0.0.1:$port/process-job"
+done
+waiting=$(psql "$DATABASE_URL" -Atqc "select count(*) from jobs where finished_at is null")
+wait_for 'sum(max by (status) (paperhook_queue_depth))' "$waiting"
+wait_for 'sum(paperhook_jobs_submitted_total)' "$((before + 5))"
 echo "screenshots: e2e/artifacts/"
