@@ -45,6 +45,14 @@ pub struct Task {
     pub locked_until: Option<DateTime<Utc>>,
 }
 
+impl Task {
+    /// Claimed after its last allowed attempt (its workers died every time):
+    /// record the failure instead of running it again.
+    pub fn exhausted(&self) -> bool {
+        self.attempts > self.max_attempts
+    }
+}
+
 fn interval(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -179,13 +187,14 @@ pub async fn release(db: impl PgExecutor<'_>, task: &Task, worker: &str) -> sqlx
     Ok(done.rows_affected() == 1)
 }
 
-/// Returns tasks whose lease expired before `now` to the queue (or fails
-/// them when their attempts are spent); returns how many.
+/// Returns tasks whose lease expired before `now` to the queue; returns how
+/// many. Tasks whose attempts are spent go back too: the queue does not know
+/// what a task is for, so the worker that claims one past `max_attempts`
+/// records the failure on its job or document (see [`Task::exhausted`]).
 pub async fn rescue(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "UPDATE tasks SET
-             state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'available' END,
-             finished_at = CASE WHEN attempts >= max_attempts THEN $1 END,
+             state = 'available',
              last_error = 'lease expired (worker stopped or lost)',
              locked_by = NULL, locked_until = NULL, run_at = $1
          WHERE id IN (

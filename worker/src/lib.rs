@@ -257,6 +257,22 @@ impl Worker {
     /// Runs one task on its own tokio task (a panic stays there), renews
     /// its lease while it runs, and settles the outcome in the queue.
     async fn run_task(self, task: Task, hard_stop: CancellationToken) {
+        if task.exhausted() {
+            let error = format!(
+                "gave up after {} attempts: the worker processing it stopped before finishing each time",
+                task.max_attempts
+            );
+            tracing::error!(task = task.id, kind = %task.kind, "{error}");
+            if let Err(e) = pipeline::give_up(&self, &task, &error).await {
+                tracing::error!(task = task.id, error = ?e, "recording the failure failed; the task will be rescued again");
+                return;
+            }
+            // attempts >= max_attempts: retry() marks the task failed.
+            if let Err(e) = queue::retry(&self.pool, &task, &self.id, Utc::now(), &error).await {
+                tracing::error!(task = task.id, error = %e, "failing the task failed");
+            }
+            return;
+        }
         let worker = self.clone();
         let t = task.clone();
         let mut handle = tokio::spawn(async move { worker.handle(&t).await });

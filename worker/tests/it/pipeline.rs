@@ -285,3 +285,43 @@ async fn results_and_redeliver_are_in_the_openapi_document() {
     let text = doc.to_string();
     assert!(text.contains("webhook-signature"));
 }
+
+/// A document whose workers all died (kill -9 on every attempt) must not stay
+/// in PROCESSING IMAGE: the rescuer hands it back, and the next worker records
+/// the failure, delivers it and finishes the job.
+#[tokio::test]
+async fn a_document_whose_workers_keep_dying_ends_failed() {
+    let app = TestApp::spawn().await;
+    let hook = Receiver::start().await;
+    let (account, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    let job = app.submit(&key, template, "a.pdf", example_pdf()).await;
+    // One step splits the job into its document; then the last attempt on the
+    // document dies mid-way: running, out of attempts, lease expired.
+    app.worker.run_once().await.unwrap();
+    let moved = sqlx::query(
+        "UPDATE tasks SET state = 'running', attempts = max_attempts, locked_by = 'dead-worker',
+                locked_until = now() - interval '1 minute'
+         WHERE kind = 'document' AND state = 'available'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(moved.rows_affected(), 1);
+
+    app.drain().await;
+    let status = app.job_status(&key, job).await;
+    assert_eq!(status["status"], "FAILED", "{status}");
+    assert_eq!(status["documents"][0]["status"], "PROCESS IMAGE FAILED");
+    assert_eq!(status["documents"][0]["error"]["code"], "processing_failed");
+    assert_eq!(app.charges(account).await, 0);
+    let got = hook.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["status"], "FAILED");
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tasks WHERE state IN ('available', 'running')")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
+}
