@@ -35,7 +35,10 @@ trap cleanup EXIT
 
 "$bin/paperhook-api" migrate >/dev/null
 "$bin/paperhook-api" serve > "$work/api.log" 2>&1 & pids+=($!)
-if [ -x "$bin/paperhook-worker" ]; then "$bin/paperhook-worker" > "$work/worker.log" 2>&1 & pids+=($!); fi
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wport=$(free_port); jport=$(free_port)
+PAPERHOOK_METRICS_ADDR="127.0.0.1:$wport" "$bin/paperhook-worker" > "$work/worker.log" 2>&1 & pids+=($!)
+PAPERHOOK_METRICS_ADDR="127.0.0.1:$jport" "$bin/paperhook-janitor" > "$work/janitor.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
 key=$("$bin/paperhook-api" admin create-account --name "E2E Co" --credits 1000 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
@@ -46,8 +49,12 @@ if ! (cd e2e && npm test --silent); then
     [ -f "$work/worker.log" ] && { echo "--- worker log ---"; tail -n 50 "$work/worker.log"; }
     exit 1
 fi
-# The exposition after real traffic must satisfy Prometheus' own linter.
-curl -sf "http://127.0.0.1:$port/metrics" | promtool check metrics
+# The expositions after real traffic must satisfy Prometheus' own linter.
+for p in "$port" "$wport" "$jport"; do curl -sf "http://127.0.0.1:$p/metrics" | promtool check metrics; done
+curl -sf "http://127.0.0.1:$wport/metrics" | grep -q '^paperhook_documents_processed_total{outcome="success"} [1-9]' ||
+    { echo "the worker's metrics do not count the documents it processed"; exit 1; }
+curl -sf "http://127.0.0.1:$jport/metrics" | grep -q '^paperhook_janitor_last_pass_timestamp_seconds [1-9]' ||
+    { echo "the janitor's metrics show no pass"; exit 1; }
 
 # A real Prometheus scraping the API answers the dashboard's queue-depth and
 # throughput queries with the numbers the database and our traffic give.

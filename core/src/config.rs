@@ -52,6 +52,7 @@ pub struct Config {
     pub result_retention_secs: u64,
     pub encryption_keys: SecretString,
     pub session_ttl_secs: u64,
+    pub metrics_addr: String,
     pub log_format: String,
     pub log_level: String,
     pub worker_concurrency: u32,

@@ -109,6 +109,171 @@ pub static QUEUE_OLDEST_AGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+pub static DOCUMENTS_PROCESSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "paperhook_documents_processed_total",
+                "Documents finished by workers, by outcome",
+            ),
+            &["outcome"],
+        )
+        .unwrap(),
+    )
+});
+
+pub static PAGES_PROCESSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "paperhook_pages_processed_total",
+            "Pages of successfully processed documents",
+        )
+        .unwrap(),
+    )
+});
+
+pub static CREDITS_CHARGED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "paperhook_credits_charged_total",
+            "Credits charged for processed documents",
+        )
+        .unwrap(),
+    )
+});
+
+pub static STAGE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "paperhook_stage_duration_seconds",
+                "Time spent in a processing stage",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["stage", "outcome"],
+        )
+        .unwrap(),
+    )
+});
+
+pub static WEBHOOK_ATTEMPTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "paperhook_webhook_attempts_total",
+                "Webhook delivery attempts, by resulting delivery state and HTTP status class",
+            ),
+            &["outcome", "status_class"],
+        )
+        .unwrap(),
+    )
+});
+
+pub static TASKS_IN_PROGRESS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "paperhook_worker_tasks_in_progress",
+            "Tasks this worker process is running now",
+        )
+        .unwrap(),
+    )
+});
+
+pub static WORKER_CONCURRENCY: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "paperhook_worker_concurrency",
+            "Tasks this worker process may run at once",
+        )
+        .unwrap(),
+    )
+});
+
+pub static JANITOR_PURGED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "paperhook_janitor_purged_total",
+                "Rows and files the janitor removed, by kind",
+            ),
+            &["kind"],
+        )
+        .unwrap(),
+    )
+});
+
+pub static JANITOR_LAST_PASS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "paperhook_janitor_last_pass_timestamp_seconds",
+            "Unix time of this janitor's last finished pass (leader or not)",
+        )
+        .unwrap(),
+    )
+});
+
+/// `2xx`..`5xx` for an HTTP status, `none` when there was no answer.
+pub fn status_class(status: Option<i32>) -> &'static str {
+    match status {
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        Some(_) => "other",
+        None => "none",
+    }
+}
+
+/// Serves `GET /metrics` on `addr` for binaries without an HTTP API (worker,
+/// janitor). With a pool, the queue gauges are refreshed on each scrape.
+pub async fn serve(
+    addr: &str,
+    pool: Option<sqlx::PgPool>,
+) -> std::io::Result<std::net::SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let n = match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sock.read(&mut buf),
+                )
+                .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let (status, body) = if head.starts_with("GET /metrics ") {
+                    if let Some(pool) = &pool
+                        && let Err(e) = refresh_queue(pool).await
+                    {
+                        tracing::warn!(error = %e, "refreshing queue metrics");
+                    }
+                    ("200 OK", render())
+                } else {
+                    ("404 Not Found", "not found: use GET /metrics\n".to_owned())
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Ok(local)
+}
+
 /// Marks this binary in `paperhook_build_info`.
 pub fn init(binary: &str) {
     BUILD_INFO

@@ -56,6 +56,7 @@ impl Janitor {
             .await
             .context("taking the janitor lock")?;
         if !leader {
+            paperhook_core::metrics::JANITOR_LAST_PASS.set(Utc::now().timestamp());
             return Ok(Report::default());
         }
         let result = self.sweep(now).await;
@@ -64,6 +65,16 @@ impl Janitor {
             .execute(&mut *lock)
             .await;
         let report = result?;
+        use paperhook_core::metrics::{JANITOR_LAST_PASS, JANITOR_PURGED};
+        for (kind, n) in [
+            ("results", report.jobs_expired),
+            ("files", report.files_deleted),
+            ("attempts", report.attempts_deleted),
+            ("tasks", report.tasks_pruned),
+        ] {
+            JANITOR_PURGED.with_label_values(&[kind]).inc_by(n);
+        }
+        JANITOR_LAST_PASS.set(Utc::now().timestamp());
         if report
             != (Report {
                 leader: true,

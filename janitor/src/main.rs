@@ -17,6 +17,13 @@ async fn main() -> anyhow::Result<()> {
         db::migrate(&pool).await?;
     }
     let storage = Storage::from_config(&config).await?;
+    paperhook_core::metrics::init("paperhook-janitor");
+    if !config.metrics_addr.is_empty() {
+        let addr = paperhook_core::metrics::serve(&config.metrics_addr, None)
+            .await
+            .with_context(|| format!("serving metrics on {}", config.metrics_addr))?;
+        tracing::info!(%addr, "metrics on /metrics");
+    }
     let janitor = Janitor {
         pool,
         storage,

@@ -94,6 +94,18 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         state,
         "webhook attempt"
     );
+    paperhook_core::metrics::WEBHOOK_ATTEMPTS
+        .with_label_values(&[
+            state,
+            paperhook_core::metrics::status_class(sent.attempt.status_code),
+        ])
+        .inc();
+    paperhook_core::metrics::STAGE_DURATION
+        .with_label_values(&[
+            "deliver",
+            if state == "delivered" { "ok" } else { "failed" },
+        ])
+        .observe(f64::from(sent.attempt.latency_ms) / 1000.0);
     let mut tx = w.pool.begin().await?;
     deliveries::record(&mut tx, delivery.id, &sent.attempt, state).await?;
     let settled = if state == "pending" {

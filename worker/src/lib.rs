@@ -150,6 +150,7 @@ impl Worker {
         let mut last_rescue = std::time::Instant::now() - Duration::from_secs(3600);
         let mut errors = 0u32;
         tracing::info!(worker = %self.id, concurrency = self.config.worker_concurrency, "worker started");
+        paperhook_core::metrics::WORKER_CONCURRENCY.set(i64::from(self.config.worker_concurrency));
         while !shutdown.is_cancelled() {
             while set.try_join_next().is_some() {}
             if listener.is_none() {
@@ -257,6 +258,12 @@ impl Worker {
     /// Runs one task on its own tokio task (a panic stays there), renews
     /// its lease while it runs, and settles the outcome in the queue.
     async fn run_task(self, task: Task, hard_stop: CancellationToken) {
+        paperhook_core::metrics::TASKS_IN_PROGRESS.inc();
+        self.run_task_inner(task, hard_stop).await;
+        paperhook_core::metrics::TASKS_IN_PROGRESS.dec();
+    }
+
+    async fn run_task_inner(self, task: Task, hard_stop: CancellationToken) {
         if task.exhausted() {
             let error = format!(
                 "gave up after {} attempts: the worker processing it stopped before finishing each time",

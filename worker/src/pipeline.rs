@@ -306,6 +306,9 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<(), Retry> {
     .await
     .map_err(|e| Retry::from(format!("extraction panicked: {e}")))?;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "extracted");
+    paperhook_core::metrics::STAGE_DURATION
+        .with_label_values(&["extract", if extracted.is_ok() { "ok" } else { "failed" }])
+        .observe(started.elapsed().as_secs_f64());
     let extraction = match extracted {
         Ok(x) => x,
         Err(e) if e.is_transient() => {
@@ -379,6 +382,11 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<(), Retry> {
     }
     tx.commit().await?;
     tracing::info!(pages, "document succeeded");
+    paperhook_core::metrics::DOCUMENTS_PROCESSED
+        .with_label_values(&["success"])
+        .inc();
+    paperhook_core::metrics::PAGES_PROCESSED.inc_by(pages as u64);
+    paperhook_core::metrics::CREDITS_CHARGED.inc_by(pages as u64);
     w.cleanup_files(job.id)
         .await
         .map_err(|e| Retry::from(format!("{e:#}")))?;
@@ -411,6 +419,9 @@ async fn finish_failed(
     }
     tx.commit().await?;
     tracing::info!(code, "document failed");
+    paperhook_core::metrics::DOCUMENTS_PROCESSED
+        .with_label_values(&["failed"])
+        .inc();
     w.cleanup_files(job.id)
         .await
         .map_err(|e| Retry::from(format!("{e:#}")))?;
