@@ -3,6 +3,7 @@
 //! API, the workers and the janitor are thin binaries over it; document
 //! understanding lives in `paperhook-extract`, which does no I/O.
 
+pub mod boot;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -11,4 +12,5 @@ pub mod queue;
 pub mod sniff;
 pub mod status;
 pub mod storage;
+pub mod testing;
 pub mod webhook;

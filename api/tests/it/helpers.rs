@@ -3,51 +3,15 @@
 
 use std::time::Duration;
 
-use figment::providers::Format;
 use paperhook_api::AppState;
 use paperhook_core::config::Config;
-use paperhook_core::crypto::Keyring;
 use paperhook_core::storage::Storage;
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub fn admin_url() -> String {
-    std::env::var("PAPERHOOK_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Creates an empty database named after a UUID and returns its URL.
-pub async fn fresh_database() -> String {
-    let admin = admin_url();
-    let name = format!("paperhook_test_{}", Uuid::new_v4().simple());
-    let pool = PgPool::connect(&admin)
-        .await
-        .expect("connecting to the test PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .expect("creating a test database");
-    pool.close().await;
-    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
-    format!("{base}/{name}")
-}
-
-/// S3 settings from the environment the test command sets; panics with a hint otherwise.
-pub fn s3_env() -> (String, String, String, String) {
-    let get = |k: &str| {
-        std::env::var(k).unwrap_or_else(|_| {
-            panic!("{k} is not set: run the tests with scripts/test.sh, which starts SeaweedFS")
-        })
-    };
-    (
-        get("PAPERHOOK_TEST_S3_ENDPOINT"),
-        get("PAPERHOOK_TEST_S3_BUCKET"),
-        get("PAPERHOOK_TEST_S3_ACCESS_KEY"),
-        get("PAPERHOOK_TEST_S3_SECRET_KEY"),
-    )
-}
+pub use paperhook_core::testing::fresh_database;
 
 pub enum StorageKind {
     Fs,
@@ -68,30 +32,12 @@ pub async fn base_config(
     storage: StorageKind,
     dir: &std::path::Path,
 ) -> Config {
-    let mut figment = figment::Figment::from(figment::providers::Toml::string(
-        paperhook_core::config::DEFAULTS,
-    ))
-    .merge(("database_url", database_url))
-    .merge(("api_addr", "127.0.0.1:0"))
-    .merge(("db_acquire_timeout_secs", 2))
-    .merge(("encryption_keys", Keyring::generate_spec(0)));
-    figment = match storage {
-        StorageKind::Fs => figment.merge(("storage_url", format!("file://{}", dir.display()))),
-        StorageKind::S3 => {
-            let (endpoint, bucket, key, secret) = s3_env();
-            figment
-                .merge((
-                    "storage_url",
-                    format!("s3://{bucket}/test-{}", Uuid::new_v4().simple()),
-                ))
-                .merge(("s3_endpoint", endpoint))
-                .merge(("s3_access_key_id", key))
-                .merge(("s3_secret_access_key", secret))
-        }
+    use paperhook_core::testing::{self, TestStorage};
+    let storage = match storage {
+        StorageKind::Fs => TestStorage::Fs(dir),
+        StorageKind::S3 => TestStorage::S3,
     };
-    let config: Config = figment.extract().expect("test config");
-    config.validate().expect("valid test config");
-    config
+    testing::extract(testing::figment(database_url, storage).merge(("db_acquire_timeout_secs", 2)))
 }
 
 impl TestApp {

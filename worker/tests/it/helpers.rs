@@ -5,9 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use figment::providers::Format;
 use paperhook_core::config::Config;
-use paperhook_core::crypto::Keyring;
 use paperhook_core::storage::Storage;
 use paperhook_worker::{Outcome, Worker};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
@@ -16,31 +14,7 @@ use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-pub fn admin_url() -> String {
-    std::env::var("PAPERHOOK_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-pub async fn fresh_database() -> String {
-    let admin = admin_url();
-    let name = format!("paperhook_test_{}", Uuid::new_v4().simple());
-    let pool = PgPool::connect(&admin)
-        .await
-        .expect("connecting to the test PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .expect("creating a test database");
-    pool.close().await;
-    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
-    format!("{base}/{name}")
-}
-
-fn env(k: &str) -> String {
-    std::env::var(k).unwrap_or_else(|_| {
-        panic!("{k} is not set: run the tests with scripts/test.sh, which starts SeaweedFS")
-    })
-}
+pub use paperhook_core::testing::fresh_database;
 
 pub enum StorageKind {
     Fs,
@@ -48,34 +22,18 @@ pub enum StorageKind {
 }
 
 pub fn config(database_url: &str, storage: StorageKind, dir: &std::path::Path) -> Config {
-    let mut figment = figment::Figment::from(figment::providers::Toml::string(
-        paperhook_core::config::DEFAULTS,
-    ))
-    .merge(("database_url", database_url))
-    .merge(("api_addr", "127.0.0.1:0"))
-    .merge(("db_acquire_timeout_secs", 5))
-    .merge(("encryption_keys", Keyring::generate_spec(0)))
-    .merge(("webhook_allow_cidrs", "127.0.0.1/32"))
-    .merge(("webhook_retry_schedule", "0s,0s,0s"))
-    .merge(("webhook_timeout_secs", 5));
-    figment = match storage {
-        StorageKind::Fs => figment.merge(("storage_url", format!("file://{}", dir.display()))),
-        StorageKind::S3 => figment
-            .merge((
-                "storage_url",
-                format!(
-                    "s3://{}/worker-{}",
-                    env("PAPERHOOK_TEST_S3_BUCKET"),
-                    Uuid::new_v4().simple()
-                ),
-            ))
-            .merge(("s3_endpoint", env("PAPERHOOK_TEST_S3_ENDPOINT")))
-            .merge(("s3_access_key_id", env("PAPERHOOK_TEST_S3_ACCESS_KEY")))
-            .merge(("s3_secret_access_key", env("PAPERHOOK_TEST_S3_SECRET_KEY"))),
+    use paperhook_core::testing::{self, TestStorage};
+    let storage = match storage {
+        StorageKind::Fs => TestStorage::Fs(dir),
+        StorageKind::S3 => TestStorage::S3,
     };
-    let config: Config = figment.extract().expect("test config");
-    config.validate().expect("valid test config");
-    config
+    testing::extract(
+        testing::figment(database_url, storage)
+            .merge(("db_acquire_timeout_secs", 5))
+            .merge(("webhook_allow_cidrs", "127.0.0.1/32"))
+            .merge(("webhook_retry_schedule", "0s,0s,0s"))
+            .merge(("webhook_timeout_secs", 5)),
+    )
 }
 
 pub struct TestApp {

@@ -1,6 +1,6 @@
 //! End-to-end and queue benchmarks; results go to BENCHMARKS.md.
 //!
-//! `DATABASE_URL=postgres://…/postgres cargo run --release -p paperhook-worker --example bench`
+//! `DATABASE_URL=postgres://…/postgres cargo run --release -p paperhook-worker --example pipeline_bench`
 //!
 //! Creates a scratch database, stores documents on the local filesystem,
 //! inserts jobs exactly as the API does (job row + task + NOTIFY in one

@@ -1,0 +1,78 @@
+//! Shared helpers for the workspace's integration tests: a fresh PostgreSQL
+//! database per test, and a test configuration on the filesystem or on the
+//! SeaweedFS that `scripts/test.sh` starts. The binaries do not use it.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use uuid::Uuid;
+
+use crate::config::{Config, DEFAULTS};
+use crate::crypto::Keyring;
+
+/// Where a test stores documents.
+pub enum TestStorage<'a> {
+    Fs(&'a Path),
+    /// A fresh prefix in the test bucket of the SeaweedFS `scripts/test.sh` starts.
+    S3,
+}
+
+/// A superuser URL of the test PostgreSQL (`PAPERHOOK_TEST_DATABASE_URL`).
+pub fn admin_database_url() -> String {
+    std::env::var("PAPERHOOK_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates an empty database named after a UUID and returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = admin_database_url();
+    let name = format!("paperhook_test_{}", Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .expect("connecting to the test PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .expect("creating a test database");
+    pool.close().await;
+    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| {
+        panic!("{key} is not set: run the tests with scripts/test.sh, which starts SeaweedFS")
+    })
+}
+
+/// The defaults with a test's database, a fresh encryption key, port 0 and
+/// its storage; merge more settings, then [`extract`].
+pub fn figment(database_url: &str, storage: TestStorage<'_>) -> Figment {
+    let figment = Figment::from(Toml::string(DEFAULTS))
+        .merge(("database_url", database_url))
+        .merge(("api_addr", "127.0.0.1:0"))
+        .merge(("encryption_keys", Keyring::generate_spec(0)));
+    match storage {
+        TestStorage::Fs(dir) => figment.merge(("storage_url", format!("file://{}", dir.display()))),
+        TestStorage::S3 => figment
+            .merge((
+                "storage_url",
+                format!(
+                    "s3://{}/test-{}",
+                    env("PAPERHOOK_TEST_S3_BUCKET"),
+                    Uuid::new_v4().simple()
+                ),
+            ))
+            .merge(("s3_endpoint", env("PAPERHOOK_TEST_S3_ENDPOINT")))
+            .merge(("s3_access_key_id", env("PAPERHOOK_TEST_S3_ACCESS_KEY")))
+            .merge(("s3_secret_access_key", env("PAPERHOOK_TEST_S3_SECRET_KEY"))),
+    }
+}
+
+/// The validated configuration; panics with the reason otherwise.
+pub fn extract(figment: Figment) -> Config {
+    let config: Config = figment.extract().expect("test config");
+    config.validate().expect("valid test config");
+    config
+}
