@@ -2,6 +2,7 @@
 
 mod dashboard;
 mod helpers;
+mod isolation;
 mod jobs;
 mod templates;
 
