@@ -54,18 +54,21 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
             final_state: Some("failed"),
             retry_after: None,
         },
-        Some(url) => {
-            let headers: BTreeMap<String, String> = match &template.webhook_headers_enc {
-                Some(enc) => serde_json::from_slice(&w.keyring.decrypt(enc)?)?,
-                None => BTreeMap::new(),
-            };
-            let secret = String::from_utf8(w.keyring.decrypt(&template.webhook_secret_enc)?)?;
-            let target = Target {
-                timeout: w.config.webhook_timeout(),
-                allow: &w.allow,
-            };
-            send(&target, url, &headers, &secret, &delivery.message_id, body).await
-        }
+        Some(url) => match secrets(w, &template) {
+            // A key missing from encryption_keys does not come back by
+            // retrying: fail now, saying what to fix.
+            Err(e) => refused(format!(
+                "the template's webhook headers or secret cannot be decrypted ({e}); \
+                 check encryption_keys"
+            )),
+            Ok((headers, secret)) => {
+                let target = Target {
+                    timeout: w.config.webhook_timeout(),
+                    allow: &w.allow,
+                };
+                send(&target, url, &headers, &secret, &delivery.message_id, body).await
+            }
+        },
     };
     let attempts = delivery.attempts as usize + 1;
     let delay = webhook::next_delay(
@@ -129,6 +132,19 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
             .map_err(|e| Retry::from(format!("{e:#}")))?;
     }
     Ok(())
+}
+
+/// The template's custom headers and signing secret, decrypted.
+fn secrets(
+    w: &Worker,
+    template: &templates::TemplateRow,
+) -> anyhow::Result<(BTreeMap<String, String>, String)> {
+    let headers = match &template.webhook_headers_enc {
+        Some(enc) => serde_json::from_slice(&w.keyring.decrypt(enc)?)?,
+        None => BTreeMap::new(),
+    };
+    let secret = String::from_utf8(w.keyring.decrypt(&template.webhook_secret_enc)?)?;
+    Ok((headers, secret))
 }
 
 fn refused(message: String) -> Sent {

@@ -172,3 +172,37 @@ async fn retry_after_is_honoured() {
         .unwrap();
     assert_eq!(delivery_state, "pending");
 }
+
+#[tokio::test]
+async fn an_undecryptable_secret_fails_the_delivery_at_once() {
+    let app = TestApp::spawn().await;
+    let hook = Receiver::start().await;
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    // As if the secret was encrypted with a key no longer in encryption_keys.
+    let other =
+        paperhook_core::crypto::Keyring::parse(&paperhook_core::crypto::Keyring::generate_spec(7))
+            .unwrap();
+    sqlx::query("UPDATE templates SET webhook_secret_enc = $2 WHERE id = $1")
+        .bind(template)
+        .bind(other.encrypt(b"whsec_AAAA"))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    app.drain().await;
+    assert!(hook.received().is_empty());
+    assert_eq!(
+        attempts(&app).await,
+        vec![(None, Some("refused".to_owned()))]
+    );
+    let (state, message): (String, String) = sqlx::query_as(
+        "SELECT d.state, a.error_message FROM webhook_deliveries d JOIN webhook_attempts a ON a.delivery_id = d.id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(state, "failed");
+    assert!(message.contains("encryption_keys"), "{message}");
+}
