@@ -51,12 +51,7 @@ pub async fn list_jobs(
     }
     let rows = match job_id.into_inner().filter(|s| !s.trim().is_empty()) {
         Some(raw) => {
-            let id = Uuid::parse_str(raw.trim()).map_err(|_| {
-                ApiError::unprocessable(
-                    "invalid_job_id",
-                    format!("job_id must be a UUID, not {raw:?}"),
-                )
-            })?;
+            let id = super::parse_job_id(&raw)?;
             jobs::get(&state.pool, account_id, id)
                 .await?
                 .into_iter()
@@ -149,7 +144,7 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<Uuid>) -> ApiResult<Js
     let state = crate::state(depot);
     let job = jobs::get(&state.pool, account_id, job_id.into_inner())
         .await?
-        .ok_or_else(|| ApiError::not_found("job_not_found", "no job with this id"))?;
+        .ok_or_else(super::job_not_found)?;
     let docs = jobs::documents(&state.pool, job.id).await?;
     let mut documents = Vec::with_capacity(docs.len());
     let mut total = 0;

@@ -512,16 +512,10 @@ pub async fn job_status(
 ) -> ApiResult<Json<JobStatus>> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
-    let raw = job_id.into_inner();
-    let id = Uuid::parse_str(raw.trim()).map_err(|_| {
-        ApiError::unprocessable(
-            "invalid_job_id",
-            format!("job_id must be a UUID, not {raw:?}"),
-        )
-    })?;
+    let id = super::parse_job_id(&job_id.into_inner())?;
     let job = jobs::get(&state.pool, account_id, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("job_not_found", "no job with this id"))?;
+        .ok_or_else(super::job_not_found)?;
     let documents = jobs::documents(&state.pool, job.id).await?;
     Ok(Json(JobStatus {
         job_id: job.id,

@@ -11,6 +11,24 @@ pub mod templates;
 
 use salvo::oapi::ToParameters;
 use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+
+/// A `job_id` from a query or body: a UUID, or 422 `invalid_job_id`.
+pub fn parse_job_id(raw: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw.trim()).map_err(|_| {
+        ApiError::unprocessable(
+            "invalid_job_id",
+            format!("job_id must be a UUID, not {raw:?}"),
+        )
+    })
+}
+
+/// The 404 for an unknown job, or one of another account.
+pub fn job_not_found() -> ApiError {
+    ApiError::not_found("job_not_found", "no job with this id")
+}
 
 /// `?limit=&offset=` paging, clamped to sane bounds.
 #[derive(Debug, Deserialize, ToParameters)]

@@ -58,19 +58,6 @@ pub struct JobResults {
     pub documents: Vec<DocumentResultOut>,
 }
 
-fn parse_job_id(raw: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(raw.trim()).map_err(|_| {
-        ApiError::unprocessable(
-            "invalid_job_id",
-            format!("job_id must be a UUID, not {raw:?}"),
-        )
-    })
-}
-
-fn not_found() -> ApiError {
-    ApiError::not_found("job_not_found", "no job with this id")
-}
-
 /// The results of a job: JSON with the job, its `static_values` and each
 /// document's `result`, or CSV with one row per document (header: document
 /// columns, static value keys, then the template's field names). Kept for
@@ -111,10 +98,10 @@ pub async fn job_results(
             ),
         ));
     }
-    let id = parse_job_id(&input.job_id)?;
+    let id = super::parse_job_id(&input.job_id)?;
     let job = jobs::get(&state.pool, account_id, id)
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(super::job_not_found)?;
     if !status::is_final(&job.status) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -282,10 +269,10 @@ pub async fn redeliver(
 ) -> ApiResult<()> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot).clone();
-    let id = parse_job_id(&job_id.into_inner())?;
+    let id = super::parse_job_id(&job_id.into_inner())?;
     let job = jobs::get(&state.pool, account_id, id)
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(super::job_not_found)?;
     if !status::is_final(&job.status) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
