@@ -45,11 +45,7 @@ pub async fn sign_in(
     res: &mut Response,
 ) -> ApiResult<Json<SessionOut>> {
     let state = crate::state(depot).clone();
-    let limit = state.config.max_json_bytes;
-    let input: SignIn = req
-        .parse_json_with_max_size(limit as usize)
-        .await
-        .map_err(|e| ApiError::from_parse(e, limit, "JSON with api_key"))?;
+    let input: SignIn = crate::read_json(req, &state, "JSON with api_key").await?;
     let ttl = state.config.session_ttl();
     let (session, token) = sessions::create(&state.pool, input.api_key.trim(), ttl)
         .await?

@@ -57,6 +57,19 @@ pub fn state(depot: &Depot) -> &AppState {
         .expect("AppState is injected at the root of the router")
 }
 
+/// Reads a JSON body of at most `max_json_bytes`; `what` names the expected
+/// body in the error (400 malformed_json, 413, 415).
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    req: &mut Request,
+    state: &AppState,
+    what: &str,
+) -> error::ApiResult<T> {
+    let limit = state.config.max_json_bytes;
+    req.parse_json_with_max_size(limit as usize)
+        .await
+        .map_err(|e| error::ApiError::from_parse(e, limit, what))
+}
+
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .hoop(auth::require_key)

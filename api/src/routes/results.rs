@@ -79,11 +79,8 @@ pub async fn job_results(
 ) -> ApiResult<()> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot).clone();
-    let limit = state.config.max_json_bytes;
-    let input: JobResultsRequest = req
-        .parse_json_with_max_size(limit as usize)
-        .await
-        .map_err(|e| ApiError::from_parse(e, limit, "a JSON body with job_id and result_format"))?;
+    let input: JobResultsRequest =
+        crate::read_json(req, &state, "a JSON body with job_id and result_format").await?;
     let format = input
         .result_format
         .as_deref()

@@ -214,11 +214,7 @@ async fn read_input(
     state: &AppState,
     existing: Option<&TemplateRow>,
 ) -> ApiResult<TemplateWrite> {
-    let limit = state.config.max_json_bytes;
-    let input: TemplateInput = req
-        .parse_json_with_max_size(limit as usize)
-        .await
-        .map_err(|e| ApiError::from_parse(e, limit, "a JSON template"))?;
+    let input: TemplateInput = crate::read_json(req, state, "a JSON template").await?;
     let name = input.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::unprocessable(
