@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/paperhook-target}"
 export OMP_THREAD_LIMIT=1
 
 ensure_apt ca-certificates curl pkg-config clang libclang-dev \
-    tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev poppler-utils prometheus
+    tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra libtesseract-dev libleptonica-dev poppler-utils prometheus
 ensure_postgres "${PAPERHOOK_TEST_DATABASE_URL:-}"
 ensure_seaweedfs
 # The worker tests verify webhook signatures with this third-party verifier.

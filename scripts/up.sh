@@ -12,7 +12,7 @@ export OMP_THREAD_LIMIT=1
 profile="${PAPERHOOK_PROFILE:-dev}"
 
 ensure_apt ca-certificates curl pkg-config clang libclang-dev \
-    tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev
+    tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra libtesseract-dev libleptonica-dev
 if [ -z "${DATABASE_URL:-}" ]; then
     ensure_postgres
     export DATABASE_URL="${PH_PG_URL%/*}/paperhook"

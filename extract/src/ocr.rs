@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::ffi::CString;
+use std::path::{Path, PathBuf};
 
 use image::GrayImage;
 use tesseract_plumbing::TessBaseApi;
@@ -59,6 +60,16 @@ fn with_engine<T>(
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|e| e.key != key) {
             *slot = None;
+            // Tesseract starts with whatever part of "deu+eng" it finds and
+            // says nothing of the rest: check every language is installed.
+            if let Some((lang, dir)) = missing_language(languages, tessdata) {
+                return Err(Error::Ocr {
+                    detail: format!(
+                        "the Tesseract language data {lang:?} is not installed in {}; install it (Debian: tesseract-ocr-{lang}) or fix the template's languages",
+                        dir.display()
+                    ),
+                });
+            }
             let mut api = TessBaseApi::create();
             let lang = CString::new(languages).map_err(|_| Error::Ocr { detail: "language list contains NUL".into() })?;
             let path = tessdata
@@ -79,6 +90,34 @@ fn with_engine<T>(
         let engine = slot.as_mut().expect("engine was just initialised");
         f(&mut engine.api)
     })
+}
+
+/// Where Debian and most distributions install Tesseract's language data.
+const TESSDATA_DIRS: [&str; 4] = [
+    "/usr/share/tesseract-ocr/5/tessdata",
+    "/usr/share/tesseract-ocr/4.00/tessdata",
+    "/usr/share/tessdata",
+    "/usr/local/share/tessdata",
+];
+
+/// The first of `languages` (`deu+eng`) without a `.traineddata` file in
+/// the data directory Tesseract will use, with that directory. None when
+/// all are there, or when the directory is unknown (Tesseract decides).
+fn missing_language(languages: &str, tessdata: Option<&str>) -> Option<(String, PathBuf)> {
+    let dir = tessdata
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("TESSDATA_PREFIX").map(PathBuf::from))
+        .or_else(|| {
+            TESSDATA_DIRS
+                .iter()
+                .map(Path::new)
+                .find(|d| d.is_dir())
+                .map(Path::to_path_buf)
+        })?;
+    languages
+        .split('+')
+        .find(|lang| !dir.join(format!("{lang}.traineddata")).is_file())
+        .map(|lang| (lang.to_owned(), dir))
 }
 
 /// Recognise a grey image; `dpi` helps Tesseract size its filters.

@@ -292,6 +292,17 @@ fn unknown_language_is_an_ocr_error_naming_it() {
     let err = extract(&png, &a.template, &opts).unwrap_err();
     assert_eq!(err.code(), "ocr_failed");
     assert!(err.to_string().contains("xyz"), "{err}");
+    // Tesseract alone would read with English and drop the missing one silently.
+    let opts = Options {
+        languages: Some(vec!["eng".into(), "xyz".into()]),
+        ..Options::default()
+    };
+    let err = extract(&png, &a.template, &opts).unwrap_err();
+    assert_eq!(err.code(), "ocr_failed");
+    assert!(
+        err.to_string().contains("\"xyz\" is not installed"),
+        "{err}"
+    );
 }
 
 #[test]
