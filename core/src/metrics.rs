@@ -83,6 +83,82 @@ pub static STORAGE_WRITTEN_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+pub static STORAGE_DELETED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "paperhook_storage_deleted_bytes_total",
+            "Bytes deleted from document storage (after delivery, or by the janitor)",
+        )
+        .unwrap(),
+    )
+});
+
+pub static JOBS_FINISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "paperhook_jobs_finished_total",
+                "Jobs that reached SUCCESS or FAILED, by outcome",
+            ),
+            &["outcome"],
+        )
+        .unwrap(),
+    )
+});
+
+pub static JOB_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "paperhook_job_duration_seconds",
+                "Time from submission (202) to the job's final status, by outcome",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+                3600.0,
+            ]),
+            &["outcome"],
+        )
+        .unwrap(),
+    )
+});
+
+pub static WEBHOOK_DELIVERY_LATENCY: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
+    register(
+        prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "paperhook_webhook_delivery_latency_seconds",
+                "Time from a document's completion to its webhook's 2xx, retries included",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0,
+                3600.0, 7200.0, 21600.0, 43200.0, 86400.0,
+            ]),
+        )
+        .unwrap(),
+    )
+});
+
+pub static WEBHOOK_RETRIES_PENDING: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "paperhook_webhook_retries_pending",
+            "Webhook deliveries that failed at least once and wait for another attempt",
+        )
+        .unwrap(),
+    )
+});
+
+pub static WEBHOOK_OLDEST_PENDING_AGE: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "paperhook_webhook_oldest_pending_age_seconds",
+            "Age of the oldest webhook delivery not yet delivered, failed or gone",
+        )
+        .unwrap(),
+    )
+});
+
 pub static QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(
         IntGaugeVec::new(
@@ -214,6 +290,28 @@ pub static JANITOR_LAST_PASS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| 
     )
 });
 
+/// Counts a job that reached its final status (`SUCCESS` or `FAILED`)
+/// `seconds` after it was submitted.
+pub fn job_finished(status: &str, seconds: f64) {
+    let outcome = if status == crate::status::SUCCESS {
+        "success"
+    } else {
+        "failed"
+    };
+    JOBS_FINISHED.with_label_values(&[outcome]).inc();
+    JOB_DURATION
+        .with_label_values(&[outcome])
+        .observe(seconds.max(0.0));
+}
+
+/// Times one processing stage (`store`, `unzip`, `render`, `ocr`,
+/// `extract`, `deliver`).
+pub fn observe_stage(stage: &str, ok: bool, seconds: f64) {
+    STAGE_DURATION
+        .with_label_values(&[stage, if ok { "ok" } else { "failed" }])
+        .observe(seconds);
+}
+
 /// `2xx`..`5xx` for an HTTP status, `none` when there was no answer.
 pub fn status_class(status: Option<i32>) -> &'static str {
     match status {
@@ -281,9 +379,10 @@ pub fn init(binary: &str) {
         .set(1);
 }
 
-/// Refreshes the queue gauges from the database: one cheap grouped query
-/// over unfinished jobs (partial index `jobs_unfinished`). Every process
-/// reports the same values, so any one can be scraped.
+/// Refreshes the queue and webhook gauges from the database: two cheap
+/// queries over unfinished jobs and pending deliveries (partial indexes
+/// `jobs_unfinished`, `webhook_deliveries_pending`). Every process reports
+/// the same values, so any one can be scraped.
 pub async fn refresh_queue(pool: &sqlx::PgPool) -> sqlx::Result<()> {
     let rows: Vec<(String, i64, f64)> = sqlx::query_as(
         "SELECT status, count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
@@ -303,6 +402,15 @@ pub async fn refresh_queue(pool: &sqlx::PgPool) -> sqlx::Result<()> {
         QUEUE_DEPTH.with_label_values(&[status]).set(count);
         QUEUE_OLDEST_AGE.with_label_values(&[status]).set(age);
     }
+    let (retries, oldest): (i64, f64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE attempts > 0),
+                coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+         FROM webhook_deliveries WHERE state = 'pending'",
+    )
+    .fetch_one(pool)
+    .await?;
+    WEBHOOK_RETRIES_PENDING.set(retries);
+    WEBHOOK_OLDEST_PENDING_AGE.set(oldest as i64);
     Ok(())
 }
 

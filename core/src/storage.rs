@@ -91,18 +91,25 @@ impl Storage {
     /// Stores a local file under `key`, streaming it; returns its size.
     pub async fn put_file(&self, key: &str, path: &Path) -> Result<u64, StorageError> {
         check_key(key)?;
-        match self {
+        let started = std::time::Instant::now();
+        let stored = match self {
             Storage::Fs(fs) => fs.put_file(key, path).await,
             Storage::S3(s3) => s3.put_file(key, path).await,
-        }
+        };
+        stored_metrics(started, stored.as_ref().ok().copied());
+        stored
     }
 
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         check_key(key)?;
-        match self {
+        let started = std::time::Instant::now();
+        let size = data.len() as u64;
+        let stored = match self {
             Storage::Fs(fs) => fs.put_bytes(key, &data).await,
             Storage::S3(s3) => s3.put(key, ByteStream::from(data)).await,
-        }
+        };
+        stored_metrics(started, stored.as_ref().ok().map(|_| size));
+        stored
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
@@ -119,13 +126,20 @@ impl Storage {
     /// Deletes `key`; deleting a missing object succeeds.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         check_key(key)?;
-        match self {
-            Storage::Fs(fs) => match tokio::fs::remove_file(fs.path(key)).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(key)(e)),
-                _ => Ok(()),
-            },
+        let deleted = match self {
+            Storage::Fs(fs) => {
+                let path = fs.path(key);
+                let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+                match tokio::fs::remove_file(&path).await {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+                    Err(e) => Err(io_err(key)(e)),
+                    Ok(()) => Ok(size),
+                }
+            }
             Storage::S3(s3) => s3.delete(key).await,
-        }
+        }?;
+        crate::metrics::STORAGE_DELETED_BYTES.inc_by(deleted);
+        Ok(())
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
@@ -200,6 +214,12 @@ impl FsStorage {
         }
         renamed
     }
+}
+
+/// The `store` stage and the bytes written, for every write.
+fn stored_metrics(started: std::time::Instant, size: Option<u64>) {
+    crate::metrics::observe_stage("store", size.is_some(), started.elapsed().as_secs_f64());
+    crate::metrics::STORAGE_WRITTEN_BYTES.inc_by(size.unwrap_or(0));
 }
 
 fn s3_err<E: std::error::Error + Send + Sync + 'static>(
@@ -299,18 +319,29 @@ impl S3Storage {
         Ok(data.into_bytes())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    /// Deletes `key` and returns its size (0 if it was already gone): the
+    /// HEAD costs a request, but deletes are one per stored file and the
+    /// size feeds `paperhook_storage_deleted_bytes_total`.
+    async fn delete(&self, key: &str) -> Result<u64, StorageError> {
+        let Some(size) = self.size(key).await? else {
+            return Ok(0);
+        };
         self.client
             .delete_object()
             .bucket(&self.bucket)
             .key(self.object(key))
             .send()
             .await
-            .map(|_| ())
+            .map(|_| size)
             .map_err(|e| s3_err("DeleteObject", key, e))
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        Ok(self.size(key).await?.is_some())
+    }
+
+    /// The object's size, or None when there is no such object.
+    async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         match self
             .client
             .head_object()
@@ -319,8 +350,8 @@ impl S3Storage {
             .send()
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(s3_err("HeadObject", key, e)),
         }
     }

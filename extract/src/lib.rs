@@ -9,6 +9,7 @@
 //! process with `OMP_THREAD_LIMIT=1` (see [`ocr`]).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use image::{GrayImage, ImageFormat};
@@ -100,6 +101,40 @@ pub struct Extraction {
     pub pages: u32,
     /// Required fields that were not found, in template order.
     pub missing_required: Vec<String>,
+    /// Time spent turning pages into pixels and reading them.
+    #[serde(skip)]
+    pub timings: Timings,
+}
+
+/// Time spent in the expensive stages, summed over pages. Pages run in
+/// parallel, so a sum can exceed the wall time of the extraction. Zero
+/// when a stage did not run (a digital PDF is neither rendered nor OCRed).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Decoding images and rasterising PDF pages for OCR.
+    pub render: Duration,
+    /// Orientation, deskew and Tesseract.
+    pub ocr: Duration,
+}
+
+/// [`Timings`] as the parallel page readers add to them.
+#[derive(Default)]
+struct Clock {
+    render_ns: AtomicU64,
+    ocr_ns: AtomicU64,
+}
+
+impl Clock {
+    fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn timings(&self) -> Timings {
+        Timings {
+            render: Duration::from_nanos(self.render_ns.load(Ordering::Relaxed)),
+            ocr: Duration::from_nanos(self.ocr_ns.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// Document kinds recognised from their first bytes.
@@ -198,12 +233,13 @@ struct Plan<'a> {
     tessdata: Option<&'a str>,
     dpi: u32,
     opts: &'a Options,
+    clock: &'a Clock,
 }
 
 /// The text of every page: the PDF text layer where usable, OCR elsewhere
 /// (only the zones of region fields when nothing needs the full page).
 pub fn read_pages(doc: &[u8], template: &Template, opts: &Options) -> Result<Vec<PageText>, Error> {
-    guard(|| read_pages_inner(doc, template, opts))
+    guard(|| read_pages_inner(doc, template, opts, &Clock::default()))
 }
 
 /// Parsers of hostile input are the likeliest place for a bug: a panic in
@@ -228,6 +264,7 @@ fn read_pages_inner(
     doc: &[u8],
     template: &Template,
     opts: &Options,
+    clock: &Clock,
 ) -> Result<Vec<PageText>, Error> {
     let kind = sniff(doc)?;
     let languages = opts
@@ -240,6 +277,7 @@ fn read_pages_inner(
         tessdata: opts.tessdata.as_deref(),
         dpi: template.dpi.unwrap_or(opts.dpi).clamp(72, 600),
         opts,
+        clock,
     };
     match kind {
         Kind::Pdf => {
@@ -299,7 +337,9 @@ fn read_pages_inner(
             } else {
                 ImageFormat::Jpeg
             };
+            let decoding = Instant::now();
             let image = raster::decode_single(doc, format, opts)?;
+            Clock::add(&clock.render_ns, decoding);
             Ok(vec![ocr_page(
                 &plan,
                 None,
@@ -323,12 +363,14 @@ fn read_pages_inner(
             let mut pages = Vec::with_capacity(n);
             loop {
                 let mut images = Vec::with_capacity(batch);
+                let decoding = Instant::now();
                 while images.len() < batch {
                     match reader.next_page() {
                         Some(img) => images.push(img?),
                         None => break,
                     }
                 }
+                Clock::add(&clock.render_ns, decoding);
                 if images.is_empty() {
                     break;
                 }
@@ -403,6 +445,7 @@ fn ocr_page(
     let (img, dpi) = match (pixels, pdf) {
         (Pixels::Pdf(i), Some(pdf)) => {
             let (img, dpi) = pdf::render(pdf, i, plan.dpi, plan.opts.max_pixels_per_page)?;
+            Clock::add(&plan.clock.render_ns, start);
             (std::borrow::Cow::Owned(img), dpi.round() as u32)
         }
         (Pixels::Image(img), _) => {
@@ -419,6 +462,7 @@ fn ocr_page(
         }
     };
     deadline_check(start, plan, index)?;
+    let reading = Instant::now();
     let mut img = img.into_owned();
     if plan.opts.detect_orientation && raster::lines_vertical(&img) {
         img = raster::rotate_quarter(&img, 1);
@@ -479,6 +523,7 @@ fn ocr_page(
             words
         }
     };
+    Clock::add(&plan.clock.ocr_ns, reading);
     deadline_check(start, plan, index)?;
     Ok(PageText::new(number, Source::Ocr, words))
 }
@@ -669,7 +714,8 @@ fn normalise_ws(s: &str) -> String {
 /// check the keywords; locate and type each field.
 pub fn extract(doc: &[u8], template: &Template, opts: &Options) -> Result<Extraction, Error> {
     template.validate()?;
-    let pages = read_pages(doc, template, opts)?;
+    let clock = Clock::default();
+    let pages = guard(|| read_pages_inner(doc, template, opts, &clock))?;
     if !template.keywords.is_empty() {
         let all: String = pages
             .iter()
@@ -690,6 +736,7 @@ pub fn extract(doc: &[u8], template: &Template, opts: &Options) -> Result<Extrac
         fields: BTreeMap::new(),
         pages: pages.len() as u32,
         missing_required: Vec::new(),
+        timings: clock.timings(),
     };
     for field in &template.fields {
         let post = post::Post::new(field, languages);

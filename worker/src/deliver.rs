@@ -103,12 +103,11 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
             paperhook_core::metrics::status_class(sent.attempt.status_code),
         ])
         .inc();
-    paperhook_core::metrics::STAGE_DURATION
-        .with_label_values(&[
-            "deliver",
-            if state == "delivered" { "ok" } else { "failed" },
-        ])
-        .observe(f64::from(sent.attempt.latency_ms) / 1000.0);
+    paperhook_core::metrics::observe_stage(
+        "deliver",
+        state == "delivered",
+        f64::from(sent.attempt.latency_ms) / 1000.0,
+    );
     let mut tx = w.pool.begin().await?;
     deliveries::record(&mut tx, delivery.id, &sent.attempt, state).await?;
     let settled = if state == "pending" {
@@ -126,6 +125,12 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         return Ok(());
     }
     tx.commit().await?;
+    if state == "delivered" && delivery.delivered_at.is_none() {
+        let waited = (Utc::now() - delivery.created_at)
+            .to_std()
+            .unwrap_or_default();
+        paperhook_core::metrics::WEBHOOK_DELIVERY_LATENCY.observe(waited.as_secs_f64());
+    }
     if state != "pending" {
         w.cleanup_files(job.id)
             .await

@@ -6,12 +6,12 @@ use std::io::Cursor;
 
 use anyhow::Context;
 use paperhook_core::db::deliveries;
-use paperhook_core::db::documents::{self, Charge, NewDocument};
+use paperhook_core::db::documents::{self, Charge, Finished, NewDocument};
 use paperhook_core::db::jobs::{DocumentRow, JobRow};
 use paperhook_core::db::templates::{self, TemplateRow};
 use paperhook_core::queue::{self, Task};
-use paperhook_core::status;
 use paperhook_core::storage::StorageError;
+use paperhook_core::{metrics, status};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -83,6 +83,7 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<(), Retry> {
     };
     // The archive is read on a blocking thread; each entry crosses a
     // one-slot channel and is stored before the next one is unpacked.
+    let started = std::time::Instant::now();
     let (send, mut recv) = tokio::sync::mpsc::channel::<Entry>(1);
     let scanner = tokio::task::spawn_blocking(move || {
         unzip::scan(Cursor::new(archive), limits, |entry| {
@@ -141,6 +142,7 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<(), Retry> {
     let scanned = scanner
         .await
         .map_err(|e| Retry::from(format!("unzip panicked: {e}")))?;
+    metrics::observe_stage("unzip", scanned.is_ok(), started.elapsed().as_secs_f64());
     if let Some(e) = store_error {
         return Err(e.into());
     }
@@ -171,11 +173,12 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<(), Retry> {
             deliveries::create(&mut tx, job.account_id, job.id, row.id, &payload).await?;
         }
     }
-    documents::finish_job_if_done(&mut tx, job.id).await?;
+    let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {
         return Ok(());
     }
     tx.commit().await?;
+    Finished::record(finished);
     tracing::info!(documents = rows.len(), "ZIP unpacked");
     w.cleanup_files(job.id)
         .await
@@ -195,11 +198,13 @@ async fn fail_whole_job(
         let _ = w.storage.delete(key).await;
     }
     let mut tx = w.pool.begin().await?;
-    documents::fail_job(&mut tx, job.id, status::UNZIP_FILE_FAILED, code, message).await?;
+    let finished =
+        documents::fail_job(&mut tx, job.id, status::UNZIP_FILE_FAILED, code, message).await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {
         return Ok(());
     }
     tx.commit().await?;
+    Finished::record(finished);
     tracing::info!(code, "ZIP rejected");
     w.cleanup_files(job.id)
         .await
@@ -306,9 +311,18 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<(), Retry> {
     .await
     .map_err(|e| Retry::from(format!("extraction panicked: {e}")))?;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "extracted");
-    paperhook_core::metrics::STAGE_DURATION
-        .with_label_values(&["extract", if extracted.is_ok() { "ok" } else { "failed" }])
-        .observe(started.elapsed().as_secs_f64());
+    metrics::observe_stage(
+        "extract",
+        extracted.is_ok(),
+        started.elapsed().as_secs_f64(),
+    );
+    if let Ok(x) = &extracted {
+        for (stage, spent) in [("render", x.timings.render), ("ocr", x.timings.ocr)] {
+            if !spent.is_zero() {
+                metrics::observe_stage(stage, true, spent.as_secs_f64());
+            }
+        }
+    }
     let extraction = match extracted {
         Ok(x) => x,
         Err(e) if e.is_transient() => {
@@ -375,18 +389,19 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<(), Retry> {
         let payload = success_payload(&job, &doc, pages, &result);
         deliveries::create(&mut tx, job.account_id, job.id, doc.id, &payload).await?;
     }
-    documents::finish_job_if_done(&mut tx, job.id).await?;
+    let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {
         tracing::warn!("lease lost before completion; another worker owns the document");
         return Ok(());
     }
     tx.commit().await?;
+    Finished::record(finished);
     tracing::info!(pages, "document succeeded");
-    paperhook_core::metrics::DOCUMENTS_PROCESSED
+    metrics::DOCUMENTS_PROCESSED
         .with_label_values(&["success"])
         .inc();
-    paperhook_core::metrics::PAGES_PROCESSED.inc_by(pages as u64);
-    paperhook_core::metrics::CREDITS_CHARGED.inc_by(pages as u64);
+    metrics::PAGES_PROCESSED.inc_by(pages as u64);
+    metrics::CREDITS_CHARGED.inc_by(pages as u64);
     w.cleanup_files(job.id)
         .await
         .map_err(|e| Retry::from(format!("{e:#}")))?;
@@ -413,13 +428,14 @@ async fn finish_failed(
         let payload = failure_payload(job, &failed);
         deliveries::create(&mut tx, job.account_id, job.id, doc.id, &payload).await?;
     }
-    documents::finish_job_if_done(&mut tx, job.id).await?;
+    let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {
         return Ok(());
     }
     tx.commit().await?;
+    Finished::record(finished);
     tracing::info!(code, "document failed");
-    paperhook_core::metrics::DOCUMENTS_PROCESSED
+    metrics::DOCUMENTS_PROCESSED
         .with_label_values(&["failed"])
         .inc();
     w.cleanup_files(job.id)
@@ -458,12 +474,13 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<()>
                 )
                 .await?;
             }
-            documents::finish_job_if_done(&mut tx, job.id).await?;
+            let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
             tx.commit().await?;
+            Finished::record(finished);
         }
         queue::kind::JOB => {
             let mut tx = w.pool.begin().await?;
-            documents::fail_job(
+            let finished = documents::fail_job(
                 &mut tx,
                 task.ref_id,
                 status::FAILED,
@@ -472,6 +489,7 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<()>
             )
             .await?;
             tx.commit().await?;
+            Finished::record(finished);
         }
         _ => {
             sqlx::query("UPDATE webhook_deliveries SET state = 'failed' WHERE id = $1 AND state = 'pending'")

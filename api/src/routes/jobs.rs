@@ -438,11 +438,10 @@ pub async fn process_job(
 
     let job_id = Uuid::now_v7();
     let storage_key = format!("documents/{}/{job_id}/original", account.id);
-    let written = state
+    state
         .storage
         .put_file(&storage_key, &submission.upload.path)
         .await?;
-    paperhook_core::metrics::STORAGE_WRITTEN_BYTES.inc_by(written);
     let new = NewJob {
         id: job_id,
         account_id: account.id,

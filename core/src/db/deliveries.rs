@@ -17,6 +17,10 @@ pub struct DeliveryRow {
     pub state: String,
     pub payload: Json<serde_json::Value>,
     pub attempts: i32,
+    /// When its document finished.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Its last 2xx; None until it was first delivered.
+    pub delivered_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Creates the delivery of a finished document and its task (once per document).
@@ -49,7 +53,8 @@ pub async fn create(
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<DeliveryRow>> {
     sqlx::query_as(
-        "SELECT id, message_id, account_id, job_id, document_id, state, payload, attempts
+        "SELECT id, message_id, account_id, job_id, document_id, state, payload, attempts,
+                created_at, delivered_at
          FROM webhook_deliveries WHERE id = $1",
     )
     .bind(id)

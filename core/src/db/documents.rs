@@ -102,19 +102,41 @@ pub async fn fail_job(
     stage_status: &str,
     code: &str,
     message: &str,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Option<Finished>> {
     set_job_status(&mut *tx, job_id, stage_status).await?;
-    sqlx::query(
+    let seconds: Option<f64> = sqlx::query_scalar(
         "UPDATE jobs SET status = 'FAILED', error_code = $2, error_message = $3,
                 finished_at = now(), updated_at = now()
-         WHERE id = $1 AND status NOT IN ('SUCCESS', 'FAILED')",
+         WHERE id = $1 AND status NOT IN ('SUCCESS', 'FAILED')
+         RETURNING extract(epoch FROM finished_at - created_at)::float8",
     )
     .bind(job_id)
     .bind(code)
     .bind(message)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(())
+    Ok(seconds.map(|seconds| Finished {
+        status: status::FAILED,
+        seconds,
+    }))
+}
+
+/// A job that reached its final status in a transaction: count it in the
+/// metrics once that transaction has committed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[must_use = "record it after the commit"]
+pub struct Finished {
+    pub status: &'static str,
+    /// From submission to the final status.
+    pub seconds: f64,
+}
+
+impl Finished {
+    pub fn record(finished: Option<Finished>) {
+        if let Some(f) = finished {
+            crate::metrics::job_finished(f.status, f.seconds);
+        }
+    }
 }
 
 pub async fn start(db: impl PgExecutor<'_>, doc_id: Uuid) -> sqlx::Result<()> {
@@ -245,7 +267,10 @@ pub async fn succeed(
 /// After a document finished: when every document of the job has, the job
 /// ends SUCCESS (all succeeded) or FAILED. A single-file job passes through
 /// its document's PROCESS IMAGE status first. Returns whether the job ended.
-pub async fn finish_job_if_done(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Result<bool> {
+pub async fn finish_job_if_done(
+    tx: &mut PgConnection,
+    job_id: Uuid,
+) -> sqlx::Result<Option<Finished>> {
     // Lock the job so two last documents finishing together agree.
     let job: Option<(String, String)> =
         sqlx::query_as("SELECT status, content_type FROM jobs WHERE id = $1 FOR UPDATE")
@@ -253,10 +278,10 @@ pub async fn finish_job_if_done(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Re
             .fetch_optional(&mut *tx)
             .await?;
     let Some((job_status, content_type)) = job else {
-        return Ok(false);
+        return Ok(None);
     };
     if status::is_final(&job_status) {
-        return Ok(false);
+        return Ok(None);
     }
     let (open, failed, total): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE finished_at IS NULL),
@@ -268,7 +293,7 @@ pub async fn finish_job_if_done(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Re
     .fetch_one(&mut *tx)
     .await?;
     if open > 0 || total == 0 {
-        return Ok(false);
+        return Ok(None);
     }
     if content_type != "zip" {
         let stage = if failed > 0 {
@@ -297,18 +322,22 @@ pub async fn finish_job_if_done(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Re
         .await?;
         (status::FAILED, code, message)
     };
-    sqlx::query(
+    let seconds: f64 = sqlx::query_scalar(
         "UPDATE jobs SET status = $2, error_code = $3, error_message = $4, finished_at = now(),
                 updated_at = now()
-         WHERE id = $1",
+         WHERE id = $1
+         RETURNING extract(epoch FROM finished_at - created_at)::float8",
     )
     .bind(job_id)
     .bind(final_status)
     .bind(code)
     .bind(message)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(true)
+    Ok(Some(Finished {
+        status: final_status,
+        seconds,
+    }))
 }
 
 /// Claims the job's stored files for deletion once the job is final and no

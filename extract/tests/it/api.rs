@@ -159,6 +159,19 @@ fn mixed_pdf_uses_the_text_layer_and_ocr_per_page() {
         );
         assert!(got.fields[k].confidence > 0.5 && got.fields[k].confidence <= 1.0);
     }
+    // Only the scanned page was rendered and read; the digital page alone costs neither.
+    assert!(
+        got.timings.render > std::time::Duration::ZERO,
+        "{:?}",
+        got.timings
+    );
+    assert!(
+        got.timings.ocr > std::time::Duration::ZERO,
+        "{:?}",
+        got.timings
+    );
+    let digital = extract(&invoice.pdf, &invoice.template, &Options::default()).unwrap();
+    assert_eq!(digital.timings, paperhook_extract::Timings::default());
 }
 
 #[test]
