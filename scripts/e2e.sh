@@ -50,24 +50,29 @@ if ! (cd e2e && npm test --silent); then
     exit 1
 fi
 # The expositions after real traffic must satisfy Prometheus' own linter.
-for p in "$port" "$wport" "$jport"; do curl -sf "http://127.0.0.1:$p/metrics" | promtool check metrics; done
-curl -sf "http://127.0.0.1:$wport/metrics" | grep -q '^paperhook_documents_processed_total{outcome="success"} [1-9]' ||
+# (Each scrape goes to a file first: `curl | grep -q` fails under pipefail
+# when grep stops reading before curl has written everything.)
+for p in "$port" "$wport" "$jport"; do
+    curl -sf "http://127.0.0.1:$p/metrics" > "$work/$p.metrics"
+    promtool check metrics < "$work/$p.metrics"
+done
+cp "$work/$wport.metrics" "$work/worker.metrics"
+cp "$work/$port.metrics" "$work/api.metrics"
+grep -q '^paperhook_documents_processed_total{outcome="success"} [1-9]' "$work/worker.metrics" ||
     { echo "the worker's metrics do not count the documents it processed"; exit 1; }
-curl -sf "http://127.0.0.1:$jport/metrics" | grep -q '^paperhook_janitor_last_pass_timestamp_seconds [1-9]' ||
+grep -q '^paperhook_janitor_last_pass_timestamp_seconds [1-9]' "$work/$jport.metrics" ||
     { echo "the janitor's metrics show no pass"; exit 1; }
 # The browser tests processed an image and a PDF and delivered a webhook:
 # each stage, the end-to-end and delivery latencies and the deleted file show.
-curl -sf "http://127.0.0.1:$wport/metrics" > "$work/worker.metrics"
-curl -sf "http://127.0.0.1:$port/metrics" > "$work/api.metrics"
 for want in 'paperhook_jobs_finished_total{outcome="success"}' 'paperhook_job_duration_seconds_count{outcome="success"}' \
     'paperhook_webhook_delivery_latency_seconds_count' 'paperhook_storage_deleted_bytes_total' \
     'paperhook_stage_duration_seconds_count{outcome="ok",stage="render"}' 'paperhook_stage_duration_seconds_count{outcome="ok",stage="ocr"}' \
     'paperhook_stage_duration_seconds_count{outcome="ok",stage="extract"}' 'paperhook_stage_duration_seconds_count{outcome="ok",stage="deliver"}'; do
-    grep -qF "$want " "$work/worker.metrics" && grep -F "$want " "$work/worker.metrics" | grep -qv ' 0$' ||
+    awk -v w="$want " 'index($0, w) == 1 && $NF + 0 > 0 { ok = 1 } END { exit !ok }' "$work/worker.metrics" ||
         { echo "the worker's metrics lack a non-zero $want"; grep -F "${want%%\{*}" "$work/worker.metrics"; exit 1; }
 done
-grep -E '^paperhook_stage_duration_seconds_count\{outcome="ok",stage="store"\} [1-9]' "$work/api.metrics" >/dev/null &&
-    grep -E '^paperhook_storage_written_bytes_total [1-9]' "$work/api.metrics" >/dev/null ||
+grep -qE '^paperhook_stage_duration_seconds_count\{outcome="ok",stage="store"\} [1-9]' "$work/api.metrics" &&
+    grep -qE '^paperhook_storage_written_bytes_total [1-9]' "$work/api.metrics" ||
     { echo "the API's metrics do not count stored uploads"; exit 1; }
 grep -qE '^paperhook_webhook_retries_pending [0-9]' "$work/api.metrics" ||
     { echo "the API's metrics lack paperhook_webhook_retries_pending"; exit 1; }
