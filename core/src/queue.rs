@@ -2,7 +2,8 @@
 //! River's and Oban's design.
 //!
 //! - **Enqueue** is an INSERT in the caller's transaction, with `pg_notify`
-//!   so idle workers wake at once (they also poll every 1-2 s).
+//!   so idle workers wake at once (they also poll every 1-2 s). A worker
+//!   that will run the new task itself next inserts it already claimed.
 //! - **Claim** is one statement: `FOR UPDATE SKIP LOCKED` picks due rows and
 //!   the same statement marks them `running` under a lease (`locked_by`,
 //!   `locked_until`).
@@ -80,6 +81,35 @@ pub async fn enqueue(
         .execute(&mut *tx)
         .await?;
     Ok(())
+}
+
+/// Enqueues a task already claimed by `worker`, in the caller's
+/// transaction: the worker runs it right after the commit instead of a
+/// NOTIFY, a wake-up and a claim (a single file's document after its job,
+/// a document's webhook after the document). If the worker dies first,
+/// the lease expires and the rescuer hands the task to another. None when
+/// the task already exists.
+pub async fn enqueue_claimed(
+    tx: &mut PgConnection,
+    kind: &str,
+    ref_id: Uuid,
+    worker: &str,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Option<Task>> {
+    sqlx::query_as(
+        "INSERT INTO tasks (kind, ref_id, run_at, state, attempts, locked_by, locked_until)
+         VALUES ($1, $2, $3, 'running', 1, $4, $3 + make_interval(secs => $5))
+         ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running') DO NOTHING
+         RETURNING id, kind, ref_id, attempts, max_attempts, locked_by, locked_until",
+    )
+    .bind(kind)
+    .bind(ref_id)
+    .bind(now)
+    .bind(worker)
+    .bind(interval(lease))
+    .fetch_optional(&mut *tx)
+    .await
 }
 
 /// Claims up to `limit` due tasks of the given kinds for `worker`.

@@ -55,6 +55,10 @@ impl<E: std::fmt::Display> From<E> for Retry {
     }
 }
 
+/// A task a handler created already claimed by this worker, to run next
+/// in the same slot (see [`queue::enqueue_claimed`]).
+pub type Next = Option<Task>;
+
 /// What one [`Worker::run_once`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -264,21 +268,29 @@ impl Worker {
     }
 
     async fn run_task_inner(self, task: Task, hard_stop: CancellationToken) {
+        let mut next = Some(task);
+        while let Some(task) = next.take() {
+            next = self.run_one(task, &hard_stop).await;
+        }
+    }
+
+    /// Runs one task to the end; returns the task it handed to this worker.
+    async fn run_one(&self, task: Task, hard_stop: &CancellationToken) -> Next {
         if task.exhausted() {
             let error = format!(
                 "gave up after {} attempts: the worker processing it stopped before finishing each time",
                 task.max_attempts
             );
             tracing::error!(task = task.id, kind = %task.kind, "{error}");
-            if let Err(e) = pipeline::give_up(&self, &task, &error).await {
+            if let Err(e) = pipeline::give_up(self, &task, &error).await {
                 tracing::error!(task = task.id, error = ?e, "recording the failure failed; the task will be rescued again");
-                return;
+                return None;
             }
             // attempts >= max_attempts: retry() marks the task failed.
             if let Err(e) = queue::retry(&self.pool, &task, &self.id, Utc::now(), &error).await {
                 tracing::error!(task = task.id, error = %e, "failing the task failed");
             }
-            return;
+            return None;
         }
         let worker = self.clone();
         let t = task.clone();
@@ -301,12 +313,12 @@ impl Worker {
                     if let Err(e) = queue::release(&self.pool, &task, &self.id).await {
                         tracing::error!(task = task.id, error = %e, "releasing task failed; its lease will expire");
                     }
-                    return;
+                    return None;
                 }
             }
         };
         let retry = match joined {
-            Ok(Ok(())) => return,
+            Ok(Ok(next)) => return next,
             Ok(Err(retry)) => retry,
             Err(e) => Retry {
                 error: if e.is_panic() {
@@ -319,7 +331,7 @@ impl Worker {
         };
         tracing::warn!(task = task.id, kind = %task.kind, attempt = task.attempts, error = %retry.error, "task failed; will retry");
         if task.attempts >= task.max_attempts
-            && let Err(e) = pipeline::give_up(&self, &task, &retry.error).await
+            && let Err(e) = pipeline::give_up(self, &task, &retry.error).await
         {
             tracing::error!(task = task.id, error = ?e, "recording the failure failed");
         }
@@ -331,18 +343,28 @@ impl Worker {
         if let Err(e) = queue::retry(&self.pool, &task, &self.id, run_at, &retry.error).await {
             tracing::error!(task = task.id, error = %e, "putting the task back failed; its lease will expire");
         }
+        None
     }
 
-    async fn handle(&self, task: &Task) -> Result<(), Retry> {
+    async fn handle(&self, task: &Task) -> Result<Next, Retry> {
         match task.kind.as_str() {
             queue::kind::JOB => pipeline::split_job(self, task).await,
             queue::kind::DOCUMENT => pipeline::process_document(self, task).await,
-            queue::kind::DELIVERY => deliver::deliver(self, task).await,
+            queue::kind::DELIVERY => deliver::deliver(self, task).await.map(|()| None),
             other => {
                 tracing::error!(kind = other, "unknown task kind; dropping it");
                 queue::complete(&self.pool, task, &self.id).await?;
-                Ok(())
+                Ok(None)
             }
+        }
+    }
+
+    /// A delivery this worker creates is sent by this worker, right after
+    /// the commit that creates it.
+    pub fn sends(&self) -> paperhook_core::db::deliveries::Sender<'_> {
+        paperhook_core::db::deliveries::Sender::Claimed {
+            worker: &self.id,
+            lease: self.config.worker_lease(),
         }
     }
 

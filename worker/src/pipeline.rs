@@ -5,7 +5,7 @@
 use std::io::Cursor;
 
 use anyhow::Context;
-use paperhook_core::db::deliveries;
+use paperhook_core::db::deliveries::{self, Sender};
 use paperhook_core::db::documents::{self, Charge, Finished, NewDocument};
 use paperhook_core::db::jobs::{DocumentRow, JobRow};
 use paperhook_core::db::templates::{self, TemplateRow};
@@ -16,22 +16,22 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::unzip::{self, Entry, Limits, ZipFailure};
-use crate::{Retry, Worker};
+use crate::{Next, Retry, Worker};
 
 /// Splits a job into documents. Steps: load the job; a single file becomes
 /// one document; a ZIP is unpacked entry by entry into stored documents
 /// (or fails as a whole); the documents and their tasks commit together
 /// with the task's completion.
 #[tracing::instrument(skip_all, fields(job_id = %task.ref_id))]
-pub async fn split_job(w: &Worker, task: &Task) -> Result<(), Retry> {
+pub async fn split_job(w: &Worker, task: &Task) -> Result<Next, Retry> {
     let Some(job) = documents::job_any(&w.pool, task.ref_id).await? else {
         queue::complete(&w.pool, task, &w.id).await?;
-        return Ok(());
+        return Ok(None);
     };
     if job.status != status::NEW && job.status != status::UNZIPPING_FILE {
         // Already split by an earlier attempt that committed.
         queue::complete(&w.pool, task, &w.id).await?;
-        return Ok(());
+        return Ok(None);
     }
     if job.content_type != "zip" {
         let doc = NewDocument {
@@ -42,23 +42,35 @@ pub async fn split_job(w: &Worker, task: &Task) -> Result<(), Retry> {
             storage_key: Some(job.storage_key.clone()),
             failure: None,
         };
+        // One transaction makes the document, marks it and the job
+        // PROCESSING IMAGE, and hands its task to this worker, to run next.
         let mut tx = w.pool.begin().await?;
         documents::insert_all(&mut tx, job.id, std::slice::from_ref(&doc)).await?;
         let id: Uuid = sqlx::query_scalar("SELECT id FROM documents WHERE job_id = $1 AND idx = 0")
             .bind(job.id)
             .fetch_one(&mut *tx)
             .await?;
-        queue::enqueue(&mut tx, queue::kind::DOCUMENT, id, None).await?;
+        documents::start(&mut *tx, id).await?;
         documents::set_job_status(&mut *tx, job.id, status::PROCESSING_IMAGE).await?;
-        if queue::complete(&mut *tx, task, &w.id).await? {
-            tx.commit().await?;
+        let next = queue::enqueue_claimed(
+            &mut tx,
+            queue::kind::DOCUMENT,
+            id,
+            &w.id,
+            w.config.worker_lease(),
+            chrono::Utc::now(),
+        )
+        .await?;
+        if !queue::complete(&mut *tx, task, &w.id).await? {
+            return Ok(None);
         }
-        return Ok(());
+        tx.commit().await?;
+        return Ok(next);
     }
     unzip_job(w, task, &job).await
 }
 
-async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<(), Retry> {
+async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry> {
     documents::set_job_status(&w.pool, job.id, status::UNZIPPING_FILE).await?;
     let archive = match w.storage.get(&job.storage_key).await {
         Ok(bytes) => bytes,
@@ -170,12 +182,20 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<(), Retry> {
             queue::enqueue(&mut tx, queue::kind::DOCUMENT, row.id, None).await?;
         } else if template.webhook_url.is_some() {
             let payload = failure_payload(job, row);
-            deliveries::create(&mut tx, job.account_id, job.id, row.id, &payload).await?;
+            deliveries::create(
+                &mut tx,
+                job.account_id,
+                job.id,
+                row.id,
+                &payload,
+                Sender::Queue,
+            )
+            .await?;
         }
     }
     let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {
-        return Ok(());
+        return Ok(None);
     }
     tx.commit().await?;
     Finished::record(finished);
@@ -183,7 +203,7 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<(), Retry> {
     w.cleanup_files(job.id)
         .await
         .map_err(|e| Retry::from(format!("{e:#}")))?;
-    Ok(())
+    Ok(None)
 }
 
 async fn fail_whole_job(
@@ -193,7 +213,7 @@ async fn fail_whole_job(
     code: &str,
     message: &str,
     stored: &[String],
-) -> Result<(), Retry> {
+) -> Result<Next, Retry> {
     for key in stored {
         let _ = w.storage.delete(key).await;
     }
@@ -201,7 +221,7 @@ async fn fail_whole_job(
     let finished =
         documents::fail_job(&mut tx, job.id, status::UNZIP_FILE_FAILED, code, message).await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {
-        return Ok(());
+        return Ok(None);
     }
     tx.commit().await?;
     Finished::record(finished);
@@ -209,7 +229,7 @@ async fn fail_whole_job(
     w.cleanup_files(job.id)
         .await
         .map_err(|e| Retry::from(format!("{e:#}")))?;
-    Ok(())
+    Ok(None)
 }
 
 async fn template_of(w: &Worker, job: &JobRow) -> Result<TemplateRow, Retry> {
@@ -264,21 +284,25 @@ pub fn failure_payload(job: &JobRow, doc: &DocumentRow) -> Value {
 /// one transaction charge, store the result, queue the webhook, maybe end
 /// the job, and complete the task.
 #[tracing::instrument(skip_all, fields(document_id = %task.ref_id))]
-pub async fn process_document(w: &Worker, task: &Task) -> Result<(), Retry> {
+pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
     let Some(doc) = documents::get(&w.pool, task.ref_id).await? else {
         queue::complete(&w.pool, task, &w.id).await?;
-        return Ok(());
+        return Ok(None);
     };
     if doc.finished_at.is_some() {
         queue::complete(&w.pool, task, &w.id).await?;
-        return Ok(());
+        return Ok(None);
     }
     let job = documents::job_any(&w.pool, doc.job_id)
         .await?
         .ok_or_else(|| Retry::from("the document's job is missing"))?;
     let template = template_of(w, &job).await?;
-    documents::start(&w.pool, doc.id).await?;
-    documents::set_job_status(&w.pool, job.id, status::PROCESSING_IMAGE).await?;
+    if doc.status != status::PROCESSING_IMAGE || job.status != status::PROCESSING_IMAGE {
+        let mut tx = w.pool.begin().await?;
+        documents::start(&mut *tx, doc.id).await?;
+        documents::set_job_status(&mut *tx, job.id, status::PROCESSING_IMAGE).await?;
+        tx.commit().await?;
+    }
     let key = doc.storage_key.clone().unwrap_or_default();
     let data = match w.storage.get(&key).await {
         Ok(data) => data,
@@ -385,14 +409,16 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<(), Retry> {
         Charge::Charged { .. } | Charge::AlreadyCharged => {}
     }
     documents::succeed(&mut tx, &doc, pages, &result, &meta).await?;
+    let mut next = None;
     if template.webhook_url.is_some() {
         let payload = success_payload(&job, &doc, pages, &result);
-        deliveries::create(&mut tx, job.account_id, job.id, doc.id, &payload).await?;
+        next = deliveries::create(&mut tx, job.account_id, job.id, doc.id, &payload, w.sends())
+            .await?;
     }
     let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {
         tracing::warn!("lease lost before completion; another worker owns the document");
-        return Ok(());
+        return Ok(None);
     }
     tx.commit().await?;
     Finished::record(finished);
@@ -402,10 +428,14 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<(), Retry> {
         .inc();
     metrics::PAGES_PROCESSED.inc_by(pages as u64);
     metrics::CREDITS_CHARGED.inc_by(pages as u64);
-    w.cleanup_files(job.id)
-        .await
-        .map_err(|e| Retry::from(format!("{e:#}")))?;
-    Ok(())
+    if next.is_none() {
+        // (With its webhook still to send, the files stay: the delivery
+        // cleans up after itself.)
+        w.cleanup_files(job.id)
+            .await
+            .map_err(|e| Retry::from(format!("{e:#}")))?;
+    }
+    Ok(next)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -418,19 +448,21 @@ async fn finish_failed(
     pages: Option<i32>,
     code: &str,
     message: &str,
-) -> Result<(), Retry> {
+) -> Result<Next, Retry> {
     let mut tx = w.pool.begin().await?;
     documents::fail(&mut *tx, doc.id, pages, code, message).await?;
+    let mut next = None;
     if template.webhook_url.is_some() {
         let failed = documents::get(&mut *tx, doc.id)
             .await?
             .context("document vanished")?;
         let payload = failure_payload(job, &failed);
-        deliveries::create(&mut tx, job.account_id, job.id, doc.id, &payload).await?;
+        next = deliveries::create(&mut tx, job.account_id, job.id, doc.id, &payload, w.sends())
+            .await?;
     }
     let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {
-        return Ok(());
+        return Ok(None);
     }
     tx.commit().await?;
     Finished::record(finished);
@@ -438,10 +470,12 @@ async fn finish_failed(
     metrics::DOCUMENTS_PROCESSED
         .with_label_values(&["failed"])
         .inc();
-    w.cleanup_files(job.id)
-        .await
-        .map_err(|e| Retry::from(format!("{e:#}")))?;
-    Ok(())
+    if next.is_none() {
+        w.cleanup_files(job.id)
+            .await
+            .map_err(|e| Retry::from(format!("{e:#}")))?;
+    }
+    Ok(next)
 }
 
 /// A task out of attempts: record the failure on what it was for, so the
@@ -471,6 +505,7 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<()>
                     job.id,
                     doc.id,
                     &failure_payload(&job, &failed),
+                    Sender::Queue,
                 )
                 .await?;
             }

@@ -23,14 +23,27 @@ pub struct DeliveryRow {
     pub delivered_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Creates the delivery of a finished document and its task (once per document).
+/// Who sends a new delivery: any worker through the queue, or the worker
+/// creating it, right after its commit.
+#[derive(Debug, Clone, Copy)]
+pub enum Sender<'a> {
+    Queue,
+    Claimed {
+        worker: &'a str,
+        lease: std::time::Duration,
+    },
+}
+
+/// Creates the delivery of a finished document and its task (once per
+/// document); returns the task when `sender` claimed it.
 pub async fn create(
     tx: &mut PgConnection,
     account_id: Uuid,
     job_id: Uuid,
     document_id: Uuid,
     payload: &serde_json::Value,
-) -> sqlx::Result<()> {
+    sender: Sender<'_>,
+) -> sqlx::Result<Option<queue::Task>> {
     let id = Uuid::now_v7();
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO webhook_deliveries (id, message_id, account_id, job_id, document_id, payload)
@@ -45,10 +58,26 @@ pub async fn create(
     .bind(Json(payload))
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some(id) = inserted {
-        queue::enqueue(tx, queue::kind::DELIVERY, id, None).await?;
+    let Some(id) = inserted else {
+        return Ok(None);
+    };
+    match sender {
+        Sender::Queue => {
+            queue::enqueue(tx, queue::kind::DELIVERY, id, None).await?;
+            Ok(None)
+        }
+        Sender::Claimed { worker, lease } => {
+            queue::enqueue_claimed(
+                tx,
+                queue::kind::DELIVERY,
+                id,
+                worker,
+                lease,
+                chrono::Utc::now(),
+            )
+            .await
+        }
     }
-    Ok(())
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<DeliveryRow>> {

@@ -296,18 +296,37 @@ async fn a_document_whose_workers_keep_dying_ends_failed() {
     let (account, key) = app.account(5).await;
     let (template, _) = app.template(&key, Some(&hook.url)).await;
     let job = app.submit(&key, template, "a.pdf", example_pdf()).await;
-    // One step splits the job into its document; then the last attempt on the
-    // document dies mid-way: running, out of attempts, lease expired.
-    app.worker.run_once().await.unwrap();
-    let moved = sqlx::query(
-        "UPDATE tasks SET state = 'running', attempts = max_attempts, locked_by = 'dead-worker',
-                locked_until = now() - interval '1 minute'
-         WHERE kind = 'document' AND state = 'available'",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(moved.rows_affected(), 1);
+    // A worker split the job, then died on the document's last attempt: the
+    // job's task is done; the document's runs under an expired lease, out
+    // of attempts. (A real worker runs a single file's document straight
+    // after the split, so the state is set up here.)
+    let mut tx = app.pool.begin().await.unwrap();
+    let storage_key: String = sqlx::query_scalar("SELECT storage_key FROM jobs WHERE id = $1")
+        .bind(job)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let new = paperhook_core::db::documents::NewDocument {
+        id: uuid::Uuid::now_v7(),
+        idx: 0,
+        file_name: Some("a.pdf".into()),
+        content_type: Some("pdf".into()),
+        storage_key: Some(storage_key),
+        failure: None,
+    };
+    paperhook_core::db::documents::insert_all(&mut tx, job, &[new])
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE jobs SET status = 'PROCESSING IMAGE' WHERE id = $1",
+        "UPDATE tasks SET state = 'completed', finished_at = now() WHERE kind = 'job' AND ref_id = $1",
+        "INSERT INTO tasks (kind, ref_id, state, attempts, max_attempts, locked_by, locked_until)
+         SELECT 'document', id, 'running', 25, 25, 'dead-worker', now() - interval '1 minute'
+         FROM documents WHERE job_id = $1",
+    ] {
+        sqlx::query(sql).bind(job).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
 
     app.drain().await;
     let status = app.job_status(&key, job).await;
@@ -324,4 +343,31 @@ async fn a_document_whose_workers_keep_dying_ends_failed() {
             .await
             .unwrap();
     assert_eq!(left, 0);
+}
+
+/// A single file runs job, document and webhook in one claim: the worker
+/// inserts each next task already claimed and runs it in the same slot, so
+/// nothing waits in the queue in between.
+#[tokio::test]
+async fn a_single_file_goes_from_claim_to_webhook_in_one_slot() {
+    let app = TestApp::spawn().await;
+    let hook = Receiver::start().await;
+    let (account, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    let job = app.submit(&key, template, "a.pdf", example_pdf()).await;
+    let worker = app.another_worker(|c| c.worker_concurrency = 1);
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        paperhook_worker::Outcome::Worked(1)
+    );
+    assert_eq!(hook.received().len(), 1);
+    assert_eq!(app.job_status(&key, job).await["status"], "SUCCESS");
+    assert_eq!(app.charges(account).await, 1);
+    let tasks: Vec<(String, String, i32)> =
+        sqlx::query_as("SELECT kind, state, attempts FROM tasks ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let done = |kind: &str| (kind.to_owned(), "completed".to_owned(), 1);
+    assert_eq!(tasks, vec![done("job"), done("document"), done("delivery")]);
 }
