@@ -40,6 +40,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "running the tests"
 cargo test --workspace --locked
 
+log "fuzzing the document decoders, the template parser and the ZIP reader"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" ./scripts/fuzz.sh
+
 log "running the dashboard's browser tests"
 node --check api/dashboard/app.js
 ./scripts/e2e.sh

@@ -9,7 +9,8 @@ pub mod crypto;
 pub mod db;
 pub mod metrics;
 pub mod queue;
-pub mod sniff;
+/// Document types from their first bytes (owned by `paperhook-extract`).
+pub use paperhook_extract::sniff;
 pub mod status;
 pub mod storage;
 pub mod testing;

@@ -1,6 +1,7 @@
 //! paperhook-extract: one document and one template in, typed fields out.
 //!
-//! Owns decoding (PDF, PNG, JPEG, TIFF), the per-page text model (PDF text
+//! Owns type detection ([`sniff`], which the API and the ZIP reader share),
+//! decoding (PDF, PNG, JPEG, TIFF), the per-page text model (PDF text
 //! layer or Tesseract OCR), the four locators and post-processing. Leaves
 //! storage, queues, billing and delivery to `core` and `worker`: no I/O
 //! besides Tesseract reading its language data, no async.
@@ -23,6 +24,7 @@ pub mod ocr;
 mod pdf;
 pub mod post;
 pub mod raster;
+pub mod sniff;
 pub mod template;
 
 pub use error::Error;
@@ -147,21 +149,16 @@ enum Kind {
 }
 
 fn sniff(doc: &[u8]) -> Result<Kind, Error> {
+    use crate::sniff::DocType;
     if doc.is_empty() {
         return Err(Error::Empty);
     }
-    if doc.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return Ok(Kind::Png);
-    }
-    if doc.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        return Ok(Kind::Jpeg);
-    }
-    if doc.starts_with(b"II*\0") || doc.starts_with(b"MM\0*") {
-        return Ok(Kind::Tiff);
-    }
-    // PDF readers accept the header anywhere in the first kilobyte.
-    if doc[..doc.len().min(1024)].windows(5).any(|w| w == b"%PDF-") {
-        return Ok(Kind::Pdf);
+    match sniff::detect(doc) {
+        Some(DocType::Pdf) => return Ok(Kind::Pdf),
+        Some(DocType::Png) => return Ok(Kind::Png),
+        Some(DocType::Jpeg) => return Ok(Kind::Jpeg),
+        Some(DocType::Tiff) => return Ok(Kind::Tiff),
+        Some(DocType::Zip) | None => {}
     }
     let head: String = doc.iter().take(8).map(|b| format!("{b:02x}")).collect();
     let found = match doc {

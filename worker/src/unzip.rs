@@ -7,7 +7,7 @@
 
 use std::io::{Read, Seek};
 
-use paperhook_core::sniff::{self, DocType};
+use paperhook_extract::sniff::{self, DocType};
 
 /// The limits of one batch (from the configuration).
 #[derive(Debug, Clone, Copy)]

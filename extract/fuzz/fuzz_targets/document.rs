@@ -1,7 +1,7 @@
 //! Any bytes through the document entry points: a typed error or a
 //! result, never a panic, an abort or unbounded memory.
 //!
-//! `cd extract/fuzz && OMP_THREAD_LIMIT=1 cargo +nightly fuzz run document -- -rss_limit_mb=2048 -max_total_time=600 -detect_leaks=0`
+//! `scripts/fuzz.sh document` (see there for the options).
 
 #![no_main]
 
