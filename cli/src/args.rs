@@ -224,7 +224,7 @@ pub struct SubmitArgs {
     #[arg(long, default_value_t = 500, value_name = "N", requires = "zip")]
     pub zip_max_files: usize,
     /// Requests in flight at once.
-    #[arg(long, short = 'c', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, short = 'c', default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
     /// Follow the jobs until every document is done, then write the results.
     #[arg(long, short = 'w')]

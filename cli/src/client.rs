@@ -353,6 +353,114 @@ mod tests {
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
+    /// A server that answers each request with the next of `answers`
+    /// (status, extra headers), then 200 `{"ok": true}`; counts requests.
+    async fn scripted(
+        answers: Vec<(u16, &'static str)>,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            let mut answers = answers.into_iter();
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (status, extra) = answers.next().unwrap_or((200, ""));
+                let body = if status == 200 {
+                    r#"{"ok":true}"#.to_owned()
+                } else {
+                    format!(r#"{{"error":{{"code":"busy","message":"status {status}"}}}}"#)
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\n{extra}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                sock.write_all(reply.as_bytes()).await.unwrap();
+                let _ = sock.shutdown().await;
+            }
+        });
+        (url, count)
+    }
+
+    #[tokio::test]
+    async fn retries_429_and_5xx_honouring_retry_after() {
+        let (url, count) = scripted(vec![
+            (429, "retry-after: 1\r\n"),
+            (503, "retry-after: 0\r\n"),
+        ])
+        .await;
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let api = Api::with(&url, "ph_test")
+            .unwrap()
+            .on_retry(Arc::new(move |e: &RetryEvent| {
+                seen.lock().unwrap().push((e.reason.clone(), e.delay));
+            }));
+        let started = std::time::Instant::now();
+        let v: Value = api
+            .json("probe", Retry::Safe, || api.request(Method::GET, "/x"))
+            .await
+            .unwrap();
+        assert_eq!(v["ok"], true);
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "waited for Retry-After"
+        );
+        let events = events.lock().unwrap().clone();
+        assert_eq!(events.len(), 2);
+        assert!(events[0].0.starts_with("429"), "{events:?}");
+        assert_eq!(events[0].1, Duration::from_secs(1));
+        assert!(events[1].0.starts_with("503"), "{events:?}");
+        assert_eq!(events[1].1, Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn unsafe_writes_are_not_retried_on_5xx_and_retries_run_out() {
+        let (url, count) = scripted(vec![(500, ""), (429, "retry-after: 0\r\n")]).await;
+        let api = Api::with(&url, "ph_test").unwrap();
+        let err = api
+            .json::<Value>("create", Retry::Unsafe, || api.request(Method::POST, "/x"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, Some(500));
+        assert_eq!(err.message, "status 500");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A 429 is retried even for unsafe writes: the server did nothing.
+        let v: Value = api
+            .json("create", Retry::Unsafe, || api.request(Method::POST, "/x"))
+            .await
+            .unwrap();
+        assert_eq!(v["ok"], true);
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+        let (url, count) = scripted(vec![(502, "retry-after: 0\r\n"); 10]).await;
+        let mut api = Api::with(&url, "ph_test").unwrap();
+        api.retries = 2;
+        let err = api
+            .json::<Value>("probe", Retry::Safe, || api.request(Method::GET, "/x"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, Some(502));
+        assert_eq!(
+            count.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "one try and two retries"
+        );
+    }
+
     #[test]
     fn backoff_grows_and_is_capped() {
         assert!(backoff(1) <= Duration::from_millis(625));

@@ -19,8 +19,8 @@ fn api() -> Result<Api> {
 
 /// Shows the start and end of a key, never the middle.
 pub fn key_hint(key: &str) -> String {
-    let prefix: String = key.chars().take(11).collect();
-    if key.chars().count() > 11 {
+    let prefix: String = key.chars().take(10).collect();
+    if key.chars().count() > 10 {
         format!("{prefix}…")
     } else {
         "****".into()
@@ -526,7 +526,7 @@ mod tests {
 
     #[test]
     fn keys_are_hinted_not_shown() {
-        assert_eq!(key_hint("ph_abcdefgh_secretpart"), "ph_abcdefgh…");
+        assert_eq!(key_hint("ph_abcdefg_secretpart"), "ph_abcdefg…");
         assert_eq!(key_hint("short"), "****");
         assert_eq!(truncate("abcdef", 4), "abc…");
     }

@@ -565,14 +565,12 @@ impl Progress {
                 },
             ));
             msg.push_str(&format!(
-                " · {} · {} credits",
+                " · {} · {}",
                 plural(c.pages, "page", "pages"),
-                c.credits
+                plural(c.credits.max(0) as u64, "credit", "credits")
             ));
-            bar.set_position(c.settled);
-        } else {
-            bar.set_position(c.settled);
         }
+        bar.set_position(c.settled);
         bar.set_message(msg);
     }
 
@@ -1316,7 +1314,7 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
         summary.push(')');
         if args.wait {
             summary.push_str(&format!(
-                " · documents: {} done, {} · {} · {} credits",
+                " · documents: {} done, {} · {} · {}",
                 counts.docs_ok,
                 if counts.docs_failed > 0 {
                     s.red(&format!("{} failed", counts.docs_failed))
@@ -1324,7 +1322,7 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
                     "0 failed".to_owned()
                 },
                 plural(counts.pages, "page", "pages"),
-                counts.credits
+                plural(counts.credits.max(0) as u64, "credit", "credits")
             ));
         }
         summary.push_str(&format!(" · {:.1} s", started.elapsed().as_secs_f64()));
