@@ -704,6 +704,12 @@ fn rows(units: &[Unit], sources: &[Source]) -> Vec<Value> {
     rows
 }
 
+// The cells follow the rules of the API's own CSV (`POST /v1/job-results`,
+// api/src/routes/results.rs), so both files read alike. The code is repeated
+// on purpose: the client reaches the server only over HTTP and links none of
+// its crates.
+
+/// One RFC 4180 field: quoted when it holds a comma, quote or line break.
 fn csv_field(out: &mut String, value: &str) {
     if value.contains([',', '"', '\n', '\r']) {
         out.push('"');
@@ -714,6 +720,8 @@ fn csv_field(out: &mut String, value: &str) {
     }
 }
 
+/// A JSON value as a cell: strings as they are, null empty, anything else
+/// (numbers, booleans, tables) as compact JSON.
 fn cell(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => String::new(),

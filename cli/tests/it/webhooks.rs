@@ -65,6 +65,36 @@ impl Listening {
     }
 }
 
+/// Points the template's webhook at `webhook` with `paperhook templates update`.
+async fn point_webhook(sys: &System, key: &str, template: &str, webhook: Value) {
+    let mut t = example_template();
+    t["webhook"] = webhook;
+    let file = write(sys.dir.path(), "t.json", t.to_string().as_bytes());
+    let out = run(
+        sys.cli(key)
+            .args(["templates", "update", template, "-f"])
+            .arg(&file),
+        30,
+    )
+    .await;
+    assert!(out.status.success(), "{}", show(&out));
+}
+
+/// POSTs `body` to the listener with the given Standard Webhooks headers; returns the status.
+async fn post_signed(sys: &System, url: &str, id: &str, ts: i64, sig: &str, body: &[u8]) -> u16 {
+    sys.client
+        .post(url)
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sig)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_verifies_real_deliveries_and_rejects_forgeries() {
     let sys = System::start().await;
@@ -87,23 +117,13 @@ async fn listen_verifies_real_deliveries_and_rejects_forgeries() {
     ]);
     let mut l = listen(cmd).await;
 
-    // Point the template's webhook at it (with `templates update`).
-    let mut t = example_template();
-    t["webhook"] =
-        json!({"url": format!("{}/hooks/paperhook", l.url), "headers": {"X-Token": "local-test"}});
-    let file = write(sys.dir.path(), "t.json", t.to_string().as_bytes());
-    let out = run(
-        sys.cli(&key).args([
-            "templates",
-            "update",
-            &template,
-            "-f",
-            file.to_str().unwrap(),
-        ]),
-        30,
+    point_webhook(
+        &sys,
+        &key,
+        &template,
+        json!({"url": format!("{}/hooks/paperhook", l.url), "headers": {"X-Token": "local-test"}}),
     )
     .await;
-    assert!(out.status.success(), "{}", show(&out));
 
     // Two documents: one succeeds, one fails; each is one delivery.
     let docs = tempfile::tempdir().unwrap();
@@ -176,20 +196,11 @@ async fn listen_verifies_real_deliveries_and_rejects_forgeries() {
     assert!(secret.starts_with("whsec_"));
     let body = br#"{"job_id":"forged","status":"SUCCESS"}"#;
     let now = chrono::Utc::now().timestamp();
-    let forged = sys
-        .client
-        .post(format!("{}/hooks/paperhook", l.url))
-        .header("webhook-id", "msg_forged")
-        .header("webhook-timestamp", now.to_string())
-        .header(
-            "webhook-signature",
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
-        )
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), 401);
+    let hook = format!("{}/hooks/paperhook", l.url);
+    // A signature made with another secret (the specification's example).
+    let forged_sig = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+    let status = post_signed(&sys, &hook, "msg_forged", now, forged_sig, body).await;
+    assert_eq!(status, 401);
     let d = l.next().await;
     assert_eq!(d["verified"], false, "{d}");
     assert_eq!(d["answered"], 401);
@@ -199,35 +210,21 @@ async fn listen_verifies_real_deliveries_and_rejects_forgeries() {
     );
 
     let old = now - 3600;
-    let sig = paperhook_core::webhook::sign(&secret, "msg_old", old, body).unwrap();
-    let replay = sys
-        .client
-        .post(format!("{}/hooks/paperhook", l.url))
-        .header("webhook-id", "msg_old")
-        .header("webhook-timestamp", old.to_string())
-        .header("webhook-signature", &sig)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(replay.status(), 401);
+    let sig = sig_for(&secret, "msg_old", old, body);
+    assert_eq!(
+        post_signed(&sys, &hook, "msg_old", old, &sig, body).await,
+        401
+    );
     let d = l.next().await;
     assert_eq!(d["verified"], false, "{d}");
     assert!(d["error"].as_str().unwrap().contains("in the past"), "{d}");
 
     // A fresh, correctly signed request is accepted.
-    let sig = paperhook_core::webhook::sign(&secret, "msg_now", now, body).unwrap();
-    let ok = sys
-        .client
-        .post(format!("{}/hooks/paperhook", l.url))
-        .header("webhook-id", "msg_now")
-        .header("webhook-timestamp", now.to_string())
-        .header("webhook-signature", &sig)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
+    let sig = sig_for(&secret, "msg_now", now, body);
+    assert_eq!(
+        post_signed(&sys, &hook, "msg_now", now, &sig, body).await,
+        200
+    );
     assert_eq!(l.next().await["verified"], true);
     l.child.start_kill().unwrap();
     let _ = l.child.wait().await;
@@ -325,21 +322,7 @@ async fn listen_answers_a_chosen_status_to_try_retries() {
     ])
     .env("PAPERHOOK_WEBHOOK_SECRET", &secret);
     let mut l = listen(cmd).await;
-    let mut t = example_template();
-    t["webhook"] = json!({"url": format!("{}/", l.url)});
-    let file = write(sys.dir.path(), "t.json", t.to_string().as_bytes());
-    let out = run(
-        sys.cli(&key).args([
-            "templates",
-            "update",
-            &template,
-            "-f",
-            file.to_str().unwrap(),
-        ]),
-        30,
-    )
-    .await;
-    assert!(out.status.success(), "{}", show(&out));
+    point_webhook(&sys, &key, &template, json!({"url": format!("{}/", l.url)})).await;
     let docs = tempfile::tempdir().unwrap();
     let pdf = write(docs.path(), "invoice.pdf", example_pdf());
     let out = run(
