@@ -311,10 +311,12 @@ async fn an_interrupted_run_resumed_creates_no_duplicates() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let pid = child.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+    // The shell's kill builtin: no procps needed.
+    let killed = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
         .status()
         .unwrap();
+    assert!(killed.success());
     let first = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
         .unwrap()
