@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings the whole system up on embedded defaults: PostgreSQL ($DATABASE_URL,
 # else 127.0.0.1:5432, else a private cluster), local file storage in
-# .paperhook/, the API on http://127.0.0.1:8080, a worker and the janitor.
+# .paperhook/, the API on http://127.0.0.1:8080, a worker and the janitor; also
+# builds the paperhook command-line client.
 # Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +31,7 @@ fi
 export PAPERHOOK_STORAGE_URL="${PAPERHOOK_STORAGE_URL:-file://.paperhook/storage}"
 
 log "building ($profile profile)"
-cargo build --profile "$profile" --locked --bins -p paperhook-api -p paperhook-worker -p paperhook-janitor
+cargo build --profile "$profile" --locked --bins -p paperhook-api -p paperhook-worker -p paperhook-janitor -p paperhook-cli
 dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 
 "$dir/paperhook-api" migrate >/dev/null
@@ -48,6 +49,10 @@ Create an account and API key in another terminal:
 
   DATABASE_URL=$DATABASE_URL PAPERHOOK_ENCRYPTION_KEYS=\$(cat .paperhook/encryption.key) \\
     $dir/paperhook-api admin create-account --name "My Company" --credits 100
+
+then log the command-line client in with the api_key it prints:
+
+  $dir/paperhook login --url http://${PAPERHOOK_API_ADDR:-127.0.0.1:8080} --key ph_...
 
 Ctrl-C stops everything.
 MSG
