@@ -6,6 +6,7 @@ mod helpers;
 mod isolation;
 mod jobs;
 mod rate_limits;
+mod ssrf;
 mod templates;
 
 use helpers::*;
