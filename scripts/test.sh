@@ -43,3 +43,6 @@ cargo test --workspace --locked
 log "running the dashboard's browser tests"
 node --check api/dashboard/app.js
 ./scripts/e2e.sh
+
+log "scanning the logs of a verbose run for secrets"
+./scripts/log-scan.sh
