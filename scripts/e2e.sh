@@ -11,14 +11,8 @@ ensure_apt chromium
 command -v npm >/dev/null || ensure_apt nodejs npm
 [ -d e2e/node_modules/playwright-core ] || (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 
-bin="$CARGO_TARGET_DIR/debug"
-cargo build --workspace --bins --locked --quiet
-db="paperhook_e2e_$(date +%s)_$$"
-admin="${PAPERHOOK_TEST_DATABASE_URL}"
-psql "$admin" -qc "create database $db" >/dev/null
-work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export DATABASE_URL="${admin%/*}/$db"
+fresh_stack e2e
+port=$(free_port)
 export PAPERHOOK_STORAGE_URL="file://$work/storage"
 export PAPERHOOK_API_ADDR="127.0.0.1:$port"
 export PAPERHOOK_PUBLIC_URL="http://127.0.0.1:$port"
@@ -28,14 +22,12 @@ pids=()
 cleanup() {
     kill "${pids[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
-    psql "$admin" -qc "drop database if exists $db" >/dev/null 2>&1 || true
-    rm -rf "$work"
+    drop_stack
 }
 trap cleanup EXIT
 
 "$bin/paperhook-api" migrate >/dev/null
 "$bin/paperhook-api" serve > "$work/api.log" 2>&1 & pids+=($!)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wport=$(free_port); jport=$(free_port)
 PAPERHOOK_METRICS_ADDR="127.0.0.1:$wport" "$bin/paperhook-worker" > "$work/worker.log" 2>&1 & pids+=($!)
 PAPERHOOK_METRICS_ADDR="127.0.0.1:$jport" "$bin/paperhook-janitor" > "$work/janitor.log" 2>&1 & pids+=($!)
@@ -80,7 +72,7 @@ grep -qE '^paperhook_webhook_retries_pending [0-9]' "$work/api.metrics" ||
 # A real Prometheus scraping the API answers the dashboard's queue-depth and
 # throughput queries with the numbers the database and our traffic give.
 kill "${pids[1]:-}" 2>/dev/null || true   # stop the worker: the queue must hold still
-prom_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+prom_port=$(free_port)
 cat > "$work/prometheus.yml" <<YML
 global: { scrape_interval: 1s }
 scrape_configs:

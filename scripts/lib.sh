@@ -111,3 +111,24 @@ JSON
     tail -n 30 "$dir/weed.log" >&2
     die "SeaweedFS did not accept an authenticated PUT within 60 s"
 }
+
+# free_port: prints a TCP port on 127.0.0.1 that is free now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# fresh_stack NAME: for scripts that run the real binaries. Builds them, makes
+# an empty database paperhook_NAME_… on PAPERHOOK_TEST_DATABASE_URL and a work
+# folder; sets bin, admin, db, work and exports DATABASE_URL. drop_stack
+# removes the database and the folder.
+fresh_stack() {
+    bin="$CARGO_TARGET_DIR/debug"
+    cargo build --workspace --bins --locked --quiet
+    admin="${PAPERHOOK_TEST_DATABASE_URL}"
+    db="paperhook_${1}_$(date +%s)_$$"
+    psql "$admin" -qc "create database $db" >/dev/null
+    work=$(mktemp -d)
+    export DATABASE_URL="${admin%/*}/$db"
+}
+drop_stack() {
+    psql "$admin" -qc "drop database if exists $db" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}

@@ -37,6 +37,21 @@ log "checking formatting and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "checking dependencies (cargo deny: licences, bans, sources, advisories)"
+cargo deny --version 2>/dev/null | grep -q '0\.20\.' || cargo install --locked cargo-deny@0.20.2
+cargo deny --locked --log-level error check bans licenses sources
+# The RustSec advisory database is a git repository on GitHub, which some
+# machines (this project's CI among them) cannot reach: then say so and go on.
+if advisories=$(cargo deny --locked check advisories 2>&1); then
+    echo "cargo deny: no advisories for our dependencies"
+elif grep -qiE 'failed to (fetch|open|load).*advisor|advisory.*(fetch|clone)|could not resolve|resolve host|connect' <<<"$advisories"; then
+    log "SKIPPED cargo deny advisories: the RustSec advisory database (github.com) cannot be fetched from this machine"
+    grep -iE 'error' <<<"$advisories" | head -n 3 >&2 || true
+else
+    echo "$advisories"
+    die "cargo deny check advisories failed"
+fi
+
 log "running the tests"
 cargo test --workspace --locked
 
@@ -46,3 +61,6 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-30}" ./scripts/fuzz.sh
 log "running the dashboard's browser tests"
 node --check api/dashboard/app.js
 ./scripts/e2e.sh
+
+log "scanning the logs of a verbose run for secrets"
+./scripts/log-scan.sh

@@ -1,8 +1,9 @@
 //! Authentication: an API key in the `x-auth` header, or a dashboard session
 //! cookie. Cookie-authenticated requests that change state must carry the
-//! session's CSRF token in `x-csrf-token`.
+//! session's CSRF token in `x-csrf-token`. Every request counts against its
+//! key's rate limit (a session's: the key it was opened with).
 
-use paperhook_core::db::accounts::{self, Account};
+use paperhook_core::db::accounts::{self, Account, KeyCheck};
 use paperhook_core::db::sessions::{self, Session};
 use salvo::Writer;
 use salvo::http::{Method, StatusCode};
@@ -13,7 +14,7 @@ use crate::error::ApiError;
 
 pub const SESSION_COOKIE: &str = "paperhook_session";
 
-/// Puts the caller's [`Account`] (and [`Session`] for cookies) in the depot, or answers 401/403.
+/// Puts the caller's [`Account`] (and [`Session`] for cookies) in the depot, or answers 401/403/429.
 #[handler]
 pub async fn require_key(
     req: &mut Request,
@@ -40,11 +41,13 @@ async fn authenticate(
     depot: &Depot,
 ) -> Result<(Account, Option<Session>), ApiError> {
     let state = crate::state(depot);
+    let limit = state.config.rate_limit();
     if let Some(value) = req.headers().get("x-auth") {
         let key = value.to_str().unwrap_or_default().trim();
-        let account = accounts::authenticate(&state.pool, key)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+        let account = admit(
+            accounts::authenticate(&state.pool, key, limit).await?,
+            "unknown or revoked API key",
+        )?;
         return Ok((account, None));
     }
     let Some(token) = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned()) else {
@@ -52,9 +55,10 @@ async fn authenticate(
             "missing API key: send it in the x-auth header",
         ));
     };
-    let (session, account) = sessions::authenticate(&state.pool, &token)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("your session has ended; sign in again"))?;
+    let (session, account) = admit(
+        sessions::authenticate(&state.pool, &token, limit).await?,
+        "your session has ended; sign in again",
+    )?;
     if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         let sent = req
             .headers()
@@ -70,6 +74,15 @@ async fn authenticate(
         }
     }
     Ok((account, Some(session)))
+}
+
+/// A valid credential's value, or 401 (`invalid`) or 429.
+fn admit<T>(check: KeyCheck<T>, invalid: &str) -> Result<T, ApiError> {
+    match check {
+        KeyCheck::Valid(value) => Ok(value),
+        KeyCheck::RateLimited { retry_after_secs } => Err(ApiError::rate_limited(retry_after_secs)),
+        KeyCheck::Invalid => Err(ApiError::unauthorized(invalid)),
+    }
 }
 
 /// The authenticated account of this request.

@@ -71,6 +71,20 @@ impl ApiError {
         )
     }
 
+    /// The API key used up its request budget (`rate_limit_per_sec`, `rate_limit_burst`).
+    pub fn rate_limited(retry_after_secs: u64) -> ApiError {
+        ApiError {
+            retry_after_secs: Some(retry_after_secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "this API key made too many requests; retry in {retry_after_secs} s (Retry-After)"
+                ),
+            )
+        }
+    }
+
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             retry_after_secs: Some(5),
@@ -180,6 +194,10 @@ impl EndpointOutRegister for ApiError {
             (
                 "422",
                 "Invalid values (base64, static_values, template fields)",
+            ),
+            (
+                "429",
+                "Too many requests for this API key; retry after Retry-After seconds",
             ),
             ("500", "Internal error (logged)"),
             ("503", "Database or storage unavailable; retry"),

@@ -52,6 +52,8 @@ pub struct Config {
     pub result_retention_secs: u64,
     pub encryption_keys: SecretString,
     pub session_ttl_secs: u64,
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
     pub metrics_addr: String,
     pub log_format: String,
     pub log_level: String,
@@ -142,6 +144,12 @@ impl Config {
         }
         if self.janitor_batch <= 0 {
             return Err(invalid("janitor_batch", "must be greater than 0"));
+        }
+        if self.rate_limit_per_sec > 0 && self.rate_limit_burst == 0 {
+            return Err(invalid(
+                "rate_limit_burst",
+                "must be at least 1 when rate_limit_per_sec is set (0 turns the limit off)",
+            ));
         }
         self.webhook_schedule()?;
         self.webhook_allow_list()?;
@@ -238,6 +246,14 @@ impl Config {
 
     pub fn idempotency_ttl(&self) -> Duration {
         Duration::from_secs(self.idempotency_ttl_secs)
+    }
+
+    /// Each API key's request budget; shared by every API process.
+    pub fn rate_limit(&self) -> crate::db::accounts::RateLimit {
+        crate::db::accounts::RateLimit {
+            per_sec: self.rate_limit_per_sec,
+            burst: self.rate_limit_burst,
+        }
     }
 
     pub fn session_ttl(&self) -> Duration {

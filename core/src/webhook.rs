@@ -123,7 +123,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// Why an address is refused as a webhook target by default, if it is:
-/// anything that is not a public unicast address.
+/// anything that is not a public unicast address. IPv6 forms that carry an
+/// IPv4 address (mapped, 6to4, NAT64) are judged by that address.
 pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
     match canonical(ip) {
         IpAddr::V4(v4) => {
@@ -131,6 +132,7 @@ pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
             if v4.is_loopback() {
                 Some("loopback")
             } else if v4.is_private() || (o[0] == 100 && (o[1] & 0xC0) == 64) {
+                // 100.64.0.0/10 is carrier-grade NAT space.
                 Some("private")
             } else if v4.is_link_local() {
                 // 169.254.169.254 is the cloud metadata service.
@@ -138,8 +140,12 @@ pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
             } else if v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_multicast()
+                || v4.is_documentation()
                 || o[0] == 0
                 || o[0] >= 240
+                // 192.0.0.0/24: IETF protocol assignments; 198.18.0.0/15: benchmarking.
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xFE) == 18)
             {
                 Some("reserved")
             } else {
@@ -155,12 +161,35 @@ pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
             } else if (seg[0] & 0xfe00) == 0xfc00 {
                 // fc00::/7, which also holds AWS's fd00:ec2::254 metadata address.
                 Some("private")
-            } else if (seg[0] & 0xffc0) == 0xfe80 {
+            } else if (seg[0] & 0xffc0) == 0xfe80 || (seg[0] & 0xffc0) == 0xfec0 {
+                // fe80::/10 link-local; fec0::/10 the old site-local.
                 Some("link-local or metadata")
+            } else if let Some(v4) = carried_ipv4(seg) {
+                forbidden_reason(IpAddr::V4(v4))
+            } else if seg[..6] == [0; 6] {
+                // ::a.b.c.d, the deprecated IPv4-compatible form.
+                Some("reserved")
+            } else if (seg[0] == 0x2001 && matches!(seg[1], 0 | 0x0db8))
+                || seg[..4] == [0x100, 0, 0, 0]
+            {
+                // Teredo (the tunnel hides its IPv4 ends), documentation, discard.
+                Some("reserved")
             } else {
                 None
             }
         }
+    }
+}
+
+/// The IPv4 address inside a 6to4 (2002::/16) or NAT64 (64:ff9b::/96) address.
+fn carried_ipv4(seg: [u16; 8]) -> Option<std::net::Ipv4Addr> {
+    let v4 = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if seg[0] == 0x2002 {
+        Some(v4(seg[1], seg[2]))
+    } else if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        Some(v4(seg[6], seg[7]))
+    } else {
+        None
     }
 }
 
@@ -244,6 +273,46 @@ mod tests {
         assert_eq!(refused(ip("fd00::1"), &[]), Some("private"));
         assert_eq!(refused(ip("0.0.0.0"), &[]), Some("reserved"));
         assert_eq!(refused(ip("93.184.216.34"), &[]), None);
+        // Every IPv6 spelling of a private or loopback IPv4 address.
+        for (addr, reason) in [
+            ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:7f00:1", "loopback"),
+            ("::ffff:169.254.169.254", "link-local or metadata"),
+            ("::ffff:10.0.0.1", "private"),
+            ("::127.0.0.1", "reserved"),
+            ("::a00:1", "reserved"),
+            ("2002:7f00:1::", "loopback"),
+            ("2002:a9fe:a9fe::1", "link-local or metadata"),
+            ("64:ff9b::10.1.2.3", "private"),
+            ("64:ff9b::127.0.0.1", "loopback"),
+            ("fc00::1", "private"),
+            ("fdff:ffff::1", "private"),
+            ("fd00:ec2::254", "private"),
+            ("fe80::1", "link-local or metadata"),
+            ("febf::1", "link-local or metadata"),
+            ("fec0::1", "link-local or metadata"),
+            ("ff02::1", "reserved"),
+            ("::", "reserved"),
+            ("2001:db8::1", "reserved"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "reserved"),
+            ("100::1", "reserved"),
+            ("198.18.0.1", "reserved"),
+            ("192.0.0.170", "reserved"),
+            ("100.64.0.1", "private"),
+            ("255.255.255.255", "reserved"),
+        ] {
+            assert_eq!(refused(ip(addr), &[]), Some(reason), "{addr}");
+        }
+        // Public addresses, also in IPv6 wrappers, stay reachable.
+        for addr in [
+            "2002:5db8:d822::1",
+            "64:ff9b::93.184.216.34",
+            "::ffff:93.184.216.34",
+        ] {
+            assert_eq!(refused(ip(addr), &[]), None, "{addr}");
+        }
+        // The allow-list matches a mapped address by the IPv4 address it carries.
+        assert_eq!(refused(ip("::ffff:127.0.0.1"), &allow), None);
         assert_eq!(refused(ip("2606:4700::1"), &[]), None);
         assert!(parse_cidrs("10.0.0.0/33").is_err());
         assert!(parse_cidrs("nope").is_err());

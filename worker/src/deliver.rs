@@ -4,7 +4,7 @@
 //! send; record the attempt; then done, gone, or retry later.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -189,17 +189,20 @@ pub async fn check_target(
             format!("webhook URLs must be http or https, not {}", url.scheme()),
         ));
     }
-    let host = url
-        .host_str()
-        .ok_or(("refused", "the webhook URL has no host".to_owned()))?;
     let port = url.port_or_known_default().unwrap_or(443);
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((bare, port))
-            .await
-            .map_err(|e| ("dns", format!("{host} could not be resolved: {e}")))?
-            .collect(),
+    // The url crate has already turned every IPv4 spelling (2130706433,
+    // 0177.0.0.1, 0x7f.1) into dotted decimal and parsed IPv6 literals.
+    let (host, addrs): (String, Vec<SocketAddr>) = match url.host() {
+        None => return Err(("refused", "the webhook URL has no host".to_owned())),
+        Some(url::Host::Ipv4(ip)) => (ip.to_string(), vec![SocketAddr::new(ip.into(), port)]),
+        Some(url::Host::Ipv6(ip)) => (ip.to_string(), vec![SocketAddr::new(ip.into(), port)]),
+        Some(url::Host::Domain(name)) => (
+            name.to_owned(),
+            tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|e| ("dns", format!("{name} could not be resolved: {e}")))?
+                .collect(),
+        ),
     };
     let mut reasons = Vec::new();
     for addr in &addrs {
@@ -279,8 +282,11 @@ async fn send(
         Err(("refused", message)) => return refused(message),
         Err((class, message)) => return failed(class, message, started),
     };
-    // Pin the checked address: the client must not resolve the name again.
+    // Pin the checked address: the client must not resolve the name again,
+    // nor hand the request to a proxy from the environment (HTTP_PROXY,
+    // ALL_PROXY), which would resolve and connect on its own.
     let mut builder = reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(target.timeout)
         .user_agent(concat!("paperhook-webhooks/", env!("CARGO_PKG_VERSION")));

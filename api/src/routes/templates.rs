@@ -2,9 +2,10 @@
 //! the webhook that receives the results.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
-use paperhook_core::crypto;
 use paperhook_core::db::templates::{self, TemplateRow, TemplateWrite};
+use paperhook_core::{crypto, webhook};
 use salvo::oapi::extract::PathParam;
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -159,7 +160,11 @@ fn invalid_webhook(message: impl Into<String>) -> ApiError {
     ApiError::unprocessable("invalid_webhook", message)
 }
 
-fn check_url(url: &str) -> ApiResult<()> {
+/// Checks a webhook URL. An IP address the SSRF guard refuses (in any
+/// spelling the url crate accepts: `2130706433`, `0x7f.1`, `[::ffff:127.0.0.1]`)
+/// is refused here already; names are resolved and checked by the worker at
+/// every delivery, since what they resolve to can change.
+fn check_url(url: &str, allow: &[webhook::Cidr]) -> ApiResult<()> {
     if url.chars().count() > MAX_URL_CHARS {
         return Err(invalid_webhook(format!(
             "webhook url is longer than {MAX_URL_CHARS} characters"
@@ -167,12 +172,27 @@ fn check_url(url: &str) -> ApiResult<()> {
     }
     let parsed = url::Url::parse(url)
         .map_err(|e| invalid_webhook(format!("webhook url {url:?} is not a valid URL: {e}")))?;
-    match parsed.scheme() {
-        "http" | "https" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
-        _ => Err(invalid_webhook(format!(
+    if !matches!(parsed.scheme(), "http" | "https")
+        || parsed.host_str().is_none_or(|h| h.is_empty())
+    {
+        return Err(invalid_webhook(format!(
             "webhook url {url:?} must be an absolute http:// or https:// URL"
-        ))),
+        )));
     }
+    let ip: Option<IpAddr> = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+        Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+        _ => None,
+    };
+    if let Some(ip) = ip
+        && let Some(reason) = webhook::refused(ip, allow)
+    {
+        return Err(invalid_webhook(format!(
+            "webhook url {url:?} points at {ip}, a {reason} address webhooks may not reach; \
+             allow it with webhook_allow_cidrs (PAPERHOOK_WEBHOOK_ALLOW_CIDRS)"
+        )));
+    }
+    Ok(())
 }
 
 fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
@@ -243,7 +263,11 @@ async fn read_input(
         None => (None, None),
         Some(webhook) => {
             let url = webhook.url.trim().to_owned();
-            check_url(&url)?;
+            let allow = state
+                .config
+                .webhook_allow_list()
+                .map_err(|e| ApiError::internal("reading webhook_allow_cidrs", &e))?;
+            check_url(&url, &allow)?;
             let mut headers = webhook.headers;
             if let Some(row) = existing {
                 let stored = decrypt_headers(state, row)?;
@@ -439,9 +463,9 @@ mod tests {
     fn masks_hide_secrets() {
         assert_eq!(mask("short"), "****");
         assert_eq!(mask("Bearer abcdefgh1234"), "****1234");
-        assert!(check_url("https://example.com/hook").is_ok());
-        assert!(check_url("ftp://example.com").is_err());
-        assert!(check_url("/relative").is_err());
+        assert!(check_url("https://example.com/hook", &[]).is_ok());
+        assert!(check_url("ftp://example.com", &[]).is_err());
+        assert!(check_url("/relative", &[]).is_err());
         let mut h = BTreeMap::new();
         h.insert("Webhook-Signature".to_string(), "x".to_string());
         assert!(check_headers(&h).is_err());

@@ -2,46 +2,25 @@
 //! API endpoints it uses: API keys, job views, previews.
 
 use reqwest::{Method, StatusCode, multipart};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::*;
 
-struct Browser {
-    cookie: String,
-    csrf: String,
-}
-
-async fn sign_in(app: &TestApp, key: &str) -> Browser {
-    let res = app
-        .client
-        .post(format!("{}/v1/session/sign-in", app.url))
-        .json(&json!({"api_key": key}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+/// Signs in and checks the cookie's attributes on the way.
+async fn sign_in(app: &TestApp, key: &str) -> Session {
+    let session = crate::helpers::sign_in(app, key).await;
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(set_cookie.contains(attr), "{set_cookie} lacks {attr}");
+        assert!(
+            session.set_cookie.contains(attr),
+            "{} lacks {attr}",
+            session.set_cookie
+        );
     }
     assert!(
-        !set_cookie.contains(key),
+        !session.set_cookie.contains(key),
         "the cookie must not carry the API key"
     );
-    let cookie = set_cookie.split(';').next().unwrap().to_owned();
-    let body: Value = res.json().await.unwrap();
-    Browser {
-        cookie,
-        csrf: body["csrf_token"].as_str().unwrap().to_owned(),
-    }
-}
-
-impl Browser {
-    fn req(&self, app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
-        app.client
-            .request(method, format!("{}{path}", app.url))
-            .header("cookie", &self.cookie)
-    }
+    session
 }
 
 #[tokio::test]

@@ -100,6 +100,41 @@ impl TestApp {
     }
 }
 
+/// A dashboard session opened with `key`, as a browser would hold it.
+pub struct Session {
+    /// The whole `set-cookie` answer header, attributes included.
+    pub set_cookie: String,
+    /// `paperhook_session=TOKEN`, for a `cookie` request header.
+    pub cookie: String,
+    pub csrf: String,
+}
+
+pub async fn sign_in(app: &TestApp, key: &str) -> Session {
+    let res = app
+        .client
+        .post(format!("{}/v1/session/sign-in", app.url))
+        .json(&json!({"api_key": key}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let body: Value = res.json().await.unwrap();
+    Session {
+        cookie: set_cookie.split(';').next().unwrap().to_owned(),
+        set_cookie,
+        csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+impl Session {
+    pub fn req(&self, app: &TestApp, method: Method, path: &str) -> RequestBuilder {
+        app.client
+            .request(method, format!("{}{path}", app.url))
+            .header("cookie", &self.cookie)
+    }
+}
+
 pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
     let res = req.send().await.expect("request sent");
     let status = res.status();

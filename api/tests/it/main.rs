@@ -1,9 +1,12 @@
 //! End-to-end tests of the API against real PostgreSQL, storage and HTTP.
 
 mod dashboard;
+mod dashboard_security;
 mod helpers;
 mod isolation;
 mod jobs;
+mod rate_limits;
+mod ssrf;
 mod templates;
 
 use helpers::*;
@@ -199,7 +202,7 @@ async fn openapi_covers_every_endpoint() {
     }
     let responses = &paths["/process-job"]["post"]["responses"];
     for code in [
-        "202", "400", "401", "402", "404", "413", "415", "422", "503",
+        "202", "400", "401", "402", "404", "413", "415", "422", "429", "503",
     ] {
         assert!(responses[code].is_object(), "/process-job lacks {code}");
     }

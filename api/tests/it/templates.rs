@@ -258,9 +258,14 @@ async fn test_event_reaches_the_receiver_signed() {
     assert!(request.contains("webhook-signature: v1,"));
     assert!(request.contains("\"type\":\"test\""));
 
-    // Without the allow-list, loopback targets are refused by the SSRF guard.
+    // Without the allow-list, loopback targets are refused by the SSRF guard:
+    // an IP address when the template is saved, a name resolving to one
+    // when the event is sent.
     let strict = TestApp::spawn().await;
     let (_, key) = strict.account(10).await;
+    let got = send(strict.req(Method::POST, "/v1/templates", &key).json(&t)).await;
+    assert_error(&got, 422, "invalid_webhook");
+    t["webhook"]["url"] = json!(url.replace("127.0.0.1", "localhost"));
     let (_, created) = send(strict.req(Method::POST, "/v1/templates", &key).json(&t)).await;
     let id = created["id"].as_str().unwrap();
     let (s, out) = send(strict.req(

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::accounts::Account;
+use super::accounts::{Account, KeyCheck, KeyRef, RateLimit, check_key};
 use crate::crypto;
 
 #[derive(Debug, Clone, FromRow)]
@@ -55,30 +55,36 @@ pub async fn create(
 }
 
 /// The live session and account of a cookie token; a revoked key ends it.
-pub async fn authenticate(pool: &PgPool, token: &str) -> sqlx::Result<Option<(Session, Account)>> {
-    let row: Option<(Uuid, Uuid, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT s.id, s.account_id, s.csrf_token, s.expires_at FROM sessions s
+/// The request counts against the rate limit of the session's key.
+pub async fn authenticate(
+    pool: &PgPool,
+    token: &str,
+    limit: RateLimit,
+) -> sqlx::Result<KeyCheck<(Session, Account)>> {
+    let row: Option<(Uuid, Uuid, String, DateTime<Utc>, Uuid)> = sqlx::query_as(
+        "SELECT s.id, s.account_id, s.csrf_token, s.expires_at, s.api_key_id FROM sessions s
          JOIN api_keys k ON k.id = s.api_key_id
          WHERE s.token_hash = $1 AND s.expires_at > now() AND k.revoked_at IS NULL",
     )
     .bind(crypto::hash_api_key(token))
     .fetch_optional(pool)
     .await?;
-    let Some((id, account_id, csrf_token, expires_at)) = row else {
-        return Ok(None);
+    let Some((id, account_id, csrf_token, expires_at, key_id)) = row else {
+        return Ok(KeyCheck::Invalid);
     };
-    let Some(account) = super::accounts::get(pool, account_id).await? else {
-        return Ok(None);
-    };
-    Ok(Some((
-        Session {
-            id,
-            account_id,
-            csrf_token,
-            expires_at,
-        },
-        account,
-    )))
+    Ok(match check_key(pool, KeyRef::Id(key_id), limit).await? {
+        KeyCheck::Valid((account, _)) => KeyCheck::Valid((
+            Session {
+                id,
+                account_id,
+                csrf_token,
+                expires_at,
+            },
+            account,
+        )),
+        KeyCheck::RateLimited { retry_after_secs } => KeyCheck::RateLimited { retry_after_secs },
+        KeyCheck::Invalid => KeyCheck::Invalid,
+    })
 }
 
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {

@@ -4,5 +4,6 @@
 mod fleet;
 mod helpers;
 mod pipeline;
+mod ssrf;
 mod webhooks;
 mod zips;
