@@ -64,3 +64,6 @@ node --check api/dashboard/app.js
 
 log "scanning the logs of a verbose run for secrets"
 ./scripts/log-scan.sh
+
+log "fuzzing the HTTP API from its OpenAPI document (schemathesis)"
+./scripts/api-fuzz.sh

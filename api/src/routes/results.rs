@@ -258,7 +258,13 @@ pub struct Redelivered {
 /// "document": {"index", "file_name", "pages"}, "status": "SUCCESS"}`.
 /// Failure body: the same without `result`, with `"status": "FAILED"` and
 /// `"error": {"code", "message"}`.
-#[endpoint(tags("jobs"), responses((status_code = 202, body = Redelivered)))]
+#[endpoint(
+    tags("jobs"),
+    responses(
+        (status_code = 202, body = Redelivered),
+        (status_code = 409, description = "The job has not finished (job_not_finished) or has no webhook deliveries (nothing_to_redeliver)"),
+    )
+)]
 pub async fn redeliver(
     job_id: PathParam<String>,
     depot: &mut Depot,

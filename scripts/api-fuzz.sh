@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# API fuzzing: Schemathesis (PyPI) generates requests from /openapi.json
+# against the real API on a fresh database, signed in with a valid key, and
+# fails on any 5xx and on any response that breaks the schema (status code,
+# content type, headers, body). Called by scripts/test.sh; needs
+# PAPERHOOK_TEST_DATABASE_URL and CARGO_TARGET_DIR.
+#
+#   API_FUZZ_EXAMPLES=25 (examples per operation and phase)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+python3 -c 'import schemathesis' 2>/dev/null ||
+    python3 -m pip install -q 'schemathesis==4.32.5' || die "pip install schemathesis failed"
+
+fresh_stack apifuzz
+port=$(free_port)
+export PAPERHOOK_STORAGE_URL="file://$work/storage"
+export PAPERHOOK_API_ADDR="127.0.0.1:$port"
+export PAPERHOOK_PUBLIC_URL="http://127.0.0.1:$port"
+export PAPERHOOK_ENCRYPTION_KEYS="0:$(head -c 32 /dev/urandom | base64 -w0)"
+export PAPERHOOK_WEBHOOK_ALLOW_CIDRS="127.0.0.0/8"
+# Thousands of requests from one key: the rate limit has its own tests.
+export PAPERHOOK_RATE_LIMIT_PER_SEC=0
+pids=()
+cleanup() {
+    kill "${pids[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+    drop_stack
+}
+trap cleanup EXIT
+
+"$bin/paperhook-api" migrate >/dev/null
+"$bin/paperhook-api" serve > "$work/api.log" 2>&1 & pids+=($!)
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
+key=$("$bin/paperhook-api" admin create-account --name "Fuzz Co" --credits 100000 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
+# Something to find: a template (with a webhook) and a job.
+template=$(curl -sf -H "x-auth: $key" -H 'content-type: application/json' \
+    --data @examples/template.json "http://127.0.0.1:$port/v1/templates" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+curl -sf -o /dev/null -H "x-auth: $key" -F "template_id=$template" -F actual_image=@examples/invoice.pdf \
+    "http://127.0.0.1:$port/process-job"
+
+log "schemathesis against /openapi.json"
+if ! (cd "$work" && schemathesis run "http://127.0.0.1:$port/openapi.json" \
+    --header "x-auth: $key" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+    --max-examples "${API_FUZZ_EXAMPLES:-25}" --workers 2 --seed 1 \
+    --phases examples,coverage,fuzzing --suppress-health-check all --no-color); then
+    echo "--- api log ---"; grep -E 'ERROR|WARN|panick' "$work/api.log" | tail -n 30
+    exit 1
+fi
