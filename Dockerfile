@@ -2,6 +2,7 @@
 #   docker build --target api -t paperhook-api .
 #   docker build --target worker -t paperhook-worker .
 #   docker build --target janitor -t paperhook-janitor .
+#   docker build --target cli -t paperhook-cli .      (the `paperhook` client)
 FROM rust:1.95-bookworm AS builder
 RUN apt-get update \
  && apt-get install -y --no-install-recommends clang libclang-dev pkg-config libtesseract-dev libleptonica-dev \
@@ -11,7 +12,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bins \
- && mkdir -p /out && cp target/release/paperhook-api target/release/paperhook-worker target/release/paperhook-janitor /out/
+ && mkdir -p /out && cp target/release/paperhook-api target/release/paperhook-worker target/release/paperhook-janitor target/release/paperhook /out/
 
 FROM debian:bookworm-slim AS runtime-base
 RUN apt-get update \
@@ -28,6 +29,10 @@ ENV PAPERHOOK_API_ADDR=0.0.0.0:8080
 EXPOSE 8080
 ENTRYPOINT ["paperhook-api"]
 CMD ["serve"]
+
+FROM runtime-base AS cli
+COPY --from=builder /out/paperhook /usr/local/bin/
+ENTRYPOINT ["paperhook"]
 
 FROM runtime-base AS janitor
 COPY --from=builder /out/paperhook-janitor /usr/local/bin/
