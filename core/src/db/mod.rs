@@ -40,6 +40,24 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("applying migrations: {e}"))
 }
 
+/// [`migrate`], waiting while the database is unavailable (retrying with a
+/// backoff up to 5 s): a worker or janitor restarted during a database
+/// outage starts when it is back instead of exiting. Other errors end it.
+pub async fn migrate_when_reachable(pool: &PgPool) -> anyhow::Result<()> {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(e)) if is_unavailable(&e) => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "database unavailable; waiting to migrate");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(anyhow::anyhow!("applying migrations: {e}")),
+        }
+    }
+}
+
 /// True when the error means the database cannot be reached right now
 /// (as opposed to a bad query): callers answer 503 and retry later.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
