@@ -43,3 +43,6 @@ cargo test --workspace --locked
 log "running the dashboard's browser tests"
 node --check api/dashboard/app.js
 ./scripts/e2e.sh
+
+log "running the fault-injection suite (quick) and the bad-input corpus"
+./scripts/faults.sh
