@@ -90,6 +90,9 @@ class Run:
         self.s3_stops = 0
         self.receiver_faults = collections.Counter()
         self.docs = documents()
+        self.last_outage_end = 0.0  # monotonic time the last PostgreSQL/S3 outage ended
+        self.audits = 0
+        self.late_files = {}  # storage key -> seconds past its job's delivery
 
     # --- set-up --------------------------------------------------------------
 
@@ -136,7 +139,7 @@ class Run:
         rnd = random.Random(self.args.seed * 100 + n)
         kinds = list(self.docs)
         while not self.stop_submitting.is_set():
-            account = rnd.choice(self.accounts)
+            account = rnd.choices(self.accounts, weights=(3, 3, 1))[0]
             kind = rnd.choice(kinds)
             name, data, _, _ = self.docs[kind]
             status, body, secs = self.sys.api.submit(account["key"], account["template"], name, data,
@@ -172,6 +175,31 @@ class Run:
                 self.note(status, body, secs, f"probe {self.phase}")
             self.sys.sample_rss()
             time.sleep(0.25)
+
+    def auditor(self):
+        """While the load runs, lists the bucket every few seconds: a file
+        whose job was delivered (its last webhook attempt, or its end when
+        there was none) longer ago than two janitor periods plus a margin is
+        late. Skipped soon after an outage, when nothing could delete."""
+        grace = 2 * JANITOR_INTERVAL + 5
+        while not self.stop_submitting.wait(3):
+            if self.phase or time.monotonic() - self.last_outage_end < grace:
+                continue
+            try:
+                keys = self.weed.list("run/")
+                done = {job: float(age) for job, age in self.pg.query(
+                    "SELECT j.id, extract(epoch FROM now() - greatest(j.finished_at, max(a.attempted_at))) "
+                    "FROM jobs j LEFT JOIN webhook_deliveries w ON w.job_id = j.id "
+                    "LEFT JOIN webhook_attempts a ON a.delivery_id = w.id "
+                    "WHERE j.finished_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p "
+                    "  WHERE p.job_id = j.id AND p.state = 'pending') GROUP BY j.id")}
+            except (RuntimeError, OSError, harness.subprocess.CalledProcessError):
+                continue  # a dependency went down meanwhile
+            self.audits += 1
+            for key in keys:
+                job = key.split("/")[3] if key.count("/") >= 4 else None
+                if job in done and done[job] > grace:
+                    self.late_files[key] = round(done[job])
 
     def recovered(self, what, started):
         """Seconds until the API answers a real request again, on its own."""
@@ -221,6 +249,7 @@ class Run:
         started = time.monotonic()
         self.phase = None
         recovery = self.recovered(kind, started)
+        self.last_outage_end = time.monotonic()
         with self.lock:
             seen = self.probes[before:]
         self.outages.append({"kind": kind, "mode": arg, "secs": secs, "recovery_secs": round(recovery, 1),
@@ -246,7 +275,8 @@ class Run:
     def run(self):
         threads = [threading.Thread(target=self.submitter, args=(n,), daemon=True) for n in range(2)]
         threads += [threading.Thread(target=self.killer, daemon=True),
-                    threading.Thread(target=self.prober, daemon=True)]
+                    threading.Thread(target=self.prober, daemon=True),
+                    threading.Thread(target=self.auditor, daemon=True)]
         for t in threads:
             t.start()
         log(f"load and faults for {self.p['duration']} s")
@@ -387,6 +417,9 @@ class Run:
             failures.append(f"{len(left)} stored files outlived their job's delivery by more than "
                             f"{2 * JANITOR_INTERVAL + 10} s: {left[:5]}")
         storage_wait = time.monotonic() - last
+        if self.late_files:
+            failures.append(f"{len(self.late_files)} stored files outlived their job's delivery by more than two "
+                            f"janitor periods during the run (key: seconds): {list(self.late_files.items())[:5]}")
 
         # The API: no 500, no hang; 503 while a dependency was down; recovered on its own.
         if self.bad_answers:
@@ -417,6 +450,7 @@ class Run:
             "outages": [dict(o, answers=dict(o["answers"])) for o in self.outages],
             "drain_secs": round(drain_secs, 1),
             "storage_empty_after_secs": round(storage_wait, 1),
+            "storage_audits": self.audits,
             "worker_peak_rss_mib": round(max(self.sys.peak_rss_kib.values(), default=0) / 1024, 1),
         }
         if self.sys.kills < self.p["min_kills"]:
