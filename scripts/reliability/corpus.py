@@ -218,6 +218,23 @@ def deep_page_tree(depth):
     return pdf(objs)
 
 
+def image_bomb_pdf(side=20_000):
+    """A page showing one side x side grayscale image whose Flate stream
+    (zeros) is about a thousand times smaller than its pixels."""
+    comp = zlib.compressobj(9)
+    row = bytes(side * 100)
+    stream = b"".join(comp.compress(row) for _ in range(side // 100)) + comp.flush()
+    content = b"q 595 0 0 842 0 0 cm /Im1 Do Q"
+    return pdf([b"<< /Type /Catalog /Pages 2 0 R >>",
+                b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] "
+                b"/Resources << /XObject << /Im1 5 0 R >> >> /Contents 4 0 R >>",
+                b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+                b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray "
+                b"/BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n" % (side, side, len(stream))
+                + stream + b"\nendstream"])
+
+
 def static_job(template_id, **overrides):
     body = {"template_id": template_id, "actual_image": base64.b64encode(
         (ROOT / "examples" / "invoice.pdf").read_bytes()).decode()}
@@ -291,6 +308,7 @@ def cases(template_id):
         dict(name="pdf-huge-page-scan", file=pdf(page_objs(1, b"[0 0 14400 14400]", content=b"")),
              expect=failed_doc("page_too_large")),
         dict(name="pdf-absurd-mediabox", file=pdf(page_objs(1, b"[0 0 1e30 1e30]")), expect=failed_doc("corrupt_document")),
+        dict(name="pdf-image-bomb", file=image_bomb_pdf(), expect=failed_doc("image_too_large")),
         # Images
         dict(name="png-billions-of-pixels", file=png(100_000, 100_000, rows=zlib.compress(b"\x00" * 1000)),
              expect=failed_doc("image_too_large")),
