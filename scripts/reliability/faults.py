@@ -26,7 +26,7 @@ from harness import log, wait_until
 
 # quick runs in the test command; full is the documented run (BENCHMARKS.md).
 PROFILES = {
-    "quick": {"duration": 70, "kill_every": 5.0, "workers": 3, "submit_every": 1.2,
+    "quick": {"duration": 70, "kill_every": 4.5, "workers": 3, "submit_every": 1.2,
               "drain": 150, "min_kills": 10},
     "full": {"duration": 300, "kill_every": 6.0, "workers": 3, "submit_every": 1.0,
              "drain": 300, "min_kills": 30},
