@@ -158,12 +158,13 @@ class Run:
             victims = [self.random.choice(self.sys.worker_names)]
             if self.random.random() < 0.25:  # sometimes two at once
                 victims = self.random.sample(self.sys.worker_names, 2)
-            for name in victims:
-                self.sys.kill_worker(name)
-            # Restart after a moment, as an orchestrator would.
-            time.sleep(self.random.random() * 1.5)
-            for name in victims:
-                self.sys.start_worker(name)
+            with self.sys.lock:
+                for name in victims:
+                    self.sys.kill_worker(name)
+                # Restart after a moment, as an orchestrator would.
+                time.sleep(self.random.random() * 1.5)
+                for name in victims:
+                    self.sys.start_worker(name)
 
     def prober(self):
         """Watches the API during outages: every answer must be quick, and
@@ -238,6 +239,11 @@ class Run:
         if kind == "postgres":
             self.pg.stop(arg)
             self.pg_restarts += 1
+            # A worker restarted while the database is down must wait for it, not exit.
+            name = self.random.choice(self.sys.worker_names)
+            with self.sys.lock:
+                self.sys.kill_worker(name)
+                self.sys.start_worker(name)
         else:
             self.weed.stop()
             self.s3_stops += 1
@@ -285,9 +291,7 @@ class Run:
         for t in threads:
             t.join()
         self.receiver.set("ok")
-        for name in self.sys.worker_names:  # a kill may have been the last event
-            if self.sys.procs[name].poll() is not None:
-                self.sys.start_worker(name)
+
         log(f"load over: {len(self.accepted)} jobs accepted, {self.sys.kills} workers killed")
 
     # --- invariants ----------------------------------------------------------------

@@ -395,6 +395,8 @@ class System:
         }, **env)
         self.api = Api(f"http://127.0.0.1:{port}")
         self.procs = {}  # name -> Popen
+        self.lock = threading.Lock()  # held while killing and restarting workers
+        self.exited = []  # (name, exit status) of processes found dead before a kill
         self.worker_names = []
         self.kills = 0
         self.worker_starts = 0
@@ -442,13 +444,16 @@ class System:
     def kill_worker(self, name):
         """kill -9, then wait for the process to be gone."""
         proc = self.procs[name]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        self.kills += 1
+        if proc.poll() is not None:  # it died on its own before we came
+            self.exited.append((name, proc.returncode))
+        else:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            self.kills += 1
 
     def check_alive(self):
-        """Names of processes that exited on their own (they must not)."""
-        return [n for n, p in self.procs.items() if p.poll() is not None]
+        """Processes that exited on their own (they must not), with their status."""
+        return self.exited + [(n, p.returncode) for n, p in self.procs.items() if p.poll() is not None]
 
     def account(self, name, credits, template):
         created = self.run_admin("admin", "create-account", "--name", name, "--credits", str(credits))
