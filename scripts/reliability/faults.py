@@ -148,7 +148,7 @@ class Run:
             if status == 202:
                 with self.lock:
                     self.accepted.append((account["name"], body["job_id"], kind))
-            elif status not in (503, 402):
+            elif 0 < status < 500 and status != 402:  # (note() records 5xx and hangs)
                 with self.lock:
                     self.bad_answers.append((f"submit {kind}", status, str(body)[:200], round(secs, 1)))
             self.stop_submitting.wait(self.p["submit_every"] * 2 * rnd.random())
