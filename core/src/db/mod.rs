@@ -78,3 +78,45 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::migrate_when_reachable;
+
+    fn pool(url: &str) -> sqlx::PgPool {
+        PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(300))
+            .connect_lazy(url)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn start_up_waits_for_an_unreachable_database() {
+        // Nothing listens on port 9: the database is "down"; start-up keeps waiting.
+        let waiting = tokio::time::timeout(
+            Duration::from_secs(2),
+            migrate_when_reachable(&pool("postgres://postgres@127.0.0.1:9/x")),
+        )
+        .await;
+        assert!(waiting.is_err(), "gave up: {waiting:?}");
+    }
+
+    #[tokio::test]
+    async fn start_up_fails_at_once_on_other_errors() {
+        // A reachable server without that database: waiting cannot help.
+        let admin = crate::testing::admin_database_url();
+        let (base, _) = admin.rsplit_once('/').unwrap();
+        let missing = format!("{base}/paperhook_no_such_database");
+        let failed = tokio::time::timeout(
+            Duration::from_secs(10),
+            migrate_when_reachable(&pool(&missing)),
+        )
+        .await
+        .expect("returned at once");
+        assert!(failed.is_err());
+    }
+}
