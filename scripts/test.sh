@@ -67,3 +67,6 @@ log "scanning the logs of a verbose run for secrets"
 
 log "fuzzing the HTTP API from its OpenAPI document (schemathesis)"
 ./scripts/api-fuzz.sh
+
+log "running the fault-injection suite (quick) and the bad-input corpus"
+./scripts/faults.sh

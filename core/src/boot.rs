@@ -15,7 +15,7 @@ pub async fn start(binary: &str) -> anyhow::Result<(Config, PgPool, Storage)> {
     config.validate().context("checking configuration")?;
     let pool = crate::db::pool(&config)?;
     if config.migrate_on_start {
-        crate::db::migrate(&pool).await?;
+        crate::db::migrate_when_reachable(&pool).await?;
     }
     let storage = Storage::from_config(&config).await?;
     crate::metrics::init(binary);

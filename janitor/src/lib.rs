@@ -1,4 +1,6 @@
-//! paperhook-janitor: enforces retention. Deletes stored files and results
+//! paperhook-janitor: enforces retention. Deletes the stored files of
+//! delivered jobs that their worker did not delete (it stopped, or the
+//! storage failed), stored files and results
 //! of jobs finished longer ago than `result_retention_secs`, webhook attempt
 //! records past `webhook_attempts_retention_secs`, and finished queue tasks
 //! past `tasks_retention_secs`. Works in `LIMIT` batches until a short
@@ -10,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use paperhook_core::config::Config;
+use paperhook_core::db::documents;
 use paperhook_core::queue;
 use paperhook_core::storage::Storage;
 use sqlx::PgPool;
@@ -28,6 +31,8 @@ pub struct Report {
     pub leader: bool,
     pub jobs_expired: u64,
     pub files_deleted: u64,
+    /// Files of delivered jobs left behind by a worker (counted in `files_deleted` too).
+    pub leftover_files_deleted: u64,
     pub attempts_deleted: u64,
     pub tasks_pruned: u64,
 }
@@ -92,6 +97,14 @@ impl Janitor {
             leader: true,
             ..Report::default()
         };
+        loop {
+            let (jobs, files) = self.delete_leftover_batch(batch).await?;
+            report.leftover_files_deleted += files;
+            report.files_deleted += files;
+            if (jobs as i64) < batch {
+                break;
+            }
+        }
         let cutoff = ago(now, self.config.result_retention());
         loop {
             let (jobs, files) = self.expire_batch(cutoff, batch).await?;
@@ -127,6 +140,33 @@ impl Janitor {
             }
         }
         Ok(report)
+    }
+
+    /// Deletes the files of one batch of finished, delivered jobs that still
+    /// have them: a worker deletes them as soon as a job is delivered, so these
+    /// are left over by workers that stopped midway or could not reach the
+    /// storage. Returns (jobs cleaned, files deleted); a job whose deletion
+    /// fails does not count, so the caller's loop cannot spin on it.
+    async fn delete_leftover_batch(&self, batch: i64) -> anyhow::Result<(u64, u64)> {
+        let jobs = documents::jobs_with_files_to_delete(&self.pool, batch)
+            .await
+            .context("finding delivered jobs with files")?;
+        let (mut cleaned, mut files) = (0, 0);
+        'jobs: for id in jobs {
+            let mut conn = self.pool.acquire().await?;
+            let keys = documents::files_to_delete(&mut conn, id).await?;
+            drop(conn);
+            for key in &keys {
+                if let Err(e) = self.storage.delete(key).await {
+                    tracing::warn!(job_id = %id, error = %e, "deleting a delivered job's file failed");
+                    continue 'jobs;
+                }
+                files += 1;
+            }
+            documents::mark_files_deleted(&self.pool, id).await?;
+            cleaned += 1;
+        }
+        Ok((cleaned, files))
     }
 
     /// Expires one batch of jobs finished before `cutoff`: deletes their

@@ -368,17 +368,23 @@ impl Worker {
         }
     }
 
-    /// Deletes the job's stored files once it is final and delivered.
+    /// Deletes the job's stored files once it is final and delivered, then
+    /// records it. A failure (or a kill) before the record leaves the files
+    /// to the janitor's next pass.
     pub async fn cleanup_files(&self, job_id: uuid::Uuid) -> anyhow::Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let keys = paperhook_core::db::documents::take_files_to_delete(&mut conn, job_id).await?;
+        let keys = paperhook_core::db::documents::files_to_delete(&mut conn, job_id).await?;
         drop(conn);
-        for key in keys {
-            // A failure here leaves the file to the janitor's retention sweep.
-            if let Err(e) = self.storage.delete(&key).await {
-                tracing::warn!(job_id = %job_id, error = %e, "deleting a stored file failed");
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for key in &keys {
+            if let Err(e) = self.storage.delete(key).await {
+                tracing::warn!(job_id = %job_id, error = %e, "deleting a stored file failed; the janitor will retry");
+                return Ok(());
             }
         }
+        paperhook_core::db::documents::mark_files_deleted(&self.pool, job_id).await?;
         Ok(())
     }
 }

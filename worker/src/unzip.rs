@@ -102,7 +102,7 @@ pub fn scan<R: Read + Seek>(
                 entry.compressed_size(),
             )
         };
-        if is_dir || ignored(&raw_name) {
+        if is_dir {
             continue;
         }
         let name = raw_name.clone();
@@ -111,6 +111,8 @@ pub fn scan<R: Read + Seek>(
             code,
             message,
         };
+        // Before the dot-file rule: `..\\evil.pdf` starts with a dot, yet its
+        // sender must hear that the name is unsafe, not have it dropped.
         if raw_name.contains('\\')
             || raw_name.starts_with('/')
             || raw_name.split('/').any(|p| p == "..")
@@ -123,6 +125,9 @@ pub fn scan<R: Read + Seek>(
                 ),
             ))?;
             emitted += 1;
+            continue;
+        }
+        if ignored(&raw_name) {
             continue;
         }
         if raw_name.contains('/') {
@@ -291,7 +296,13 @@ mod tests {
             ("d.pdf", b"%PDF-1.4 x"),
         ]);
         let inner = build(&[("x.png", png)]);
-        let zip2 = build(&[("inner.zip", &inner), ("../evil.png", png)]);
+        let zip2 = build(&[
+            ("inner.zip", &inner),
+            ("../evil.png", png),
+            ("..\\win.png", png),
+            ("/abs.png", png),
+            ("__MACOSX/../x.png", png),
+        ]);
         assert_eq!(
             codes(&run(zip, LIMITS).unwrap()),
             [
@@ -303,7 +314,13 @@ mod tests {
         );
         assert_eq!(
             codes(&run(zip2, LIMITS).unwrap()),
-            ["zip_nested:inner.zip", "zip_unsafe_path:../evil.png"]
+            [
+                "zip_nested:inner.zip",
+                "zip_unsafe_path:../evil.png",
+                "zip_unsafe_path:..\\win.png",
+                "zip_unsafe_path:/abs.png",
+                "zip_unsafe_path:__MACOSX/../x.png"
+            ]
         );
     }
 

@@ -340,18 +340,16 @@ pub async fn finish_job_if_done(
     }))
 }
 
-/// Claims the job's stored files for deletion once the job is final and no
-/// webhook delivery is pending: returns the keys to delete (the original and
-/// each document's), or nothing if it is not time yet or already done.
-pub async fn take_files_to_delete(
-    db: &mut PgConnection,
-    job_id: Uuid,
-) -> sqlx::Result<Vec<String>> {
+/// The job's stored files (the original and each document's) once the job
+/// is final, no webhook delivery is pending and they are not yet deleted;
+/// nothing otherwise. The caller deletes them, then calls
+/// [`mark_files_deleted`]: a caller that dies or whose storage fails in
+/// between leaves the job to the next one (the janitor's next pass).
+pub async fn files_to_delete(db: &mut PgConnection, job_id: Uuid) -> sqlx::Result<Vec<String>> {
     let original: Option<String> = sqlx::query_scalar(
-        "UPDATE jobs SET file_deleted_at = now()
+        "SELECT storage_key FROM jobs
          WHERE id = $1 AND file_deleted_at IS NULL AND status IN ('SUCCESS', 'FAILED')
-           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.job_id = $1 AND d.state = 'pending')
-         RETURNING storage_key",
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.job_id = $1 AND d.state = 'pending')",
     )
     .bind(job_id)
     .fetch_optional(&mut *db)
@@ -369,6 +367,34 @@ pub async fn take_files_to_delete(
     keys.sort();
     keys.dedup();
     Ok(keys)
+}
+
+/// Records that the job's stored files are gone (after deleting them).
+pub async fn mark_files_deleted(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET file_deleted_at = now() WHERE id = $1 AND file_deleted_at IS NULL",
+    )
+    .bind(job_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Finished jobs whose files wait for deletion (see [`files_to_delete`]),
+/// oldest first: the janitor's sweep after workers that stopped midway.
+pub async fn jobs_with_files_to_delete(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT id FROM jobs j
+         WHERE finished_at IS NOT NULL AND file_deleted_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.job_id = j.id AND d.state = 'pending')
+         ORDER BY finished_at LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 /// A document and its result, for the results API.

@@ -40,6 +40,24 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("applying migrations: {e}"))
 }
 
+/// [`migrate`], waiting while the database is unavailable (retrying with a
+/// backoff up to 5 s): a worker or janitor restarted during a database
+/// outage starts when it is back instead of exiting. Other errors end it.
+pub async fn migrate_when_reachable(pool: &PgPool) -> anyhow::Result<()> {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(e)) if is_unavailable(&e) => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "database unavailable; waiting to migrate");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(anyhow::anyhow!("applying migrations: {e}")),
+        }
+    }
+}
+
 /// True when the error means the database cannot be reached right now
 /// (as opposed to a bad query): callers answer 503 and retry later.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
@@ -59,4 +77,46 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::migrate_when_reachable;
+
+    fn pool(url: &str) -> sqlx::PgPool {
+        PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(300))
+            .connect_lazy(url)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn start_up_waits_for_an_unreachable_database() {
+        // Nothing listens on port 9: the database is "down"; start-up keeps waiting.
+        let waiting = tokio::time::timeout(
+            Duration::from_secs(2),
+            migrate_when_reachable(&pool("postgres://postgres@127.0.0.1:9/x")),
+        )
+        .await;
+        assert!(waiting.is_err(), "gave up: {waiting:?}");
+    }
+
+    #[tokio::test]
+    async fn start_up_fails_at_once_on_other_errors() {
+        // A reachable server without that database: waiting cannot help.
+        let admin = crate::testing::admin_database_url();
+        let (base, _) = admin.rsplit_once('/').unwrap();
+        let missing = format!("{base}/paperhook_no_such_database");
+        let failed = tokio::time::timeout(
+            Duration::from_secs(10),
+            migrate_when_reachable(&pool(&missing)),
+        )
+        .await
+        .expect("returned at once");
+        assert!(failed.is_err());
+    }
 }

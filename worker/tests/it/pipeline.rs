@@ -371,3 +371,70 @@ async fn a_single_file_goes_from_claim_to_webhook_in_one_slot() {
     let done = |kind: &str| (kind.to_owned(), "completed".to_owned(), 1);
     assert_eq!(tasks, vec![done("job"), done("document"), done("delivery")]);
 }
+
+/// A worker that cannot delete a delivered job's files (the storage is down,
+/// or it is killed first) must not record them as deleted: the janitor's
+/// next pass deletes them. Found by the fault-injection suite: the files
+/// used to be marked deleted before the deletion, and were then never
+/// deleted at all.
+#[tokio::test]
+async fn files_a_worker_could_not_delete_go_on_the_janitors_next_pass() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, None).await;
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    // A worker whose storage is unreachable processes nothing here but the
+    // clean-up: hand it the finished job with its file still stored.
+    app.drain().await;
+    let key_of: String = sqlx::query_scalar("SELECT storage_key FROM jobs WHERE id = $1")
+        .bind(job)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    app.storage
+        .put_bytes(&key_of, example_pdf().to_vec().into())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE jobs SET file_deleted_at = NULL WHERE id = $1")
+        .bind(job)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut down = app.config.clone();
+    down.storage_url = "s3://paperhook-down/x".into();
+    down.s3_endpoint = "http://127.0.0.1:9".into();
+    down.s3_access_key_id = "down".into();
+    let storage = paperhook_core::storage::Storage::from_config(&down)
+        .await
+        .unwrap();
+    let stranded = paperhook_worker::Worker::new(app.pool.clone(), storage, down).unwrap();
+    stranded.cleanup_files(job).await.unwrap();
+    let deleted_at = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT file_deleted_at FROM jobs WHERE id = $1",
+        )
+        .bind(job)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(deleted_at().await, None, "marked deleted, yet still stored");
+    assert!(app.storage.exists(&key_of).await.unwrap());
+
+    // The janitor's next pass (no clock moved: not the 24 h retention).
+    let janitor = paperhook_janitor::Janitor {
+        pool: app.pool.clone(),
+        storage: app.storage.clone(),
+        config: app.config.clone(),
+    };
+    let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
+    assert_eq!(report.leftover_files_deleted, 1, "{report:?}");
+    assert_eq!(report.jobs_expired, 0);
+    assert!(!app.storage.exists(&key_of).await.unwrap());
+    assert!(deleted_at().await.is_some());
+    // Nothing left for the pass after.
+    let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
+    assert_eq!(report.leftover_files_deleted, 0, "{report:?}");
+}
