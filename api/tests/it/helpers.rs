@@ -147,6 +147,13 @@ pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// The key with its last character changed (to one it is not: always
+/// appending `x` gave back the key itself once in about 60 runs).
+pub fn tamper(key: &str) -> String {
+    let last = if key.ends_with('x') { 'y' } else { 'x' };
+    format!("{}{last}", &key[..key.len() - 1])
+}
+
 /// Asserts our error shape, status and code.
 pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
     assert_eq!(got.0.as_u16(), status, "body: {}", got.1);

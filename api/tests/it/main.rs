@@ -40,7 +40,7 @@ async fn api_keys_are_required_valid_and_revocable() {
     assert_error(&got, 401, "unauthorized");
     let got = send(app.req(Method::GET, "/v1/account", "ph_abcdefg_notarealkey")).await;
     assert_error(&got, 401, "unauthorized");
-    let tampered = format!("{}x", &key[..key.len() - 1]);
+    let tampered = tamper(&key);
     let got = send(app.req(Method::GET, "/v1/account", &tampered)).await;
     assert_error(&got, 401, "unauthorized");
 

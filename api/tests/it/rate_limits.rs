@@ -71,7 +71,7 @@ async fn a_key_over_its_limit_gets_429_then_recovers() {
         assert_eq!(s, StatusCode::OK, "{b}");
     }
     // A wrong secret behind the limited key's prefix is still 401, not 429.
-    let tampered = format!("{}x", &key[..key.len() - 1]);
+    let tampered = tamper(&key);
     let got = send(app.req(Method::GET, "/v1/account", &tampered)).await;
     assert_error(&got, 401, "unauthorized");
 
