@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use paperhook_core::db::jobs::{self, JobRow, NewJob};
 use paperhook_core::db::templates;
-use paperhook_core::queue;
 use paperhook_core::sniff::{self, DocType};
 use salvo::http::form::FilePart;
 use salvo::oapi::extract::QueryParam;
@@ -319,15 +318,19 @@ fn from_file_part(file: &FilePart, max: u64) -> ApiResult<Upload> {
 }
 
 async fn sniff_file(path: &Path) -> ApiResult<DocType> {
-    use tokio::io::AsyncReadExt;
-    let mut head = Vec::with_capacity(sniff::SNIFF_LEN);
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| ApiError::internal("opening a spool file", &e))?;
-    file.take(sniff::SNIFF_LEN as u64)
-        .read_to_end(&mut head)
-        .await
-        .map_err(|e| ApiError::internal("reading a spool file", &e))?;
+    // One trip to the blocking pool (tokio::fs would make one per call).
+    let path = path.to_path_buf();
+    let head = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut head = Vec::with_capacity(sniff::SNIFF_LEN);
+        std::fs::File::open(path)?
+            .take(sniff::SNIFF_LEN as u64)
+            .read_to_end(&mut head)?;
+        Ok(head)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    .map_err(|e: std::io::Error| ApiError::internal("reading a spool file", &e))?;
     sniff::detect(&head).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -487,13 +490,7 @@ pub async fn process_job(
 /// The job row and its queue task commit together: a job is claimable as
 /// soon as it exists.
 async fn insert_and_enqueue(state: &AppState, new: &NewJob) -> sqlx::Result<Option<JobRow>> {
-    let mut tx = state.pool.begin().await?;
-    let Some(job) = jobs::insert(&mut tx, new, state.config.idempotency_ttl()).await? else {
-        return Ok(None);
-    };
-    queue::enqueue(&mut tx, queue::kind::JOB, job.id, None).await?;
-    tx.commit().await?;
-    Ok(Some(job))
+    jobs::insert_and_enqueue(&state.pool, new, state.config.idempotency_ttl()).await
 }
 
 fn error_of(code: &Option<String>, message: &Option<String>) -> Option<JobError> {

@@ -106,6 +106,41 @@ async fn submit_to_filesystem_storage() {
     submit_and_check(&TestApp::spawn().await).await;
 }
 
+/// A submission stores its job and queue task and wakes idle workers,
+/// all in the one statement that commits it.
+#[tokio::test]
+async fn a_submission_queues_its_task_and_wakes_the_workers() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(100).await;
+    let template_id = app.template(&key).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .unwrap();
+    listener
+        .listen(paperhook_core::queue::CHANNEL)
+        .await
+        .unwrap();
+    let (s, body) = send(
+        app.req(Method::POST, "/process-job", &key)
+            .json(&json_job(template_id, example_pdf())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let note = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .expect("no NOTIFY within 10 s")
+        .unwrap();
+    assert_eq!(note.payload(), paperhook_core::queue::kind::JOB);
+    let job: Uuid = body["job_id"].as_str().unwrap().parse().unwrap();
+    let tasks: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind, state FROM tasks WHERE ref_id = $1")
+            .bind(job)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(tasks, vec![("job".to_owned(), "available".to_owned())]);
+}
+
 #[tokio::test]
 async fn submit_to_s3_storage() {
     submit_and_check(&TestApp::spawn_with(StorageKind::S3, |_| {}).await).await;

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, FromRow)]
@@ -81,11 +81,13 @@ pub async fn find_idempotent(
     .await
 }
 
-/// Inserts a job in status NEW. With an idempotency key, an expired holder of
-/// the same key is released first; `None` means a live job holds the key
-/// (a concurrent request won the race).
-pub async fn insert(
-    tx: &mut PgConnection,
+/// Inserts a submitted job and its queue task and wakes the workers, in one
+/// statement and one durable commit (the submission path is one round trip
+/// to the database). `None` when a job with the same idempotency key exists;
+/// an expired key is released first (a separate statement: releasing it
+/// stands on its own).
+pub async fn insert_and_enqueue(
+    pool: &sqlx::PgPool,
     job: &NewJob,
     idempotency_ttl: std::time::Duration,
 ) -> sqlx::Result<Option<JobRow>> {
@@ -97,17 +99,24 @@ pub async fn insert(
         .bind(job.account_id)
         .bind(key)
         .bind(idempotency_ttl.as_secs_f64())
-        .execute(&mut *tx)
+        .execute(pool)
         .await?;
     }
+    // The task insert and NOTIFY are queue::enqueue's, for a row that is new.
     sqlx::query_as(concat!(
-        "INSERT INTO jobs (id, account_id, template_id, content_type, file_name, size_bytes,
-                           storage_key, static_values, idempotency_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-         RETURNING ",
+        "WITH job AS (
+             INSERT INTO jobs (id, account_id, template_id, content_type, file_name, size_bytes,
+                               storage_key, static_values, idempotency_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING ",
         columns!(),
-        ""
+        "
+         ), task AS (
+             INSERT INTO tasks (kind, ref_id) SELECT $10, id FROM job
+             RETURNING id
+         )
+         SELECT job.*, (SELECT count(*) FROM task, LATERAL pg_notify($11, $10)) AS woken FROM job"
     ))
     .bind(job.id)
     .bind(job.account_id)
@@ -118,7 +127,9 @@ pub async fn insert(
     .bind(&job.storage_key)
     .bind(Json(&job.static_values))
     .bind(&job.idempotency_key)
-    .fetch_optional(&mut *tx)
+    .bind(crate::queue::kind::JOB)
+    .bind(crate::queue::CHANNEL)
+    .fetch_optional(pool)
     .await
 }
 
