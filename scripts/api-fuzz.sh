@@ -14,12 +14,8 @@ python3 -c 'import schemathesis' 2>/dev/null ||
     python3 -m pip install -q 'schemathesis==4.32.5' || die "pip install schemathesis failed"
 
 fresh_stack apifuzz
-port=$(free_port)
+loopback_api
 export PAPERHOOK_STORAGE_URL="file://$work/storage"
-export PAPERHOOK_API_ADDR="127.0.0.1:$port"
-export PAPERHOOK_PUBLIC_URL="http://127.0.0.1:$port"
-export PAPERHOOK_ENCRYPTION_KEYS="0:$(head -c 32 /dev/urandom | base64 -w0)"
-export PAPERHOOK_WEBHOOK_ALLOW_CIDRS="127.0.0.0/8"
 # Thousands of requests from one key: the rate limit has its own tests.
 export PAPERHOOK_RATE_LIMIT_PER_SEC=0
 pids=()
@@ -32,13 +28,10 @@ trap cleanup EXIT
 
 "$bin/paperhook-api" migrate >/dev/null
 "$bin/paperhook-api" serve > "$work/api.log" 2>&1 & pids+=($!)
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
-key=$("$bin/paperhook-api" admin create-account --name "Fuzz Co" --credits 100000 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
+wait_healthy
+key=$(new_key "Fuzz Co" 100000)
 # Something to find: a template (with a webhook) and a job.
-template=$(curl -sf -H "x-auth: $key" -H 'content-type: application/json' \
-    --data @examples/template.json "http://127.0.0.1:$port/v1/templates" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+template=$(new_template "$key")
 curl -sf -o /dev/null -H "x-auth: $key" -F "template_id=$template" -F actual_image=@examples/invoice.pdf \
     "http://127.0.0.1:$port/process-job"
 

@@ -12,12 +12,8 @@ command -v npm >/dev/null || ensure_apt nodejs npm
 [ -d e2e/node_modules/playwright-core ] || (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
 
 fresh_stack e2e
-port=$(free_port)
+loopback_api
 export PAPERHOOK_STORAGE_URL="file://$work/storage"
-export PAPERHOOK_API_ADDR="127.0.0.1:$port"
-export PAPERHOOK_PUBLIC_URL="http://127.0.0.1:$port"
-export PAPERHOOK_ENCRYPTION_KEYS="0:$(head -c 32 /dev/urandom | base64 -w0)"
-export PAPERHOOK_WEBHOOK_ALLOW_CIDRS="127.0.0.0/8"
 pids=()
 cleanup() {
     kill "${pids[@]}" 2>/dev/null || true
@@ -31,9 +27,8 @@ trap cleanup EXIT
 wport=$(free_port); jport=$(free_port)
 PAPERHOOK_METRICS_ADDR="127.0.0.1:$wport" "$bin/paperhook-worker" > "$work/worker.log" 2>&1 & pids+=($!)
 PAPERHOOK_METRICS_ADDR="127.0.0.1:$jport" "$bin/paperhook-janitor" > "$work/janitor.log" 2>&1 & pids+=($!)
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
-key=$("$bin/paperhook-api" admin create-account --name "E2E Co" --credits 1000 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
+wait_healthy
+key=$(new_key "E2E Co" 1000)
 
 export PAPERHOOK_E2E_URL="http://127.0.0.1:$port" PAPERHOOK_E2E_KEY="$key"
 if ! (cd e2e && npm test --silent); then

@@ -115,13 +115,19 @@ JSON
 # free_port: prints a TCP port on 127.0.0.1 that is free now.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# fresh_stack NAME: for scripts that run the real binaries. Builds them, makes
-# an empty database paperhook_NAME_… on PAPERHOOK_TEST_DATABASE_URL and a work
-# folder; sets bin, admin, db, work and exports DATABASE_URL. drop_stack
-# removes the database and the folder.
+# fresh_stack NAME [release]: for scripts that run the real binaries. Builds
+# them (every binary in debug; the API alone with `release`), makes an empty
+# database paperhook_NAME_… on PAPERHOOK_TEST_DATABASE_URL and a work folder;
+# sets bin, admin, db, work and exports DATABASE_URL. drop_stack removes the
+# database and the folder.
 fresh_stack() {
-    bin="$CARGO_TARGET_DIR/debug"
-    cargo build --workspace --bins --locked --quiet
+    if [ "${2:-}" = release ]; then
+        bin="$CARGO_TARGET_DIR/release"
+        cargo build --release --locked --quiet -p paperhook-api
+    else
+        bin="$CARGO_TARGET_DIR/debug"
+        cargo build --workspace --bins --locked --quiet
+    fi
     admin="${PAPERHOOK_TEST_DATABASE_URL}"
     db="paperhook_${1}_$(date +%s)_$$"
     psql "$admin" -qc "create database $db" >/dev/null
@@ -131,4 +137,37 @@ fresh_stack() {
 drop_stack() {
     psql "$admin" -qc "drop database if exists $db" >/dev/null 2>&1 || true
     rm -rf "$work"
+}
+
+# loopback_api: the API settings of a test stack: a free port on 127.0.0.1
+# (sets port and url), its public URL, webhooks allowed to loopback, and a
+# fresh encryption key (sets enc_key). Storage stays the caller's choice.
+loopback_api() {
+    port=$(free_port)
+    url="http://127.0.0.1:$port"
+    enc_key="$(head -c 32 /dev/urandom | base64 -w0)"
+    export PAPERHOOK_API_ADDR="127.0.0.1:$port" PAPERHOOK_PUBLIC_URL="$url"
+    export PAPERHOOK_ENCRYPTION_KEYS="0:$enc_key" PAPERHOOK_WEBHOOK_ALLOW_CIDRS="127.0.0.0/8"
+}
+
+# wait_healthy: waits up to 20 s for $url/healthz; fails with the end of
+# $work/api.log when the API does not come up.
+wait_healthy() {
+    for _ in $(seq 1 100); do curl -sf "$url/healthz" >/dev/null && return 0; sleep 0.2; done
+    tail -n 30 "$work/api.log" >&2
+    die "the API did not answer $url/healthz within 20 s"
+}
+
+# new_template KEY: prints the id of a new template made from
+# examples/template.json through the API at $url.
+new_template() {
+    curl -sf -H "x-auth: $1" -H 'content-type: application/json' \
+        --data @examples/template.json "$url/v1/templates" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+
+# new_key NAME CREDITS: prints the API key of a new account (admin command).
+new_key() {
+    "$bin/paperhook-api" admin create-account --name "$1" --credits "$2" 2>/dev/null |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])'
 }

@@ -18,37 +18,26 @@ ensure_apt wrk postgresql-client
 conns="${LOAD_CONNECTIONS:-16}"
 secs="${LOAD_SECONDS:-15}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/paperhook-target}"
+: "${PAPERHOOK_TEST_DATABASE_URL:?set PAPERHOOK_TEST_DATABASE_URL}"
 log "building the API (release)"
-cargo build --release --locked --quiet -p paperhook-api
-bin="$CARGO_TARGET_DIR/release"
-admin="${PAPERHOOK_TEST_DATABASE_URL:?set PAPERHOOK_TEST_DATABASE_URL}"
-db="paperhook_load_$(date +%s)_$$"
-psql "$admin" -qc "create database $db" >/dev/null
-work=$(mktemp -d)
+fresh_stack load release
 pids=()
 cleanup() {
     kill "${pids[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
-    psql "$admin" -qc "drop database if exists $db" >/dev/null 2>&1 || true
-    rm -rf "$work"
+    drop_stack
 }
 trap cleanup EXIT
-port=$(free_port)
-export DATABASE_URL="${admin%/*}/$db"
+loopback_api
 export PAPERHOOK_STORAGE_URL="file://$work/storage"
-export PAPERHOOK_API_ADDR="127.0.0.1:$port"
-export PAPERHOOK_ENCRYPTION_KEYS="0:$(head -c 32 /dev/urandom | base64 -w0)"
 export PAPERHOOK_RATE_LIMIT_PER_SEC=0
 export PAPERHOOK_DB_MAX_CONNECTIONS=$((conns + 4))
 export RUST_LOG=warn
 "$bin/paperhook-api" migrate >/dev/null
 "$bin/paperhook-api" serve > "$work/api.log" 2>&1 & pids+=($!)
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
-key=$("$bin/paperhook-api" admin create-account --name "Load Co" --credits 100000000 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
-template=$(curl -sf -H "x-auth: $key" -H 'content-type: application/json' \
-    --data @examples/template.json "http://127.0.0.1:$port/v1/templates" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+wait_healthy
+key=$(new_key "Load Co" 100000000)
+template=$(new_template "$key")
 
 # One submission: the 1-page example PDF as JSON with base64, as the
 # product page shows.

@@ -15,16 +15,11 @@ source scripts/lib.sh
 ensure_apt jq
 
 fresh_stack logscan
-port=$(free_port)
-enc_key="$(head -c 32 /dev/urandom | base64 -w0)"
+loopback_api
 export PAPERHOOK_STORAGE_URL="s3://$PAPERHOOK_TEST_S3_BUCKET/logscan-$$-$(date +%s)"
 export PAPERHOOK_S3_ENDPOINT="$PAPERHOOK_TEST_S3_ENDPOINT"
 export PAPERHOOK_S3_ACCESS_KEY_ID="$PAPERHOOK_TEST_S3_ACCESS_KEY"
 export PAPERHOOK_S3_SECRET_ACCESS_KEY="$PAPERHOOK_TEST_S3_SECRET_KEY"
-export PAPERHOOK_API_ADDR="127.0.0.1:$port"
-export PAPERHOOK_PUBLIC_URL="http://127.0.0.1:$port"
-export PAPERHOOK_ENCRYPTION_KEYS="0:$enc_key"
-export PAPERHOOK_WEBHOOK_ALLOW_CIDRS="127.0.0.0/8"
 export PAPERHOOK_WEBHOOK_RETRY_SCHEDULE="0s,1s,1s"
 export PAPERHOOK_WORKER_POLL_MS=200
 export PAPERHOOK_JANITOR_INTERVAL_SECS=1
@@ -69,9 +64,9 @@ HTTP_PROXY="http://127.0.0.1:$dead_port" HTTPS_PROXY="http://127.0.0.1:$dead_por
     NO_PROXY="127.0.0.1" no_proxy="127.0.0.1" \
     "$bin/paperhook-worker" > "$work/worker.log" 2>&1 & pids+=($!)
 "$bin/paperhook-janitor" > "$work/janitor.log" 2>&1 & pids+=($!)
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
+wait_healthy
 
-base="http://127.0.0.1:$port"
+base="$url"
 out=$("$bin/paperhook-api" admin create-account --name "Log Scan Co" --credits 100 2>>"$work/admin.log")
 key=$(jq -r .api_key <<<"$out")
 account=$(jq -r .account_id <<<"$out")
