@@ -128,12 +128,19 @@ impl Storage {
         check_key(key)?;
         let deleted = match self {
             Storage::Fs(fs) => {
+                // The size (for the metric) and the removal in one trip to
+                // the blocking pool.
                 let path = fs.path(key);
-                let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
-                match tokio::fs::remove_file(&path).await {
+                let removed = tokio::task::spawn_blocking(move || {
+                    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+                    std::fs::remove_file(&path).map(|()| size)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                match removed {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
                     Err(e) => Err(io_err(key)(e)),
-                    Ok(()) => Ok(size),
+                    Ok(size) => Ok(size),
                 }
             }
             Storage::S3(s3) => s3.delete(key).await,
