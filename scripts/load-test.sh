@@ -9,6 +9,12 @@
 #
 #   scripts/load-test.sh            LOAD_CONNECTIONS=16 LOAD_SECONDS=15
 #
+# LOAD_STORAGE_DIR=/dev/shm puts the file store on another file system.
+# Also prints the CPU time the API and PostgreSQL used per submission (the
+# two share the machine's cores with wrk). LOAD_PROFILE=1 records the API
+# with `perf record -e cpu-clock -g` during the run and prints the top of
+# the report.
+#
 # Needs PAPERHOOK_TEST_DATABASE_URL (a superuser URL) and CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,10 +32,13 @@ cleanup() {
     kill "${pids[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
     drop_stack
+    rm -rf "$storage_dir"
 }
 trap cleanup EXIT
 loopback_api
-export PAPERHOOK_STORAGE_URL="file://$work/storage"
+# LOAD_STORAGE_DIR puts the file store elsewhere (another disk, a tmpfs).
+storage_dir="${LOAD_STORAGE_DIR:-$work}/storage-$$"
+export PAPERHOOK_STORAGE_URL="file://$storage_dir"
 export PAPERHOOK_RATE_LIMIT_PER_SEC=0
 export PAPERHOOK_DB_MAX_CONNECTIONS=$((conns + 4))
 export RUST_LOG=warn
@@ -60,7 +69,36 @@ LUA
 log "wrk: $conns connections, ${secs}s against POST /process-job"
 curl -sf -o /dev/null -H "x-auth: $key" -H 'content-type: application/json' --data @"$work/body.json" \
     "http://127.0.0.1:$port/process-job" || die "a single submission failed"
+# CPU seconds (user + system) of the API, and of all PostgreSQL processes.
+cpu_secs() {
+    local api_pid=$1 tick
+    tick=$(getconf CLK_TCK)
+    awk -v t="$tick" '{print ($14 + $15) / t}' "/proc/$api_pid/stat"
+    for p in $(pgrep -x postgres); do cat "/proc/$p/stat" 2>/dev/null; done |
+        awk -v t="$tick" '{s += $14 + $15} END {print s / t}'
+}
+# Statements and commits the database ran, from its own statistics.
+db_stats() {
+    psql "$DATABASE_URL" -Atqc "select pg_stat_force_next_flush()" >/dev/null
+    psql "$DATABASE_URL" -AtF' ' -qc "select xact_commit, tup_returned, tup_fetched, tup_inserted, tup_updated
+        from pg_stat_database where datname = current_database()"
+}
+api_pid=${pids[0]}
+read -r -d '' api0 pg0 < <(cpu_secs "$api_pid") || true
+stats0=$(db_stats)
+if [ -n "${LOAD_PROFILE:-}" ]; then
+    perf record -q -e cpu-clock -g -p "$api_pid" -o "$work/perf.data" -- sleep "$secs" 2>/dev/null &
+    perf_pid=$!
+fi
 wrk -t2 -c"$conns" -d"${secs}s" --timeout 10s -s "$work/submit.lua" "http://127.0.0.1:$port/process-job" | tee "$work/wrk.out"
+read -r -d '' api1 pg1 < <(cpu_secs "$api_pid") || true
+stats1=$(db_stats)
+if [ -n "${LOAD_PROFILE:-}" ]; then
+    wait "$perf_pid" || true
+    perf report -q -i "$work/perf.data" --no-children -g none --sort dso 2>/dev/null | head -8 || true
+    perf report -q -i "$work/perf.data" --children -g none --sort sym --percent-limit 3 2>/dev/null |
+        head -60 || true
+fi
 result=$(grep '^RESULT' "$work/wrk.out")
 rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk.out")
 jobs=$(psql "$DATABASE_URL" -Atqc "select count(*) from jobs")
@@ -74,13 +112,44 @@ SQL
 pgbench -n -c "$conns" -j 2 -T "$secs" -f "$work/insert.sql" "$DATABASE_URL" > "$work/pgbench.out"
 tps=$(awk '/^tps = / {print $3}' "$work/pgbench.out")
 
-python3 - "$rps" "$tps" "$result" "$jobs" "$conns" <<'PY'
+# The statements of one submission (the key lookup; the job and task
+# insert, which checks the template), run back to back by pgbench with the
+# same clients: what the database alone allows for this API's submissions.
+log "pgbench: $conns clients, ${secs}s of the submission's own statements"
+account=$(psql "$DATABASE_URL" -Atqc "select account_id from templates where id = '$template'")
+read -r prefix hash < <(psql "$DATABASE_URL" -AtF' ' -qc \
+    "select prefix, encode(key_hash, 'hex') from api_keys where account_id = '$account'")
+cat > "$work/submission.sql" <<SQL
+SELECT a.id, a.name, a.credits, a.created_at, k.id, k.key_hash, k.last_used_at
+  FROM api_keys k JOIN accounts a ON a.id = k.account_id
+  WHERE k.prefix = '$prefix' AND k.key_hash = '\\x$hash' AND k.revoked_at IS NULL;
+WITH job AS (
+    INSERT INTO jobs (id, account_id, template_id, content_type, file_name, size_bytes, storage_key, static_values)
+    SELECT gen_random_uuid(), '$account', '$template', 'pdf', NULL, 985, 'documents/x/y', '{"batch": 7}'
+    FROM templates WHERE id = '$template' AND account_id = '$account' AND deleted_at IS NULL
+    RETURNING *
+), task AS (INSERT INTO tasks (kind, ref_id) SELECT 'job', id FROM job)
+SELECT * FROM job;
+SQL
+pgbench -n -M prepared -c "$conns" -j 2 -T "$secs" -f "$work/submission.sql" "$DATABASE_URL" > "$work/pgbench-submission.out"
+statements_tps=$(awk '/^tps = / {print $3}' "$work/pgbench-submission.out")
+
+python3 - "$rps" "$tps" "$result" "$jobs" "$conns" "$api0" "$api1" "$pg0" "$pg1" "$stats0" "$stats1" "$statements_tps" <<'PY'
 import sys
 rps, tps, result, jobs, conns = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
+api0, api1, pg0, pg1 = map(float, sys.argv[6:10])
 fields = dict(kv.split("=") for kv in result.split()[1:])
+n = int(fields["requests"])
 print(f"load test, {conns} connections: POST /process-job {rps:.0f} submissions/s "
       f"(p50 {float(fields['p50_ms']):.1f} ms, p99 {float(fields['p99_ms']):.1f} ms); "
       f"pgbench single-row inserts {tps:.0f} tps; ratio {rps / tps:.2f}")
+print(f"CPU per submission: API {1e6 * (api1 - api0) / n:.0f} µs, PostgreSQL {1e6 * (pg1 - pg0) / n:.0f} µs")
+names = ["commits", "rows scanned", "rows fetched", "rows inserted", "rows updated"]
+delta = [b - a for a, b in zip(map(int, sys.argv[10].split()), map(int, sys.argv[11].split()))]
+print("per submission: " + ", ".join(f"{name} {d / n:.2f}" for name, d in zip(names, delta)))
+statements = float(sys.argv[12])
+print(f"the submission's statements alone (pgbench): {statements:.0f}/s; "
+      f"the API reaches {rps / statements:.2f} of that")
 bad = int(fields["non2xx"]) + int(fields["errors"])
 if bad:
     sys.exit(f"{bad} requests failed under load")

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use paperhook_core::config::Config;
 use paperhook_core::crypto::Keyring;
+use paperhook_core::queue::{self, Waker};
 use paperhook_core::storage::Storage;
 use salvo::catcher::Catcher;
 use salvo::oapi::OpenApi;
@@ -29,6 +30,8 @@ pub struct Inner {
     pub storage: Storage,
     pub config: Config,
     pub keyring: Keyring,
+    /// Wakes idle workers after a submission commits.
+    pub waker: Waker,
 }
 
 impl std::ops::Deref for AppState {
@@ -39,9 +42,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// Needs a Tokio runtime (it starts the [`Waker`]'s task).
     pub fn new(pool: PgPool, storage: Storage, config: Config) -> anyhow::Result<AppState> {
         let keyring = config.keyring()?;
+        let waker = Waker::spawn(pool.clone(), queue::kind::JOB);
         Ok(AppState(Arc::new(Inner {
+            waker,
             pool,
             storage,
             config,

@@ -116,11 +116,9 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
                 doc_type,
                 data,
             } => {
-                let dir = job
-                    .storage_key
-                    .rsplit_once('/')
-                    .map_or(job.storage_key.as_str(), |(dir, _)| dir);
-                let key = format!("{dir}/doc-{idx}");
+                // Beside the archive, not in a folder of its own (see the
+                // API's storage key).
+                let key = format!("{}-doc-{idx}", job.storage_key);
                 if store_error.is_none() {
                     match w.storage.put_bytes(&key, data.into()).await {
                         Ok(()) => stored.push(key.clone()),

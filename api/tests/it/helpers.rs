@@ -75,6 +75,23 @@ impl TestApp {
         }
     }
 
+    /// Every file under the test's folder (the local file store's root).
+    pub fn stored_files(&self) -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        let mut dirs = vec![self._dir.path().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        files
+    }
+
     pub fn req(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
         self.client
             .request(method, format!("{}{path}", self.url))

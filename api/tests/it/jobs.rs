@@ -106,8 +106,8 @@ async fn submit_to_filesystem_storage() {
     submit_and_check(&TestApp::spawn().await).await;
 }
 
-/// A submission stores its job and queue task and wakes idle workers,
-/// all in the one statement that commits it.
+/// A submission stores its job and queue task in the statement that
+/// commits it, then wakes idle workers with a NOTIFY.
 #[tokio::test]
 async fn a_submission_queues_its_task_and_wakes_the_workers() {
     let app = TestApp::spawn().await;
@@ -369,7 +369,9 @@ async fn jobs_of_another_account_are_404() {
         404,
         "job_not_found",
     );
-    // Bob cannot submit to Alice's template either.
+    // Bob cannot submit to Alice's template either, and his upload is not
+    // kept (the insert checks the template after the file is stored).
+    assert_eq!(app.stored_files().len(), 1, "{:?}", app.stored_files());
     assert_error(
         &send(
             app.req(Method::POST, "/process-job", &bob)
@@ -379,6 +381,7 @@ async fn jobs_of_another_account_are_404() {
         404,
         "template_not_found",
     );
+    assert_eq!(app.stored_files().len(), 1, "{:?}", app.stored_files());
 }
 
 #[tokio::test]

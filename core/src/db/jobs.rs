@@ -81,11 +81,13 @@ pub async fn find_idempotent(
     .await
 }
 
-/// Inserts a submitted job and its queue task and wakes the workers, in one
-/// statement and one durable commit (the submission path is one round trip
-/// to the database). `None` when a job with the same idempotency key exists;
-/// an expired key is released first (a separate statement: releasing it
-/// stands on its own).
+/// Inserts a submitted job and its queue task in one statement and one
+/// durable commit, if its template is one of the account's (the submission
+/// path is one round trip to the database); the caller wakes the workers
+/// after it with a [`crate::queue::Waker`], not in this transaction (see the
+/// queue module). `None` when the account has no such template or a job
+/// with the same idempotency key exists; an expired key is released first
+/// (a separate statement: releasing it stands on its own).
 pub async fn insert_and_enqueue(
     pool: &sqlx::PgPool,
     job: &NewJob,
@@ -102,21 +104,23 @@ pub async fn insert_and_enqueue(
         .execute(pool)
         .await?;
     }
-    // The task insert and NOTIFY are queue::enqueue's, for a row that is new.
+    // The task insert is queue::enqueue's, for a row that is new.
     sqlx::query_as(concat!(
         "WITH job AS (
              INSERT INTO jobs (id, account_id, template_id, content_type, file_name, size_bytes,
                                storage_key, static_values, idempotency_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM templates
+             WHERE id = $3 AND account_id = $2 AND deleted_at IS NULL
              ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING ",
         columns!(),
         "
          ), task AS (
+             -- Runs though nothing reads it: PostgreSQL always executes
+             -- data-modifying WITH clauses.
              INSERT INTO tasks (kind, ref_id) SELECT $10, id FROM job
-             RETURNING id
          )
-         SELECT job.*, (SELECT count(*) FROM task, LATERAL pg_notify($11, $10)) AS woken FROM job"
+         SELECT job.* FROM job"
     ))
     .bind(job.id)
     .bind(job.account_id)
@@ -128,7 +132,6 @@ pub async fn insert_and_enqueue(
     .bind(Json(&job.static_values))
     .bind(&job.idempotency_key)
     .bind(crate::queue::kind::JOB)
-    .bind(crate::queue::CHANNEL)
     .fetch_optional(pool)
     .await
 }
