@@ -233,6 +233,21 @@ struct Plan<'a> {
     clock: &'a Clock,
 }
 
+impl Plan<'_> {
+    /// OCR of an image of the page whose work began at `start`; stops at
+    /// the page's time limit (the caller's next [`deadline_check`] says so).
+    fn recognise(
+        &self,
+        img: &GrayImage,
+        dpi: u32,
+        psm: Psm,
+        start: Instant,
+    ) -> Result<Vec<ocr::PxWord>, Error> {
+        let deadline = start + self.opts.page_time_limit;
+        ocr::recognise(img, dpi, psm, &self.languages, self.tessdata, deadline)
+    }
+}
+
 /// The text of every page: the PDF text layer where usable, OCR elsewhere
 /// (only the zones of region fields when nothing needs the full page).
 pub fn read_pages(doc: &[u8], template: &Template, opts: &Options) -> Result<Vec<PageText>, Error> {
@@ -475,18 +490,13 @@ fn ocr_page(
         Need::Nothing => Vec::new(),
         Need::Full => {
             let (w, h) = img.dimensions();
-            let words = ocr::recognise(&img, dpi, FULL_PSM, &plan.languages, plan.tessdata)?;
+            let words = plan.recognise(&img, dpi, FULL_PSM, start)?;
             let mut words = ocr::normalise(words, 0, 0, w, h);
             if plan.opts.detect_orientation && mean_conf(&words) < LOW_CONFIDENCE {
                 deadline_check(start, plan, index)?;
                 let flipped = raster::rotate_quarter(&img, 2);
-                let other = ocr::normalise(
-                    ocr::recognise(&flipped, dpi, FULL_PSM, &plan.languages, plan.tessdata)?,
-                    0,
-                    0,
-                    w,
-                    h,
-                );
+                let other =
+                    ocr::normalise(plan.recognise(&flipped, dpi, FULL_PSM, start)?, 0, 0, w, h);
                 if score(&other) > score(&words) {
                     words = other;
                     img = flipped;
@@ -498,7 +508,7 @@ fn ocr_page(
             words
         }
         Need::Zones(zones) => {
-            let mut words = ocr_zones(plan, &img, dpi, zones)?;
+            let mut words = ocr_zones(plan, &img, dpi, zones, start)?;
             // Judge by the substantial words only (bits of neighbouring
             // lines cut by the margin are unsure even upright); none at
             // all is what an upside-down page gives.
@@ -512,7 +522,7 @@ fn ocr_page(
             {
                 deadline_check(start, plan, index)?;
                 let flipped = raster::rotate_quarter(&img, 2);
-                let other = ocr_zones(plan, &flipped, dpi, zones)?;
+                let other = ocr_zones(plan, &flipped, dpi, zones, start)?;
                 if score(&other) > score(&words) {
                     words = other;
                 }
@@ -640,7 +650,7 @@ fn recover_missed(
         let x1 = (((b[2] + pad) as u32) * cell).min(w);
         let y1 = (((b[3] + pad) as u32) * cell).min(h);
         let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
-        let found = ocr::recognise(&crop, dpi, Psm::SingleLine, &plan.languages, plan.tessdata)?;
+        let found = plan.recognise(&crop, dpi, Psm::SingleLine, start)?;
         out.extend(
             ocr::normalise(found, x0, y0, w, h)
                 .into_iter()
@@ -672,6 +682,7 @@ fn ocr_zones(
     img: &GrayImage,
     dpi: u32,
     zones: &[[f64; 4]],
+    start: Instant,
 ) -> Result<Vec<Word>, Error> {
     let (w, h) = img.dimensions();
     let mut words: Vec<Word> = Vec::new();
@@ -682,7 +693,7 @@ fn ocr_zones(
         let x1 = px(z[2] + ZONE_MARGIN_X, w).max(x0 + 1).min(w);
         let y1 = px(z[3] + ZONE_MARGIN_Y, h).max(y0 + 1).min(h);
         let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
-        let found = ocr::recognise(&crop, dpi, Psm::SingleBlock, &plan.languages, plan.tessdata)?;
+        let found = plan.recognise(&crop, dpi, Psm::SingleBlock, start)?;
         for word in ocr::normalise(found, x0, y0, w, h) {
             // Overlapping zones see the same word twice: keep one.
             let dup = words.iter().any(|o| {

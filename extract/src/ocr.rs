@@ -1,16 +1,22 @@
 //! Tesseract OCR through its C API: one engine per thread, started once per
 //! language set and reused for every page and zone that thread handles.
 //!
+//! Recognition stops at the page's deadline (Tesseract's own monitor, checked
+//! between words), so one slow page cannot hold a thread much past its time
+//! limit; the caller then reports the timeout.
+//!
 //! Run the process with `OMP_THREAD_LIMIT=1`: Debian's libtesseract uses
 //! OpenMP and otherwise burns several times the CPU for the same page while
 //! rayon already keeps every core busy.
 
 use std::cell::RefCell;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::time::Instant;
 
 use image::GrayImage;
-use tesseract_plumbing::TessBaseApi;
+use tesseract_sys as sys;
 
 use crate::Error;
 use crate::layout::Word;
@@ -30,9 +36,100 @@ pub enum Psm {
     SingleBlock = 6,
 }
 
+/// The few calls of Tesseract's C API we make, on one handle. Not `Send`:
+/// an engine stays on the thread that made it.
+struct Api(NonNull<sys::TessBaseAPI>);
+
+impl Api {
+    fn create() -> Api {
+        // SAFETY: no arguments; a null result (out of memory) is checked.
+        let handle = unsafe { sys::TessBaseAPICreate() };
+        Api(NonNull::new(handle).expect("TessBaseAPICreate returned null"))
+    }
+
+    fn init(&mut self, datapath: Option<&CStr>, language: &CStr) -> bool {
+        // SAFETY: a live handle and NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            sys::TessBaseAPIInit3(
+                self.0.as_ptr(),
+                datapath.map_or(std::ptr::null(), CStr::as_ptr),
+                language.as_ptr(),
+            )
+        };
+        rc == 0
+    }
+
+    fn set_variable(&mut self, name: &CStr, value: &CStr) {
+        // SAFETY: as for `init`.
+        unsafe { sys::TessBaseAPISetVariable(self.0.as_ptr(), name.as_ptr(), value.as_ptr()) };
+    }
+
+    /// Recognises `img`; Tesseract's TSV output, empty once past `deadline`
+    /// (Tesseract stops there).
+    fn recognise(
+        &mut self,
+        img: &GrayImage,
+        dpi: i32,
+        psm: Psm,
+        deadline: Instant,
+    ) -> Option<String> {
+        let (width, height) = (
+            i32::try_from(img.width()).ok()?,
+            i32::try_from(img.height()).ok()?,
+        );
+        let handle = self.0.as_ptr();
+        // Whole milliseconds, at least one (0 would mean no deadline).
+        let left_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: `img` is `width` x `height` bytes of one byte per pixel,
+        // rows `width` bytes apart, and Tesseract copies it in SetImage. The
+        // monitor lives until after Recognize and is deleted once. The TSV
+        // text is Tesseract's own NUL-terminated string, copied and then
+        // freed with TessDeleteText.
+        unsafe {
+            sys::TessBaseAPISetImage(handle, img.as_raw().as_ptr(), width, height, 1, width);
+            sys::TessBaseAPISetSourceResolution(handle, dpi);
+            sys::TessBaseAPISetPageSegMode(handle, psm as sys::TessPageSegMode);
+            let monitor = sys::TessMonitorCreate();
+            if monitor.is_null() {
+                return None;
+            }
+            sys::TessMonitorSetDeadlineMSecs(monitor, left_ms);
+            let rc = sys::TessBaseAPIRecognize(handle, monitor);
+            sys::TessMonitorDelete(monitor);
+            if Instant::now() >= deadline {
+                // Cut short: what it read is incomplete.
+                return Some(String::new());
+            }
+            if rc != 0 {
+                return None;
+            }
+            let text = sys::TessBaseAPIGetTsvText(handle, 0);
+            if text.is_null() {
+                return None;
+            }
+            let tsv = CStr::from_ptr(text).to_string_lossy().into_owned();
+            sys::TessDeleteText(text);
+            Some(tsv)
+        }
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        // SAFETY: the handle is live and dropped once.
+        unsafe {
+            sys::TessBaseAPIEnd(self.0.as_ptr());
+            sys::TessBaseAPIDelete(self.0.as_ptr());
+        }
+    }
+}
+
 struct Engine {
     key: String,
-    api: TessBaseApi,
+    api: Api,
 }
 
 thread_local! {
@@ -53,7 +150,7 @@ pub struct PxWord {
 fn with_engine<T>(
     languages: &str,
     tessdata: Option<&str>,
-    f: impl FnOnce(&mut TessBaseApi) -> Result<T, Error>,
+    f: impl FnOnce(&mut Api) -> Result<T, Error>,
 ) -> Result<T, Error> {
     let key = format!("{}|{languages}", tessdata.unwrap_or(""));
     ENGINE.with(|cell| {
@@ -70,21 +167,23 @@ fn with_engine<T>(
                     ),
                 });
             }
-            let mut api = TessBaseApi::create();
+            let mut api = Api::create();
             let lang = CString::new(languages).map_err(|_| Error::Ocr { detail: "language list contains NUL".into() })?;
             let path = tessdata
                 .map(CString::new)
                 .transpose()
                 .map_err(|_| Error::Ocr { detail: "tessdata path contains NUL".into() })?;
-            api.init_2(path.as_deref(), Some(&lang)).map_err(|_| Error::Ocr {
-                detail: format!(
-                    "Tesseract could not load the language data {languages:?}{}; install the packages (e.g. tesseract-ocr-deu) or fix the template's languages",
-                    tessdata.map(|p| format!(" from {p}")).unwrap_or_default()
-                ),
-            })?;
+            if !api.init(path.as_deref(), &lang) {
+                return Err(Error::Ocr {
+                    detail: format!(
+                        "Tesseract could not load the language data {languages:?}{}; install the packages (e.g. tesseract-ocr-deu) or fix the template's languages",
+                        tessdata.map(|p| format!(" from {p}")).unwrap_or_default()
+                    ),
+                });
+            }
             // Tesseract prints statistics of blank images ("Empty page!!")
             // to stderr; keep the worker's logs for the worker.
-            let _ = api.set_variable(c"debug_file", c"/dev/null");
+            api.set_variable(c"debug_file", c"/dev/null");
             *slot = Some(Engine { key, api });
         }
         let engine = slot.as_mut().expect("engine was just initialised");
@@ -120,37 +219,26 @@ fn missing_language(languages: &str, tessdata: Option<&str>) -> Option<(String, 
         .map(|lang| (lang.to_owned(), dir))
 }
 
-/// Recognise a grey image; `dpi` helps Tesseract size its filters.
+/// Recognise a grey image; `dpi` helps Tesseract size its filters. Stops
+/// at `deadline` and then returns no words: the caller checks the time
+/// after and reports the timeout.
 pub fn recognise(
     img: &GrayImage,
     dpi: u32,
     psm: Psm,
     languages: &str,
     tessdata: Option<&str>,
+    deadline: Instant,
 ) -> Result<Vec<PxWord>, Error> {
     if img.width() < 3 || img.height() < 3 {
         return Ok(Vec::new());
     }
     with_engine(languages, tessdata, |api| {
-        api.set_image(
-            img.as_raw(),
-            img.width() as i32,
-            img.height() as i32,
-            1,
-            img.width() as i32,
-        )
-        .map_err(|e| Error::Ocr {
-            detail: format!("image rejected: {e:?}"),
-        })?;
-        api.set_source_resolution(dpi.clamp(70, 1200) as i32);
-        api.set_page_seg_mode(psm as tesseract_sys::TessPageSegMode);
-        api.recognize().map_err(|_| Error::Ocr {
-            detail: "recognition failed".into(),
-        })?;
-        let tsv = api.get_tsv_text(0).map_err(|_| Error::Ocr {
-            detail: "no TSV output".into(),
-        })?;
-        let tsv = tsv.as_ref().to_string_lossy().into_owned();
+        let tsv = api
+            .recognise(img, dpi.clamp(70, 1200) as i32, psm, deadline)
+            .ok_or_else(|| Error::Ocr {
+                detail: "recognition failed".into(),
+            })?;
         Ok(parse_tsv(&tsv))
     })
 }

@@ -278,6 +278,32 @@ fn page_limits_and_time_limits() {
     assert_eq!((err.code(), err.is_transient()), ("timeout", true));
 }
 
+/// Tesseract itself stops at the deadline: a page cut short costs a
+/// fraction of reading it whole (measured in the same run, so a slow
+/// machine slows both).
+#[test]
+fn ocr_stops_inside_tesseract_at_the_deadline() {
+    use paperhook_extract::ocr::{self, Psm};
+    use std::time::Instant;
+    let doc = corpus::invoice_de(0);
+    let img = corpus::scan_image(&doc.pdf, &corpus::SCANS[0], 0);
+    // Warm up: the first call on a thread loads the language data.
+    let far = || Instant::now() + Duration::from_secs(3600);
+    ocr::recognise(&img, 300, Psm::Auto, "eng", None, far()).unwrap();
+    let started = Instant::now();
+    let whole = ocr::recognise(&img, 300, Psm::Auto, "eng", None, far()).unwrap();
+    let whole_time = started.elapsed();
+    assert!(whole.len() > 50, "{} words", whole.len());
+    let started = Instant::now();
+    let cut = ocr::recognise(&img, 300, Psm::Auto, "eng", None, started + whole_time / 10).unwrap();
+    let cut_time = started.elapsed();
+    assert!(cut.is_empty(), "{} words past the deadline", cut.len());
+    assert!(
+        cut_time < whole_time / 2,
+        "cut short after {cut_time:?}; the whole page took {whole_time:?}"
+    );
+}
+
 #[test]
 fn unknown_language_is_an_ocr_error_naming_it() {
     let a = corpus::form_en(0);
