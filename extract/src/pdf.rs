@@ -270,9 +270,69 @@ fn inflates_beyond(data: &[u8], cap: u64) -> bool {
     }
 }
 
+/// Whether LZW `data` (PDF's flavour: MSB first, 8-bit symbols) decodes to
+/// more than `cap` bytes, counted as [`inflates_beyond`] does. Both code
+/// size rules are tried (`EarlyChange` 1, the default, and 0): a stream
+/// that claims the wrong one must not slip through.
+fn lzw_expands_beyond(data: &[u8], cap: u64) -> bool {
+    use weezl::{BitOrder, LzwStatus, decode::Decoder};
+    let decoders = [
+        Decoder::with_tiff_size_switch(BitOrder::Msb, 8),
+        Decoder::new(BitOrder::Msb, 8),
+    ];
+    let mut out = vec![0u8; 64 * 1024];
+    decoders.into_iter().any(|mut decoder| {
+        let mut input = data;
+        let mut total = 0u64;
+        loop {
+            let r = decoder.decode_bytes(input, &mut out);
+            total += r.consumed_out as u64;
+            if total > cap {
+                return true;
+            }
+            input = &input[r.consumed_in.min(input.len())..];
+            match r.status {
+                Ok(LzwStatus::Done | LzwStatus::NoProgress) | Err(_) => return false,
+                Ok(LzwStatus::Ok) => {}
+            }
+        }
+    })
+}
+
+/// The bytes RunLength `data` decodes to (each 2-byte run can claim 128).
+fn run_length_size(data: &[u8]) -> u64 {
+    let (mut i, mut total) = (0usize, 0u64);
+    while let Some(&n) = data.get(i) {
+        match n {
+            128 => break,
+            0..=127 => {
+                total += u64::from(n) + 1;
+                i += usize::from(n) + 2;
+            }
+            _ => {
+                total += 257 - u64::from(n);
+                i += 2;
+            }
+        }
+    }
+    total
+}
+
+/// Whether a stream's first filter expands its data beyond `cap` bytes.
+/// The filters that can (deflate, LZW, RunLength) are counted; the image
+/// codecs are bounded by the image's declared size, checked apart.
+fn expands_beyond(filter: Option<&Filter>, raw: &[u8], cap: u64) -> bool {
+    match filter {
+        Some(Filter::FlateDecode) => inflates_beyond(raw, cap),
+        Some(Filter::LzwDecode) => lzw_expands_beyond(raw, cap),
+        Some(Filter::RunLengthDecode) => run_length_size(raw) > cap,
+        _ => false,
+    }
+}
+
 /// Refuse, before any page is interpreted, PDFs whose streams would make
-/// hayro allocate without bound: a deflate stream expanding beyond
-/// [`MAX_STREAM_BYTES`], or an image declaring more than `max_pixels`
+/// hayro allocate without bound: a deflate, LZW or RunLength stream
+/// expanding beyond [`MAX_STREAM_BYTES`], or an image declaring more than `max_pixels`
 /// (a CCITT image of 100,000 x 100,000 pixels would allocate 10 GB and
 /// abort the process).
 pub fn check_streams(pdf: &Pdf, max_pixels: u64) -> Result<(), Error> {
@@ -295,9 +355,11 @@ pub fn check_streams(pdf: &Pdf, max_pixels: u64) -> Result<(), Error> {
                 });
             }
         }
-        if stream.filters().first() == Some(&Filter::FlateDecode)
-            && inflates_beyond(&stream.raw_data(), MAX_STREAM_BYTES)
-        {
+        if expands_beyond(
+            stream.filters().first(),
+            &stream.raw_data(),
+            MAX_STREAM_BYTES,
+        ) {
             return Err(Error::Corrupt {
                 kind: "PDF",
                 detail: format!(
@@ -308,4 +370,49 @@ pub fn check_streams(pdf: &Pdf, max_pixels: u64) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// LZW of `blocks` runs of 3,000,000 zero bytes (a bomb: about 5 KB each).
+    fn lzw_zeros(blocks: usize, tiff_switch: bool) -> Vec<u8> {
+        use weezl::{BitOrder, encode::Encoder};
+        let mut encoder = if tiff_switch {
+            Encoder::with_tiff_size_switch(BitOrder::Msb, 8)
+        } else {
+            Encoder::new(BitOrder::Msb, 8)
+        };
+        let zeros = vec![0u8; 3_000_000 * blocks];
+        encoder.encode(&zeros).unwrap()
+    }
+
+    #[test]
+    fn lzw_and_run_length_bombs_are_counted_not_decoded() {
+        for tiff_switch in [true, false] {
+            let bomb = lzw_zeros(4, tiff_switch);
+            assert!(bomb.len() < 100_000, "{} bytes", bomb.len());
+            assert!(lzw_expands_beyond(&bomb, 11_000_000));
+            assert!(!lzw_expands_beyond(&bomb, 12_000_000));
+            assert!(expands_beyond(Some(&Filter::LzwDecode), &bomb, 11_000_000));
+        }
+        assert!(!lzw_expands_beyond(b"not lzw", 10));
+        // Runs: 3 literal bytes, then 0x81 = 128 copies of one byte, then EOD.
+        let rle = [2, b'a', b'b', b'c', 0x81, b'z', 128, 5, 5];
+        assert_eq!(run_length_size(&rle), 3 + 128);
+        let bomb: Vec<u8> = std::iter::repeat_n([0x81u8, 0], 10_000).flatten().collect();
+        assert_eq!(run_length_size(&bomb), 1_280_000);
+        assert!(expands_beyond(
+            Some(&Filter::RunLengthDecode),
+            &bomb,
+            1_000_000
+        ));
+        assert!(!expands_beyond(Some(&Filter::DctDecode), &bomb, 1));
+        assert_eq!(
+            run_length_size(&[127]),
+            128,
+            "a truncated run counts what it claims"
+        );
+    }
 }

@@ -176,10 +176,8 @@ fn pdf_embedding_a_huge_image_is_refused_before_rendering() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
-#[test]
-fn pdf_with_a_deflate_bomb_is_refused_before_decoding() {
-    // 300 MB of spaces as a page's content stream, deflated to about 300 KB.
-    let packed = miniz_oxide::deflate::compress_to_vec_zlib(&vec![b' '; 300 << 20], 1);
+/// A one-page PDF whose content stream is `data` under `filter`.
+fn pdf_with_content(filter: &str, data: &[u8]) -> Vec<u8> {
     let mut pdf = b"%PDF-1.4\n".to_vec();
     let mut offsets = Vec::new();
     let objects: Vec<Vec<u8>> = vec![
@@ -187,12 +185,9 @@ fn pdf_with_a_deflate_bomb_is_refused_before_decoding() {
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>".to_vec(),
         {
-            let mut s = format!(
-                "<< /Length {} /Filter /FlateDecode >>\nstream\n",
-                packed.len()
-            )
-            .into_bytes();
-            s.extend(&packed);
+            let mut s =
+                format!("<< /Length {} /Filter /{filter} >>\nstream\n", data.len()).into_bytes();
+            s.extend(data);
             s.extend(b"\nendstream");
             s
         },
@@ -211,9 +206,60 @@ fn pdf_with_a_deflate_bomb_is_refused_before_decoding() {
     pdf.extend(
         format!("trailer\n<< /Size 5 /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n").as_bytes(),
     );
-    let err = extract(&pdf, &template(), &Options::default()).unwrap_err();
-    assert_eq!(err.code(), "corrupt_document");
-    assert!(err.to_string().contains("expands beyond 256 MB"), "{err}");
+    pdf
+}
+
+#[test]
+fn pdf_with_a_compression_bomb_is_refused_before_decoding() {
+    // 300 MB of spaces as a page's content stream, packed to 0.2-5 MB by
+    // each filter that can expand without bound.
+    let spaces = vec![b' '; 300 << 20];
+    let bombs = [
+        (
+            "FlateDecode",
+            miniz_oxide::deflate::compress_to_vec_zlib(&spaces, 1),
+        ),
+        (
+            "LZWDecode",
+            weezl::encode::Encoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
+                .encode(&spaces)
+                .unwrap(),
+        ),
+        (
+            "RunLengthDecode",
+            std::iter::repeat_n([0x81u8, b' '], spaces.len() / 128)
+                .flatten()
+                .collect(),
+        ),
+    ];
+    drop(spaces);
+    for (filter, packed) in bombs {
+        assert!(packed.len() < 6 << 20, "{filter}: {} bytes", packed.len());
+        let started = Instant::now();
+        let err = extract(
+            &pdf_with_content(filter, &packed),
+            &template(),
+            &Options::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "corrupt_document", "{filter}");
+        assert!(
+            err.to_string().contains("expands beyond 256 MB"),
+            "{filter}: {err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(20), "{filter}");
+    }
+    // The same filters on a small content stream are read normally.
+    let text = b"BT /F1 12 Tf 72 720 Td (hello) Tj ET";
+    let small = weezl::encode::Encoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
+        .encode(text)
+        .unwrap();
+    let err = extract(
+        &pdf_with_content("LZWDecode", &small),
+        &template(),
+        &Options::default(),
+    );
+    assert_ne!(err.err().map(|e| e.code()), Some("corrupt_document"));
 }
 
 #[test]
