@@ -42,6 +42,8 @@ pub struct Config {
     pub s3_region: String,
     pub s3_endpoint: String,
     pub s3_force_path_style: bool,
+    pub s3_connect_timeout_secs: u64,
+    pub s3_read_timeout_secs: u64,
     pub s3_access_key_id: String,
     pub s3_secret_access_key: SecretString,
     pub max_upload_bytes: u64,

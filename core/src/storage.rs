@@ -268,6 +268,17 @@ impl S3Storage {
         if !config.s3_endpoint.is_empty() {
             loader = loader.endpoint_url(config.s3_endpoint.clone());
         }
+        // Without these the SDK waits for a hung server forever.
+        loader = loader.timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(
+                    config.s3_connect_timeout_secs.max(1),
+                ))
+                .read_timeout(std::time::Duration::from_secs(
+                    config.s3_read_timeout_secs.max(1),
+                ))
+                .build(),
+        );
         let shared = loader.load().await;
         let s3_config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.s3_force_path_style)
