@@ -474,19 +474,48 @@ pub async fn process_job(
         ));
     }
     let doc_type = sniff(&submission.upload).await?;
+    // Its own task: a client that hangs up drops this handler at its next
+    // await, and the stored file must not outlive a job that never came.
+    let (job, replayed) = tokio::spawn(store_and_enqueue(
+        state.clone(),
+        account.id,
+        submission,
+        doc_type,
+        idempotency_key,
+    ))
+    .await
+    .map_err(|e| ApiError::internal("storing a submission", &e))??;
+    accepted(res, &job, replayed);
+    Ok(())
+}
 
+/// Stores the document, then inserts its job and queue task; the stored
+/// file is removed again whenever no job comes of it. The job, and whether
+/// it is an earlier one with the same Idempotency-Key.
+async fn store_and_enqueue(
+    state: AppState,
+    account_id: Uuid,
+    submission: Submission,
+    doc_type: DocType,
+    idempotency_key: Option<String>,
+) -> ApiResult<(JobRow, bool)> {
     let job_id = Uuid::now_v7();
     // No folder per job: on a local disk each one is an inode to allocate.
-    let storage_key = format!("documents/{}/{job_id}", account.id);
-    match &submission.upload.body {
-        UploadBody::Memory(data) => state.storage.put_bytes(&storage_key, data.clone()).await?,
+    let storage_key = format!("documents/{account_id}/{job_id}");
+    let stored = match &submission.upload.body {
+        UploadBody::Memory(data) => state.storage.put_bytes(&storage_key, data.clone()).await,
         UploadBody::Spooled { path, .. } => {
-            state.storage.put_file(&storage_key, path).await?;
+            state.storage.put_file(&storage_key, path).await.map(drop)
         }
+    };
+    if let Err(err) = stored {
+        // A write that timed out may still have landed.
+        let _ = state.storage.delete(&storage_key).await;
+        return Err(err.into());
     }
     let new = NewJob {
         id: job_id,
-        account_id: account.id,
+        account_id,
         template_id: submission.template_id,
         content_type: doc_type.as_str().to_owned(),
         file_name: submission.upload.file_name.clone(),
@@ -502,8 +531,7 @@ pub async fn process_job(
                 .with_label_values(&[doc_type.as_str()])
                 .inc();
             tracing::info!(job_id = %job.id, doc_type = doc_type.as_str(), size = new.size_bytes, "job accepted");
-            accepted(res, &job, false);
-            Ok(())
+            Ok((job, false))
         }
         Ok(None) => {
             // No such template for this account (checked by the insert, to
@@ -513,14 +541,13 @@ pub async fn process_job(
             if let Some(key) = &idempotency_key
                 && let Some(job) = jobs::find_idempotent(
                     &state.pool,
-                    account.id,
+                    account_id,
                     key,
                     state.config.idempotency_ttl(),
                 )
                 .await?
             {
-                accepted(res, &job, true);
-                return Ok(());
+                return Ok((job, true));
             }
             Err(ApiError::not_found(
                 "template_not_found",
