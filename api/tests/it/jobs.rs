@@ -146,6 +146,46 @@ async fn submit_to_s3_storage() {
     submit_and_check(&TestApp::spawn_with(StorageKind::S3, |_| {}).await).await;
 }
 
+/// An S3 server that takes connections and never answers: a submission
+/// fails 503 within the read timeout (and the SDK's retries) instead of
+/// hanging, and no job is queued.
+#[tokio::test]
+async fn a_hung_s3_server_is_a_503_not_a_hang() {
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hung.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            connections.push(socket);
+        }
+    });
+    let app = TestApp::spawn_with(StorageKind::S3, |c| {
+        c.s3_endpoint = format!("http://{addr}");
+        c.s3_read_timeout_secs = 1;
+    })
+    .await;
+    let (_, key) = app.account(10).await;
+    let template_id = app.template(&key).await;
+    let started = std::time::Instant::now();
+    let got = send(
+        app.req(Method::POST, "/process-job", &key)
+            .json(&json_job(template_id, example_pdf())),
+    )
+    .await;
+    assert_error(&got, 503, "storage_unavailable");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0);
+    held.abort();
+}
+
 #[tokio::test]
 async fn s3_storage_operations() {
     let app = TestApp::spawn_with(StorageKind::S3, |_| {}).await;
