@@ -73,6 +73,7 @@ pub struct Config {
     pub webhook_allow_cidrs: String,
     pub janitor_interval_secs: u64,
     pub janitor_batch: i64,
+    pub orphan_file_grace_secs: u64,
     pub webhook_attempts_retention_secs: u64,
     pub tasks_retention_secs: u64,
 }
@@ -184,6 +185,10 @@ impl Config {
 
     pub fn webhook_timeout(&self) -> Duration {
         Duration::from_secs(self.webhook_timeout_secs)
+    }
+
+    pub fn orphan_file_grace(&self) -> Duration {
+        Duration::from_secs(self.orphan_file_grace_secs)
     }
 
     pub fn janitor_interval(&self) -> Duration {

@@ -159,6 +159,29 @@ impl Storage {
         }
     }
 
+    /// One page of the stored objects under `prefix` (a folder, ending in
+    /// `/`), with their last-modified times, and the cursor of the next page
+    /// (None after the last). The local store lists everything in one page.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+    ) -> Result<(Vec<Listed>, Option<String>), StorageError> {
+        check_key(prefix.trim_end_matches('/'))?;
+        match self {
+            Storage::Fs(fs) => {
+                let root = fs.root.clone();
+                let prefix = prefix.to_owned();
+                let listed = tokio::task::spawn_blocking(move || list_dir(&root, &prefix))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                    .map_err(io_err(""))?;
+                Ok((listed, None))
+            }
+            Storage::S3(s3) => s3.list(prefix, cursor).await,
+        }
+    }
+
     /// Readiness: the bucket or directory is reachable.
     pub async fn check(&self) -> Result<(), StorageError> {
         match self {
@@ -236,6 +259,40 @@ impl FsStorage {
 fn stored_metrics(started: std::time::Instant, size: Option<u64>) {
     crate::metrics::observe_stage("store", size.is_some(), started.elapsed().as_secs_f64());
     crate::metrics::STORAGE_WRITTEN_BYTES.inc_by(size.unwrap_or(0));
+}
+
+/// A stored object: its key and when it was last written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub key: String,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// The files under `root/prefix`, keys relative to `root`; a missing folder
+/// lists nothing.
+fn list_dir(root: &Path, prefix: &str) -> std::io::Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.join(prefix)];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            other => other?,
+        };
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            let path = entry.path();
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                out.push(Listed {
+                    key: rel.to_string_lossy().into_owned(),
+                    modified: meta.modified()?.into(),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn s3_err<E: std::error::Error + Send + Sync + 'static>(
@@ -321,6 +378,43 @@ impl S3Storage {
             .await
             .map(|_| ())
             .map_err(|e| s3_err("PutObject", key, e))
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+    ) -> Result<(Vec<Listed>, Option<String>), StorageError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.object(prefix))
+            .set_continuation_token(cursor)
+            .send()
+            .await
+            .map_err(|e| s3_err("ListObjectsV2", prefix, e))?;
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let listed = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                let key = o.key()?.strip_prefix(strip.as_str())?.to_owned();
+                let modified = o.last_modified()?;
+                let modified = chrono::DateTime::from_timestamp(modified.secs(), 0)?;
+                Some(Listed { key, modified })
+            })
+            .collect();
+        let next = if out.is_truncated() == Some(true) {
+            out.next_continuation_token().map(str::to_owned)
+        } else {
+            None
+        };
+        Ok((listed, next))
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {

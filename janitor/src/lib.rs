@@ -3,7 +3,8 @@
 //! storage failed), stored files and results
 //! of jobs finished longer ago than `result_retention_secs`, webhook attempt
 //! records past `webhook_attempts_retention_secs`, and finished queue tasks
-//! past `tasks_retention_secs`. Works in `LIMIT` batches until a short
+//! past `tasks_retention_secs`, and stored documents that belong to no job
+//! (older than `orphan_file_grace_secs`). Works in `LIMIT` batches until a short
 //! batch; only the process holding the advisory lock works, so any number
 //! may run. The clock is a parameter, so tests move time instead of sleeping.
 
@@ -35,12 +36,20 @@ pub struct Report {
     pub leftover_files_deleted: u64,
     pub attempts_deleted: u64,
     pub tasks_pruned: u64,
+    /// Stored documents of no job (counted in `files_deleted` too).
+    pub orphan_files_deleted: u64,
 }
 
 pub struct Janitor {
     pub pool: PgPool,
     pub storage: Storage,
     pub config: Config,
+}
+
+/// The job a stored document's key names, if it is one of ours.
+fn job_of_key(key: &str) -> Option<Uuid> {
+    let name = key.strip_prefix("documents/")?.split('/').nth(1)?;
+    Uuid::parse_str(name.get(..36)?).ok()
 }
 
 fn ago(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -76,6 +85,7 @@ impl Janitor {
             ("files", report.files_deleted),
             ("attempts", report.attempts_deleted),
             ("tasks", report.tasks_pruned),
+            ("orphan_files", report.orphan_files_deleted),
         ] {
             JANITOR_PURGED.with_label_values(&[kind]).inc_by(n);
         }
@@ -130,6 +140,11 @@ impl Janitor {
                 break;
             }
         }
+        let orphans = self
+            .delete_orphan_files(ago(now, self.config.orphan_file_grace()))
+            .await?;
+        report.orphan_files_deleted += orphans;
+        report.files_deleted += orphans;
         loop {
             let n = queue::prune(&self.pool, ago(now, self.config.tasks_retention()), batch)
                 .await
@@ -140,6 +155,54 @@ impl Janitor {
             }
         }
         Ok(report)
+    }
+
+    /// Deletes stored documents written before `before` whose job does not
+    /// exist: an API process that died between storing a document and
+    /// committing its job, or a deleted account's. Keys name their job
+    /// (`documents/<account>/<job>[-doc-<n>]`, and the older
+    /// `<job>/original`, `<job>/doc-<n>`); anything else is left alone.
+    /// Only documents of jobs in flight are stored at all, so the listing
+    /// stays short. Returns the files deleted.
+    async fn delete_orphan_files(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
+        let mut deleted = 0;
+        let mut cursor = None;
+        loop {
+            let (listed, next) = self
+                .storage
+                .list("documents/", cursor)
+                .await
+                .context("listing stored documents")?;
+            let old: Vec<(String, Uuid)> = listed
+                .into_iter()
+                .filter(|l| l.modified < before)
+                .filter_map(|l| job_of_key(&l.key).map(|job| (l.key, job)))
+                .collect();
+            let ids: Vec<Uuid> = old.iter().map(|(_, job)| *job).collect();
+            let existing: std::collections::HashSet<Uuid> =
+                sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
+                    .bind(&ids)
+                    .fetch_all(&self.pool)
+                    .await
+                    .context("finding the jobs of stored documents")?
+                    .into_iter()
+                    .collect();
+            for (key, _) in old.iter().filter(|(_, job)| !existing.contains(job)) {
+                match self.storage.delete(key).await {
+                    Ok(()) => {
+                        tracing::warn!(key, "deleted a stored document that belongs to no job");
+                        deleted += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(key, error = %e, "deleting an orphan document failed")
+                    }
+                }
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(deleted),
+            }
+        }
     }
 
     /// Deletes the files of one batch of finished, delivered jobs that still
@@ -257,5 +320,32 @@ impl Janitor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_their_job() {
+        let job = "01a22ca4-2540-73f6-b572-a12242086b94";
+        let want = Some(Uuid::parse_str(job).unwrap());
+        for key in [
+            format!("documents/acc/{job}"),
+            format!("documents/acc/{job}-doc-3"),
+            format!("documents/acc/{job}/original"),
+            format!("documents/acc/{job}/doc-0"),
+        ] {
+            assert_eq!(job_of_key(&key), want, "{key}");
+        }
+        for key in [
+            "documents/acc/probe",
+            "documents/x",
+            "other/acc/{job}",
+            "documents/acc/",
+        ] {
+            assert_eq!(job_of_key(key), None, "{key}");
+        }
     }
 }

@@ -438,3 +438,59 @@ async fn files_a_worker_could_not_delete_go_on_the_janitors_next_pass() {
     let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
     assert_eq!(report.leftover_files_deleted, 0, "{report:?}");
 }
+
+/// Stored documents that belong to no job (an API process died between
+/// storing and committing) are deleted once older than the grace period;
+/// a job's document, a younger orphan's turn, and keys that are not ours stay.
+#[tokio::test]
+async fn the_janitor_deletes_documents_of_no_job_after_the_grace_period() {
+    for kind in [StorageKind::Fs, StorageKind::S3] {
+        let app = TestApp::spawn_with(kind, |_| {}).await;
+        let (_, key) = app.account(10).await;
+        let (template, _) = app.template(&key, None).await;
+        // Submitted, not processed: its document stays stored.
+        let job = app.submit(&key, template, "a.pdf", example_pdf()).await;
+        let job_key: String = sqlx::query_scalar("SELECT storage_key FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        let orphans = [
+            format!(
+                "documents/{}/{}",
+                uuid::Uuid::new_v4(),
+                uuid::Uuid::now_v7()
+            ),
+            format!(
+                "documents/{}/{}-doc-2",
+                uuid::Uuid::new_v4(),
+                uuid::Uuid::now_v7()
+            ),
+        ];
+        let stranger = "documents/notes/readme.txt".to_owned();
+        for k in orphans.iter().chain([&stranger]) {
+            app.storage
+                .put_bytes(k, bytes::Bytes::from_static(b"%PDF-1.4"))
+                .await
+                .unwrap();
+        }
+        let janitor = paperhook_janitor::Janitor {
+            pool: app.pool.clone(),
+            storage: app.storage.clone(),
+            config: app.config.clone(),
+        };
+        let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
+        assert_eq!(
+            report.orphan_files_deleted, 0,
+            "within the grace: {report:?}"
+        );
+        let later = chrono::Utc::now() + chrono::Duration::hours(2);
+        let report = janitor.run_once(later).await.unwrap();
+        assert_eq!(report.orphan_files_deleted, 2, "{report:?}");
+        for k in &orphans {
+            assert!(!app.storage.exists(k).await.unwrap(), "{k}");
+        }
+        assert!(app.storage.exists(&job_key).await.unwrap());
+        assert!(app.storage.exists(&stranger).await.unwrap());
+    }
+}
