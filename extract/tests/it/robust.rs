@@ -324,29 +324,34 @@ fn page_limits_and_time_limits() {
     assert_eq!((err.code(), err.is_transient()), ("timeout", true));
 }
 
-/// Tesseract itself stops at the deadline: a page cut short costs a
-/// fraction of reading it whole (measured in the same run, so a slow
-/// machine slows both).
+/// Tesseract itself stops at the deadline: a page cut short costs clearly
+/// less than reading it whole (the fastest of three runs each, in the same
+/// test, so a slow or busy machine slows both; layout analysis before the
+/// first word cannot be cut, and with the deadline off the cut run takes
+/// about as long as the whole one).
 #[test]
 fn ocr_stops_inside_tesseract_at_the_deadline() {
     use paperhook_extract::ocr::{self, Psm};
     use std::time::Instant;
     let doc = corpus::invoice_de(0);
     let img = corpus::scan_image(&doc.pdf, &corpus::SCANS[0], 0);
+    let read = |budget: Option<Duration>| {
+        let started = Instant::now();
+        let deadline = started + budget.unwrap_or(Duration::from_secs(3600));
+        let words = ocr::recognise(&img, 300, Psm::Auto, "eng", None, deadline).unwrap();
+        (started.elapsed(), words.len())
+    };
     // Warm up: the first call on a thread loads the language data.
-    let far = || Instant::now() + Duration::from_secs(3600);
-    ocr::recognise(&img, 300, Psm::Auto, "eng", None, far()).unwrap();
-    let started = Instant::now();
-    let whole = ocr::recognise(&img, 300, Psm::Auto, "eng", None, far()).unwrap();
-    let whole_time = started.elapsed();
-    assert!(whole.len() > 50, "{} words", whole.len());
-    let started = Instant::now();
-    let cut = ocr::recognise(&img, 300, Psm::Auto, "eng", None, started + whole_time / 10).unwrap();
-    let cut_time = started.elapsed();
-    assert!(cut.is_empty(), "{} words past the deadline", cut.len());
+    read(None);
+    let whole = (0..3).map(|_| read(None)).min().unwrap();
+    assert!(whole.1 > 50, "{} words", whole.1);
+    let cut = (0..3).map(|_| read(Some(whole.0 / 10))).min().unwrap();
+    assert_eq!(cut.1, 0, "words past the deadline");
     assert!(
-        cut_time < whole_time / 2,
-        "cut short after {cut_time:?}; the whole page took {whole_time:?}"
+        cut.0.as_secs_f64() < 0.8 * whole.0.as_secs_f64(),
+        "cut short after {:?}; the whole page took {:?}",
+        cut.0,
+        whole.0
     );
 }
 
