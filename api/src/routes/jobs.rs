@@ -508,11 +508,6 @@ async fn store_and_enqueue(
             state.storage.put_file(&storage_key, path).await.map(drop)
         }
     };
-    if let Err(err) = stored {
-        // A write that timed out may still have landed.
-        let _ = state.storage.delete(&storage_key).await;
-        return Err(err.into());
-    }
     let new = NewJob {
         id: job_id,
         account_id,
@@ -524,7 +519,13 @@ async fn store_and_enqueue(
         static_values: submission.static_values,
         idempotency_key: idempotency_key.clone(),
     };
-    match insert_and_enqueue(&state, &new).await {
+    let inserted = match stored {
+        Ok(()) => insert_and_enqueue(&state, &new)
+            .await
+            .map_err(ApiError::from),
+        Err(err) => Err(err.into()),
+    };
+    match inserted {
         Ok(Some(job)) => {
             state.waker.wake();
             paperhook_core::metrics::JOBS_SUBMITTED
@@ -533,11 +534,14 @@ async fn store_and_enqueue(
             tracing::info!(job_id = %job.id, doc_type = doc_type.as_str(), size = new.size_bytes, "job accepted");
             Ok((job, false))
         }
-        Ok(None) => {
-            // No such template for this account (checked by the insert, to
-            // save a round trip), or a concurrent request with the same
-            // Idempotency-Key won.
+        failed => {
+            // No job came of it: the stored file goes (a write that failed
+            // or timed out may still have landed).
             let _ = state.storage.delete(&storage_key).await;
+            failed?;
+            // Inserted nothing: no such template for this account (checked
+            // by the insert, to save a round trip), or a concurrent request
+            // with the same Idempotency-Key won.
             if let Some(key) = &idempotency_key
                 && let Some(job) = jobs::find_idempotent(
                     &state.pool,
@@ -553,10 +557,6 @@ async fn store_and_enqueue(
                 "template_not_found",
                 "no template with this id",
             ))
-        }
-        Err(err) => {
-            let _ = state.storage.delete(&storage_key).await;
-            Err(err.into())
         }
     }
 }
