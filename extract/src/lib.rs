@@ -685,6 +685,7 @@ fn ocr_zones(
     start: Instant,
 ) -> Result<Vec<Word>, Error> {
     let (w, h) = img.dimensions();
+    let threshold = raster::otsu(img);
     let mut words: Vec<Word> = Vec::new();
     for z in zones {
         let px = |v: f64, max: u32| ((v.clamp(0.0, 1.0)) * max as f64).round() as u32;
@@ -692,7 +693,10 @@ fn ocr_zones(
         let y0 = px(z[1] - ZONE_MARGIN_Y, h);
         let x1 = px(z[2] + ZONE_MARGIN_X, w).max(x0 + 1).min(w);
         let y1 = px(z[3] + ZONE_MARGIN_Y, h).max(y0 + 1).min(h);
-        let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+        let mut crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+        // The box's own rows within the crop.
+        let keep = px(z[1], h).saturating_sub(y0)..px(z[3], h).saturating_sub(y0);
+        raster::clear_cut_lines(&mut crop, threshold, keep);
         let found = plan.recognise(&crop, dpi, Psm::SingleBlock, start)?;
         for word in ocr::normalise(found, x0, y0, w, h) {
             // Overlapping zones see the same word twice: keep one.

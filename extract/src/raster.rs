@@ -283,6 +283,50 @@ pub fn otsu(img: &GrayImage) -> u8 {
     best_t
 }
 
+/// Whitens the lines of text that a crop cuts at its top or bottom edge and
+/// that end outside `keep` (the rows of the field's own box, in the crop's
+/// coordinates): pieces of the neighbouring lines pulled in by the zone's
+/// margin. Tesseract reads such half-lines as long strings of nonsense,
+/// which cost it several times a clean value; words there lie outside the
+/// box, so the region locator would drop them anyway. A line that reaches
+/// into `keep`, or ink with no blank row to separate it, is left alone.
+///
+/// `threshold` is the page's ink threshold ([`otsu`]); a row with at most
+/// one dark pixel in a hundred counts as blank (scanner speckle).
+pub fn clear_cut_lines(img: &mut GrayImage, threshold: u8, keep: std::ops::Range<u32>) {
+    let (w, h) = img.dimensions();
+    if w == 0 || h == 0 {
+        return;
+    }
+    let noise = (w / 100).max(1) as usize;
+    let blank: Vec<bool> = img
+        .as_raw()
+        .chunks_exact(w as usize)
+        .map(|row| row.iter().filter(|&&p| p <= threshold).count() <= noise)
+        .collect();
+    let mut whiten = |rows: std::ops::Range<u32>| {
+        for y in rows {
+            for x in 0..w {
+                img.put_pixel(x, y, Luma([255]));
+            }
+        }
+    };
+    // A cut line at the top: ink in the first row, a blank row below it
+    // before the box begins.
+    if !blank[0]
+        && let Some(gap) = blank.iter().position(|&b| b)
+        && (gap as u32) <= keep.start
+    {
+        whiten(0..gap as u32);
+    }
+    if !blank[h as usize - 1]
+        && let Some(gap) = blank.iter().rposition(|&b| b)
+        && (gap as u32) + 1 >= keep.end
+    {
+        whiten(gap as u32 + 1..h);
+    }
+}
+
 /// Dark pixels of a downscaled copy, as (x, y) in full-size pixels.
 fn ink_points(img: &GrayImage, step: u32) -> Vec<(f64, f64)> {
     let t = otsu(img);
@@ -446,6 +490,40 @@ mod tests {
         assert!((angle - 2.0).abs() < 0.2, "measured {angle}");
         let fixed = rotate_small(&skewed, -angle);
         assert!(skew_angle(&fixed, 5.0).abs() < 0.2);
+    }
+
+    /// Rows of `img` with any dark pixel.
+    fn inked_rows(img: &GrayImage) -> Vec<u32> {
+        (0..img.height())
+            .filter(|&y| (0..img.width()).any(|x| img.get_pixel(x, y)[0] < 128))
+            .collect()
+    }
+
+    #[test]
+    fn clears_only_lines_cut_by_the_crop_outside_the_box() {
+        // Lines of `lines_image` at rows 40-51, 80-91, 120-131, ...
+        let page = lines_image();
+        let crop =
+            |y0: u32, y1: u32| image::imageops::crop_imm(&page, 0, y0, 600, y1 - y0).to_image();
+        // Rows 45..100: the first line is cut at the top and ends (row 6)
+        // before the box (from row 20): cleared; the line at 80-91 (rows
+        // 35-46 here) stays.
+        let mut img = crop(45, 100);
+        clear_cut_lines(&mut img, 128, 20..50);
+        assert_eq!(inked_rows(&img), (35..47).collect::<Vec<_>>());
+        // Rows 85..125: both lines cut, at top (0-6) and bottom (35-39);
+        // the box covers rows 3..38, reaching into both: nothing cleared.
+        let mut img = crop(85, 125);
+        clear_cut_lines(&mut img, 128, 3..38);
+        assert_eq!(inked_rows(&img).len(), 7 + 5);
+        // The same crop with the box on rows 10..30 only: both cleared.
+        let mut img = crop(85, 125);
+        clear_cut_lines(&mut img, 128, 10..30);
+        assert!(inked_rows(&img).is_empty());
+        // Ink from edge to edge with no blank row: left alone.
+        let mut img = crop(42, 50);
+        clear_cut_lines(&mut img, 128, 2..4);
+        assert_eq!(inked_rows(&img).len(), 8);
     }
 
     #[test]
