@@ -246,93 +246,190 @@ pub fn render(
 /// whole; a kilobyte of deflate data can claim a gigabyte.
 pub const MAX_STREAM_BYTES: u64 = 256 << 20;
 
-/// Whether zlib `data` inflates to more than `cap` bytes, found by
-/// inflating into a small reused buffer (no allocation of the output).
-fn inflates_beyond(data: &[u8], cap: u64) -> bool {
-    use miniz_oxide::inflate::stream::{InflateState, inflate};
-    use miniz_oxide::{DataFormat, MZFlush, MZStatus};
-    let mut state = InflateState::new_boxed(DataFormat::Zlib);
-    let mut out = vec![0u8; 64 * 1024];
-    let mut input = data;
-    let mut total = 0u64;
+/// One stage of a stream's filter chain, decoding chunk by chunk into its
+/// own small buffer and handing each piece to the next stage: a chain is
+/// measured in constant memory whatever it expands to.
+enum Stage {
+    Flate(Box<miniz_oxide::inflate::stream::InflateState>),
+    Lzw(Box<weezl::decode::Decoder>),
+    RunLength(RunLength),
+}
+
+/// Where a RunLength decoder is between chunks.
+#[derive(Clone, Copy)]
+enum RunLength {
+    Header,
+    Literal(usize),
+    Repeat(usize),
+    End,
+}
+
+/// What a stage tells the one feeding it.
+#[derive(PartialEq)]
+enum Flow {
+    More,
+    /// This stage's data ended (or is corrupt): the rest is never decoded.
+    Ended,
+    /// The chain's output passed the cap.
+    Beyond,
+}
+
+impl Stage {
+    /// The stage for `filter` (`early_change`: LZW's code size rule), or
+    /// None for the filters that cannot expand without bound (the image
+    /// codecs, bounded by the image's declared size) and unknown ones.
+    fn new(filter: &Filter, early_change: bool) -> Option<Stage> {
+        use weezl::{BitOrder, decode::Decoder};
+        Some(match filter {
+            Filter::FlateDecode => {
+                Stage::Flate(miniz_oxide::inflate::stream::InflateState::new_boxed(
+                    miniz_oxide::DataFormat::Zlib,
+                ))
+            }
+            Filter::LzwDecode => Stage::Lzw(Box::new(if early_change {
+                Decoder::with_tiff_size_switch(BitOrder::Msb, 8)
+            } else {
+                Decoder::new(BitOrder::Msb, 8)
+            })),
+            Filter::RunLengthDecode => Stage::RunLength(RunLength::Header),
+            _ => return None,
+        })
+    }
+}
+
+/// Decodes `input` through `stages`, adding the last stage's output to
+/// `total`; stops once it passes `cap`.
+fn feed(stages: &mut [(Stage, Vec<u8>)], input: &[u8], total: &mut u64, cap: u64) -> Flow {
+    let Some(((stage, out), rest)) = stages.split_first_mut() else {
+        *total += input.len() as u64;
+        return if *total > cap {
+            Flow::Beyond
+        } else {
+            Flow::More
+        };
+    };
+    let mut input = input;
     loop {
-        let r = inflate(&mut state, input, &mut out, MZFlush::None);
-        total += r.bytes_written as u64;
-        if total > cap {
-            return true;
+        let starved = input.is_empty();
+        // Decode a piece of `input` into `out`: (bytes used, bytes made,
+        // whether the stage's data ended or is corrupt).
+        let (used, made, ended) = match stage {
+            Stage::Flate(state) => {
+                use miniz_oxide::inflate::stream::inflate;
+                use miniz_oxide::{MZFlush, MZStatus};
+                let r = inflate(state, input, out, MZFlush::None);
+                (
+                    r.bytes_consumed,
+                    r.bytes_written,
+                    !matches!(r.status, Ok(MZStatus::Ok)),
+                )
+            }
+            Stage::Lzw(decoder) => {
+                use weezl::LzwStatus;
+                let r = decoder.decode_bytes(input, out);
+                (
+                    r.consumed_in,
+                    r.consumed_out,
+                    !matches!(r.status, Ok(LzwStatus::Ok)),
+                )
+            }
+            Stage::RunLength(state) => run_length(state, input, out),
+        };
+        input = &input[used.min(input.len())..];
+        if made > 0 {
+            match feed(rest, &out[..made], total, cap) {
+                Flow::More => {}
+                // A later stage ended: nothing more of this one matters.
+                Flow::Ended => return Flow::Ended,
+                Flow::Beyond => return Flow::Beyond,
+            }
         }
-        input = &input[r.bytes_consumed.min(input.len())..];
-        match r.status {
-            Ok(MZStatus::StreamEnd) | Err(_) => return false,
-            Ok(_) if r.bytes_consumed == 0 && r.bytes_written == 0 => return false,
-            Ok(_) => {}
+        if used == 0 && made == 0 {
+            // No progress: waiting for input (a later stage's chunk is
+            // used up), or stuck on its data (which then ends here).
+            return if starved { Flow::More } else { Flow::Ended };
+        }
+        if ended {
+            return Flow::Ended;
+        }
+        if input.is_empty() && made < out.len() {
+            return Flow::More;
         }
     }
 }
 
-/// Whether LZW `data` (PDF's flavour: MSB first, 8-bit symbols) decodes to
-/// more than `cap` bytes, counted as [`inflates_beyond`] does. Both code
-/// size rules are tried (`EarlyChange` 1, the default, and 0): a stream
-/// that claims the wrong one must not slip through.
-fn lzw_expands_beyond(data: &[u8], cap: u64) -> bool {
-    use weezl::{BitOrder, LzwStatus, decode::Decoder};
-    let decoders = [
-        Decoder::with_tiff_size_switch(BitOrder::Msb, 8),
-        Decoder::new(BitOrder::Msb, 8),
-    ];
-    let mut out = vec![0u8; 64 * 1024];
-    decoders.into_iter().any(|mut decoder| {
-        let mut input = data;
-        let mut total = 0u64;
-        loop {
-            let r = decoder.decode_bytes(input, &mut out);
-            total += r.consumed_out as u64;
-            if total > cap {
-                return true;
+/// RunLength-decodes from `input` into `out`: (bytes used, bytes made,
+/// ended). A run is emitted as far as `out` holds, the rest next call.
+fn run_length(state: &mut RunLength, input: &[u8], out: &mut [u8]) -> (usize, usize, bool) {
+    let (mut used, mut made) = (0, 0);
+    while made < out.len() {
+        match *state {
+            RunLength::End => return (used, made, true),
+            RunLength::Header => {
+                let Some(&n) = input.get(used) else { break };
+                used += 1;
+                *state = match n {
+                    128 => RunLength::End,
+                    0..=127 => RunLength::Literal(usize::from(n) + 1),
+                    _ => RunLength::Repeat(257 - usize::from(n)),
+                };
             }
-            input = &input[r.consumed_in.min(input.len())..];
-            match r.status {
-                Ok(LzwStatus::Done | LzwStatus::NoProgress) | Err(_) => return false,
-                Ok(LzwStatus::Ok) => {}
+            RunLength::Literal(left) => {
+                let n = left.min(input.len() - used).min(out.len() - made);
+                if n == 0 {
+                    break;
+                }
+                out[made..made + n].copy_from_slice(&input[used..used + n]);
+                (used, made) = (used + n, made + n);
+                *state = if n == left {
+                    RunLength::Header
+                } else {
+                    RunLength::Literal(left - n)
+                };
+            }
+            RunLength::Repeat(count) => {
+                let Some(&byte) = input.get(used) else { break };
+                let n = count.min(out.len() - made);
+                out[made..made + n].fill(byte);
+                made += n;
+                if n == count {
+                    used += 1;
+                    *state = RunLength::Header;
+                } else {
+                    *state = RunLength::Repeat(count - n);
+                }
             }
         }
+    }
+    (used, made, false)
+}
+
+/// Whether a stream's filters expand `raw` beyond `cap` bytes, counted by
+/// decoding the filters that can (deflate, LZW, RunLength, in any chain:
+/// `[/FlateDecode /FlateDecode]` multiplies one bomb by another) into
+/// small reused buffers, up to the first filter that cannot. LZW is tried
+/// with both code size rules (`EarlyChange` 1, the default, and 0): a
+/// stream that claims the wrong one must not slip through.
+fn expands_beyond(filters: &[Filter], raw: &[u8], cap: u64) -> bool {
+    let has_lzw = filters.iter().any(|f| matches!(f, Filter::LzwDecode));
+    let rules: &[bool] = if has_lzw { &[true, false] } else { &[true] };
+    rules.iter().any(|&early_change| {
+        let mut stages: Vec<(Stage, Vec<u8>)> = filters
+            .iter()
+            .map_while(|f| Stage::new(f, early_change))
+            .map(|stage| (stage, vec![0u8; 64 * 1024]))
+            .collect();
+        if stages.is_empty() {
+            return false;
+        }
+        let mut total = 0;
+        feed(&mut stages, raw, &mut total, cap) == Flow::Beyond
     })
 }
 
-/// The bytes RunLength `data` decodes to (each 2-byte run can claim 128).
-fn run_length_size(data: &[u8]) -> u64 {
-    let (mut i, mut total) = (0usize, 0u64);
-    while let Some(&n) = data.get(i) {
-        match n {
-            128 => break,
-            0..=127 => {
-                total += u64::from(n) + 1;
-                i += usize::from(n) + 2;
-            }
-            _ => {
-                total += 257 - u64::from(n);
-                i += 2;
-            }
-        }
-    }
-    total
-}
-
-/// Whether a stream's first filter expands its data beyond `cap` bytes.
-/// The filters that can (deflate, LZW, RunLength) are counted; the image
-/// codecs are bounded by the image's declared size, checked apart.
-fn expands_beyond(filter: Option<&Filter>, raw: &[u8], cap: u64) -> bool {
-    match filter {
-        Some(Filter::FlateDecode) => inflates_beyond(raw, cap),
-        Some(Filter::LzwDecode) => lzw_expands_beyond(raw, cap),
-        Some(Filter::RunLengthDecode) => run_length_size(raw) > cap,
-        _ => false,
-    }
-}
-
 /// Refuse, before any page is interpreted, PDFs whose streams would make
-/// hayro allocate without bound: a deflate, LZW or RunLength stream
-/// expanding beyond [`MAX_STREAM_BYTES`], or an image declaring more than `max_pixels`
+/// hayro allocate without bound: a stream whose deflate, LZW or RunLength
+/// filters (alone or chained) expand it beyond [`MAX_STREAM_BYTES`], or an image declaring more than `max_pixels`
 /// (a CCITT image of 100,000 x 100,000 pixels would allocate 10 GB and
 /// abort the process).
 pub fn check_streams(pdf: &Pdf, max_pixels: u64) -> Result<(), Error> {
@@ -355,11 +452,7 @@ pub fn check_streams(pdf: &Pdf, max_pixels: u64) -> Result<(), Error> {
                 });
             }
         }
-        if expands_beyond(
-            stream.filters().first(),
-            &stream.raw_data(),
-            MAX_STREAM_BYTES,
-        ) {
+        if expands_beyond(&stream.filters(), &stream.raw_data(), MAX_STREAM_BYTES) {
             return Err(Error::Corrupt {
                 kind: "PDF",
                 detail: format!(
@@ -393,26 +486,54 @@ mod tests {
         for tiff_switch in [true, false] {
             let bomb = lzw_zeros(4, tiff_switch);
             assert!(bomb.len() < 100_000, "{} bytes", bomb.len());
-            assert!(lzw_expands_beyond(&bomb, 11_000_000));
-            assert!(!lzw_expands_beyond(&bomb, 12_000_000));
-            assert!(expands_beyond(Some(&Filter::LzwDecode), &bomb, 11_000_000));
+            assert!(expands_beyond(&[Filter::LzwDecode], &bomb, 11_000_000));
+            assert!(!expands_beyond(&[Filter::LzwDecode], &bomb, 12_000_000));
         }
-        assert!(!lzw_expands_beyond(b"not lzw", 10));
+        assert!(!expands_beyond(&[Filter::LzwDecode], b"not lzw", 10));
         // Runs: 3 literal bytes, then 0x81 = 128 copies of one byte, then EOD.
         let rle = [2, b'a', b'b', b'c', 0x81, b'z', 128, 5, 5];
-        assert_eq!(run_length_size(&rle), 3 + 128);
+        assert!(expands_beyond(&[Filter::RunLengthDecode], &rle, 130));
+        assert!(!expands_beyond(&[Filter::RunLengthDecode], &rle, 131));
         let bomb: Vec<u8> = std::iter::repeat_n([0x81u8, 0], 10_000).flatten().collect();
-        assert_eq!(run_length_size(&bomb), 1_280_000);
-        assert!(expands_beyond(
-            Some(&Filter::RunLengthDecode),
-            &bomb,
-            1_000_000
-        ));
-        assert!(!expands_beyond(Some(&Filter::DctDecode), &bomb, 1));
-        assert_eq!(
-            run_length_size(&[127]),
-            128,
-            "a truncated run counts what it claims"
+        let rl = [Filter::RunLengthDecode];
+        assert!(expands_beyond(&rl, &bomb, 1_279_999));
+        assert!(!expands_beyond(&rl, &bomb, 1_280_000));
+        assert!(!expands_beyond(&[Filter::DctDecode], &bomb, 1));
+        assert!(
+            !expands_beyond(&rl, &[127, b'x'], 1),
+            "a truncated run counts the bytes it has"
         );
+    }
+
+    #[test]
+    fn filter_chains_are_counted_through_every_stage() {
+        let zeros = vec![0u8; 16 << 20];
+        let once = miniz_oxide::deflate::compress_to_vec_zlib(&zeros, 9);
+        let twice = miniz_oxide::deflate::compress_to_vec_zlib(&once, 9);
+        assert!(once.len() < 100_000 && twice.len() < 2_000);
+        let flate2 = [Filter::FlateDecode, Filter::FlateDecode];
+        assert!(expands_beyond(&flate2, &twice, 15 << 20));
+        assert!(!expands_beyond(&flate2, &twice, 16 << 20));
+        // The first stage alone is small: only the chain finds the bomb.
+        assert!(!expands_beyond(&[Filter::FlateDecode], &twice, 1 << 20));
+        // RunLength literal runs carrying the deflate bomb, then deflate.
+        let rle: Vec<u8> = once
+            .chunks(128)
+            .flat_map(|c| std::iter::once(c.len() as u8 - 1).chain(c.iter().copied()))
+            .chain([128])
+            .collect();
+        let rl_flate = [Filter::RunLengthDecode, Filter::FlateDecode];
+        assert!(expands_beyond(&rl_flate, &rle, 15 << 20));
+        assert!(!expands_beyond(&rl_flate, &rle, 16 << 20));
+        // Counting stops at a filter that cannot expand without bound.
+        let flate_dct = [Filter::FlateDecode, Filter::DctDecode];
+        assert!(!expands_beyond(&flate_dct, &twice, 1 << 20));
+        // LZW after deflate, either code size rule.
+        for tiff_switch in [true, false] {
+            let lzw = miniz_oxide::deflate::compress_to_vec_zlib(&lzw_zeros(4, tiff_switch), 9);
+            let flate_lzw = [Filter::FlateDecode, Filter::LzwDecode];
+            assert!(expands_beyond(&flate_lzw, &lzw, 11_000_000));
+            assert!(!expands_beyond(&flate_lzw, &lzw, 12_000_000));
+        }
     }
 }

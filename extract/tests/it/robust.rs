@@ -186,7 +186,7 @@ fn pdf_with_content(filter: &str, data: &[u8]) -> Vec<u8> {
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>".to_vec(),
         {
             let mut s =
-                format!("<< /Length {} /Filter /{filter} >>\nstream\n", data.len()).into_bytes();
+                format!("<< /Length {} /Filter {filter} >>\nstream\n", data.len()).into_bytes();
             s.extend(data);
             s.extend(b"\nendstream");
             s
@@ -212,21 +212,24 @@ fn pdf_with_content(filter: &str, data: &[u8]) -> Vec<u8> {
 #[test]
 fn pdf_with_a_compression_bomb_is_refused_before_decoding() {
     // 300 MB of spaces as a page's content stream, packed to 0.2-5 MB by
-    // each filter that can expand without bound.
+    // each filter that can expand without bound, and to a few KB by two
+    // deflates in a chain (the first alone expands to about 1.3 MB).
     let spaces = vec![b' '; 300 << 20];
+    let deflated = miniz_oxide::deflate::compress_to_vec_zlib(&spaces, 1);
     let bombs = [
         (
-            "FlateDecode",
-            miniz_oxide::deflate::compress_to_vec_zlib(&spaces, 1),
+            "[/FlateDecode /FlateDecode]",
+            miniz_oxide::deflate::compress_to_vec_zlib(&deflated, 9),
         ),
+        ("/FlateDecode", deflated),
         (
-            "LZWDecode",
+            "/LZWDecode",
             weezl::encode::Encoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
                 .encode(&spaces)
                 .unwrap(),
         ),
         (
-            "RunLengthDecode",
+            "/RunLengthDecode",
             std::iter::repeat_n([0x81u8, b' '], spaces.len() / 128)
                 .flatten()
                 .collect(),
@@ -255,7 +258,7 @@ fn pdf_with_a_compression_bomb_is_refused_before_decoding() {
         .encode(text)
         .unwrap();
     let err = extract(
-        &pdf_with_content("LZWDecode", &small),
+        &pdf_with_content("/LZWDecode", &small),
         &template(),
         &Options::default(),
     );
