@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use paperhook_core::config::Config;
 use paperhook_core::crypto::Keyring;
+use paperhook_core::db::jobs;
 use paperhook_core::queue::{self, Waker};
 use paperhook_core::storage::Storage;
 use salvo::catcher::Catcher;
@@ -32,6 +33,8 @@ pub struct Inner {
     pub keyring: Keyring,
     /// Wakes idle workers after a submission commits.
     pub waker: Waker,
+    /// Inserts concurrent submissions together.
+    pub inserter: jobs::Inserter,
 }
 
 impl std::ops::Deref for AppState {
@@ -42,12 +45,19 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Needs a Tokio runtime (it starts the [`Waker`]'s task).
+    /// Needs a Tokio runtime (it starts the [`Waker`]'s and the
+    /// [`jobs::Inserter`]'s tasks).
     pub fn new(pool: PgPool, storage: Storage, config: Config) -> anyhow::Result<AppState> {
         let keyring = config.keyring()?;
         let waker = Waker::spawn(pool.clone(), queue::kind::JOB);
+        let inserter = jobs::Inserter::spawn(
+            pool.clone(),
+            config.submission_batch_max_rows as usize,
+            config.submission_batch_statements as usize,
+        );
         Ok(AppState(Arc::new(Inner {
             waker,
+            inserter,
             pool,
             storage,
             config,

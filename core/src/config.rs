@@ -35,6 +35,8 @@ pub struct Config {
     pub database_url: SecretString,
     pub db_max_connections: u32,
     pub db_acquire_timeout_secs: u64,
+    pub submission_batch_max_rows: u32,
+    pub submission_batch_statements: u32,
     pub migrate_on_start: bool,
     pub api_addr: String,
     pub public_url: String,
@@ -125,6 +127,18 @@ impl Config {
         }
         if self.db_max_connections == 0 {
             return Err(invalid("db_max_connections", "must be greater than 0"));
+        }
+        if self.submission_batch_max_rows == 0 {
+            return Err(invalid(
+                "submission_batch_max_rows",
+                "must be greater than 0",
+            ));
+        }
+        if self.submission_batch_statements == 0 {
+            return Err(invalid(
+                "submission_batch_statements",
+                "must be greater than 0",
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(invalid(

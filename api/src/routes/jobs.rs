@@ -519,8 +519,9 @@ async fn store_and_enqueue(
         static_values: submission.static_values,
         idempotency_key: idempotency_key.clone(),
     };
+    let size = new.size_bytes;
     let inserted = match stored {
-        Ok(()) => insert_and_enqueue(&state, &new)
+        Ok(()) => insert_and_enqueue(&state, new)
             .await
             .map_err(ApiError::from),
         Err(err) => Err(err.into()),
@@ -531,7 +532,7 @@ async fn store_and_enqueue(
             paperhook_core::metrics::JOBS_SUBMITTED
                 .with_label_values(&[doc_type.as_str()])
                 .inc();
-            tracing::info!(job_id = %job.id, doc_type = doc_type.as_str(), size = new.size_bytes, "job accepted");
+            tracing::info!(job_id = %job.id, doc_type = doc_type.as_str(), size, "job accepted");
             Ok((job, false))
         }
         failed => {
@@ -562,9 +563,14 @@ async fn store_and_enqueue(
 }
 
 /// The job row and its queue task commit together: a job is claimable as
-/// soon as it exists (the caller then wakes the workers).
-async fn insert_and_enqueue(state: &AppState, new: &NewJob) -> sqlx::Result<Option<JobRow>> {
-    jobs::insert_and_enqueue(&state.pool, new, state.config.idempotency_ttl()).await
+/// soon as it exists (the caller then wakes the workers). Without an
+/// idempotency key the insert shares a statement with concurrent
+/// submissions.
+async fn insert_and_enqueue(state: &AppState, new: NewJob) -> sqlx::Result<Option<JobRow>> {
+    if new.idempotency_key.is_none() {
+        return state.inserter.insert(new).await;
+    }
+    jobs::insert_and_enqueue(&state.pool, &new, state.config.idempotency_ttl()).await
 }
 
 fn error_of(code: &Option<String>, message: &Option<String>) -> Option<JobError> {

@@ -136,6 +136,150 @@ pub async fn insert_and_enqueue(
     .await
 }
 
+/// Inserts the jobs that concurrent requests submit, several to a
+/// statement: the rows that arrive while earlier statements are running go
+/// together into the next one (one round trip and one durable commit for
+/// all of them), so a busy API process commits a few times per batch of
+/// submissions instead of once per submission. A lone request waits for
+/// nothing: its statement starts at once.
+///
+/// Each row keeps its own outcome: the job, `None` when the account has no
+/// such template, or an error. A statement that the database refuses
+/// (a constraint, a value it cannot store) is retried row by row so that
+/// one request's bad row fails only that request; a lost connection fails
+/// every row of the statement (as one request's insert would).
+///
+/// Only jobs without an idempotency key come here (those take
+/// [`insert_and_enqueue`], which releases expired keys first).
+#[derive(Clone, Debug)]
+pub struct Inserter {
+    pending: tokio::sync::mpsc::Sender<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    job: NewJob,
+    done: tokio::sync::oneshot::Sender<sqlx::Result<Option<JobRow>>>,
+}
+
+impl Inserter {
+    /// Starts the task that batches rows on the current Tokio runtime:
+    /// statements of at most `max_rows` rows, at most `statements` of them
+    /// running at once. It ends when the last clone is dropped.
+    pub fn spawn(pool: sqlx::PgPool, max_rows: usize, statements: usize) -> Inserter {
+        let max_rows = max_rows.max(1);
+        let (pending, mut queued) = tokio::sync::mpsc::channel::<Pending>(max_rows * 4);
+        let running = std::sync::Arc::new(tokio::sync::Semaphore::new(statements.max(1)));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = running.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut batch = Vec::with_capacity(max_rows);
+                if queued.recv_many(&mut batch, max_rows).await == 0 {
+                    return;
+                }
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    insert_batch(&pool, batch).await;
+                    drop(permit);
+                });
+            }
+        });
+        Inserter { pending }
+    }
+
+    /// Inserts `job` and its queue task with those of concurrent callers;
+    /// see [`insert_and_enqueue`] for the outcome.
+    pub async fn insert(&self, job: NewJob) -> sqlx::Result<Option<JobRow>> {
+        debug_assert!(job.idempotency_key.is_none());
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.pending
+            .send(Pending { job, done })
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        outcome.await.map_err(|_| sqlx::Error::WorkerCrashed)?
+    }
+}
+
+async fn insert_batch(pool: &sqlx::PgPool, batch: Vec<Pending>) {
+    let jobs: Vec<&NewJob> = batch.iter().map(|p| &p.job).collect();
+    match insert_many(pool, &jobs).await {
+        Ok(rows) => {
+            let mut rows: std::collections::HashMap<Uuid, JobRow> =
+                rows.into_iter().map(|row| (row.id, row)).collect();
+            for p in batch {
+                let row = rows.remove(&p.job.id);
+                let _ = p.done.send(Ok(row));
+            }
+        }
+        // The statement failed as a whole and changed nothing: retry each
+        // row alone so that only the offending request fails.
+        Err(err @ sqlx::Error::Database(_)) if !super::is_unavailable(&err) => {
+            let retries = batch.into_iter().map(|p| async move {
+                let row = insert_many(pool, &[&p.job])
+                    .await
+                    .map(|mut rows| rows.pop());
+                let _ = p.done.send(row);
+            });
+            futures::future::join_all(retries).await;
+        }
+        Err(err) => {
+            let unavailable = super::is_unavailable(&err);
+            for p in batch {
+                let copy = if unavailable {
+                    sqlx::Error::Io(std::io::Error::other(err.to_string()))
+                } else {
+                    sqlx::Error::Protocol(err.to_string())
+                };
+                let _ = p.done.send(Err(copy));
+            }
+        }
+    }
+}
+
+/// One statement inserting `jobs` whose templates are their accounts' (the
+/// others are left out) with their queue tasks; the rows inserted.
+async fn insert_many(pool: &sqlx::PgPool, jobs: &[&NewJob]) -> sqlx::Result<Vec<JobRow>> {
+    sqlx::query_as(concat!(
+        "WITH new AS (
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                                  $6::int8[], $7::text[], $8::jsonb[])
+                 AS n(id, account_id, template_id, content_type, file_name, size_bytes,
+                      storage_key, static_values)
+         ), job AS (
+             INSERT INTO jobs (id, account_id, template_id, content_type, file_name, size_bytes,
+                               storage_key, static_values)
+             SELECT n.id, n.account_id, n.template_id, n.content_type, n.file_name, n.size_bytes,
+                    n.storage_key, n.static_values
+             FROM new n JOIN templates t
+               ON t.id = n.template_id AND t.account_id = n.account_id AND t.deleted_at IS NULL
+             RETURNING ",
+        columns!(),
+        "
+         ), task AS (
+             INSERT INTO tasks (kind, ref_id) SELECT $9, id FROM job
+         )
+         SELECT job.* FROM job"
+    ))
+    .bind(column(jobs, |j| j.id))
+    .bind(column(jobs, |j| j.account_id))
+    .bind(column(jobs, |j| j.template_id))
+    .bind(column(jobs, |j| j.content_type.as_str()))
+    .bind(column(jobs, |j| j.file_name.as_deref()))
+    .bind(column(jobs, |j| j.size_bytes))
+    .bind(column(jobs, |j| j.storage_key.as_str()))
+    .bind(column(jobs, |j| Json(&j.static_values)))
+    .bind(crate::queue::kind::JOB)
+    .fetch_all(pool)
+    .await
+}
+
+/// One column of `jobs`, as an array parameter for `unnest`.
+fn column<'a, T>(jobs: &[&'a NewJob], value: impl Fn(&'a NewJob) -> T) -> Vec<T> {
+    jobs.iter().map(|j| value(j)).collect()
+}
+
 /// A job of this account; another account's id gives `None`.
 pub async fn get(
     db: impl PgExecutor<'_>,
@@ -183,4 +327,141 @@ pub async fn documents(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Ve
     .bind(job_id)
     .fetch_all(db)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{accounts, templates};
+
+    async fn database() -> sqlx::PgPool {
+        let pool = sqlx::PgPool::connect(&crate::testing::fresh_database().await)
+            .await
+            .unwrap();
+        crate::db::migrate(&pool).await.unwrap();
+        pool
+    }
+
+    async fn template(pool: &sqlx::PgPool, account_id: Uuid) -> Uuid {
+        let write = templates::TemplateWrite {
+            name: "t".into(),
+            spec: serde_json::json!({"fields": []}),
+            webhook_url: None,
+            webhook_headers_enc: None,
+        };
+        templates::insert(pool, account_id, &write, b"secret")
+            .await
+            .unwrap()
+            .id
+    }
+
+    fn job(account_id: Uuid, template_id: Uuid, file_name: &str) -> NewJob {
+        let id = Uuid::now_v7();
+        NewJob {
+            id,
+            account_id,
+            template_id,
+            content_type: "application/pdf".into(),
+            file_name: Some(file_name.into()),
+            size_bytes: 10,
+            storage_key: format!("documents/{account_id}/{id}"),
+            static_values: serde_json::json!({"n": file_name}),
+            idempotency_key: None,
+        }
+    }
+
+    /// Concurrent submissions share statements, and each still gets its own
+    /// outcome: its job (with a queue task), `None` for a template that is
+    /// not its account's, an error for a row the database refuses.
+    #[tokio::test]
+    async fn concurrent_inserts_share_statements_and_keep_their_own_outcomes() {
+        let pool = database().await;
+        let (a, _) = accounts::create(&pool, "A", 0).await.unwrap();
+        let (b, _) = accounts::create(&pool, "B", 0).await.unwrap();
+        let (ta, tb) = (template(&pool, a.id).await, template(&pool, b.id).await);
+        // One statement at a time: everything queued meanwhile joins the next.
+        let inserter = Inserter::spawn(pool.clone(), 16, 1);
+        let mut jobs = Vec::new();
+        for i in 0..40 {
+            jobs.push(match i % 10 {
+                // Another account's template, and one that does not exist.
+                3 => job(a.id, tb, "foreign"),
+                7 => job(b.id, Uuid::now_v7(), "missing"),
+                // PostgreSQL cannot store NUL in text: this row's statement fails.
+                9 if i == 19 => job(a.id, ta, "bad\0name"),
+                _ => job(
+                    if i % 2 == 0 { a.id } else { b.id },
+                    if i % 2 == 0 { ta } else { tb },
+                    "ok",
+                ),
+            });
+        }
+        let outcomes =
+            futures::future::join_all(jobs.iter().map(|j| inserter.insert(j.clone()))).await;
+        for (j, outcome) in jobs.iter().zip(&outcomes) {
+            match j.file_name.as_deref() {
+                Some("ok") => {
+                    let row = outcome.as_ref().unwrap().as_ref().expect("inserted");
+                    assert_eq!(
+                        (row.id, row.account_id, &row.storage_key),
+                        (j.id, j.account_id, &j.storage_key)
+                    );
+                    assert_eq!(row.static_values.0, j.static_values);
+                }
+                Some("foreign" | "missing") => assert!(matches!(outcome, Ok(None)), "{outcome:?}"),
+                _ => assert!(
+                    matches!(outcome, Err(sqlx::Error::Database(_))),
+                    "{outcome:?}"
+                ),
+            }
+        }
+        let ok: Vec<Uuid> = jobs
+            .iter()
+            .filter(|j| j.file_name.as_deref() == Some("ok"))
+            .map(|j| j.id)
+            .collect();
+        let stored: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let mut want = ok.clone();
+        want.sort();
+        assert_eq!(stored, want, "exactly the good rows");
+        let tasks: Vec<Uuid> =
+            sqlx::query_scalar("SELECT ref_id FROM tasks WHERE kind = $1 ORDER BY ref_id")
+                .bind(crate::queue::kind::JOB)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(tasks, want, "one queue task per job");
+        // The test's runtime has one thread: all 40 are queued before the
+        // inserter runs, which takes them 16, 16 and 8 to a statement. Rows
+        // of one statement share its transaction id; the second statement
+        // failed on the NUL and its rows went one by one.
+        let xmin = |range: std::ops::Range<usize>| {
+            let ids: Vec<Uuid> = jobs[range]
+                .iter()
+                .filter(|j| j.file_name.as_deref() == Some("ok"))
+                .map(|j| j.id)
+                .collect();
+            let pool = pool.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(DISTINCT xmin::text) FROM jobs WHERE id = ANY($1)",
+                )
+                .bind(&ids)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (n, ids.len() as i64)
+            }
+        };
+        assert_eq!(xmin(0..16).await.0, 1, "the first 16 share one statement");
+        assert_eq!(xmin(32..40).await.0, 1, "the last 8 share one statement");
+        let (separate, rows) = xmin(16..32).await;
+        assert_eq!(
+            separate, rows,
+            "the failed statement's rows were retried one by one"
+        );
+    }
 }
