@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use hayro::hayro_interpret::font::GlyphRun;
-use hayro::hayro_interpret::hayro_syntax::object::{Name, Object};
+use hayro::hayro_interpret::hayro_syntax::content::UntypedIter;
+use hayro::hayro_interpret::hayro_syntax::object::{Dict, Name, Object, Stream};
 use hayro::hayro_interpret::hayro_syntax::page::Page;
 use hayro::hayro_interpret::hayro_syntax::{Filter, LoadPdfError, Pdf};
 use hayro::hayro_interpret::util::TransformExt;
@@ -253,6 +254,19 @@ enum Stage {
     Flate(Box<miniz_oxide::inflate::stream::InflateState>),
     Lzw(Box<weezl::decode::Decoder>),
     RunLength(RunLength),
+    /// ASCII filters never expand much, but a chain can hide a bomb
+    /// behind them (`[/ASCIIHexDecode /FlateDecode]`).
+    Ascii(Ascii),
+}
+
+/// Where an ASCIIHex or ASCII85 decoder is between chunks: the digits of
+/// the byte or group begun.
+#[derive(Clone, Copy)]
+struct Ascii {
+    base85: bool,
+    digits: [u8; 5],
+    held: usize,
+    ended: bool,
 }
 
 /// Where a RunLength decoder is between chunks.
@@ -292,6 +306,12 @@ impl Stage {
                 Decoder::new(BitOrder::Msb, 8)
             })),
             Filter::RunLengthDecode => Stage::RunLength(RunLength::Header),
+            Filter::AsciiHexDecode | Filter::Ascii85Decode => Stage::Ascii(Ascii {
+                base85: matches!(filter, Filter::Ascii85Decode),
+                digits: [0; 5],
+                held: 0,
+                ended: false,
+            }),
             _ => return None,
         })
     }
@@ -334,6 +354,7 @@ fn feed(stages: &mut [(Stage, Vec<u8>)], input: &[u8], total: &mut u64, cap: u64
                 )
             }
             Stage::RunLength(state) => run_length(state, input, out),
+            Stage::Ascii(state) => ascii(state, input, out),
         };
         input = &input[used.min(input.len())..];
         if made > 0 {
@@ -404,10 +425,56 @@ fn run_length(state: &mut RunLength, input: &[u8], out: &mut [u8]) -> (usize, us
     (used, made, false)
 }
 
+/// ASCIIHex- or ASCII85-decodes from `input` into `out`: (bytes used,
+/// bytes made, ended). White space is skipped; the end marker (`>`, `~`)
+/// or a character outside the alphabet ends the data. A last partial
+/// group is dropped (a few bytes: nothing to count).
+fn ascii(state: &mut Ascii, input: &[u8], out: &mut [u8]) -> (usize, usize, bool) {
+    let (mut used, mut made) = (0, 0);
+    // Room for the largest piece one character can complete (4 bytes).
+    while !state.ended && made + 4 <= out.len() {
+        let Some(&c) = input.get(used) else { break };
+        used += 1;
+        if c.is_ascii_whitespace() || c == 0 {
+            continue;
+        }
+        if !state.base85 {
+            let Some(v) = (c as char).to_digit(16) else {
+                state.ended = true;
+                break;
+            };
+            state.digits[state.held] = v as u8;
+            state.held += 1;
+            if state.held == 2 {
+                out[made] = state.digits[0] << 4 | state.digits[1];
+                (made, state.held) = (made + 1, 0);
+            }
+        } else if c == b'z' && state.held == 0 {
+            out[made..made + 4].fill(0);
+            made += 4;
+        } else if (b'!'..=b'u').contains(&c) {
+            state.digits[state.held] = c - b'!';
+            state.held += 1;
+            if state.held == 5 {
+                let v = state
+                    .digits
+                    .iter()
+                    .fold(0u64, |v, &d| v * 85 + u64::from(d)) as u32;
+                out[made..made + 4].copy_from_slice(&v.to_be_bytes());
+                (made, state.held) = (made + 4, 0);
+            }
+        } else {
+            state.ended = true;
+        }
+    }
+    (used, made, state.ended)
+}
+
 /// Whether a stream's filters expand `raw` beyond `cap` bytes, counted by
 /// decoding the filters that can (deflate, LZW, RunLength, in any chain:
-/// `[/FlateDecode /FlateDecode]` multiplies one bomb by another) into
-/// small reused buffers, up to the first filter that cannot. LZW is tried
+/// `[/FlateDecode /FlateDecode]` multiplies one bomb by another; the ASCII
+/// filters too, which a bomb can hide behind) into small reused buffers,
+/// up to the first filter that cannot (the image codecs). LZW is tried
 /// with both code size rules (`EarlyChange` 1, the default, and 0): a
 /// stream that claims the wrong one must not slip through.
 fn expands_beyond(filters: &[Filter], raw: &[u8], cap: u64) -> bool {
@@ -437,29 +504,91 @@ pub fn check_streams(pdf: &Pdf, max_pixels: u64) -> Result<(), Error> {
         let Object::Stream(stream) = obj else {
             continue;
         };
-        let dict = stream.dict();
-        if dict
-            .get::<Name<'_>>("Subtype")
-            .is_some_and(|n| n.as_str() == "Image")
-        {
-            let w = dict.get::<f64>("Width").unwrap_or(0.0).max(0.0);
-            let h = dict.get::<f64>("Height").unwrap_or(0.0).max(0.0);
-            if w * h > max_pixels as f64 {
-                return Err(Error::EmbeddedImageTooLarge {
-                    width: w as u64,
-                    height: h as u64,
-                    max_pixels,
-                });
+        check_stream(&stream, max_pixels)?;
+        if may_hold_content(stream.dict()) {
+            // Within the cap now: hayro decodes it whole anyway.
+            if let Ok(content) = stream.decoded() {
+                check_inline_images(&content, max_pixels)?;
             }
         }
-        if expands_beyond(&stream.filters(), &stream.raw_data(), MAX_STREAM_BYTES) {
-            return Err(Error::Corrupt {
-                kind: "PDF",
-                detail: format!(
-                    "a compressed stream expands beyond {} MB",
-                    MAX_STREAM_BYTES >> 20
-                ),
+    }
+    Ok(())
+}
+
+/// One stream's (or inline image's) declared image size and expansion.
+fn check_stream(stream: &Stream<'_>, max_pixels: u64) -> Result<(), Error> {
+    let dict = stream.dict();
+    let image = dict
+        .get::<Name<'_>>("Subtype")
+        .is_some_and(|n| n.as_str() == "Image");
+    // Inline images say /W and /H.
+    let size = |long: &str, short: &str| {
+        dict.get::<f64>(long)
+            .or_else(|| dict.get::<f64>(short))
+            .unwrap_or(0.0)
+            .max(0.0)
+    };
+    if image || dict.contains_key("W") {
+        let (w, h) = (size("Width", "W"), size("Height", "H"));
+        if w * h > max_pixels as f64 {
+            return Err(Error::EmbeddedImageTooLarge {
+                width: w as u64,
+                height: h as u64,
+                max_pixels,
             });
+        }
+    }
+    if expands_beyond(
+        &stream.filters(),
+        stream.raw_data().as_ref(),
+        MAX_STREAM_BYTES,
+    ) {
+        return Err(Error::Corrupt {
+            kind: "PDF",
+            detail: format!(
+                "a compressed stream expands beyond {} MB",
+                MAX_STREAM_BYTES >> 20
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Whether a stream may be a content stream (a page's, a form's, a
+/// pattern's or a Type 3 glyph's), which can carry inline images: not an
+/// image, font program, colour profile, metadata, embedded file or one of
+/// the file's own structures.
+fn may_hold_content(dict: &Dict<'_>) -> bool {
+    let named = |key: &str, names: &[&str]| {
+        dict.get::<Name<'_>>(key)
+            .is_some_and(|n| names.contains(&n.as_str()))
+    };
+    !named(
+        "Subtype",
+        &["Image", "XML", "Type1C", "CIDFontType0C", "OpenType"],
+    ) && !named("Type", &["XRef", "ObjStm", "Metadata", "EmbeddedFile"])
+        && !["Length1", "Length2", "Length3", "N"]
+            .iter()
+            .any(|k| dict.contains_key(*k))
+}
+
+/// Inline images (`BI … ID … EI`) sit inside a content stream, which was
+/// counted as a whole; their own filters are counted here. A megabyte of
+/// deflate data in one would otherwise become a gigabyte when the page is
+/// drawn.
+fn check_inline_images(content: &[u8], max_pixels: u64) -> Result<(), Error> {
+    if !content.windows(2).any(|w| w == b"ID") {
+        return Ok(());
+    }
+    let mut ops = UntypedIter::new(content);
+    while let Some(op) = ops.next() {
+        if op.operator.as_ref() != b"BI" {
+            continue;
+        }
+        for operand in op.operands() {
+            if let Object::Stream(image) = operand {
+                check_stream(image, max_pixels)?;
+            }
         }
     }
     Ok(())
@@ -505,6 +634,28 @@ mod tests {
         );
     }
 
+    /// ASCII85 of `data` (whole groups; 'z' for zeros), with its end mark.
+    fn base85(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for group in data.chunks(4) {
+            let mut word = [0u8; 4];
+            word[..group.len()].copy_from_slice(group);
+            let mut v = u32::from_be_bytes(word);
+            if v == 0 && group.len() == 4 {
+                out.push(b'z');
+                continue;
+            }
+            let mut digits = [0u8; 5];
+            for d in digits.iter_mut().rev() {
+                *d = (v % 85) as u8 + b'!';
+                v /= 85;
+            }
+            out.extend(&digits[..group.len() + 1]);
+        }
+        out.extend(b"~>");
+        out
+    }
+
     #[test]
     fn filter_chains_are_counted_through_every_stage() {
         let zeros = vec![0u8; 16 << 20];
@@ -528,6 +679,23 @@ mod tests {
         // Counting stops at a filter that cannot expand without bound.
         let flate_dct = [Filter::FlateDecode, Filter::DctDecode];
         assert!(!expands_beyond(&flate_dct, &twice, 1 << 20));
+        // Behind the ASCII filters.
+        let hex: Vec<u8> = once
+            .iter()
+            .flat_map(|b| format!("{b:02X} ").into_bytes())
+            .chain(*b">")
+            .collect();
+        let hex_flate = [Filter::AsciiHexDecode, Filter::FlateDecode];
+        assert!(expands_beyond(&hex_flate, &hex, 15 << 20));
+        assert!(!expands_beyond(&hex_flate, &hex, 16 << 20));
+        let a85_flate = [Filter::Ascii85Decode, Filter::FlateDecode];
+        let a85 = base85(&once);
+        assert!(expands_beyond(&a85_flate, &a85, 15 << 20));
+        assert!(!expands_beyond(&a85_flate, &a85, 16 << 20));
+        // ASCII85 decodes exactly: 'z' is four zero bytes.
+        let zeros = b"z z\nzz~>";
+        assert!(expands_beyond(&[Filter::Ascii85Decode], zeros, 15));
+        assert!(!expands_beyond(&[Filter::Ascii85Decode], zeros, 16));
         // LZW after deflate, either code size rule.
         for tiff_switch in [true, false] {
             let lzw = miniz_oxide::deflate::compress_to_vec_zlib(&lzw_zeros(4, tiff_switch), 9);

@@ -252,6 +252,47 @@ fn pdf_with_a_compression_bomb_is_refused_before_decoding() {
         );
         assert!(started.elapsed() < Duration::from_secs(20), "{filter}");
     }
+    // An inline image in a page's content (hex-encoded here, so the
+    // content stream itself is small when decoded) whose own deflate data
+    // expands to 300 MB; and one that declares 10 billion pixels.
+    let hex = |data: &[u8]| -> Vec<u8> {
+        data.iter()
+            .flat_map(|b| format!("{b:02x}").into_bytes())
+            .chain(*b">")
+            .collect()
+    };
+    let inline = |dict: &str, data: &[u8]| {
+        let mut content = format!("q 10 0 0 10 0 0 cm BI {dict} ID ").into_bytes();
+        content.extend(data);
+        content.extend(b" EI Q BT /F1 12 Tf 72 720 Td (Total 5.00) Tj ET");
+        pdf_with_content("/ASCIIHexDecode", &hex(&content))
+    };
+    let deflated = miniz_oxide::deflate::compress_to_vec_zlib(&vec![0u8; 300 << 20], 1);
+    let err = extract(
+        &inline("/W 1 /H 1 /BPC 8 /CS /G /F /Fl", &deflated),
+        &template(),
+        &Options::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("expands beyond 256 MB"), "{err}");
+    let err = extract(
+        &inline("/W 100000 /H 100000 /BPC 1 /CS /G", b"\0"),
+        &template(),
+        &Options::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "image_too_large", "{err}");
+    // A small inline image is drawn and the page read.
+    let read = extract(
+        &inline(
+            "/W 2 /H 1 /BPC 8 /CS /G /F /Fl",
+            &miniz_oxide::deflate::compress_to_vec_zlib(&[0, 255], 6),
+        ),
+        &template(),
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(read.result["total"], json!(5.0));
     // The same filters on a small content stream are read normally.
     let text = b"BT /F1 12 Tf 72 720 Td (hello) Tj ET";
     let small = weezl::encode::Encoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
