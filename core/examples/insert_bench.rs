@@ -33,7 +33,9 @@ async fn main() -> anyhow::Result<()> {
         webhook_url: None,
         webhook_headers_enc: None,
     };
-    let template = templates::insert(&pool, account.id, &write, b"secret").await?.id;
+    let template = templates::insert(&pool, account.id, &write, b"secret")
+        .await?
+        .id;
     let new_job = move || {
         let id = Uuid::now_v7();
         jobs::NewJob {

@@ -62,6 +62,7 @@ pub struct Config {
     pub log_format: String,
     pub log_level: String,
     pub worker_concurrency: u32,
+    pub worker_keep_page_buffers: bool,
     pub worker_lease_secs: u64,
     pub worker_poll_ms: u64,
     pub worker_shutdown_grace_secs: u64,

@@ -231,11 +231,13 @@ pub fn render(
     );
     let (pw, ph) = (pixmap.width() as u32, pixmap.height() as u32);
     let rgba = pixmap.data_as_u8_slice();
-    // Opaque over the white background; integer luma that vectorises.
-    let gray: Vec<u8> = rgba
-        .chunks_exact(4)
-        .map(|px| ((px[0] as u32 * 77 + px[1] as u32 * 150 + px[2] as u32 * 29) >> 8) as u8)
-        .collect();
+    // Opaque over the white background; integer luma, written into a
+    // buffer of the final size so the loop vectorises (collecting from
+    // the iterator did not, and cost a fifth of a 300 DPI page's render).
+    let mut gray = vec![0u8; rgba.len() / 4];
+    for (g, px) in gray.iter_mut().zip(rgba.chunks_exact(4)) {
+        *g = ((px[0] as u32 * 77 + px[1] as u32 * 150 + px[2] as u32 * 29) >> 8) as u8;
+    }
     let img = GrayImage::from_raw(pw, ph, gray).ok_or_else(|| Error::Corrupt {
         kind: "PDF",
         detail: format!("page {number} rendered to no pixels"),

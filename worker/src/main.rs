@@ -6,6 +6,11 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let (config, pool, storage) = paperhook_core::boot::start("paperhook-worker").await?;
+    if config.worker_keep_page_buffers && !paperhook_extract::keep_page_buffers() {
+        tracing::info!(
+            "this C library keeps its malloc defaults: page buffers are not kept between pages"
+        );
+    }
     let worker = Worker::new(pool, storage, config)?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
