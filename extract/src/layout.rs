@@ -82,10 +82,16 @@ impl PageText {
             let joined = lines.iter_mut().rev().take(3).find(|l| {
                 let overlap = b[3].min(l.bbox[3]) - b[1].max(l.bbox[1]);
                 let lh = (l.bbox[3] - l.bbox[1]).max(1e-6);
+                // A word whose box overlaps one of the line's is on another
+                // line that overlaps this one, unless both sit at the same
+                // height (OCR boxes of neighbouring words can overlap:
+                // Tesseract gave "Paper" a box reaching over "A4").
+                let level =
+                    |o: &BBox| (center_y(o) - center_y(&b)).abs() < 0.25 * h.min(o[3] - o[1]);
                 overlap > 0.5 * h.min(lh)
                     && !l.words.iter().any(|&j| {
                         let o = &words[j].bbox;
-                        o[0] < b[2] && b[0] < o[2]
+                        o[0] < b[2] && b[0] < o[2] && !level(o)
                     })
             });
             match joined {

@@ -564,6 +564,9 @@ fn ocr_page(
 
 /// Most ink regions re-read per page by [`recover_missed`].
 const MAX_RECOVER: usize = 60;
+/// Ink this close to a recognised word on its row (in word heights; a
+/// word space is about a quarter of one or more) belongs to that word.
+const NEAR_WORD: f64 = 0.2;
 
 /// Full-page segmentation drops isolated short words (a lone `1` in a
 /// quantity column). Find ink that no recognised word covers, in text-sized
@@ -668,23 +671,94 @@ fn recover_missed(
             None => merged.push(b),
         }
     }
+    // Recognised words in grid units, to tell each cluster's neighbours.
+    let known: Vec<[f64; 4]> = words
+        .iter()
+        .map(|wd| {
+            let b = wd.bbox;
+            [
+                b[0] * gw as f64,
+                b[1] * gh as f64,
+                b[2] * gw as f64,
+                b[3] * gh as f64,
+            ]
+        })
+        .collect();
     let mut out = Vec::new();
     for b in merged.into_iter().take(MAX_RECOVER) {
+        let [bx0, by0, bx1, by1] = b.map(|v| v as f64);
+        let beside: Vec<&[f64; 4]> = known
+            .iter()
+            .filter(|k| by1.min(k[3]) - by0.max(k[1]) > 0.5 * (by1 - by0).min(k[3] - k[1]))
+            .collect();
+        // Ink closer to a word on its row than a word space is that
+        // word's own, outside the box Tesseract gave it ("Gl" of
+        // "Globex"): reading it again would only duplicate it.
+        if beside
+            .iter()
+            .any(|k| (k[0] - bx1).max(bx0 - k[2]) < NEAR_WORD * word_h)
+        {
+            continue;
+        }
+        // The crop's margin stops at its neighbours: a piece of one in the
+        // crop gets read into the missed word's box.
+        let left = beside
+            .iter()
+            .map(|k| k[2])
+            .filter(|&x| x <= bx0)
+            .fold(0.0, f64::max);
+        let right = beside
+            .iter()
+            .map(|k| k[0])
+            .filter(|&x| x >= bx1)
+            .fold(gw as f64, f64::min);
         deadline_check(start, plan, index)?;
-        let pad = (word_h * 0.6).ceil() as usize;
-        let x0 = (b[0].saturating_sub(pad) as u32 * cell).min(w - 1);
-        let y0 = (b[1].saturating_sub(pad) as u32 * cell).min(h - 1);
-        let x1 = (((b[2] + pad) as u32) * cell).min(w);
-        let y1 = (((b[3] + pad) as u32) * cell).min(h);
+        let pad = (word_h * 0.6).ceil();
+        let x0 = (((bx0 - pad).max(left).max(0.0)) as u32 * cell).min(w - 1);
+        let y0 = (b[1].saturating_sub(pad as usize) as u32 * cell).min(h - 1);
+        let x1 = (((bx1 + pad).min(right).ceil()) as u32 * cell)
+            .min(w)
+            .max(x0 + 1);
+        let y1 = (((b[3] + pad as usize) as u32) * cell).min(h);
         let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
         let found = plan.recognise(&crop, dpi, Psm::SingleLine, start)?;
         out.extend(
             ocr::normalise(found, x0, y0, w, h)
                 .into_iter()
-                .filter(|wd| wd.confidence >= 0.6 && wd.text.chars().any(char::is_alphanumeric)),
+                .filter(|wd| wd.confidence >= 0.6 && wd.text.chars().any(char::is_alphanumeric))
+                .filter(|wd| !repeats_neighbour(wd, words, word_h / gh as f64)),
         );
     }
     Ok(out)
+}
+
+/// Whether a re-read word repeats the start of the recognised word just
+/// after it on its row, or the end of the one just before (within a word
+/// height): the glyphs Tesseract read as part of that word but left out of
+/// its box ("G" before "Globex"). Letters OCR confuses count as equal.
+fn repeats_neighbour(found: &Word, words: &[Word], word_h: f64) -> bool {
+    let fold = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .map(|c| match c.to_ascii_lowercase() {
+                'i' | '1' | '|' => 'l',
+                '0' => 'o',
+                c => c,
+            })
+            .collect()
+    };
+    let text = fold(&found.text);
+    let b = found.bbox;
+    !text.is_empty()
+        && words.iter().any(|k| {
+            let o = k.bbox;
+            let same_row = b[3].min(o[3]) - b[1].max(o[1]) > 0.5 * (b[3] - b[1]).min(o[3] - o[1]);
+            let after = o[0] >= b[0] && o[0] - b[2] < word_h;
+            let before = o[2] <= b[2] && b[0] - o[2] < word_h;
+            same_row
+                && ((after && fold(&k.text).starts_with(&text))
+                    || (before && fold(&k.text).ends_with(&text)))
+        })
 }
 
 fn mean_conf(words: &[Word]) -> f32 {
