@@ -503,7 +503,12 @@ async fn store_and_enqueue(
     // No folder per job: on a local disk each one is an inode to allocate.
     let storage_key = format!("documents/{account_id}/{job_id}");
     let stored = match &submission.upload.body {
-        UploadBody::Memory(data) => state.storage.put_bytes(&storage_key, data.clone()).await,
+        UploadBody::Memory(data) => {
+            state
+                .storage
+                .put_new_bytes(&storage_key, data.clone())
+                .await
+        }
         UploadBody::Spooled { path, .. } => {
             state.storage.put_file(&storage_key, path).await.map(drop)
         }

@@ -187,6 +187,48 @@ async fn a_hung_s3_server_is_a_503_not_a_hang() {
 }
 
 #[tokio::test]
+async fn new_keys_are_written_in_place_and_never_overwrite() {
+    for local in [true, false] {
+        let kind = if local {
+            StorageKind::Fs
+        } else {
+            StorageKind::S3
+        };
+        let app = TestApp::spawn_with(kind, |_| {}).await;
+        let s = &app.storage;
+        // A folder that does not exist yet is made.
+        s.put_new_bytes(
+            "documents/new-account/j1",
+            bytes::Bytes::from_static(b"first"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.get("documents/new-account/j1").await.unwrap().as_ref(),
+            b"first"
+        );
+        if local {
+            // The local store refuses a key that exists and keeps its file.
+            assert!(
+                s.put_new_bytes(
+                    "documents/new-account/j1",
+                    bytes::Bytes::from_static(b"second")
+                )
+                .await
+                .is_err()
+            );
+            assert_eq!(
+                s.get("documents/new-account/j1").await.unwrap().as_ref(),
+                b"first"
+            );
+            // Still the one file.
+            let (listed, _) = s.list("documents/", None).await.unwrap();
+            assert_eq!(listed.len(), 1, "{listed:?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn s3_storage_operations() {
     let app = TestApp::spawn_with(StorageKind::S3, |_| {}).await;
     let s = &app.storage;
