@@ -733,9 +733,11 @@ fn recover_missed(
 }
 
 /// Whether a re-read word repeats the start of the recognised word just
-/// after it on its row, or the end of the one just before (within a word
-/// height): the glyphs Tesseract read as part of that word but left out of
-/// its box ("G" before "Globex"). Letters OCR confuses count as equal.
+/// after it on its row, or the end of the one just before, with less than
+/// a word space between ([`NEAR_WORD`]): the glyphs Tesseract read as part
+/// of that word but left out of its box ("G" before "Globex"). A word a
+/// space away is a word of its own (a missed quantity "1" before "10.00").
+/// Letters OCR confuses count as equal.
 fn repeats_neighbour(found: &Word, words: &[Word], word_h: f64) -> bool {
     let fold = |s: &str| -> String {
         s.chars()
@@ -753,8 +755,9 @@ fn repeats_neighbour(found: &Word, words: &[Word], word_h: f64) -> bool {
         && words.iter().any(|k| {
             let o = k.bbox;
             let same_row = b[3].min(o[3]) - b[1].max(o[1]) > 0.5 * (b[3] - b[1]).min(o[3] - o[1]);
-            let after = o[0] >= b[0] && o[0] - b[2] < word_h;
-            let before = o[2] <= b[2] && b[0] - o[2] < word_h;
+            let near = NEAR_WORD * word_h;
+            let after = o[0] >= b[0] && o[0] - b[2] < near;
+            let before = o[2] <= b[2] && b[0] - o[2] < near;
             same_row
                 && ((after && fold(&k.text).starts_with(&text))
                     || (before && fold(&k.text).ends_with(&text)))
@@ -902,4 +905,42 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
 /// tools that show what a region covers).
 pub fn text_in_box(page: &PageText, bbox: &[f64; 4]) -> String {
     page.join(&words_in_box(page, bbox))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn word(text: &str, x0: f64, x1: f64) -> Word {
+        Word {
+            text: text.into(),
+            bbox: [x0, 0.10, x1, 0.11],
+            confidence: 0.9,
+        }
+    }
+
+    #[test]
+    fn a_re_read_piece_of_a_neighbour_is_a_repeat_a_word_a_space_away_is_not() {
+        // Word height 0.01: a word space is about 0.003, NEAR_WORD 0.002.
+        let h = 0.01;
+        let row = [
+            word("Globex", 0.172, 0.214),
+            word("10.00", 0.30, 0.34),
+            word("Box", 0.40, 0.43),
+        ];
+        // "Gl" left out of Globex's box, read as "GI" or "G", touching it.
+        assert!(repeats_neighbour(&word("GI", 0.156, 0.1715), &row, h));
+        assert!(repeats_neighbour(&word("G", 0.160, 0.172), &row, h));
+        // The end of the word before: "x" of "Box".
+        assert!(repeats_neighbour(&word("x", 0.4305, 0.44), &row, h));
+        // A missed quantity a word space before "10.00" is a word.
+        assert!(!repeats_neighbour(&word("1", 0.290, 0.2965), &row, h));
+        // Text that is not the neighbour's start, however close.
+        assert!(!repeats_neighbour(&word("Acme", 0.15, 0.171), &row, h));
+        // Another row.
+        let mut below = word("G", 0.160, 0.172);
+        below.bbox[1] = 0.2;
+        below.bbox[3] = 0.21;
+        assert!(!repeats_neighbour(&below, &row, h));
+    }
 }
