@@ -104,36 +104,7 @@ pub async fn insert_and_enqueue(
         .execute(pool)
         .await?;
     }
-    // The task insert is queue::enqueue's, for a row that is new.
-    sqlx::query_as(concat!(
-        "WITH job AS (
-             INSERT INTO jobs (id, account_id, template_id, content_type, file_name, size_bytes,
-                               storage_key, static_values, idempotency_key)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM templates
-             WHERE id = $3 AND account_id = $2 AND deleted_at IS NULL
-             ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING ",
-        columns!(),
-        "
-         ), task AS (
-             -- Runs though nothing reads it: PostgreSQL always executes
-             -- data-modifying WITH clauses.
-             INSERT INTO tasks (kind, ref_id) SELECT $10, id FROM job
-         )
-         SELECT job.* FROM job"
-    ))
-    .bind(job.id)
-    .bind(job.account_id)
-    .bind(job.template_id)
-    .bind(&job.content_type)
-    .bind(&job.file_name)
-    .bind(job.size_bytes)
-    .bind(&job.storage_key)
-    .bind(Json(&job.static_values))
-    .bind(&job.idempotency_key)
-    .bind(crate::queue::kind::JOB)
-    .fetch_optional(pool)
-    .await
+    Ok(insert_many(pool, &[job]).await?.pop())
 }
 
 /// Inserts the jobs that concurrent requests submit, several to a
@@ -239,26 +210,31 @@ async fn insert_batch(pool: &sqlx::PgPool, batch: Vec<Pending>) {
 }
 
 /// One statement inserting `jobs` whose templates are their accounts' (the
-/// others are left out) with their queue tasks; the rows inserted.
+/// others are left out, as is a job whose idempotency key another job of
+/// its account holds) with their queue tasks; the rows inserted.
 async fn insert_many(pool: &sqlx::PgPool, jobs: &[&NewJob]) -> sqlx::Result<Vec<JobRow>> {
+    // The task insert is queue::enqueue's, for rows that are new.
     sqlx::query_as(concat!(
         "WITH new AS (
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
-                                  $6::int8[], $7::text[], $8::jsonb[])
+                                  $6::int8[], $7::text[], $8::jsonb[], $9::text[])
                  AS n(id, account_id, template_id, content_type, file_name, size_bytes,
-                      storage_key, static_values)
+                      storage_key, static_values, idempotency_key)
          ), job AS (
              INSERT INTO jobs (id, account_id, template_id, content_type, file_name, size_bytes,
-                               storage_key, static_values)
+                               storage_key, static_values, idempotency_key)
              SELECT n.id, n.account_id, n.template_id, n.content_type, n.file_name, n.size_bytes,
-                    n.storage_key, n.static_values
+                    n.storage_key, n.static_values, n.idempotency_key
              FROM new n JOIN templates t
                ON t.id = n.template_id AND t.account_id = n.account_id AND t.deleted_at IS NULL
+             ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING ",
         columns!(),
         "
          ), task AS (
-             INSERT INTO tasks (kind, ref_id) SELECT $9, id FROM job
+             -- Runs though nothing reads it: PostgreSQL always executes
+             -- data-modifying WITH clauses.
+             INSERT INTO tasks (kind, ref_id) SELECT $10, id FROM job
          )
          SELECT job.* FROM job"
     ))
@@ -270,6 +246,7 @@ async fn insert_many(pool: &sqlx::PgPool, jobs: &[&NewJob]) -> sqlx::Result<Vec<
     .bind(column(jobs, |j| j.size_bytes))
     .bind(column(jobs, |j| j.storage_key.as_str()))
     .bind(column(jobs, |j| Json(&j.static_values)))
+    .bind(column(jobs, |j| j.idempotency_key.as_deref()))
     .bind(crate::queue::kind::JOB)
     .fetch_all(pool)
     .await
