@@ -148,12 +148,11 @@ impl Storage {
                 // The size (for the metric) and the removal in one trip to
                 // the blocking pool.
                 let path = fs.path(key);
-                let removed = tokio::task::spawn_blocking(move || {
+                let removed = blocking(move || {
                     let size = std::fs::metadata(&path).map_or(0, |m| m.len());
                     std::fs::remove_file(&path).map(|()| size)
                 })
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                .await;
                 match removed {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
                     Err(e) => Err(io_err(key)(e)),
@@ -189,9 +188,8 @@ impl Storage {
             Storage::Fs(fs) => {
                 let root = fs.root.clone();
                 let prefix = prefix.to_owned();
-                let listed = tokio::task::spawn_blocking(move || list_dir(&root, &prefix))
+                let listed = blocking(move || list_dir(&root, &prefix))
                     .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
                     .map_err(io_err(""))?;
                 Ok((listed, None))
             }
@@ -242,7 +240,7 @@ impl FsStorage {
 
     async fn put_new_bytes(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         let dest = self.path(key);
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             use std::io::Write;
             let create = || {
                 std::fs::File::options()
@@ -267,7 +265,6 @@ impl FsStorage {
             written
         })
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         .map_err(io_err(key))
     }
 
@@ -284,7 +281,7 @@ impl FsStorage {
             .join(".tmp")
             .join(uuid::Uuid::new_v4().to_string());
         let dest = self.path(key);
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let written = write(&tmp).and_then(|size| {
                 if let Some(parent) = dest.parent() {
                     std::fs::create_dir_all(parent)?;
@@ -298,9 +295,17 @@ impl FsStorage {
             written
         })
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         .map_err(io_err(key))
     }
+}
+
+/// Runs file system work on the blocking pool; a panic in it is an error.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// The `store` stage and the bytes written, for every write.
