@@ -179,14 +179,18 @@ impl Janitor {
                 .filter_map(|l| job_of_key(&l.key).map(|job| (l.key, job)))
                 .collect();
             let ids: Vec<Uuid> = old.iter().map(|(_, job)| *job).collect();
-            let existing: std::collections::HashSet<Uuid> =
+            // A page with no candidate (every file young) asks nothing.
+            let existing: std::collections::HashSet<Uuid> = if ids.is_empty() {
+                Default::default()
+            } else {
                 sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
                     .bind(&ids)
                     .fetch_all(&self.pool)
                     .await
                     .context("finding the jobs of stored documents")?
                     .into_iter()
-                    .collect();
+                    .collect()
+            };
             for (key, _) in old.iter().filter(|(_, job)| !existing.contains(job)) {
                 match self.storage.delete(key).await {
                     Ok(()) => {
