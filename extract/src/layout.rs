@@ -63,6 +63,14 @@ pub fn center_y(b: &BBox) -> f64 {
     (b[1] + b[3]) / 2.0
 }
 
+/// Whether two boxes sit on one row: they overlap vertically by more than
+/// half the lower one's height.
+pub fn same_row(a: &BBox, b: &BBox) -> bool {
+    let overlap = a[3].min(b[3]) - a[1].max(b[1]);
+    let height = |r: &BBox| (r[3] - r[1]).max(1e-6);
+    overlap > 0.5 * height(a).min(height(b))
+}
+
 /// Columns a page's layout text is laid out on: enough that words of
 /// typical size keep their order and gaps.
 const MIN_COLS: f64 = 80.0;
@@ -80,15 +88,13 @@ impl PageText {
             let b = words[i].bbox;
             let h = (b[3] - b[1]).max(1e-6);
             let joined = lines.iter_mut().rev().take(3).find(|l| {
-                let overlap = b[3].min(l.bbox[3]) - b[1].max(l.bbox[1]);
-                let lh = (l.bbox[3] - l.bbox[1]).max(1e-6);
                 // A word whose box overlaps one of the line's is on another
                 // line that overlaps this one, unless both sit at the same
                 // height (OCR boxes of neighbouring words can overlap:
                 // Tesseract gave "Paper" a box reaching over "A4").
                 let level =
                     |o: &BBox| (center_y(o) - center_y(&b)).abs() < 0.25 * h.min(o[3] - o[1]);
-                overlap > 0.5 * h.min(lh)
+                same_row(&b, &l.bbox)
                     && !l.words.iter().any(|&j| {
                         let o = &words[j].bbox;
                         o[0] < b[2] && b[0] < o[2] && !level(o)

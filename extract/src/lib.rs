@@ -689,7 +689,7 @@ fn recover_missed(
         let [bx0, by0, bx1, by1] = b.map(|v| v as f64);
         let beside: Vec<&[f64; 4]> = known
             .iter()
-            .filter(|k| by1.min(k[3]) - by0.max(k[1]) > 0.5 * (by1 - by0).min(k[3] - k[1]))
+            .filter(|k| layout::same_row(k, &[bx0, by0, bx1, by1]))
             .collect();
         // Ink closer to a word on its row than a word space is that
         // word's own, outside the box Tesseract gave it ("Gl" of
@@ -754,11 +754,10 @@ fn repeats_neighbour(found: &Word, words: &[Word], word_h: f64) -> bool {
     !text.is_empty()
         && words.iter().any(|k| {
             let o = k.bbox;
-            let same_row = b[3].min(o[3]) - b[1].max(o[1]) > 0.5 * (b[3] - b[1]).min(o[3] - o[1]);
             let near = NEAR_WORD * word_h;
             let after = o[0] >= b[0] && o[0] - b[2] < near;
             let before = o[2] <= b[2] && b[0] - o[2] < near;
-            same_row
+            layout::same_row(&b, &o)
                 && ((after && fold(&k.text).starts_with(&text))
                     || (before && fold(&k.text).ends_with(&text)))
         })

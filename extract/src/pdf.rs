@@ -497,10 +497,11 @@ fn expands_beyond(filters: &[Filter], raw: &[u8], cap: u64) -> bool {
 }
 
 /// Refuse, before any page is interpreted, PDFs whose streams would make
-/// hayro allocate without bound: a stream whose deflate, LZW or RunLength
-/// filters (alone or chained) expand it beyond [`MAX_STREAM_BYTES`], or an image declaring more than `max_pixels`
-/// (a CCITT image of 100,000 x 100,000 pixels would allocate 10 GB and
-/// abort the process).
+/// hayro allocate without bound: a stream or inline image whose filters
+/// (alone or chained, see [`expands_beyond`]) expand it beyond
+/// [`MAX_STREAM_BYTES`], or an image declaring more than `max_pixels` (a
+/// CCITT image of 100,000 x 100,000 pixels would allocate 10 GB and abort
+/// the process).
 pub fn check_streams(pdf: &Pdf, max_pixels: u64) -> Result<(), Error> {
     for obj in pdf.objects() {
         let Object::Stream(stream) = obj else {
