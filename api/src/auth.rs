@@ -3,7 +3,7 @@
 //! session's CSRF token in `x-csrf-token`. Every request counts against its
 //! key's rate limit (a session's: the key it was opened with).
 
-use paperhook_core::db::accounts::{self, Account, KeyCheck};
+use paperhook_core::db::accounts::{Account, KeyCheck};
 use paperhook_core::db::sessions::{self, Session};
 use salvo::Writer;
 use salvo::http::{Method, StatusCode};
@@ -44,10 +44,7 @@ async fn authenticate(
     let limit = state.config.rate_limit();
     if let Some(value) = req.headers().get("x-auth") {
         let key = value.to_str().unwrap_or_default().trim();
-        let account = admit(
-            accounts::authenticate(&state.pool, key, limit).await?,
-            "unknown or revoked API key",
-        )?;
+        let account = admit(state.keys.check(key).await?, "unknown or revoked API key")?;
         return Ok((account, None));
     }
     let Some(token) = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned()) else {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use paperhook_core::config::Config;
 use paperhook_core::crypto::Keyring;
-use paperhook_core::db::jobs;
+use paperhook_core::db::{accounts, jobs};
 use paperhook_core::queue::{self, Waker};
 use paperhook_core::storage::Storage;
 use salvo::catcher::Catcher;
@@ -35,6 +35,8 @@ pub struct Inner {
     pub waker: Waker,
     /// Inserts concurrent submissions together.
     pub inserter: jobs::Inserter,
+    /// Checks the API keys of concurrent requests together.
+    pub keys: accounts::KeyChecker,
 }
 
 impl std::ops::Deref for AppState {
@@ -46,7 +48,7 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// Needs a Tokio runtime (it starts the [`Waker`]'s and the
-    /// [`jobs::Inserter`]'s tasks).
+    /// [`jobs::Inserter`]'s and [`accounts::KeyChecker`]'s tasks).
     pub fn new(pool: PgPool, storage: Storage, config: Config) -> anyhow::Result<AppState> {
         let keyring = config.keyring()?;
         let waker = Waker::spawn(pool.clone(), queue::kind::JOB);
@@ -55,9 +57,16 @@ impl AppState {
             config.submission_batch_max_rows as usize,
             config.submission_batch_statements as usize,
         );
+        let keys = accounts::KeyChecker::spawn(
+            pool.clone(),
+            config.rate_limit(),
+            config.auth_batch_max_keys as usize,
+            config.auth_batch_statements as usize,
+        );
         Ok(AppState(Arc::new(Inner {
             waker,
             inserter,
+            keys,
             pool,
             storage,
             config,

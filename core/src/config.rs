@@ -37,6 +37,8 @@ pub struct Config {
     pub db_acquire_timeout_secs: u64,
     pub submission_batch_max_rows: u32,
     pub submission_batch_statements: u32,
+    pub auth_batch_max_keys: u32,
+    pub auth_batch_statements: u32,
     pub migrate_on_start: bool,
     pub api_addr: String,
     pub public_url: String,
@@ -129,17 +131,18 @@ impl Config {
         if self.db_max_connections == 0 {
             return Err(invalid("db_max_connections", "must be greater than 0"));
         }
-        if self.submission_batch_max_rows == 0 {
-            return Err(invalid(
-                "submission_batch_max_rows",
-                "must be greater than 0",
-            ));
-        }
-        if self.submission_batch_statements == 0 {
-            return Err(invalid(
+        for (name, value) in [
+            ("submission_batch_max_rows", self.submission_batch_max_rows),
+            (
                 "submission_batch_statements",
-                "must be greater than 0",
-            ));
+                self.submission_batch_statements,
+            ),
+            ("auth_batch_max_keys", self.auth_batch_max_keys),
+            ("auth_batch_statements", self.auth_batch_statements),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, "must be greater than 0"));
+            }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(invalid(

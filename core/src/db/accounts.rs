@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::{FromRow, PgExecutor, PgPool};
 use uuid::Uuid;
 
+use super::batch::{Batcher, Pending, fail_all};
 use crate::crypto::{self, NewApiKey};
 
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -145,22 +146,46 @@ pub enum KeyCheck<T> {
     Invalid,
 }
 
-/// Which key row a request acts for.
-pub(crate) enum KeyRef<'a> {
-    /// Presented in `x-auth`: its public prefix and the SHA-256 of all of it.
-    Presented { prefix: &'a str, hash: &'a [u8] },
-    /// The key a dashboard session was opened with.
-    Id(Uuid),
+/// The key rows that a batch of checks acts for, one per request (the same
+/// key may come several times).
+pub(crate) enum Keys {
+    /// Presented in `x-auth`: each key's public prefix and the SHA-256 of
+    /// all of it.
+    Presented {
+        prefixes: Vec<String>,
+        hashes: Vec<Vec<u8>>,
+    },
+    /// The keys that dashboard sessions were opened with.
+    Ids(Vec<Uuid>),
 }
 
-impl KeyRef<'_> {
-    /// The WHERE condition on `k`, its parameters numbered from `$first`.
-    fn condition(&self, first: usize) -> String {
+impl Keys {
+    fn len(&self) -> usize {
         match self {
-            KeyRef::Presented { .. } => {
-                format!("k.prefix = ${first} AND k.key_hash = ${}", first + 1)
-            }
-            KeyRef::Id(_) => format!("k.id = ${first}"),
+            Keys::Presented { prefixes, .. } => prefixes.len(),
+            Keys::Ids(ids) => ids.len(),
+        }
+    }
+
+    /// The requests counted per key (`req`), with its parameters numbered
+    /// from `$first`, and the condition joining `req` to a key row `k`.
+    fn requests(&self, first: usize) -> (String, &'static str) {
+        match self {
+            Keys::Presented { .. } => (
+                format!(
+                    "SELECT prefix, hash, count(*) AS n
+                     FROM unnest(${first}::text[], ${}::bytea[]) AS r(prefix, hash)
+                     GROUP BY prefix, hash",
+                    first + 1
+                ),
+                "k.prefix = req.prefix AND k.key_hash = req.hash",
+            ),
+            Keys::Ids(_) => (
+                format!(
+                    "SELECT id, count(*) AS n FROM unnest(${first}::uuid[]) AS r(id) GROUP BY id"
+                ),
+                "k.id = req.id",
+            ),
         }
     }
 }
@@ -172,63 +197,81 @@ struct CheckedRow {
     credits: i64,
     created_at: DateTime<Utc>,
     key_id: Uuid,
+    prefix: String,
     key_hash: Vec<u8>,
-    allowed: bool,
+    /// How many of this key's requests in the batch are within its budget.
+    allowed: i64,
+    /// For the others: seconds until the budget has room for one more.
     wait_secs: f64,
     stale: bool,
 }
 
-/// The key's row is locked for this one statement, which finds it, takes a
-/// request from its budget and returns its account: one round trip. Its commit
-/// does not wait for a WAL flush (`synchronous_commit` off for this
-/// transaction only): the budget needs no durability, and a busy key's
-/// requests would otherwise queue behind each other's flushes.
-fn limited_sql(condition: &str) -> String {
+/// The key rows are locked (in id order, so that concurrent batches cannot
+/// deadlock) for this one statement, which finds them, takes each key's
+/// requests from its budget (as many as fit, GCRA) and returns their
+/// accounts: one round trip. Its commit does not wait for a WAL flush
+/// (`synchronous_commit` off for this transaction only): the budget needs
+/// no durability, and a busy key's requests would otherwise queue behind
+/// each other's flushes.
+fn limited_sql(keys: &Keys) -> String {
+    let (requests, join) = keys.requests(3);
     format!(
-        "WITH key AS (
-             SELECT k.id, k.account_id, k.key_hash, greatest(k.rate_tat, now()) AS tat,
+        "WITH req AS ({requests}), key AS (
+             SELECT k.id, k.account_id, k.prefix, k.key_hash, req.n,
+                    greatest(k.rate_tat, now()) AS tat,
                     set_config('synchronous_commit', 'off', true) AS async_commit
-             FROM api_keys k
-             WHERE {condition} AND k.revoked_at IS NULL
+             FROM req JOIN api_keys k ON {join}
+             WHERE k.revoked_at IS NULL
+             ORDER BY k.id
              FOR UPDATE OF k
          ), verdict AS (
-             SELECT key.*, key.tat <= now() + make_interval(secs => $2) AS allowed FROM key
+             -- The i-th request (from 0) fits if tat + i * interval <= now + tolerance.
+             SELECT key.*, least(key.n, greatest(0::float8,
+                        floor((extract(epoch FROM now() - key.tat)::float8 + $2) / $1) + 1))::int8
+                        AS allowed
+             FROM key
          ), touched AS (
              UPDATE api_keys k SET
-                 rate_tat = CASE WHEN v.allowed
-                     THEN v.tat + make_interval(secs => $1) ELSE k.rate_tat END,
-                 last_used_at = CASE WHEN v.allowed THEN now() ELSE k.last_used_at END
+                 rate_tat = CASE WHEN v.allowed > 0
+                     THEN v.tat + make_interval(secs => $1 * v.allowed) ELSE k.rate_tat END,
+                 last_used_at = CASE WHEN v.allowed > 0 THEN now() ELSE k.last_used_at END
              FROM verdict v WHERE k.id = v.id
          )
-         SELECT a.id, a.name, a.credits, a.created_at, v.id AS key_id, v.key_hash, v.allowed,
-                extract(epoch FROM v.tat - now())::float8 - $2 AS wait_secs, false AS stale
+         SELECT a.id, a.name, a.credits, a.created_at, v.id AS key_id, v.prefix, v.key_hash,
+                v.allowed, extract(epoch FROM v.tat - now())::float8 + $1 * v.allowed - $2
+                    AS wait_secs,
+                false AS stale
          FROM verdict v JOIN accounts a ON a.id = v.account_id"
     )
 }
 
 /// The same lookup without a budget: a read only.
-fn unlimited_sql(condition: &str) -> String {
+fn unlimited_sql(keys: &Keys) -> String {
+    let (requests, join) = keys.requests(1);
     format!(
-        "SELECT a.id, a.name, a.credits, a.created_at, k.id AS key_id, k.key_hash,
-                true AS allowed, 0::float8 AS wait_secs,
+        "WITH req AS ({requests})
+         SELECT a.id, a.name, a.credits, a.created_at, k.id AS key_id, k.prefix, k.key_hash,
+                req.n AS allowed, 0::float8 AS wait_secs,
                 coalesce(k.last_used_at < now() - interval '1 minute', true) AS stale
-         FROM api_keys k JOIN accounts a ON a.id = k.account_id
-         WHERE {condition} AND k.revoked_at IS NULL"
+         FROM req JOIN api_keys k ON {join} JOIN accounts a ON a.id = k.account_id
+         WHERE k.revoked_at IS NULL"
     )
 }
 
-/// Looks a key up and takes one request from its budget; returns the
-/// account and the key's SHA-256 for the caller to verify.
-pub(crate) async fn check_key(
+/// Looks keys up and takes one request each from their budgets, in one
+/// statement; for each request in order, its account and the key's SHA-256
+/// for the caller to verify. When the same key comes more often than its
+/// budget allows, its first requests are the ones let through.
+pub(crate) async fn check_keys(
     pool: &PgPool,
-    key: KeyRef<'_>,
+    keys: &Keys,
     limit: RateLimit,
-) -> sqlx::Result<KeyCheck<(Account, Vec<u8>)>> {
+) -> sqlx::Result<Vec<Checked>> {
     let limited = limit.per_sec > 0;
     let sql = if limited {
-        limited_sql(&key.condition(3))
+        limited_sql(keys)
     } else {
-        unlimited_sql(&key.condition(1))
+        unlimited_sql(keys)
     };
     let mut query = sqlx::query_as::<_, CheckedRow>(sqlx::AssertSqlSafe(sql));
     if limited {
@@ -236,35 +279,61 @@ pub(crate) async fn check_key(
             .bind(limit.interval_secs())
             .bind(limit.tolerance_secs());
     }
-    query = match key {
-        KeyRef::Presented { prefix, hash } => query.bind(prefix).bind(hash),
-        KeyRef::Id(id) => query.bind(id),
+    query = match keys {
+        Keys::Presented { prefixes, hashes } => query.bind(prefixes).bind(hashes),
+        Keys::Ids(ids) => query.bind(ids),
     };
-    let Some(row) = query.fetch_optional(pool).await? else {
-        return Ok(KeyCheck::Invalid);
-    };
-    if !row.allowed {
-        return Ok(KeyCheck::RateLimited {
-            retry_after_secs: (row.wait_secs.ceil() as u64).max(1),
-        });
-    }
+    let rows = query.fetch_all(pool).await?;
     // Without a budget to write, last_used_at is written at most once a
     // minute per key, not on every request.
-    if row.stale {
-        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1")
-            .bind(row.key_id)
+    let stale: Vec<Uuid> = rows.iter().filter(|r| r.stale).map(|r| r.key_id).collect();
+    if !stale.is_empty() {
+        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)")
+            .bind(&stale)
             .execute(pool)
             .await?;
     }
-    Ok(KeyCheck::Valid((
-        Account {
-            id: row.id,
-            name: row.name,
-            credits: row.credits,
-            created_at: row.created_at,
-        },
-        row.key_hash,
-    )))
+    let mut seen = vec![0i64; rows.len()];
+    Ok((0..keys.len())
+        .map(|i| {
+            let Some(at) = rows.iter().position(|r| match keys {
+                Keys::Presented { prefixes, hashes } => {
+                    r.prefix == prefixes[i] && r.key_hash == hashes[i]
+                }
+                Keys::Ids(ids) => r.key_id == ids[i],
+            }) else {
+                return KeyCheck::Invalid;
+            };
+            let row = &rows[at];
+            seen[at] += 1;
+            if seen[at] > row.allowed {
+                return KeyCheck::RateLimited {
+                    retry_after_secs: (row.wait_secs.ceil() as u64).max(1),
+                };
+            }
+            KeyCheck::Valid((
+                Account {
+                    id: row.id,
+                    name: row.name.clone(),
+                    credits: row.credits,
+                    created_at: row.created_at,
+                },
+                row.key_hash.clone(),
+            ))
+        })
+        .collect())
+}
+
+/// The account of a valid presented key, from its check: the stored hash
+/// is compared again in constant time.
+fn admit_presented(key: &str, check: Checked) -> KeyCheck<Account> {
+    match check {
+        KeyCheck::Valid((account, stored)) if crypto::verify_api_key(key, &stored) => {
+            KeyCheck::Valid(account)
+        }
+        KeyCheck::Valid(_) | KeyCheck::Invalid => KeyCheck::Invalid,
+        KeyCheck::RateLimited { retry_after_secs } => KeyCheck::RateLimited { retry_after_secs },
+    }
 }
 
 /// The account a presented key belongs to, if the key is valid, not revoked
@@ -281,27 +350,60 @@ pub async fn authenticate(
     let Some(prefix) = crypto::api_key_prefix(key) else {
         return Ok(KeyCheck::Invalid);
     };
-    let hash = crypto::hash_api_key(key);
-    Ok(
-        match check_key(
-            pool,
-            KeyRef::Presented {
-                prefix,
-                hash: &hash,
-            },
-            limit,
-        )
-        .await?
-        {
-            KeyCheck::Valid((account, stored)) if crypto::verify_api_key(key, &stored) => {
-                KeyCheck::Valid(account)
+    let keys = Keys::Presented {
+        prefixes: vec![prefix.to_owned()],
+        hashes: vec![crypto::hash_api_key(key)],
+    };
+    let check = check_keys(pool, &keys, limit).await?.pop();
+    Ok(admit_presented(key, check.unwrap_or(KeyCheck::Invalid)))
+}
+
+/// [`authenticate`] for the API keys that concurrent requests present,
+/// several to a statement (see [`super::batch`]): a busy API process checks
+/// keys in a few round trips per batch of requests instead of one per
+/// request. Each request keeps its own answer.
+#[derive(Clone, Debug)]
+pub struct KeyChecker {
+    batcher: Batcher<Presented, Checked>,
+}
+
+/// A presented key's prefix and SHA-256.
+type Presented = (String, Vec<u8>);
+/// A key's check, with its stored SHA-256 for the caller to verify.
+type Checked = KeyCheck<(Account, Vec<u8>)>;
+
+impl KeyChecker {
+    /// Starts the batching task on the current Tokio runtime: statements of
+    /// at most `max_keys` requests, at most `statements` of them at once.
+    pub fn spawn(pool: PgPool, limit: RateLimit, max_keys: usize, statements: usize) -> Self {
+        let batcher = Batcher::spawn(max_keys, statements, move |batch| {
+            let pool = pool.clone();
+            async move { check_batch(&pool, limit, batch).await }
+        });
+        KeyChecker { batcher }
+    }
+
+    /// [`authenticate`], with the keys of concurrent callers.
+    pub async fn check(&self, key: &str) -> sqlx::Result<KeyCheck<Account>> {
+        let Some(prefix) = crypto::api_key_prefix(key) else {
+            return Ok(KeyCheck::Invalid);
+        };
+        let hash = crypto::hash_api_key(key);
+        let check = self.batcher.call((prefix.to_owned(), hash)).await?;
+        Ok(admit_presented(key, check))
+    }
+}
+
+async fn check_batch(pool: &PgPool, limit: RateLimit, batch: Vec<Pending<Presented, Checked>>) {
+    let (prefixes, hashes) = batch.iter().map(|p| p.item.clone()).unzip();
+    match check_keys(pool, &Keys::Presented { prefixes, hashes }, limit).await {
+        Ok(checks) => {
+            for (p, check) in batch.into_iter().zip(checks) {
+                let _ = p.done.send(Ok(check));
             }
-            KeyCheck::Valid(_) | KeyCheck::Invalid => KeyCheck::Invalid,
-            KeyCheck::RateLimited { retry_after_secs } => {
-                KeyCheck::RateLimited { retry_after_secs }
-            }
-        },
-    )
+        }
+        Err(err) => fail_all(batch, &err),
+    }
 }
 
 /// Adds credits with a ledger entry; `None` if the account does not exist.
@@ -349,4 +451,122 @@ pub async fn ledger(
     .bind(limit)
     .fetch_all(db)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1 request a second, bursts of 3.
+    const STRICT: RateLimit = RateLimit {
+        per_sec: 1,
+        burst: 3,
+    };
+
+    async fn database() -> PgPool {
+        let pool = PgPool::connect(&crate::testing::fresh_database().await)
+            .await
+            .unwrap();
+        crate::db::migrate(&pool).await.unwrap();
+        pool
+    }
+
+    /// Checks of many keys at once share statements, and each request still
+    /// gets its own answer: over its key's budget 429, a wrong secret, a
+    /// revoked or malformed key 401, the rest its account.
+    #[tokio::test]
+    async fn concurrent_key_checks_share_statements_and_keep_their_own_answers() {
+        let pool = database().await;
+        let (a, first) = create(&pool, "A", 0).await.unwrap();
+        let (b, other) = create(&pool, "B", 0).await.unwrap();
+        let revoked = create_key(&pool, a.id).await.unwrap().unwrap();
+        revoke_key(&pool, &revoked.prefix, Some(a.id))
+            .await
+            .unwrap();
+        let mut keys = vec![first.key.clone()];
+        for _ in 0..39 {
+            keys.push(create_key(&pool, a.id).await.unwrap().unwrap().key);
+        }
+        // One statement at a time, at most 16 keys to it. The test's runtime
+        // has one thread: every check is queued before the first one runs.
+        let checker = KeyChecker::spawn(pool.clone(), STRICT, 16, 1);
+
+        // 40 keys once each: batches of 16, 16 and 8, every key let through.
+        let started = std::time::Instant::now();
+        let checks = futures::future::join_all(keys.iter().map(|k| checker.check(k))).await;
+        for check in checks {
+            assert!(matches!(check.unwrap(), KeyCheck::Valid(ref acc) if acc.id == a.id));
+        }
+        // Rows updated by one statement share its transaction id.
+        let xmins: Vec<String> = futures::future::join_all(keys.iter().map(|k| {
+            sqlx::query_scalar("SELECT xmin::text FROM api_keys WHERE prefix = $1")
+                .bind(crypto::api_key_prefix(k).unwrap())
+                .fetch_one(&pool)
+        }))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        let statements = |range: std::ops::Range<usize>| {
+            xmins[range]
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        assert_eq!(
+            (statements(0..16), statements(16..32), statements(32..40)),
+            (1, 1, 1),
+            "16, 16 and 8 keys to a statement"
+        );
+        assert_eq!(statements(0..40), 3);
+
+        // The first key again, 10 times (its budget of 3 has 2 left, plus
+        // what a second of refill adds), mixed with other accounts' keys
+        // and bad ones, all in one statement.
+        let tampered = {
+            let mut k = first.key.clone();
+            let last = k.pop().unwrap();
+            k.push(if last == 'A' { 'B' } else { 'A' });
+            k
+        };
+        let mut batch: Vec<&str> = vec![&first.key; 10];
+        batch.extend([
+            other.key.as_str(),
+            &tampered,
+            &revoked.key,
+            "not-a-key",
+            &keys[1],
+        ]);
+        let checks = futures::future::join_all(batch.iter().map(|k| checker.check(k))).await;
+        let refill = started.elapsed().as_secs() as usize;
+        let mut checks = checks.into_iter().map(Result::unwrap);
+        let same_key: Vec<_> = checks.by_ref().take(10).collect();
+        let passed = same_key
+            .iter()
+            .take_while(|c| matches!(c, KeyCheck::Valid(_)))
+            .count();
+        assert!(
+            (2..=2 + refill + 1).contains(&passed),
+            "{passed} of 10 passed a budget with 2 left after {refill} s"
+        );
+        for refused in &same_key[passed..] {
+            assert!(
+                matches!(
+                    refused,
+                    KeyCheck::RateLimited {
+                        retry_after_secs: 1..=2
+                    }
+                ),
+                "{refused:?}"
+            );
+        }
+        assert!(matches!(checks.next(), Some(KeyCheck::Valid(acc)) if acc.id == b.id));
+        for what in ["tampered", "revoked", "malformed"] {
+            assert!(
+                matches!(checks.next(), Some(KeyCheck::Invalid)),
+                "{what} key"
+            );
+        }
+        assert!(matches!(checks.next(), Some(KeyCheck::Valid(acc)) if acc.id == a.id));
+    }
 }

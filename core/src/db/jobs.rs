@@ -5,6 +5,8 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
+use super::batch::{Batcher, Pending, fail_all};
+
 #[derive(Debug, Clone, FromRow)]
 pub struct JobRow {
     pub id: Uuid,
@@ -124,13 +126,7 @@ pub async fn insert_and_enqueue(
 /// [`insert_and_enqueue`], which releases expired keys first).
 #[derive(Clone, Debug)]
 pub struct Inserter {
-    pending: tokio::sync::mpsc::Sender<Pending>,
-}
-
-#[derive(Debug)]
-struct Pending {
-    job: NewJob,
-    done: tokio::sync::oneshot::Sender<sqlx::Result<Option<JobRow>>>,
+    batcher: Batcher<NewJob, Option<JobRow>>,
 }
 
 impl Inserter {
@@ -138,49 +134,29 @@ impl Inserter {
     /// statements of at most `max_rows` rows, at most `statements` of them
     /// running at once. It ends when the last clone is dropped.
     pub fn spawn(pool: sqlx::PgPool, max_rows: usize, statements: usize) -> Inserter {
-        let max_rows = max_rows.max(1);
-        let (pending, mut queued) = tokio::sync::mpsc::channel::<Pending>(max_rows * 4);
-        let running = std::sync::Arc::new(tokio::sync::Semaphore::new(statements.max(1)));
-        tokio::spawn(async move {
-            loop {
-                let Ok(permit) = running.clone().acquire_owned().await else {
-                    return;
-                };
-                let mut batch = Vec::with_capacity(max_rows);
-                if queued.recv_many(&mut batch, max_rows).await == 0 {
-                    return;
-                }
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    insert_batch(&pool, batch).await;
-                    drop(permit);
-                });
-            }
+        let batcher = Batcher::spawn(max_rows, statements, move |batch| {
+            let pool = pool.clone();
+            async move { insert_batch(&pool, batch).await }
         });
-        Inserter { pending }
+        Inserter { batcher }
     }
 
     /// Inserts `job` and its queue task with those of concurrent callers;
     /// see [`insert_and_enqueue`] for the outcome.
     pub async fn insert(&self, job: NewJob) -> sqlx::Result<Option<JobRow>> {
         debug_assert!(job.idempotency_key.is_none());
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        self.pending
-            .send(Pending { job, done })
-            .await
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        outcome.await.map_err(|_| sqlx::Error::WorkerCrashed)?
+        self.batcher.call(job).await
     }
 }
 
-async fn insert_batch(pool: &sqlx::PgPool, batch: Vec<Pending>) {
-    let jobs: Vec<&NewJob> = batch.iter().map(|p| &p.job).collect();
+async fn insert_batch(pool: &sqlx::PgPool, batch: Vec<Pending<NewJob, Option<JobRow>>>) {
+    let jobs: Vec<&NewJob> = batch.iter().map(|p| &p.item).collect();
     match insert_many(pool, &jobs).await {
         Ok(rows) => {
             let mut rows: std::collections::HashMap<Uuid, JobRow> =
                 rows.into_iter().map(|row| (row.id, row)).collect();
             for p in batch {
-                let row = rows.remove(&p.job.id);
+                let row = rows.remove(&p.item.id);
                 let _ = p.done.send(Ok(row));
             }
         }
@@ -188,24 +164,14 @@ async fn insert_batch(pool: &sqlx::PgPool, batch: Vec<Pending>) {
         // row alone so that only the offending request fails.
         Err(err @ sqlx::Error::Database(_)) if !super::is_unavailable(&err) => {
             let retries = batch.into_iter().map(|p| async move {
-                let row = insert_many(pool, &[&p.job])
+                let row = insert_many(pool, &[&p.item])
                     .await
                     .map(|mut rows| rows.pop());
                 let _ = p.done.send(row);
             });
             futures::future::join_all(retries).await;
         }
-        Err(err) => {
-            let unavailable = super::is_unavailable(&err);
-            for p in batch {
-                let copy = if unavailable {
-                    sqlx::Error::Io(std::io::Error::other(err.to_string()))
-                } else {
-                    sqlx::Error::Protocol(err.to_string())
-                };
-                let _ = p.done.send(Err(copy));
-            }
-        }
+        Err(err) => fail_all(batch, &err),
     }
 }
 

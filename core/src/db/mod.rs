@@ -2,6 +2,7 @@
 //! next to their row types.
 
 pub mod accounts;
+pub mod batch;
 pub mod deliveries;
 pub mod documents;
 pub mod jobs;

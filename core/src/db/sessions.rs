@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::accounts::{Account, KeyCheck, KeyRef, RateLimit, check_key};
+use super::accounts::{Account, KeyCheck, Keys, RateLimit, check_keys};
 use crate::crypto;
 
 #[derive(Debug, Clone, FromRow)]
@@ -72,7 +72,10 @@ pub async fn authenticate(
     let Some((id, account_id, csrf_token, expires_at, key_id)) = row else {
         return Ok(KeyCheck::Invalid);
     };
-    Ok(match check_key(pool, KeyRef::Id(key_id), limit).await? {
+    let check = check_keys(pool, &Keys::Ids(vec![key_id]), limit)
+        .await?
+        .pop();
+    Ok(match check.unwrap_or(KeyCheck::Invalid) {
         KeyCheck::Valid((account, _)) => KeyCheck::Valid((
             Session {
                 id,
