@@ -44,8 +44,15 @@ pub enum Error {
     },
     #[error("processing took longer than the limit of {limit_ms} ms (at page {page})")]
     Timeout { page: u32, limit_ms: u64 },
-    #[error("the document does not match the template: keyword {keyword:?} was not found")]
-    TemplateMismatch { keyword: String },
+    #[error(
+        "the document does not match the template: keyword {keyword:?} was not found{}",
+        if *.no_text { "; no text could be read from any page (a blank page, or a damaged or truncated file)" } else { "" }
+    )]
+    TemplateMismatch {
+        keyword: String,
+        /// No page gave any text at all: the keyword is not the problem.
+        no_text: bool,
+    },
     #[error("OCR failed: {detail}")]
     Ocr { detail: String },
     #[error("invalid template: {0}")]

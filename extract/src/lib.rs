@@ -842,7 +842,10 @@ pub fn extract(doc: &[u8], template: &Template, opts: &Options) -> Result<Extrac
             .iter()
             .find(|k| !all.contains(&normalise_ws(k)))
         {
-            return Err(Error::TemplateMismatch { keyword: k.clone() });
+            return Err(Error::TemplateMismatch {
+                keyword: k.clone(),
+                no_text: all.trim().is_empty(),
+            });
         }
     }
     let languages = opts.languages.as_ref().unwrap_or(&template.languages);

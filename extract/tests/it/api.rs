@@ -13,6 +13,17 @@ fn keywords_decide_whether_a_template_applies() {
     let err = extract(&receipt.pdf, &invoice.template, &Options::default()).unwrap_err();
     assert_eq!(err.code(), "template_mismatch");
     assert!(err.to_string().contains("\"Invoice\""), "{err}");
+    assert!(!err.to_string().contains("no text"), "{err}");
+    // A page with nothing on it (no text layer, nothing for OCR to read)
+    // says so: the keyword is not what the user should look at.
+    let blank = write_pdf(&[Page::a4()]);
+    let err = extract(&blank, &invoice.template, &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "template_mismatch");
+    assert!(
+        err.to_string()
+            .contains("no text could be read from any page"),
+        "{err}"
+    );
 }
 
 #[test]
