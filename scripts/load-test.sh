@@ -13,7 +13,9 @@
 # Also prints the CPU time the API and PostgreSQL used per submission (the
 # two share the machine's cores with wrk). LOAD_PROFILE=1 records the API
 # with `perf record -e cpu-clock -g` during the run and prints the top of
-# the report.
+# the report; LOAD_PROFILE=all records the whole machine and prints the
+# share of each program, then the top of PostgreSQL's report. The perf
+# data stays in LOAD_PROFILE_OUT if set.
 #
 # Needs PAPERHOOK_TEST_DATABASE_URL (a superuser URL) and CARGO_TARGET_DIR.
 set -euo pipefail
@@ -86,17 +88,26 @@ db_stats() {
 api_pid=${pids[0]}
 read -r -d '' api0 pg0 < <(cpu_secs "$api_pid") || true
 stats0=$(db_stats)
-if [ -n "${LOAD_PROFILE:-}" ]; then
-    perf record -q -e cpu-clock -g -p "$api_pid" -o "$work/perf.data" -- sleep "$secs" 2>/dev/null &
+perf_data="${LOAD_PROFILE_OUT:-$work/perf.data}"
+if [ "${LOAD_PROFILE:-}" = all ]; then
+    perf record -q -a -e cpu-clock -g -o "$perf_data" -- sleep "$secs" 2>/dev/null &
+    perf_pid=$!
+elif [ -n "${LOAD_PROFILE:-}" ]; then
+    perf record -q -e cpu-clock -g -p "$api_pid" -o "$perf_data" -- sleep "$secs" 2>/dev/null &
     perf_pid=$!
 fi
 wrk -t2 -c"$conns" -d"${secs}s" --timeout 10s -s "$work/submit.lua" "http://127.0.0.1:$port/process-job" | tee "$work/wrk.out"
 read -r -d '' api1 pg1 < <(cpu_secs "$api_pid") || true
 stats1=$(db_stats)
-if [ -n "${LOAD_PROFILE:-}" ]; then
+if [ "${LOAD_PROFILE:-}" = all ]; then
     wait "$perf_pid" || true
-    perf report -q -i "$work/perf.data" --no-children -g none --sort dso 2>/dev/null | head -8 || true
-    perf report -q -i "$work/perf.data" --children -g none --sort sym --percent-limit 3 2>/dev/null |
+    perf report -q -i "$perf_data" --no-children -g none --sort comm 2>/dev/null | head -8 || true
+    perf report -q -i "$perf_data" --comms postgres --children -g none --sort sym \
+        --percent-limit 2 2>/dev/null | head -60 || true
+elif [ -n "${LOAD_PROFILE:-}" ]; then
+    wait "$perf_pid" || true
+    perf report -q -i "$perf_data" --no-children -g none --sort dso 2>/dev/null | head -8 || true
+    perf report -q -i "$perf_data" --children -g none --sort sym --percent-limit 3 2>/dev/null |
         head -60 || true
 fi
 result=$(grep '^RESULT' "$work/wrk.out")

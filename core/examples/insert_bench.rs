@@ -5,6 +5,12 @@
 //! `jobs::Inserter` that `POST /process-job` uses, in the same run on the
 //! same fresh database. No HTTP, no file store: the database's side alone.
 //!
+//! Then the same for the API key check that every request runs first:
+//! `accounts::authenticate` (one statement per check) against the batching
+//! `accounts::KeyChecker`, without a rate limit (a read) and with one (the
+//! key's budget is written on every check; set high enough that none is
+//! refused), all clients presenting the same key.
+//!
 //! `PAPERHOOK_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
 //!  cargo run --release -p paperhook-core --example insert_bench [CLIENTS] [SECONDS]`
 
@@ -26,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         .connect(&url)
         .await?;
     db::migrate(&pool).await?;
-    let (account, _) = accounts::create(&pool, "Bench", 0).await?;
+    let (account, key) = accounts::create(&pool, "Bench", 0).await?;
     let write = templates::TemplateWrite {
         name: "bench".into(),
         spec: serde_json::json!({"fields": []}),
@@ -78,10 +84,56 @@ async fn main() -> anyhow::Result<()> {
             batched / single
         );
     }
+    for (what, limit) in [
+        (
+            "no rate limit",
+            accounts::RateLimit {
+                per_sec: 0,
+                burst: 0,
+            },
+        ),
+        (
+            "rate limit",
+            accounts::RateLimit {
+                per_sec: 1_000_000,
+                burst: 1_000_000,
+            },
+        ),
+    ] {
+        let single = {
+            let (pool, key) = (pool.clone(), key.key.clone());
+            run(clients, secs, move || {
+                let (pool, key) = (pool.clone(), key.clone());
+                async move { valid(accounts::authenticate(&pool, &key, limit).await) }
+            })
+            .await
+        };
+        let checker = accounts::KeyChecker::spawn(pool.clone(), limit, 64, 2);
+        let batched = {
+            let key = key.key.clone();
+            run(clients, secs, move || {
+                let (checker, key) = (checker.clone(), key.clone());
+                async move { valid(checker.check(&key).await) }
+            })
+            .await
+        };
+        println!(
+            "key checks, {what}: one statement per check {single:.0}/s, batched (KeyChecker, 2 statements at once) {batched:.0}/s, {:.2}x",
+            batched / single
+        );
+    }
     Ok(())
 }
 
-/// Jobs per second that `clients` loops of `insert` manage in `secs`.
+/// A check that let the key through, or an error.
+fn valid(check: sqlx::Result<accounts::KeyCheck<accounts::Account>>) -> sqlx::Result<()> {
+    match check? {
+        accounts::KeyCheck::Valid(_) => Ok(()),
+        other => Err(sqlx::Error::Protocol(format!("key refused: {other:?}"))),
+    }
+}
+
+/// Operations per second that `clients` loops of `insert` manage in `secs`.
 async fn run<F, Fut>(clients: usize, secs: u64, insert: F) -> f64
 where
     F: Fn() -> Fut + Clone + Send + 'static,
