@@ -43,6 +43,7 @@ pub struct Config {
     pub api_addr: String,
     pub public_url: String,
     pub storage_url: String,
+    pub storage_fsync: bool,
     pub s3_region: String,
     pub s3_endpoint: String,
     pub s3_force_path_style: bool,

@@ -38,6 +38,10 @@ pub enum Storage {
 #[derive(Debug, Clone)]
 pub struct FsStorage {
     root: PathBuf,
+    /// Flush each file and its directory entry to the disk before a write
+    /// returns (`storage_fsync`), so an accepted document survives a crash
+    /// or power loss as its job row does.
+    fsync: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -81,7 +85,9 @@ fn io_err(key: &str) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 impl Storage {
     pub async fn from_config(config: &Config) -> anyhow::Result<Storage> {
         Ok(match config.storage_location()? {
-            StorageLocation::File(root) => Storage::Fs(FsStorage::new(root).await?),
+            StorageLocation::File(root) => {
+                Storage::Fs(FsStorage::new(root, config.storage_fsync).await?)
+            }
             StorageLocation::S3 { bucket, prefix } => {
                 Storage::S3(S3Storage::new(config, bucket, prefix).await)
             }
@@ -217,9 +223,9 @@ impl Storage {
 }
 
 impl FsStorage {
-    pub async fn new(root: PathBuf) -> std::io::Result<FsStorage> {
+    pub async fn new(root: PathBuf, fsync: bool) -> std::io::Result<FsStorage> {
         tokio::fs::create_dir_all(root.join(".tmp")).await?;
-        Ok(FsStorage { root })
+        Ok(FsStorage { root, fsync })
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -240,6 +246,7 @@ impl FsStorage {
 
     async fn put_new_bytes(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         let dest = self.path(key);
+        let (root, fsync) = (self.root.clone(), self.fsync);
         blocking(move || {
             use std::io::Write;
             let create = || {
@@ -248,16 +255,24 @@ impl FsStorage {
                     .create_new(true)
                     .open(&dest)
             };
+            let mut created_dirs = false;
             let mut file = match create() {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     if let Some(parent) = dest.parent() {
                         std::fs::create_dir_all(parent)?;
+                        created_dirs = true;
                     }
                     create()?
                 }
                 other => other?,
             };
-            let written = file.write_all(&data);
+            let written = file.write_all(&data).and_then(|()| {
+                if fsync {
+                    file.sync_data()?;
+                    sync_dirs(&root, &dest, created_dirs)?;
+                }
+                Ok(())
+            });
             if written.is_err() {
                 drop(file);
                 let _ = std::fs::remove_file(&dest);
@@ -281,12 +296,20 @@ impl FsStorage {
             .join(".tmp")
             .join(uuid::Uuid::new_v4().to_string());
         let dest = self.path(key);
+        let (root, fsync) = (self.root.clone(), self.fsync);
         blocking(move || {
             let written = write(&tmp).and_then(|size| {
-                if let Some(parent) = dest.parent() {
+                if fsync {
+                    std::fs::File::open(&tmp)?.sync_data()?;
+                }
+                let parent = dest.parent().filter(|p| !p.exists());
+                if let Some(parent) = parent {
                     std::fs::create_dir_all(parent)?;
                 }
                 std::fs::rename(&tmp, &dest)?;
+                if fsync {
+                    sync_dirs(&root, &dest, parent.is_some())?;
+                }
                 Ok(size)
             });
             if written.is_err() {
@@ -297,6 +320,20 @@ impl FsStorage {
         .await
         .map_err(io_err(key))
     }
+}
+
+/// Flushes the directory entry of `file` to the disk: its folder's and, when
+/// the write created folders, theirs up to `root` as well.
+fn sync_dirs(root: &Path, file: &Path, created_dirs: bool) -> std::io::Result<()> {
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        std::fs::File::open(d)?.sync_all()?;
+        if !created_dirs || d == root || !d.starts_with(root) {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
 }
 
 /// Runs file system work on the blocking pool; a panic in it is an error.

@@ -188,13 +188,14 @@ async fn a_hung_s3_server_is_a_503_not_a_hang() {
 
 #[tokio::test]
 async fn new_keys_are_written_in_place_and_never_overwrite() {
-    for local in [true, false] {
+    // The local store with and without flushing to the disk, then S3.
+    for (local, fsync) in [(true, true), (true, false), (false, true)] {
         let kind = if local {
             StorageKind::Fs
         } else {
             StorageKind::S3
         };
-        let app = TestApp::spawn_with(kind, |_| {}).await;
+        let app = TestApp::spawn_with(kind, |c| c.storage_fsync = fsync).await;
         let s = &app.storage;
         // A folder that does not exist yet is made.
         s.put_new_bytes(
@@ -224,6 +225,17 @@ async fn new_keys_are_written_in_place_and_never_overwrite() {
             // Still the one file.
             let (listed, _) = s.list("documents/", None).await.unwrap();
             assert_eq!(listed.len(), 1, "{listed:?}");
+            // The worker's writes (temporary file, then rename) into new
+            // folders, and over an existing key.
+            for data in [&b"one"[..], b"two"] {
+                s.put_bytes("documents/other/deep/r", bytes::Bytes::from(data))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    s.get("documents/other/deep/r").await.unwrap().as_ref(),
+                    data
+                );
+            }
         }
     }
 }
