@@ -42,7 +42,25 @@ pub struct FsStorage {
     /// returns (`storage_fsync`), so an accepted document survives a crash
     /// or power loss as its job row does.
     fsync: bool,
+    /// Folders this process has flushed into their parents, up to the root.
+    durable: std::sync::Arc<DurableDirs>,
 }
+
+/// The folders known to be on the disk: their entries, and their parents'
+/// up to the root, were flushed after they existed. Folders are never
+/// removed, so a folder stays durable once it is. Writing into a folder not
+/// in the set flushes its ancestors first, whoever created it: a concurrent
+/// writer (or another process) may have just made it and not yet flushed it.
+#[derive(Debug, Default)]
+struct DurableDirs {
+    dirs: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Directory flushes done, for tests.
+    syncs: std::sync::atomic::AtomicU64,
+}
+
+/// The set holds a folder per account; past this many it starts over (the
+/// folders are flushed again on their next write).
+const DURABLE_DIRS_MAX: usize = 65_536;
 
 #[derive(Debug, Clone)]
 pub struct S3Storage {
@@ -225,7 +243,18 @@ impl Storage {
 impl FsStorage {
     pub async fn new(root: PathBuf, fsync: bool) -> std::io::Result<FsStorage> {
         tokio::fs::create_dir_all(root.join(".tmp")).await?;
-        Ok(FsStorage { root, fsync })
+        Ok(FsStorage {
+            root,
+            fsync,
+            durable: Default::default(),
+        })
+    }
+
+    /// How many directories this store has flushed to the disk.
+    pub fn dir_syncs(&self) -> u64 {
+        self.durable
+            .syncs
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -246,7 +275,7 @@ impl FsStorage {
 
     async fn put_new_bytes(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         let dest = self.path(key);
-        let (root, fsync) = (self.root.clone(), self.fsync);
+        let (root, fsync, durable) = (self.root.clone(), self.fsync, self.durable.clone());
         blocking(move || {
             use std::io::Write;
             let create = || {
@@ -255,12 +284,10 @@ impl FsStorage {
                     .create_new(true)
                     .open(&dest)
             };
-            let mut created_dirs = false;
             let mut file = match create() {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     if let Some(parent) = dest.parent() {
                         std::fs::create_dir_all(parent)?;
-                        created_dirs = true;
                     }
                     create()?
                 }
@@ -269,7 +296,7 @@ impl FsStorage {
             let written = file.write_all(&data).and_then(|()| {
                 if fsync {
                     file.sync_data()?;
-                    sync_dirs(&root, &dest, created_dirs)?;
+                    durable.sync(&root, &dest)?;
                 }
                 Ok(())
             });
@@ -296,7 +323,7 @@ impl FsStorage {
             .join(".tmp")
             .join(uuid::Uuid::new_v4().to_string());
         let dest = self.path(key);
-        let (root, fsync) = (self.root.clone(), self.fsync);
+        let (root, fsync, durable) = (self.root.clone(), self.fsync, self.durable.clone());
         blocking(move || {
             let written = write(&tmp).and_then(|size| {
                 if fsync {
@@ -308,7 +335,7 @@ impl FsStorage {
                 }
                 std::fs::rename(&tmp, &dest)?;
                 if fsync {
-                    sync_dirs(&root, &dest, parent.is_some())?;
+                    durable.sync(&root, &dest)?;
                 }
                 Ok(size)
             });
@@ -322,18 +349,44 @@ impl FsStorage {
     }
 }
 
-/// Flushes the directory entry of `file` to the disk: its folder's and, when
-/// the write created folders, theirs up to `root` as well.
-fn sync_dirs(root: &Path, file: &Path, created_dirs: bool) -> std::io::Result<()> {
-    let mut dir = file.parent();
-    while let Some(d) = dir {
-        std::fs::File::open(d)?.sync_all()?;
-        if !created_dirs || d == root || !d.starts_with(root) {
-            break;
+impl DurableDirs {
+    /// Flushes the directory entry of `file` to the disk: its folder's, and
+    /// the folder's own up to `root` unless that was done before.
+    fn sync(&self, root: &Path, file: &Path) -> std::io::Result<()> {
+        let Some(folder) = file.parent() else {
+            return Ok(());
+        };
+        self.sync_dir(folder)?;
+        if folder == root || !folder.starts_with(root) || self.known(folder) {
+            return Ok(());
         }
-        dir = d.parent();
+        let mut dir = folder.parent();
+        while let Some(d) = dir {
+            self.sync_dir(d)?;
+            if d == root || !d.starts_with(root) {
+                break;
+            }
+            dir = d.parent();
+        }
+        let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if dirs.len() >= DURABLE_DIRS_MAX {
+            dirs.clear();
+        }
+        dirs.insert(folder.to_path_buf());
+        Ok(())
     }
-    Ok(())
+
+    fn known(&self, folder: &Path) -> bool {
+        let dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        dirs.contains(folder)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()?;
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// Runs file system work on the blocking pool; a panic in it is an error.
@@ -570,7 +623,49 @@ impl S3Storage {
 
 #[cfg(test)]
 mod tests {
-    use super::check_key;
+    use super::{FsStorage, check_key};
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn a_folder_made_by_another_writer_is_flushed_up_to_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FsStorage::new(root.path().to_path_buf(), true)
+            .await
+            .unwrap();
+        // Another process (or a concurrent write) made the account's folder
+        // and has not flushed it yet: the first write into it flushes the
+        // folder, documents/ and the root.
+        std::fs::create_dir_all(root.path().join("documents/acct")).unwrap();
+        let data = || Bytes::from_static(b"doc");
+        store
+            .put_new_bytes("documents/acct/j1", data())
+            .await
+            .unwrap();
+        assert_eq!(store.dir_syncs(), 3);
+        // Later writes into it flush only the folder, whichever way.
+        store
+            .put_new_bytes("documents/acct/j2", data())
+            .await
+            .unwrap();
+        store.put_bytes("documents/acct/r2", data()).await.unwrap();
+        assert_eq!(store.dir_syncs(), 5);
+        // A folder this write makes itself: the same three.
+        store.put_bytes("documents/other/r1", data()).await.unwrap();
+        assert_eq!(store.dir_syncs(), 8);
+        // Without the flush, none.
+        let unflushed = FsStorage::new(root.path().to_path_buf(), false)
+            .await
+            .unwrap();
+        unflushed
+            .put_new_bytes("documents/new/j", data())
+            .await
+            .unwrap();
+        assert_eq!(unflushed.dir_syncs(), 0);
+        assert_eq!(
+            std::fs::read(root.path().join("documents/new/j")).unwrap(),
+            b"doc"
+        );
+    }
 
     #[test]
     fn keys_stay_inside_the_root() {
