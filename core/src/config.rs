@@ -70,6 +70,11 @@ pub struct Config {
     pub worker_poll_ms: u64,
     pub worker_shutdown_grace_secs: u64,
     pub max_pages: u32,
+    pub max_pixels_per_page: u64,
+    pub max_image_side: u32,
+    pub render_dpi: u32,
+    pub page_time_limit_secs: u64,
+    pub document_time_limit_secs: u64,
     pub zip_max_entries: u32,
     pub zip_max_total_bytes: u64,
     pub zip_max_entry_bytes: u64,
@@ -164,6 +169,22 @@ impl Config {
                 "max_pages, zip_max_entries and zip_max_ratio must be greater than 0",
             ));
         }
+        for (name, value) in [
+            ("max_pixels_per_page", self.max_pixels_per_page),
+            ("max_image_side", u64::from(self.max_image_side)),
+            ("page_time_limit_secs", self.page_time_limit_secs),
+            ("document_time_limit_secs", self.document_time_limit_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, "must be greater than 0"));
+            }
+        }
+        if !(72..=600).contains(&self.render_dpi) {
+            return Err(invalid(
+                "render_dpi",
+                format!("must be between 72 and 600, not {}", self.render_dpi),
+            ));
+        }
         if self.janitor_batch <= 0 {
             return Err(invalid("janitor_batch", "must be greater than 0"));
         }
@@ -188,6 +209,20 @@ impl Config {
     pub fn webhook_allow_list(&self) -> Result<Vec<crate::webhook::Cidr>, ConfigError> {
         crate::webhook::parse_cidrs(&self.webhook_allow_cidrs)
             .map_err(|m| invalid("webhook_allow_cidrs", m))
+    }
+
+    /// The extraction limits of `max_pages`, `max_pixels_per_page`,
+    /// `max_image_side`, `render_dpi` and the two time limits.
+    pub fn extract_options(&self) -> paperhook_extract::Options {
+        paperhook_extract::Options {
+            max_pages: self.max_pages,
+            max_pixels_per_page: self.max_pixels_per_page,
+            max_side: self.max_image_side,
+            dpi: self.render_dpi,
+            page_time_limit: Duration::from_secs(self.page_time_limit_secs),
+            document_time_limit: Duration::from_secs(self.document_time_limit_secs),
+            ..paperhook_extract::Options::default()
+        }
     }
 
     pub fn worker_lease(&self) -> Duration {
@@ -349,5 +384,65 @@ mod tests {
                 .to_string()
                 .contains("ftp://x")
         );
+    }
+
+    #[test]
+    fn extraction_limits_are_settings() {
+        let key = (
+            "encryption_keys",
+            "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        );
+        let numbers = |pairs: &[(&str, u64)]| -> Config {
+            let mut figment = Figment::from(Toml::string(DEFAULTS)).merge(key);
+            for (k, v) in pairs {
+                figment = figment.merge((*k, *v));
+            }
+            figment.extract().unwrap()
+        };
+        let config = numbers(&[
+            ("max_pages", 7),
+            ("max_pixels_per_page", 1000),
+            ("max_image_side", 40),
+            ("render_dpi", 150),
+            ("page_time_limit_secs", 9),
+            ("document_time_limit_secs", 90),
+        ]);
+        config.validate().unwrap();
+        let opts = config.extract_options();
+        assert_eq!(
+            (
+                opts.max_pages,
+                opts.max_pixels_per_page,
+                opts.max_side,
+                opts.dpi
+            ),
+            (7, 1000, 40, 150)
+        );
+        assert_eq!(opts.page_time_limit, Duration::from_secs(9));
+        assert_eq!(opts.document_time_limit, Duration::from_secs(90));
+        // The defaults are the engine's own.
+        let defaults = with(&[key]).unwrap().extract_options();
+        let engine = paperhook_extract::Options::default();
+        assert_eq!(
+            (
+                defaults.max_pixels_per_page,
+                defaults.max_side,
+                defaults.dpi
+            ),
+            (engine.max_pixels_per_page, engine.max_side, engine.dpi)
+        );
+        assert_eq!(defaults.page_time_limit, engine.page_time_limit);
+        assert_eq!(defaults.document_time_limit, engine.document_time_limit);
+        for (name, bad) in [
+            ("max_pixels_per_page", 0),
+            ("max_image_side", 0),
+            ("page_time_limit_secs", 0),
+            ("document_time_limit_secs", 0),
+            ("render_dpi", 71),
+            ("render_dpi", 601),
+        ] {
+            let err = numbers(&[(name, bad)]).validate().unwrap_err().to_string();
+            assert!(err.contains(name), "{name}={bad}: {err}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! understanding lives in `paperhook-extract`, which does no I/O.
 
 pub mod boot;
+pub mod bounded;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -257,6 +257,16 @@ pub static TASKS_IN_PROGRESS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| 
     )
 });
 
+pub static EXTRACTIONS_ABANDONED: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "paperhook_abandoned_extractions",
+            "Extractions (worker) and previews (API) that ran past their time limit, were given up and still run on a thread of this process",
+        )
+        .unwrap(),
+    )
+});
+
 pub static WORKER_CONCURRENCY: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     register(
         prometheus::IntGauge::new(

@@ -45,6 +45,10 @@ pub enum Error {
     #[error("processing took longer than the limit of {limit_ms} ms (at page {page})")]
     Timeout { page: u32, limit_ms: u64 },
     #[error(
+        "processing the document took longer than its limit of {limit_secs} s (stopped at page {page}); split it into smaller documents, or raise document_time_limit_secs"
+    )]
+    DocumentTimeout { page: u32, limit_secs: f64 },
+    #[error(
         "the document does not match the template: keyword {keyword:?} was not found{}",
         if *.no_text { "; no text could be read from any page (a blank page, or a damaged or truncated file)" } else { "" }
     )]
@@ -71,6 +75,7 @@ impl Error {
             Error::ImageTooLarge { .. } | Error::EmbeddedImageTooLarge { .. } => "image_too_large",
             Error::PageTooLarge { .. } => "page_too_large",
             Error::Timeout { .. } => "timeout",
+            Error::DocumentTimeout { .. } => "document_timeout",
             Error::TemplateMismatch { .. } => "template_mismatch",
             Error::Ocr { .. } => "ocr_failed",
             Error::Template(_) => "invalid_template",

@@ -50,6 +50,9 @@ pub struct Options {
     pub dpi: u32,
     /// Wall time one page may take (render + OCR); checked between stages.
     pub page_time_limit: Duration,
+    /// Wall time the whole document may take; checked before and between
+    /// the stages of every page (`document_timeout`, not worth retrying).
+    pub document_time_limit: Duration,
     /// Tesseract data directory; `None` uses the system default.
     pub tessdata: Option<String>,
     /// Languages to use instead of the template's.
@@ -71,6 +74,7 @@ impl Default for Options {
             max_side: 30_000,
             dpi: 300,
             page_time_limit: Duration::from_secs(60),
+            document_time_limit: Duration::from_secs(1800),
             tessdata: None,
             languages: None,
             detect_orientation: true,
@@ -231,6 +235,8 @@ struct Plan<'a> {
     dpi: u32,
     opts: &'a Options,
     clock: &'a Clock,
+    /// When work on the document began.
+    started: Instant,
 }
 
 impl Plan<'_> {
@@ -243,7 +249,8 @@ impl Plan<'_> {
         psm: Psm,
         start: Instant,
     ) -> Result<Vec<ocr::PxWord>, Error> {
-        let deadline = start + self.opts.page_time_limit;
+        let deadline =
+            (start + self.opts.page_time_limit).min(self.started + self.opts.document_time_limit);
         ocr::recognise(img, dpi, psm, &self.languages, self.tessdata, deadline)
     }
 }
@@ -317,6 +324,7 @@ fn read_pages_inner(
         dpi: template.dpi.unwrap_or(opts.dpi).clamp(72, 600),
         opts,
         clock,
+        started: Instant::now(),
     };
     match kind {
         Kind::Pdf => {
@@ -335,7 +343,9 @@ fn read_pages_inner(
                 });
             }
             pdf::check_streams(&pdf, embedded_image_limit(opts))?;
-            let layer: Vec<PageText> = (0..n).map(|i| pdf::page_text(&pdf, i)).collect();
+            let layer: Vec<PageText> = (0..n)
+                .map(|i| document_deadline(&plan, i).map(|()| pdf::page_text(&pdf, i)))
+                .collect::<Result<_, _>>()?;
             let needs: Vec<Need> = layer
                 .iter()
                 .enumerate()
@@ -404,6 +414,7 @@ fn read_pages_inner(
                 let mut images = Vec::with_capacity(batch);
                 let decoding = Instant::now();
                 while images.len() < batch {
+                    document_deadline(&plan, pages.len() + images.len())?;
                     match reader.next_page() {
                         Some(img) => images.push(img?),
                         None => break,
@@ -463,10 +474,23 @@ fn ocr_need(template: &Template, opts: &Options, index: usize, pages: usize) -> 
 }
 
 fn deadline_check(start: Instant, plan: &Plan<'_>, index: usize) -> Result<(), Error> {
+    document_deadline(plan, index)?;
     if start.elapsed() > plan.opts.page_time_limit {
         return Err(Error::Timeout {
             page: index as u32 + 1,
             limit_ms: plan.opts.page_time_limit.as_millis() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// The whole document's time limit, checked before page `index` (0-based)
+/// and between its stages.
+fn document_deadline(plan: &Plan<'_>, index: usize) -> Result<(), Error> {
+    if plan.started.elapsed() > plan.opts.document_time_limit {
+        return Err(Error::DocumentTimeout {
+            page: index as u32 + 1,
+            limit_secs: plan.opts.document_time_limit.as_secs_f64(),
         });
     }
     Ok(())

@@ -155,6 +155,7 @@ impl Worker {
         let mut errors = 0u32;
         tracing::info!(worker = %self.id, concurrency = self.config.worker_concurrency, "worker started");
         paperhook_core::metrics::WORKER_CONCURRENCY.set(i64::from(self.config.worker_concurrency));
+        paperhook_core::metrics::EXTRACTIONS_ABANDONED.add(0);
         while !shutdown.is_cancelled() {
             while set.try_join_next().is_some() {}
             if listener.is_none() {

@@ -5,6 +5,7 @@
 use std::io::Cursor;
 
 use anyhow::Context;
+use paperhook_core::bounded::{Bounded, run_bounded};
 use paperhook_core::db::deliveries::{self, Sender};
 use paperhook_core::db::documents::{self, Charge, Finished, NewDocument};
 use paperhook_core::db::jobs::{DocumentRow, JobRow};
@@ -320,18 +321,42 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
         Err(e) => return Err(e.into()),
     };
     let spec = template.spec.0.clone();
-    let max_pages = w.config.max_pages;
+    let opts = w.config.extract_options();
+    // The extraction stops itself at the document's limit (between the
+    // stages of a page); past it plus one page's limit, it is given up.
+    let hard_limit = opts.document_time_limit + opts.page_time_limit;
     let started = std::time::Instant::now();
-    let extracted = tokio::task::spawn_blocking(move || {
+    let extracted = run_bounded(hard_limit, move || {
         let template = paperhook_extract::Template::from_json(spec)?;
-        let opts = paperhook_extract::Options {
-            max_pages,
-            ..paperhook_extract::Options::default()
-        };
         paperhook_extract::extract(&data, &template, &opts)
     })
     .await
     .map_err(|e| Retry::from(format!("extraction panicked: {e}")))?;
+    let extracted = match extracted {
+        Bounded::Done(extracted) => extracted,
+        Bounded::Abandoned => {
+            tracing::error!(
+                document = %doc.id,
+                limit_secs = hard_limit.as_secs(),
+                "the extraction did not stop at its time limit; given up (its thread runs on)"
+            );
+            let message = format!(
+                "processing the document did not stop within {} s (document_time_limit_secs plus page_time_limit_secs) and was given up; split it into smaller documents, or check that it is not damaged",
+                hard_limit.as_secs()
+            );
+            return finish_failed(
+                w,
+                task,
+                &job,
+                &template,
+                &doc,
+                None,
+                "document_timeout",
+                &message,
+            )
+            .await;
+        }
+    };
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "extracted");
     metrics::observe_stage(
         "extract",

@@ -1,6 +1,7 @@
 //! Previews for setting up a template: render a sample page, and run a
 //! template on a sample without creating a job. Nothing is stored or charged;
-//! samples are limited to `PREVIEW_MAX_PAGES` pages.
+//! samples are limited to `PREVIEW_MAX_PAGES` pages, to the configured pixel
+//! limits, and to `page_time_limit_secs` for the whole sample.
 
 use std::io::Cursor;
 
@@ -64,10 +65,36 @@ async fn read_sample(
     Ok((bytes, fields))
 }
 
-fn options() -> Options {
+fn options(depot: &Depot) -> Options {
+    let opts = crate::state(depot).config.extract_options();
     Options {
-        max_pages: PREVIEW_MAX_PAGES,
-        ..Options::default()
+        max_pages: PREVIEW_MAX_PAGES.min(opts.max_pages),
+        document_time_limit: opts.document_time_limit.min(opts.page_time_limit),
+        ..opts
+    }
+}
+
+/// Past the sample's own limit plus a page's, a preview is given up (its
+/// thread runs on; see `paperhook_abandoned_extractions`).
+fn hard_limit(opts: &Options) -> std::time::Duration {
+    opts.document_time_limit + opts.page_time_limit
+}
+
+async fn bounded<T: Send + 'static>(
+    limit: std::time::Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> ApiResult<T> {
+    use paperhook_core::bounded::{Bounded, run_bounded};
+    match run_bounded(limit, work).await {
+        Ok(Bounded::Done(out)) => Ok(out),
+        Ok(Bounded::Abandoned) => Err(ApiError::unprocessable(
+            "document_timeout",
+            format!(
+                "reading the sample did not stop within {} s and was given up; try a smaller sample",
+                limit.as_secs()
+            ),
+        )),
+        Err(e) => Err(ApiError::internal("running a preview", &e)),
     }
 }
 
@@ -88,16 +115,17 @@ pub async fn render(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
             )
         })?,
     };
-    let png = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
-        let img = paperhook_extract::render_page(&bytes, page, PREVIEW_DPI, &options())
+    let opts = options(depot);
+    let limit = hard_limit(&opts);
+    let png = bounded(limit, move || -> ApiResult<Vec<u8>> {
+        let img = paperhook_extract::render_page(&bytes, page, PREVIEW_DPI, &opts)
             .map_err(extract_error)?;
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png)
             .map_err(|e| ApiError::internal("encoding a preview PNG", &e))?;
         Ok(out.into_inner())
     })
-    .await
-    .map_err(|e| ApiError::internal("rendering a preview", &e))??;
+    .await??;
     res.headers_mut().insert(
         "content-type",
         salvo::http::HeaderValue::from_static("image/png"),
@@ -119,12 +147,12 @@ pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Pre
     })?;
     let template =
         Template::from_json(value).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
-    let out = tokio::task::spawn_blocking(move || {
-        paperhook_extract::extract(&bytes, &template, &options())
-    })
-    .await
-    .map_err(|e| ApiError::internal("running a preview", &e))?
-    .map_err(extract_error)?;
+    let opts = options(depot);
+    let out =
+        tokio::task::spawn_blocking(move || paperhook_extract::extract(&bytes, &template, &opts))
+            .await
+            .map_err(|e| ApiError::internal("running a preview", &e))?
+            .map_err(extract_error)?;
     Ok(Json(PreviewResult {
         result: out.result,
         fields: serde_json::to_value(&out.fields).unwrap_or(Value::Null),

@@ -311,4 +311,24 @@ async fn previews_render_pages_and_run_templates() {
         422,
         "missing_field",
     );
+
+    // Previews keep the configured extraction limits.
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.max_pixels_per_page = 10_000).await;
+    let (_, key) = app.account(10).await;
+    for (path, doc, code) in [
+        ("/v1/preview/render", example_pdf(), "page_too_large"),
+        ("/v1/preview/extract", example_png(), "image_too_large"),
+    ] {
+        let form = multipart::Form::new()
+            .text("template", spec.to_string())
+            .part(
+                "file",
+                multipart::Part::bytes(doc.to_vec()).file_name("doc"),
+            );
+        assert_error(
+            &send(app.req(Method::POST, path, &key).multipart(form)).await,
+            422,
+            code,
+        );
+    }
 }

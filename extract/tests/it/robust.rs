@@ -366,6 +366,20 @@ fn page_limits_and_time_limits() {
     };
     let err = extract(&png, &a.template, &opts).unwrap_err();
     assert_eq!((err.code(), err.is_transient()), ("timeout", true));
+    // The whole document's limit: not worth retrying, and it holds for a
+    // text-layer PDF too, which renders nothing (checked before each page).
+    let opts = Options {
+        document_time_limit: Duration::ZERO,
+        ..Options::default()
+    };
+    for doc in [&png, &a.pdf] {
+        let err = extract(doc, &a.template, &opts).unwrap_err();
+        assert_eq!(
+            (err.code(), err.is_transient()),
+            ("document_timeout", false)
+        );
+        assert!(err.to_string().contains("at page 1"), "{err}");
+    }
 }
 
 /// Tesseract itself stops at the deadline: a page cut short costs clearly

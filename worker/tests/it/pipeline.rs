@@ -494,3 +494,55 @@ async fn the_janitor_deletes_documents_of_no_job_after_the_grace_period() {
         assert!(app.storage.exists(&stranger).await.unwrap());
     }
 }
+
+#[tokio::test]
+async fn extraction_limits_come_from_the_configuration() {
+    // An image over the configured pixel limit fails before it is decoded.
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.max_pixels_per_page = 10_000).await;
+    let (account, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let job = app.submit(&key, template, "scan.png", example_png()).await;
+    app.drain().await;
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "FAILED", "{st}");
+    assert_eq!(
+        st["documents"][0]["error"]["code"], "image_too_large",
+        "{st}"
+    );
+    assert_eq!(app.charges(account).await, 0);
+
+    // A document that takes longer than its time limit (100 blank pages to
+    // render and read, 1 s) fails at once: no retry would do better.
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.document_time_limit_secs = 1).await;
+    let (account, key) = app.account(1000).await;
+    let (template, _) = app.template(&key, None).await;
+    let started = std::time::Instant::now();
+    let job = app
+        .submit(&key, template, "long.pdf", &blank_pdf(100))
+        .await;
+    app.drain().await;
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "FAILED", "{st}");
+    let error = &st["documents"][0]["error"];
+    assert_eq!(error["code"], "document_timeout", "{st}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("longer than its limit of 1 s"),
+        "{st}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.charges(account).await, 0);
+    let attempts: i32 = sqlx::query_scalar(
+        "SELECT attempts FROM tasks WHERE kind = 'document' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+}
