@@ -38,7 +38,19 @@ dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 "$dir/paperhook-api" serve & pids+=($!)
-"$dir/paperhook-worker" & pids+=($!)
+# The worker exits non-zero when it must be replaced (an extraction stuck
+# in a decoder): start a fresh one, as a service manager would.
+supervise() {
+  local child
+  trap 'kill "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
+  while :; do
+    "$@" & child=$!
+    wait "$child" && return
+    echo "up.sh: $1 exited with an error; starting it again in 2 s" >&2
+    sleep 2
+  done
+}
+supervise "$dir/paperhook-worker" & pids+=($!)
 "$dir/paperhook-janitor" & pids+=($!)
 
 for _ in $(seq 1 60); do curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break; sleep 0.5; done

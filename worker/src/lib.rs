@@ -78,6 +78,9 @@ pub struct Inner {
     pub id: String,
     pub schedule: Vec<Duration>,
     pub allow: Vec<Cidr>,
+    /// Cancelled when this process should be replaced by a fresh one
+    /// ([`Worker::request_restart`]).
+    restart: CancellationToken,
 }
 
 impl std::ops::Deref for Worker {
@@ -104,6 +107,7 @@ impl Worker {
             storage,
             config,
             id,
+            restart: CancellationToken::new(),
         })))
     }
 
@@ -142,11 +146,38 @@ impl Worker {
         .context("claiming tasks")
     }
 
+    /// Asks [`Worker::run`] to stop as on SIGTERM and then fail, so that
+    /// its supervisor starts a fresh process: for a state no task can
+    /// repair, such as a thread stuck in a decoder (it holds a CPU and one of
+    /// the page-rendering threads every extraction shares).
+    pub fn request_restart(&self, why: &str) {
+        if !self.restart.is_cancelled() {
+            tracing::error!(
+                reason = why,
+                "this worker process will stop claiming, finish its tasks and exit for a restart"
+            );
+        }
+        self.restart.cancel();
+    }
+
     /// Runs until `shutdown` is cancelled: claims while there is capacity,
     /// wakes on NOTIFY or a jittered poll. On shutdown it stops claiming,
     /// lets tasks in hand finish within the grace period, then gives the
-    /// rest back to the queue.
+    /// rest back to the queue. After [`Worker::request_restart`] it does the
+    /// same and returns an error.
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let shutdown = {
+            let stop = CancellationToken::new();
+            let (either, restart) = (stop.clone(), self.restart.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = restart.cancelled() => {}
+                }
+                either.cancel();
+            });
+            stop
+        };
         let slots = Arc::new(Semaphore::new(self.config.worker_concurrency as usize));
         let hard_stop = CancellationToken::new();
         let mut set = JoinSet::new();
@@ -251,6 +282,11 @@ impl Worker {
             while set.join_next().await.is_some() {}
         }
         tracing::info!("worker stopped");
+        if self.restart.is_cancelled() {
+            anyhow::bail!(
+                "exiting so that a fresh process replaces this one (it was asked to restart; see the error above)"
+            );
+        }
         Ok(())
     }
 

@@ -344,6 +344,7 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
                 "processing the document did not stop within {} s (document_time_limit_secs plus page_time_limit_secs) and was given up; split it into smaller documents, or check that it is not damaged",
                 hard_limit.as_secs()
             );
+            w.request_restart("an extraction did not stop at its time limit and still runs");
             return finish_failed(
                 w,
                 task,

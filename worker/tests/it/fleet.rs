@@ -184,6 +184,23 @@ async fn sigterm_stops_gracefully() {
 }
 
 #[tokio::test]
+async fn a_worker_asked_to_restart_drains_and_fails() {
+    // What the worker does after giving up a stuck extraction: stop as on
+    // SIGTERM, then return an error (the binary exits non-zero and its
+    // supervisor starts a fresh process).
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.worker_shutdown_grace_secs = 10).await;
+    let w = app.worker.clone();
+    let handle = tokio::spawn(async move { w.run(CancellationToken::new()).await });
+    app.worker.request_restart("a test");
+    let err = tokio::time::timeout(Duration::from_secs(15), handle)
+        .await
+        .expect("the worker stopped within the grace period")
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("fresh process"), "{err}");
+}
+
+#[tokio::test]
 async fn only_one_janitor_works_at_a_time() {
     let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
     let janitor = paperhook_janitor::Janitor {
