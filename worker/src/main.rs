@@ -18,5 +18,11 @@ async fn main() -> anyhow::Result<()> {
         paperhook_core::boot::shutdown_signal().await;
         signal.cancel();
     });
-    worker.run(shutdown).await
+    if let Err(e) = worker.run(shutdown).await {
+        // Exit at once: dropping the runtime would wait for every blocking
+        // thread, a given-up extraction's included.
+        tracing::error!(error = format!("{e:#}"), "paperhook-worker stopped");
+        std::process::exit(1);
+    }
+    Ok(())
 }

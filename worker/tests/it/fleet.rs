@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use paperhook_core::queue;
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -118,21 +117,7 @@ async fn a_worker_killed_mid_document_loses_nothing_and_charges_once() {
     let (template, _) = app.template(&key, Some(&hook.url)).await;
     let job = app.submit(&key, template, "scan.png", example_png()).await;
 
-    let c = &app.config;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_paperhook-worker"))
-        .env("DATABASE_URL", c.database_url.expose_secret())
-        .env("PAPERHOOK_MIGRATE_ON_START", "false")
-        .env("PAPERHOOK_STORAGE_URL", &c.storage_url)
-        .env(
-            "PAPERHOOK_ENCRYPTION_KEYS",
-            c.encryption_keys.expose_secret(),
-        )
-        .env("PAPERHOOK_WORKER_LEASE_SECS", "3")
-        .env("PAPERHOOK_WEBHOOK_ALLOW_CIDRS", "127.0.0.1/32")
-        .env("PAPERHOOK_LOG_LEVEL", "info")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting paperhook-worker");
+    let mut child = app.worker_process(&[("PAPERHOOK_WORKER_LEASE_SECS", "3")]);
     let pool = app.pool.clone();
     // The scan's OCR takes long enough to catch the worker in the middle.
     eventually(120, "the worker to start the document", || {
@@ -198,6 +183,37 @@ async fn a_worker_asked_to_restart_drains_and_fails() {
         .unwrap()
         .unwrap_err();
     assert!(err.to_string().contains("fresh process"), "{err}");
+}
+
+#[tokio::test]
+async fn a_worker_stuck_in_a_decoder_fails_the_document_and_exits() {
+    // Rendering cannot be interrupted: a page of 30,000 full-page fills
+    // (8 million pixels each at 300 DPI) takes about a minute here. With a 1 s
+    // document limit and a 1 s page limit, the worker process gives it up
+    // at 2 s, fails the document, and exits non-zero without waiting for
+    // the thread (its supervisor would start a fresh one).
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (account, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let fills: Vec<String> = (0..30_000)
+        .map(|i| format!("{:.2} g 0 0 612 792 re f", (i % 100) as f64 / 100.0))
+        .collect();
+    let job = app
+        .submit(&key, template, "drawing.pdf", &pdf_of(1, &fills.join("\n")))
+        .await;
+    let mut child = app.worker_process(&[
+        ("PAPERHOOK_DOCUMENT_TIME_LIMIT_SECS", "1"),
+        ("PAPERHOOK_PAGE_TIME_LIMIT_SECS", "1"),
+        ("PAPERHOOK_WORKER_SHUTDOWN_GRACE_SECS", "5"),
+    ]);
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the worker exited instead of waiting for the render")
+        .unwrap();
+    assert!(!status.success(), "{status}");
+    let st = app.job_status(&key, job).await;
+    assert_document_failed(&st, "document_timeout", "did not stop within 2 s");
+    assert_eq!(app.charges(account).await, 0);
 }
 
 #[tokio::test]

@@ -391,3 +391,93 @@ print("verified")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A valid PDF of `pages` blank pages.
+pub fn blank_pdf(pages: usize) -> Vec<u8> {
+    pdf_of(pages, "")
+}
+
+/// A valid PDF of `pages` pages that all draw `content` (none if empty).
+pub fn pdf_of(pages: usize, content: &str) -> Vec<u8> {
+    let kids: Vec<String> = (0..pages).map(|i| format!("{} 0 R", i + 3)).collect();
+    let mut objects = vec![
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        format!(
+            "<< /Type /Pages /Kids [{}] /Count {pages} >>",
+            kids.join(" ")
+        ),
+    ];
+    let contents = if content.is_empty() {
+        String::new()
+    } else {
+        format!(" /Contents {} 0 R", pages + 3)
+    };
+    for _ in 0..pages {
+        objects.push(format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792]{contents} >>"
+        ));
+    }
+    if !content.is_empty() {
+        objects.push(format!(
+            "<< /Length {} >>\nstream\n{content}\nendstream",
+            content.len()
+        ));
+    }
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for o in offsets {
+        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+/// Asserts that `job`'s status says its document failed with `code` and
+/// a message containing `says`.
+pub fn assert_document_failed(st: &Value, code: &str, says: &str) {
+    assert_eq!(st["status"], "FAILED", "{st}");
+    let error = &st["documents"][0]["error"];
+    assert_eq!(error["code"], code, "{st}");
+    assert!(
+        error["message"].as_str().unwrap_or("").contains(says),
+        "{st}"
+    );
+}
+
+impl TestApp {
+    /// A `paperhook-worker` process on this app's database and storage,
+    /// with more settings as environment variables.
+    pub fn worker_process(&self, env: &[(&str, &str)]) -> tokio::process::Child {
+        use secrecy::ExposeSecret;
+        let c = &self.config;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_paperhook-worker"));
+        cmd.env("DATABASE_URL", c.database_url.expose_secret())
+            .env("PAPERHOOK_MIGRATE_ON_START", "false")
+            .env("PAPERHOOK_STORAGE_URL", &c.storage_url)
+            .env(
+                "PAPERHOOK_ENCRYPTION_KEYS",
+                c.encryption_keys.expose_secret(),
+            )
+            .env("PAPERHOOK_WEBHOOK_ALLOW_CIDRS", "127.0.0.1/32")
+            .env("PAPERHOOK_LOG_LEVEL", "info")
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("starting paperhook-worker")
+    }
+}

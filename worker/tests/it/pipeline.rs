@@ -215,42 +215,6 @@ async fn without_webhook_the_file_is_deleted_when_finished() {
     assert!(!app.storage.exists(&key_of).await.unwrap());
 }
 
-/// A valid PDF of `pages` blank pages.
-fn blank_pdf(pages: usize) -> Vec<u8> {
-    let kids: Vec<String> = (0..pages).map(|i| format!("{} 0 R", i + 3)).collect();
-    let mut objects = vec![
-        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
-        format!(
-            "<< /Type /Pages /Kids [{}] /Count {pages} >>",
-            kids.join(" ")
-        ),
-    ];
-    for _ in 0..pages {
-        objects.push("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>".to_owned());
-    }
-    let mut out = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, body) in objects.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
-    }
-    let xref = out.len();
-    out.extend_from_slice(
-        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
-    );
-    for o in offsets {
-        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
-    }
-    out.extend_from_slice(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .as_bytes(),
-    );
-    out
-}
-
 #[tokio::test]
 async fn pdf_page_limit_fails_the_document_without_charging() {
     let app = TestApp::spawn_with(StorageKind::Fs, |c| c.max_pages = 2).await;
@@ -522,16 +486,7 @@ async fn extraction_limits_come_from_the_configuration() {
         .await;
     app.drain().await;
     let st = app.job_status(&key, job).await;
-    assert_eq!(st["status"], "FAILED", "{st}");
-    let error = &st["documents"][0]["error"];
-    assert_eq!(error["code"], "document_timeout", "{st}");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("longer than its limit of 1 s"),
-        "{st}"
-    );
+    assert_document_failed(&st, "document_timeout", "longer than its limit of 1 s");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(60),
         "{:?}",
