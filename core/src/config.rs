@@ -72,6 +72,7 @@ pub struct Config {
     pub max_pages: u32,
     pub max_pixels_per_page: u64,
     pub max_image_side: u32,
+    pub max_page_overdraw: u32,
     pub render_dpi: u32,
     pub page_time_limit_secs: u64,
     pub document_time_limit_secs: u64,
@@ -172,6 +173,7 @@ impl Config {
         for (name, value) in [
             ("max_pixels_per_page", self.max_pixels_per_page),
             ("max_image_side", u64::from(self.max_image_side)),
+            ("max_page_overdraw", u64::from(self.max_page_overdraw)),
             ("page_time_limit_secs", self.page_time_limit_secs),
             ("document_time_limit_secs", self.document_time_limit_secs),
         ] {
@@ -218,6 +220,7 @@ impl Config {
             max_pages: self.max_pages,
             max_pixels_per_page: self.max_pixels_per_page,
             max_side: self.max_image_side,
+            max_page_overdraw: self.max_page_overdraw,
             dpi: self.render_dpi,
             page_time_limit: Duration::from_secs(self.page_time_limit_secs),
             document_time_limit: Duration::from_secs(self.document_time_limit_secs),
@@ -403,6 +406,7 @@ mod tests {
             ("max_pages", 7),
             ("max_pixels_per_page", 1000),
             ("max_image_side", 40),
+            ("max_page_overdraw", 30),
             ("render_dpi", 150),
             ("page_time_limit_secs", 9),
             ("document_time_limit_secs", 90),
@@ -436,6 +440,7 @@ mod tests {
         for (name, bad) in [
             ("max_pixels_per_page", 0),
             ("max_image_side", 0),
+            ("max_page_overdraw", 0),
             ("page_time_limit_secs", 0),
             ("document_time_limit_secs", 0),
             ("render_dpi", 71),

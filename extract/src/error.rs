@@ -42,6 +42,10 @@ pub enum Error {
         height_pt: f64,
         max_pixels: u64,
     },
+    #[error(
+        "page {page} paints about {overdraw:.0} times its own area; rendering it would take too much memory (the limit is {max} times: max_page_overdraw)"
+    )]
+    PageTooComplex { page: u32, overdraw: f64, max: u32 },
     #[error("processing took longer than the limit of {limit_ms} ms (at page {page})")]
     Timeout { page: u32, limit_ms: u64 },
     #[error(
@@ -74,6 +78,7 @@ impl Error {
             Error::PageLimit { .. } => "page_limit_exceeded",
             Error::ImageTooLarge { .. } | Error::EmbeddedImageTooLarge { .. } => "image_too_large",
             Error::PageTooLarge { .. } => "page_too_large",
+            Error::PageTooComplex { .. } => "page_too_complex",
             Error::Timeout { .. } => "timeout",
             Error::DocumentTimeout { .. } => "document_timeout",
             Error::TemplateMismatch { .. } => "template_mismatch",

@@ -46,6 +46,11 @@ pub struct Options {
     pub max_pixels_per_page: u64,
     /// Longest side of a decoded image, in pixels.
     pub max_side: u32,
+    /// Most times a PDF page to be rendered may paint its own area (shapes
+    /// by their bounding boxes, clips and glyphs): the renderer's memory
+    /// grows with it, about 100 KB per page area at 300 DPI
+    /// (`page_too_complex`).
+    pub max_page_overdraw: u32,
     /// Rendering resolution for OCR (a template's `dpi` overrides it).
     pub dpi: u32,
     /// Wall time one page may take (render + OCR); checked between stages.
@@ -72,6 +77,7 @@ impl Default for Options {
             max_pages: 500,
             max_pixels_per_page: 60_000_000,
             max_side: 30_000,
+            max_page_overdraw: 1000,
             dpi: 300,
             page_time_limit: Duration::from_secs(60),
             document_time_limit: Duration::from_secs(1800),
@@ -507,7 +513,13 @@ fn ocr_page(
     let number = index as u32 + 1;
     let (img, dpi) = match (pixels, pdf) {
         (Pixels::Pdf(i), Some(pdf)) => {
-            let (img, dpi) = pdf::render(pdf, i, plan.dpi, plan.opts.max_pixels_per_page)?;
+            let (img, dpi) = pdf::render(
+                pdf,
+                i,
+                plan.dpi,
+                plan.opts.max_pixels_per_page,
+                plan.opts.max_page_overdraw,
+            )?;
             Clock::add(&plan.clock.render_ns, start);
             (std::borrow::Cow::Owned(img), dpi.round() as u32)
         }
@@ -924,7 +936,14 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
             detail: format!("page {page} does not exist; the document has {n}"),
         });
     }
-    Ok(pdf::render(&pdf, page as usize - 1, dpi, opts.max_pixels_per_page)?.0)
+    Ok(pdf::render(
+        &pdf,
+        page as usize - 1,
+        dpi,
+        opts.max_pixels_per_page,
+        opts.max_page_overdraw,
+    )?
+    .0)
 }
 
 /// Words of a page inside a normalised box, joined in reading order (for

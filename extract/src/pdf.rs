@@ -13,7 +13,7 @@ use hayro::hayro_interpret::{
     BlendMode, ClipPath, Context, Device, DrawMode, DrawProps, Image, ImageDrawProps,
     InterpreterCache, InterpreterSettings, SoftMask, interpret_page,
 };
-use hayro::kurbo::{Affine, BezPath, Point, Rect};
+use hayro::kurbo::{Affine, BezPath, Point, Rect, Shape};
 use hayro::vello_cpu::color::palette::css::WHITE;
 use image::GrayImage;
 use unicode_normalization::UnicodeNormalization;
@@ -149,6 +149,72 @@ fn words_from_glyphs(glyphs: Vec<Glyph>, width: f64, height: f64) -> Vec<Word> {
     words
 }
 
+/// Adds up the area one page paints (fills and strokes by their bounding
+/// boxes, clips, glyphs by their em boxes; not images), clipped to the page.
+/// The renderer keeps a command for every tile each shape covers until the
+/// page is done: about 100 KB for each page-sized fill at 300 DPI, so a
+/// few kilobytes of content drawing the page over and over again can take
+/// gigabytes (and a decoder assertion at 2 GB).
+struct PaintDevice {
+    page: Rect,
+    painted: f64,
+}
+
+impl PaintDevice {
+    fn add(&mut self, transform: Affine, r: Rect) {
+        let r = transform.transform_rect_bbox(r).intersect(self.page);
+        if r.width() > 0.0 && r.height() > 0.0 && r.area().is_finite() {
+            self.painted += r.area();
+        }
+    }
+}
+
+impl<'a> Device<'a> for PaintDevice {
+    fn draw_path(&mut self, path: &BezPath, props: DrawProps<'a>, _: &DrawMode) {
+        self.add(props.transform, path.bounding_box());
+    }
+    fn push_clip_path(&mut self, clip: &ClipPath) {
+        self.add(Affine::IDENTITY, clip.path.bounding_box());
+    }
+    fn push_transparency_group(&mut self, _: f32, _: Option<SoftMask<'a>>, _: BlendMode) {}
+    fn draw_image(&mut self, _: Image<'a, '_>, _: ImageDrawProps<'a>) {}
+    fn pop_clip(&mut self) {}
+    fn pop_transparency_group(&mut self) {}
+    fn draw_glyph_run(&mut self, run: &GlyphRun<'_, 'a>, props: DrawProps<'a>, _: &DrawMode) {
+        for g in run.glyphs() {
+            // Glyph space is 1000 units an em.
+            self.add(
+                props.transform * g.transform(),
+                Rect::new(0.0, -200.0, 1000.0, 800.0),
+            );
+        }
+    }
+}
+
+/// How many times over a page of `w` x `h` points paints its own area.
+fn overdraw(page: &Page<'_>, w: f64, h: f64) -> f64 {
+    let mut dev = PaintDevice {
+        page: Rect::new(0.0, 0.0, w, h),
+        painted: 0.0,
+    };
+    interpret(page, w, h, &mut dev);
+    dev.painted / (w * h)
+}
+
+/// Runs a page's content through `dev`, in upright page points.
+fn interpret<'a>(page: &Page<'a>, w: f64, h: f64, dev: &mut impl Device<'a>) {
+    let transform = page.initial_transform(true).to_kurbo();
+    let cache = InterpreterCache::new();
+    let mut ctx = Context::new(
+        transform,
+        Rect::new(0.0, 0.0, w, h),
+        &cache,
+        page.xref(),
+        InterpreterSettings::default(),
+    );
+    interpret_page(page, &mut ctx, dev);
+}
+
 fn page_size(page: &Page<'_>) -> (f64, f64) {
     let (w, h) = page.render_dimensions();
     (w as f64, h as f64)
@@ -164,17 +230,8 @@ pub fn page_text(pdf: &Pdf, index: usize) -> PageText {
     if !(w.is_finite() && h.is_finite()) || w < 1.0 || h < 1.0 {
         return PageText::new(number, Source::TextLayer, Vec::new());
     }
-    let transform = page.initial_transform(true).to_kurbo();
-    let cache = InterpreterCache::new();
-    let mut ctx = Context::new(
-        transform,
-        Rect::new(0.0, 0.0, w, h),
-        &cache,
-        page.xref(),
-        InterpreterSettings::default(),
-    );
     let mut dev = TextDevice::default();
-    interpret_page(page, &mut ctx, &mut dev);
+    interpret(page, w, h, &mut dev);
     PageText::new(
         number,
         Source::TextLayer,
@@ -183,12 +240,14 @@ pub fn page_text(pdf: &Pdf, index: usize) -> PageText {
 }
 
 /// Render one page in grey at `dpi`, lowered if needed to fit `max_pixels`
-/// and hayro's side limit. Returns the image and the DPI used.
+/// and hayro's side limit; a page painting more than `max_overdraw` times
+/// its own area is refused first. Returns the image and the DPI used.
 pub fn render(
     pdf: &Pdf,
     index: usize,
     dpi: u32,
     max_pixels: u64,
+    max_overdraw: u32,
 ) -> Result<(GrayImage, f64), Error> {
     let number = index as u32 + 1;
     let page = pdf.pages().get(index).ok_or_else(|| Error::Corrupt {
@@ -213,6 +272,14 @@ pub fn render(
             width_pt: w,
             height_pt: h,
             max_pixels,
+        });
+    }
+    let painted = overdraw(page, w, h);
+    if painted > f64::from(max_overdraw) {
+        return Err(Error::PageTooComplex {
+            page: number,
+            overdraw: painted,
+            max: max_overdraw,
         });
     }
     // hayro truncates the pixmap size: keep both sides >= 1 px and within

@@ -307,6 +307,11 @@ def cases(template_id):
         dict(name="pdf-huge-page", file=pdf(page_objs(1, b"[0 0 14400 14400]")), expect=failed_doc("required_field_missing")),
         dict(name="pdf-huge-page-scan", file=pdf(page_objs(1, b"[0 0 14400 14400]", content=b"")),
              expect=failed_doc("page_too_large")),
+        # 400 KB of content painting the page 16,000 times over: the renderer
+        # would hold 1.7 GB of drawing commands.
+        dict(name="pdf-overdraw-bomb", file=pdf(page_objs(1, content=b"\n".join(
+            b"%.2f g 0 0 595 842 re f" % ((i % 100) / 100) for i in range(16_000)))),
+             expect=failed_doc("page_too_complex")),
         dict(name="pdf-absurd-mediabox", file=pdf(page_objs(1, b"[0 0 1e30 1e30]")), expect=failed_doc("corrupt_document")),
         dict(name="pdf-image-bomb", file=image_bomb_pdf(), expect=failed_doc("image_too_large")),
         # Images

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use paperhook_extract::{Error, Options, Template, extract, page_count};
+use paperhook_extract::{Error, Options, Template, extract, page_count, render_page};
 use serde_json::json;
 
 use crate::corpus::{self, Page, write_pdf};
@@ -304,6 +304,33 @@ fn pdf_with_a_compression_bomb_is_refused_before_decoding() {
         &Options::default(),
     );
     assert_ne!(err.err().map(|e| e.code()), Some("corrupt_document"));
+}
+
+#[test]
+fn a_page_painting_itself_over_and_over_is_refused_before_rendering() {
+    // 16,000 page-sized fills, 3 KB of deflate: the renderer would hold
+    // 1.7 GB of drawing commands and take most of a minute.
+    let fills = |n: usize| -> Vec<u8> {
+        let content: String = (0..n)
+            .map(|i| format!("{:.2} g 0 0 595 842 re f\n", (i % 100) as f64 / 100.0))
+            .collect();
+        let packed = miniz_oxide::deflate::compress_to_vec_zlib(content.as_bytes(), 9);
+        pdf_with_content("/FlateDecode", &packed)
+    };
+    let started = Instant::now();
+    let err = extract(&fills(16_000), &template(), &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "page_too_complex", "{err}");
+    assert!(err.to_string().contains("16000 times"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let err = render_page(&fills(16_000), 1, 100, &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "page_too_complex", "{err}");
+    // Within the limit (a setting) the page is rendered and read.
+    let opts = Options {
+        max_page_overdraw: 20,
+        ..Options::default()
+    };
+    assert_eq!(code(&fills(21), &opts), "page_too_complex");
+    assert!(render_page(&fills(19), 1, 100, &opts).is_ok());
 }
 
 #[test]

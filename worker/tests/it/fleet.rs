@@ -204,6 +204,9 @@ async fn a_worker_stuck_in_a_decoder_fails_the_document_and_exits() {
     let mut child = app.worker_process(&[
         ("PAPERHOOK_DOCUMENT_TIME_LIMIT_SECS", "1"),
         ("PAPERHOOK_PAGE_TIME_LIMIT_SECS", "1"),
+        // Let the page through the check that would refuse it before
+        // rendering (page_too_complex).
+        ("PAPERHOOK_MAX_PAGE_OVERDRAW", "1000000"),
         ("PAPERHOOK_WORKER_SHUTDOWN_GRACE_SECS", "5"),
     ]);
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
