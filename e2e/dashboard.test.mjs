@@ -137,6 +137,10 @@ test('a job reaches SUCCESS, its delivery is shown, and it can be redelivered', 
     await page.click('nav a[href="#/templates"]');
     await page.click(`a[href="#/templates/${templateId}"]`);
     await page.fill('#t-webhook-url', url);
+    // An earlier test's toast may still be up for a few seconds: wait for
+    // it to go, so the one awaited below is this save's (shown once the
+    // page has been drawn again with the saved template).
+    await page.waitForSelector('text=Template saved', { state: 'detached' });
     await page.click('#save-template');
     await page.waitForSelector('text=Template saved');
     await page.click('#send-test-event');

@@ -345,8 +345,9 @@ async function templateEditor(id) {
     if (problem) { err.textContent = problem; return; }
     try {
       const saved = id ? await api('PUT', `/v1/templates/${id}`, body) : await api('POST', '/v1/templates', body);
+      // Re-render first: a click right after the toast must reach the new page.
+      if (!id) location.hash = `#/templates/${saved.id}`; else await templateEditor(id);
       toast('Template saved');
-      if (!id) location.hash = `#/templates/${saved.id}`; else templateEditor(id);
     } catch (e) { showError(err, e); }
   }
 
