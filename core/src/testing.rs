@@ -1,6 +1,7 @@
 //! Shared helpers for the workspace's integration tests: a fresh PostgreSQL
 //! database per test, and a test configuration on the filesystem or on the
-//! SeaweedFS that `scripts/test.sh` starts. The binaries do not use it.
+//! SeaweedFS that `scripts/test.sh` starts, and small PDFs built in code.
+//! The binaries do not use it.
 
 use std::path::Path;
 
@@ -75,4 +76,68 @@ pub fn extract(figment: Figment) -> Config {
     let config: Config = figment.extract().expect("test config");
     config.validate().expect("valid test config");
     config
+}
+
+/// A valid PDF of `pages` blank pages.
+pub fn blank_pdf(pages: usize) -> Vec<u8> {
+    pdf_of(pages, "")
+}
+
+/// A valid PDF of `pages` pages that all draw `content` (none if empty).
+pub fn pdf_of(pages: usize, content: &str) -> Vec<u8> {
+    let kids: Vec<String> = (0..pages).map(|i| format!("{} 0 R", i + 3)).collect();
+    let mut objects = vec![
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        format!(
+            "<< /Type /Pages /Kids [{}] /Count {pages} >>",
+            kids.join(" ")
+        ),
+    ];
+    let contents = if content.is_empty() {
+        String::new()
+    } else {
+        format!(" /Contents {} 0 R", pages + 3)
+    };
+    for _ in 0..pages {
+        objects.push(format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792]{contents} >>"
+        ));
+    }
+    if !content.is_empty() {
+        objects.push(format!(
+            "<< /Length {} >>\nstream\n{content}\nendstream",
+            content.len()
+        ));
+    }
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for o in offsets {
+        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+/// A one-page PDF that fills the whole page `times` times (greys in turn):
+/// slow and memory-hungry to render, refused as `page_too_complex` over
+/// `max_page_overdraw`.
+pub fn pdf_painting_page(times: usize) -> Vec<u8> {
+    let fills: Vec<String> = (0..times)
+        .map(|i| format!("{:.2} g 0 0 612 792 re f", (i % 100) as f64 / 100.0))
+        .collect();
+    pdf_of(1, &fills.join("\n"))
 }

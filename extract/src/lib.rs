@@ -71,6 +71,15 @@ pub struct Options {
     pub zonal: bool,
 }
 
+impl Options {
+    /// How long a caller should wait for an extraction before giving it up:
+    /// the document's limit plus one page's, since the limits are checked
+    /// between the stages of a page and a render cannot be interrupted.
+    pub fn give_up_after(&self) -> Duration {
+        self.document_time_limit + self.page_time_limit
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {

@@ -322,9 +322,7 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
     };
     let spec = template.spec.0.clone();
     let opts = w.config.extract_options();
-    // The extraction stops itself at the document's limit (between the
-    // stages of a page); past it plus one page's limit, it is given up.
-    let hard_limit = opts.document_time_limit + opts.page_time_limit;
+    let hard_limit = opts.give_up_after();
     let started = std::time::Instant::now();
     let extracted = run_bounded(hard_limit, move || {
         let template = paperhook_extract::Template::from_json(spec)?;

@@ -74,12 +74,8 @@ fn options(depot: &Depot) -> Options {
     }
 }
 
-/// Past the sample's own limit plus a page's, a preview is given up (its
-/// thread runs on; see `paperhook_abandoned_extractions`).
-fn hard_limit(opts: &Options) -> std::time::Duration {
-    opts.document_time_limit + opts.page_time_limit
-}
-
+/// Runs a preview on the blocking pool, given up past `limit` (its thread
+/// runs on; see `paperhook_abandoned_extractions`).
 async fn bounded<T: Send + 'static>(
     limit: std::time::Duration,
     work: impl FnOnce() -> T + Send + 'static,
@@ -116,8 +112,7 @@ pub async fn render(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
         })?,
     };
     let opts = options(depot);
-    let limit = hard_limit(&opts);
-    let png = bounded(limit, move || -> ApiResult<Vec<u8>> {
+    let png = bounded(opts.give_up_after(), move || -> ApiResult<Vec<u8>> {
         let img = paperhook_extract::render_page(&bytes, page, PREVIEW_DPI, &opts)
             .map_err(extract_error)?;
         let mut out = Cursor::new(Vec::new());
@@ -148,11 +143,11 @@ pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Pre
     let template =
         Template::from_json(value).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let opts = options(depot);
-    let out =
-        tokio::task::spawn_blocking(move || paperhook_extract::extract(&bytes, &template, &opts))
-            .await
-            .map_err(|e| ApiError::internal("running a preview", &e))?
-            .map_err(extract_error)?;
+    let out = bounded(opts.give_up_after(), move || {
+        paperhook_extract::extract(&bytes, &template, &opts)
+    })
+    .await?
+    .map_err(extract_error)?;
     Ok(Json(PreviewResult {
         result: out.result,
         fields: serde_json::to_value(&out.fields).unwrap_or(Value::Null),

@@ -332,3 +332,46 @@ async fn previews_render_pages_and_run_templates() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_preview_that_does_not_stop_is_given_up() {
+    // A sample reads for page_time_limit_secs in all (1 s here) and is
+    // given up after twice that: a page of 4,000 page-sized fills takes
+    // some 10 s to render (let through the overdraw check) and cannot be
+    // interrupted, so the answer comes at 2 s.
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.page_time_limit_secs = 1;
+        c.max_page_overdraw = 1_000_000;
+    })
+    .await;
+    let (_, key) = app.account(10).await;
+    let template = example_template();
+    let spec = json!({"fields": template["fields"], "languages": template["languages"]});
+    let form = multipart::Form::new()
+        .text("template", spec.to_string())
+        .part(
+            "file",
+            multipart::Part::bytes(pdf_painting_page(4000)).file_name("drawing.pdf"),
+        );
+    let started = std::time::Instant::now();
+    let got = send(
+        app.req(Method::POST, "/v1/preview/extract", &key)
+            .multipart(form),
+    )
+    .await;
+    assert_error(&got, 422, "document_timeout");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not stop within 2 s"),
+        "{}",
+        got.1
+    );
+    // It did not wait for the render: that still runs, and is counted.
+    assert!(
+        paperhook_core::metrics::EXTRACTIONS_ABANDONED.get() >= 1,
+        "the render had already finished after {:?}",
+        started.elapsed()
+    );
+}

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use paperhook_core::testing::fresh_database;
+pub use paperhook_core::testing::{fresh_database, pdf_painting_page};
 
 pub enum StorageKind {
     Fs,

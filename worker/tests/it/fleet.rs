@@ -195,11 +195,8 @@ async fn a_worker_stuck_in_a_decoder_fails_the_document_and_exits() {
     let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
     let (account, key) = app.account(10).await;
     let (template, _) = app.template(&key, None).await;
-    let fills: Vec<String> = (0..30_000)
-        .map(|i| format!("{:.2} g 0 0 612 792 re f", (i % 100) as f64 / 100.0))
-        .collect();
     let job = app
-        .submit(&key, template, "drawing.pdf", &pdf_of(1, &fills.join("\n")))
+        .submit(&key, template, "drawing.pdf", &pdf_painting_page(30_000))
         .await;
     let mut child = app.worker_process(&[
         ("PAPERHOOK_DOCUMENT_TIME_LIMIT_SECS", "1"),
