@@ -112,10 +112,12 @@ test('reveal and rotate the signing secret', async () => {
   assert.equal(api.body.secret, second);
 });
 
+let firstJobId;
 test('a job submitted through the API shows up in the jobs list', async () => {
   const pdf = await readFile(new URL('invoice.pdf', EXAMPLES));
   const sub = await apiCall('POST', '/process-job', { template_id: templateId, actual_image: pdf.toString('base64') });
   assert.equal(sub.status, 202);
+  firstJobId = sub.body.job_id;
   await page.click('nav a[href="#/jobs"]');
   await page.waitForSelector(`#jobs a[href="#/jobs/${sub.body.job_id}"]`);
   await shot('05-jobs-new');
@@ -183,11 +185,35 @@ test('a job reaches SUCCESS, its delivery is shown, and it can be redelivered', 
   }
 });
 
+test('a late answer for a page left behind does not replace the page shown', async () => {
+  await page.click('nav a[href="#/jobs"]');
+  await page.click(`#jobs a[href="#/jobs/${firstJobId}"]`);
+  await page.waitForSelector('h1:has-text("Job")');
+  // Hold the job page's next fetch until the user has gone to Templates.
+  let release;
+  const held = new Promise((r) => { release = r; });
+  await page.route(`**/v1/jobs/${firstJobId}`, async (r) => { await held; await r.continue(); });
+  try {
+    const dropped = page.waitForEvent('console', { predicate: (m) => m.text().includes('dropped a page drawn after the user moved on'), timeout: 15_000 });
+    await page.click('main button:has-text("Refresh")');
+    await page.click('nav a[href="#/templates"]');
+    await page.waitForSelector('main h1:has-text("Templates")');
+    release();
+    // The job page takes its answer and drops it (it says so on the console).
+    await dropped;
+    assert.equal(await page.textContent('main h1'), 'Templates');
+    assert.equal(await page.evaluate(() => location.hash), '#/templates');
+  } finally {
+    await page.unroute(`**/v1/jobs/${firstJobId}`);
+  }
+});
+
 test('names with markup are shown as text, never run', async () => {
   const evil = '<img src=x onerror=alert(1)><script>alert(2)</script>';
   const t = await apiCall('POST', '/v1/templates', { name: evil, fields: [{ name: 'x', type: 'text', locator: { kind: 'regex', pattern: '(x)' } }] });
   assert.equal(t.status, 201);
   const before = dialogs.length;
+  // The Templates page is already shown: its link loads it afresh.
   await page.click('nav a[href="#/templates"]');
   await page.waitForSelector(`a[href="#/templates/${t.body.id}"]`);
   assert.equal(await page.textContent(`a[href="#/templates/${t.body.id}"]`), evil);

@@ -61,7 +61,19 @@ function badge(s) { return h('span', { class: `badge ${s}` }, s); }
 function when(t) { return t ? new Date(t).toLocaleString() : '—'; }
 // replaceChildren would print null and false as text: drop them first.
 function fill(el, ...children) { el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false)); return el; }
-function main(...children) { return fill(document.getElementById('main'), ...children); }
+// Every navigation gets a number. A page captures it before it fetches, and
+// its drawing is dropped if the user has moved on meanwhile: a late answer
+// (say, a job page refreshing after a redelivery) must not paint over the
+// page the user went to.
+let navigation = 0;
+function screen() {
+  const ticket = navigation;
+  return (...children) => {
+    if (ticket === navigation) return fill(document.getElementById('main'), ...children);
+    console.debug('paperhook: dropped a page drawn after the user moved on');
+    return null;
+  };
+}
 
 // ---- Router ----------------------------------------------------------------
 
@@ -78,6 +90,8 @@ const routes = [
 ];
 
 async function route() {
+  const ticket = ++navigation;
+  const show = screen();
   const hash = location.hash || '#/';
   if (!session && hash !== '#/login') {
     try { session = await api('GET', '/v1/session'); } catch (_) { location.hash = '#/login'; return; }
@@ -90,7 +104,8 @@ async function route() {
   for (const [re, page] of routes) {
     const m = hash.match(re);
     if (m) {
-      try { await page(m); } catch (e) { main(h('h1', {}, 'Something went wrong'), h('p', { class: 'error' }, e.message)); }
+      try { await page(m); } catch (e) { show(h('h1', {}, 'Something went wrong'), h('p', { class: 'error' }, e.message)); }
+      if (ticket !== navigation) return;
       // Move focus to the new content (for keyboards and screen readers),
       // unless the page already focused one of its inputs.
       const content = document.getElementById('main');
@@ -98,12 +113,13 @@ async function route() {
       return;
     }
   }
-  main(h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/' }, 'Home')));
+  show(h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/' }, 'Home')));
 }
 
 // ---- Sign in ----------------------------------------------------------------
 
 function loginPage() {
+  const show = screen();
   document.getElementById('nav').hidden = true;
   const key = h('input', { id: 'api-key', type: 'password', autocomplete: 'off', required: true, placeholder: 'ph_…' });
   const err = errorBox();
@@ -119,7 +135,7 @@ function loginPage() {
   }, h('label', { for: 'api-key' }, 'API key'), key, err,
   h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Sign in')),
   h('p', { class: 'muted' }, 'Get a key from your administrator (paperhook-api admin create-account). It is kept only as an HttpOnly session cookie.'));
-  main(h('h1', {}, 'Sign in to Paperhook'), form);
+  show(h('h1', {}, 'Sign in to Paperhook'), form);
   key.focus();
 }
 
@@ -132,6 +148,7 @@ async function signOut() {
 // ---- Home and quick start ---------------------------------------------------------
 
 async function homePage() {
+  const show = screen();
   const [account, list] = await Promise.all([api('GET', '/v1/account'), api('GET', '/v1/templates?limit=1')]);
   const base = session.public_url || location.origin;
   const tid = list.templates.length ? list.templates[0].id : 'YOUR_TEMPLATE_ID';
@@ -148,7 +165,7 @@ async function homePage() {
     `curl -H "x-auth: $PAPERHOOK_API_KEY" -H 'content-type: application/json' \\`,
     `  -d '{"job_id":"JOB_ID","result_format":"json"}' ${base}/v1/job-results`,
   ].join('\n');
-  main(
+  show(
     h('h1', {}, `Welcome, ${account.name}`),
     h('div', { class: 'card' }, h('strong', { id: 'credits' }, `${account.credits} credits`), h('span', { class: 'muted' }, ' · one credit per page')),
     list.templates.length ? null : h('div', { class: 'card' }, 'Start by ', h('a', { href: '#/templates/new' }, 'creating a template'), ': the fields to extract and the webhook that receives them.'),
@@ -161,13 +178,14 @@ async function homePage() {
 // ---- Templates ------------------------------------------------------------------
 
 async function templatesPage() {
+  const show = screen();
   const list = await api('GET', '/v1/templates?limit=200');
   const rows = list.templates.map((t) => h('tr', {},
     h('td', {}, h('a', { href: `#/templates/${t.id}` }, t.name)),
     h('td', {}, String(t.fields.length)),
     h('td', { class: 'opt' }, t.webhook ? t.webhook.url : h('span', { class: 'muted' }, 'none')),
     h('td', { class: 'opt' }, h('code', {}, t.id))));
-  main(h('div', { class: 'row' }, h('h1', {}, 'Templates'), h('div', { class: 'shrink' }, h('a', { href: '#/templates/new' }, h('button', { type: 'button' }, 'New template')))),
+  show(h('div', { class: 'row' }, h('h1', {}, 'Templates'), h('div', { class: 'shrink' }, h('a', { href: '#/templates/new' }, h('button', { type: 'button' }, 'New template')))),
     rows.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Fields'), h('th', { class: 'opt' }, 'Webhook'), h('th', { class: 'opt' }, 'Id'))), h('tbody', {}, rows))
       : h('div', { class: 'card empty' }, 'No templates yet. Create one to start extracting.'));
 }
@@ -182,6 +200,7 @@ function blankField(kind) {
 }
 
 async function templateEditor(id) {
+  const show = screen();
   const t = id ? await api('GET', `/v1/templates/${id}`) : { name: '', fields: [], keywords: [], languages: ['eng'], webhook: null };
   const state = { fields: JSON.parse(JSON.stringify(t.fields)), sample: null, hits: {} };
   const err = errorBox();
@@ -392,7 +411,7 @@ async function templateEditor(id) {
   }
 
   const fileInput = h('input', { type: 'file', id: 'sample-file', accept: 'image/png,image/jpeg,image/tiff,application/pdf', onchange: (ev) => { if (ev.target.files[0]) showSample(ev.target.files[0]); } });
-  main(
+  show(
     h('h1', {}, id ? `Template: ${t.name}` : 'New template'),
     h('div', { class: 'card' },
       h('label', { for: 't-name' }, 'Name'), name,
@@ -415,6 +434,7 @@ async function templateEditor(id) {
 // ---- Jobs -------------------------------------------------------------------------
 
 async function jobsPage() {
+  const show = screen();
   const params = new URLSearchParams(location.search);
   const status = h('select', { id: 'status-filter', 'aria-label': 'Status' }, h('option', { value: '' }, 'All statuses'), STATUSES.map((s) => h('option', { value: s }, s)));
   const search = h('input', { id: 'job-search', placeholder: 'Find a job id', 'aria-label': 'Job id' });
@@ -444,12 +464,13 @@ async function jobsPage() {
   }
   status.addEventListener('change', () => { offset = 0; load(); });
   search.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') { offset = 0; load(); } });
-  main(h('h1', {}, 'Jobs'), h('div', { class: 'row' }, status, search), err,
+  show(h('h1', {}, 'Jobs'), h('div', { class: 'row' }, status, search), err,
     h('table', { id: 'jobs' }, h('thead', {}, h('tr', {}, h('th', {}, 'Job'), h('th', {}, 'Status'), h('th', { class: 'opt' }, 'Document'), h('th', { class: 'opt' }, 'Submitted'))), body), pager);
   await load();
 }
 
 async function jobPage(id) {
+  const show = screen();
   const j = await api('GET', `/v1/jobs/${id}`);
   const err = errorBox();
   const docs = j.documents.map((d) => h('div', { class: 'card document' },
@@ -464,7 +485,7 @@ async function jobPage(id) {
         h('tbody', {}, d.delivery.attempts.length ? d.delivery.attempts.map((a) => h('tr', {},
           h('td', {}, when(a.attempted_at)), h('td', {}, a.status_code ?? '—'), h('td', {}, `${a.latency_ms} ms`),
           h('td', { class: 'opt' }, h('code', {}, (a.response_excerpt || '').slice(0, 300))), h('td', {}, a.error_class ? `${a.error_class}: ${a.error_message || ''}` : ''))) : h('tr', {}, h('td', { colspan: 5, class: 'empty' }, 'No attempts yet'))))) : null));
-  main(
+  show(
     h('p', {}, h('a', { href: '#/jobs' }, '← Jobs')),
     h('h1', {}, 'Job ', h('code', {}, j.job_id), ' ', badge(j.status)),
     h('div', { class: 'card' },
@@ -482,8 +503,9 @@ async function jobPage(id) {
 // ---- Credits and keys -------------------------------------------------------------------
 
 async function creditsPage() {
+  const show = screen();
   const [account, ledger] = await Promise.all([api('GET', '/v1/account'), api('GET', '/v1/account/ledger?limit=100')]);
-  main(h('h1', {}, 'Credits'), h('div', { class: 'card' }, h('strong', {}, `${account.credits} credits left`)),
+  show(h('h1', {}, 'Credits'), h('div', { class: 'card' }, h('strong', {}, `${account.credits} credits left`)),
     ledger.entries.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'When'), h('th', {}, 'Change'), h('th', {}, 'Balance'), h('th', {}, 'Reason'), h('th', { class: 'opt' }, 'Job'))),
       h('tbody', {}, ledger.entries.map((e) => h('tr', {}, h('td', {}, when(e.created_at)), h('td', {}, e.delta > 0 ? `+${e.delta}` : String(e.delta)), h('td', {}, String(e.balance_after)), h('td', {}, e.reason),
         h('td', { class: 'opt' }, e.job_id ? h('a', { href: `#/jobs/${e.job_id}` }, h('code', {}, e.job_id)) : '')))))
@@ -491,10 +513,11 @@ async function creditsPage() {
 }
 
 async function keysPage() {
+  const show = screen();
   const { keys } = await api('GET', '/v1/api-keys');
   const err = errorBox();
   const shown = h('div', { id: 'new-key' });
-  main(h('h1', {}, 'API keys'),
+  show(h('h1', {}, 'API keys'),
     h('div', { class: 'actions' }, h('button', { type: 'button', id: 'create-key', onclick: async () => {
       try {
         const k = await api('POST', '/v1/api-keys');
@@ -514,5 +537,10 @@ async function keysPage() {
 window.addEventListener('hashchange', route);
 window.addEventListener('DOMContentLoaded', () => {
   document.getElementById('signout').addEventListener('click', signOut);
+  // A link to the page already shown changes no hash: load the page afresh.
+  document.getElementById('nav').addEventListener('click', (ev) => {
+    const a = ev.target.closest('a');
+    if (a && a.getAttribute('href') === (location.hash || '#/')) route();
+  });
   route();
 });
