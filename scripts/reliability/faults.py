@@ -392,9 +392,11 @@ class Run:
         ids_of = collections.defaultdict(set)
         copies = collections.Counter()
         answered_ok = set()
+        answers = collections.defaultdict(list)  # webhook-id -> the receiver's answers, in order
         for r in reqs:
             ids_of[(r["payload"]["job_id"], r["payload"]["document"]["index"])].add(r["id"])
             copies[r["id"]] += 1
+            answers[r["id"]].append(r["answered"])
             if r["answered"] == "ok":
                 answered_ok.add(r["id"])
         unverified = [r["id"] for r in reqs if not r["verified"]]
@@ -406,9 +408,14 @@ class Run:
         rows = self.pg.query(
             "SELECT d.job_id, d.idx, coalesce(w.message_id, '') FROM documents d "
             "LEFT JOIN webhook_deliveries w ON w.document_id = d.id")
-        missing = [(j, i) for j, i, m in rows if m not in answered_ok]
+        missing = [(j, i, m, answers.get(m, [])) for j, i, m in rows if m not in answered_ok]
         if missing:
-            failures.append(f"{len(missing)} documents' webhooks never reached the receiver with a 200: {missing[:5]}")
+            failures.append(f"{len(missing)} documents' webhooks never reached the receiver with a 200 "
+                            f"(job, index, webhook-id, the receiver's answers): {missing[:5]}")
+            for _, _, m, _ in missing[:5]:
+                print(f"attempts recorded for {m}:", self.pg.query(
+                    "SELECT a.attempted_at, a.status_code, a.error_class, a.latency_ms FROM webhook_attempts a "
+                    f"JOIN webhook_deliveries w ON w.id = a.delivery_id WHERE w.message_id = '{m}' ORDER BY a.id"))
         duplicates = sum(n - 1 for n in copies.values())
 
         # Storage: once a job is delivered, its files go within the janitor's period.

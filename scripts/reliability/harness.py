@@ -259,7 +259,9 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 mode = receiver.mode
                 receiver.record(self.headers, body, mode)
-                if mode == "close":
+                # "down": a connection accepted just before the port closed
+                # gets no answer either, as from a server that went away.
+                if mode in ("close", "down"):
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
@@ -280,9 +282,14 @@ class Receiver:
         self.server = None
 
     def set(self, mode):
-        if mode == "down" and self.server:
-            self.down()
-        elif mode != "down" and not self.server:
+        # The mode changes before the port closes: a request still being read
+        # when it does must not be answered (and recorded) as a 200.
+        if mode == "down":
+            self.mode = mode
+            if self.server:
+                self.down()
+            return
+        if not self.server:
             self.up()
         self.mode = mode
 
