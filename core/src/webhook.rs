@@ -35,10 +35,18 @@ pub fn sign(
     Ok(format!("v1,{}", B64.encode(mac.finalize().into_bytes())))
 }
 
+/// The most retries a schedule may list: a delivery's task is claimed at
+/// most 25 times (the queue's default `max_attempts`), its retries and the
+/// restarts of workers that held it together, so a few claims stay spare.
+pub const MAX_RETRIES: usize = 20;
+
 /// Parses `5s,1m,5m,30m,2h`: the delays before each retry.
 pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if out.len() == MAX_RETRIES {
+            return Err(format!("lists more than {MAX_RETRIES} retries"));
+        }
         let (num, unit) = part.split_at(
             part.find(|c: char| !c.is_ascii_digit())
                 .unwrap_or(part.len()),
@@ -242,6 +250,8 @@ mod tests {
         let s = parse_schedule("5s, 1m,2h,1d").unwrap();
         assert_eq!(s, [5, 60, 7200, 86400].map(Duration::from_secs).to_vec());
         assert!(parse_schedule("5x").is_err());
+        assert_eq!(parse_schedule(&vec!["1s"; 20].join(",")).unwrap().len(), 20);
+        assert!(parse_schedule(&vec!["1s"; 21].join(",")).is_err());
         assert!(parse_schedule("m").is_err());
         assert_eq!(next_delay(&s, 1, None, 0.5), Some(Duration::from_secs(5)));
         assert_eq!(next_delay(&s, 5, None, 0.5), None);

@@ -71,12 +71,16 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         },
     };
     let attempts = delivery.attempts as usize + 1;
+    // The task's last claim (its retries and the restarts of the workers
+    // that held it used them all): the queue would fail the task and leave
+    // the delivery pending for ever, so the delivery fails here instead.
     let delay = webhook::next_delay(
         &w.schedule,
         attempts,
         sent.retry_after,
         rand::rng().random(),
-    );
+    )
+    .filter(|_| task.attempts < task.max_attempts);
     let state = match (sent.final_state, delay) {
         (Some(state), _) => state,
         (None, _)

@@ -93,6 +93,38 @@ async fn gone_stops_and_a_spent_schedule_fails() {
 }
 
 #[tokio::test]
+async fn a_delivery_fails_when_its_task_has_no_attempts_left() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.webhook_retry_schedule = "0s,0s,0s,0s,0s".into()
+    })
+    .await;
+    // As if restarts of the workers holding it had used up all but two of
+    // the delivery task's claims.
+    sqlx::query("ALTER TABLE tasks ALTER COLUMN max_attempts SET DEFAULT 2")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let hook = Receiver::start().await;
+    hook.answers
+        .lock()
+        .unwrap()
+        .extend([500, 500, 500, 500, 500]);
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    app.submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    app.drain().await;
+    assert_eq!(hook.received().len(), 2);
+    let (delivery, task): (String, String) = sqlx::query_as(
+        "SELECT d.state, t.state FROM webhook_deliveries d JOIN tasks t ON t.ref_id = d.id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((delivery.as_str(), task.as_str()), ("failed", "completed"));
+}
+
+#[tokio::test]
 async fn retry_after_is_honoured() {
     let app = TestApp::spawn_with(StorageKind::Fs, |c| {
         c.webhook_retry_schedule = "0s,10m".into()
