@@ -208,6 +208,35 @@ test('a late answer for a page left behind does not replace the page shown', asy
   }
 });
 
+test('the jobs list shows the answer to the latest search, not a late older one', async () => {
+  await page.click('nav a[href="#/jobs"]');
+  await page.waitForSelector(`#jobs a[href="#/jobs/${firstJobId}"]`);
+  // A search for an id that matches nothing, answered only after the
+  // search has been cleared again.
+  const nothing = '00000000-0000-7000-8000-000000000000';
+  const isSearch = (url) => url.searchParams.get('job_id') === nothing;
+  let release;
+  const held = new Promise((r) => { release = r; });
+  await page.route(isSearch, async (r) => { await held; await r.continue(); });
+  try {
+    const dropped = page.waitForEvent('console', { predicate: (m) => m.text().includes('dropped an outdated jobs list'), timeout: 15_000 });
+    const searched = page.waitForRequest((req) => isSearch(new URL(req.url())));
+    await page.fill('#job-search', nothing);
+    await page.press('#job-search', 'Enter');
+    await searched;
+    await page.fill('#job-search', '');
+    const all = page.waitForResponse((res) => res.url().includes('/v1/jobs?') && !isSearch(new URL(res.url())));
+    await page.press('#job-search', 'Enter');
+    await all;
+    release();
+    await dropped;
+    assert.ok(await page.$(`#jobs a[href="#/jobs/${firstJobId}"]`), 'the full list is still shown');
+    assert.equal(await page.$('#jobs td.empty'), null);
+  } finally {
+    await page.unroute(isSearch);
+  }
+});
+
 test('names with markup are shown as text, never run', async () => {
   const evil = '<img src=x onerror=alert(1)><script>alert(2)</script>';
   const t = await apiCall('POST', '/v1/templates', { name: evil, fields: [{ name: 'x', type: 'text', locator: { kind: 'regex', pattern: '(x)' } }] });

@@ -441,14 +441,18 @@ async function jobsPage() {
   const err = errorBox();
   const body = h('tbody', {});
   const pager = h('div', { class: 'pager' });
-  let offset = 0; const limit = 25;
+  let offset = 0; const limit = 25; let loads = 0;
   status.value = params.get('status') || '';
   async function load() {
+    // Only the latest load draws: an older one answering late (the filter
+    // changed meanwhile) would show the wrong jobs under the filter.
+    const mine = ++loads;
     const q = new URLSearchParams({ limit, offset });
     if (status.value) q.set('status', status.value);
     if (search.value.trim()) q.set('job_id', search.value.trim());
     try {
       const { jobs } = await api('GET', `/v1/jobs?${q}`);
+      if (mine !== loads) { console.debug('paperhook: dropped an outdated jobs list'); return; }
       err.textContent = '';
       body.replaceChildren(...jobs.map((j) => h('tr', {},
         h('td', {}, h('a', { href: `#/jobs/${j.job_id}` }, h('code', {}, j.job_id))),
@@ -460,7 +464,7 @@ async function jobsPage() {
         h('button', { class: 'secondary', type: 'button', disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - limit); load(); } }, 'Newer'),
         h('button', { class: 'secondary', type: 'button', disabled: jobs.length < limit, onclick: () => { offset += limit; load(); } }, 'Older'),
         h('button', { class: 'secondary', type: 'button', id: 'refresh-jobs', onclick: load }, 'Refresh'));
-    } catch (e) { showError(err, e); }
+    } catch (e) { if (mine === loads) showError(err, e); }
   }
   status.addEventListener('change', () => { offset = 0; load(); });
   search.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') { offset = 0; load(); } });
