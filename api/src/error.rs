@@ -200,7 +200,10 @@ impl EndpointOutRegister for ApiError {
                 "Too many requests for this API key; retry after Retry-After seconds",
             ),
             ("500", "Internal error (logged)"),
-            ("503", "Database or storage unavailable; retry"),
+            (
+                "503",
+                "Database or storage unavailable, or too many previews running; retry after Retry-After seconds",
+            ),
         ] {
             operation.responses.insert(
                 status,

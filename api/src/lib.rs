@@ -37,6 +37,8 @@ pub struct Inner {
     pub inserter: jobs::Inserter,
     /// Checks the API keys of concurrent requests together.
     pub keys: accounts::KeyChecker,
+    /// Places for template previews (`preview_max_concurrent`).
+    pub previews: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for AppState {
@@ -63,7 +65,11 @@ impl AppState {
             config.auth_batch_max_keys as usize,
             config.auth_batch_statements as usize,
         );
+        let previews = Arc::new(tokio::sync::Semaphore::new(
+            config.preview_max_concurrent as usize,
+        ));
         Ok(AppState(Arc::new(Inner {
+            previews,
             waker,
             inserter,
             keys,

@@ -69,6 +69,7 @@ pub struct Config {
     pub worker_lease_secs: u64,
     pub worker_poll_ms: u64,
     pub worker_shutdown_grace_secs: u64,
+    pub preview_max_concurrent: u32,
     pub max_pages: u32,
     pub max_pixels_per_page: u64,
     pub max_image_side: u32,
@@ -176,6 +177,10 @@ impl Config {
             ("max_page_overdraw", u64::from(self.max_page_overdraw)),
             ("page_time_limit_secs", self.page_time_limit_secs),
             ("document_time_limit_secs", self.document_time_limit_secs),
+            (
+                "preview_max_concurrent",
+                u64::from(self.preview_max_concurrent),
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(name, "must be greater than 0"));
@@ -443,6 +448,7 @@ mod tests {
             ("max_page_overdraw", 0),
             ("page_time_limit_secs", 0),
             ("document_time_limit_secs", 0),
+            ("preview_max_concurrent", 0),
             ("render_dpi", 71),
             ("render_dpi", 601),
         ] {

@@ -1,7 +1,8 @@
 //! Previews for setting up a template: render a sample page, and run a
 //! template on a sample without creating a job. Nothing is stored or charged;
 //! samples are limited to `PREVIEW_MAX_PAGES` pages, to the configured pixel
-//! limits, and to `page_time_limit_secs` for the whole sample.
+//! limits, and to `page_time_limit_secs` for the whole sample; at most
+//! `preview_max_concurrent` run at once in a process.
 
 use std::io::Cursor;
 
@@ -74,13 +75,31 @@ fn options(depot: &Depot) -> Options {
     }
 }
 
-/// Runs a preview on the blocking pool, given up past `limit` (its thread
-/// runs on; see `paperhook_abandoned_extractions`).
+/// Runs a preview on the blocking pool in one of the process's
+/// `preview_max_concurrent` places (503 when none is free), given up past
+/// `limit`. A given-up preview's thread runs on and keeps its place until
+/// it ends (see `paperhook_abandoned_extractions`).
 async fn bounded<T: Send + 'static>(
+    depot: &Depot,
     limit: std::time::Duration,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> ApiResult<T> {
     use paperhook_core::bounded::{Bounded, run_bounded};
+    let state = crate::state(depot);
+    let Ok(place) = state.previews.clone().try_acquire_owned() else {
+        return Err(ApiError::unavailable(
+            "previews_busy",
+            format!(
+                "{} previews are already running on this server (preview_max_concurrent); retry in a few seconds",
+                state.config.preview_max_concurrent
+            ),
+        ));
+    };
+    let work = move || {
+        let out = work();
+        drop(place);
+        out
+    };
     match run_bounded(limit, work).await {
         Ok(Bounded::Done(out)) => Ok(out),
         Ok(Bounded::Abandoned) => Err(ApiError::unprocessable(
@@ -112,14 +131,18 @@ pub async fn render(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
         })?,
     };
     let opts = options(depot);
-    let png = bounded(opts.give_up_after(), move || -> ApiResult<Vec<u8>> {
-        let img = paperhook_extract::render_page(&bytes, page, PREVIEW_DPI, &opts)
-            .map_err(extract_error)?;
-        let mut out = Cursor::new(Vec::new());
-        img.write_to(&mut out, image::ImageFormat::Png)
-            .map_err(|e| ApiError::internal("encoding a preview PNG", &e))?;
-        Ok(out.into_inner())
-    })
+    let png = bounded(
+        depot,
+        opts.give_up_after(),
+        move || -> ApiResult<Vec<u8>> {
+            let img = paperhook_extract::render_page(&bytes, page, PREVIEW_DPI, &opts)
+                .map_err(extract_error)?;
+            let mut out = Cursor::new(Vec::new());
+            img.write_to(&mut out, image::ImageFormat::Png)
+                .map_err(|e| ApiError::internal("encoding a preview PNG", &e))?;
+            Ok(out.into_inner())
+        },
+    )
     .await??;
     res.headers_mut().insert(
         "content-type",
@@ -143,7 +166,7 @@ pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Pre
     let template =
         Template::from_json(value).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let opts = options(depot);
-    let out = bounded(opts.give_up_after(), move || {
+    let out = bounded(depot, opts.give_up_after(), move || {
         paperhook_extract::extract(&bytes, &template, &opts)
     })
     .await?

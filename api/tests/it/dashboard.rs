@@ -375,3 +375,56 @@ async fn a_preview_that_does_not_stop_is_given_up() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn previews_past_the_limit_answer_503_until_a_place_is_free() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.preview_max_concurrent = 1;
+        c.max_page_overdraw = 1_000_000;
+    })
+    .await;
+    let (_, key) = app.account(10).await;
+    let render = |pdf: Vec<u8>| {
+        app.req(Method::POST, "/v1/preview/render", &key).multipart(
+            multipart::Form::new()
+                .part("file", multipart::Part::bytes(pdf).file_name("sample.pdf")),
+        )
+    };
+    // A page of 3,000 page-sized fills: about half a second to render at 100 DPI.
+    // Probes (a 1-page invoice) until one is turned away; a probe may take
+    // the place before the slow upload has arrived, which turns the slow
+    // one away instead: then it starts again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (slow, busy) = 'outer: loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no preview was turned away"
+        );
+        let slow = tokio::spawn(render(pdf_painting_page(3000)).send());
+        while !slow.is_finished() {
+            let res = render(example_pdf().to_vec()).send().await.unwrap();
+            if res.status() == StatusCode::SERVICE_UNAVAILABLE {
+                break 'outer (slow, res);
+            }
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+        let lost = slow.await.unwrap().unwrap();
+        assert_eq!(
+            lost.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a preview ran beside another"
+        );
+    };
+    let retry_after: u64 = busy.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body: serde_json::Value = busy.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "previews_busy", "{body}");
+    // The slow one was not disturbed, and its place is free again after it.
+    assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::OK);
+    let res = render(example_pdf().to_vec()).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}

@@ -556,8 +556,9 @@ async fn hundred_parallel_submissions() {
     let mut ids = std::collections::HashSet::new();
     for res in results {
         let res = res.unwrap();
-        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let status = res.status();
         let body: Value = res.json().await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         ids.insert(body["job_id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids.len(), 100);
