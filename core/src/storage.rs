@@ -199,25 +199,35 @@ impl Storage {
         }
     }
 
-    /// One page of the stored objects under `prefix` (a folder, ending in
-    /// `/`), with their last-modified times, and the cursor of the next page
-    /// (None after the last). The local store lists everything in one page.
-    pub async fn list(
-        &self,
-        prefix: &str,
-        cursor: Option<String>,
-    ) -> Result<(Vec<Listed>, Option<String>), StorageError> {
-        check_key(prefix.trim_end_matches('/'))?;
+    /// The stored objects under `prefix` (a folder, ending in `/`), a page
+    /// of at most [`PAGE`] at a time, so that listing a large store takes
+    /// bounded memory. Objects written or deleted meanwhile may or may not
+    /// be listed.
+    pub fn pages(&self, prefix: &str) -> Pages<'_> {
+        if let Err(e) = check_key(prefix.trim_end_matches('/')) {
+            return Pages(PagesFrom::Refused(Some(e)));
+        }
         match self {
             Storage::Fs(fs) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
                 let root = fs.root.clone();
                 let prefix = prefix.to_owned();
-                let listed = blocking(move || list_dir(&root, &prefix))
-                    .await
-                    .map_err(io_err(""))?;
-                Ok((listed, None))
+                tokio::task::spawn_blocking(move || {
+                    let walked = walk_dir(&root, &prefix, PAGE, |page| {
+                        tx.blocking_send(Ok(page)).is_ok()
+                    });
+                    if let Err(e) = walked {
+                        let _ = tx.blocking_send(Err(e));
+                    }
+                });
+                Pages(PagesFrom::Fs(rx))
             }
-            Storage::S3(s3) => s3.list(prefix, cursor).await,
+            Storage::S3(s3) => Pages(PagesFrom::S3 {
+                s3,
+                prefix: prefix.to_owned(),
+                cursor: None,
+                done: false,
+            }),
         }
     }
 
@@ -411,19 +421,33 @@ pub struct Listed {
     pub modified: chrono::DateTime<chrono::Utc>,
 }
 
-/// The files under `root/prefix`, keys relative to `root`; a missing folder
-/// lists nothing.
-fn list_dir(root: &Path, prefix: &str) -> std::io::Result<Vec<Listed>> {
+/// Most objects in one page of [`Storage::pages`].
+pub const PAGE: usize = 1000;
+
+/// Walks the files under `root/prefix` and hands them to `emit` in pages of
+/// at most `page` (keys relative to `root`), until `emit` answers false. A
+/// missing folder lists nothing; a file or folder removed during the walk
+/// (a worker deleting a delivered job's files) is skipped.
+fn walk_dir(
+    root: &Path,
+    prefix: &str,
+    page: usize,
+    mut emit: impl FnMut(Vec<Listed>) -> bool,
+) -> std::io::Result<()> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     let mut out = Vec::new();
     let mut dirs = vec![root.join(prefix)];
     while let Some(dir) = dirs.pop() {
         let entries = match std::fs::read_dir(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if gone(&e) => continue,
             other => other?,
         };
         for entry in entries {
             let entry = entry?;
-            let meta = entry.metadata()?;
+            let meta = match entry.metadata() {
+                Err(e) if gone(&e) => continue,
+                other => other?,
+            };
             let path = entry.path();
             if meta.is_dir() {
                 dirs.push(path);
@@ -432,10 +456,65 @@ fn list_dir(root: &Path, prefix: &str) -> std::io::Result<Vec<Listed>> {
                     key: rel.to_string_lossy().into_owned(),
                     modified: meta.modified()?.into(),
                 });
+                if out.len() == page && !emit(std::mem::take(&mut out)) {
+                    return Ok(());
+                }
             }
         }
     }
-    Ok(out)
+    if !out.is_empty() {
+        emit(out);
+    }
+    Ok(())
+}
+
+/// The pages of a listing, from [`Storage::pages`].
+pub struct Pages<'a>(PagesFrom<'a>);
+
+enum PagesFrom<'a> {
+    /// Filled by a thread walking the folders; it stops when this is dropped.
+    Fs(tokio::sync::mpsc::Receiver<std::io::Result<Vec<Listed>>>),
+    S3 {
+        s3: &'a S3Storage,
+        prefix: String,
+        cursor: Option<String>,
+        done: bool,
+    },
+    Refused(Option<StorageError>),
+}
+
+impl Pages<'_> {
+    /// The next page (never empty), an error (the listing ends there), or
+    /// None after the last.
+    pub async fn next(&mut self) -> Option<Result<Vec<Listed>, StorageError>> {
+        match &mut self.0 {
+            PagesFrom::Fs(rx) => rx.recv().await.map(|r| r.map_err(io_err(""))),
+            PagesFrom::S3 {
+                s3,
+                prefix,
+                cursor,
+                done,
+            } => loop {
+                if *done {
+                    return None;
+                }
+                match s3.list(prefix, cursor.take()).await {
+                    Err(e) => {
+                        *done = true;
+                        return Some(Err(e));
+                    }
+                    Ok((listed, next)) => {
+                        *done = next.is_none();
+                        *cursor = next;
+                        if !listed.is_empty() {
+                            return Some(Ok(listed));
+                        }
+                    }
+                }
+            },
+            PagesFrom::Refused(e) => e.take().map(Err),
+        }
+    }
 }
 
 fn s3_err<E: std::error::Error + Send + Sync + 'static>(
@@ -665,6 +744,73 @@ mod tests {
             std::fs::read(root.path().join("documents/new/j")).unwrap(),
             b"doc"
         );
+    }
+
+    #[tokio::test]
+    async fn a_large_local_store_is_listed_a_page_at_a_time() {
+        let root = tempfile::tempdir().unwrap();
+        let store = super::Storage::Fs(
+            FsStorage::new(root.path().to_path_buf(), false)
+                .await
+                .unwrap(),
+        );
+        let mut want = std::collections::BTreeSet::new();
+        for (dir, n) in [("documents/a", 2000), ("documents/b/c", 345)] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+            for i in 0..n {
+                std::fs::write(root.path().join(format!("{dir}/{i}")), b"x").unwrap();
+                want.insert(format!("{dir}/{i}"));
+            }
+        }
+        std::fs::create_dir_all(root.path().join("other")).unwrap();
+        std::fs::write(root.path().join("other/x"), b"x").unwrap();
+
+        let mut pages = store.pages("documents/");
+        let (mut got, mut sizes) = (std::collections::BTreeSet::new(), Vec::new());
+        while let Some(page) = pages.next().await {
+            let page = page.unwrap();
+            sizes.push(page.len());
+            for l in page {
+                assert!(got.insert(l.key.clone()), "{} listed twice", l.key);
+            }
+        }
+        assert_eq!(got, want);
+        assert!(
+            sizes.iter().all(|&n| (1..=super::PAGE).contains(&n)),
+            "{sizes:?}"
+        );
+        assert_eq!(sizes.len(), 3);
+        // A folder that is not there lists nothing; a bad prefix is refused.
+        assert!(store.pages("documents/none/").next().await.is_none());
+        assert!(store.pages("../").next().await.unwrap().is_err());
+    }
+
+    #[test]
+    fn files_deleted_during_a_walk_are_skipped() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("documents/a");
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..10 {
+            std::fs::write(dir.join(i.to_string()), b"x").unwrap();
+        }
+        // After the first file, a worker deletes all the others (the
+        // folder's entries have been read already).
+        let mut seen = Vec::new();
+        super::walk_dir(root.path(), "documents/", 1, |page| {
+            if seen.is_empty() {
+                let keep = root.path().join(&page[0].key);
+                for e in std::fs::read_dir(&dir).unwrap() {
+                    let path = e.unwrap().path();
+                    if path != keep {
+                        std::fs::remove_file(path).unwrap();
+                    }
+                }
+            }
+            seen.extend(page);
+            true
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
     }
 
     #[test]

@@ -162,17 +162,13 @@ impl Janitor {
     /// committing its job, or a deleted account's. Keys name their job
     /// (`documents/<account>/<job>[-doc-<n>]`, and the older
     /// `<job>/original`, `<job>/doc-<n>`); anything else is left alone.
-    /// Only documents of jobs in flight are stored at all, so the listing
-    /// stays short. Returns the files deleted.
+    /// The listing goes a page at a time (a store holding a day of
+    /// undeliverable jobs can be large). Returns the files deleted.
     async fn delete_orphan_files(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
         let mut deleted = 0;
-        let mut cursor = None;
-        loop {
-            let (listed, next) = self
-                .storage
-                .list("documents/", cursor)
-                .await
-                .context("listing stored documents")?;
+        let mut pages = self.storage.pages("documents/");
+        while let Some(listed) = pages.next().await {
+            let listed = listed.context("listing stored documents")?;
             let old: Vec<(String, Uuid)> = listed
                 .into_iter()
                 .filter(|l| l.modified < before)
@@ -202,11 +198,8 @@ impl Janitor {
                     }
                 }
             }
-            match next {
-                Some(next) => cursor = Some(next),
-                None => return Ok(deleted),
-            }
         }
+        Ok(deleted)
     }
 
     /// Deletes the files of one batch of finished, delivered jobs that still
