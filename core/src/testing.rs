@@ -109,11 +109,19 @@ pub fn pdf_of(pages: usize, content: &str) -> Vec<u8> {
             content.len()
         ));
     }
-    let mut out = b"%PDF-1.4\n".to_vec();
+    pdf_from_objects(&objects)
+}
+
+/// A PDF file of these objects, numbered from 1 (the first is the
+/// catalog), with its cross-reference table and trailer.
+pub fn pdf_from_objects(objects: &[impl AsRef<[u8]>]) -> Vec<u8> {
+    let mut out = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n".to_vec();
     let mut offsets = Vec::new();
     for (i, body) in objects.iter().enumerate() {
         offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        out.extend_from_slice(body.as_ref());
+        out.extend_from_slice(b"\nendobj\n");
     }
     let xref = out.len();
     out.extend_from_slice(

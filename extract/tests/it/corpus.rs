@@ -184,6 +184,12 @@ pub fn write_pdf(pages: &[Page]) -> Vec<u8> {
         pages.len()
     )
     .into_bytes();
+    pdf_file(&objs)
+}
+
+/// A PDF file of these objects, numbered from 1 (the first is the
+/// catalog), with a fixed document ID so that equal objects give equal bytes.
+pub fn pdf_file(objs: &[Vec<u8>]) -> Vec<u8> {
     let mut out = b"%PDF-1.4\n%\xE2\xE3\xCF\xD3\n".to_vec();
     let mut offsets = Vec::new();
     for (i, o) in objs.iter().enumerate() {

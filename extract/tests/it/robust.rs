@@ -178,35 +178,16 @@ fn pdf_embedding_a_huge_image_is_refused_before_rendering() {
 
 /// A one-page PDF whose content stream is `data` under `filter`.
 fn pdf_with_content(filter: &str, data: &[u8]) -> Vec<u8> {
-    let mut pdf = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    let objects: Vec<Vec<u8>> = vec![
+    let mut stream =
+        format!("<< /Length {} /Filter {filter} >>\nstream\n", data.len()).into_bytes();
+    stream.extend(data);
+    stream.extend(b"\nendstream");
+    corpus::pdf_file(&[
         b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>".to_vec(),
-        {
-            let mut s =
-                format!("<< /Length {} /Filter {filter} >>\nstream\n", data.len()).into_bytes();
-            s.extend(data);
-            s.extend(b"\nendstream");
-            s
-        },
-    ];
-    for (i, o) in objects.iter().enumerate() {
-        offsets.push(pdf.len());
-        pdf.extend(format!("{} 0 obj\n", i + 1).as_bytes());
-        pdf.extend(o);
-        pdf.extend(b"\nendobj\n");
-    }
-    let xref = pdf.len();
-    pdf.extend(b"xref\n0 5\n0000000000 65535 f \n");
-    for o in offsets {
-        pdf.extend(format!("{o:010} 00000 n \n").as_bytes());
-    }
-    pdf.extend(
-        format!("trailer\n<< /Size 5 /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n").as_bytes(),
-    );
-    pdf
+        stream,
+    ])
 }
 
 #[test]
