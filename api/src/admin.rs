@@ -16,6 +16,15 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 0)]
         credits: i64,
     },
+    /// List accounts (newest first) with their credits and API key prefixes.
+    ListAccounts {
+        /// Only accounts whose name contains this text (any case).
+        #[arg(long)]
+        name: Option<String>,
+        /// At most this many accounts.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
     /// Create another API key for an account (shown once).
     CreateKey {
         #[arg(long)]
@@ -59,6 +68,26 @@ pub async fn run(
             );
             let (account, key) = accounts::create(pool, name, credits).await?;
             json!({"account_id": account.id, "api_key": key.key, "key_prefix": key.prefix, "credits": account.credits})
+        }
+        AdminCommand::ListAccounts { name, limit } => {
+            anyhow::ensure!(limit > 0, "--limit must be positive");
+            let mut out = Vec::new();
+            for account in accounts::list(pool, name.as_deref().map(str::trim), limit).await? {
+                let keys = accounts::list_keys(pool, account.id).await?;
+                out.push(json!({
+                    "account_id": account.id,
+                    "name": account.name,
+                    "credits": account.credits,
+                    "created_at": account.created_at,
+                    "keys": keys.iter().map(|k| json!({
+                        "key_prefix": k.prefix,
+                        "created_at": k.created_at,
+                        "last_used_at": k.last_used_at,
+                        "revoked_at": k.revoked_at,
+                    })).collect::<Vec<_>>(),
+                }));
+            }
+            json!({"accounts": out})
         }
         AdminCommand::CreateKey { account } => {
             let key = accounts::create_key(pool, account)

@@ -337,8 +337,16 @@ impl Config {
 /// Installs the tracing subscriber: text or JSON lines on stderr.
 pub fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(config.log_level.clone()));
+    // PostgreSQL's notices (such as "relation _sqlx_migrations already
+    // exists, skipping" at every start) are not worth an INFO line unless
+    // asked for by name.
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        if config.log_level.contains("sqlx") {
+            EnvFilter::new(config.log_level.clone())
+        } else {
+            EnvFilter::new(format!("{},sqlx::postgres::notice=warn", config.log_level))
+        }
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

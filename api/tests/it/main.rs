@@ -153,6 +153,67 @@ async fn admin_commands_manage_accounts_and_credits() {
     .await;
     assert_eq!(b["entries"][0]["delta"], 25);
     assert_eq!(b["entries"][0]["reason"], "grant");
+
+    // Operators find accounts and their keys again by name.
+    let other = run(
+        AdminCommand::CreateAccount {
+            name: "Other 100%_Co".into(),
+            credits: 0,
+        },
+        &app.pool,
+        None,
+    )
+    .await
+    .unwrap();
+    run(
+        AdminCommand::RevokeKey {
+            key_prefix: key2[..10].into(),
+        },
+        &app.pool,
+        None,
+    )
+    .await
+    .unwrap();
+    let list = |name: Option<&str>, limit| {
+        run(
+            AdminCommand::ListAccounts {
+                name: name.map(Into::into),
+                limit,
+            },
+            &app.pool,
+            None,
+        )
+    };
+    let all = list(None, 100).await.unwrap();
+    let names: Vec<_> = all["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Other 100%_Co", "Acme"], "newest first");
+    let acme = list(Some(" aCmE "), 100).await.unwrap();
+    let acme = acme["accounts"].as_array().unwrap();
+    assert_eq!(acme.len(), 1);
+    assert_eq!(acme[0]["account_id"], account.to_string());
+    assert_eq!(acme[0]["credits"], 30);
+    let keys = acme[0]["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0]["key_prefix"], &key2[..10], "newest key first");
+    assert!(keys[0]["revoked_at"].is_string());
+    assert_eq!(keys[1]["key_prefix"], &key[..10]);
+    assert!(keys[1]["revoked_at"].is_null());
+    assert!(
+        keys[1]["last_used_at"].is_string(),
+        "the key was used above"
+    );
+    assert!(!acme[0].to_string().contains(&key[10..]), "no secret part");
+    let percent = list(Some("%_"), 100).await.unwrap();
+    assert_eq!(percent["accounts"][0]["account_id"], other["account_id"]);
+    assert_eq!(percent["accounts"].as_array().unwrap().len(), 1);
+    let newest = list(None, 1).await.unwrap();
+    assert_eq!(newest["accounts"].as_array().unwrap().len(), 1);
+    assert!(list(None, 0).await.is_err());
 }
 
 #[tokio::test]

@@ -66,6 +66,20 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Accou
         .await
 }
 
+/// Accounts newest first, optionally only those whose name contains `name`
+/// (any case; `%` and `_` match themselves).
+pub async fn list(pool: &PgPool, name: Option<&str>, limit: i64) -> sqlx::Result<Vec<Account>> {
+    sqlx::query_as(
+        "SELECT id, name, credits, created_at FROM accounts
+         WHERE $1::text IS NULL OR strpos(lower(name), lower($1)) > 0
+         ORDER BY created_at DESC, id DESC LIMIT $2",
+    )
+    .bind(name)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 async fn insert_key(db: impl PgExecutor<'_>, account_id: Uuid) -> sqlx::Result<NewApiKey> {
     let key = crypto::generate_api_key();
     sqlx::query("INSERT INTO api_keys (id, account_id, prefix, key_hash) VALUES ($1, $2, $3, $4)")
