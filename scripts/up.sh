@@ -35,6 +35,15 @@ cargo build --profile "$profile" --locked --bins -p paperhook-api -p paperhook-w
 dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 
 "$dir/paperhook-api" migrate >/dev/null
+addr="${PAPERHOOK_API_ADDR:-127.0.0.1:8080}"
+host="${addr%:*}"; host="${host#[}"; host="${host%]}"; port="${addr##*:}"
+[ "$host" = 0.0.0.0 ] && host=127.0.0.1
+[ "$host" = :: ] && host=::1
+url="http://$([[ "$host" == *:* ]] && echo "[$host]" || echo "$host"):$port"
+# Another server answering there would pass the readiness check below.
+if curl -sf -o /dev/null --max-time 2 "$url/healthz" 2>/dev/null; then
+    die "a server already answers on $addr (another up.sh?); stop it, or set PAPERHOOK_API_ADDR to another address"
+fi
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 "$dir/paperhook-api" serve & pids+=($!)
@@ -53,10 +62,13 @@ supervise() {
 supervise "$dir/paperhook-worker" & pids+=($!)
 "$dir/paperhook-janitor" & pids+=($!)
 
-for _ in $(seq 1 60); do curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break; sleep 0.5; done
+until curl -sf "$url/healthz" >/dev/null 2>&1; do
+    kill -0 "${pids[0]}" 2>/dev/null || die "the API did not start (its error is above)"
+    sleep 0.5
+done
 cat <<MSG
 
-Paperhook is up: API on ${PAPERHOOK_API_ADDR:-127.0.0.1:8080} (docs at /docs), storage in .paperhook/storage.
+Paperhook is up: API on $url (docs at /docs), storage in .paperhook/storage.
 Create an account and API key in another terminal:
 
   DATABASE_URL=$DATABASE_URL PAPERHOOK_ENCRYPTION_KEYS=\$(cat .paperhook/encryption.key) \\
@@ -64,7 +76,7 @@ Create an account and API key in another terminal:
 
 then log the command-line client in with the api_key it prints:
 
-  $dir/paperhook login --url http://${PAPERHOOK_API_ADDR:-127.0.0.1:8080} --key ph_...
+  $dir/paperhook login --url $url --key ph_...
 
 Ctrl-C stops everything.
 MSG
