@@ -180,6 +180,22 @@ test('a job reaches SUCCESS, its delivery is shown, and it can be redelivered', 
     }
     const again = received.filter((r) => r.body.job_id === sub.body.job_id);
     assert.equal(again[1].headers['webhook-id'], again[0].headers['webhook-id'], 'same webhook-id on redelivery');
+
+    // The jobs list shows each job's webhook state and filters by it.
+    await page.click('nav a[href="#/jobs"]');
+    await page.selectOption('#delivery-filter', 'delivered');
+    const deliveredRow = `#jobs tr:has(a[href="#/jobs/${sub.body.job_id}"]) .badge.delivered`;
+    const by = Date.now() + 30_000;
+    while (!(await page.$(deliveredRow))) {
+      assert.ok(Date.now() < by, 'the job was not listed as delivered within 30 s');
+      await page.click('#refresh-jobs');
+      await page.waitForTimeout(300);
+    }
+    await page.selectOption('#delivery-filter', 'failed');
+    await page.waitForSelector('#jobs td.empty');
+    assert.equal(await page.$(`#jobs a[href="#/jobs/${sub.body.job_id}"]`), null, 'a delivered job is not among the failed');
+    await page.selectOption('#delivery-filter', '');
+    await page.selectOption('#status-filter', '');
   } finally {
     receiver.close();
   }

@@ -437,18 +437,22 @@ async function jobsPage() {
   const show = screen();
   const params = new URLSearchParams(location.search);
   const status = h('select', { id: 'status-filter', 'aria-label': 'Status' }, h('option', { value: '' }, 'All statuses'), STATUSES.map((s) => h('option', { value: s }, s)));
+  const delivery = h('select', { id: 'delivery-filter', 'aria-label': 'Webhook delivery' }, h('option', { value: '' }, 'All deliveries'),
+    [['pending', 'Webhook pending'], ['failed', 'Webhook failed'], ['gone', 'Webhook gone (410)'], ['delivered', 'Webhook delivered']].map(([v, t]) => h('option', { value: v }, t)));
   const search = h('input', { id: 'job-search', placeholder: 'Find a job id', 'aria-label': 'Job id' });
   const err = errorBox();
   const body = h('tbody', {});
   const pager = h('div', { class: 'pager' });
   let offset = 0; const limit = 25; let loads = 0;
   status.value = params.get('status') || '';
+  delivery.value = params.get('delivery') || '';
   async function load() {
     // Only the latest load draws: an older one answering late (the filter
     // changed meanwhile) would show the wrong jobs under the filter.
     const mine = ++loads;
     const q = new URLSearchParams({ limit, offset });
     if (status.value) q.set('status', status.value);
+    if (delivery.value) q.set('delivery', delivery.value);
     if (search.value.trim()) q.set('job_id', search.value.trim());
     try {
       const { jobs } = await api('GET', `/v1/jobs?${q}`);
@@ -457,9 +461,10 @@ async function jobsPage() {
       body.replaceChildren(...jobs.map((j) => h('tr', {},
         h('td', {}, h('a', { href: `#/jobs/${j.job_id}` }, h('code', {}, j.job_id))),
         h('td', {}, badge(j.status)),
+        h('td', {}, j.delivery ? badge(j.delivery) : ''),
         h('td', { class: 'opt' }, j.document_type, j.file_name ? ` · ${j.file_name}` : ''),
         h('td', { class: 'opt' }, when(j.created_at)))));
-      if (!jobs.length) body.append(h('tr', {}, h('td', { colspan: 4, class: 'empty' }, 'No jobs match. Submit one with POST /process-job (see Home).')));
+      if (!jobs.length) body.append(h('tr', {}, h('td', { colspan: 5, class: 'empty' }, 'No jobs match. Submit one with POST /process-job (see Home).')));
       pager.replaceChildren(
         h('button', { class: 'secondary', type: 'button', disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - limit); load(); } }, 'Newer'),
         h('button', { class: 'secondary', type: 'button', disabled: jobs.length < limit, onclick: () => { offset += limit; load(); } }, 'Older'),
@@ -467,9 +472,10 @@ async function jobsPage() {
     } catch (e) { if (mine === loads) showError(err, e); }
   }
   status.addEventListener('change', () => { offset = 0; load(); });
+  delivery.addEventListener('change', () => { offset = 0; load(); });
   search.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') { offset = 0; load(); } });
-  show(h('h1', {}, 'Jobs'), h('div', { class: 'row' }, status, search), err,
-    h('table', { id: 'jobs' }, h('thead', {}, h('tr', {}, h('th', {}, 'Job'), h('th', {}, 'Status'), h('th', { class: 'opt' }, 'Document'), h('th', { class: 'opt' }, 'Submitted'))), body), pager);
+  show(h('h1', {}, 'Jobs'), h('div', { class: 'row' }, status, delivery, search), err,
+    h('table', { id: 'jobs' }, h('thead', {}, h('tr', {}, h('th', {}, 'Job'), h('th', {}, 'Status'), h('th', {}, 'Webhook'), h('th', { class: 'opt' }, 'Document'), h('th', { class: 'opt' }, 'Submitted'))), body), pager);
   await load();
 }
 

@@ -2,9 +2,9 @@
 //! credits charged and every webhook delivery attempt.
 
 use paperhook_core::db::jobs;
-use salvo::oapi::extract::{PathParam, QueryParam};
+use salvo::oapi::extract::PathParam;
 use salvo::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -20,6 +20,10 @@ pub struct JobSummary {
     file_name: Option<String>,
     created_at: chrono::DateTime<chrono::Utc>,
     finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The job's webhook deliveries so far: `pending` while any is waiting
+    /// for its next attempt, else `failed` (retries spent), else `gone`
+    /// (the receiver answered 410), else `delivered`; null before the first.
+    delivery: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -27,17 +31,35 @@ pub struct JobList {
     jobs: Vec<JobSummary>,
 }
 
-/// The account's jobs, newest first; filter by `status`, or find one by `job_id`.
+/// Filters of the job listing.
+#[derive(Debug, Deserialize, ToParameters)]
+#[salvo(parameters(default_parameter_in = Query))]
+pub struct JobsQuery {
+    /// Only jobs with this status (`NEW`, `SUCCESS`, `FAILED`, ...).
+    status: Option<String>,
+    /// Only the job with this id (the other filters are ignored).
+    job_id: Option<String>,
+    /// Only jobs of this template.
+    template_id: Option<String>,
+    /// Only jobs whose deliveries are in this state: `pending`, `failed`, `gone` or `delivered`.
+    delivery: Option<String>,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// The account's jobs, newest first; filter by `status`, `template_id` and
+/// webhook `delivery` state, or find one by `job_id`.
 #[endpoint(tags("jobs"))]
 pub async fn list_jobs(
     depot: &mut Depot,
-    status: QueryParam<String, false>,
-    job_id: QueryParam<String, false>,
+    query: JobsQuery,
     page: super::Page,
 ) -> ApiResult<Json<JobList>> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
-    let status = status.into_inner().filter(|s| !s.is_empty());
+    let status = non_empty(query.status);
     if let Some(s) = &status
         && !paperhook_core::status::ALL.contains(&s.as_str())
     {
@@ -49,36 +71,50 @@ pub async fn list_jobs(
             ),
         ));
     }
-    let rows = match job_id.into_inner().filter(|s| !s.trim().is_empty()) {
-        Some(raw) => {
-            let id = super::parse_job_id(&raw)?;
-            jobs::get(&state.pool, account_id, id)
-                .await?
-                .into_iter()
-                .collect()
-        }
-        None => {
-            jobs::list(
-                &state.pool,
-                account_id,
-                status.as_deref(),
-                page.limit(),
-                page.offset(),
-            )
-            .await?
-        }
+    let delivery = non_empty(query.delivery);
+    if let Some(d) = &delivery
+        && !jobs::DELIVERY_STATES.contains(&d.as_str())
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_delivery",
+            format!("delivery {d:?} is not one of {:?}", jobs::DELIVERY_STATES),
+        ));
+    }
+    let template_id = non_empty(query.template_id)
+        .map(|raw| {
+            Uuid::parse_str(&raw).map_err(|_| {
+                ApiError::unprocessable(
+                    "invalid_template_id",
+                    format!("template_id must be a UUID, not {raw:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    let filter = match non_empty(query.job_id) {
+        Some(raw) => jobs::JobFilter {
+            job_id: Some(super::parse_job_id(&raw)?),
+            ..Default::default()
+        },
+        None => jobs::JobFilter {
+            job_id: None,
+            status: status.as_deref(),
+            template_id,
+            delivery: delivery.as_deref(),
+        },
     };
+    let rows = jobs::list(&state.pool, account_id, filter, page.limit(), page.offset()).await?;
     Ok(Json(JobList {
         jobs: rows
             .into_iter()
-            .map(|j| JobSummary {
-                job_id: j.id,
-                template_id: j.template_id,
-                status: j.status,
-                document_type: j.content_type,
-                file_name: j.file_name,
-                created_at: j.created_at,
-                finished_at: j.finished_at,
+            .map(|row| JobSummary {
+                job_id: row.job.id,
+                template_id: row.job.template_id,
+                status: row.job.status,
+                document_type: row.job.content_type,
+                file_name: row.job.file_name,
+                created_at: row.job.created_at,
+                finished_at: row.job.finished_at,
+                delivery: row.delivery,
             })
             .collect(),
     }))

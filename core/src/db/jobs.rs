@@ -240,23 +240,69 @@ pub async fn get(
     .await
 }
 
+/// The delivery states a job listing can be filtered by, in the order the
+/// summary of a job's deliveries prefers them.
+pub const DELIVERY_STATES: [&str; 4] = ["pending", "failed", "gone", "delivered"];
+
+/// Which of an account's jobs to list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobFilter<'a> {
+    pub job_id: Option<Uuid>,
+    pub status: Option<&'a str>,
+    pub template_id: Option<Uuid>,
+    /// One of [`DELIVERY_STATES`]: jobs whose delivery summary is this.
+    pub delivery: Option<&'a str>,
+}
+
+/// A job in a listing, with a summary of its webhook deliveries so far:
+/// `pending` while any is, else `failed`, else `gone`, else `delivered`;
+/// `None` before the first document has a delivery.
+#[derive(Debug, Clone, FromRow)]
+pub struct ListedJob {
+    #[sqlx(flatten)]
+    pub job: JobRow,
+    pub delivery: Option<String>,
+}
+
+/// An account's jobs, newest first. A filter on a state other than
+/// `delivered` starts from the account's deliveries in that state (an index
+/// scan), not from every job.
 pub async fn list(
     db: impl PgExecutor<'_>,
     account_id: Uuid,
-    status: Option<&str>,
+    filter: JobFilter<'_>,
     limit: i64,
     offset: i64,
-) -> sqlx::Result<Vec<JobRow>> {
+) -> sqlx::Result<Vec<ListedJob>> {
     sqlx::query_as(concat!(
-        "SELECT ",
+        "SELECT j.*, d.delivery FROM (SELECT ",
         columns!(),
         " FROM jobs WHERE account_id = $1 AND ($2::text IS NULL OR status = $2)
-         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+             AND ($3::uuid IS NULL OR template_id = $3)
+             AND ($7::uuid IS NULL OR id = $7)
+             AND ($8::text IS NULL OR id IN (
+                 SELECT job_id FROM webhook_deliveries WHERE account_id = $1 AND state = $8))
+         ) j
+         LEFT JOIN LATERAL (
+             SELECT CASE WHEN bool_or(w.state = 'pending') THEN 'pending'
+                         WHEN bool_or(w.state = 'failed') THEN 'failed'
+                         WHEN bool_or(w.state = 'gone') THEN 'gone'
+                         WHEN bool_or(w.state = 'delivered') THEN 'delivered' END AS delivery
+             FROM webhook_deliveries w WHERE w.job_id = j.id
+         ) d ON true
+         WHERE $4::text IS NULL OR d.delivery = $4
+         ORDER BY j.created_at DESC, j.id DESC LIMIT $5 OFFSET $6"
     ))
     .bind(account_id)
-    .bind(status)
+    .bind(filter.status)
+    .bind(filter.template_id)
+    .bind(filter.delivery)
     .bind(limit)
     .bind(offset)
+    .bind(filter.job_id)
+    // Few deliveries are not delivered: start from those. Most are, so
+    // `delivered` is cheaper checked job by job, newest first.
+    .bind(filter.delivery.filter(|d| *d != "delivered"))
     .fetch_all(db)
     .await
 }

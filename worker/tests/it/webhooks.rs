@@ -1,6 +1,8 @@
 //! Webhook retries, 410 and the signature known answer (the SSRF guard is in `ssrf`).
 
 use paperhook_core::webhook;
+use reqwest::{Method, StatusCode};
+use uuid::Uuid;
 
 use crate::helpers::*;
 
@@ -191,4 +193,128 @@ async fn an_undecryptable_secret_fails_the_delivery_at_once() {
     .unwrap();
     assert_eq!(state, "failed");
     assert!(message.contains("encryption_keys"), "{message}");
+}
+
+/// `GET /v1/jobs` says how each job's deliveries stand and finds the jobs
+/// whose webhooks failed, were refused or are waiting, per template.
+#[tokio::test]
+async fn jobs_are_listed_by_delivery_state_and_template() {
+    let state = |s: &str| Some(s.to_owned());
+    // Spent schedules: retries come at once.
+    let app = TestApp::spawn().await;
+    let hook = Receiver::start().await;
+    let (_, key) = app.account(20).await;
+    let (a, _) = app.template(&key, Some(&hook.url)).await;
+    let (quiet, _) = app.template(&key, None).await;
+    let pdf = example_pdf();
+    let gone = drained(&app, &key, &hook, &[410], a, "a.pdf", pdf).await;
+    let failed = drained(&app, &key, &hook, &[500, 500, 500, 500], a, "a.pdf", pdf).await;
+    let delivered = drained(&app, &key, &hook, &[], a, "a.pdf", pdf).await;
+    let no_webhook = drained(&app, &key, &hook, &[], quiet, "a.pdf", pdf).await;
+    assert_eq!(
+        listed(&app, &key, "").await,
+        [
+            (no_webhook, None),
+            (delivered, state("delivered")),
+            (failed, state("failed")),
+            (gone, state("gone")),
+        ]
+    );
+    for (query, want) in [
+        ("delivery=failed", vec![failed]),
+        ("delivery=gone", vec![gone]),
+        ("delivery=delivered", vec![delivered]),
+        ("delivery=pending", vec![]),
+        ("delivery=failed&status=SUCCESS", vec![failed]),
+        ("delivery=failed&status=FAILED", vec![]),
+    ] {
+        assert_eq!(ids_of(&listed(&app, &key, query).await), want, "{query}");
+    }
+
+    // A receiver asking for two minutes' rest leaves its deliveries pending.
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.webhook_retry_schedule = "0s,10m".into()
+    })
+    .await;
+    let (_, key) = app.account(20).await;
+    let (a, _) = app.template(&key, Some(&hook.url)).await;
+    let (b, _) = app.template(&key, Some(&hook.url)).await;
+    let waiting = drained(&app, &key, &hook, &[429], b, "a.pdf", pdf).await;
+    let delivered = drained(&app, &key, &hook, &[], a, "a.pdf", pdf).await;
+    // One document delivered and one waiting: the job is pending.
+    let zip = make_zip(&[("1.pdf", pdf), ("2.pdf", pdf)]);
+    let half = drained(&app, &key, &hook, &[429], a, "two.zip", &zip).await;
+    assert_eq!(
+        listed(&app, &key, "").await,
+        [
+            (half, state("pending")),
+            (delivered, state("delivered")),
+            (waiting, state("pending")),
+        ]
+    );
+    for (query, want) in [
+        ("delivery=pending".to_owned(), vec![half, waiting]),
+        (
+            "delivery=pending&limit=1&offset=1".to_owned(),
+            vec![waiting],
+        ),
+        (format!("template_id={b}"), vec![waiting]),
+        (format!("template_id={a}&delivery=pending"), vec![half]),
+        (format!("template_id={b}&delivery=delivered"), vec![]),
+        (
+            format!("job_id={delivered}&delivery=pending"),
+            vec![delivered],
+        ),
+    ] {
+        assert_eq!(ids_of(&listed(&app, &key, &query).await), want, "{query}");
+    }
+
+    // Another account sees none of it, by filter or by template id.
+    let (_, other) = app.account(1).await;
+    for query in ["delivery=pending".to_owned(), format!("template_id={a}")] {
+        assert!(listed(&app, &other, &query).await.is_empty(), "{query}");
+    }
+    for (query, code) in [
+        ("delivery=lost", "invalid_delivery"),
+        ("template_id=abc", "invalid_template_id"),
+        ("status=DONE", "invalid_status"),
+    ] {
+        let (status, body) = send(app.req(Method::GET, &format!("/v1/jobs?{query}"), &key)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+}
+
+/// Submits a file, the receiver answering `answers` first, and drains the queue.
+async fn drained(
+    app: &TestApp,
+    key: &str,
+    hook: &Receiver,
+    answers: &[u16],
+    template: Uuid,
+    name: &str,
+    data: &[u8],
+) -> Uuid {
+    hook.answers.lock().unwrap().extend(answers);
+    let job = app.submit(key, template, name, data).await;
+    app.drain().await;
+    job
+}
+
+async fn listed(app: &TestApp, key: &str, query: &str) -> Vec<(Uuid, Option<String>)> {
+    let (status, body) = send(app.req(Method::GET, &format!("/v1/jobs?{query}"), key)).await;
+    assert_eq!(status, StatusCode::OK, "{query}: {body}");
+    body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            let id: Uuid = j["job_id"].as_str().unwrap().parse().unwrap();
+            (id, j["delivery"].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+fn ids_of(list: &[(Uuid, Option<String>)]) -> Vec<Uuid> {
+    list.iter().map(|(id, _)| *id).collect()
 }
