@@ -194,6 +194,8 @@ test('a job reaches SUCCESS, its delivery is shown, and it can be redelivered', 
     await page.selectOption('#delivery-filter', 'failed');
     await page.waitForSelector('#jobs td.empty');
     assert.equal(await page.$(`#jobs a[href="#/jobs/${sub.body.job_id}"]`), null, 'a delivered job is not among the failed');
+    await page.click('#redeliver-all');
+    await page.waitForSelector('text=No failed webhooks to send again');
     await page.selectOption('#delivery-filter', '');
     await page.selectOption('#status-filter', '');
   } finally {

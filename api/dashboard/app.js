@@ -465,11 +465,26 @@ async function jobsPage() {
         h('td', { class: 'opt' }, j.document_type, j.file_name ? ` · ${j.file_name}` : ''),
         h('td', { class: 'opt' }, when(j.created_at)))));
       if (!jobs.length) body.append(h('tr', {}, h('td', { colspan: 5, class: 'empty' }, 'No jobs match. Submit one with POST /process-job (see Home).')));
+      // Failed or refused webhooks can all be sent again (once the receiver is fixed).
+      const resend = ['failed', 'gone'].includes(delivery.value)
+        ? h('button', { type: 'button', id: 'redeliver-all', onclick: () => resendAll(delivery.value) }, `Send all ${delivery.value} webhooks again`)
+        : null;
       pager.replaceChildren(
+        resend,
         h('button', { class: 'secondary', type: 'button', disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - limit); load(); } }, 'Newer'),
         h('button', { class: 'secondary', type: 'button', disabled: jobs.length < limit, onclick: () => { offset += limit; load(); } }, 'Older'),
         h('button', { class: 'secondary', type: 'button', id: 'refresh-jobs', onclick: load }, 'Refresh'));
     } catch (e) { if (mine === loads) showError(err, e); }
+  }
+  async function resendAll(state) {
+    if (!confirm(`Send every ${state} webhook again (same webhook-id, fresh retries)?`)) return;
+    try {
+      let queued = 0; let n;
+      // 1,000 a call: go on while calls come back full.
+      do { ({ queued: n } = await api('POST', '/v1/jobs/redeliver', { delivery: state })); queued += n; } while (n === 1000);
+      toast(queued ? `${queued} webhook(s) queued to be sent again` : `No ${state} webhooks to send again`);
+      offset = 0; load();
+    } catch (e) { showError(err, e); }
   }
   status.addEventListener('change', () => { offset = 0; load(); });
   delivery.addEventListener('change', () => { offset = 0; load(); });

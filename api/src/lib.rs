@@ -109,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .push(
             Router::with_path("v1")
                 .push(Router::with_path("job-results").post(routes::results::job_results))
+                .push(Router::with_path("jobs/redeliver").post(routes::results::redeliver_many))
                 .push(Router::with_path("jobs/{job_id}/redeliver").post(routes::results::redeliver))
                 .push(
                     Router::with_path("templates")

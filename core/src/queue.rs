@@ -83,6 +83,23 @@ pub async fn enqueue(
     notify(&mut *tx, kind).await
 }
 
+/// Queues a task of `kind` for each of `ref_ids` (those already queued or
+/// running are left as they are) in one statement, with one NOTIFY.
+pub async fn enqueue_many(tx: &mut PgConnection, kind: &str, ref_ids: &[Uuid]) -> sqlx::Result<()> {
+    if ref_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO tasks (kind, ref_id, run_at) SELECT $1, unnest($2::uuid[]), now()
+         ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running') DO NOTHING",
+    )
+    .bind(kind)
+    .bind(ref_ids)
+    .execute(&mut *tx)
+    .await?;
+    notify(&mut *tx, kind).await
+}
+
 /// Wakes idle workers with one NOTIFY sent outside the caller's
 /// transaction, after its commit. Wakes asked for while a NOTIFY is being
 /// sent are coalesced into one more, so a burst of submissions costs a few

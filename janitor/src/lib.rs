@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use paperhook_core::config::Config;
-use paperhook_core::db::documents;
+use paperhook_core::db::{deliveries, documents};
 use paperhook_core::queue;
 use paperhook_core::storage::Storage;
 use sqlx::PgPool;
@@ -277,6 +277,9 @@ impl Janitor {
             .execute(&mut *tx)
             .await
             .context("deleting expired results")?;
+        deliveries::expire(&mut tx, &done)
+            .await
+            .context("expiring webhook payloads")?;
         sqlx::query(
             "UPDATE jobs SET results_expired_at = now(), file_deleted_at = coalesce(file_deleted_at, now())
              WHERE id = ANY($1)",

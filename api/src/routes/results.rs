@@ -112,11 +112,7 @@ pub async fn job_results(
     let retention = chrono::Duration::from_std(state.config.result_retention()).unwrap_or_default();
     let expires_at = job.finished_at.map(|t| t + retention);
     if job.results_expired_at.is_some() || expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            "results_expired",
-            "the results of this job were deleted 24 hours after it finished and cannot be recovered",
-        ));
+        return Err(expired());
     }
     let docs = documents::results(&state.pool, job.id).await?;
     if format == "csv" {
@@ -283,6 +279,9 @@ pub async fn redeliver(
             "the job is still being processed; its webhooks are sent when each document finishes",
         ));
     }
+    if job.results_expired_at.is_some() {
+        return Err(expired());
+    }
     let mut tx = state.pool.begin().await?;
     let queued = deliveries::redeliver(&mut tx, job.id).await?;
     tx.commit().await?;
@@ -297,6 +296,99 @@ pub async fn redeliver(
     res.render(Json(Redelivered {
         job_id: job.id,
         queued,
+    }));
+    Ok(())
+}
+
+fn expired() -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "results_expired",
+        "the results of this job were deleted 24 hours after it finished and cannot be recovered",
+    )
+}
+
+/// Which deliveries to send again.
+#[derive(Deserialize, ToSchema)]
+pub struct RedeliverWhere {
+    /// `failed` (retries spent) or `gone` (the receiver answered 410).
+    delivery: String,
+    /// Only the deliveries of this template's jobs.
+    template_id: Option<Uuid>,
+    /// At most this many deliveries, oldest first (1-1000, default 1000).
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RedeliveredMany {
+    /// How many webhook deliveries were queued again.
+    queued: u64,
+    /// The jobs they belong to.
+    job_ids: Vec<Uuid>,
+}
+
+/// Sends again every webhook that `failed` (or was refused with 410,
+/// `gone`), oldest first, for example once a receiver is fixed: the same
+/// `webhook-id` per document and a fresh retry schedule. Jobs whose results
+/// expired are left out. At most `limit` per call; call again while
+/// `queued` equals it.
+#[endpoint(
+    tags("jobs"),
+    responses(
+        (status_code = 202, body = RedeliveredMany),
+        (status_code = 404, description = "No such template (template_not_found)"),
+        (status_code = 422, description = "delivery is not failed or gone (invalid_delivery), or limit is out of range (invalid_limit)"),
+    )
+)]
+pub async fn redeliver_many(
+    req: &mut Request,
+    depot: &mut Depot,
+    res: &mut Response,
+) -> ApiResult<()> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot).clone();
+    let input: RedeliverWhere = crate::read_json(
+        req,
+        &state,
+        r#"JSON like {"delivery": "failed", "template_id": "…"}"#,
+    )
+    .await?;
+    if !["failed", "gone"].contains(&input.delivery.as_str()) {
+        return Err(ApiError::unprocessable(
+            "invalid_delivery",
+            format!(
+                "delivery must be \"failed\" or \"gone\", not {:?} (pending deliveries are being retried; send a delivered job again with POST /v1/jobs/{{job_id}}/redeliver)",
+                input.delivery
+            ),
+        ));
+    }
+    let limit = input.limit.unwrap_or(1000);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::unprocessable(
+            "invalid_limit",
+            format!("limit must be 1-1000, not {limit}"),
+        ));
+    }
+    if let Some(id) = input.template_id
+        && templates::get(&state.pool, account_id, id).await?.is_none()
+    {
+        return Err(super::templates::not_found());
+    }
+    let mut tx = state.pool.begin().await?;
+    let ids = deliveries::redeliver_where(
+        &mut tx,
+        account_id,
+        &input.delivery,
+        input.template_id,
+        limit,
+    )
+    .await?;
+    let job_ids = deliveries::jobs_of(&mut *tx, &ids).await?;
+    tx.commit().await?;
+    res.status_code(StatusCode::ACCEPTED);
+    res.render(Json(RedeliveredMany {
+        queued: ids.len() as u64,
+        job_ids,
     }));
     Ok(())
 }

@@ -296,7 +296,8 @@ async fn read_input(
     })
 }
 
-fn not_found() -> ApiError {
+/// The 404 for an unknown template, or one of another account.
+pub fn not_found() -> ApiError {
     ApiError::not_found("template_not_found", "no template with this id")
 }
 

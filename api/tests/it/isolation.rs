@@ -37,7 +37,8 @@ async fn another_accounts_ids_answer_404_on_every_endpoint() {
                 || op["parameters"]
                     .as_array()
                     .is_some_and(|ps| ps.iter().any(|p| p["name"] == "job_id"))
-                || ["/v1/job-results", "/process-job"].contains(&path.as_str());
+                || ["/v1/job-results", "/process-job", "/v1/jobs/redeliver"]
+                    .contains(&path.as_str());
             let url = path
                 .replace("{id}", &template)
                 .replace("{job_id}", &job)
@@ -51,6 +52,9 @@ async fn another_accounts_ids_answer_404_on_every_endpoint() {
             req = match path.as_str() {
                 "/v1/job-results" => req.json(&json!({"job_id": job, "result_format": "json"})),
                 "/process-job" => req.json(&body),
+                "/v1/jobs/redeliver" => {
+                    req.json(&json!({"delivery": "failed", "template_id": template}))
+                }
                 "/v1/templates/{id}" if method == Method::PUT => req.json(&example_template()),
                 _ => req,
             };
@@ -78,7 +82,7 @@ async fn another_accounts_ids_answer_404_on_every_endpoint() {
         }
     }
     assert!(
-        checked >= 12,
+        checked >= 13,
         "only {checked} id-taking operations were checked"
     );
     // Alice still sees all of it.

@@ -144,8 +144,69 @@ pub async fn redeliver(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Result<u64>
     .bind(job_id)
     .fetch_all(&mut *tx)
     .await?;
-    for id in &ids {
-        queue::enqueue(tx, queue::kind::DELIVERY, *id, None).await?;
-    }
+    queue::enqueue_many(tx, queue::kind::DELIVERY, &ids).await?;
     Ok(ids.len() as u64)
+}
+
+/// Sends again, oldest first, up to `limit` of the account's deliveries in
+/// `state` (`failed` or `gone`), optionally of one template's jobs, whose
+/// results have not expired; returns the ids queued.
+pub async fn redeliver_where(
+    tx: &mut PgConnection,
+    account_id: Uuid,
+    state: &str,
+    template_id: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0 WHERE id IN (
+             SELECT d.id FROM webhook_deliveries d JOIN jobs j ON j.id = d.job_id
+             WHERE d.account_id = $1 AND d.state = $2 AND j.results_expired_at IS NULL
+               AND ($3::uuid IS NULL OR j.template_id = $3)
+             ORDER BY d.created_at, d.id LIMIT $4
+             FOR UPDATE OF d SKIP LOCKED)
+         RETURNING id",
+    )
+    .bind(account_id)
+    .bind(state)
+    .bind(template_id)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    queue::enqueue_many(tx, queue::kind::DELIVERY, &ids).await?;
+    Ok(ids)
+}
+
+/// The jobs of these deliveries, each once, oldest first.
+pub async fn jobs_of(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT job_id FROM webhook_deliveries WHERE id = ANY($1)
+         GROUP BY job_id ORDER BY min(created_at), job_id",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
+/// Results expire with their jobs: the webhook payloads (which hold them)
+/// are emptied, and deliveries still waiting for a retry fail, with an
+/// attempt saying why.
+pub async fn expire(tx: &mut PgConnection, job_ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO webhook_attempts (delivery_id, latency_ms, error_class, error_message)
+         SELECT id, 0, 'expired', 'the results expired (result_retention_secs) before the webhook was delivered'
+         FROM webhook_deliveries WHERE job_id = ANY($1) AND state = 'pending'",
+    )
+    .bind(job_ids)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE webhook_deliveries SET payload = '{}'::jsonb,
+                state = CASE WHEN state = 'pending' THEN 'failed' ELSE state END
+         WHERE job_id = ANY($1)",
+    )
+    .bind(job_ids)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }

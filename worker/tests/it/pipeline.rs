@@ -133,6 +133,10 @@ async fn pdf_end_to_end_signed_charged_deleted_and_results() {
     verify_with_python(&secret, &got[1]);
     assert_eq!(app.charges(account).await, 1, "redelivery never charges");
 
+    // A redelivery still queued when the results expire is not sent.
+    let (status, _) = send(app.req(Method::POST, &format!("/v1/jobs/{job}/redeliver"), &key)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
     // 25 hours later (the janitor's clock moves, nothing sleeps): expired.
     let janitor = paperhook_janitor::Janitor {
         pool: app.pool.clone(),
@@ -158,6 +162,39 @@ async fn pdf_end_to_end_signed_charged_deleted_and_results() {
         .await
         .unwrap();
     assert_eq!(results, 0);
+
+    // The webhook payload held the results: emptied too, and the queued
+    // redelivery failed, saying why, instead of sending anything.
+    let (state, payload): (String, serde_json::Value) =
+        sqlx::query_as("SELECT state, payload FROM webhook_deliveries WHERE job_id = $1")
+            .bind(job)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), &payload), ("failed", &json!({})));
+    let last: (String, String) = sqlx::query_as(
+        "SELECT a.error_class, a.error_message FROM webhook_attempts a
+         JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.job_id = $1 ORDER BY a.id DESC LIMIT 1",
+    )
+    .bind(job)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(last.0, "expired");
+    assert!(last.1.contains("result_retention_secs"), "{}", last.1);
+    app.drain().await;
+    assert_eq!(hook.received().len(), 2, "nothing sent after expiry");
+    let (status, body) =
+        send(app.req(Method::POST, &format!("/v1/jobs/{job}/redeliver"), &key)).await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+    assert_eq!(body["error"]["code"], "results_expired");
+    let (status, body) = send(
+        app.req(Method::POST, "/v1/jobs/redeliver", &key)
+            .json(&json!({"delivery": "failed"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["queued"], 0, "expired jobs are left out");
 }
 
 #[tokio::test]

@@ -318,3 +318,125 @@ async fn listed(app: &TestApp, key: &str, query: &str) -> Vec<(Uuid, Option<Stri
 fn ids_of(list: &[(Uuid, Option<String>)]) -> Vec<Uuid> {
     list.iter().map(|(id, _)| *id).collect()
 }
+
+/// Once a receiver is fixed, its failed (or refused) webhooks are sent again
+/// in one call, per template, with their webhook-ids and no new charge.
+#[tokio::test]
+async fn failed_webhooks_are_sent_again_in_bulk() {
+    let app = TestApp::spawn().await;
+    let hook = Receiver::start().await;
+    let (account, key) = app.account(20).await;
+    let (a, _) = app.template(&key, Some(&hook.url)).await;
+    let (b, _) = app.template(&key, Some(&hook.url)).await;
+    let pdf = example_pdf();
+    let spent = [500, 500, 500, 500];
+    let gone = drained(&app, &key, &hook, &[410], a, "a.pdf", pdf).await;
+    let failed_a = drained(&app, &key, &hook, &spent, a, "a.pdf", pdf).await;
+    let failed_b = drained(&app, &key, &hook, &spent, b, "b.pdf", pdf).await;
+    let delivered = drained(&app, &key, &hook, &[], a, "a.pdf", pdf).await;
+    let charged = app.charges(account).await;
+    let sent_before = hook.received().len();
+    let redeliver = |body: serde_json::Value, key: &str| {
+        app.req(Method::POST, "/v1/jobs/redeliver", key).json(&body)
+    };
+    let ids = |body: &serde_json::Value| -> Vec<Uuid> {
+        body["job_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j.as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+
+    let (status, body) = send(redeliver(
+        serde_json::json!({"delivery": "failed", "template_id": b}),
+        &key,
+    ))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        (body["queued"].as_u64(), ids(&body)),
+        (Some(1), vec![failed_b])
+    );
+    app.drain().await;
+    let got = hook.received();
+    assert_eq!(got.len(), sent_before + 1);
+    let resent = got.last().unwrap();
+    assert_eq!(resent.json()["job_id"], failed_b.to_string());
+    let first_id = got
+        .iter()
+        .find(|r| r.json()["job_id"] == failed_b.to_string())
+        .unwrap()
+        .headers["webhook-id"]
+        .clone();
+    assert_eq!(
+        resent.headers["webhook-id"], first_id,
+        "the same webhook-id"
+    );
+
+    let (_, body) = send(redeliver(serde_json::json!({"delivery": "failed"}), &key)).await;
+    assert_eq!(ids(&body), [failed_a]);
+    let (_, body) = send(redeliver(
+        serde_json::json!({"delivery": "gone", "limit": 1}),
+        &key,
+    ))
+    .await;
+    assert_eq!(ids(&body), [gone]);
+    app.drain().await;
+    assert_eq!(hook.received().len(), sent_before + 3);
+    let (_, body) = send(redeliver(serde_json::json!({"delivery": "failed"}), &key)).await;
+    assert_eq!(body["queued"], 0, "nothing left to send: {body}");
+    assert!(listed(&app, &key, "delivery=failed").await.is_empty());
+    assert_eq!(
+        ids_of(&listed(&app, &key, "delivery=delivered").await),
+        [delivered, failed_b, failed_a, gone]
+    );
+    assert_eq!(
+        app.charges(account).await,
+        charged,
+        "redelivery never charges"
+    );
+
+    // Another account: its own (none), never these; its ids are not ours.
+    let (_, other) = app.account(1).await;
+    hook.answers.lock().unwrap().extend(spent);
+    let failed_again = drained(&app, &key, &hook, &[], a, "a.pdf", pdf).await;
+    let (status, body) = send(redeliver(serde_json::json!({"delivery": "failed"}), &other)).await;
+    assert_eq!(
+        (status, &body["queued"]),
+        (StatusCode::ACCEPTED, &serde_json::json!(0)),
+        "{body}"
+    );
+    let (status, body) = send(redeliver(
+        serde_json::json!({"delivery": "failed", "template_id": a}),
+        &other,
+    ))
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "template_not_found");
+    assert_eq!(
+        ids_of(&listed(&app, &key, "delivery=failed").await),
+        [failed_again]
+    );
+
+    for (body, code) in [
+        (
+            serde_json::json!({"delivery": "pending"}),
+            "invalid_delivery",
+        ),
+        (
+            serde_json::json!({"delivery": "failed", "limit": 0}),
+            "invalid_limit",
+        ),
+        (
+            serde_json::json!({"delivery": "failed", "limit": 1001}),
+            "invalid_limit",
+        ),
+    ] {
+        let (status, got) = send(redeliver(body.clone(), &key)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {got}");
+        assert_eq!(got["error"]["code"], code, "{got}");
+    }
+    let (status, got) = send(redeliver(serde_json::json!({"template_id": a}), &key)).await;
+    assert!(status.is_client_error(), "{got}");
+}
