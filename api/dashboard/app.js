@@ -479,9 +479,10 @@ async function jobsPage() {
   async function resendAll(state) {
     if (!confirm(`Send every ${state} webhook again (same webhook-id, fresh retries)?`)) return;
     try {
-      let queued = 0; let n;
-      // 1,000 a call: go on while calls come back full.
-      do { ({ queued: n } = await api('POST', '/v1/jobs/redeliver', { delivery: state })); queued += n; } while (n === 1000);
+      let queued = 0; let n; let calls = 0;
+      // 1,000 a call: go on while calls come back full (at most 100 calls,
+      // so deliveries failing again at once cannot keep it going).
+      do { ({ queued: n } = await api('POST', '/v1/jobs/redeliver', { delivery: state })); queued += n; } while (n === 1000 && ++calls < 100);
       toast(queued ? `${queued} webhook(s) queued to be sent again` : `No ${state} webhooks to send again`);
       offset = 0; load();
     } catch (e) { showError(err, e); }
