@@ -100,7 +100,7 @@ Examples:
   paperhook results 0190a6e4-... --format csv --output job.csv")]
     Results(ResultsArgs),
 
-    /// Receive webhooks locally, and verify saved ones.
+    /// Receive webhooks locally, verify saved ones, and send failed ones again.
     Webhooks(WebhooksArgs),
 
     /// Print a shell completion script.
@@ -305,6 +305,29 @@ The headers file is either JSON ({\"webhook-id\": \"...\", ...}) or lines of
 `Name: value` (an HTTP dump such as `curl -D`, or what `listen --save` writes).
 Exit code 0 when it verifies, 3 when it does not.")]
     Verify(VerifyArgs),
+
+    /// Send again the webhooks that failed (their retries spent), for example once the receiver is fixed.
+    #[command(after_help = "\
+Examples:
+  paperhook webhooks resend                          # every failed webhook of the account
+  paperhook webhooks resend --template TEMPLATE_ID   # those of one template
+  paperhook webhooks resend --gone                   # those the receiver refused with 410
+
+Each is sent with its own webhook-id (receivers de-duplicate on it) and a
+fresh retry schedule, and is not charged again. Jobs whose results expired
+(24 hours after they finished) are left out. Find them first with the
+dashboard's jobs list (Webhook filter) or GET /v1/jobs?delivery=failed.")]
+    Resend(ResendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResendArgs {
+    /// Those the receiver refused with 410 Gone, instead of those that failed.
+    #[arg(long)]
+    pub gone: bool,
+    /// Only the webhooks of this template's jobs.
+    #[arg(long, short = 't', value_name = "TEMPLATE_ID")]
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -162,7 +162,7 @@ fn read_json_file(path: &Path) -> Result<Value> {
 }
 
 /// A template id, checked before any request.
-fn uuid(id: &str, what: &str) -> Result<String> {
+pub fn uuid(id: &str, what: &str) -> Result<String> {
     uuid::Uuid::parse_str(id.trim())
         .map(|u| u.to_string())
         .map_err(|_| {

@@ -22,9 +22,9 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
-use crate::args::{ListenArgs, VerifyArgs, WebhooksCommand};
-use crate::client::Api;
-use crate::output::Out;
+use crate::args::{ListenArgs, ResendArgs, VerifyArgs, WebhooksCommand};
+use crate::client::{Api, Retry};
+use crate::output::{Out, plural};
 use crate::{CliError, EXIT_FAILED_DOCUMENTS, Result, config};
 
 /// The largest body the receiver reads.
@@ -126,7 +126,58 @@ pub async fn run(cmd: WebhooksCommand, out: &Out) -> Result<u8> {
     match cmd {
         WebhooksCommand::Listen(args) => listen(args, out).await,
         WebhooksCommand::Verify(args) => verify_saved(args, out),
+        WebhooksCommand::Resend(args) => resend(args, out).await,
     }
+}
+
+/// The API queues at most this many a call.
+const RESEND_PER_CALL: u64 = 1000;
+
+async fn resend(args: ResendArgs, out: &Out) -> Result<u8> {
+    let api = Api::new(&config::credentials()?)?;
+    let state = if args.gone { "gone" } else { "failed" };
+    let mut body = json!({"delivery": state, "limit": RESEND_PER_CALL});
+    if let Some(t) = &args.template {
+        body["template_id"] = json!(crate::commands::uuid(t, "template")?);
+    }
+    let (mut queued, mut jobs) = (0, Vec::new());
+    // Full answers mean there may be more; 100 calls at most, so webhooks
+    // failing again at once cannot keep it going.
+    for _ in 0..100 {
+        let got: Value = api
+            .json("resend", Retry::Unsafe, || {
+                api.request(reqwest::Method::POST, "/v1/jobs/redeliver")
+                    .json(&body)
+            })
+            .await
+            .map_err(|f| api.explain(f))?;
+        let n = got["queued"].as_u64().unwrap_or(0);
+        queued += n;
+        jobs.extend(got["job_ids"].as_array().cloned().unwrap_or_default());
+        if n < RESEND_PER_CALL {
+            break;
+        }
+    }
+    if out.json {
+        out.json_value(&json!({"delivery": state, "queued": queued, "job_ids": jobs}));
+    } else if queued == 0 {
+        let which = if args.gone {
+            "refused (410 Gone)"
+        } else {
+            "failed"
+        };
+        out.note(format!("No {which} webhooks to send again."));
+    } else {
+        out.note(format!(
+            "Queued {} of {} to be sent again.",
+            plural(queued, "webhook", "webhooks"),
+            plural(jobs.len() as u64, "job", "jobs"),
+        ));
+        for job in &jobs {
+            out.line(job.as_str().unwrap_or_default());
+        }
+    }
+    Ok(0)
 }
 
 /// Reads a headers file: a JSON object, or `Name: value` lines (a request

@@ -80,6 +80,19 @@ async fn point_webhook(sys: &System, key: &str, template: &str, webhook: Value) 
     assert!(out.status.success(), "{}", show(&out));
 }
 
+/// Submits the example PDF with `paperhook submit`.
+async fn submit_example(sys: &System, key: &str, template: &str) {
+    let docs = tempfile::tempdir().unwrap();
+    let pdf = write(docs.path(), "invoice.pdf", example_pdf());
+    let out = run(
+        sys.cli(key)
+            .args(["submit", "-t", template, pdf.to_str().unwrap()]),
+        60,
+    )
+    .await;
+    assert!(out.status.success(), "{}", show(&out));
+}
+
 /// POSTs `body` to the listener with the given Standard Webhooks headers; returns the status.
 async fn post_signed(sys: &System, url: &str, id: &str, ts: i64, sig: &str, body: &[u8]) -> u16 {
     sys.client
@@ -323,15 +336,7 @@ async fn listen_answers_a_chosen_status_to_try_retries() {
     .env("PAPERHOOK_WEBHOOK_SECRET", &secret);
     let mut l = listen(cmd).await;
     point_webhook(&sys, &key, &template, json!({"url": format!("{}/", l.url)})).await;
-    let docs = tempfile::tempdir().unwrap();
-    let pdf = write(docs.path(), "invoice.pdf", example_pdf());
-    let out = run(
-        sys.cli(&key)
-            .args(["submit", "-t", &template, pdf.to_str().unwrap()]),
-        60,
-    )
-    .await;
-    assert!(out.status.success(), "{}", show(&out));
+    submit_example(&sys, &key, &template).await;
 
     // Text output: two attempts of the same delivery, verified, answered 503.
     let status = tokio::time::timeout(Duration::from_secs(60), l.child.wait())
@@ -354,4 +359,123 @@ async fn listen_answers_a_chosen_status_to_try_retries() {
         .collect();
     assert_eq!(ids.len(), 2, "{printed}");
     assert_eq!(ids[0], ids[1], "a retry keeps its webhook-id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_sends_failed_webhooks_again_once_the_receiver_is_fixed() {
+    let sys = System::start().await;
+    let (_, key) = sys.account(100).await;
+    let template = sys.template(&key, None).await;
+
+    // A broken receiver: 500 to the first attempt and the three retries
+    // (schedule 0s,0s,0s), so the delivery fails.
+    let mut cmd = sys.cli(&key);
+    cmd.args([
+        "webhooks",
+        "listen",
+        "--port",
+        "0",
+        "--template",
+        &template,
+        "--status",
+        "500",
+        "--count",
+        "4",
+        "--json",
+    ]);
+    let mut broken = listen(cmd).await;
+    point_webhook(
+        &sys,
+        &key,
+        &template,
+        json!({"url": format!("{}/", broken.url)}),
+    )
+    .await;
+    submit_example(&sys, &key, &template).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let d = broken.next().await;
+        assert_eq!(d["answered"], 500, "{d}");
+        ids.push(d["webhook_id"].as_str().unwrap().to_owned());
+    }
+    let job = {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let res = sys
+                .client
+                .get(format!("{}/v1/jobs?delivery=failed", sys.url))
+                .header("x-auth", &key)
+                .send()
+                .await
+                .unwrap();
+            let body: Value = res.json().await.unwrap();
+            if let Some(job) = body["jobs"][0]["job_id"].as_str() {
+                break job.to_owned();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the delivery did not fail within 30 s: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    // Fixed: the same webhook is sent again, with its webhook-id.
+    let mut cmd = sys.cli(&key);
+    cmd.args([
+        "webhooks",
+        "listen",
+        "--port",
+        "0",
+        "--template",
+        &template,
+        "--count",
+        "1",
+        "--json",
+    ]);
+    let mut fixed = listen(cmd).await;
+    point_webhook(
+        &sys,
+        &key,
+        &template,
+        json!({"url": format!("{}/", fixed.url)}),
+    )
+    .await;
+    let out = run(sys.cli(&key).args(["webhooks", "resend", "--json"]), 60).await;
+    assert!(out.status.success(), "{}", show(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        answer,
+        json!({"delivery": "failed", "queued": 1, "job_ids": [job]})
+    );
+    let d = fixed.next().await;
+    assert_eq!(
+        (d["verified"].as_bool(), d["answered"].as_u64()),
+        (Some(true), Some(200)),
+        "{d}"
+    );
+    assert_eq!(d["webhook_id"], ids[0], "{d}");
+    assert!(ids.iter().all(|id| id == &ids[0]));
+    assert_eq!(d["body"]["job_id"], job);
+
+    // Nothing left: said on stderr, exit 0; a bad template id is a usage error with a hint.
+    let out = run(sys.cli(&key).args(["webhooks", "resend", "--gone"]), 60).await;
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("No refused (410 Gone) webhooks to send again"),
+        "{}",
+        show(&out)
+    );
+    let out = run(
+        sys.cli(&key)
+            .args(["webhooks", "resend", "--template", "nope"]),
+        30,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("templates list"),
+        "{}",
+        show(&out)
+    );
 }
