@@ -108,6 +108,7 @@ test('reveal and rotate the signing secret', async () => {
   await page.waitForFunction((old) => document.querySelector('#secret').textContent !== old, first);
   const second = await page.textContent('#secret');
   assert.match(second, /^whsec_/);
+  await page.waitForSelector('text=the previous one also signs until');
   const api = await apiCall('GET', `/v1/templates/${templateId}/webhook-secret`);
   assert.equal(api.body.secret, second);
 });

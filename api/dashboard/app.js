@@ -402,7 +402,7 @@ async function templateEditor(id) {
       h('div', { class: 'actions' },
         h('button', { class: 'secondary', type: 'button', id: 'reveal-secret', onclick: async () => { const s = await api('GET', `/v1/templates/${id}/webhook-secret`); secretOut.textContent = s.secret; } }, 'Reveal'),
         h('button', { class: 'secondary', type: 'button', onclick: async () => { const s = await api('GET', `/v1/templates/${id}/webhook-secret`); await navigator.clipboard.writeText(s.secret); toast('Secret copied'); } }, 'Copy'),
-        h('button', { class: 'danger', type: 'button', id: 'rotate-secret', onclick: async () => { if (!confirm('Rotate the signing secret? Receivers must use the new one.')) return; const s = await api('POST', `/v1/templates/${id}/webhook-secret/rotate`); secretOut.textContent = s.secret; toast('Secret rotated'); } }, 'Rotate'),
+        h('button', { class: 'danger', type: 'button', id: 'rotate-secret', onclick: async () => { if (!confirm('Rotate the signing secret? For 24 hours webhooks are signed with both the old and the new secret, so receivers can switch without failures.')) return; const s = await api('POST', `/v1/templates/${id}/webhook-secret/rotate`); secretOut.textContent = s.secret; toast(s.previous_secret_expires_at ? `Secret rotated; the previous one also signs until ${when(s.previous_secret_expires_at)}` : 'Secret rotated'); } }, 'Rotate'),
         h('button', { class: 'secondary', type: 'button', id: 'send-test-event', onclick: async () => {
           testHookOut.hidden = false; testHookOut.textContent = 'Sending…';
           try { const r = await api('POST', `/v1/templates/${id}/webhook-test`); testHookOut.textContent = JSON.stringify(r, null, 2); } catch (e) { testHookOut.textContent = e.message; }

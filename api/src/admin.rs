@@ -120,30 +120,37 @@ pub async fn run(
 }
 
 async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
-    let rows: Vec<(Uuid, Vec<u8>, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT id, webhook_secret_enc, webhook_headers_enc FROM templates")
-            .fetch_all(pool)
-            .await?;
+    type Row = (Uuid, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, webhook_secret_enc, webhook_headers_enc, webhook_previous_secret_enc FROM templates",
+    )
+    .fetch_all(pool)
+    .await?;
+    let again = |enc: Option<Vec<u8>>| -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(match enc {
+            Some(e) => Some(keyring.encrypt(&keyring.decrypt(&e)?)),
+            None => None,
+        })
+    };
     let mut count = 0;
-    for (id, secret, headers) in rows {
-        let stale = keyring.needs_reencrypt(&secret)
-            || headers
-                .as_deref()
-                .is_some_and(|h| keyring.needs_reencrypt(h));
+    for (id, secret, headers, previous) in rows {
+        let stale = [Some(&secret), headers.as_ref(), previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|enc| keyring.needs_reencrypt(enc));
         if !stale {
             continue;
         }
         let secret = keyring.encrypt(&keyring.decrypt(&secret)?);
-        let headers = match headers {
-            Some(h) => Some(keyring.encrypt(&keyring.decrypt(&h)?)),
-            None => None,
-        };
         sqlx::query(
-            "UPDATE templates SET webhook_secret_enc = $2, webhook_headers_enc = $3 WHERE id = $1",
+            "UPDATE templates SET webhook_secret_enc = $2, webhook_headers_enc = $3,
+                    webhook_previous_secret_enc = $4
+             WHERE id = $1",
         )
         .bind(id)
         .bind(secret)
-        .bind(headers)
+        .bind(again(headers)?)
+        .bind(again(previous)?)
         .execute(pool)
         .await?;
         count += 1;

@@ -190,13 +190,21 @@ Examples:
 Examples:
   paperhook templates secret TEMPLATE_ID
   paperhook webhooks listen --secret \"$(paperhook templates secret TEMPLATE_ID)\"
-  paperhook templates secret TEMPLATE_ID --rotate")]
+  paperhook templates secret TEMPLATE_ID --rotate
+  paperhook templates secret TEMPLATE_ID --rotate --previous-valid 0   # the old one leaked
+
+After --rotate, webhooks carry a signature made with each secret for a day
+(--previous-valid, in seconds, at most 604800), so receivers still verifying
+with the old secret keep working while they switch.")]
     Secret {
         /// The template's id.
         id: String,
-        /// Replace the secret with a new one first (deliveries signed with the old one stop verifying).
+        /// Replace the secret with a new one first.
         #[arg(long)]
         rotate: bool,
+        /// With --rotate: seconds the old secret keeps signing too (0: it stops at once).
+        #[arg(long, value_name = "SECS", requires = "rotate")]
+        previous_valid: Option<u64>,
     },
 }
 

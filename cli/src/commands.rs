@@ -296,10 +296,17 @@ pub async fn templates(cmd: TemplatesCommand, out: &Out) -> Result<u8> {
             }
             Ok(0)
         }
-        TemplatesCommand::Secret { id, rotate } => {
+        TemplatesCommand::Secret {
+            id,
+            rotate,
+            previous_valid,
+        } => {
             let id = uuid(&id, "template")?;
             let secret: Value = if rotate {
-                let path = format!("/v1/templates/{id}/webhook-secret/rotate");
+                let mut path = format!("/v1/templates/{id}/webhook-secret/rotate");
+                if let Some(secs) = previous_valid {
+                    path.push_str(&format!("?previous_valid_secs={secs}"));
+                }
                 api.json("rotate secret", Retry::Unsafe, || {
                     api.request(Method::POST, &path)
                 })
@@ -313,6 +320,11 @@ pub async fn templates(cmd: TemplatesCommand, out: &Out) -> Result<u8> {
                 out.json_value(&secret);
             } else {
                 out.line(secret["secret"].as_str().unwrap_or(""));
+                if let Some(until) = secret["previous_secret_expires_at"].as_str() {
+                    out.note(format!(
+                        "The previous secret also signs webhooks until {until}."
+                    ));
+                }
             }
             Ok(0)
         }

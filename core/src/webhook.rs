@@ -35,6 +35,22 @@ pub fn sign(
     Ok(format!("v1,{}", B64.encode(mac.finalize().into_bytes())))
 }
 
+/// The `webhook-signature` value for several secrets (the current one, and
+/// the previous one after a rotation): their signatures, space-separated,
+/// any of which verifies.
+pub fn sign_all(
+    secrets: &[String],
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<String, WebhookError> {
+    let signatures: Result<Vec<String>, WebhookError> = secrets
+        .iter()
+        .map(|s| sign(s, msg_id, timestamp, body))
+        .collect();
+    Ok(signatures?.join(" "))
+}
+
 /// The most retries a schedule may list: a delivery's task is claimed at
 /// most 25 times (the queue's default `max_attempts`), its retries and the
 /// restarts of workers that held it together, so a few claims stay spare.

@@ -54,19 +54,19 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
             final_state: Some("failed"),
             retry_after: None,
         },
-        Some(url) => match secrets(w, &template) {
+        Some(url) => match secrets(&w.keyring, &template) {
             // A key missing from encryption_keys does not come back by
             // retrying: fail now, saying what to fix.
             Err(e) => refused(format!(
                 "the template's webhook headers or secret cannot be decrypted ({e}); \
                  check encryption_keys"
             )),
-            Ok((headers, secret)) => {
+            Ok((headers, secrets)) => {
                 let target = Target {
                     timeout: w.config.webhook_timeout(),
                     allow: &w.allow,
                 };
-                send(&target, url, &headers, &secret, &delivery.message_id, body).await
+                send(&target, url, &headers, &secrets, &delivery.message_id, body).await
             }
         },
     };
@@ -144,16 +144,23 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
 }
 
 /// The template's custom headers and signing secret, decrypted.
+/// The template's custom headers and signing secrets: the current one, and
+/// the previous one while it still signs after a rotation.
 fn secrets(
-    w: &Worker,
+    keyring: &paperhook_core::crypto::Keyring,
     template: &templates::TemplateRow,
-) -> anyhow::Result<(BTreeMap<String, String>, String)> {
+) -> anyhow::Result<(BTreeMap<String, String>, Vec<String>)> {
     let headers = match &template.webhook_headers_enc {
-        Some(enc) => serde_json::from_slice(&w.keyring.decrypt(enc)?)?,
+        Some(enc) => serde_json::from_slice(&keyring.decrypt(enc)?)?,
         None => BTreeMap::new(),
     };
-    let secret = String::from_utf8(w.keyring.decrypt(&template.webhook_secret_enc)?)?;
-    Ok((headers, secret))
+    let mut secrets = vec![String::from_utf8(
+        keyring.decrypt(&template.webhook_secret_enc)?,
+    )?];
+    if let Some(previous) = template.previous_secret_enc(Utc::now()) {
+        secrets.push(String::from_utf8(keyring.decrypt(previous)?)?);
+    }
+    Ok((headers, secrets))
 }
 
 fn refused(message: String) -> Sent {
@@ -245,11 +252,7 @@ pub async fn send_test(
         .webhook_url
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("the template has no webhook URL"))?;
-    let headers: BTreeMap<String, String> = match &template.webhook_headers_enc {
-        Some(enc) => serde_json::from_slice(&keyring.decrypt(enc)?)?,
-        None => BTreeMap::new(),
-    };
-    let secret = String::from_utf8(keyring.decrypt(&template.webhook_secret_enc)?)?;
+    let (headers, secrets) = secrets(keyring, template)?;
     let msg_id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
     let body = serde_json::to_vec(&serde_json::json!({
         "type": "test",
@@ -264,7 +267,7 @@ pub async fn send_test(
         timeout: config.webhook_timeout(),
         allow: &allow,
     };
-    let sent = send(&target, url, &headers, &secret, &msg_id, body).await;
+    let sent = send(&target, url, &headers, &secrets, &msg_id, body).await;
     Ok((msg_id, sent.attempt))
 }
 
@@ -272,7 +275,7 @@ async fn send(
     target: &Target<'_>,
     url: &str,
     headers: &BTreeMap<String, String>,
-    secret: &str,
+    secrets: &[String],
     msg_id: &str,
     body: Vec<u8>,
 ) -> Sent {
@@ -302,7 +305,7 @@ async fn send(
         Err(e) => return failed("connect", format!("HTTP client: {e}"), started),
     };
     let timestamp = Utc::now().timestamp();
-    let signature = match webhook::sign(secret, msg_id, timestamp, &body) {
+    let signature = match webhook::sign_all(secrets, msg_id, timestamp, &body) {
         Ok(s) => s,
         Err(e) => return refused(e.to_string()),
     };

@@ -71,6 +71,8 @@ pub struct TemplateOut {
     webhook: Option<WebhookOut>,
     /// The Standard Webhooks signing secret, masked; see `/webhook-secret`.
     signing_secret_hint: String,
+    /// After a rotation: until when the previous secret still signs too.
+    previous_secret_expires_at: Option<chrono::DateTime<chrono::Utc>>,
     created_at: chrono::DateTime<chrono::Utc>,
     updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -91,6 +93,27 @@ pub struct TemplateList {
 pub struct WebhookSecret {
     /// `whsec_` followed by base64: verify deliveries with it (Standard Webhooks).
     secret: String,
+    /// After a rotation: until when webhooks also carry a signature made
+    /// with the previous secret (null when they do not).
+    previous_secret_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// How long the previous secret keeps signing after a rotation, at most.
+const MAX_PREVIOUS_VALID_SECS: u64 = 7 * 24 * 3600;
+
+#[derive(Debug, Deserialize, ToParameters)]
+#[salvo(parameters(default_parameter_in = Query))]
+pub struct RotateQuery {
+    /// How long webhooks also carry a signature made with the previous
+    /// secret, so receivers can switch without failures: seconds, 0-604800
+    /// (default 86400, a day). 0 stops it at once (a leaked secret).
+    previous_valid_secs: Option<u64>,
+}
+
+/// Until when the previous secret signs, if it still does.
+fn previous_until(row: &TemplateRow) -> Option<chrono::DateTime<chrono::Utc>> {
+    row.previous_secret_enc(chrono::Utc::now())
+        .and(row.webhook_previous_secret_expires_at)
 }
 
 /// `****` plus the last 4 characters of long values; never enough to guess.
@@ -151,6 +174,7 @@ fn render(state: &AppState, row: &TemplateRow) -> ApiResult<TemplateOut> {
             .unwrap_or(Value::Array(vec![])),
         webhook,
         signing_secret_hint: mask(&decrypt_secret(state, row)?),
+        previous_secret_expires_at: previous_until(row),
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -393,24 +417,47 @@ pub async fn get_webhook_secret(
     let row = load(state, account_id, id.into_inner()).await?;
     Ok(Json(WebhookSecret {
         secret: decrypt_secret(state, &row)?,
+        previous_secret_expires_at: previous_until(&row),
     }))
 }
 
-/// Replaces the signing secret with a new one and returns it. Deliveries
-/// signed from now on use the new secret.
+/// Replaces the signing secret with a new one and returns it. Webhooks are
+/// signed with the new secret from now on and, for `previous_valid_secs`
+/// (a day unless told), also with the previous one (two signatures in
+/// `webhook-signature`, either of which verifies), so receivers can move to
+/// the new secret without failed deliveries.
 #[endpoint(tags("templates"))]
 pub async fn rotate_webhook_secret(
     depot: &mut Depot,
     id: PathParam<Uuid>,
+    query: RotateQuery,
 ) -> ApiResult<Json<WebhookSecret>> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
+    let previous_valid = query.previous_valid_secs.unwrap_or(24 * 3600);
+    if previous_valid > MAX_PREVIOUS_VALID_SECS {
+        return Err(ApiError::unprocessable(
+            "invalid_previous_valid_secs",
+            format!(
+                "previous_valid_secs must be 0-{MAX_PREVIOUS_VALID_SECS} (7 days), not {previous_valid}"
+            ),
+        ));
+    }
     let secret = crypto::generate_webhook_secret();
     let enc = state.keyring.encrypt(secret.as_bytes());
-    templates::set_secret(&state.pool, account_id, id.into_inner(), &enc)
-        .await?
-        .ok_or_else(not_found)?;
-    Ok(Json(WebhookSecret { secret }))
+    let row = templates::set_secret(
+        &state.pool,
+        account_id,
+        id.into_inner(),
+        &enc,
+        std::time::Duration::from_secs(previous_valid),
+    )
+    .await?
+    .ok_or_else(not_found)?;
+    Ok(Json(WebhookSecret {
+        secret,
+        previous_secret_expires_at: previous_until(&row),
+    }))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -216,6 +216,48 @@ async fn admin_commands_manage_accounts_and_credits() {
     assert!(list(None, 0).await.is_err());
 }
 
+/// `admin reencrypt` after adding a key rewrites every secret of a
+/// template, the previous signing secret of a rotation too.
+#[tokio::test]
+async fn reencrypt_moves_every_template_secret_to_the_new_key() {
+    use paperhook_api::admin::{AdminCommand, run};
+    use paperhook_core::crypto::Keyring;
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(1).await;
+    let template = app.template(&key).await;
+    let (s, _) = send(app.req(
+        Method::POST,
+        &format!("/v1/templates/{template}/webhook-secret/rotate"),
+        &key,
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let stored = || async {
+        sqlx::query_as::<_, (Vec<u8>, Vec<u8>)>(
+            "SELECT webhook_secret_enc, webhook_previous_secret_enc FROM templates WHERE id = $1",
+        )
+        .bind(template)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    let (current, previous) = stored().await;
+    use secrecy::ExposeSecret;
+    let old_spec = app.config.encryption_keys.expose_secret().to_owned();
+    let old = Keyring::parse(&old_spec).unwrap();
+    let both = Keyring::parse(&format!("{},{old_spec}", Keyring::generate_spec(1))).unwrap();
+    assert!(both.needs_reencrypt(&previous));
+    let out = run(AdminCommand::Reencrypt, &app.pool, Some(&both))
+        .await
+        .unwrap();
+    assert_eq!(out["reencrypted"], 1);
+    let (current2, previous2) = stored().await;
+    for (before, after) in [(current, current2), (previous, previous2)] {
+        assert!(!both.needs_reencrypt(&after), "still under the old key");
+        assert_eq!(both.decrypt(&after).unwrap(), old.decrypt(&before).unwrap());
+    }
+}
+
 #[tokio::test]
 async fn database_down_answers_503() {
     // A database URL nothing listens on: the pool is lazy, so the API starts.

@@ -326,3 +326,44 @@ async fn templates_status_results_help_and_completions() {
         assert!(text(&out.stdout).contains("paperhook"), "{shell}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_secret_says_how_long_the_old_one_still_signs() {
+    let sys = System::start().await;
+    let (_, key) = sys.account(1).await;
+    let template = sys.template(&key, None).await;
+    let secret = |extra: &[&str]| {
+        let mut cmd = sys.cli(&key);
+        cmd.args(["templates", "secret", &template]).args(extra);
+        cmd
+    };
+    let before = run(&mut secret(&[]), 30).await;
+    let first = text(&before.stdout).trim().to_owned();
+    let out = run(&mut secret(&["--rotate"]), 30).await;
+    assert!(out.status.success(), "{}", show(&out));
+    let second = text(&out.stdout).trim().to_owned();
+    assert!(
+        second.starts_with("whsec_") && second != first,
+        "{}",
+        show(&out)
+    );
+    assert!(
+        text(&out.stderr).contains("The previous secret also signs webhooks until"),
+        "{}",
+        show(&out)
+    );
+    let out = run(
+        &mut secret(&["--rotate", "--previous-valid", "0", "--json"]),
+        30,
+    )
+    .await;
+    assert!(out.status.success(), "{}", show(&out));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(got["previous_secret_expires_at"].is_null(), "{got}");
+    assert_ne!(got["secret"], second.as_str());
+    let out = run(&mut secret(&["--previous-valid", "5"]), 30).await;
+    assert_eq!(out.status.code(), Some(2), "needs --rotate: {}", show(&out));
+    let out = run(&mut secret(&["--rotate", "--previous-valid", "999999"]), 30).await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(text(&out.stderr).contains("604800"), "{}", show(&out));
+}

@@ -14,8 +14,21 @@ pub struct TemplateRow {
     pub webhook_url: Option<String>,
     pub webhook_headers_enc: Option<Vec<u8>>,
     pub webhook_secret_enc: Vec<u8>,
+    /// The secret a rotation replaced, which still signs until
+    /// `webhook_previous_secret_expires_at`.
+    pub webhook_previous_secret_enc: Option<Vec<u8>>,
+    pub webhook_previous_secret_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl TemplateRow {
+    /// The previous secret while it still signs at `now`.
+    pub fn previous_secret_enc(&self, now: DateTime<Utc>) -> Option<&[u8]> {
+        self.webhook_previous_secret_expires_at
+            .filter(|until| *until > now)
+            .and(self.webhook_previous_secret_enc.as_deref())
+    }
 }
 
 /// What a create or full update writes.
@@ -29,7 +42,7 @@ pub struct TemplateWrite {
 
 macro_rules! columns {
     () => {
-        "id, account_id, name, spec, webhook_url, webhook_headers_enc,                    webhook_secret_enc, created_at, updated_at"
+        "id, account_id, name, spec, webhook_url, webhook_headers_enc, webhook_secret_enc, webhook_previous_secret_enc, webhook_previous_secret_expires_at, created_at, updated_at"
     };
 }
 
@@ -123,14 +136,19 @@ pub async fn update(
     .await
 }
 
+/// Replaces the signing secret; the replaced one keeps signing for
+/// `previous_valid` (zero: it stops at once).
 pub async fn set_secret(
     db: impl PgExecutor<'_>,
     account_id: Uuid,
     id: Uuid,
     secret_enc: &[u8],
+    previous_valid: std::time::Duration,
 ) -> sqlx::Result<Option<TemplateRow>> {
     sqlx::query_as(concat!(
-        "UPDATE templates SET webhook_secret_enc = $3, updated_at = now()
+        "UPDATE templates SET webhook_secret_enc = $3, updated_at = now(),
+                webhook_previous_secret_enc = CASE WHEN $4 > 0 THEN webhook_secret_enc END,
+                webhook_previous_secret_expires_at = CASE WHEN $4 > 0 THEN now() + make_interval(secs => $4) END
          WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL RETURNING ",
         columns!(),
         ""
@@ -138,6 +156,7 @@ pub async fn set_secret(
     .bind(id)
     .bind(account_id)
     .bind(secret_enc)
+    .bind(previous_valid.as_secs_f64())
     .fetch_optional(db)
     .await
 }

@@ -440,3 +440,88 @@ async fn failed_webhooks_are_sent_again_in_bulk() {
     let (status, got) = send(redeliver(serde_json::json!({"template_id": a}), &key)).await;
     assert!(status.is_client_error(), "{got}");
 }
+
+/// After a rotation webhooks carry a signature made with each secret for the
+/// grace period, so a receiver still on the old one keeps verifying; a
+/// rotation without grace (a leaked secret) stops the old one at once.
+#[tokio::test]
+async fn a_rotated_secret_keeps_signing_until_its_grace_ends() {
+    let app = TestApp::spawn().await;
+    let hook = Receiver::start().await;
+    let (_, key) = app.account(10).await;
+    let (template, first) = app.template(&key, Some(&hook.url)).await;
+    let rotate = |query: &str| {
+        app.req(
+            Method::POST,
+            &format!("/v1/templates/{template}/webhook-secret/rotate{query}"),
+            &key,
+        )
+    };
+    let (status, body) = send(rotate("")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = body["secret"].as_str().unwrap().to_owned();
+    let until: chrono::DateTime<chrono::Utc> = body["previous_secret_expires_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let grace = until - chrono::Utc::now();
+    assert!(
+        (23..=24).contains(&grace.num_hours()),
+        "a day by default, not {grace}"
+    );
+    let (_, shown) = send(app.req(Method::GET, &format!("/v1/templates/{template}"), &key)).await;
+    assert_eq!(
+        shown["previous_secret_expires_at"],
+        body["previous_secret_expires_at"]
+    );
+
+    drained(&app, &key, &hook, &[], template, "a.pdf", example_pdf()).await;
+    let got = hook.received().pop().unwrap();
+    assert_eq!(got.headers["webhook-signature"].matches("v1,").count(), 2);
+    verify_with_python(&second, &got);
+    verify_with_python(&first, &got);
+    // The test event is signed the same way.
+    let (status, event) = send(app.req(
+        Method::POST,
+        &format!("/v1/templates/{template}/webhook-test"),
+        &key,
+    ))
+    .await;
+    assert_eq!(
+        (status, &event["status_code"]),
+        (StatusCode::OK, &serde_json::json!(200)),
+        "{event}"
+    );
+    let got = hook.received().pop().unwrap();
+    verify_with_python(&first, &got);
+
+    // Rotated again without grace: only the new secret signs.
+    let (status, body) = send(rotate("?previous_valid_secs=0")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["previous_secret_expires_at"].is_null(), "{body}");
+    let third = body["secret"].as_str().unwrap().to_owned();
+    drained(&app, &key, &hook, &[], template, "a.pdf", example_pdf()).await;
+    let got = hook.received().pop().unwrap();
+    let signature = &got.headers["webhook-signature"];
+    assert_eq!(signature.matches("v1,").count(), 1, "{signature}");
+    verify_with_python(&third, &got);
+    let ts: i64 = got.headers["webhook-timestamp"].parse().unwrap();
+    for old in [&first, &second] {
+        let theirs = webhook::sign(old, &got.headers["webhook-id"], ts, &got.body).unwrap();
+        assert!(!signature.contains(&theirs), "an old secret still signs");
+    }
+    let (_, shown) = send(app.req(Method::GET, &format!("/v1/templates/{template}"), &key)).await;
+    assert!(shown["previous_secret_expires_at"].is_null(), "{shown}");
+
+    let (status, body) = send(rotate("?previous_valid_secs=604801")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_previous_valid_secs");
+    let (_, now) = send(app.req(
+        Method::GET,
+        &format!("/v1/templates/{template}/webhook-secret"),
+        &key,
+    ))
+    .await;
+    assert_eq!(now["secret"], third, "a refused rotation changes nothing");
+}
