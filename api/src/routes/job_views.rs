@@ -1,6 +1,8 @@
 //! Job listing and the detail view the dashboard shows: documents, results,
 //! credits charged and every webhook delivery attempt.
 
+use std::collections::HashMap;
+
 use paperhook_core::db::jobs;
 use salvo::oapi::extract::PathParam;
 use salvo::prelude::*;
@@ -130,6 +132,13 @@ pub struct AttemptOut {
     error_message: Option<String>,
 }
 
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    delivery_id: Uuid,
+    #[sqlx(flatten)]
+    attempt: AttemptOut,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct DeliveryOut {
     /// The `webhook-id` header, the same on every attempt.
@@ -181,45 +190,70 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<Uuid>) -> ApiResult<Js
     let job = jobs::get(&state.pool, account_id, job_id.into_inner())
         .await?
         .ok_or_else(super::job_not_found)?;
+    // One statement per kind for the whole job (a ZIP may hold 1,000
+    // documents), then joined here by document.
     let docs = jobs::documents(&state.pool, job.id).await?;
+    let mut results: HashMap<Uuid, (Value, Value)> = sqlx::query_as::<_, (Uuid, Value, Value)>(
+        "SELECT document_id, result, meta FROM results WHERE job_id = $1",
+    )
+    .bind(job.id)
+    .fetch_all(&state.pool)
+    .await?
+    .into_iter()
+    .map(|(doc, result, meta)| (doc, (result, meta)))
+    .collect();
+    let doc_ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
+    let charges: HashMap<Uuid, i64> =
+        sqlx::query_as("SELECT document_id, -delta FROM credit_ledger WHERE document_id = ANY($1)")
+            .bind(&doc_ids)
+            .fetch_all(&state.pool)
+            .await?
+            .into_iter()
+            .collect();
+    type DeliveryRow = (
+        Uuid,
+        Uuid,
+        String,
+        String,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
+    let deliveries: Vec<DeliveryRow> = sqlx::query_as(
+        "SELECT id, document_id, message_id, state, delivered_at FROM webhook_deliveries WHERE job_id = $1",
+    )
+    .bind(job.id)
+    .fetch_all(&state.pool)
+    .await?;
+    let ids: Vec<Uuid> = deliveries.iter().map(|d| d.0).collect();
+    let mut attempts: HashMap<Uuid, Vec<AttemptOut>> = HashMap::new();
+    for row in sqlx::query_as::<_, AttemptRow>(
+        "SELECT delivery_id, attempted_at, status_code, latency_ms, response_excerpt, error_class, error_message
+         FROM webhook_attempts WHERE delivery_id = ANY($1) ORDER BY id",
+    )
+    .bind(&ids)
+    .fetch_all(&state.pool)
+    .await?
+    {
+        attempts.entry(row.delivery_id).or_default().push(row.attempt);
+    }
+    let mut deliveries: HashMap<Uuid, DeliveryOut> = deliveries
+        .into_iter()
+        .map(|(id, doc, webhook_id, state, delivered_at)| {
+            let attempts = attempts.remove(&id).unwrap_or_default();
+            let out = DeliveryOut {
+                webhook_id,
+                state,
+                attempts,
+                delivered_at,
+            };
+            (doc, out)
+        })
+        .collect();
     let mut documents = Vec::with_capacity(docs.len());
     let mut total = 0;
     for d in docs {
-        let result: Option<(Value, Value)> =
-            sqlx::query_as("SELECT result, meta FROM results WHERE document_id = $1")
-                .bind(d.id)
-                .fetch_optional(&state.pool)
-                .await?;
-        let charged: i64 = sqlx::query_scalar(
-            "SELECT coalesce(-sum(delta), 0)::bigint FROM credit_ledger WHERE document_id = $1",
-        )
-        .bind(d.id)
-        .fetch_one(&state.pool)
-        .await?;
+        let charged = charges.get(&d.id).copied().unwrap_or(0);
         total += charged;
-        let delivery: Option<(Uuid, String, String, Option<chrono::DateTime<chrono::Utc>>)> =
-            sqlx::query_as(
-                "SELECT id, message_id, state, delivered_at FROM webhook_deliveries WHERE document_id = $1",
-            )
-            .bind(d.id)
-            .fetch_optional(&state.pool)
-            .await?;
-        let delivery = match delivery {
-            None => None,
-            Some((id, webhook_id, state_, delivered_at)) => Some(DeliveryOut {
-                webhook_id,
-                state: state_,
-                delivered_at,
-                attempts: sqlx::query_as(
-                    "SELECT attempted_at, status_code, latency_ms, response_excerpt, error_class, error_message
-                     FROM webhook_attempts WHERE delivery_id = $1 ORDER BY id",
-                )
-                .bind(id)
-                .fetch_all(&state.pool)
-                .await?,
-            }),
-        };
-        let (result, fields) = match result {
+        let (result, fields) = match results.remove(&d.id) {
             Some((r, m)) => (Some(r), Some(m)),
             None => (None, None),
         };
@@ -232,7 +266,7 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<Uuid>) -> ApiResult<Js
             result,
             fields,
             credits_charged: charged,
-            delivery,
+            delivery: deliveries.remove(&d.id),
         });
     }
     Ok(Json(JobDetail {

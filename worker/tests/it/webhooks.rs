@@ -525,3 +525,62 @@ async fn a_rotated_secret_keeps_signing_until_its_grace_ends() {
     .await;
     assert_eq!(now["secret"], third, "a refused rotation changes nothing");
 }
+
+/// `GET /v1/jobs/{id}` of a ZIP: each document with its result, charge,
+/// delivery and attempts in order.
+#[tokio::test]
+async fn job_detail_shows_each_documents_result_charge_and_attempts() {
+    let app = TestApp::spawn().await;
+    let hook = Receiver::start().await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    let pdf = example_pdf();
+    let zip = make_zip(&[
+        ("1.pdf", pdf),
+        ("bad.pdf", b"%PDF-1.4\nnot really a PDF"),
+        ("2.pdf", pdf),
+    ]);
+    let job = drained(&app, &key, &hook, &[500], template, "batch.zip", &zip).await;
+    let (status, detail) = send(app.req(Method::GET, &format!("/v1/jobs/{job}"), &key)).await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    let docs = detail["documents"].as_array().unwrap();
+    let names: Vec<_> = docs
+        .iter()
+        .map(|d| d["file_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["1.pdf", "bad.pdf", "2.pdf"]);
+    for (i, d) in docs.iter().enumerate() {
+        assert_eq!(d["index"], i, "{d}");
+        assert_eq!(d["delivery"]["state"], "delivered", "{d}");
+        assert!(
+            d["delivery"]["webhook_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("msg_")
+        );
+        if d["file_name"] == "bad.pdf" {
+            assert_eq!(d["error"]["code"], "corrupt_document", "{d}");
+            assert!(d["result"].is_null() && d["fields"].is_null(), "{d}");
+            assert_eq!(d["credits_charged"], 0);
+        } else {
+            assert_eq!(d["result"]["invoice_number"], "INV-2026-0042", "{d}");
+            assert!(d["fields"]["invoice_number"].is_object(), "{d}");
+            assert_eq!(d["credits_charged"], 1);
+        }
+    }
+    assert_eq!(detail["credits_charged"], 2);
+    let attempts: Vec<Vec<i64>> = docs
+        .iter()
+        .map(|d| {
+            d["delivery"]["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["status_code"].as_i64().unwrap())
+                .collect()
+        })
+        .collect();
+    let mut flat: Vec<_> = attempts.iter().map(Vec::as_slice).collect();
+    flat.sort();
+    assert_eq!(flat, [&[200][..], &[200], &[500, 200]], "{attempts:?}");
+}
