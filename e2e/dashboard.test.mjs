@@ -199,6 +199,15 @@ test('a job reaches SUCCESS, its delivery is shown, and it can be redelivered', 
     await page.waitForSelector('text=No failed webhooks to send again');
     await page.selectOption('#delivery-filter', '');
     await page.selectOption('#status-filter', '');
+
+    // Delete the job's data: the page says so, the results are gone.
+    await page.click(`#jobs a[href="#/jobs/${sub.body.job_id}"]`);
+    await page.click('#delete-data');
+    await page.waitForSelector('#data-deleted');
+    assert.equal(await page.$('.document .result'), null, 'no results shown');
+    const gone = await apiCall('POST', '/v1/job-results', { job_id: sub.body.job_id, result_format: 'json' });
+    assert.equal(gone.status, 410);
+    assert.equal(gone.body.error.code, 'results_deleted');
   } finally {
     receiver.close();
   }

@@ -148,7 +148,11 @@ pub fn router(state: AppState) -> Router {
                 .push(
                     Router::with_path("jobs")
                         .get(routes::job_views::list_jobs)
-                        .push(Router::with_path("{job_id}").get(routes::job_views::get_job)),
+                        .push(
+                            Router::with_path("{job_id}")
+                                .get(routes::job_views::get_job)
+                                .delete(routes::job_views::delete_job),
+                        ),
                 )
                 .push(
                     Router::with_path("preview")

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod db;
 pub mod metrics;
 pub mod queue;
+pub mod retention;
 /// Document types from their first bytes (owned by `paperhook-extract`).
 pub use paperhook_extract::sniff;
 pub mod status;

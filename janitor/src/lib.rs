@@ -13,9 +13,9 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use paperhook_core::config::Config;
-use paperhook_core::db::{deliveries, documents};
-use paperhook_core::queue;
+use paperhook_core::db::documents;
 use paperhook_core::storage::Storage;
+use paperhook_core::{queue, retention};
 use sqlx::PgPool;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::Postgres;
@@ -243,51 +243,8 @@ impl Janitor {
         .fetch_all(&self.pool)
         .await
         .context("finding expired jobs")?;
-        let mut files = 0;
-        let mut done = Vec::new();
-        for (id, key, deleted) in &jobs {
-            let mut ok = true;
-            if !deleted {
-                let mut keys: Vec<String> = sqlx::query_scalar(
-                    "SELECT storage_key FROM documents WHERE job_id = $1 AND storage_key IS NOT NULL",
-                )
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
-                keys.push(key.clone());
-                keys.sort();
-                keys.dedup();
-                for k in keys {
-                    match self.storage.delete(&k).await {
-                        Ok(()) => files += 1,
-                        Err(e) => {
-                            tracing::warn!(job_id = %id, error = %e, "deleting an expired file failed");
-                            ok = false;
-                        }
-                    }
-                }
-            }
-            if ok {
-                done.push(*id);
-            }
-        }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM results WHERE job_id = ANY($1)")
-            .bind(&done)
-            .execute(&mut *tx)
-            .await
-            .context("deleting expired results")?;
-        deliveries::expire(&mut tx, &done)
-            .await
-            .context("expiring webhook payloads")?;
-        sqlx::query(
-            "UPDATE jobs SET results_expired_at = now(), file_deleted_at = coalesce(file_deleted_at, now())
-             WHERE id = ANY($1)",
-        )
-        .bind(&done)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let (done, files) =
+            retention::purge(&self.pool, &self.storage, &jobs, retention::Why::Expired).await?;
         // A failed deletion does not count towards a full batch, so the
         // loop cannot spin on it: it is retried on the next pass.
         Ok((done.len() as u64, files))

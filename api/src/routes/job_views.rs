@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use paperhook_core::db::jobs;
+use paperhook_core::retention::{self, Why};
 use salvo::oapi::extract::PathParam;
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -174,6 +175,8 @@ pub struct JobDetail {
     created_at: chrono::DateTime<chrono::Utc>,
     finished_at: Option<chrono::DateTime<chrono::Utc>>,
     credits_charged: i64,
+    /// When the job's data was deleted on request (`DELETE /v1/jobs/{job_id}`).
+    data_deleted_at: Option<chrono::DateTime<chrono::Utc>>,
     documents: Vec<DocumentDetail>,
 }
 
@@ -280,6 +283,58 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<Uuid>) -> ApiResult<Js
         created_at: job.created_at,
         finished_at: job.finished_at,
         credits_charged: total,
+        data_deleted_at: job.data_deleted_at,
         documents,
     }))
+}
+
+/// Deletes a finished job's data now rather than 24 hours after it
+/// finished: its stored files, results, webhook payloads (webhooks not yet
+/// delivered are not sent) and static values. The job stays listed with
+/// its status, documents' statuses and charges; its results answer
+/// `410 results_deleted`. Deleting again changes nothing.
+#[endpoint(
+    tags("jobs"),
+    responses(
+        (status_code = 204, description = "Deleted"),
+        (status_code = 409, description = "The job is still being processed (job_not_finished)"),
+        (status_code = 503, description = "The storage could not delete the file; nothing was changed (storage_unavailable)"),
+    )
+)]
+pub async fn delete_job(
+    depot: &mut Depot,
+    job_id: PathParam<Uuid>,
+    res: &mut Response,
+) -> ApiResult<()> {
+    let account_id = auth::account(depot).id;
+    let state = crate::state(depot);
+    let job = jobs::get(&state.pool, account_id, job_id.into_inner())
+        .await?
+        .ok_or_else(super::job_not_found)?;
+    if !paperhook_core::status::is_final(&job.status) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_not_finished",
+            "the job is still being processed; delete its data once it is SUCCESS or FAILED",
+        ));
+    }
+    if job.data_deleted_at.is_none() {
+        let target = (job.id, job.storage_key, job.file_deleted_at.is_some());
+        let (done, _) = retention::purge(&state.pool, &state.storage, &[target], Why::Deleted)
+            .await
+            .map_err(|e| match e.downcast::<sqlx::Error>() {
+                // The database down is a 503 like everywhere else.
+                Ok(db) => ApiError::from(db),
+                Err(e) => ApiError::internal("deleting a job's data", &format!("{e:#}")),
+            })?;
+        if done.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the stored file could not be deleted; nothing was changed, try again",
+            ));
+        }
+    }
+    res.status_code(StatusCode::NO_CONTENT);
+    Ok(())
 }

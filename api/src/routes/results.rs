@@ -69,7 +69,7 @@ pub struct JobResults {
     responses(
         (status_code = 200, body = JobResults, description = "JSON results (or text/csv when result_format is csv)"),
         (status_code = 409, description = "The job has not finished yet (results_not_ready)"),
-        (status_code = 410, description = "The results were deleted 24 hours after the job finished (results_expired)")
+        (status_code = 410, description = "The results were deleted 24 hours after the job finished (results_expired), or on request (results_deleted)")
     )
 )]
 pub async fn job_results(
@@ -108,6 +108,9 @@ pub async fn job_results(
                 job.status
             ),
         ));
+    }
+    if job.data_deleted_at.is_some() {
+        return Err(deleted());
     }
     let retention = chrono::Duration::from_std(state.config.result_retention()).unwrap_or_default();
     let expires_at = job.finished_at.map(|t| t + retention);
@@ -279,6 +282,9 @@ pub async fn redeliver(
             "the job is still being processed; its webhooks are sent when each document finishes",
         ));
     }
+    if job.data_deleted_at.is_some() {
+        return Err(deleted());
+    }
     if job.results_expired_at.is_some() {
         return Err(expired());
     }
@@ -298,6 +304,15 @@ pub async fn redeliver(
         queued,
     }));
     Ok(())
+}
+
+/// The 410 for a job whose data was deleted on request.
+pub fn deleted() -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "results_deleted",
+        "the data of this job (file, results, webhook payloads, static values) was deleted on request and cannot be recovered",
+    )
 }
 
 fn expired() -> ApiError {

@@ -188,16 +188,17 @@ pub async fn jobs_of(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<
     .await
 }
 
-/// Results expire with their jobs: the webhook payloads (which hold them)
-/// are emptied, and deliveries still waiting for a retry fail, with an
-/// attempt saying why.
-pub async fn expire(tx: &mut PgConnection, job_ids: &[Uuid]) -> sqlx::Result<()> {
+/// Results expire (or are deleted) with their jobs: the webhook payloads
+/// (which hold them) are emptied, and deliveries still waiting for a retry
+/// fail, with an attempt of class `expired` saying `why`.
+pub async fn expire(tx: &mut PgConnection, job_ids: &[Uuid], why: &str) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO webhook_attempts (delivery_id, latency_ms, error_class, error_message)
-         SELECT id, 0, 'expired', 'the results expired (result_retention_secs) before the webhook was delivered'
+         SELECT id, 0, 'expired', $2
          FROM webhook_deliveries WHERE job_id = ANY($1) AND state = 'pending'",
     )
     .bind(job_ids)
+    .bind(why)
     .execute(&mut *tx)
     .await?;
     sqlx::query(

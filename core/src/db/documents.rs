@@ -25,7 +25,7 @@ pub async fn job_any(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<J
     sqlx::query_as(
         "SELECT id, account_id, template_id, status, content_type, file_name, size_bytes, storage_key,
                 static_values, idempotency_key, error_code, error_message, created_at, updated_at,
-                finished_at, file_deleted_at, results_expired_at
+                finished_at, file_deleted_at, results_expired_at, data_deleted_at
          FROM jobs WHERE id = $1",
     )
     .bind(id)

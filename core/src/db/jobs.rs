@@ -26,6 +26,8 @@ pub struct JobRow {
     pub finished_at: Option<DateTime<Utc>>,
     pub file_deleted_at: Option<DateTime<Utc>>,
     pub results_expired_at: Option<DateTime<Utc>>,
+    /// Its data was deleted on request (`DELETE /v1/jobs/{id}`).
+    pub data_deleted_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -59,7 +61,7 @@ pub struct NewJob {
 
 macro_rules! columns {
     () => {
-        "id, account_id, template_id, status, content_type, file_name, size_bytes, storage_key, static_values, idempotency_key, error_code, error_message, created_at, updated_at, finished_at, file_deleted_at, results_expired_at"
+        "id, account_id, template_id, status, content_type, file_name, size_bytes, storage_key, static_values, idempotency_key, error_code, error_message, created_at, updated_at, finished_at, file_deleted_at, results_expired_at, data_deleted_at"
     };
 }
 

@@ -156,12 +156,7 @@ async fn pdf_end_to_end_signed_charged_deleted_and_results() {
     .await;
     assert_eq!(status, StatusCode::GONE, "{body}");
     assert_eq!(body["error"]["code"], "results_expired");
-    let results: i64 = sqlx::query_scalar("SELECT count(*) FROM results WHERE job_id = $1")
-        .bind(job)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(results, 0);
+    assert_eq!(results_of(&app, job).await, 0);
 
     // The webhook payload held the results: emptied too, and the queued
     // redelivery failed, saying why, instead of sending anything.
@@ -537,4 +532,129 @@ async fn extraction_limits_come_from_the_configuration() {
     .await
     .unwrap();
     assert_eq!(attempts, 1);
+}
+
+/// `DELETE /v1/jobs/{id}`: the files, results, webhook payloads and static
+/// values go at once; the job stays with its statuses and charges, and a
+/// webhook still waiting is never sent.
+#[tokio::test]
+async fn deleting_a_jobs_data_removes_files_results_and_payloads() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.webhook_retry_schedule = "0s,10m".into()
+    })
+    .await;
+    let hook = Receiver::start().await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    let zip = make_zip(&[("1.pdf", example_pdf()), ("2.pdf", example_pdf())]);
+    // One webhook delivered, the other told to come back in two minutes.
+    hook.answers.lock().unwrap().extend([429]);
+    let job = app.submit(&key, template, "two.zip", &zip).await;
+    let (status, body) = send(app.req(Method::DELETE, &format!("/v1/jobs/{job}"), &key)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "job_not_finished");
+    app.drain().await;
+    assert_eq!(app.job_status(&key, job).await["status"], "SUCCESS");
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT storage_key FROM jobs WHERE id = $1
+         UNION SELECT storage_key FROM documents WHERE job_id = $1 AND storage_key IS NOT NULL",
+    )
+    .bind(job)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(keys.len(), 3, "the ZIP and its two documents: {keys:?}");
+    for k in &keys {
+        assert!(
+            app.storage.exists(k).await.unwrap(),
+            "{k} is stored until delivered"
+        );
+    }
+    let sent = hook.received().len();
+
+    let (_, other) = app.account(1).await;
+    let (status, _) = send(app.req(Method::DELETE, &format!("/v1/jobs/{job}"), &other)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for _ in 0..2 {
+        let res = app
+            .req(Method::DELETE, &format!("/v1/jobs/{job}"), &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::NO_CONTENT,
+            "and again: nothing changes"
+        );
+    }
+
+    for k in &keys {
+        assert!(!app.storage.exists(k).await.unwrap(), "{k} was deleted");
+    }
+    assert_eq!(results_of(&app, job).await, 0);
+    let payloads: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT state, payload FROM webhook_deliveries WHERE job_id = $1 ORDER BY state",
+    )
+    .bind(job)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        payloads,
+        [
+            ("delivered".into(), json!({})),
+            ("failed".into(), json!({}))
+        ]
+    );
+    let (status, detail) = send(app.req(Method::GET, &format!("/v1/jobs/{job}"), &key)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(detail["data_deleted_at"].is_string(), "{detail}");
+    assert_eq!(detail["static_values"], json!({}));
+    assert_eq!(detail["credits_charged"], 2, "charges stay on record");
+    let attempts = detail["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["delivery"]["attempts"].as_array().unwrap().clone())
+        .collect::<Vec<_>>();
+    assert!(
+        attempts.iter().any(|a| a["error_class"] == "expired"
+            && a["error_message"]
+                .as_str()
+                .unwrap()
+                .contains("deleted on request")),
+        "{attempts:?}"
+    );
+    assert_eq!(app.job_status(&key, job).await["status"], "SUCCESS");
+    for (path, body) in [
+        (
+            "/v1/job-results".to_owned(),
+            Some(json!({"job_id": job, "result_format": "json"})),
+        ),
+        (format!("/v1/jobs/{job}/redeliver"), None),
+    ] {
+        let mut req = app.req(Method::POST, &path, &key);
+        if let Some(body) = &body {
+            req = req.json(body);
+        }
+        let (status, got) = send(req).await;
+        assert_eq!(status, StatusCode::GONE, "{path}: {got}");
+        assert_eq!(got["error"]["code"], "results_deleted", "{got}");
+    }
+    // The waiting webhook is due in two minutes; make it due now: it is
+    // not sent, its payload is gone.
+    sqlx::query("UPDATE tasks SET run_at = now() WHERE kind = 'delivery' AND state = 'available'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.drain().await;
+    assert_eq!(hook.received().len(), sent, "nothing sent after deletion");
+}
+
+async fn results_of(app: &TestApp, job: uuid::Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM results WHERE job_id = $1")
+        .bind(job)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
 }
