@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use paperhook_core::db::deliveries::{self, Attempt};
-use paperhook_core::db::{documents, templates};
+use paperhook_core::db::{jobs, templates};
 use paperhook_core::queue::{self, Task};
 use paperhook_core::webhook;
 use rand::Rng;
@@ -37,7 +37,7 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         queue::complete(&w.pool, task, &w.id).await?;
         return Ok(());
     }
-    let job = documents::job_any(&w.pool, delivery.job_id)
+    let job = jobs::get_any(&w.pool, delivery.job_id)
         .await?
         .ok_or_else(|| Retry::from("the delivery's job is missing"))?;
     let template = templates::get_any(&w.pool, job.template_id)

@@ -8,7 +8,7 @@ use anyhow::Context;
 use paperhook_core::bounded::{Bounded, run_bounded};
 use paperhook_core::db::deliveries::{self, Sender};
 use paperhook_core::db::documents::{self, Charge, Finished, NewDocument};
-use paperhook_core::db::jobs::{DocumentRow, JobRow};
+use paperhook_core::db::jobs::{self, DocumentRow, JobRow};
 use paperhook_core::db::templates::{self, TemplateRow};
 use paperhook_core::queue::{self, Task};
 use paperhook_core::storage::StorageError;
@@ -25,7 +25,7 @@ use crate::{Next, Retry, Worker};
 /// with the task's completion.
 #[tracing::instrument(skip_all, fields(job_id = %task.ref_id))]
 pub async fn split_job(w: &Worker, task: &Task) -> Result<Next, Retry> {
-    let Some(job) = documents::job_any(&w.pool, task.ref_id).await? else {
+    let Some(job) = jobs::get_any(&w.pool, task.ref_id).await? else {
         queue::complete(&w.pool, task, &w.id).await?;
         return Ok(None);
     };
@@ -292,7 +292,7 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
         queue::complete(&w.pool, task, &w.id).await?;
         return Ok(None);
     }
-    let job = documents::job_any(&w.pool, doc.job_id)
+    let job = jobs::get_any(&w.pool, doc.job_id)
         .await?
         .ok_or_else(|| Retry::from("the document's job is missing"))?;
     let template = template_of(w, &job).await?;
@@ -509,7 +509,7 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<()>
             let Some(doc) = documents::get(&w.pool, task.ref_id).await? else {
                 return Ok(());
             };
-            let job = documents::job_any(&w.pool, doc.job_id)
+            let job = jobs::get_any(&w.pool, doc.job_id)
                 .await?
                 .context("job missing")?;
             let mut tx = w.pool.begin().await?;

@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::db::jobs::{DocumentRow, JobRow};
+use crate::db::jobs::DocumentRow;
 use crate::status;
 
 /// A document to insert when a job is split.
@@ -19,18 +19,6 @@ pub struct NewDocument {
     pub storage_key: Option<String>,
     /// `Some((code, message))` inserts the document already failed.
     pub failure: Option<(String, String)>,
-}
-
-pub async fn job_any(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<JobRow>> {
-    sqlx::query_as(
-        "SELECT id, account_id, template_id, status, content_type, file_name, size_bytes, storage_key,
-                static_values, idempotency_key, error_code, error_message, created_at, updated_at,
-                finished_at, file_deleted_at, results_expired_at, data_deleted_at
-         FROM jobs WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<DocumentRow>> {
