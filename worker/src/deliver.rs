@@ -40,6 +40,21 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
     let job = jobs::get_any(&w.pool, delivery.job_id)
         .await?
         .ok_or_else(|| Retry::from("the delivery's job is missing"))?;
+    if job.results_expired_at.is_some() {
+        // The results went (expired or deleted) while this delivery waited,
+        // and a worker sending it then set it pending again: its payload is
+        // empty, so fail it rather than send that.
+        let mut tx = w.pool.begin().await?;
+        deliveries::expire(
+            &mut tx,
+            &[job.id],
+            "the job's results were deleted before the webhook was delivered",
+        )
+        .await?;
+        tx.commit().await?;
+        queue::complete(&w.pool, task, &w.id).await?;
+        return Ok(());
+    }
     let template = templates::get_any(&w.pool, job.template_id)
         .await?
         .ok_or_else(|| Retry::from("the delivery's template is missing"))?;

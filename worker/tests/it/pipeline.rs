@@ -649,6 +649,37 @@ async fn deleting_a_jobs_data_removes_files_results_and_payloads() {
         .unwrap();
     app.drain().await;
     assert_eq!(hook.received().len(), sent, "nothing sent after deletion");
+
+    // A worker that was sending it during the deletion may set it pending
+    // again with a retry: that retry finds the results gone and sends nothing.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = 'pending' WHERE job_id = $1 AND state = 'failed'",
+    )
+    .bind(job)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO tasks (kind, ref_id) SELECT 'delivery', id FROM webhook_deliveries
+         WHERE job_id = $1 AND state = 'pending'",
+    )
+    .bind(job)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.drain().await;
+    assert_eq!(
+        hook.received().len(),
+        sent,
+        "an emptied payload is never sent"
+    );
+    let states: Vec<String> =
+        sqlx::query_scalar("SELECT state FROM webhook_deliveries WHERE job_id = $1 ORDER BY state")
+            .bind(job)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(states, ["delivered", "failed"]);
 }
 
 async fn results_of(app: &TestApp, job: uuid::Uuid) -> i64 {
