@@ -123,7 +123,8 @@ test('a job submitted through the API shows up in the jobs list', async () => {
   await page.waitForSelector(`#jobs a[href="#/jobs/${sub.body.job_id}"]`);
   await shot('05-jobs-new');
   await page.click(`#jobs a[href="#/jobs/${sub.body.job_id}"]`);
-  await page.waitForSelector('h1:has-text("Job")');
+  // The job's own page (the list's "Jobs" heading would match "Job").
+  await page.waitForSelector(`main h1 code:has-text("${sub.body.job_id}")`);
   await shot('06-job-new');
 });
 
@@ -216,7 +217,9 @@ test('a job reaches SUCCESS, its delivery is shown, and it can be redelivered', 
 test('a late answer for a page left behind does not replace the page shown', async () => {
   await page.click('nav a[href="#/jobs"]');
   await page.click(`#jobs a[href="#/jobs/${firstJobId}"]`);
-  await page.waitForSelector('h1:has-text("Job")');
+  // The job's own page: until it is drawn the list (heading "Jobs", with a
+  // Refresh button of its own) is still shown.
+  await page.waitForSelector(`main h1 code:has-text("${firstJobId}")`);
   // Hold the job page's next fetch until the user has gone to Templates.
   let release;
   const held = new Promise((r) => { release = r; });
