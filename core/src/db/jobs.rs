@@ -266,9 +266,6 @@ pub struct ListedJob {
     pub delivery: Option<String>,
 }
 
-/// An account's jobs, newest first. A filter on a state other than
-/// `delivered` starts from the account's deliveries in that state (an index
-/// scan), not from every job.
 /// A job of any account (for the workers, which act for every account).
 pub async fn get_any(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<JobRow>> {
     sqlx::query_as(concat!("SELECT ", columns!(), " FROM jobs WHERE id = $1"))
@@ -277,6 +274,9 @@ pub async fn get_any(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<J
         .await
 }
 
+/// An account's jobs, newest first. A filter on a state other than
+/// `delivered` starts from the account's deliveries in that state (an index
+/// scan), not from every job.
 pub async fn list(
     db: impl PgExecutor<'_>,
     account_id: Uuid,
