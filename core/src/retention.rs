@@ -7,7 +7,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::db::deliveries;
+use crate::db::{deliveries, documents};
 use crate::storage::Storage;
 
 /// Why a job's data goes.
@@ -38,16 +38,7 @@ pub async fn purge(
     for (id, key, deleted) in jobs {
         let mut ok = true;
         if !deleted {
-            let mut keys: Vec<String> = sqlx::query_scalar(
-                "SELECT storage_key FROM documents WHERE job_id = $1 AND storage_key IS NOT NULL",
-            )
-            .bind(id)
-            .fetch_all(pool)
-            .await?;
-            keys.push(key.clone());
-            keys.sort();
-            keys.dedup();
-            for k in keys {
+            for k in documents::file_keys(pool, *id, key.clone()).await? {
                 match storage.delete(&k).await {
                     Ok(()) => files += 1,
                     Err(e) => {

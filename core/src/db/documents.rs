@@ -342,14 +342,23 @@ pub async fn files_to_delete(db: &mut PgConnection, job_id: Uuid) -> sqlx::Resul
     .bind(job_id)
     .fetch_optional(&mut *db)
     .await?;
-    let Some(original) = original else {
-        return Ok(Vec::new());
-    };
+    match original {
+        Some(original) => file_keys(db, job_id, original).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Every stored file of a job: its documents' and the `original`, each once.
+pub async fn file_keys(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    original: String,
+) -> sqlx::Result<Vec<String>> {
     let mut keys: Vec<String> = sqlx::query_scalar(
         "SELECT storage_key FROM documents WHERE job_id = $1 AND storage_key IS NOT NULL",
     )
     .bind(job_id)
-    .fetch_all(&mut *db)
+    .fetch_all(db)
     .await?;
     keys.push(original);
     keys.sort();
