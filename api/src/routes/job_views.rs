@@ -84,14 +84,7 @@ pub async fn list_jobs(
         ));
     }
     let template_id = non_empty(query.template_id)
-        .map(|raw| {
-            Uuid::parse_str(&raw).map_err(|_| {
-                ApiError::unprocessable(
-                    "invalid_template_id",
-                    format!("template_id must be a UUID, not {raw:?}"),
-                )
-            })
-        })
+        .map(|raw| super::parse_uuid("template_id", "invalid_template_id", &raw))
         .transpose()?;
     let filter = match non_empty(query.job_id) {
         Some(raw) => jobs::JobFilter {

@@ -17,12 +17,13 @@ use crate::error::{ApiError, ApiResult};
 
 /// A `job_id` from a query or body: a UUID, or 422 `invalid_job_id`.
 pub fn parse_job_id(raw: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(raw.trim()).map_err(|_| {
-        ApiError::unprocessable(
-            "invalid_job_id",
-            format!("job_id must be a UUID, not {raw:?}"),
-        )
-    })
+    parse_uuid("job_id", "invalid_job_id", raw)
+}
+
+/// The id in parameter `field`: a UUID, or 422 with `code`.
+pub fn parse_uuid(field: &str, code: &'static str, raw: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw.trim())
+        .map_err(|_| ApiError::unprocessable(code, format!("{field} must be a UUID, not {raw:?}")))
 }
 
 /// The 404 for an unknown job, or one of another account.
