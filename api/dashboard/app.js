@@ -518,13 +518,13 @@ async function jobPage(id) {
       h('p', {}, 'Template ', h('a', { href: `#/templates/${j.template_id}` }, h('code', {}, j.template_id))),
       h('p', {}, `${j.document_type}${j.file_name ? ` · ${j.file_name}` : ''} · submitted ${when(j.created_at)} · finished ${when(j.finished_at)} · ${j.credits_charged} credit(s)`),
       j.error ? h('p', { class: 'error' }, `${j.error.code}: ${j.error.message}`) : null,
-      j.data_deleted_at ? h('p', { class: 'muted', id: 'data-deleted' }, `Data deleted on request ${when(j.data_deleted_at)}: file, results, webhook payloads and static values.`) : null,
+      j.data_deleted_at ? h('p', { class: 'muted', id: 'data-deleted' }, `Data deleted on request ${when(j.data_deleted_at)}: file, results, webhook payloads, static values and file names.`) : null,
       h('label', {}, 'static_values'), h('pre', {}, JSON.stringify(j.static_values, null, 2)),
       h('div', { class: 'actions' },
         h('button', { class: 'secondary', type: 'button', onclick: () => jobPage(id) }, 'Refresh'),
         h('button', { type: 'button', id: 'redeliver', onclick: async () => { try { await api('POST', `/v1/jobs/${id}/redeliver`); toast('Redelivery queued'); jobPage(id); } catch (e) { showError(err, e); } } }, 'Redeliver'),
         j.data_deleted_at ? null : h('button', { class: 'danger', type: 'button', id: 'delete-data', onclick: async () => {
-          if (!confirm('Delete this job\'s file, results, webhook payloads and static values now? This cannot be undone; webhooks not yet delivered will not be sent.')) return;
+          if (!confirm('Delete this job\'s file, results, webhook payloads, static values and file names now? This cannot be undone; webhooks not yet delivered will not be sent.')) return;
           try { await api('DELETE', `/v1/jobs/${id}`); toast('Job data deleted'); jobPage(id); } catch (e) { showError(err, e); }
         } }, 'Delete data')),
       err),

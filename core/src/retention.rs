@@ -1,7 +1,9 @@
 //! Deleting a finished job's data: its stored files, its results and the
 //! webhook payloads that hold them. The janitor does it
 //! `result_retention_secs` after a job finished; the API on request
-//! (`DELETE /v1/jobs/{id}`), which also empties the job's static values.
+//! (`DELETE /v1/jobs/{id}`), which also empties the job's static values and
+//! forgets its file names (a file or ZIP entry name can itself be personal
+//! data: `invoice-jane-doe.pdf`).
 
 use anyhow::Context;
 use sqlx::PgPool;
@@ -71,13 +73,20 @@ pub async fn purge(
         "UPDATE jobs SET results_expired_at = coalesce(results_expired_at, now()),
                 file_deleted_at = coalesce(file_deleted_at, now()),
                 data_deleted_at = CASE WHEN $2 THEN coalesce(data_deleted_at, now()) ELSE data_deleted_at END,
-                static_values = CASE WHEN $2 THEN '{}'::jsonb ELSE static_values END
+                static_values = CASE WHEN $2 THEN '{}'::jsonb ELSE static_values END,
+                file_name = CASE WHEN $2 THEN NULL ELSE file_name END
          WHERE id = ANY($1)",
     )
     .bind(&done)
     .bind(why == Why::Deleted)
     .execute(&mut *tx)
     .await?;
+    if why == Why::Deleted {
+        sqlx::query("UPDATE documents SET file_name = NULL WHERE job_id = ANY($1)")
+            .bind(&done)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok((done, files))
 }

@@ -283,7 +283,8 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<Uuid>) -> ApiResult<Js
 
 /// Deletes a finished job's data now rather than 24 hours after it
 /// finished: its stored files, results, webhook payloads (webhooks not yet
-/// delivered are not sent) and static values. The job stays listed with
+/// delivered are not sent), static values and file names (job and ZIP
+/// entries, which can themselves be personal data). The job stays listed with
 /// its status, documents' statuses and charges; its results answer
 /// `410 results_deleted`. Deleting again changes nothing.
 #[endpoint(

@@ -571,6 +571,22 @@ async fn deleting_a_jobs_data_removes_files_results_and_payloads() {
         );
     }
     let sent = hook.received().len();
+    let names = |detail: &serde_json::Value| {
+        let mut names = vec![detail["file_name"].clone()];
+        names.extend(
+            detail["documents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["file_name"].clone()),
+        );
+        names
+    };
+    let (_, detail) = send(app.req(Method::GET, &format!("/v1/jobs/{job}"), &key)).await;
+    assert_eq!(
+        names(&detail),
+        [json!("two.zip"), json!("1.pdf"), json!("2.pdf")]
+    );
 
     let (_, other) = app.account(1).await;
     let (status, _) = send(app.req(Method::DELETE, &format!("/v1/jobs/{job}"), &other)).await;
@@ -610,6 +626,11 @@ async fn deleting_a_jobs_data_removes_files_results_and_payloads() {
     assert_eq!(status, StatusCode::OK);
     assert!(detail["data_deleted_at"].is_string(), "{detail}");
     assert_eq!(detail["static_values"], json!({}));
+    assert_eq!(
+        names(&detail),
+        [json!(null), json!(null), json!(null)],
+        "file names can be personal data: {detail}"
+    );
     assert_eq!(detail["credits_charged"], 2, "charges stay on record");
     let attempts = detail["documents"]
         .as_array()
