@@ -7,6 +7,12 @@
 # the physical limit of a submission here. Prints both, the ratio, and the
 # API's p50/p99; fails on any error under load.
 #
+# Then the floor: the same wrk against the lightest API this stack allows
+# (api/examples/http_floor.rs: salvo reads the JSON, sqlx inserts pgbench's
+# row with one durable commit, nothing else), and against the same server
+# with no insert (HTTP alone), and with the inserts of concurrent requests
+# batched into one statement and commit (what batching adds to the floor).
+#
 #   scripts/load-test.sh            LOAD_CONNECTIONS=16 LOAD_SECONDS=15
 #
 # LOAD_STORAGE_DIR=/dev/shm puts the file store on another file system.
@@ -29,6 +35,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/paperhook-target}"
 : "${PAPERHOOK_TEST_DATABASE_URL:?set PAPERHOOK_TEST_DATABASE_URL}"
 log "building the API (release)"
 fresh_stack load release
+cargo build --release --locked --quiet -p paperhook-api --example http_floor
 pids=()
 cleanup() {
     kill "${pids[@]}" 2>/dev/null || true
@@ -96,7 +103,11 @@ elif [ -n "${LOAD_PROFILE:-}" ]; then
     perf record -q -e cpu-clock -g -p "$api_pid" -o "$perf_data" -- sleep "$secs" 2>/dev/null &
     perf_pid=$!
 fi
-wrk -t2 -c"$conns" -d"${secs}s" --timeout 10s -s "$work/submit.lua" "http://127.0.0.1:$port/process-job" | tee "$work/wrk.out"
+# run_wrk PORT OUT: the load against http://127.0.0.1:PORT/process-job.
+run_wrk() {
+    wrk -t2 -c"$conns" -d"${secs}s" --timeout 10s -s "$work/submit.lua" "http://127.0.0.1:$1/process-job" | tee "$2"
+}
+run_wrk "$port" "$work/wrk.out"
 read -r -d '' api1 pg1 < <(cpu_secs "$api_pid") || true
 stats1=$(db_stats)
 if [ "${LOAD_PROFILE:-}" = all ]; then
@@ -123,6 +134,29 @@ SQL
 pgbench -n -c "$conns" -j 2 -T "$secs" -f "$work/insert.sql" "$DATABASE_URL" > "$work/pgbench.out"
 tps=$(awk '/^tps = / {print $3}' "$work/pgbench.out")
 
+# floor_rps [--no-db|--batch]: submissions/s of the floor server under the same load.
+floor_rps() {
+    local floor_port out pid
+    floor_port=$(free_port)
+    out="$work/floor$*.out"
+    "$CARGO_TARGET_DIR/release/examples/http_floor" "127.0.0.1:$floor_port" "$((conns + 4))" "$@" \
+        > "$work/floor.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null -H 'content-type: application/json' --data @"$work/body.json" \
+            "http://127.0.0.1:$floor_port/process-job" && break
+        sleep 0.1
+    done
+    log "wrk against the floor server $* ($conns connections, ${secs}s)" >&2
+    run_wrk "$floor_port" "$out" >&2
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    grep -q 'non2xx=0 errors=0' "$out" || die "the floor server $* failed requests: $(grep RESULT "$out")"
+    awk '/^Requests\/sec:/ {print $2}' "$out"
+}
+floor=$(floor_rps)
+floor_batch=$(floor_rps --batch)
+floor_http=$(floor_rps --no-db)
+
 # The statements of one submission (the key lookup; the job and task
 # insert, which checks the template), run back to back by pgbench with the
 # same clients: what the database alone allows for this API's submissions.
@@ -145,7 +179,7 @@ SQL
 pgbench -n -M prepared -c "$conns" -j 2 -T "$secs" -f "$work/submission.sql" "$DATABASE_URL" > "$work/pgbench-submission.out"
 statements_tps=$(awk '/^tps = / {print $3}' "$work/pgbench-submission.out")
 
-python3 - "$rps" "$tps" "$result" "$jobs" "$conns" "$api0" "$api1" "$pg0" "$pg1" "$stats0" "$stats1" "$statements_tps" <<'PY'
+python3 - "$rps" "$tps" "$result" "$jobs" "$conns" "$api0" "$api1" "$pg0" "$pg1" "$stats0" "$stats1" "$statements_tps" "$floor" "$floor_http" "$floor_batch" <<'PY'
 import sys
 rps, tps, result, jobs, conns = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 api0, api1, pg0, pg1 = map(float, sys.argv[6:10])
@@ -161,6 +195,10 @@ print("per submission: " + ", ".join(f"{name} {d / n:.2f}" for name, d in zip(na
 statements = float(sys.argv[12])
 print(f"the submission's statements alone (pgbench): {statements:.0f}/s; "
       f"the API reaches {rps / statements:.2f} of that")
+floor, floor_http, floor_batch = map(float, sys.argv[13:16])
+print(f"floor (salvo + one sqlx insert per request, nothing else): {floor:.0f}/s, "
+      f"ratio {floor / tps:.2f}; with batched inserts {floor_batch:.0f}/s, ratio {floor_batch / tps:.2f}; "
+      f"HTTP alone, no insert: {floor_http:.0f}/s")
 bad = int(fields["non2xx"]) + int(fields["errors"])
 if bad:
     sys.exit(f"{bad} requests failed under load")
