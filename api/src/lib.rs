@@ -89,7 +89,7 @@ pub fn state(depot: &Depot) -> &AppState {
 }
 
 /// Reads a JSON body of at most `max_json_bytes`; `what` names the expected
-/// body in the error (400 malformed_json, 413, 415).
+/// body in the error (400 malformed_json, 413 body_too_large, 415).
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     req: &mut Request,
     state: &AppState,
@@ -98,7 +98,14 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     let limit = state.config.max_json_bytes;
     req.parse_json_with_max_size(limit as usize)
         .await
-        .map_err(|e| error::ApiError::from_parse(e, limit, what))
+        .map_err(|e| match e {
+            salvo::http::ParseError::PayloadTooLarge => error::ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the JSON body is larger than the limit of {limit} bytes (max_json_bytes)"),
+            ),
+            e => error::ApiError::from_parse(e, limit, what),
+        })
 }
 
 pub fn router(state: AppState) -> Router {
@@ -186,6 +193,7 @@ pub fn router(state: AppState) -> Router {
             Vec::<String>::new(),
         )])
         .merge_router(&router);
+    let doc = describe_path_parameters(doc);
     router
         .push(doc.into_router("/openapi.json"))
         .push(Router::with_path("docs").get(routes::health::docs_page))
@@ -196,6 +204,25 @@ pub fn router(state: AppState) -> Router {
                 .push(Router::with_path("app.css").get(dashboard::app_css))
                 .push(Router::with_path("{**rest}").get(dashboard::index)),
         )
+}
+
+/// salvo's `PathParam` describes every path parameter as "Get parameter
+/// `x` from request url path."; say what each one is.
+fn describe_path_parameters(mut doc: OpenApi) -> OpenApi {
+    for (path, item) in doc.paths.iter_mut() {
+        for op in item.operations.values_mut() {
+            for p in op.parameters.iter_inline_mut() {
+                let what = match p.name.as_str() {
+                    "id" if path.starts_with("/v1/templates/") => "The template's id.",
+                    "job_id" => "The job's id: the `job_id` that `POST /process-job` answered.",
+                    "prefix" => "The key's prefix (`ph_…`), as `GET /v1/api-keys` lists it.",
+                    _ => continue,
+                };
+                p.description = Some(what.to_owned());
+            }
+        }
+    }
+    doc
 }
 
 pub fn service(state: AppState) -> Service {

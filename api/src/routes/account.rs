@@ -1,9 +1,8 @@
 //! The caller's account and credit ledger.
 
 use paperhook_core::db::accounts::{self, LedgerEntry};
-use salvo::oapi::extract::QueryParam;
 use salvo::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth;
@@ -62,17 +61,24 @@ impl From<LedgerEntry> for LedgerEntryOut {
     }
 }
 
+/// `?limit=&before=` paging of the ledger.
+#[derive(Debug, Deserialize, ToParameters)]
+#[salvo(parameters(default_parameter_in = Query))]
+pub struct LedgerQuery {
+    /// Entries per page, 1-200 (default 50; values outside are clamped).
+    limit: Option<i64>,
+    /// The `next_before` of the previous page: only entries older than it.
+    before: Option<i64>,
+}
+
 /// Credit movements, newest first, paged with `limit` and `before`.
 #[endpoint(tags("account"))]
-pub async fn get_ledger(
-    depot: &mut Depot,
-    limit: QueryParam<i64, false>,
-    before: QueryParam<i64, false>,
-) -> ApiResult<Json<LedgerPage>> {
+pub async fn get_ledger(depot: &mut Depot, query: LedgerQuery) -> ApiResult<Json<LedgerPage>> {
     let account_id = auth::account(depot).id;
-    let limit = limit.into_inner().unwrap_or(50).clamp(1, 200);
+    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    let before = query.before;
     let state = crate::state(depot);
-    let entries = accounts::ledger(&state.pool, account_id, before.into_inner(), limit).await?;
+    let entries = accounts::ledger(&state.pool, account_id, before, limit).await?;
     let next_before = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| e.id))
         .flatten();

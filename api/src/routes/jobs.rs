@@ -8,7 +8,6 @@ use base64::Engine;
 use paperhook_core::db::jobs::{self, JobRow, NewJob};
 use paperhook_core::sniff::{self, DocType};
 use salvo::http::form::FilePart;
-use salvo::oapi::extract::QueryParam;
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -586,14 +585,22 @@ fn error_of(code: &Option<String>, message: &Option<String>) -> Option<JobError>
 }
 
 /// The current status of a job, with each of its documents.
-#[endpoint(tags("jobs"))]
-pub async fn job_status(
-    depot: &mut Depot,
-    job_id: QueryParam<String, true>,
-) -> ApiResult<Json<JobStatus>> {
+#[endpoint(
+    tags("jobs"),
+    parameters(("job_id" = String, Query, description = "The `job_id` that `POST /process-job` answered.")),
+)]
+pub async fn job_status(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<JobStatus>> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
-    let id = super::parse_job_id(&job_id.into_inner())?;
+    // Read by hand, not by salvo's QueryParam: its generic description would
+    // replace the one above in /openapi.json.
+    let job_id = req.query::<String>("job_id").ok_or_else(|| {
+        ApiError::unprocessable(
+            "missing_field",
+            "job_id is required: the job_id that POST /process-job answered",
+        )
+    })?;
+    let id = super::parse_job_id(&job_id)?;
     let job = jobs::get(&state.pool, account_id, id)
         .await?
         .ok_or_else(super::job_not_found)?;

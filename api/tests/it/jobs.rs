@@ -417,6 +417,11 @@ async fn every_bad_submission_gets_its_status_and_code() {
 
     // job-status errors
     assert_error(
+        &send(app.req(Method::GET, "/job-status", &key)).await,
+        422,
+        "missing_field",
+    );
+    assert_error(
         &send(app.req(Method::GET, "/job-status?job_id=nope", &key)).await,
         422,
         "invalid_job_id",

@@ -154,6 +154,14 @@ async fn bad_templates_get_422_with_the_reason() {
     )
     .await;
     assert_error(&got, 400, "malformed_json");
+
+    // Over max_json_bytes (1 MiB): the body's limit, not a document's.
+    let mut t = example_template();
+    t["name"] = json!("x".repeat(1 << 20));
+    let got = post(t).await;
+    assert_error(&got, 413, "body_too_large");
+    let message = got.1["error"]["message"].as_str().unwrap();
+    assert!(message.contains("max_json_bytes"), "{message}");
 }
 
 #[tokio::test]
