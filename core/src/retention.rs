@@ -82,11 +82,70 @@ pub async fn purge(
     .execute(&mut *tx)
     .await?;
     if why == Why::Deleted {
-        sqlx::query("UPDATE documents SET file_name = NULL WHERE job_id = ANY($1)")
-            .bind(&done)
-            .execute(&mut *tx)
-            .await?;
+        forget_file_names(&mut tx, &done).await?;
     }
     tx.commit().await?;
     Ok((done, files))
+}
+
+/// Forgets the file names of `jobs`' documents, also where a document's
+/// error message quotes its name (`"jane-doe.pdf" is encrypted …`).
+async fn forget_file_names(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    jobs: &[Uuid],
+) -> sqlx::Result<()> {
+    let quoting: Vec<(Uuid, String, String)> = sqlx::query_as(
+        "SELECT id, file_name, error_message FROM documents
+         WHERE job_id = ANY($1) AND file_name <> '' AND error_message IS NOT NULL",
+    )
+    .bind(jobs)
+    .fetch_all(&mut **tx)
+    .await?;
+    let (ids, messages): (Vec<Uuid>, Vec<String>) = quoting
+        .into_iter()
+        .map(|(id, name, message)| (id, without_name(&message, &name)))
+        .unzip();
+    sqlx::query(
+        "UPDATE documents d SET error_message = m.message
+         FROM unnest($1::uuid[], $2::text[]) AS m(id, message) WHERE d.id = m.id",
+    )
+    .bind(&ids)
+    .bind(&messages)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE documents SET file_name = NULL WHERE job_id = ANY($1)")
+        .bind(jobs)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// `message` with `name` (quoted as the worker quotes it, or bare) left out.
+fn without_name(message: &str, name: &str) -> String {
+    const GONE: &str = "a file (name deleted)";
+    message
+        .replace(&format!("{name:?}"), GONE)
+        .replace(name, GONE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_name;
+
+    #[test]
+    fn error_messages_lose_the_file_name() {
+        // Quoted as the worker quotes it, escapes and all.
+        let name = r#"jane "doe\2026.pdf"#;
+        let message = format!("{name:?} is encrypted with a password");
+        assert_ne!(message, format!("\"{name}\" is encrypted with a password"));
+        assert_eq!(
+            without_name(&message, name),
+            "a file (name deleted) is encrypted with a password"
+        );
+        assert_eq!(
+            without_name("entry x.pdf: corrupt", "x.pdf"),
+            "entry a file (name deleted): corrupt"
+        );
+        assert_eq!(without_name("page 3 is blank", "x.pdf"), "page 3 is blank");
+    }
 }

@@ -703,6 +703,49 @@ async fn deleting_a_jobs_data_removes_files_results_and_payloads() {
     assert_eq!(states, ["delivered", "failed"]);
 }
 
+#[tokio::test]
+async fn deleting_a_jobs_data_forgets_names_quoted_in_error_messages() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let zip = make_zip(&[
+        ("ok.pdf", example_pdf()),
+        ("jane-doe/payslip.pdf", example_pdf()),
+    ]);
+    let job = app.submit(&key, template, "jane-doe.zip", &zip).await;
+    app.drain().await;
+    let detail = || async {
+        let (status, detail) = send(app.req(Method::GET, &format!("/v1/jobs/{job}"), &key)).await;
+        assert_eq!(status, StatusCode::OK, "{detail}");
+        detail
+    };
+    let before = detail().await;
+    assert_eq!(before["status"], "FAILED", "{before}");
+    let failed = &before["documents"][1]["error"];
+    assert_eq!(failed["code"], "zip_entry_in_folder", "{before}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"jane-doe/payslip.pdf\""),
+        "{before}"
+    );
+
+    let (status, body) = send(app.req(Method::DELETE, &format!("/v1/jobs/{job}"), &key)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let after = detail().await;
+    assert!(!after.to_string().contains("jane-doe"), "{after}");
+    let failed = &after["documents"][1]["error"];
+    assert_eq!(failed["code"], "zip_entry_in_folder", "the reason stays");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("a file (name deleted) is inside a folder"),
+        "{after}"
+    );
+}
+
 async fn results_of(app: &TestApp, job: uuid::Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM results WHERE job_id = $1")
         .bind(job)
