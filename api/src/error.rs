@@ -230,7 +230,10 @@ pub async fn catch_errors(res: &mut Response, ctrl: &mut FlowCtrl) {
         StatusCode::SERVICE_UNAVAILABLE => {
             ("unavailable", "the service is unavailable; retry shortly")
         }
-        s if s.is_client_error() => ("bad_request", "the request could not be handled"),
+        s if s.is_client_error() => (
+            "bad_request",
+            "a parameter of the request could not be read (say, limit=abc); see /openapi.json",
+        ),
         _ => (
             "internal_error",
             "an internal error occurred; it has been logged",

@@ -180,12 +180,10 @@ fn error_json(code: &Option<String>, message: &Option<String>) -> Option<Value> 
 
 /// One job with its documents, results, charges and delivery attempts.
 #[endpoint(tags("jobs"))]
-pub async fn get_job(depot: &mut Depot, job_id: PathParam<Uuid>) -> ApiResult<Json<JobDetail>> {
+pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<Json<JobDetail>> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
-    let job = jobs::get(&state.pool, account_id, job_id.into_inner())
-        .await?
-        .ok_or_else(super::job_not_found)?;
+    let job = super::own_job(&state.pool, account_id, &job_id.into_inner()).await?;
     // One statement per kind for the whole job (a ZIP may hold 1,000
     // documents), then joined here by document.
     let docs = jobs::documents(&state.pool, job.id).await?;
@@ -297,14 +295,12 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<Uuid>) -> ApiResult<Js
 )]
 pub async fn delete_job(
     depot: &mut Depot,
-    job_id: PathParam<Uuid>,
+    job_id: PathParam<String>,
     res: &mut Response,
 ) -> ApiResult<()> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
-    let job = jobs::get(&state.pool, account_id, job_id.into_inner())
-        .await?
-        .ok_or_else(super::job_not_found)?;
+    let job = super::own_job(&state.pool, account_id, &job_id.into_inner()).await?;
     if !paperhook_core::status::is_final(&job.status) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

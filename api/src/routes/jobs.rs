@@ -600,10 +600,7 @@ pub async fn job_status(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<
             "job_id is required: the job_id that POST /process-job answered",
         )
     })?;
-    let id = super::parse_job_id(&job_id)?;
-    let job = jobs::get(&state.pool, account_id, id)
-        .await?
-        .ok_or_else(super::job_not_found)?;
+    let job = super::own_job(&state.pool, account_id, &job_id).await?;
     let documents = jobs::documents(&state.pool, job.id).await?;
     Ok(Json(JobStatus {
         job_id: job.id,

@@ -26,6 +26,18 @@ pub fn parse_uuid(field: &str, code: &'static str, raw: &str) -> ApiResult<Uuid>
         .map_err(|_| ApiError::unprocessable(code, format!("{field} must be a UUID, not {raw:?}")))
 }
 
+/// The caller's job with id `raw`: 422 `invalid_job_id` unless it is a
+/// UUID, 404 `job_not_found` unless the job is the account's.
+pub async fn own_job(
+    pool: &sqlx::PgPool,
+    account_id: Uuid,
+    raw: &str,
+) -> ApiResult<paperhook_core::db::jobs::JobRow> {
+    paperhook_core::db::jobs::get(pool, account_id, parse_job_id(raw)?)
+        .await?
+        .ok_or_else(job_not_found)
+}
+
 /// The 404 for an unknown job, or one of another account.
 pub fn job_not_found() -> ApiError {
     ApiError::not_found("job_not_found", "no job with this id")

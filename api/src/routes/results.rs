@@ -2,7 +2,7 @@
 //! finishes) and `POST /v1/jobs/{job_id}/redeliver` (send the webhooks again).
 
 use paperhook_core::db::documents::{self, DocumentResult};
-use paperhook_core::db::jobs::{self, JobRow};
+use paperhook_core::db::jobs::JobRow;
 use paperhook_core::db::{deliveries, templates};
 use paperhook_core::status;
 use salvo::http::StatusCode;
@@ -95,10 +95,7 @@ pub async fn job_results(
             ),
         ));
     }
-    let id = super::parse_job_id(&input.job_id)?;
-    let job = jobs::get(&state.pool, account_id, id)
-        .await?
-        .ok_or_else(super::job_not_found)?;
+    let job = super::own_job(&state.pool, account_id, &input.job_id).await?;
     if !status::is_final(&job.status) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -271,10 +268,7 @@ pub async fn redeliver(
 ) -> ApiResult<()> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot).clone();
-    let id = super::parse_job_id(&job_id.into_inner())?;
-    let job = jobs::get(&state.pool, account_id, id)
-        .await?
-        .ok_or_else(super::job_not_found)?;
+    let job = super::own_job(&state.pool, account_id, &job_id.into_inner()).await?;
     if !status::is_final(&job.status) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

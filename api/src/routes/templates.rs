@@ -320,6 +320,11 @@ async fn read_input(
     })
 }
 
+/// The template id of a path: a UUID, or 422 `invalid_template_id`.
+fn template_id(id: PathParam<String>) -> ApiResult<Uuid> {
+    super::parse_uuid("template id", "invalid_template_id", &id.into_inner())
+}
+
 /// The 404 for an unknown template, or one of another account.
 pub fn not_found() -> ApiError {
     ApiError::not_found("template_not_found", "no template with this id")
@@ -365,10 +370,13 @@ async fn load(state: &AppState, account_id: Uuid, id: Uuid) -> ApiResult<Templat
 
 /// One template.
 #[endpoint(tags("templates"))]
-pub async fn get_template(depot: &mut Depot, id: PathParam<Uuid>) -> ApiResult<Json<TemplateOut>> {
+pub async fn get_template(
+    depot: &mut Depot,
+    id: PathParam<String>,
+) -> ApiResult<Json<TemplateOut>> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
-    let row = load(state, account_id, id.into_inner()).await?;
+    let row = load(state, account_id, template_id(id)?).await?;
     Ok(Json(render(state, &row)?))
 }
 
@@ -377,11 +385,11 @@ pub async fn get_template(depot: &mut Depot, id: PathParam<Uuid>) -> ApiResult<J
 pub async fn update_template(
     req: &mut Request,
     depot: &mut Depot,
-    id: PathParam<Uuid>,
+    id: PathParam<String>,
 ) -> ApiResult<Json<TemplateOut>> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot).clone();
-    let id = id.into_inner();
+    let id = template_id(id)?;
     let existing = load(&state, account_id, id).await?;
     let write = read_input(req, &state, Some(&existing)).await?;
     let row = templates::update(&state.pool, account_id, id, &write)
@@ -394,12 +402,12 @@ pub async fn update_template(
 #[endpoint(tags("templates"), responses((status_code = 204, description = "Deleted")))]
 pub async fn delete_template(
     depot: &mut Depot,
-    id: PathParam<Uuid>,
+    id: PathParam<String>,
     res: &mut Response,
 ) -> ApiResult<()> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
-    if !templates::delete(&state.pool, account_id, id.into_inner()).await? {
+    if !templates::delete(&state.pool, account_id, template_id(id)?).await? {
         return Err(not_found());
     }
     res.status_code(StatusCode::NO_CONTENT);
@@ -410,11 +418,11 @@ pub async fn delete_template(
 #[endpoint(tags("templates"))]
 pub async fn get_webhook_secret(
     depot: &mut Depot,
-    id: PathParam<Uuid>,
+    id: PathParam<String>,
 ) -> ApiResult<Json<WebhookSecret>> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
-    let row = load(state, account_id, id.into_inner()).await?;
+    let row = load(state, account_id, template_id(id)?).await?;
     Ok(Json(WebhookSecret {
         secret: decrypt_secret(state, &row)?,
         previous_secret_expires_at: previous_until(&row),
@@ -429,7 +437,7 @@ pub async fn get_webhook_secret(
 #[endpoint(tags("templates"))]
 pub async fn rotate_webhook_secret(
     depot: &mut Depot,
-    id: PathParam<Uuid>,
+    id: PathParam<String>,
     query: RotateQuery,
 ) -> ApiResult<Json<WebhookSecret>> {
     let account_id = auth::account(depot).id;
@@ -448,7 +456,7 @@ pub async fn rotate_webhook_secret(
     let row = templates::set_secret(
         &state.pool,
         account_id,
-        id.into_inner(),
+        template_id(id)?,
         &enc,
         std::time::Duration::from_secs(previous_valid),
     )
@@ -479,11 +487,11 @@ pub struct TestEventOut {
 #[endpoint(tags("templates"))]
 pub async fn send_test_event(
     depot: &mut Depot,
-    id: PathParam<Uuid>,
+    id: PathParam<String>,
 ) -> ApiResult<Json<TestEventOut>> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
-    let row = load(state, account_id, id.into_inner()).await?;
+    let row = load(state, account_id, template_id(id)?).await?;
     if row.webhook_url.is_none() {
         return Err(invalid_webhook(
             "the template has no webhook URL; set one first",

@@ -421,6 +421,26 @@ async fn every_bad_submission_gets_its_status_and_code() {
         422,
         "missing_field",
     );
+    for path in ["/v1/jobs/nope", "/v1/jobs/nope/redeliver"] {
+        let method = if path.ends_with("redeliver") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        assert_error(
+            &send(app.req(method, path, &key)).await,
+            422,
+            "invalid_job_id",
+        );
+    }
+    let got = send(app.req(Method::GET, "/v1/account/ledger?limit=abc", &key)).await;
+    assert_error(&got, 400, "bad_request");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/openapi.json")
+    );
     assert_error(
         &send(app.req(Method::GET, "/job-status?job_id=nope", &key)).await,
         422,

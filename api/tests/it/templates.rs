@@ -155,6 +155,9 @@ async fn bad_templates_get_422_with_the_reason() {
     .await;
     assert_error(&got, 400, "malformed_json");
 
+    let got = send(app.req(Method::GET, "/v1/templates/nope", &key)).await;
+    assert_error(&got, 422, "invalid_template_id");
+
     // Over max_json_bytes (1 MiB): the body's limit, not a document's.
     let mut t = example_template();
     t["name"] = json!("x".repeat(1 << 20));
