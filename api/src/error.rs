@@ -230,10 +230,12 @@ pub async fn catch_errors(res: &mut Response, ctrl: &mut FlowCtrl) {
         StatusCode::SERVICE_UNAVAILABLE => {
             ("unavailable", "the service is unavailable; retry shortly")
         }
-        s if s.is_client_error() => (
+        // salvo's own 400s come from parameters its extractors could not read.
+        StatusCode::BAD_REQUEST => (
             "bad_request",
             "a parameter of the request could not be read (say, limit=abc); see /openapi.json",
         ),
+        s if s.is_client_error() => ("bad_request", "the request could not be handled"),
         _ => (
             "internal_error",
             "an internal error occurred; it has been logged",
