@@ -15,7 +15,8 @@
 #
 #   scripts/load-test.sh            LOAD_CONNECTIONS=16 LOAD_SECONDS=15
 #
-# LOAD_STORAGE_DIR=/dev/shm puts the file store on another file system.
+# LOAD_STORAGE_DIR=/dev/shm puts the file store on another file system;
+# LOAD_API_BIN=PATH runs that build of the API instead of the checkout's.
 # Also prints the CPU time the API and PostgreSQL used per submission (the
 # two share the machine's cores with wrk). LOAD_PROFILE=1 records the API
 # with `perf record -e cpu-clock -g` during the run and prints the top of
@@ -51,8 +52,11 @@ export PAPERHOOK_STORAGE_URL="file://$storage_dir"
 export PAPERHOOK_RATE_LIMIT_PER_SEC=0
 export PAPERHOOK_DB_MAX_CONNECTIONS=$((conns + 4))
 export RUST_LOG=warn
-"$bin/paperhook-api" migrate >/dev/null
-"$bin/paperhook-api" serve > "$work/api.log" 2>&1 & pids+=($!)
+# LOAD_API_BIN runs another build of the API (to compare two builds in
+# alternating runs on the same machine).
+api_bin="${LOAD_API_BIN:-$bin/paperhook-api}"
+"$api_bin" migrate >/dev/null
+"$api_bin" serve > "$work/api.log" 2>&1 & pids+=($!)
 wait_healthy
 key=$(new_key "Load Co" 100000000)
 template=$(new_template "$key")
