@@ -211,7 +211,11 @@ pub fn router(state: AppState) -> Router {
 fn describe_path_parameters(mut doc: OpenApi) -> OpenApi {
     for (path, item) in doc.paths.iter_mut() {
         for op in item.operations.values_mut() {
-            for p in op.parameters.iter_inline_mut() {
+            let in_path = op
+                .parameters
+                .iter_inline_mut()
+                .filter(|p| p.parameter_in == salvo::oapi::ParameterIn::Path);
+            for p in in_path {
                 let what = match p.name.as_str() {
                     "id" if path.starts_with("/v1/templates/") => "The template's id.",
                     "job_id" => "The job's id: the `job_id` that `POST /process-job` answered.",
