@@ -84,6 +84,8 @@ pub struct Config {
     pub webhook_timeout_secs: u64,
     pub webhook_retry_schedule: String,
     pub webhook_allow_cidrs: String,
+    pub webhook_max_headers: usize,
+    pub webhook_max_header_bytes: usize,
     pub janitor_interval_secs: u64,
     pub janitor_batch: i64,
     pub orphan_file_grace_secs: u64,

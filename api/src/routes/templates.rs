@@ -27,8 +27,6 @@ const RESERVED_HEADERS: &[&str] = &[
     "webhook-signature",
     "user-agent",
 ];
-const MAX_HEADERS: usize = 20;
-const MAX_HEADER_BYTES: usize = 8 * 1024;
 const MAX_NAME_CHARS: usize = 200;
 const MAX_URL_CHARS: usize = 2048;
 
@@ -219,17 +217,19 @@ fn check_url(url: &str, allow: &[webhook::Cidr]) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_headers(headers: &BTreeMap<String, String>) -> ApiResult<()> {
-    if headers.len() > MAX_HEADERS {
+/// `max` is (`webhook_max_headers`, `webhook_max_header_bytes`).
+fn check_headers(headers: &BTreeMap<String, String>, max: (usize, usize)) -> ApiResult<()> {
+    let (max_headers, max_bytes) = max;
+    if headers.len() > max_headers {
         return Err(invalid_webhook(format!(
-            "at most {MAX_HEADERS} custom headers are allowed, not {}",
+            "at most {max_headers} custom headers are allowed (webhook_max_headers), not {}",
             headers.len()
         )));
     }
     let total: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if total > MAX_HEADER_BYTES {
+    if total > max_bytes {
         return Err(invalid_webhook(format!(
-            "custom headers total {total} bytes; the limit is {MAX_HEADER_BYTES}"
+            "custom headers total {total} bytes; the limit is {max_bytes} (webhook_max_header_bytes)"
         )));
     }
     for (name, value) in headers {
@@ -303,7 +303,11 @@ async fn read_input(
                     }
                 }
             }
-            check_headers(&headers)?;
+            let config = &state.config;
+            check_headers(
+                &headers,
+                (config.webhook_max_headers, config.webhook_max_header_bytes),
+            )?;
             let enc = (!headers.is_empty()).then(|| {
                 state
                     .keyring
@@ -524,9 +528,9 @@ mod tests {
         assert!(check_url("/relative", &[]).is_err());
         let mut h = BTreeMap::new();
         h.insert("Webhook-Signature".to_string(), "x".to_string());
-        assert!(check_headers(&h).is_err());
+        assert!(check_headers(&h, (20, 8192)).is_err());
         h.clear();
         h.insert("X-Token".to_string(), "ok\nbad".to_string());
-        assert!(check_headers(&h).is_err());
+        assert!(check_headers(&h, (20, 8192)).is_err());
     }
 }

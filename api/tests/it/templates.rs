@@ -168,6 +168,43 @@ async fn bad_templates_get_422_with_the_reason() {
 }
 
 #[tokio::test]
+async fn webhook_header_limits_come_from_config() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.webhook_max_headers = 1;
+        c.webhook_max_header_bytes = 40;
+    })
+    .await;
+    let (_, key) = app.account(10).await;
+    let with_headers = |headers: serde_json::Value| {
+        let mut t = example_template();
+        t["webhook"] = json!({"url": "https://example.com/hook", "headers": headers});
+        send(app.req(Method::POST, "/v1/templates", &key).json(&t))
+    };
+    let got = with_headers(json!({"X-A": "1", "X-B": "2"})).await;
+    assert_error(&got, 422, "invalid_webhook");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("webhook_max_headers"),
+        "{}",
+        got.1
+    );
+    let got = with_headers(json!({"X-A": "x".repeat(40)})).await;
+    assert_error(&got, 422, "invalid_webhook");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("webhook_max_header_bytes"),
+        "{}",
+        got.1
+    );
+    let got = with_headers(json!({"X-A": "fits"})).await;
+    assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
+}
+
+#[tokio::test]
 async fn another_accounts_template_is_404() {
     let app = TestApp::spawn().await;
     let (_, alice) = app.account(10).await;
