@@ -101,9 +101,13 @@ async fn forget_file_names(
     .bind(jobs)
     .fetch_all(&mut **tx)
     .await?;
+    // Only the messages that quote their name are written again.
     let (ids, messages): (Vec<Uuid>, Vec<String>) = quoting
         .into_iter()
-        .map(|(id, name, message)| (id, without_name(&message, &name)))
+        .filter_map(|(id, name, message)| {
+            let without = without_name(&message, &name);
+            (without != message).then_some((id, without))
+        })
         .unzip();
     sqlx::query(
         "UPDATE documents d SET error_message = m.message

@@ -158,7 +158,6 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
     Ok(())
 }
 
-/// The template's custom headers and signing secret, decrypted.
 /// The template's custom headers and signing secrets: the current one, and
 /// the previous one while it still signs after a rotation.
 fn secrets(
