@@ -86,6 +86,7 @@ pub struct Config {
     pub webhook_allow_cidrs: String,
     pub webhook_max_headers: usize,
     pub webhook_max_header_bytes: usize,
+    pub template_max_fields: usize,
     pub janitor_interval_secs: u64,
     pub janitor_batch: i64,
     pub orphan_file_grace_secs: u64,
@@ -193,6 +194,9 @@ impl Config {
                 "render_dpi",
                 format!("must be between 72 and 600, not {}", self.render_dpi),
             ));
+        }
+        if self.template_max_fields == 0 {
+            return Err(invalid("template_max_fields", "must be greater than 0"));
         }
         if self.janitor_batch <= 0 {
             return Err(invalid("janitor_batch", "must be greater than 0"));

@@ -12,7 +12,8 @@ use std::fmt;
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Most fields one template may declare.
+/// Most fields one template may declare unless the caller sets its own
+/// limit ([`Template::from_json_limited`]; Paperhook's `template_max_fields`).
 pub const MAX_FIELDS: usize = 200;
 /// Longest field (and table column) name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -437,8 +438,35 @@ fn is_language_code(code: &str) -> bool {
 }
 
 impl Template {
-    /// Parse and validate a template from JSON.
+    /// Parse and validate a template from JSON, with at most [`MAX_FIELDS`] fields.
     pub fn from_json(value: serde_json::Value) -> Result<Template, TemplateError> {
+        Self::from_json_limited(value, MAX_FIELDS, "")
+    }
+
+    /// Parse and validate a template from JSON with at most `max_fields`
+    /// fields; `setting`, if not empty, is named in the error (where the
+    /// limit is configured).
+    pub fn from_json_limited(
+        value: serde_json::Value,
+        max_fields: usize,
+        setting: &str,
+    ) -> Result<Template, TemplateError> {
+        // Count before deserialising: a template far over the limit costs
+        // nothing more to refuse.
+        let count = value
+            .get("fields")
+            .and_then(|f| f.as_array())
+            .map_or(0, Vec::len);
+        if count > max_fields {
+            let setting = if setting.is_empty() {
+                String::new()
+            } else {
+                format!(" ({setting})")
+            };
+            return Err(TemplateError::global(format!(
+                "template has {count} fields; the limit is {max_fields}{setting}"
+            )));
+        }
         let template: Template = serde_json::from_value(value).map_err(|e| {
             TemplateError::global(format!("template JSON does not match the model: {e}"))
         })?;
@@ -446,16 +474,13 @@ impl Template {
         Ok(template)
     }
 
-    /// Check everything that serde cannot: names, regexes, boxes, limits.
+    /// Check everything that serde cannot: names, regexes, boxes, per-field
+    /// limits. Not the number of fields: that limit is the caller's
+    /// ([`Template::from_json_limited`]), so a template stored under a
+    /// higher limit still extracts after it is lowered.
     pub fn validate(&self) -> Result<(), TemplateError> {
         if self.fields.is_empty() {
             return Err(TemplateError::global("template has no fields"));
-        }
-        if self.fields.len() > MAX_FIELDS {
-            return Err(TemplateError::global(format!(
-                "template has {} fields; the limit is {MAX_FIELDS}",
-                self.fields.len()
-            )));
         }
         if self.languages.is_empty() {
             return Err(TemplateError::global(
@@ -866,8 +891,15 @@ mod tests {
         let many: Vec<_> = (0..=MAX_FIELDS)
             .map(|i| json!({"name": format!("f{i}"), "type": "text", "locator": {"kind": "label", "label": "A"}}))
             .collect();
-        let err = Template::from_json(json!({ "fields": many })).unwrap_err();
+        let err = Template::from_json(json!({ "fields": many.clone() })).unwrap_err();
         assert!(err.to_string().contains("limit is 200"), "{err}");
+        let err =
+            Template::from_json_limited(json!({ "fields": many[..3] }), 2, "max_f").unwrap_err();
+        assert!(err.to_string().contains("limit is 2 (max_f)"), "{err}");
+        let big = Template::from_json_limited(json!({ "fields": many }), 500, "").unwrap();
+        assert_eq!(big.fields.len(), MAX_FIELDS + 1);
+        big.validate()
+            .expect("the field count is the caller's limit");
         assert!(
             Template::from_json(json!({"languages": ["chi_sim", "deu"], "fields": [
             {"name": "x", "type": "text", "locator": {"kind": "label", "label": "A"}}]}))

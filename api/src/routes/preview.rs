@@ -163,8 +163,9 @@ pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Pre
     let value: Value = serde_json::from_str(raw).map_err(|e| {
         ApiError::unprocessable("invalid_template", format!("template is not JSON: {e}"))
     })?;
-    let template =
-        Template::from_json(value).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let max_fields = crate::state(depot).config.template_max_fields;
+    let template = Template::from_json_limited(value, max_fields, "template_max_fields")
+        .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let opts = options(depot);
     let out = bounded(depot, opts.give_up_after(), move || {
         paperhook_extract::extract(&bytes, &template, &opts)

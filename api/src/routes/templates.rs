@@ -278,8 +278,12 @@ async fn read_input(
             serde_json::to_value(input.languages).unwrap_or_default(),
         );
     }
-    let template = paperhook_extract::Template::from_json(Value::Object(spec))
-        .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let template = paperhook_extract::Template::from_json_limited(
+        Value::Object(spec),
+        state.config.template_max_fields,
+        "template_max_fields",
+    )
+    .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let spec = serde_json::to_value(&template)
         .map_err(|e| ApiError::internal("serialising a template", &e))?;
 

@@ -205,6 +205,70 @@ async fn webhook_header_limits_come_from_config() {
 }
 
 #[tokio::test]
+async fn the_field_limit_comes_from_config() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.template_max_fields = 5).await;
+    let (_, key) = app.account(10).await;
+    let with_fields = |n: usize| {
+        let mut t = example_template();
+        let fields = t["fields"].as_array_mut().unwrap();
+        fields.truncate(n);
+        while fields.len() < n {
+            let i = fields.len();
+            fields.push(json!({"name": format!("extra_{i}"), "type": "text",
+                "locator": {"kind": "label", "label": "A"}}));
+        }
+        t
+    };
+    let got = send(
+        app.req(Method::POST, "/v1/templates", &key)
+            .json(&with_fields(6)),
+    )
+    .await;
+    assert_error(&got, 422, "invalid_template");
+    let message = got.1["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("6 fields; the limit is 5 (template_max_fields)"),
+        "{message}"
+    );
+    let got = send(
+        app.req(Method::POST, "/v1/templates", &key)
+            .json(&with_fields(5)),
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
+    let id = got.1["id"].as_str().unwrap().to_owned();
+    let got = send(
+        app.req(Method::PUT, &format!("/v1/templates/{id}"), &key)
+            .json(&with_fields(6)),
+    )
+    .await;
+    assert_error(&got, 422, "invalid_template");
+
+    // A preview's template is held to the same limit.
+    let spec = json!({"fields": with_fields(6)["fields"]});
+    let form = reqwest::multipart::Form::new()
+        .text("template", spec.to_string())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(example_png().to_vec()).file_name("a.png"),
+        );
+    let got = send(
+        app.req(Method::POST, "/v1/preview/extract", &key)
+            .multipart(form),
+    )
+    .await;
+    assert_error(&got, 422, "invalid_template");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("template_max_fields"),
+        "{}",
+        got.1
+    );
+}
+
+#[tokio::test]
 async fn another_accounts_template_is_404() {
     let app = TestApp::spawn().await;
     let (_, alice) = app.account(10).await;

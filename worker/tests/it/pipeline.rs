@@ -534,6 +534,43 @@ async fn extraction_limits_come_from_the_configuration() {
     assert_eq!(attempts, 1);
 }
 
+/// `template_max_fields` is checked when a template is saved: a template
+/// saved under a higher limit still extracts on a worker configured lower
+/// (and over the extraction crate's default of 200 fields).
+#[tokio::test]
+async fn a_template_saved_under_a_higher_field_limit_still_extracts() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.template_max_fields = 250).await;
+    let (_, key) = app.account(10).await;
+    let mut t: serde_json::Value =
+        serde_json::from_str(include_str!("../../../examples/template.json")).unwrap();
+    t.as_object_mut().unwrap().remove("webhook");
+    let fields = t["fields"].as_array_mut().unwrap();
+    while fields.len() < 250 {
+        let i = fields.len();
+        fields.push(json!({"name": format!("extra_{i}"), "type": "text",
+            "locator": {"kind": "label", "label": format!("No label {i}")}}));
+    }
+    let (status, body) = send(app.req(Method::POST, "/v1/templates", &key).json(&t)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let template: uuid::Uuid = body["id"].as_str().unwrap().parse().unwrap();
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    let lowered = app.another_worker(|c| c.template_max_fields = 10);
+    drain(&lowered).await;
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "SUCCESS", "{st}");
+    let (status, body) = send(
+        app.req(Method::POST, "/v1/job-results", &key)
+            .json(&json!({"job_id": job, "result_format": "json"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let result = &body["documents"][0]["result"];
+    assert_eq!(result["invoice_number"], "INV-2026-0042", "{body}");
+    assert!(result["extra_249"].is_null(), "{body}");
+}
+
 /// `DELETE /v1/jobs/{id}`: the files, results, webhook payloads and static
 /// values go at once; the job stays with its statuses and charges, and a
 /// webhook still waiting is never sent.
