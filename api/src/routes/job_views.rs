@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use paperhook_core::db::jobs;
+use paperhook_core::db::{deliveries, jobs};
 use paperhook_core::retention::{self, Why};
 use salvo::oapi::extract::PathParam;
 use salvo::prelude::*;
@@ -282,9 +282,12 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
 /// Deletes a finished job's data now rather than 24 hours after it
 /// finished: its stored files, results, webhook payloads (webhooks not yet
 /// delivered are not sent), static values and file names (job and ZIP
-/// entries, which can themselves be personal data). The job stays listed with
-/// its status, documents' statuses and charges; its results answer
-/// `410 results_deleted`. Deleting again changes nothing.
+/// entries, which can themselves be personal data). If a webhook of the job
+/// is being sent at that moment, the answer waits for that attempt to end
+/// (at most `webhook_timeout_secs`): nothing of the job is sent after the
+/// 204. The job stays listed with its status, documents' statuses and
+/// charges; its results answer `410 results_deleted`. Deleting again changes
+/// nothing.
 #[endpoint(
     tags("jobs"),
     responses(
@@ -324,6 +327,18 @@ pub async fn delete_job(
                 "the stored file could not be deleted; nothing was changed, try again",
             ));
         }
+    }
+    // A worker may be sending one of the job's webhooks with the payload it
+    // read before the deletion: wait for that attempt to end (its timeout
+    // bounds it; a dead worker's lease lapses), so that nothing of the job
+    // leaves Paperhook after the 204.
+    let deadline = tokio::time::Instant::now()
+        + state.config.webhook_timeout()
+        + std::time::Duration::from_secs(5);
+    while deliveries::being_sent(&state.pool, job.id).await?
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     res.status_code(StatusCode::NO_CONTENT);
     Ok(())

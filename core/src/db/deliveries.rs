@@ -188,6 +188,20 @@ pub async fn jobs_of(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<
     .await
 }
 
+/// Whether a worker holds one of the job's deliveries under a live lease:
+/// it may be sending that webhook, with the payload it read, right now.
+pub async fn being_sent(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM webhook_deliveries d
+             JOIN tasks t ON t.kind = 'delivery' AND t.ref_id = d.id
+             WHERE d.job_id = $1 AND t.state = 'running' AND t.locked_until > now())",
+    )
+    .bind(job_id)
+    .fetch_one(db)
+    .await
+}
+
 /// Results expire (or are deleted) with their jobs: the webhook payloads
 /// (which hold them) are emptied, and deliveries still waiting for a retry
 /// fail, with an attempt of class `expired` saying `why`.

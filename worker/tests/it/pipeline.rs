@@ -534,6 +534,93 @@ async fn extraction_limits_come_from_the_configuration() {
     assert_eq!(attempts, 1);
 }
 
+/// A webhook of the job is being sent when its data is deleted: the data
+/// goes at once, but `DELETE` answers only once that attempt has ended, so
+/// nothing of the job leaves after the 204.
+#[tokio::test]
+async fn deleting_a_jobs_data_waits_for_a_webhook_being_sent() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use tokio::io::AsyncWriteExt;
+
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    // A receiver that holds each request until released.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/hook",
+        listener.local_addr().unwrap().port()
+    );
+    let got = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (g, r) = (got.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (g, r) = (g.clone(), r.clone());
+            tokio::spawn(async move {
+                if read_request(&mut sock).await.is_some() {
+                    g.fetch_add(1, SeqCst);
+                    r.notified().await;
+                    let _ = sock
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, Some(&url)).await;
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    let worker = app.another_worker(|_| {});
+    let working = tokio::spawn(async move { drain(&worker).await });
+    let g = got.clone();
+    eventually(60, "the webhook reaching the receiver", || {
+        let g = g.clone();
+        async move { (g.load(SeqCst) == 1).then_some(()) }
+    })
+    .await;
+
+    let mut deleting = tokio::spawn(send(app.req(
+        Method::DELETE,
+        &format!("/v1/jobs/{job}"),
+        &key,
+    )));
+    let pool = app.pool.clone();
+    eventually(30, "the job's data being deleted", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+                "SELECT data_deleted_at FROM jobs WHERE id = $1",
+            )
+            .bind(job)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    })
+    .await;
+    // The answer waits while the webhook is still in flight (a window, as
+    // only the absence of an answer can show it).
+    let early = tokio::time::timeout(std::time::Duration::from_millis(700), &mut deleting).await;
+    assert!(
+        early.is_err(),
+        "DELETE answered while a webhook of the job was being sent: {early:?}"
+    );
+    release.notify_one();
+    let (status, body) = deleting.await.unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert!(
+        !paperhook_core::db::deliveries::being_sent(&app.pool, job)
+            .await
+            .unwrap()
+    );
+    working.await.unwrap();
+    assert_eq!(got.load(SeqCst), 1, "nothing is sent after the deletion");
+}
+
 /// `template_max_fields` is checked when a template is saved: a template
 /// saved under a higher limit still extracts on a worker configured lower
 /// (and over the extraction crate's default of 200 fields).
