@@ -176,10 +176,16 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
     documents::insert_all(&mut tx, job.id, &docs).await?;
     documents::set_job_status(&mut *tx, job.id, status::UNZIP_FILE_SUCCESS).await?;
     let rows = paperhook_core::db::jobs::documents(&mut *tx, job.id).await?;
+    // One statement and one NOTIFY for all the documents to process, not
+    // two per entry (a ZIP may hold zip_max_entries of them).
+    let to_process: Vec<_> = rows
+        .iter()
+        .filter(|row| row.finished_at.is_none())
+        .map(|row| row.id)
+        .collect();
+    queue::enqueue_many(&mut tx, queue::kind::DOCUMENT, &to_process).await?;
     for row in &rows {
-        if row.finished_at.is_none() {
-            queue::enqueue(&mut tx, queue::kind::DOCUMENT, row.id, None).await?;
-        } else if template.webhook_url.is_some() {
+        if row.finished_at.is_some() && template.webhook_url.is_some() {
             let payload = failure_payload(job, row);
             deliveries::create(
                 &mut tx,
