@@ -184,19 +184,15 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
         .map(|row| row.id)
         .collect();
     queue::enqueue_many(&mut tx, queue::kind::DOCUMENT, &to_process).await?;
-    for row in &rows {
-        if row.finished_at.is_some() && template.webhook_url.is_some() {
-            let payload = failure_payload(job, row);
-            deliveries::create(
-                &mut tx,
-                job.account_id,
-                job.id,
-                row.id,
-                &payload,
-                Sender::Queue,
-            )
-            .await?;
-        }
+    // Entries that failed as they were unpacked get their webhooks now, also
+    // with one statement.
+    if template.webhook_url.is_some() {
+        let failed: Vec<_> = rows
+            .iter()
+            .filter(|row| row.finished_at.is_some())
+            .map(|row| (row.id, failure_payload(job, row)))
+            .collect();
+        deliveries::create_many(&mut tx, job.account_id, job.id, &failed).await?;
     }
     let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {

@@ -135,6 +135,43 @@ pub async fn record(
     Ok(())
 }
 
+/// Creates and queues, for any worker, the deliveries of documents that
+/// finished as their ZIP was unpacked (an entry that could not be
+/// processed), each once: one statement and one NOTIFY for all of them.
+pub async fn create_many(
+    tx: &mut PgConnection,
+    account_id: Uuid,
+    job_id: Uuid,
+    documents: &[(Uuid, serde_json::Value)],
+) -> sqlx::Result<()> {
+    if documents.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = documents.iter().map(|_| Uuid::now_v7()).collect();
+    let message_ids: Vec<String> = ids
+        .iter()
+        .map(|id| format!("msg_{}", id.simple()))
+        .collect();
+    let (document_ids, payloads): (Vec<Uuid>, Vec<serde_json::Value>) =
+        documents.iter().cloned().unzip();
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO webhook_deliveries (id, message_id, account_id, job_id, document_id, payload)
+         SELECT d.id, d.message_id, $3, $4, d.document_id, d.payload
+         FROM unnest($1::uuid[], $2::text[], $5::uuid[], $6::jsonb[])
+              AS d(id, message_id, document_id, payload)
+         ON CONFLICT (document_id) DO NOTHING RETURNING id",
+    )
+    .bind(&ids)
+    .bind(&message_ids)
+    .bind(account_id)
+    .bind(job_id)
+    .bind(&document_ids)
+    .bind(&payloads)
+    .fetch_all(&mut *tx)
+    .await?;
+    queue::enqueue_many(tx, queue::kind::DELIVERY, &inserted).await
+}
+
 /// Sends every delivery of the job again (a fresh retry schedule, the same
 /// webhook-id); returns how many were queued.
 pub async fn redeliver(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Result<u64> {
