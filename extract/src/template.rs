@@ -440,16 +440,16 @@ fn is_language_code(code: &str) -> bool {
 impl Template {
     /// Parse and validate a template from JSON, with at most [`MAX_FIELDS`] fields.
     pub fn from_json(value: serde_json::Value) -> Result<Template, TemplateError> {
-        Self::from_json_limited(value, MAX_FIELDS, "")
+        Self::from_json_limited(value, MAX_FIELDS, None)
     }
 
     /// Parse and validate a template from JSON with at most `max_fields`
-    /// fields; `setting`, if not empty, is named in the error (where the
-    /// limit is configured).
+    /// fields; `setting`, where the limit is configured, is named in the
+    /// error.
     pub fn from_json_limited(
         value: serde_json::Value,
         max_fields: usize,
-        setting: &str,
+        setting: Option<&str>,
     ) -> Result<Template, TemplateError> {
         // Count before deserialising: a template far over the limit costs
         // nothing more to refuse.
@@ -458,11 +458,7 @@ impl Template {
             .and_then(|f| f.as_array())
             .map_or(0, Vec::len);
         if count > max_fields {
-            let setting = if setting.is_empty() {
-                String::new()
-            } else {
-                format!(" ({setting})")
-            };
+            let setting = setting.map(|s| format!(" ({s})")).unwrap_or_default();
             return Err(TemplateError::global(format!(
                 "template has {count} fields; the limit is {max_fields}{setting}"
             )));
@@ -893,10 +889,10 @@ mod tests {
             .collect();
         let err = Template::from_json(json!({ "fields": many.clone() })).unwrap_err();
         assert!(err.to_string().contains("limit is 200"), "{err}");
-        let err =
-            Template::from_json_limited(json!({ "fields": many[..3] }), 2, "max_f").unwrap_err();
+        let err = Template::from_json_limited(json!({ "fields": many[..3] }), 2, Some("max_f"))
+            .unwrap_err();
         assert!(err.to_string().contains("limit is 2 (max_f)"), "{err}");
-        let big = Template::from_json_limited(json!({ "fields": many }), 500, "").unwrap();
+        let big = Template::from_json_limited(json!({ "fields": many }), 500, None).unwrap();
         assert_eq!(big.fields.len(), MAX_FIELDS + 1);
         big.validate()
             .expect("the field count is the caller's limit");

@@ -192,7 +192,7 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
             .filter(|row| row.finished_at.is_some())
             .map(|row| (row.id, failure_payload(job, row)))
             .collect();
-        deliveries::create_many(&mut tx, job.account_id, job.id, &failed).await?;
+        deliveries::create_many(&mut tx, job.account_id, job.id, failed).await?;
     }
     let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {
@@ -330,7 +330,7 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
         // No field limit here: the API checked the template against
         // `template_max_fields` when it was saved, and lowering that limit
         // must not break the templates saved under it.
-        let template = paperhook_extract::Template::from_json_limited(spec, usize::MAX, "")?;
+        let template = paperhook_extract::Template::from_json_limited(spec, usize::MAX, None)?;
         paperhook_extract::extract(&data, &template, &opts)
     })
     .await

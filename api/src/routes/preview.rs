@@ -164,7 +164,7 @@ pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Pre
         ApiError::unprocessable("invalid_template", format!("template is not JSON: {e}"))
     })?;
     let max_fields = crate::state(depot).config.template_max_fields;
-    let template = Template::from_json_limited(value, max_fields, "template_max_fields")
+    let template = Template::from_json_limited(value, max_fields, Some("template_max_fields"))
         .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let opts = options(depot);
     let out = bounded(depot, opts.give_up_after(), move || {

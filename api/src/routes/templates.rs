@@ -281,7 +281,7 @@ async fn read_input(
     let template = paperhook_extract::Template::from_json_limited(
         Value::Object(spec),
         state.config.template_max_fields,
-        "template_max_fields",
+        Some("template_max_fields"),
     )
     .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let spec = serde_json::to_value(&template)

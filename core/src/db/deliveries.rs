@@ -34,6 +34,11 @@ pub enum Sender<'a> {
     },
 }
 
+/// A delivery's `webhook-id`, the same for every attempt.
+fn message_id(id: Uuid) -> String {
+    format!("msg_{}", id.simple())
+}
+
 /// Creates the delivery of a finished document and its task (once per
 /// document); returns the task when `sender` claimed it.
 pub async fn create(
@@ -51,7 +56,7 @@ pub async fn create(
          ON CONFLICT (document_id) DO NOTHING RETURNING id",
     )
     .bind(id)
-    .bind(format!("msg_{}", id.simple()))
+    .bind(message_id(id))
     .bind(account_id)
     .bind(job_id)
     .bind(document_id)
@@ -142,18 +147,15 @@ pub async fn create_many(
     tx: &mut PgConnection,
     account_id: Uuid,
     job_id: Uuid,
-    documents: &[(Uuid, serde_json::Value)],
+    documents: Vec<(Uuid, serde_json::Value)>,
 ) -> sqlx::Result<()> {
     if documents.is_empty() {
         return Ok(());
     }
     let ids: Vec<Uuid> = documents.iter().map(|_| Uuid::now_v7()).collect();
-    let message_ids: Vec<String> = ids
-        .iter()
-        .map(|id| format!("msg_{}", id.simple()))
-        .collect();
+    let message_ids: Vec<String> = ids.iter().copied().map(message_id).collect();
     let (document_ids, payloads): (Vec<Uuid>, Vec<serde_json::Value>) =
-        documents.iter().cloned().unzip();
+        documents.into_iter().unzip();
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO webhook_deliveries (id, message_id, account_id, job_id, document_id, payload)
          SELECT d.id, d.message_id, $3, $4, d.document_id, d.payload
