@@ -190,6 +190,10 @@ pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
                 Some("link-local or metadata")
             } else if let Some(v4) = carried_ipv4(seg) {
                 forbidden_reason(IpAddr::V4(v4))
+            } else if seg[..3] == [0x64, 0xff9b, 1] {
+                // 64:ff9b:1::/48, the local-use NAT64 prefix (RFC 8215): a
+                // translator of this network, to whatever IPv4 it reaches.
+                Some("private")
             } else if seg[..6] == [0; 6] {
                 // ::a.b.c.d, the deprecated IPv4-compatible form.
                 Some("reserved")
@@ -311,6 +315,8 @@ mod tests {
             ("2002:a9fe:a9fe::1", "link-local or metadata"),
             ("64:ff9b::10.1.2.3", "private"),
             ("64:ff9b::127.0.0.1", "loopback"),
+            ("64:ff9b:1::a00:1", "private"),
+            ("64:ff9b:1:ffff::5db8:d822", "private"),
             ("fc00::1", "private"),
             ("fdff:ffff::1", "private"),
             ("fd00:ec2::254", "private"),
