@@ -74,7 +74,7 @@ async fn authenticate(
 }
 
 /// A valid credential's value, or 401 (`invalid`) or 429.
-fn admit<T>(check: KeyCheck<T>, invalid: &str) -> Result<T, ApiError> {
+pub(crate) fn admit<T>(check: KeyCheck<T>, invalid: &str) -> Result<T, ApiError> {
     match check {
         KeyCheck::Valid(value) => Ok(value),
         KeyCheck::RateLimited { retry_after_secs } => Err(ApiError::rate_limited(retry_after_secs)),

@@ -46,13 +46,13 @@ pub async fn sign_in(
 ) -> ApiResult<Json<SessionOut>> {
     let state = crate::state(depot).clone();
     let input: SignIn = crate::read_json(req, &state, "JSON with api_key").await?;
+    let key = input.api_key.trim();
+    // Counts against the key's rate limit like any request made with it.
+    let account = auth::admit(state.keys.check(key).await?, "unknown or revoked API key")?;
     let ttl = state.config.session_ttl();
-    let (session, token) = sessions::create(&state.pool, input.api_key.trim(), ttl)
+    let (session, token) = sessions::create(&state.pool, key, ttl)
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
-    let account = paperhook_core::db::accounts::get(&state.pool, session.account_id)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown account"))?;
     let secure = state.config.public_url.starts_with("https://");
     res.add_cookie(cookie(token, secure, ttl.as_secs() as i64));
     Ok(Json(SessionOut {

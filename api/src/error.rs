@@ -102,6 +102,33 @@ impl ApiError {
         )
     }
 
+    /// A JSON body that does not parse is 400 `malformed_json`; one that
+    /// parses but lacks a field or has one of the wrong type is 422
+    /// `missing_field` or `invalid_field`, as for `/process-job`.
+    pub fn from_json(e: &serde_json::Error) -> ApiError {
+        if !e.is_data() {
+            return ApiError::bad_request(
+                "malformed_json",
+                format!("the JSON body is invalid: {e}"),
+            );
+        }
+        let message = e.to_string();
+        if message.starts_with("missing field") {
+            ApiError::unprocessable("missing_field", message)
+        } else {
+            ApiError::unprocessable("invalid_field", format!("invalid field: {message}"))
+        }
+    }
+
+    /// 422 for text holding the NUL character (`\u0000`), which no stored
+    /// text may contain.
+    pub fn nul_in_text() -> ApiError {
+        ApiError::unprocessable(
+            "invalid_field",
+            "text may not contain the NUL character (\\u0000); remove it and send again",
+        )
+    }
+
     /// Maps a request-body parse failure (from salvo) to our error.
     pub fn from_parse(err: ParseError, limit: u64, what: &str) -> ApiError {
         match err {
@@ -111,9 +138,7 @@ impl ApiError {
                 "unsupported_media_type",
                 format!("send {what}"),
             ),
-            ParseError::SerdeJson(e) => {
-                ApiError::bad_request("malformed_json", format!("the JSON body is invalid: {e}"))
-            }
+            ParseError::SerdeJson(e) => ApiError::from_json(&e),
             other => ApiError::bad_request(
                 "malformed_body",
                 format!("the request body could not be read as {what}: {other}"),

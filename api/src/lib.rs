@@ -96,7 +96,8 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     what: &str,
 ) -> error::ApiResult<T> {
     let limit = state.config.max_json_bytes;
-    req.parse_json_with_max_size(limit as usize)
+    let value = req
+        .parse_json_with_max_size(limit as usize)
         .await
         .map_err(|e| match e {
             salvo::http::ParseError::PayloadTooLarge => error::ApiError::new(
@@ -105,7 +106,30 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
                 format!("the JSON body is larger than the limit of {limit} bytes (max_json_bytes)"),
             ),
             e => error::ApiError::from_parse(e, limit, what),
-        })
+        })?;
+    // The body is cached: this reads it again without waiting.
+    if let Ok(body) = req.payload_with_max_size(limit as usize).await
+        && has_nul_escape(body)
+    {
+        return Err(error::ApiError::nul_in_text());
+    }
+    Ok(value)
+}
+
+/// Whether JSON text holds `\u0000` in a string: PostgreSQL stores no NUL
+/// character in text, so such a value could never be saved. (A raw NUL is
+/// not valid JSON at all; `\\u0000` is a backslash and `u0000`.)
+pub fn has_nul_escape(json: &[u8]) -> bool {
+    let mut rest = json;
+    while let Some(at) = rest.iter().position(|&b| b == b'\\') {
+        let run = rest[at..].iter().take_while(|&&b| b == b'\\').count();
+        let after = &rest[at + run..];
+        if run % 2 == 1 && after.starts_with(b"u0000") {
+            return true;
+        }
+        rest = after;
+    }
+    false
 }
 
 pub fn router(state: AppState) -> Router {
@@ -175,6 +199,7 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .hoop(affix_state::inject(state))
         .hoop(CatchPanic::new())
+        .hoop(nosniff)
         .hoop(metrics::track)
         .push(Router::with_path("metrics").get(metrics::scrape))
         .push(Router::with_path("healthz").get(routes::health::healthz))
@@ -193,7 +218,7 @@ pub fn router(state: AppState) -> Router {
             Vec::<String>::new(),
         )])
         .merge_router(&router);
-    let doc = describe_path_parameters(doc);
+    let doc = describe_other_content(describe_path_parameters(doc));
     router
         .push(doc.into_router("/openapi.json"))
         .push(Router::with_path("docs").get(routes::health::docs_page))
@@ -204,6 +229,65 @@ pub fn router(state: AppState) -> Router {
                 .push(Router::with_path("app.css").get(dashboard::app_css))
                 .push(Router::with_path("{**rest}").get(dashboard::index)),
         )
+}
+
+/// Every answer is what its `Content-Type` says: browsers must not guess
+/// (a CSV of extracted text rendered as HTML, say).
+#[handler]
+async fn nosniff(res: &mut Response) {
+    res.headers_mut().insert(
+        "x-content-type-options",
+        salvo::http::HeaderValue::from_static("nosniff"),
+    );
+}
+
+/// What the endpoint macros cannot say: `/process-job` also takes
+/// multipart (the file as a part), and `/v1/job-results` also answers CSV.
+fn describe_other_content(mut doc: OpenApi) -> OpenApi {
+    use salvo::oapi::{BasicType, Content, KnownFormat, Object, RefOr, SchemaFormat};
+    let string = || Object::new().schema_type(BasicType::String);
+    if let Some(body) = doc
+        .paths
+        .get_mut("/process-job")
+        .and_then(|item| item.operations.values_mut().next())
+        .and_then(|op| op.request_body.as_mut())
+    {
+        let form = Object::new()
+            .property(
+                "template_id",
+                string()
+                    .format(SchemaFormat::Custom("uuid".to_owned()))
+                    .description("UUID of the template to use."),
+            )
+            .required("template_id")
+            .property(
+                "actual_image",
+                string()
+                    .format(SchemaFormat::KnownFormat(KnownFormat::Binary))
+                    .description("The image, PDF or ZIP file (or its base64 as a text part)."),
+            )
+            .required("actual_image")
+            .property(
+                "static_values",
+                string().description("Optional: a JSON object, as text."),
+            );
+        body.contents
+            .insert("multipart/form-data".to_owned(), Content::new(form));
+    }
+    if let Some(RefOr::Type(ok)) = doc
+        .paths
+        .get_mut("/v1/job-results")
+        .and_then(|item| item.operations.values_mut().next())
+        .and_then(|op| op.responses.get_mut("200"))
+    {
+        ok.contents.insert(
+            "text/csv".to_owned(),
+            Content::new(string().description(
+                "RFC 4180 CSV with a header row: one row per document (result_format csv).",
+            )),
+        );
+    }
+    doc
 }
 
 /// salvo's `PathParam` describes every path parameter as "Get parameter

@@ -115,6 +115,10 @@ class Run:
             "PAPERHOOK_WEBHOOK_TIMEOUT_SECS": str(WEBHOOK_TIMEOUT),
             "PAPERHOOK_WEBHOOK_RETRY_SCHEDULE": RETRY_SCHEDULE,
             "PAPERHOOK_JANITOR_INTERVAL_SECS": str(JANITOR_INTERVAL),
+            # A submission cut off by a database restart may have committed:
+            # the API keeps its file, and the janitor deletes it if no job
+            # came of it.
+            "PAPERHOOK_ORPHAN_FILE_GRACE_SECS": "10",
         })
         self.sys.start(self.p["workers"])
         spec = harness.template(self.receiver.url)

@@ -146,6 +146,26 @@ fn depth(value: &Value) -> u32 {
     max
 }
 
+/// Whether a key or string anywhere in `value` holds U+0000 (PostgreSQL
+/// cannot store it).
+fn has_nul(value: &Value) -> bool {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if s.contains('\0') => return true,
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => {
+                if map.keys().any(|k| k.contains('\0')) {
+                    return true;
+                }
+                stack.extend(map.values());
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 fn check_static_values(state: &AppState, value: Option<Value>) -> ApiResult<Value> {
     let value = match value {
         None | Some(Value::Null) => return Ok(Value::Object(Default::default())),
@@ -160,6 +180,12 @@ fn check_static_values(state: &AppState, value: Option<Value>) -> ApiResult<Valu
             ));
         }
     };
+    if has_nul(&value) {
+        return Err(ApiError::unprocessable(
+            "invalid_static_values",
+            "static_values may not contain the NUL character (\\u0000)",
+        ));
+    }
     let max_depth = state.config.max_static_values_depth;
     if depth(&value) > max_depth {
         return Err(ApiError::unprocessable(
@@ -277,13 +303,8 @@ async fn read_json(req: &mut Request, state: &AppState) -> ApiResult<Submission>
         .payload_with_max_size(body_limit as usize)
         .await
         .map_err(|e| ApiError::from_parse(e, max, "JSON"))?;
-    let input: ProcessJobInput<'_> = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            ApiError::unprocessable("invalid_field", format!("invalid field: {e}"))
-        } else {
-            ApiError::bad_request("malformed_json", format!("the JSON body is invalid: {e}"))
-        }
-    })?;
+    let input: ProcessJobInput<'_> =
+        serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
     let template_id = parse_template_id(input.template_id.as_ref())?;
     let static_values = check_static_values(state, input.static_values)?;
     let encoded = input.actual_image.ok_or_else(|| missing("actual_image"))?;
@@ -349,7 +370,10 @@ fn from_file_part(file: &FilePart, max: u64) -> ApiResult<Upload> {
             _guard: None,
         },
         size: file.size(),
-        file_name: file.name().map(|n| n.chars().take(255).collect()),
+        // Control characters (a NUL cannot even be stored) are dropped.
+        file_name: file
+            .name()
+            .map(|n| n.chars().filter(|c| !c.is_control()).take(255).collect()),
     })
 }
 
@@ -524,10 +548,12 @@ async fn store_and_enqueue(
         idempotency_key: idempotency_key.clone(),
     };
     let size = new.size_bytes;
+    let mut maybe_committed = false;
     let inserted = match stored {
-        Ok(()) => insert_and_enqueue(&state, new)
-            .await
-            .map_err(ApiError::from),
+        Ok(()) => insert_and_enqueue(&state, new).await.map_err(|e| {
+            maybe_committed = paperhook_core::db::outcome_unknown(&e);
+            ApiError::from(e)
+        }),
         Err(err) => Err(err.into()),
     };
     match inserted {
@@ -541,8 +567,13 @@ async fn store_and_enqueue(
         }
         failed => {
             // No job came of it: the stored file goes (a write that failed
-            // or timed out may still have landed).
-            let _ = state.storage.delete(&storage_key).await;
+            // or timed out may still have landed). Unless the connection
+            // broke after the insert was sent: the job may exist, and then
+            // it needs its file; if it does not, the janitor deletes the
+            // file as an orphan (`orphan_file_grace_secs`).
+            if !maybe_committed {
+                let _ = state.storage.delete(&storage_key).await;
+            }
             failed?;
             // Inserted nothing: no such template for this account (checked
             // by the insert, to save a round trip), or a concurrent request

@@ -160,18 +160,30 @@ pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Pre
     let raw = form
         .get("template")
         .ok_or_else(|| ApiError::unprocessable("missing_field", "template is required"))?;
+    let config = &crate::state(depot).config;
+    if raw.len() as u64 > config.max_json_bytes {
+        return Err(ApiError::unprocessable(
+            "invalid_template",
+            format!(
+                "template is {} bytes; the limit is {} (max_json_bytes)",
+                raw.len(),
+                config.max_json_bytes
+            ),
+        ));
+    }
     let value: Value = serde_json::from_str(raw).map_err(|e| {
         ApiError::unprocessable("invalid_template", format!("template is not JSON: {e}"))
     })?;
-    let max_fields = crate::state(depot).config.template_max_fields;
-    let template = Template::from_json_limited(value, max_fields, Some("template_max_fields"))
-        .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let max_fields = config.template_max_fields;
     let opts = options(depot);
-    let out = bounded(depot, opts.give_up_after(), move || {
-        paperhook_extract::extract(&bytes, &template, &opts)
+    // Compiling a template's patterns is work too: on the preview's
+    // thread, under its time limit, not on the server's async threads.
+    let out = bounded(depot, opts.give_up_after(), move || -> ApiResult<_> {
+        let template = Template::from_json_limited(value, max_fields, Some("template_max_fields"))
+            .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+        paperhook_extract::extract(&bytes, &template, &opts).map_err(extract_error)
     })
-    .await?
-    .map_err(extract_error)?;
+    .await??;
     Ok(Json(PreviewResult {
         result: out.result,
         fields: serde_json::to_value(&out.fields).unwrap_or(Value::Null),

@@ -109,8 +109,7 @@ pub async fn job_results(
     if job.data_deleted_at.is_some() {
         return Err(deleted());
     }
-    let retention = chrono::Duration::from_std(state.config.result_retention()).unwrap_or_default();
-    let expires_at = job.finished_at.map(|t| t + retention);
+    let expires_at = expires_at(&state, &job);
     if job.results_expired_at.is_some() || expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
         return Err(expired());
     }
@@ -155,6 +154,12 @@ pub async fn job_results(
     Ok(())
 }
 
+/// When a finished job's results expire (`result_retention` after it finished).
+fn expires_at(state: &crate::AppState, job: &JobRow) -> Option<chrono::DateTime<chrono::Utc>> {
+    let retention = chrono::Duration::from_std(state.config.result_retention()).unwrap_or_default();
+    job.finished_at.map(|t| t + retention)
+}
+
 fn field_names(spec: &Value) -> Vec<String> {
     spec.get("fields")
         .and_then(Value::as_array)
@@ -168,13 +173,23 @@ fn field_names(spec: &Value) -> Vec<String> {
 }
 
 /// One RFC 4180 field: quoted when it holds a comma, quote or line break.
+/// Text a spreadsheet would run as a formula (starting with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return, and not a plain number) gets a leading
+/// `'`: extracted text comes from whoever wrote the document.
 fn csv_field(out: &mut String, value: &str) {
+    let formula =
+        value.starts_with(['=', '+', '-', '@', '\t', '\r']) && value.trim().parse::<f64>().is_err();
+    let value = if formula {
+        std::borrow::Cow::Owned(format!("'{value}"))
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    };
     if value.contains([',', '"', '\n', '\r']) {
         out.push('"');
         out.push_str(&value.replace('"', "\"\""));
         out.push('"');
     } else {
-        out.push_str(value);
+        out.push_str(&value);
     }
 }
 
@@ -198,6 +213,26 @@ fn push_row(out: &mut String, cells: &[String]) {
     out.push_str("\r\n");
 }
 
+/// `name` as a column, unless the header has it already (a static value
+/// called `status`, a field called `job_id`): then `prefix` + `name`, and a
+/// number after it if even that is taken.
+fn unique_column(header: &[String], prefix: &str, name: &str) -> String {
+    if !header.iter().any(|h| h == name) {
+        return name.to_owned();
+    }
+    let prefixed = format!("{prefix}{name}");
+    (1..)
+        .map(|n| {
+            if n == 1 {
+                prefixed.clone()
+            } else {
+                format!("{prefixed}_{n}")
+            }
+        })
+        .find(|c| !header.contains(c))
+        .expect("an unused column name")
+}
+
 pub fn to_csv(job: &JobRow, docs: &[DocumentResult], fields: &[String]) -> String {
     let empty = Map::new();
     let statics = job.static_values.0.as_object().unwrap_or(&empty);
@@ -212,8 +247,24 @@ pub fn to_csv(job: &JobRow, docs: &[DocumentResult], fields: &[String]) -> Strin
     ]
     .map(str::to_owned)
     .to_vec();
-    header.extend(statics.keys().cloned());
-    header.extend(fields.iter().cloned());
+    // The template's fields as they are now, then any other key a result
+    // holds (a field since renamed or removed): no value is left out.
+    let mut fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    for d in docs {
+        if let Some(Value::Object(result)) = d.result.as_ref().map(|r| &r.0) {
+            for key in result.keys() {
+                if !fields.contains(&key.as_str()) {
+                    fields.push(key);
+                }
+            }
+        }
+    }
+    for key in statics.keys() {
+        header.push(unique_column(&header, "static_values.", key));
+    }
+    for field in &fields {
+        header.push(unique_column(&header, "result.", field));
+    }
     let mut out = String::new();
     push_row(&mut out, &header);
     for d in docs {
@@ -231,7 +282,7 @@ pub fn to_csv(job: &JobRow, docs: &[DocumentResult], fields: &[String]) -> Strin
         ];
         row.extend(statics.values().map(|v| cell(Some(v))));
         let result = d.result.as_ref().map(|r| &r.0);
-        row.extend(fields.iter().map(|f| cell(result.and_then(|r| r.get(f)))));
+        row.extend(fields.iter().map(|f| cell(result.and_then(|r| r.get(*f)))));
         push_row(&mut out, &row);
     }
     out
@@ -279,7 +330,11 @@ pub async fn redeliver(
     if job.data_deleted_at.is_some() {
         return Err(deleted());
     }
-    if job.results_expired_at.is_some() {
+    // Past retention the results are gone, whether or not the janitor
+    // has deleted them yet.
+    if job.results_expired_at.is_some()
+        || expires_at(&state, &job).is_some_and(|t| t <= chrono::Utc::now())
+    {
         return Err(expired());
     }
     let mut tx = state.pool.begin().await?;
@@ -416,5 +471,78 @@ mod tests {
         assert_eq!(s, "a,\"b,c\",\"say \"\"hi\"\"\",\"x\ny\"\r\n");
         assert_eq!(cell(Some(&serde_json::json!([{"q": 1}]))), "[{\"q\":1}]");
         assert_eq!(cell(Some(&Value::Null)), "");
+    }
+
+    #[test]
+    fn formulas_are_defused_and_numbers_kept() {
+        let mut s = String::new();
+        push_row(
+            &mut s,
+            &[
+                "=HYPERLINK(\"http://x\")".into(),
+                "+cmd".into(),
+                "@SUM(A1)".into(),
+                "-2+3".into(),
+                "\tx".into(),
+                "-12.50".into(),
+                "+49".into(),
+                "a=b".into(),
+            ],
+        );
+        assert_eq!(
+            s,
+            "\"'=HYPERLINK(\"\"http://x\"\")\",'+cmd,'@SUM(A1),'-2+3,'\tx,-12.50,+49,a=b\r\n"
+        );
+    }
+
+    #[test]
+    fn columns_keep_every_value_and_never_repeat() {
+        let now = chrono::Utc::now();
+        let job = JobRow {
+            id: Uuid::nil(),
+            account_id: Uuid::nil(),
+            template_id: Uuid::nil(),
+            status: "SUCCESS".into(),
+            content_type: "pdf".into(),
+            file_name: Some("a.pdf".into()),
+            size_bytes: 1,
+            storage_key: String::new(),
+            static_values: sqlx::types::Json(serde_json::json!({"status": "mine", "ref": 7})),
+            idempotency_key: None,
+            error_code: None,
+            error_message: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: Some(now),
+            file_deleted_at: None,
+            results_expired_at: None,
+            data_deleted_at: None,
+        };
+        let doc = |result: Value| DocumentResult {
+            idx: 0,
+            file_name: None,
+            status: "PROCESS IMAGE SUCCESS".into(),
+            pages: Some(1),
+            error_code: None,
+            error_message: None,
+            result: Some(sqlx::types::Json(result)),
+            finished_at: Some(now),
+        };
+        // `old_name` was a field when the first document ran; `job_id` and
+        // `ref` collide with a document column and a static value.
+        let docs = [
+            doc(serde_json::json!({"total": 1, "old_name": "x", "job_id": "J", "ref": "R"})),
+            doc(serde_json::json!({"total": 2})),
+        ];
+        let fields = ["total".to_owned(), "job_id".to_owned(), "ref".to_owned()];
+        let csv = to_csv(&job, &docs, &fields);
+        let mut lines = csv.split("\r\n");
+        assert_eq!(
+            lines.next().unwrap(),
+            "job_id,index,file_name,status,pages,error_code,error_message,\
+             ref,static_values.status,total,result.job_id,result.ref,old_name"
+        );
+        assert!(lines.next().unwrap().ends_with(",7,mine,1,J,R,x"), "{csv}");
+        assert!(lines.next().unwrap().ends_with(",7,mine,2,,,"), "{csv}");
     }
 }

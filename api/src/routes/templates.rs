@@ -186,6 +186,13 @@ fn invalid_webhook(message: impl Into<String>) -> ApiError {
 /// spelling the url crate accepts: `2130706433`, `0x7f.1`, `[::ffff:127.0.0.1]`)
 /// is refused here already; names are resolved and checked by the worker at
 /// every delivery, since what they resolve to can change.
+/// `scheme://host:port` of a webhook URL (checked by [`check_url`] first).
+fn origin(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default()
+}
+
 fn check_url(url: &str, allow: &[webhook::Cidr]) -> ApiResult<()> {
     if url.chars().count() > MAX_URL_CHARS {
         return Err(invalid_webhook(format!(
@@ -278,11 +285,17 @@ async fn read_input(
             serde_json::to_value(input.languages).unwrap_or_default(),
         );
     }
-    let template = paperhook_extract::Template::from_json_limited(
-        Value::Object(spec),
-        state.config.template_max_fields,
-        Some("template_max_fields"),
-    )
+    // Checking compiles every pattern of the template: blocking work.
+    let max_fields = state.config.template_max_fields;
+    let template = tokio::task::spawn_blocking(move || {
+        paperhook_extract::Template::from_json_limited(
+            Value::Object(spec),
+            max_fields,
+            Some("template_max_fields"),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::internal("checking a template", &e))?
     .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let spec = serde_json::to_value(&template)
         .map_err(|e| ApiError::internal("serialising a template", &e))?;
@@ -299,10 +312,22 @@ async fn read_input(
             let mut headers = webhook.headers;
             if let Some(row) = existing {
                 let stored = decrypt_headers(state, row)?;
+                let same_origin = row.webhook_url.as_deref().map(origin) == Some(origin(&url));
                 for (name, value) in headers.iter_mut() {
                     if let Some(old) = stored.get(name)
                         && *value == mask(old)
                     {
+                        // A masked value stands for the stored one only on
+                        // the same origin: otherwise whoever can edit the
+                        // template could send the secret to a host of theirs.
+                        if !same_origin {
+                            return Err(invalid_webhook(format!(
+                                "the webhook url moved to another origin ({}); send the value of \
+                                 header {name:?} again: stored header values are only kept for \
+                                 the same scheme, host and port",
+                                origin(&url)
+                            )));
+                        }
                         value.clone_from(old);
                     }
                 }

@@ -337,6 +337,16 @@ async fn every_bad_submission_gets_its_status_and_code() {
     let mut bad = json_job(template_id, example_pdf());
     bad["static_values"] = deep;
     assert_error(&post(bad).await, 422, "invalid_static_values");
+    // PostgreSQL stores no NUL character: 422, not a failed insert's 500.
+    for with_nul in [
+        json!({"ref": "a\u{0}b"}),
+        json!({"a\u{0}": 1}),
+        json!({"l": [["\u{0}"]]}),
+    ] {
+        let mut bad = json_job(template_id, example_pdf());
+        bad["static_values"] = with_nul;
+        assert_error(&post(bad).await, 422, "invalid_static_values");
+    }
     assert_error(
         &post(json!({"actual_image": B64.encode(example_pdf())})).await,
         422,
@@ -622,4 +632,158 @@ async fn hundred_parallel_submissions() {
     claimed.dedup();
     assert_eq!(claimed.len(), 100);
     assert!(claimed.iter().all(|c| ids.contains(c)));
+}
+
+/// `/v1/job-results` names a missing or mistyped field like `/process-job`
+/// does (422), and a finished job's results past retention answer 410 even
+/// before the janitor has deleted them, for results and redelivery alike.
+#[tokio::test]
+async fn job_results_errors_name_the_field() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let res = app
+        .req(Method::GET, "/v1/account", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    let results = |body: Value| send(app.req(Method::POST, "/v1/job-results", &key).json(&body));
+    assert_error(
+        &results(json!({"result_format": "csv"})).await,
+        422,
+        "missing_field",
+    );
+    assert_error(&results(json!({"job_id": 5})).await, 422, "invalid_field");
+    assert_error(
+        &results(json!({"job_id": "not-a-uuid"})).await,
+        422,
+        "invalid_job_id",
+    );
+
+    let template_id = app.template(&key).await;
+    let (s, body) = send(
+        app.req(Method::POST, "/process-job", &key)
+            .json(&json_job(template_id, example_pdf())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let job = body["job_id"].as_str().unwrap().to_owned();
+    // Finished 25 hours ago (retention is 24 h); the janitor has not run.
+    sqlx::query(
+        "UPDATE jobs SET status = 'SUCCESS', finished_at = now() - interval '25 hours'
+         WHERE id = $1",
+    )
+    .bind(job.parse::<Uuid>().unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_error(
+        &results(json!({"job_id": job})).await,
+        410,
+        "results_expired",
+    );
+    assert_error(
+        &send(app.req(Method::POST, &format!("/v1/jobs/{job}/redeliver"), &key)).await,
+        410,
+        "results_expired",
+    );
+}
+
+/// Relays PostgreSQL connections to the real server, but cuts a connection
+/// after it has sent the job insert, before the answer comes back: the
+/// insert commits and the API cannot know.
+fn cut_after_job_insert(target: String) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(&target).await.unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let (sent_tx, mut sent_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut insert_parsed = false;
+                while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                    // Once the insert is parsed (sqlx prepares it first),
+                    // the cut comes after the Execute message that runs it.
+                    insert_parsed |= buf[..n].windows(16).any(|w| w == b"INSERT INTO jobs");
+                    if insert_parsed && executes(&buf[..n]) {
+                        let _ = sent_tx.send(true);
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                    if *sent_rx.borrow_and_update() {
+                        return; // drops both halves: the connection is cut
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Whether a chunk of frontend messages (type byte, then a big-endian
+/// length that counts itself) holds an Execute.
+fn executes(mut chunk: &[u8]) -> bool {
+    while chunk.len() >= 5 {
+        if chunk[0] == b'E' {
+            return true;
+        }
+        let len = u32::from_be_bytes([chunk[1], chunk[2], chunk[3], chunk[4]]) as usize;
+        chunk = chunk.get(1 + len..).unwrap_or_default();
+    }
+    false
+}
+
+/// A submission whose connection breaks after the insert was sent may have
+/// made its job: the stored file stays (the job needs it; the janitor
+/// deletes it as an orphan if there is no job), and the answer is 503.
+#[tokio::test]
+async fn a_job_insert_cut_off_in_flight_keeps_its_file() {
+    use secrecy::ExposeSecret;
+    let mut direct = String::new();
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        direct = c.database_url.expose_secret().to_owned();
+        let url = url::Url::parse(&direct).unwrap();
+        let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+        let proxy = cut_after_job_insert(target);
+        let mut via = url.clone();
+        via.set_host(Some("127.0.0.1")).unwrap();
+        via.set_port(Some(proxy.port())).unwrap();
+        // In clear, so that the relay can see the insert go by.
+        via.query_pairs_mut().append_pair("sslmode", "disable");
+        c.database_url = via.to_string().into();
+    })
+    .await;
+    let (_, key) = app.account(10).await;
+    let template_id = app.template(&key).await;
+    let got = send(
+        app.req(Method::POST, "/process-job", &key)
+            .json(&json_job(template_id, example_pdf())),
+    )
+    .await;
+    assert_error(&got, 503, "database_unavailable");
+
+    let direct = sqlx::PgPool::connect(&direct).await.unwrap();
+    let keys: Vec<String> = sqlx::query_scalar("SELECT storage_key FROM jobs")
+        .fetch_all(&direct)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "the insert committed");
+    let files = app.stored_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].ends_with(&keys[0]), "{files:?} {keys:?}");
 }

@@ -11,6 +11,7 @@ mod templates;
 
 use helpers::*;
 use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -309,6 +310,20 @@ async fn openapi_covers_every_endpoint() {
     ] {
         assert!(responses[code].is_object(), "/process-job lacks {code}");
     }
+    // Both ways to submit, and both ways results come back.
+    let body = &paths["/process-job"]["post"]["requestBody"]["content"];
+    assert!(body["application/json"].is_object(), "{body}");
+    let form = &body["multipart/form-data"]["schema"];
+    assert_eq!(
+        form["properties"]["actual_image"]["format"], "binary",
+        "{body}"
+    );
+    assert_eq!(form["required"], json!(["template_id", "actual_image"]));
+    let ok = &paths["/v1/job-results"]["post"]["responses"]["200"]["content"];
+    assert!(
+        ok["application/json"].is_object() && ok["text/csv"].is_object(),
+        "{ok}"
+    );
     // Every parameter says what it is, not salvo's generic "Get parameter
     // `x` from request url query."
     let mut undescribed = Vec::new();

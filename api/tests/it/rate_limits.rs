@@ -221,3 +221,38 @@ async fn the_default_limit_lets_a_batch_client_through() {
         assert_eq!(res.unwrap().status(), StatusCode::OK);
     }
 }
+
+/// Signing in to the dashboard is a request made with the key: over its
+/// limit it is refused like any other, so sessions cannot be minted without
+/// bound.
+#[tokio::test]
+async fn signing_in_counts_against_the_keys_limit() {
+    let app = TestApp::spawn_with(StorageKind::Fs, strict).await;
+    let (_, key) = app.account(10).await;
+    let sign_in = || {
+        app.client
+            .post(format!("{}/v1/session/sign-in", app.url))
+            .json(&serde_json::json!({"api_key": key}))
+            .send()
+    };
+    let mut passed = 0;
+    let refused = loop {
+        let res = sign_in().await.unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            break res;
+        }
+        assert_eq!(res.status(), StatusCode::OK);
+        passed += 1;
+        assert!(
+            passed < 10,
+            "{passed} sign-ins passed a limit of 1/s with bursts of 3"
+        );
+    };
+    assert!(passed >= 3, "only {passed} sign-ins passed a burst of 3");
+    assert!(refused.headers().contains_key("retry-after"));
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(sessions, passed as i64);
+}

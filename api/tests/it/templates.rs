@@ -109,6 +109,57 @@ async fn create_read_update_delete() {
     assert_error(&got, 404, "template_not_found");
 }
 
+/// A masked header value stands for the stored secret only while the
+/// webhook stays on its origin: moving it elsewhere with the mask would
+/// send the secret to whoever edits the template.
+#[tokio::test]
+async fn masked_headers_do_not_follow_the_webhook_to_another_origin() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let body = example_template();
+    let (s, created) = send(app.req(Method::POST, "/v1/templates", &key).json(&body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let path = format!("/v1/templates/{}", created["id"].as_str().unwrap());
+    let stored = || async {
+        let enc: Vec<u8> = sqlx::query_scalar("SELECT webhook_headers_enc FROM templates")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        let clear = app.config.keyring().unwrap().decrypt(&enc).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&clear).unwrap()["Authorization"].clone()
+    };
+
+    for url in [
+        "https://attacker.example.net/paperhook",
+        "http://hooks.example.com/paperhook",
+        "https://hooks.example.com:8443/paperhook",
+    ] {
+        let mut moved = body.clone();
+        moved["webhook"] = json!({"url": url, "headers": {"Authorization": "****-123"}});
+        let got = send(app.req(Method::PUT, &path, &key).json(&moved)).await;
+        assert_error(&got, 422, "invalid_webhook");
+        let message = got.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains("Authorization"), "{message}");
+        assert_eq!(stored().await, "Bearer very-secret-token-123");
+    }
+
+    // Same origin, another path: the mask keeps the stored value.
+    let mut same = body.clone();
+    same["webhook"] = json!({"url": "https://hooks.example.com/v2/hook",
+                             "headers": {"Authorization": "****-123"}});
+    let (s, got) = send(app.req(Method::PUT, &path, &key).json(&same)).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(stored().await, "Bearer very-secret-token-123");
+
+    // A new origin with the value sent again is fine.
+    let mut fresh = body.clone();
+    fresh["webhook"] = json!({"url": "https://other.example.org/hook",
+                              "headers": {"Authorization": "Bearer rotated-token-456"}});
+    let (s, got) = send(app.req(Method::PUT, &path, &key).json(&fresh)).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(stored().await, "Bearer rotated-token-456");
+}
+
 #[tokio::test]
 async fn bad_templates_get_422_with_the_reason() {
     let app = TestApp::spawn().await;
@@ -157,6 +208,29 @@ async fn bad_templates_get_422_with_the_reason() {
 
     let got = send(app.req(Method::GET, "/v1/templates/nope", &key)).await;
     assert_error(&got, 422, "invalid_template_id");
+
+    // A NUL character could not be stored: 422, for the name, a field or a
+    // keyword alike; an escaped backslash before `u0000` is no NUL.
+    let mut t = example_template();
+    t["name"] = json!("in\u{0}voices");
+    assert_error(&post(t).await, 422, "invalid_field");
+    let mut t = example_template();
+    t["keywords"] = json!(["Invoice\u{0}"]);
+    assert_error(&post(t).await, 422, "invalid_field");
+    let mut t = example_template();
+    t["name"] = json!("back\\u0000slash");
+    let (s, created) = post(t).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert_eq!(created["name"], "back\\u0000slash");
+
+    // A field missing from the body, or of the wrong type: 422 like
+    // `/process-job`, not a 400 for broken JSON.
+    let mut t = example_template();
+    t.as_object_mut().unwrap().remove("fields");
+    assert_error(&post(t).await, 422, "missing_field");
+    let mut t = example_template();
+    t["name"] = json!(5);
+    assert_error(&post(t).await, 422, "invalid_field");
 
     // Over max_json_bytes (1 MiB): the body's limit, not a document's.
     let mut t = example_template();
