@@ -61,6 +61,10 @@ pub enum Error {
         /// No page gave any text at all: the keyword is not the problem.
         no_text: bool,
     },
+    #[error(
+        "field {field:?}: its replace rules add more than {max_bytes} bytes of text to this document's values (the limit per document); a rule whose \"with\" repeats the match ($0$0...) multiplies the text"
+    )]
+    ReplaceLimit { field: String, max_bytes: usize },
     #[error("OCR failed: {detail}")]
     Ocr { detail: String },
     #[error("invalid template: {0}")]
@@ -82,6 +86,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::DocumentTimeout { .. } => "document_timeout",
             Error::TemplateMismatch { .. } => "template_mismatch",
+            Error::ReplaceLimit { .. } => "replace_limit_exceeded",
             Error::Ocr { .. } => "ocr_failed",
             Error::Template(_) => "invalid_template",
         }

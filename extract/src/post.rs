@@ -2,13 +2,15 @@
 //!
 //! Steps, in order, for each candidate text of a field:
 //! 1. `replace` rules, in the order written (on the trimmed text unless
-//!    `whitespace` is `keep`);
+//!    `whitespace` is `keep`), within the extraction's [`ReplaceBudget`];
 //! 2. for `money`, currency symbols, ISO codes and `currency_strip` removed;
 //! 3. the `whitespace` rule;
 //! 4. the `validate` regex (a candidate that does not match is rejected);
 //! 5. conversion to the field's type (a candidate that does not convert is
 //!    rejected, so a locator can move on to its next candidate).
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 
 use regex::Regex;
@@ -348,11 +350,70 @@ const CURRENCY: &[&str] = &[
     "kr", "zł",
 ];
 
+/// Most bytes `replace` rules may add to the values of one extraction,
+/// summed over every rule applied to every candidate (`$0$0` doubles a
+/// text; a few such rules would multiply it past any memory).
+pub const MAX_REPLACE_GROWTH_BYTES: usize = 1 << 20;
+
+/// What `replace` rules may still add in one extraction, shared by the
+/// fields' [`Post`]s.
+#[derive(Debug, Clone)]
+pub struct ReplaceBudget(Rc<Cell<usize>>);
+
+impl ReplaceBudget {
+    pub fn new(bytes: usize) -> ReplaceBudget {
+        ReplaceBudget(Rc::new(Cell::new(bytes)))
+    }
+}
+
+impl Default for ReplaceBudget {
+    fn default() -> Self {
+        ReplaceBudget::new(MAX_REPLACE_GROWTH_BYTES)
+    }
+}
+
+/// `re.replace_all(s, with)`, or `None` once the result passes `cap` bytes
+/// (checked after each match, so at most one expansion over it is built).
+fn replace_regex_capped(re: &Regex, s: &str, with: &str, cap: usize) -> Option<String> {
+    let mut out = String::new();
+    let mut last = 0;
+    for caps in re.captures_iter(s) {
+        let m = caps.get(0).expect("group 0 always matches");
+        out.push_str(&s[last..m.start()]);
+        caps.expand(with, &mut out);
+        last = m.end();
+        if out.len() > cap {
+            return None;
+        }
+    }
+    out.push_str(&s[last..]);
+    (out.len() <= cap).then_some(out)
+}
+
+/// `s.replace(find, with)`, or `None` once the result passes `cap` bytes.
+fn replace_literal_capped(s: &str, find: &str, with: &str, cap: usize) -> Option<String> {
+    let mut out = String::new();
+    let mut last = 0;
+    for (at, _) in s.match_indices(find) {
+        out.push_str(&s[last..at]);
+        out.push_str(with);
+        last = at + find.len();
+        if out.len() > cap {
+            return None;
+        }
+    }
+    out.push_str(&s[last..]);
+    (out.len() <= cap).then_some(out)
+}
+
 /// A field's post-processing rules, compiled once per extraction.
 #[derive(Debug)]
 pub struct Post {
     kind: FieldType,
     replace: Vec<(Option<Regex>, Replace)>,
+    budget: ReplaceBudget,
+    /// Set when a candidate's replace rules went past the budget.
+    over_budget: Cell<bool>,
     validate: Option<Regex>,
     dates: Arc<[DateFormat]>,
     decimal: Option<char>,
@@ -368,7 +429,7 @@ pub struct Post {
 impl Post {
     /// Compile a (validated) field's rules. Invalid rules were rejected by
     /// `Template::validate`; anything that still fails to compile is dropped.
-    pub fn new(field: &Field, languages: &[String]) -> Post {
+    pub fn new(field: &Field, languages: &[String], budget: &ReplaceBudget) -> Post {
         // Date layouts compile to Unicode-aware regexes (about 1 ms each):
         // only for fields that type dates, and the defaults only once.
         let needs_dates = field.kind == FieldType::Date
@@ -408,6 +469,8 @@ impl Post {
                     )
                 })
                 .collect(),
+            budget: budget.clone(),
+            over_budget: Cell::new(false),
             validate: field
                 .validate
                 .as_deref()
@@ -434,6 +497,8 @@ impl Post {
         Post {
             kind,
             replace: Vec::new(),
+            budget: self.budget.clone(),
+            over_budget: Cell::new(false),
             validate: None,
             dates: self.dates.clone(),
             decimal: self.decimal,
@@ -451,8 +516,19 @@ impl Post {
         self.kind
     }
 
-    /// Steps 1-4: the cleaned text, or `None` if `validate` rejects it.
+    /// Whether `replace` rules went past the extraction's budget: the
+    /// field's candidates were rejected from then on, and the extraction
+    /// fails (`replace_limit_exceeded`).
+    pub fn over_budget(&self) -> bool {
+        self.over_budget.get()
+    }
+
+    /// Steps 1-4: the cleaned text, or `None` if `validate` rejects it (or
+    /// the replace rules go past the budget: see [`Post::over_budget`]).
     pub fn clean(&self, raw: &str) -> Option<String> {
+        if self.over_budget.get() {
+            return None;
+        }
         // Ends are trimmed first so that `^`/`$` in replace rules see the value.
         let mut s = if self.whitespace == Whitespace::Keep {
             raw.to_owned()
@@ -460,11 +536,21 @@ impl Post {
             raw.trim().to_owned()
         };
         for (re, rule) in &self.replace {
-            s = match (re, &rule.find) {
-                (Some(re), _) => re.replace_all(&s, rule.with.as_str()).into_owned(),
-                (None, Some(find)) => s.replace(find.as_str(), &rule.with),
-                (None, None) => s,
+            // What each rule adds is charged, even if a later one removes
+            // it: building it costs the same.
+            let left = self.budget.0.get();
+            let cap = s.len().saturating_add(left);
+            let out = match (re, &rule.find) {
+                (Some(re), _) => replace_regex_capped(re, &s, &rule.with, cap),
+                (None, Some(find)) => replace_literal_capped(&s, find, &rule.with, cap),
+                (None, None) => continue,
             };
+            let Some(out) = out else {
+                self.over_budget.set(true);
+                return None;
+            };
+            self.budget.0.set(left - out.len().saturating_sub(s.len()));
+            s = out;
         }
         if self.kind == FieldType::Money {
             for c in &self.currency {
@@ -669,7 +755,11 @@ mod tests {
         f["name"] = json!("f");
         f["locator"] = json!({"kind": "label", "label": "X"});
         let field: Field = serde_json::from_value(f).unwrap();
-        Post::new(&field, &["eng".into(), "deu".into(), "fra".into()])
+        Post::new(
+            &field,
+            &["eng".into(), "deu".into(), "fra".into()],
+            &ReplaceBudget::default(),
+        )
     }
 
     #[test]
@@ -750,5 +840,60 @@ mod tests {
         assert_eq!(p.apply("Status: OVERDUE"), Some(json!("Overdue")));
         assert_eq!(p.apply("Overdve"), Some(json!("Overdue")));
         assert_eq!(p.apply("open"), None);
+    }
+
+    #[test]
+    fn replace_rules_stay_within_the_budget() {
+        // Each rule repeats every character 100 times: three would make
+        // 3 bytes into 3 MB, ten into 3e20.
+        let rule = json!({"pattern": "(?s:.)", "with": "$0".repeat(100)});
+        let budget = ReplaceBudget::default();
+        let field: Field = serde_json::from_value(json!({"name": "f", "type": "text",
+            "replace": vec![rule; 10], "locator": {"kind": "label", "label": "X"}}))
+        .unwrap();
+        let p = Post::new(&field, &["eng".into()], &budget);
+        assert_eq!(p.clean("abc"), None);
+        assert!(p.over_budget());
+        // Rejected from then on, without running the rules again.
+        assert_eq!(p.clean("d"), None);
+        // Fields sharing the budget see what is left.
+        let left = budget.0.get();
+        assert!(left < MAX_REPLACE_GROWTH_BYTES, "{left}");
+        let p = post(json!({"type": "text", "replace": [{"pattern": "(?s:.)", "with": "$0$0"}]}));
+        assert_eq!(p.apply("ab"), Some(json!("aabb")));
+        assert!(!p.over_budget());
+        // What a rule adds is charged even when a later rule removes it.
+        let budget = ReplaceBudget::new(10);
+        let field: Field = serde_json::from_value(json!({"name": "f", "type": "text",
+            "replace": [{"find": "a", "with": "aaaa"}, {"find": "aaaa", "with": "a"}],
+            "locator": {"kind": "label", "label": "X"}}))
+        .unwrap();
+        let p = Post::new(&field, &["eng".into()], &budget);
+        assert_eq!(p.clean("aa"), Some("aa".to_owned()));
+        assert_eq!(budget.0.get(), 4);
+        assert_eq!(p.clean("aa"), None);
+        assert!(p.over_budget());
+    }
+
+    #[test]
+    fn capped_replacement_is_replace_all() {
+        let re = Regex::new(r"(\d)(x)?").unwrap();
+        for (s, with) in [("a1b2x3", "<$1$2>"), ("", "z"), ("123", ""), ("1x", "$$1")] {
+            assert_eq!(
+                replace_regex_capped(&re, s, with, usize::MAX).as_deref(),
+                Some(re.replace_all(s, with).as_ref())
+            );
+        }
+        let empty = Regex::new("").unwrap();
+        assert_eq!(
+            replace_regex_capped(&empty, "ab", "-", 100).as_deref(),
+            Some("-a-b-")
+        );
+        assert_eq!(replace_regex_capped(&empty, "ab", "-", 4), None);
+        assert_eq!(
+            replace_literal_capped("aXbX", "X", "yy", 100).as_deref(),
+            Some("ayybyy")
+        );
+        assert_eq!(replace_literal_capped("aXbX", "X", "yy", 5), None);
     }
 }

@@ -23,6 +23,13 @@ pub const MAX_COLUMNS: usize = 50;
 pub const MAX_REGEX_BYTES: usize = 1 << 20;
 /// Most languages per template (each one costs OCR time).
 pub const MAX_LANGUAGES: usize = 5;
+/// Most `replace` rules per field.
+pub const MAX_REPLACE_RULES: usize = 20;
+/// Longest `with` of a replace rule, in characters.
+pub const MAX_REPLACE_WITH_CHARS: usize = 200;
+/// Most group references (`$1`, `${name}`) in one `with`: each one copies
+/// the match again.
+pub const MAX_REPLACE_REFS: usize = 10;
 
 /// A document template: the fields to extract and document-level settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -418,6 +425,28 @@ fn check_name(field: &str, what: &str, name: &str) -> Result<(), TemplateError> 
     Ok(())
 }
 
+/// Group references in a replacement (`$1`, `$name`, `${name}`; `$$` is a
+/// literal `$`), as `regex::Captures::expand` reads them.
+fn group_refs(with: &str) -> usize {
+    let b = with.as_bytes();
+    let (mut i, mut n) = (0, 0);
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'$') => i += 2,
+            Some(c) if *c == b'{' || *c == b'_' || c.is_ascii_alphanumeric() => {
+                n += 1;
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    n
+}
+
 fn check_page(field: &str, page: PageSel) -> Result<(), TemplateError> {
     if page == PageSel::Number(0) {
         return Err(TemplateError::field(
@@ -577,7 +606,34 @@ impl Field {
             crate::post::DateFormat::parse(f)
                 .map_err(|e| TemplateError::field(name, format!("date format {f:?}: {e}")))?;
         }
+        if self.replace.len() > MAX_REPLACE_RULES {
+            return Err(TemplateError::field(
+                name,
+                format!(
+                    "{} replace rules; the limit is {MAX_REPLACE_RULES}",
+                    self.replace.len()
+                ),
+            ));
+        }
         for r in &self.replace {
+            let chars = r.with.chars().count();
+            if chars > MAX_REPLACE_WITH_CHARS {
+                return Err(TemplateError::field(
+                    name,
+                    format!(
+                        "replace \"with\" is {chars} characters long; the limit is {MAX_REPLACE_WITH_CHARS}"
+                    ),
+                ));
+            }
+            let refs = group_refs(&r.with);
+            if refs > MAX_REPLACE_REFS {
+                return Err(TemplateError::field(
+                    name,
+                    format!(
+                        "replace \"with\" has {refs} group references ($1, ${{name}}); the limit is {MAX_REPLACE_REFS}"
+                    ),
+                ));
+            }
             match (&r.find, &r.pattern) {
                 (Some(f), None) if !f.is_empty() => {}
                 (None, Some(p)) => {
@@ -865,6 +921,45 @@ mod tests {
             );
             assert_eq!(err.code(), "invalid_template");
         }
+    }
+
+    #[test]
+    fn limits_replace_rules() {
+        let field = |replace: serde_json::Value| json!({"name": "r", "type": "text", "replace": replace, "locator": {"kind": "label", "label": "A"}});
+        let rule = json!({"find": "O", "with": "0"});
+        assert!(one(field(json!(vec![rule.clone(); MAX_REPLACE_RULES]))).is_ok());
+        let err = one(field(json!(vec![rule; MAX_REPLACE_RULES + 1]))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("field \"r\": 21 replace rules; the limit is 20"),
+            "{err}"
+        );
+        let err = one(field(
+            json!([{"pattern": "(?s:.)", "with": "$0".repeat(100)}]),
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("100 group references"), "{err}");
+        let err = one(field(json!([{"pattern": "(.)", "with": "$1".repeat(11)}]))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("11 group references ($1, ${name}); the limit is 10"),
+            "{err}"
+        );
+        let err = one(field(json!([{"find": "a", "with": "x".repeat(201)}]))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("201 characters long; the limit is 200"),
+            "{err}"
+        );
+        assert!(
+            one(field(
+                json!([{"pattern": "(\\d+)", "with": "$$$1 ${1}x $a $_ $ $$ $1"}])
+            ))
+            .is_ok()
+        );
+        assert_eq!(group_refs("$$$1 ${1}x $a $_ $ $$"), 4);
+        assert_eq!(group_refs("$"), 0);
+        assert_eq!(group_refs("$0$0"), 2);
     }
 
     #[test]

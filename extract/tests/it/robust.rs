@@ -457,6 +457,43 @@ fn invalid_template_is_rejected_before_reading() {
     assert_eq!(err.code(), "invalid_template");
 }
 
+#[test]
+fn replace_rules_that_multiply_the_text_fail_the_document_fast() {
+    let doc = corpus::invoice_en(0);
+    // Each rule repeats every character 10 times (within the per-rule
+    // limits): four make "INV-…" ten thousand times longer, and the
+    // regex's every match is a candidate.
+    let rule = json!({"pattern": "(?s:.)", "with": "$0".repeat(10)});
+    let t = Template::from_json(json!({"fields": [
+        {"name": "invoice_no", "type": "text", "locator": {"kind": "label", "label": "Invoice No"}},
+        {"name": "words", "type": "text", "replace": vec![rule; 4],
+         "locator": {"kind": "regex", "pattern": "(\\S+)", "occurrence": "all"}}]}))
+    .unwrap();
+    let started = Instant::now();
+    let err = extract(&doc.pdf, &t, &Options::default()).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(err.code(), "replace_limit_exceeded");
+    assert!(
+        err.to_string()
+            .contains("field \"words\": its replace rules add more than 1048576 bytes"),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    // Growing values within the limit is fine.
+    let t = Template::from_json(json!({"fields": [
+        {"name": "no", "type": "text", "replace": [{"pattern": "^", "with": "No. "}],
+         "locator": {"kind": "label", "label": "Invoice No"}}]}))
+    .unwrap();
+    let got = extract(&doc.pdf, &t, &Options::default()).unwrap();
+    assert_eq!(
+        got.result["no"],
+        json!(format!(
+            "No. {}",
+            doc.expected["invoice_no"].as_str().unwrap()
+        ))
+    );
+}
+
 /// Deterministic mutations of valid documents (bit flips, byte runs,
 /// truncations): a result or a typed error every time, never a panic.
 #[test]
