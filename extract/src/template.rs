@@ -425,6 +425,33 @@ fn check_name(field: &str, what: &str, name: &str) -> Result<(), TemplateError> 
     Ok(())
 }
 
+/// The first string in `value` (keys included) holding U+0000.
+fn nul_string(value: &serde_json::Value) -> Option<&str> {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0').then_some(s.as_str()),
+        serde_json::Value::Array(items) => items.iter().find_map(nul_string),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(k.as_str())
+            } else {
+                nul_string(v)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// PostgreSQL cannot store U+0000 in text or jsonb, where templates and
+/// results are kept; a template string can end up in a result (`with`,
+/// `default`, enum `values`, `separator`).
+fn nul_error(field: Option<&str>, s: &str) -> TemplateError {
+    let message = format!("{s:?} contains the character U+0000 (NUL), which cannot be stored");
+    match field {
+        Some(f) => TemplateError::field(f, message),
+        None => TemplateError::global(message),
+    }
+}
+
 /// Group references in a replacement (`$1`, `$name`, `${name}`; `$$` is a
 /// literal `$`), as `regex::Captures::expand` reads them.
 fn group_refs(with: &str) -> usize {
@@ -536,6 +563,9 @@ impl Template {
             if kw.trim().is_empty() {
                 return Err(TemplateError::global("keywords contains an empty keyword"));
             }
+            if kw.contains('\0') {
+                return Err(nul_error(None, kw));
+            }
         }
         let mut seen = HashSet::new();
         for field in &self.fields {
@@ -555,6 +585,13 @@ impl Template {
 impl Field {
     fn validate(&self) -> Result<(), TemplateError> {
         let name = self.name.as_str();
+        if let Some(s) = serde_json::to_value(self)
+            .ok()
+            .as_ref()
+            .and_then(nul_string)
+        {
+            return Err(nul_error(Some(name), s));
+        }
         match self.kind {
             FieldType::Enum if self.values.is_empty() => {
                 return Err(TemplateError::field(
@@ -960,6 +997,30 @@ mod tests {
         assert_eq!(group_refs("$$$1 ${1}x $a $_ $ $$"), 4);
         assert_eq!(group_refs("$"), 0);
         assert_eq!(group_refs("$0$0"), 2);
+    }
+
+    #[test]
+    fn rejects_nul_in_any_string() {
+        let cases = [
+            json!({"name": "r", "type": "text", "replace": [{"find": "x", "with": "a\u{0}"}],
+                   "locator": {"kind": "label", "label": "A"}}),
+            json!({"name": "d", "type": "text", "default": "n/a\u{0}", "locator": {"kind": "label", "label": "A"}}),
+            json!({"name": "e", "type": "enum", "values": ["Paid\u{0}"], "locator": {"kind": "label", "label": "A"}}),
+            json!({"name": "j", "type": "text", "locator": {"kind": "regex", "pattern": "(a)",
+                   "occurrence": "all", "combine": "join", "separator": "\u{0}"}}),
+            json!({"name": "t", "type": "text", "default": [{"k": "\u{0}"}],
+                   "locator": {"kind": "table", "columns": [{"name": "k"}]}}),
+        ];
+        for field in cases {
+            let err = one(field.clone()).unwrap_err();
+            assert!(err.to_string().contains("U+0000"), "{field}: {err}");
+            assert!(err.field_name().is_some(), "{err}");
+            assert!(!err.to_string().contains('\0'), "{err:?}");
+        }
+        let err = Template::from_json(json!({"keywords": ["In\u{0}voice"], "fields": [
+            {"name": "x", "type": "text", "locator": {"kind": "label", "label": "A"}}]}))
+        .unwrap_err();
+        assert!(err.to_string().contains("U+0000"), "{err}");
     }
 
     #[test]

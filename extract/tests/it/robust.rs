@@ -163,6 +163,54 @@ fn images_declaring_billions_of_pixels_are_rejected_from_the_header() {
     assert_eq!(code(&png, &opts), "image_too_large");
 }
 
+/// A PDF whose (TrueType, not embedded) Helvetica carries a ToUnicode map
+/// sending `X` to <0000>, as broken PDFs do (hayro passes it on for
+/// TrueType and CID fonts); the page reads `Invoice No INV-X42`.
+fn pdf_with_nul_glyphs() -> Vec<u8> {
+    let cmap = b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n\
+/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n\
+/CMapName /Adobe-Identity-UCS def /CMapType 2 def\n\
+1 begincodespacerange <00> <FF> endcodespacerange\n\
+1 beginbfchar <58> <0000> endbfchar\n\
+endcmap CMapName currentdict /CMap defineresource pop end end";
+    let content = b"BT /F1 12 Tf 50 700 Td (Invoice No INV-X42) Tj ET\n\
+BT /F1 12 Tf 50 650 Td (Status XX) Tj ET";
+    let stream = |dict: &str, data: &[u8]| {
+        let mut s = format!("<< {dict}/Length {} >>\nstream\n", data.len()).into_bytes();
+        s.extend(data);
+        s.extend(b"\nendstream");
+        s
+    };
+    corpus::pdf_file(&[
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>".to_vec(),
+        stream("", content),
+        b"<< /Type /Font /Subtype /TrueType /BaseFont /Helvetica /Encoding /WinAnsiEncoding /ToUnicode 6 0 R >>".to_vec(),
+        stream("", cmap),
+    ])
+}
+
+#[test]
+fn nul_characters_of_a_broken_text_layer_never_reach_text_or_values() {
+    let pdf = pdf_with_nul_glyphs();
+    let t = Template::from_json(json!({"fields": [
+        {"name": "invoice_no", "type": "text", "locator": {"kind": "label", "label": "Invoice No"}},
+        {"name": "line", "type": "text", "whitespace": "keep",
+         "locator": {"kind": "regex", "pattern": "(?s)(Invoice.*)"}},
+        {"name": "region", "type": "text", "locator": {"kind": "region", "box": [0, 0, 1, 1]}}]}))
+    .unwrap();
+    let pages = paperhook_extract::read_pages(&pdf, &t, &Options::default()).unwrap();
+    let text = serde_json::to_string(&pages).unwrap();
+    assert!(text.contains("INV-42"), "{text}");
+    assert!(!text.contains("\\u0000"), "{text}");
+    let got = extract(&pdf, &t, &Options::default()).unwrap();
+    assert_eq!(got.result["invoice_no"], json!("INV-42"));
+    let result = serde_json::to_string(&got.result).unwrap();
+    assert!(!result.contains("\\u0000"), "{result}");
+    assert!(result.contains("Status"), "{result}");
+}
+
 #[test]
 fn pdf_embedding_a_huge_image_is_refused_before_rendering() {
     let bomb = Page {
