@@ -361,6 +361,15 @@ const CURRENCY: &[&str] = &[
     "kr", "zł",
 ];
 
+/// Integer values stay below this magnitude: above it a JSON number loses
+/// precision in most consumers (it is just under 2^53).
+pub const MAX_INTEGER: i64 = 9_000_000_000_000_000;
+
+/// Whether an integer is one an `integer` field can hold.
+pub fn integer_fits(v: i64) -> bool {
+    v.unsigned_abs() < MAX_INTEGER as u64
+}
+
 /// Most bytes `replace` rules may add to the values of one extraction,
 /// summed over every rule applied to every candidate (`$0$0` doubles a
 /// text; a few such rules would multiply it past any memory).
@@ -592,7 +601,7 @@ impl Post {
             FieldType::Text => Some(Value::String(s)),
             FieldType::Integer => {
                 let (v, _) = parse_number(&s, self.decimal, self.thousands)?;
-                (v.fract() == 0.0 && v.abs() < 9.0e15).then(|| Value::from(v as i64))
+                (v.fract() == 0.0 && v.abs() < MAX_INTEGER as f64).then(|| Value::from(v as i64))
             }
             FieldType::Number | FieldType::Money => {
                 let (v, _) = parse_number(&s, self.decimal, self.thousands)?;
