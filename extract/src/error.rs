@@ -27,6 +27,8 @@ pub enum Error {
         max_pixels: u64,
         max_side: u32,
     },
+    #[error("page {page} of the image is too large to decode: {detail}")]
+    ImageDecodeLimit { page: u32, detail: String },
     #[error("the PDF embeds an image of {width}x{height} pixels; the limit is {max_pixels} pixels")]
     EmbeddedImageTooLarge {
         width: u64,
@@ -80,7 +82,9 @@ impl Error {
             Error::Corrupt { .. } => "corrupt_document",
             Error::Encrypted { .. } => "encrypted_pdf",
             Error::PageLimit { .. } => "page_limit_exceeded",
-            Error::ImageTooLarge { .. } | Error::EmbeddedImageTooLarge { .. } => "image_too_large",
+            Error::ImageTooLarge { .. }
+            | Error::ImageDecodeLimit { .. }
+            | Error::EmbeddedImageTooLarge { .. } => "image_too_large",
             Error::PageTooLarge { .. } => "page_too_large",
             Error::PageTooComplex { .. } => "page_too_complex",
             Error::Timeout { .. } => "timeout",

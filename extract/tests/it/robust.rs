@@ -211,6 +211,89 @@ fn nul_characters_of_a_broken_text_layer_never_reach_text_or_values() {
     assert!(result.contains("Status"), "{result}");
 }
 
+/// A little-endian TIFF of one page: `entries` as (tag, type, count,
+/// value or offset), and `extra` bytes appended after the directory
+/// (offsets into it start at [`tiff_extra_offset`]).
+fn tiff_file(entries: &[(u16, u16, u32, u32)], extra: &[u8]) -> Vec<u8> {
+    let mut out = b"II*\0".to_vec();
+    out.extend(8u32.to_le_bytes());
+    out.extend((entries.len() as u16).to_le_bytes());
+    for &(tag, kind, count, value) in entries {
+        out.extend(tag.to_le_bytes());
+        out.extend(kind.to_le_bytes());
+        out.extend(count.to_le_bytes());
+        out.extend(value.to_le_bytes());
+    }
+    out.extend(0u32.to_le_bytes());
+    assert_eq!(out.len() as u32, tiff_extra_offset(entries.len()));
+    out.extend(extra);
+    out
+}
+
+fn tiff_extra_offset(entries: usize) -> u32 {
+    8 + 2 + 12 * entries as u32 + 4
+}
+
+#[test]
+fn a_tiff_over_a_decoder_limit_says_what_is_too_large() {
+    const SHORT: u16 = 3;
+    const LONG: u16 = 4;
+    // 6000 x 6000 RGBA at 16 bits: 36 million pixels pass the pixel
+    // limit, but decode to 288 MB, over the decoder's 256 MB.
+    let extra_at = tiff_extra_offset(11);
+    let mut extra: Vec<u8> = [16u16; 4].iter().flat_map(|b| b.to_le_bytes()).collect();
+    extra.extend([0u8; 16]);
+    let tiff = tiff_file(
+        &[
+            (256, LONG, 1, 6000),
+            (257, LONG, 1, 6000),
+            (258, SHORT, 4, extra_at),
+            (259, SHORT, 1, 1),
+            (262, SHORT, 1, 2),
+            (273, LONG, 1, extra_at + 8),
+            (277, SHORT, 1, 4),
+            (278, LONG, 1, 6000),
+            (279, LONG, 1, 16),
+            (284, SHORT, 1, 1),
+            (338, SHORT, 1, 2),
+        ],
+        &extra,
+    );
+    let started = Instant::now();
+    let err = extract(&tiff, &template(), &Options::default()).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(err.code(), "image_too_large");
+    let msg = err.to_string();
+    assert!(!msg.contains("0x0"), "{msg}");
+    assert!(
+        msg.contains("page 1") && msg.contains("6000x6000") && msg.contains("288 MB"),
+        "{msg}"
+    );
+    assert!(msg.contains("max_pixels_per_page"), "{msg}");
+
+    // A directory declaring 100 million strips: 400 MB of offsets, before
+    // any size is known.
+    let tiff = tiff_file(
+        &[
+            (256, LONG, 1, 100),
+            (257, LONG, 1, 100),
+            (258, SHORT, 1, 8),
+            (259, SHORT, 1, 1),
+            (262, SHORT, 1, 1),
+            (273, LONG, 100_000_000, tiff_extra_offset(9)),
+            (277, SHORT, 1, 1),
+            (278, LONG, 1, 1),
+            (279, LONG, 100_000_000, tiff_extra_offset(9)),
+        ],
+        &[0u8; 64],
+    );
+    let err = extract(&tiff, &template(), &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "image_too_large", "{err}");
+    let msg = err.to_string();
+    assert!(!msg.contains("0x0"), "{msg}");
+    assert!(msg.contains("directory") && msg.contains("MB"), "{msg}");
+}
+
 #[test]
 fn pdf_embedding_a_huge_image_is_refused_before_rendering() {
     let bomb = Page {
