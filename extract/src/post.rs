@@ -660,32 +660,60 @@ impl Post {
         {
             return Some(v.clone());
         }
+        // Only short texts are compared letter by letter: the cost grows
+        // with both lengths, for every value and every candidate.
+        if l.len() > 4 * (MAX_FUZZY_CHARS + MAX_FUZZY_CHARS / 5) {
+            return None;
+        }
+        let text: Vec<char> = l.chars().collect();
         self.values
             .iter()
-            .map(|v| (edit_distance(&v.to_lowercase(), &l), v))
-            .filter(|(d, v)| *d <= v.chars().count() / 5)
+            .filter_map(|v| {
+                let value: Vec<char> = v.to_lowercase().chars().collect();
+                if value.len() > MAX_FUZZY_CHARS {
+                    return None;
+                }
+                edit_distance_within(&value, &text, v.chars().count() / 5).map(|d| (d, v))
+            })
             .min_by_key(|(d, _)| *d)
             .map(|(_, v)| v.clone())
     }
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    if a.len().abs_diff(b.len()) > 8 {
-        return usize::MAX;
+/// Enum values longer than this (in characters) match exactly or as words
+/// only, not within edits.
+pub const MAX_FUZZY_CHARS: usize = 64;
+
+/// The edit distance of `a` and `b` if it is at most `max`. Only the band
+/// of `max` cells either side of the diagonal is computed: O(len x max).
+fn edit_distance_within(a: &[char], b: &[char], max: usize) -> Option<usize> {
+    if a.len().abs_diff(b.len()) > max {
+        return None;
     }
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let over = max + 1;
+    let mut prev: Vec<usize> = (0..=b.len()).map(|j| j.min(over)).collect();
+    let mut cur = vec![over; b.len() + 1];
     for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
+        let row = i + 1;
+        let lo = row.saturating_sub(max).max(1);
+        let hi = (row + max).min(b.len());
+        cur.fill(over);
+        cur[0] = row.min(over);
+        let mut best = cur[0];
+        for j in lo..=hi {
+            let d = (prev[j - 1] + usize::from(*ca != b[j - 1]))
+                .min(prev[j] + 1)
+                .min(cur[j - 1] + 1)
+                .min(over);
+            cur[j] = d;
+            best = best.min(d);
         }
-        prev = cur;
+        if best > max {
+            return None;
+        }
+        std::mem::swap(&mut prev, &mut cur);
     }
-    prev[b.len()]
+    Some(prev[b.len()]).filter(|d| *d <= max)
 }
 
 /// The first number in `s`, and how many decimals it was written with.
@@ -915,5 +943,61 @@ mod tests {
             Some("ayybyy")
         );
         assert_eq!(replace_literal_capped("aXbX", "X", "yy", 5), None);
+    }
+
+    #[test]
+    fn bounded_edit_distance_agrees_with_the_full_one() {
+        fn full(a: &[char], b: &[char]) -> usize {
+            let mut prev: Vec<usize> = (0..=b.len()).collect();
+            for (i, ca) in a.iter().enumerate() {
+                let mut cur = vec![i + 1; b.len() + 1];
+                for (j, cb) in b.iter().enumerate() {
+                    cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                        .min(prev[j + 1] + 1)
+                        .min(cur[j] + 1);
+                }
+                prev = cur;
+            }
+            prev[b.len()]
+        }
+        let words = [
+            "",
+            "a",
+            "paid",
+            "piad",
+            "overdue",
+            "overdve",
+            "ovrdue",
+            "open",
+            "kitten",
+            "sitting",
+            "abcdefghij",
+            "bcdefghijk",
+            "xyz",
+        ];
+        for a in words {
+            for b in words {
+                let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+                let d = full(&a, &b);
+                for max in 0..6 {
+                    let want = (d <= max).then_some(d);
+                    assert_eq!(edit_distance_within(&a, &b, max), want, "{a:?} {b:?} {max}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_enum_values_match_exactly_or_as_words_not_within_edits() {
+        // Letter-by-letter comparison costs value length x text length for
+        // every value and candidate: long values skip it.
+        let long = "x".repeat(MAX_FUZZY_CHARS - 10) + " status";
+        let longer = "y".repeat(MAX_FUZZY_CHARS + 30) + " status";
+        let p = post(json!({"type": "enum", "values": [long, longer]}));
+        let slip = |s: &str| s.replacen("status", "statvs", 1);
+        assert_eq!(p.apply(&slip(&long)), Some(json!(long)));
+        assert_eq!(p.apply(&slip(&longer)), None);
+        assert_eq!(p.apply(&longer.to_uppercase()), Some(json!(longer)));
+        assert_eq!(p.apply(&format!("Status: {longer}")), Some(json!(longer)));
     }
 }
