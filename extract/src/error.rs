@@ -27,6 +27,8 @@ pub enum Error {
         max_pixels: u64,
         max_side: u32,
     },
+    #[error("page {page} of the image is too large to decode: {detail}")]
+    ImageDecodeLimit { page: u32, detail: String },
     #[error("the PDF embeds an image of {width}x{height} pixels; the limit is {max_pixels} pixels")]
     EmbeddedImageTooLarge {
         width: u64,
@@ -61,6 +63,10 @@ pub enum Error {
         /// No page gave any text at all: the keyword is not the problem.
         no_text: bool,
     },
+    #[error(
+        "field {field:?}: its replace rules add more than {max_bytes} bytes of text to this document's values (the limit per document); a rule whose \"with\" repeats the match ($0$0...) multiplies the text"
+    )]
+    ReplaceLimit { field: String, max_bytes: usize },
     #[error("OCR failed: {detail}")]
     Ocr { detail: String },
     #[error("invalid template: {0}")]
@@ -76,12 +82,15 @@ impl Error {
             Error::Corrupt { .. } => "corrupt_document",
             Error::Encrypted { .. } => "encrypted_pdf",
             Error::PageLimit { .. } => "page_limit_exceeded",
-            Error::ImageTooLarge { .. } | Error::EmbeddedImageTooLarge { .. } => "image_too_large",
+            Error::ImageTooLarge { .. }
+            | Error::ImageDecodeLimit { .. }
+            | Error::EmbeddedImageTooLarge { .. } => "image_too_large",
             Error::PageTooLarge { .. } => "page_too_large",
             Error::PageTooComplex { .. } => "page_too_complex",
             Error::Timeout { .. } => "timeout",
             Error::DocumentTimeout { .. } => "document_timeout",
             Error::TemplateMismatch { .. } => "template_mismatch",
+            Error::ReplaceLimit { .. } => "replace_limit_exceeded",
             Error::Ocr { .. } => "ocr_failed",
             Error::Template(_) => "invalid_template",
         }

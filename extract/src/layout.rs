@@ -78,6 +78,16 @@ const MIN_COLS: f64 = 80.0;
 impl PageText {
     /// Build lines and layout text from words in any order.
     pub fn new(number: u32, source: Source, mut words: Vec<Word>) -> PageText {
+        // Every page's text passes here, from the text layer and from OCR:
+        // control characters go, U+0000 above all (a broken PDF's ToUnicode
+        // maps glyphs to <0000>), which PostgreSQL cannot store in text or
+        // jsonb. None of them is printed text, and a line break inside a
+        // word would break the layout text's lines.
+        for w in &mut words {
+            if w.text.chars().any(char::is_control) {
+                w.text.retain(|c| !c.is_control());
+            }
+        }
         words.retain(|w| !w.text.trim().is_empty() && w.bbox.iter().all(|v| v.is_finite()));
         // Reading order: by vertical centre, then grouped into lines by
         // vertical overlap, then left to right.
@@ -291,5 +301,22 @@ mod tests {
         let pos = page.text.find("4711").unwrap();
         assert_eq!(page.line_at(pos), Some(0));
         assert_eq!(page.words_in_span(pos, pos + 4).len(), 1);
+    }
+
+    #[test]
+    fn control_characters_never_reach_words_or_text() {
+        let page = PageText::new(
+            1,
+            Source::Ocr,
+            vec![
+                w("INV-\u{0}42", 0.1, 0.1, 0.2),
+                w("\u{0}\u{0}", 0.3, 0.1, 0.35),
+                w("a\nb\u{7}", 0.4, 0.1, 0.45),
+            ],
+        );
+        let texts: Vec<&str> = page.words.iter().map(|w| w.text.as_str()).collect();
+        assert_eq!(texts, ["INV-42", "ab"]);
+        assert!(!page.text.contains(['\0', '\u{7}']), "{:?}", page.text);
+        assert_eq!(page.text.lines().count(), 1, "{:?}", page.text);
     }
 }

@@ -901,9 +901,17 @@ pub fn extract(doc: &[u8], template: &Template, opts: &Options) -> Result<Extrac
         missing_required: Vec::new(),
         timings: clock.timings(),
     };
+    let budget = post::ReplaceBudget::default();
     for field in &template.fields {
-        let post = post::Post::new(field, languages);
-        match locate::locate(&field.locator, &pages, &post) {
+        let post = post::Post::new(field, languages, &budget);
+        let located = locate::locate(&field.locator, &pages, &post);
+        if post.over_budget() {
+            return Err(Error::ReplaceLimit {
+                field: field.name.clone(),
+                max_bytes: post::MAX_REPLACE_GROWTH_BYTES,
+            });
+        }
+        match located {
             Some(f) => {
                 out.result.insert(field.name.clone(), f.value);
                 out.fields.insert(

@@ -314,9 +314,14 @@ fn combine(c: Combine, values: &[Value], separator: &str) -> Option<Value> {
         )),
         Combine::Sum => {
             if values.iter().all(Value::is_i64) {
-                return Some(Value::from(
-                    values.iter().filter_map(Value::as_i64).sum::<i64>(),
-                ));
+                // Checked: a total past what an integer field holds is no
+                // value (the field is not found), never a wrapped number.
+                return values
+                    .iter()
+                    .filter_map(Value::as_i64)
+                    .try_fold(0i64, i64::checked_add)
+                    .filter(|sum| crate::post::integer_fits(*sum))
+                    .map(Value::from);
             }
             let sum: f64 = values.iter().filter_map(Value::as_f64).sum();
             // Round away binary noise (0.1 + 0.2) at the inputs' precision.
@@ -527,4 +532,35 @@ fn table(t: &TableLocator, pages: &[PageText], post: &Post) -> Option<Found> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_integer_sum_that_overflows_is_no_value() {
+        assert_eq!(
+            combine(Combine::Sum, &[json!(2), json!(-5), json!(40)], ", "),
+            Some(json!(37))
+        );
+        // i64 would overflow (debug: a panic; release: a wrapped total).
+        assert_eq!(
+            combine(Combine::Sum, &[json!(i64::MAX), json!(1)], ", "),
+            None
+        );
+        assert_eq!(
+            combine(Combine::Sum, &[json!(i64::MIN), json!(-1)], ", "),
+            None
+        );
+        // Past the largest value an integer field holds (9e15), too.
+        let big = json!(8_000_000_000_000_000i64);
+        assert_eq!(combine(Combine::Sum, &[big.clone(), big], ", "), None);
+        let near = json!(4_000_000_000_000_000i64);
+        assert_eq!(
+            combine(Combine::Sum, &[near.clone(), near], ", "),
+            Some(json!(8_000_000_000_000_000i64))
+        );
+    }
 }

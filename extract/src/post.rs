@@ -2,13 +2,15 @@
 //!
 //! Steps, in order, for each candidate text of a field:
 //! 1. `replace` rules, in the order written (on the trimmed text unless
-//!    `whitespace` is `keep`);
+//!    `whitespace` is `keep`), within the extraction's [`ReplaceBudget`];
 //! 2. for `money`, currency symbols, ISO codes and `currency_strip` removed;
 //! 3. the `whitespace` rule;
 //! 4. the `validate` regex (a candidate that does not match is rejected);
 //! 5. conversion to the field's type (a candidate that does not convert is
 //!    rejected, so a locator can move on to its next candidate).
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 
 use regex::Regex;
@@ -40,6 +42,31 @@ pub struct DateFormat {
 impl DateFormat {
     /// Parse a layout; the error says which part is not understood.
     pub fn parse(layout: &str) -> Result<DateFormat, String> {
+        let tokens = Self::tokens(layout)?;
+        let mut pat = String::from(r"(?i)(?:^|[^\p{L}\p{N}])");
+        for t in &tokens {
+            let piece = match t {
+                Tok::Year4 => r"(\d{4})".to_owned(),
+                Tok::Year2 => r"(\d{2})".to_owned(),
+                Tok::MonthName => r"(\p{L}{3,}\.?)".to_owned(),
+                Tok::Month | Tok::Day => r"(\d{1,2})".to_owned(),
+                Tok::Space => r"\s*".to_owned(),
+                Tok::Lit(c) => format!(r"\s*{}\s*", regex::escape(&c.to_string())),
+            };
+            pat.push_str(&piece);
+        }
+        pat.push_str(r"(?:$|[^\p{L}\p{N}])");
+        let re = Regex::new(&pat).map_err(|e| e.to_string())?;
+        Ok(DateFormat { tokens, re })
+    }
+
+    /// Check a layout without compiling its regex (about 1 ms), for
+    /// template validation: every layout that checks also compiles.
+    pub fn check(layout: &str) -> Result<(), String> {
+        Self::tokens(layout).map(drop)
+    }
+
+    fn tokens(layout: &str) -> Result<Vec<Tok>, String> {
         let chars: Vec<char> = layout.chars().collect();
         let mut tokens = Vec::new();
         let mut i = 0;
@@ -80,21 +107,7 @@ impl DateFormat {
         if (y, m, d) != (1, 1, 1) {
             return Err("a layout needs exactly one year, one month and one day".to_owned());
         }
-        let mut pat = String::from(r"(?i)(?:^|[^\p{L}\p{N}])");
-        for t in &tokens {
-            let piece = match t {
-                Tok::Year4 => r"(\d{4})".to_owned(),
-                Tok::Year2 => r"(\d{2})".to_owned(),
-                Tok::MonthName => r"(\p{L}{3,}\.?)".to_owned(),
-                Tok::Month | Tok::Day => r"(\d{1,2})".to_owned(),
-                Tok::Space => r"\s*".to_owned(),
-                Tok::Lit(c) => format!(r"\s*{}\s*", regex::escape(&c.to_string())),
-            };
-            pat.push_str(&piece);
-        }
-        pat.push_str(r"(?:$|[^\p{L}\p{N}])");
-        let re = Regex::new(&pat).map_err(|e| e.to_string())?;
-        Ok(DateFormat { tokens, re })
+        Ok(tokens)
     }
 
     /// The first date in `text` in this layout, as (year, month, day).
@@ -348,11 +361,79 @@ const CURRENCY: &[&str] = &[
     "kr", "zł",
 ];
 
+/// Integer values stay below this magnitude: above it a JSON number loses
+/// precision in most consumers (it is just under 2^53).
+pub const MAX_INTEGER: i64 = 9_000_000_000_000_000;
+
+/// Whether an integer is one an `integer` field can hold.
+pub fn integer_fits(v: i64) -> bool {
+    v.unsigned_abs() < MAX_INTEGER as u64
+}
+
+/// Most bytes `replace` rules may add to the values of one extraction,
+/// summed over every rule applied to every candidate (`$0$0` doubles a
+/// text; a few such rules would multiply it past any memory).
+pub const MAX_REPLACE_GROWTH_BYTES: usize = 1 << 20;
+
+/// What `replace` rules may still add in one extraction, shared by the
+/// fields' [`Post`]s.
+#[derive(Debug, Clone)]
+pub struct ReplaceBudget(Rc<Cell<usize>>);
+
+impl ReplaceBudget {
+    pub fn new(bytes: usize) -> ReplaceBudget {
+        ReplaceBudget(Rc::new(Cell::new(bytes)))
+    }
+}
+
+impl Default for ReplaceBudget {
+    fn default() -> Self {
+        ReplaceBudget::new(MAX_REPLACE_GROWTH_BYTES)
+    }
+}
+
+/// `re.replace_all(s, with)`, or `None` once the result passes `cap` bytes
+/// (checked after each match, so at most one expansion over it is built).
+fn replace_regex_capped(re: &Regex, s: &str, with: &str, cap: usize) -> Option<String> {
+    let mut out = String::new();
+    let mut last = 0;
+    for caps in re.captures_iter(s) {
+        let m = caps.get(0).expect("group 0 always matches");
+        out.push_str(&s[last..m.start()]);
+        caps.expand(with, &mut out);
+        last = m.end();
+        if out.len() > cap {
+            return None;
+        }
+    }
+    out.push_str(&s[last..]);
+    (out.len() <= cap).then_some(out)
+}
+
+/// `s.replace(find, with)`, or `None` once the result passes `cap` bytes.
+fn replace_literal_capped(s: &str, find: &str, with: &str, cap: usize) -> Option<String> {
+    let mut out = String::new();
+    let mut last = 0;
+    for (at, _) in s.match_indices(find) {
+        out.push_str(&s[last..at]);
+        out.push_str(with);
+        last = at + find.len();
+        if out.len() > cap {
+            return None;
+        }
+    }
+    out.push_str(&s[last..]);
+    (out.len() <= cap).then_some(out)
+}
+
 /// A field's post-processing rules, compiled once per extraction.
 #[derive(Debug)]
 pub struct Post {
     kind: FieldType,
     replace: Vec<(Option<Regex>, Replace)>,
+    budget: ReplaceBudget,
+    /// Set when a candidate's replace rules went past the budget.
+    over_budget: Cell<bool>,
     validate: Option<Regex>,
     dates: Arc<[DateFormat]>,
     decimal: Option<char>,
@@ -368,7 +449,7 @@ pub struct Post {
 impl Post {
     /// Compile a (validated) field's rules. Invalid rules were rejected by
     /// `Template::validate`; anything that still fails to compile is dropped.
-    pub fn new(field: &Field, languages: &[String]) -> Post {
+    pub fn new(field: &Field, languages: &[String], budget: &ReplaceBudget) -> Post {
         // Date layouts compile to Unicode-aware regexes (about 1 ms each):
         // only for fields that type dates, and the defaults only once.
         let needs_dates = field.kind == FieldType::Date
@@ -408,6 +489,8 @@ impl Post {
                     )
                 })
                 .collect(),
+            budget: budget.clone(),
+            over_budget: Cell::new(false),
             validate: field
                 .validate
                 .as_deref()
@@ -434,6 +517,8 @@ impl Post {
         Post {
             kind,
             replace: Vec::new(),
+            budget: self.budget.clone(),
+            over_budget: Cell::new(false),
             validate: None,
             dates: self.dates.clone(),
             decimal: self.decimal,
@@ -451,8 +536,19 @@ impl Post {
         self.kind
     }
 
-    /// Steps 1-4: the cleaned text, or `None` if `validate` rejects it.
+    /// Whether `replace` rules went past the extraction's budget: the
+    /// field's candidates were rejected from then on, and the extraction
+    /// fails (`replace_limit_exceeded`).
+    pub fn over_budget(&self) -> bool {
+        self.over_budget.get()
+    }
+
+    /// Steps 1-4: the cleaned text, or `None` if `validate` rejects it (or
+    /// the replace rules go past the budget: see [`Post::over_budget`]).
     pub fn clean(&self, raw: &str) -> Option<String> {
+        if self.over_budget.get() {
+            return None;
+        }
         // Ends are trimmed first so that `^`/`$` in replace rules see the value.
         let mut s = if self.whitespace == Whitespace::Keep {
             raw.to_owned()
@@ -460,11 +556,21 @@ impl Post {
             raw.trim().to_owned()
         };
         for (re, rule) in &self.replace {
-            s = match (re, &rule.find) {
-                (Some(re), _) => re.replace_all(&s, rule.with.as_str()).into_owned(),
-                (None, Some(find)) => s.replace(find.as_str(), &rule.with),
-                (None, None) => s,
+            // What each rule adds is charged, even if a later one removes
+            // it: building it costs the same.
+            let left = self.budget.0.get();
+            let cap = s.len().saturating_add(left);
+            let out = match (re, &rule.find) {
+                (Some(re), _) => replace_regex_capped(re, &s, &rule.with, cap),
+                (None, Some(find)) => replace_literal_capped(&s, find, &rule.with, cap),
+                (None, None) => continue,
             };
+            let Some(out) = out else {
+                self.over_budget.set(true);
+                return None;
+            };
+            self.budget.0.set(left - out.len().saturating_sub(s.len()));
+            s = out;
         }
         if self.kind == FieldType::Money {
             for c in &self.currency {
@@ -495,7 +601,7 @@ impl Post {
             FieldType::Text => Some(Value::String(s)),
             FieldType::Integer => {
                 let (v, _) = parse_number(&s, self.decimal, self.thousands)?;
-                (v.fract() == 0.0 && v.abs() < 9.0e15).then(|| Value::from(v as i64))
+                (v.fract() == 0.0 && v.abs() < MAX_INTEGER as f64).then(|| Value::from(v as i64))
             }
             FieldType::Number | FieldType::Money => {
                 let (v, _) = parse_number(&s, self.decimal, self.thousands)?;
@@ -554,32 +660,60 @@ impl Post {
         {
             return Some(v.clone());
         }
+        // Only short texts are compared letter by letter: the cost grows
+        // with both lengths, for every value and every candidate.
+        if l.len() > 4 * (MAX_FUZZY_CHARS + MAX_FUZZY_CHARS / 5) {
+            return None;
+        }
+        let text: Vec<char> = l.chars().collect();
         self.values
             .iter()
-            .map(|v| (edit_distance(&v.to_lowercase(), &l), v))
-            .filter(|(d, v)| *d <= v.chars().count() / 5)
+            .filter_map(|v| {
+                let value: Vec<char> = v.to_lowercase().chars().collect();
+                if value.len() > MAX_FUZZY_CHARS {
+                    return None;
+                }
+                edit_distance_within(&value, &text, v.chars().count() / 5).map(|d| (d, v))
+            })
             .min_by_key(|(d, _)| *d)
             .map(|(_, v)| v.clone())
     }
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    if a.len().abs_diff(b.len()) > 8 {
-        return usize::MAX;
+/// Enum values longer than this (in characters) match exactly or as words
+/// only, not within edits.
+pub const MAX_FUZZY_CHARS: usize = 64;
+
+/// The edit distance of `a` and `b` if it is at most `max`. Only the band
+/// of `max` cells either side of the diagonal is computed: O(len x max).
+fn edit_distance_within(a: &[char], b: &[char], max: usize) -> Option<usize> {
+    if a.len().abs_diff(b.len()) > max {
+        return None;
     }
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let over = max + 1;
+    let mut prev: Vec<usize> = (0..=b.len()).map(|j| j.min(over)).collect();
+    let mut cur = vec![over; b.len() + 1];
     for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
+        let row = i + 1;
+        let lo = row.saturating_sub(max).max(1);
+        let hi = (row + max).min(b.len());
+        cur.fill(over);
+        cur[0] = row.min(over);
+        let mut best = cur[0];
+        for j in lo..=hi {
+            let d = (prev[j - 1] + usize::from(*ca != b[j - 1]))
+                .min(prev[j] + 1)
+                .min(cur[j - 1] + 1)
+                .min(over);
+            cur[j] = d;
+            best = best.min(d);
         }
-        prev = cur;
+        if best > max {
+            return None;
+        }
+        std::mem::swap(&mut prev, &mut cur);
     }
-    prev[b.len()]
+    Some(prev[b.len()]).filter(|d| *d <= max)
 }
 
 /// The first number in `s`, and how many decimals it was written with.
@@ -669,7 +803,11 @@ mod tests {
         f["name"] = json!("f");
         f["locator"] = json!({"kind": "label", "label": "X"});
         let field: Field = serde_json::from_value(f).unwrap();
-        Post::new(&field, &["eng".into(), "deu".into(), "fra".into()])
+        Post::new(
+            &field,
+            &["eng".into(), "deu".into(), "fra".into()],
+            &ReplaceBudget::default(),
+        )
     }
 
     #[test]
@@ -750,5 +888,116 @@ mod tests {
         assert_eq!(p.apply("Status: OVERDUE"), Some(json!("Overdue")));
         assert_eq!(p.apply("Overdve"), Some(json!("Overdue")));
         assert_eq!(p.apply("open"), None);
+    }
+
+    #[test]
+    fn replace_rules_stay_within_the_budget() {
+        // Each rule repeats every character 100 times: three would make
+        // 3 bytes into 3 MB, ten into 3e20.
+        let rule = json!({"pattern": "(?s:.)", "with": "$0".repeat(100)});
+        let budget = ReplaceBudget::default();
+        let field: Field = serde_json::from_value(json!({"name": "f", "type": "text",
+            "replace": vec![rule; 10], "locator": {"kind": "label", "label": "X"}}))
+        .unwrap();
+        let p = Post::new(&field, &["eng".into()], &budget);
+        assert_eq!(p.clean("abc"), None);
+        assert!(p.over_budget());
+        // Rejected from then on, without running the rules again.
+        assert_eq!(p.clean("d"), None);
+        // Fields sharing the budget see what is left.
+        let left = budget.0.get();
+        assert!(left < MAX_REPLACE_GROWTH_BYTES, "{left}");
+        let p = post(json!({"type": "text", "replace": [{"pattern": "(?s:.)", "with": "$0$0"}]}));
+        assert_eq!(p.apply("ab"), Some(json!("aabb")));
+        assert!(!p.over_budget());
+        // What a rule adds is charged even when a later rule removes it.
+        let budget = ReplaceBudget::new(10);
+        let field: Field = serde_json::from_value(json!({"name": "f", "type": "text",
+            "replace": [{"find": "a", "with": "aaaa"}, {"find": "aaaa", "with": "a"}],
+            "locator": {"kind": "label", "label": "X"}}))
+        .unwrap();
+        let p = Post::new(&field, &["eng".into()], &budget);
+        assert_eq!(p.clean("aa"), Some("aa".to_owned()));
+        assert_eq!(budget.0.get(), 4);
+        assert_eq!(p.clean("aa"), None);
+        assert!(p.over_budget());
+    }
+
+    #[test]
+    fn capped_replacement_is_replace_all() {
+        let re = Regex::new(r"(\d)(x)?").unwrap();
+        for (s, with) in [("a1b2x3", "<$1$2>"), ("", "z"), ("123", ""), ("1x", "$$1")] {
+            assert_eq!(
+                replace_regex_capped(&re, s, with, usize::MAX).as_deref(),
+                Some(re.replace_all(s, with).as_ref())
+            );
+        }
+        let empty = Regex::new("").unwrap();
+        assert_eq!(
+            replace_regex_capped(&empty, "ab", "-", 100).as_deref(),
+            Some("-a-b-")
+        );
+        assert_eq!(replace_regex_capped(&empty, "ab", "-", 4), None);
+        assert_eq!(
+            replace_literal_capped("aXbX", "X", "yy", 100).as_deref(),
+            Some("ayybyy")
+        );
+        assert_eq!(replace_literal_capped("aXbX", "X", "yy", 5), None);
+    }
+
+    #[test]
+    fn bounded_edit_distance_agrees_with_the_full_one() {
+        fn full(a: &[char], b: &[char]) -> usize {
+            let mut prev: Vec<usize> = (0..=b.len()).collect();
+            for (i, ca) in a.iter().enumerate() {
+                let mut cur = vec![i + 1; b.len() + 1];
+                for (j, cb) in b.iter().enumerate() {
+                    cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                        .min(prev[j + 1] + 1)
+                        .min(cur[j] + 1);
+                }
+                prev = cur;
+            }
+            prev[b.len()]
+        }
+        let words = [
+            "",
+            "a",
+            "paid",
+            "piad",
+            "overdue",
+            "overdve",
+            "ovrdue",
+            "open",
+            "kitten",
+            "sitting",
+            "abcdefghij",
+            "bcdefghijk",
+            "xyz",
+        ];
+        for a in words {
+            for b in words {
+                let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+                let d = full(&a, &b);
+                for max in 0..6 {
+                    let want = (d <= max).then_some(d);
+                    assert_eq!(edit_distance_within(&a, &b, max), want, "{a:?} {b:?} {max}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_enum_values_match_exactly_or_as_words_not_within_edits() {
+        // Letter-by-letter comparison costs value length x text length for
+        // every value and candidate: long values skip it.
+        let long = "x".repeat(MAX_FUZZY_CHARS - 10) + " status";
+        let longer = "y".repeat(MAX_FUZZY_CHARS + 30) + " status";
+        let p = post(json!({"type": "enum", "values": [long, longer]}));
+        let slip = |s: &str| s.replacen("status", "statvs", 1);
+        assert_eq!(p.apply(&slip(&long)), Some(json!(long)));
+        assert_eq!(p.apply(&slip(&longer)), None);
+        assert_eq!(p.apply(&longer.to_uppercase()), Some(json!(longer)));
+        assert_eq!(p.apply(&format!("Status: {longer}")), Some(json!(longer)));
     }
 }

@@ -79,15 +79,43 @@ fn tiff_limits(opts: &Options) -> tiff::decoder::Limits {
     l
 }
 
+/// A TIFF page as its directory declares it: width, height, colour type.
+type TiffShape = (u32, u32, tiff::ColorType);
+
 fn tiff_err(e: tiff::TiffError, page: u32, opts: &Options) -> Error {
+    tiff_page_err(e, page, opts, None)
+}
+
+/// A decoder error of page `page`; `shape` when the page's directory was
+/// read, so that a decoder limit can be explained with the page's size.
+fn tiff_page_err(e: tiff::TiffError, page: u32, opts: &Options, shape: Option<TiffShape>) -> Error {
     match e {
-        tiff::TiffError::LimitsExceeded => Error::ImageTooLarge {
-            page,
-            width: 0,
-            height: 0,
-            max_pixels: opts.max_pixels_per_page,
-            max_side: opts.max_side,
-        },
+        tiff::TiffError::LimitsExceeded => {
+            let limit_mb = alloc_limit(opts) as f64 / 1e6;
+            let detail = match shape {
+                Some((w, h, color)) => {
+                    let bits = u64::from(color.bit_depth()) * u64::from(color.num_samples());
+                    let decoded = (w as u64 * h as u64).saturating_mul(bits) / 8;
+                    if decoded > alloc_limit(opts) {
+                        format!(
+                            "it is {w}x{h} pixels of {} samples at {} bits ({:.0} MB decoded); the decoder may use {limit_mb:.0} MB (4 bytes a pixel of max_pixels_per_page {})",
+                            color.num_samples(),
+                            color.bit_depth(),
+                            decoded as f64 / 1e6,
+                            opts.max_pixels_per_page
+                        )
+                    } else {
+                        format!(
+                            "it is {w}x{h} pixels, but one of its compressed strips or tiles is larger than the decoder's limit of {limit_mb:.0} MB"
+                        )
+                    }
+                }
+                None => format!(
+                    "its TIFF directory declares more data (tag values such as strip offsets) than the decoder's limit of {limit_mb:.0} MB"
+                ),
+            };
+            Error::ImageDecodeLimit { page, detail }
+        }
         tiff::TiffError::UnsupportedError(u) => Error::Corrupt {
             kind: "TIFF",
             detail: format!("page {page} uses an unsupported feature: {u}"),
@@ -170,7 +198,9 @@ impl<'a> TiffPages<'a> {
             .get_tag_u32(tiff::tags::Tag::PhotometricInterpretation)
             .map(|p| p == 0)
             .unwrap_or(false);
-        let data = dec.read_image().map_err(|e| tiff_err(e, n, opts))?;
+        let data = dec
+            .read_image()
+            .map_err(|e| tiff_page_err(e, n, opts, Some((w, h, color))))?;
         let (w, h) = (w as usize, h as usize);
         let (channels, bits) = match color {
             ColorType::Gray(b) => (1, b),

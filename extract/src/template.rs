@@ -23,6 +23,41 @@ pub const MAX_COLUMNS: usize = 50;
 pub const MAX_REGEX_BYTES: usize = 1 << 20;
 /// Most languages per template (each one costs OCR time).
 pub const MAX_LANGUAGES: usize = 5;
+/// Longest short text of a template, in characters: a keyword, a label,
+/// an enum value, a boolean word, a `currency_strip` string, a replace
+/// `find`.
+pub const MAX_TEXT_CHARS: usize = 200;
+/// Longest regex (`pattern`, `label_regex`, `validate`, a table's `end`, a
+/// replace `pattern`), in characters.
+pub const MAX_PATTERN_CHARS: usize = 2000;
+/// Longest date layout, in characters.
+pub const MAX_DATE_FORMAT_CHARS: usize = 40;
+/// Longest `separator` of `combine: join`, in characters: it is repeated
+/// between every match.
+pub const MAX_SEPARATOR_CHARS: usize = 16;
+/// Largest `default`, as JSON, in bytes.
+pub const MAX_DEFAULT_BYTES: usize = 8192;
+/// Most `keywords` per template.
+pub const MAX_KEYWORDS: usize = 50;
+/// Most enum `values` per field.
+pub const MAX_ENUM_VALUES: usize = 500;
+/// Most `date_formats` per field (each compiles to a regex).
+pub const MAX_DATE_FORMATS: usize = 20;
+/// Most `currency_strip` strings per field.
+pub const MAX_CURRENCY_STRIP: usize = 20;
+/// Most `true_values`, and most `false_values`, per field.
+pub const MAX_BOOLEAN_WORDS: usize = 50;
+/// Most regexes and date formats in one template, counted over its fields
+/// (locator patterns and labels, `validate`, replace patterns, date
+/// formats): each one is compiled, a few milliseconds apiece.
+pub const MAX_TEMPLATE_PATTERNS: usize = 1000;
+/// Most `replace` rules per field.
+pub const MAX_REPLACE_RULES: usize = 20;
+/// Longest `with` of a replace rule, in characters.
+pub const MAX_REPLACE_WITH_CHARS: usize = 200;
+/// Most group references (`$1`, `${name}`) in one `with`: each one copies
+/// the match again.
+pub const MAX_REPLACE_REFS: usize = 10;
 
 /// A document template: the fields to extract and document-level settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -388,7 +423,78 @@ pub(crate) fn compile_regex(pattern: &str, case_insensitive: bool) -> Result<Reg
         .build()
 }
 
+/// A value quoted in an error, shortened: the limits are about long ones.
+fn quote(s: &str) -> String {
+    const SHOWN: usize = 40;
+    if s.chars().count() <= SHOWN {
+        format!("{s:?}")
+    } else {
+        let head: String = s.chars().take(SHOWN).collect();
+        format!("{:?}...", head)
+    }
+}
+
+fn template_error(field: Option<&str>, message: String) -> TemplateError {
+    match field {
+        Some(f) => TemplateError::field(f, message),
+        None => TemplateError::global(message),
+    }
+}
+
+/// A list's length against its limit.
+fn check_count<T>(
+    field: Option<&str>,
+    what: &str,
+    list: &[T],
+    max: usize,
+) -> Result<(), TemplateError> {
+    if list.len() > max {
+        return Err(template_error(
+            field,
+            format!("{what} has {} entries; the limit is {max}", list.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// A string's length, in characters, against its limit.
+fn check_chars(field: Option<&str>, what: &str, s: &str, max: usize) -> Result<(), TemplateError> {
+    // Counting stops past the limit: the string may be huge.
+    if s.chars().nth(max).is_some() {
+        return Err(template_error(
+            field,
+            format!(
+                "{what} {} is {} characters long; the limit is {max}",
+                quote(s),
+                s.chars().count()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A list of words: its length, each word's length, no empty word.
+fn check_words(
+    field: Option<&str>,
+    what: &str,
+    list: &[String],
+    max: usize,
+) -> Result<(), TemplateError> {
+    check_count(field, what, list, max)?;
+    for w in list {
+        if w.trim().is_empty() {
+            return Err(template_error(
+                field,
+                format!("{what} contains an empty value"),
+            ));
+        }
+        check_chars(field, &format!("{what} entry"), w, MAX_TEXT_CHARS)?;
+    }
+    Ok(())
+}
+
 fn check_regex(field: &str, what: &str, pattern: &str) -> Result<Regex, TemplateError> {
+    check_chars(Some(field), what, pattern, MAX_PATTERN_CHARS)?;
     compile_regex(pattern, false).map_err(|e| {
         let detail = e.to_string();
         let detail = detail.lines().last().unwrap_or("").trim().to_owned();
@@ -418,6 +524,55 @@ fn check_name(field: &str, what: &str, name: &str) -> Result<(), TemplateError> 
     Ok(())
 }
 
+/// The first string in `value` (keys included) holding U+0000.
+fn nul_string(value: &serde_json::Value) -> Option<&str> {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0').then_some(s.as_str()),
+        serde_json::Value::Array(items) => items.iter().find_map(nul_string),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(k.as_str())
+            } else {
+                nul_string(v)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// PostgreSQL cannot store U+0000 in text or jsonb, where templates and
+/// results are kept; a template string can end up in a result (`with`,
+/// `default`, enum `values`, `separator`).
+fn nul_error(field: Option<&str>, s: &str) -> TemplateError {
+    let message = format!("{s:?} contains the character U+0000 (NUL), which cannot be stored");
+    match field {
+        Some(f) => TemplateError::field(f, message),
+        None => TemplateError::global(message),
+    }
+}
+
+/// Group references in a replacement (`$1`, `$name`, `${name}`; `$$` is a
+/// literal `$`), as `regex::Captures::expand` reads them.
+fn group_refs(with: &str) -> usize {
+    let b = with.as_bytes();
+    let (mut i, mut n) = (0, 0);
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'$') => i += 2,
+            Some(c) if *c == b'{' || *c == b'_' || c.is_ascii_alphanumeric() => {
+                n += 1;
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    n
+}
+
 fn check_page(field: &str, page: PageSel) -> Result<(), TemplateError> {
     if page == PageSel::Number(0) {
         return Err(TemplateError::field(
@@ -432,7 +587,8 @@ fn is_language_code(code: &str) -> bool {
     // Tesseract traineddata names: `eng`, `deu`, `chi_sim`, `deu_latf`.
     let mut parts = code.split('_');
     let base = parts.next().unwrap_or("");
-    base.len() == 3
+    code.len() <= 32
+        && base.len() == 3
         && base.bytes().all(|b| b.is_ascii_lowercase())
         && parts.all(|p| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_lowercase()))
 }
@@ -503,10 +659,26 @@ impl Template {
                 "dpi {dpi} is outside 72..=600"
             )));
         }
+        check_count(None, "keywords", &self.keywords, MAX_KEYWORDS)?;
         for kw in &self.keywords {
             if kw.trim().is_empty() {
                 return Err(TemplateError::global("keywords contains an empty keyword"));
             }
+            check_chars(None, "keyword", kw, MAX_TEXT_CHARS)?;
+            if kw.contains('\0') {
+                return Err(nul_error(None, kw));
+            }
+        }
+        // The lists' lengths first, and what they add up to: nothing of a
+        // template over a limit is compiled.
+        for field in &self.fields {
+            field.check_counts()?;
+        }
+        let patterns: usize = self.fields.iter().map(Field::pattern_count).sum();
+        if patterns > MAX_TEMPLATE_PATTERNS {
+            return Err(TemplateError::global(format!(
+                "template has {patterns} regexes, labels and date formats; the limit is {MAX_TEMPLATE_PATTERNS}"
+            )));
         }
         let mut seen = HashSet::new();
         for field in &self.fields {
@@ -524,8 +696,53 @@ impl Template {
 }
 
 impl Field {
+    /// The lengths of the field's lists.
+    fn check_counts(&self) -> Result<(), TemplateError> {
+        let name = Some(self.name.as_str());
+        check_count(name, "values", &self.values, MAX_ENUM_VALUES)?;
+        check_count(name, "date_formats", &self.date_formats, MAX_DATE_FORMATS)?;
+        check_count(
+            name,
+            "currency_strip",
+            &self.currency_strip,
+            MAX_CURRENCY_STRIP,
+        )?;
+        check_count(name, "true_values", &self.true_values, MAX_BOOLEAN_WORDS)?;
+        check_count(name, "false_values", &self.false_values, MAX_BOOLEAN_WORDS)?;
+        if self.replace.len() > MAX_REPLACE_RULES {
+            return Err(TemplateError::field(
+                &self.name,
+                format!(
+                    "{} replace rules; the limit is {MAX_REPLACE_RULES}",
+                    self.replace.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Regexes the field compiles (date formats included).
+    fn pattern_count(&self) -> usize {
+        let locator = match &self.locator {
+            Locator::Region(_) => 0,
+            Locator::Label(_) | Locator::Regex(_) => 1,
+            Locator::Table(t) => usize::from(t.end.is_some()),
+        };
+        locator
+            + self.date_formats.len()
+            + self.replace.iter().filter(|r| r.pattern.is_some()).count()
+            + usize::from(self.validate.is_some())
+    }
+
     fn validate(&self) -> Result<(), TemplateError> {
         let name = self.name.as_str();
+        if let Some(s) = serde_json::to_value(self)
+            .ok()
+            .as_ref()
+            .and_then(nul_string)
+        {
+            return Err(nul_error(Some(name), s));
+        }
         match self.kind {
             FieldType::Enum if self.values.is_empty() => {
                 return Err(TemplateError::field(
@@ -539,7 +756,9 @@ impl Field {
                     "enum values contain an empty value",
                 ));
             }
-            FieldType::Enum => {}
+            FieldType::Enum => {
+                check_words(Some(name), "values", &self.values, MAX_ENUM_VALUES)?;
+            }
             _ if !self.values.is_empty() => {
                 return Err(TemplateError::field(
                     name,
@@ -573,13 +792,52 @@ impl Field {
                 ));
             }
         }
+        check_words(
+            Some(name),
+            "currency_strip",
+            &self.currency_strip,
+            MAX_CURRENCY_STRIP,
+        )?;
+        check_words(
+            Some(name),
+            "true_values",
+            &self.true_values,
+            MAX_BOOLEAN_WORDS,
+        )?;
+        check_words(
+            Some(name),
+            "false_values",
+            &self.false_values,
+            MAX_BOOLEAN_WORDS,
+        )?;
         for f in &self.date_formats {
-            crate::post::DateFormat::parse(f)
+            check_chars(Some(name), "date format", f, MAX_DATE_FORMAT_CHARS)?;
+            crate::post::DateFormat::check(f)
                 .map_err(|e| TemplateError::field(name, format!("date format {f:?}: {e}")))?;
         }
         for r in &self.replace {
+            let chars = r.with.chars().count();
+            if chars > MAX_REPLACE_WITH_CHARS {
+                return Err(TemplateError::field(
+                    name,
+                    format!(
+                        "replace \"with\" is {chars} characters long; the limit is {MAX_REPLACE_WITH_CHARS}"
+                    ),
+                ));
+            }
+            let refs = group_refs(&r.with);
+            if refs > MAX_REPLACE_REFS {
+                return Err(TemplateError::field(
+                    name,
+                    format!(
+                        "replace \"with\" has {refs} group references ($1, ${{name}}); the limit is {MAX_REPLACE_REFS}"
+                    ),
+                ));
+            }
             match (&r.find, &r.pattern) {
-                (Some(f), None) if !f.is_empty() => {}
+                (Some(f), None) if !f.is_empty() => {
+                    check_chars(Some(name), "replace find", f, MAX_TEXT_CHARS)?;
+                }
                 (None, Some(p)) => {
                     check_regex(name, "replace pattern", p)?;
                 }
@@ -595,6 +853,13 @@ impl Field {
             check_regex(name, "validate regex", v)?;
         }
         if let Some(default) = &self.default {
+            let bytes = default.to_string().len();
+            if bytes > MAX_DEFAULT_BYTES {
+                return Err(TemplateError::field(
+                    name,
+                    format!("default is {bytes} bytes of JSON; the limit is {MAX_DEFAULT_BYTES}"),
+                ));
+            }
             let ok = match (self.kind, default) {
                 (_, serde_json::Value::Null) => true,
                 (FieldType::Text, serde_json::Value::String(_)) => true,
@@ -642,7 +907,9 @@ impl Field {
             Locator::Label(l) => {
                 check_page(name, l.page)?;
                 match (&l.label, &l.label_regex) {
-                    (Some(t), None) if !t.trim().is_empty() => {}
+                    (Some(t), None) if !t.trim().is_empty() => {
+                        check_chars(Some(name), "label", t, MAX_TEXT_CHARS)?;
+                    }
                     (None, Some(p)) => {
                         check_regex(name, "label_regex", p)?;
                     }
@@ -662,6 +929,7 @@ impl Field {
             }
             Locator::Regex(r) => {
                 check_page(name, r.page)?;
+                check_chars(Some(name), "separator", &r.separator, MAX_SEPARATOR_CHARS)?;
                 let re = check_regex(name, "regex", &r.pattern)?;
                 let groups = re.captures_len() - 1;
                 if groups != 1 {
@@ -865,6 +1133,241 @@ mod tests {
             );
             assert_eq!(err.code(), "invalid_template");
         }
+    }
+
+    #[test]
+    fn limits_every_list_and_string() {
+        let label = json!({"kind": "label", "label": "A"});
+        let long = |n: usize| "x".repeat(n);
+        let words = |n: usize| (0..n).map(|i| format!("w{i}")).collect::<Vec<_>>();
+        let dates = |n: usize| vec!["DD.MM.YYYY"; n];
+        let ok = [
+            json!({"name": "f", "type": "enum", "values": words(MAX_ENUM_VALUES), "locator": label}),
+            json!({"name": "f", "type": "enum", "values": [long(MAX_TEXT_CHARS)], "locator": label}),
+            json!({"name": "f", "type": "date", "date_formats": dates(MAX_DATE_FORMATS), "locator": label}),
+            json!({"name": "f", "type": "boolean", "true_values": words(MAX_BOOLEAN_WORDS),
+                   "false_values": words(MAX_BOOLEAN_WORDS), "locator": label}),
+            json!({"name": "f", "type": "money", "currency_strip": words(MAX_CURRENCY_STRIP), "locator": label}),
+            json!({"name": "f", "type": "text", "locator": {"kind": "label", "label": long(MAX_TEXT_CHARS)}}),
+            json!({"name": "f", "type": "text", "validate": long(MAX_PATTERN_CHARS), "locator": label}),
+            json!({"name": "f", "type": "text", "default": long(MAX_DEFAULT_BYTES - 2), "locator": label}),
+            json!({"name": "f", "type": "text", "locator": {"kind": "regex", "pattern": "(a)",
+                   "occurrence": "all", "combine": "join", "separator": long(MAX_SEPARATOR_CHARS)}}),
+        ];
+        for field in ok {
+            one(field.clone()).unwrap_or_else(|e| panic!("{field}: {e}"));
+        }
+        let cases = [
+            (
+                json!({"name": "f", "type": "enum", "values": words(MAX_ENUM_VALUES + 1), "locator": label}),
+                "field \"f\": values has 501 entries; the limit is 500",
+            ),
+            (
+                json!({"name": "f", "type": "enum", "values": ["a", long(201)], "locator": label}),
+                "values entry \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"... is 201 characters long; the limit is 200",
+            ),
+            (
+                json!({"name": "f", "type": "date", "date_formats": dates(21), "locator": label}),
+                "date_formats has 21 entries; the limit is 20",
+            ),
+            (
+                json!({"name": "f", "type": "date", "date_formats": [format!("DD.MM.YYYY{}", "-".repeat(31))], "locator": label}),
+                "is 41 characters long; the limit is 40",
+            ),
+            (
+                json!({"name": "f", "type": "boolean", "true_values": words(51), "locator": label}),
+                "true_values has 51 entries; the limit is 50",
+            ),
+            (
+                json!({"name": "f", "type": "boolean", "false_values": [long(201)], "locator": label}),
+                "false_values entry",
+            ),
+            (
+                json!({"name": "f", "type": "money", "currency_strip": words(21), "locator": label}),
+                "currency_strip has 21 entries; the limit is 20",
+            ),
+            (
+                json!({"name": "f", "type": "money", "currency_strip": [""], "locator": label}),
+                "currency_strip contains an empty value",
+            ),
+            (
+                json!({"name": "f", "type": "text", "replace": [{"find": long(201), "with": ""}], "locator": label}),
+                "replace find \"xxx",
+            ),
+            (
+                json!({"name": "f", "type": "text", "replace": [{"pattern": long(2001), "with": ""}], "locator": label}),
+                "replace pattern \"xxx",
+            ),
+            (
+                json!({"name": "f", "type": "text", "validate": long(2001), "locator": label}),
+                "validate regex \"xxx",
+            ),
+            (
+                json!({"name": "f", "type": "text", "default": long(MAX_DEFAULT_BYTES), "locator": label}),
+                "default is 8194 bytes of JSON; the limit is 8192",
+            ),
+            (
+                json!({"name": "f", "type": "text", "locator": {"kind": "label", "label": long(201)}}),
+                "label \"xxx",
+            ),
+            (
+                json!({"name": "f", "type": "text", "locator": {"kind": "label", "label_regex": long(2001)}}),
+                "is 2001 characters long; the limit is 2000",
+            ),
+            (
+                json!({"name": "f", "type": "text", "locator": {"kind": "regex", "pattern": format!("(a){}", long(1998))}}),
+                "regex \"(a)xxx",
+            ),
+            (
+                json!({"name": "f", "type": "text", "locator": {"kind": "regex", "pattern": "(a)",
+                       "occurrence": "all", "combine": "join", "separator": long(17)}}),
+                "separator \"xxxxxxxxxxxxxxxxx\" is 17 characters long; the limit is 16",
+            ),
+            (
+                json!({"name": "f", "type": "text", "locator": {"kind": "table", "end": long(2001),
+                       "columns": [{"name": "a"}]}}),
+                "table end pattern",
+            ),
+        ];
+        for (field, want) in cases {
+            let err = one(field.clone()).unwrap_err();
+            assert!(err.to_string().contains(want), "got {err}, want {want}");
+            assert_eq!(err.field_name(), Some("f"), "{err}");
+            assert!(err.to_string().len() < 300, "{err}");
+        }
+        let template = |keywords: Vec<String>| {
+            Template::from_json(json!({"keywords": keywords, "fields": [
+                {"name": "x", "type": "text", "locator": {"kind": "label", "label": "A"}}]}))
+        };
+        assert!(template(words(MAX_KEYWORDS)).is_ok());
+        let err = template(words(MAX_KEYWORDS + 1)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("keywords has 51 entries; the limit is 50"),
+            "{err}"
+        );
+        let err = template(vec![long(201)]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is 201 characters long; the limit is 200"),
+            "{err}"
+        );
+        let err = Template::from_json(
+            json!({"languages": [format!("eng{}", "_abcdefgh".repeat(4))],
+            "fields": [{"name": "x", "type": "text", "locator": {"kind": "label", "label": "A"}}]}),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("is not a Tesseract language code"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_huge_list_is_refused_before_any_of_it_is_compiled() {
+        // Each date layout compiles to a regex of about 1 ms.
+        let started = std::time::Instant::now();
+        let err = one(
+            json!({"name": "d", "type": "date", "date_formats": vec!["DD.MM.YYYY"; 20_000],
+            "locator": {"kind": "label", "label": "A"}}),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("20000 entries"), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        // Within the limits, validation only checks the layouts' tokens.
+        let date_field = |i: usize| {
+            json!({"name": format!("d{i}"), "type": "date",
+                "date_formats": (0..MAX_DATE_FORMATS).map(|k| format!("DD.MM.YYYY{}", "-".repeat(k))).collect::<Vec<_>>(),
+                "locator": {"kind": "label", "label": "A"}})
+        };
+        let started = std::time::Instant::now();
+        let fields: Vec<_> = (0..MAX_TEMPLATE_PATTERNS / (MAX_DATE_FORMATS + 1))
+            .map(date_field)
+            .collect();
+        Template::from_json(json!({ "fields": fields })).unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        // Fields each within their limits add up to too many regexes to
+        // compile (some 3 ms each): refused before any is.
+        let started = std::time::Instant::now();
+        let fields: Vec<_> = (0..MAX_FIELDS).map(date_field).collect();
+        let err = Template::from_json(json!({ "fields": fields })).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("template has 4200 regexes, labels and date formats; the limit is 1000"),
+            "{err}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn limits_replace_rules() {
+        let field = |replace: serde_json::Value| json!({"name": "r", "type": "text", "replace": replace, "locator": {"kind": "label", "label": "A"}});
+        let rule = json!({"find": "O", "with": "0"});
+        assert!(one(field(json!(vec![rule.clone(); MAX_REPLACE_RULES]))).is_ok());
+        let err = one(field(json!(vec![rule; MAX_REPLACE_RULES + 1]))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("field \"r\": 21 replace rules; the limit is 20"),
+            "{err}"
+        );
+        let err = one(field(
+            json!([{"pattern": "(?s:.)", "with": "$0".repeat(100)}]),
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("100 group references"), "{err}");
+        let err = one(field(json!([{"pattern": "(.)", "with": "$1".repeat(11)}]))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("11 group references ($1, ${name}); the limit is 10"),
+            "{err}"
+        );
+        let err = one(field(json!([{"find": "a", "with": "x".repeat(201)}]))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("201 characters long; the limit is 200"),
+            "{err}"
+        );
+        assert!(
+            one(field(
+                json!([{"pattern": "(\\d+)", "with": "$$$1 ${1}x $a $_ $ $$ $1"}])
+            ))
+            .is_ok()
+        );
+        assert_eq!(group_refs("$$$1 ${1}x $a $_ $ $$"), 4);
+        assert_eq!(group_refs("$"), 0);
+        assert_eq!(group_refs("$0$0"), 2);
+    }
+
+    #[test]
+    fn rejects_nul_in_any_string() {
+        let cases = [
+            json!({"name": "r", "type": "text", "replace": [{"find": "x", "with": "a\u{0}"}],
+                   "locator": {"kind": "label", "label": "A"}}),
+            json!({"name": "d", "type": "text", "default": "n/a\u{0}", "locator": {"kind": "label", "label": "A"}}),
+            json!({"name": "e", "type": "enum", "values": ["Paid\u{0}"], "locator": {"kind": "label", "label": "A"}}),
+            json!({"name": "j", "type": "text", "locator": {"kind": "regex", "pattern": "(a)",
+                   "occurrence": "all", "combine": "join", "separator": "\u{0}"}}),
+            json!({"name": "t", "type": "text", "default": [{"k": "\u{0}"}],
+                   "locator": {"kind": "table", "columns": [{"name": "k"}]}}),
+        ];
+        for field in cases {
+            let err = one(field.clone()).unwrap_err();
+            assert!(err.to_string().contains("U+0000"), "{field}: {err}");
+            assert!(err.field_name().is_some(), "{err}");
+            assert!(!err.to_string().contains('\0'), "{err:?}");
+        }
+        let err = Template::from_json(json!({"keywords": ["In\u{0}voice"], "fields": [
+            {"name": "x", "type": "text", "locator": {"kind": "label", "label": "A"}}]}))
+        .unwrap_err();
+        assert!(err.to_string().contains("U+0000"), "{err}");
     }
 
     #[test]

@@ -163,6 +163,137 @@ fn images_declaring_billions_of_pixels_are_rejected_from_the_header() {
     assert_eq!(code(&png, &opts), "image_too_large");
 }
 
+/// A PDF whose (TrueType, not embedded) Helvetica carries a ToUnicode map
+/// sending `X` to <0000>, as broken PDFs do (hayro passes it on for
+/// TrueType and CID fonts); the page reads `Invoice No INV-X42`.
+fn pdf_with_nul_glyphs() -> Vec<u8> {
+    let cmap = b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n\
+/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n\
+/CMapName /Adobe-Identity-UCS def /CMapType 2 def\n\
+1 begincodespacerange <00> <FF> endcodespacerange\n\
+1 beginbfchar <58> <0000> endbfchar\n\
+endcmap CMapName currentdict /CMap defineresource pop end end";
+    let content = b"BT /F1 12 Tf 50 700 Td (Invoice No INV-X42) Tj ET\n\
+BT /F1 12 Tf 50 650 Td (Status XX) Tj ET";
+    let stream = |dict: &str, data: &[u8]| {
+        let mut s = format!("<< {dict}/Length {} >>\nstream\n", data.len()).into_bytes();
+        s.extend(data);
+        s.extend(b"\nendstream");
+        s
+    };
+    corpus::pdf_file(&[
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>".to_vec(),
+        stream("", content),
+        b"<< /Type /Font /Subtype /TrueType /BaseFont /Helvetica /Encoding /WinAnsiEncoding /ToUnicode 6 0 R >>".to_vec(),
+        stream("", cmap),
+    ])
+}
+
+#[test]
+fn nul_characters_of_a_broken_text_layer_never_reach_text_or_values() {
+    let pdf = pdf_with_nul_glyphs();
+    let t = Template::from_json(json!({"fields": [
+        {"name": "invoice_no", "type": "text", "locator": {"kind": "label", "label": "Invoice No"}},
+        {"name": "line", "type": "text", "whitespace": "keep",
+         "locator": {"kind": "regex", "pattern": "(?s)(Invoice.*)"}},
+        {"name": "region", "type": "text", "locator": {"kind": "region", "box": [0, 0, 1, 1]}}]}))
+    .unwrap();
+    let pages = paperhook_extract::read_pages(&pdf, &t, &Options::default()).unwrap();
+    let text = serde_json::to_string(&pages).unwrap();
+    assert!(text.contains("INV-42"), "{text}");
+    assert!(!text.contains("\\u0000"), "{text}");
+    let got = extract(&pdf, &t, &Options::default()).unwrap();
+    assert_eq!(got.result["invoice_no"], json!("INV-42"));
+    let result = serde_json::to_string(&got.result).unwrap();
+    assert!(!result.contains("\\u0000"), "{result}");
+    assert!(result.contains("Status"), "{result}");
+}
+
+/// A little-endian TIFF of one page: `entries` as (tag, type, count,
+/// value or offset), and `extra` bytes appended after the directory
+/// (offsets into it start at [`tiff_extra_offset`]).
+fn tiff_file(entries: &[(u16, u16, u32, u32)], extra: &[u8]) -> Vec<u8> {
+    let mut out = b"II*\0".to_vec();
+    out.extend(8u32.to_le_bytes());
+    out.extend((entries.len() as u16).to_le_bytes());
+    for &(tag, kind, count, value) in entries {
+        out.extend(tag.to_le_bytes());
+        out.extend(kind.to_le_bytes());
+        out.extend(count.to_le_bytes());
+        out.extend(value.to_le_bytes());
+    }
+    out.extend(0u32.to_le_bytes());
+    assert_eq!(out.len() as u32, tiff_extra_offset(entries.len()));
+    out.extend(extra);
+    out
+}
+
+fn tiff_extra_offset(entries: usize) -> u32 {
+    8 + 2 + 12 * entries as u32 + 4
+}
+
+#[test]
+fn a_tiff_over_a_decoder_limit_says_what_is_too_large() {
+    const SHORT: u16 = 3;
+    const LONG: u16 = 4;
+    // 6000 x 6000 RGBA at 16 bits: 36 million pixels pass the pixel
+    // limit, but decode to 288 MB, over the decoder's 256 MB.
+    let extra_at = tiff_extra_offset(11);
+    let mut extra: Vec<u8> = [16u16; 4].iter().flat_map(|b| b.to_le_bytes()).collect();
+    extra.extend([0u8; 16]);
+    let tiff = tiff_file(
+        &[
+            (256, LONG, 1, 6000),
+            (257, LONG, 1, 6000),
+            (258, SHORT, 4, extra_at),
+            (259, SHORT, 1, 1),
+            (262, SHORT, 1, 2),
+            (273, LONG, 1, extra_at + 8),
+            (277, SHORT, 1, 4),
+            (278, LONG, 1, 6000),
+            (279, LONG, 1, 16),
+            (284, SHORT, 1, 1),
+            (338, SHORT, 1, 2),
+        ],
+        &extra,
+    );
+    let started = Instant::now();
+    let err = extract(&tiff, &template(), &Options::default()).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(err.code(), "image_too_large");
+    let msg = err.to_string();
+    assert!(!msg.contains("0x0"), "{msg}");
+    assert!(
+        msg.contains("page 1") && msg.contains("6000x6000") && msg.contains("288 MB"),
+        "{msg}"
+    );
+    assert!(msg.contains("max_pixels_per_page"), "{msg}");
+
+    // A directory declaring 100 million strips: 400 MB of offsets, before
+    // any size is known.
+    let tiff = tiff_file(
+        &[
+            (256, LONG, 1, 100),
+            (257, LONG, 1, 100),
+            (258, SHORT, 1, 8),
+            (259, SHORT, 1, 1),
+            (262, SHORT, 1, 1),
+            (273, LONG, 100_000_000, tiff_extra_offset(9)),
+            (277, SHORT, 1, 1),
+            (278, LONG, 1, 1),
+            (279, LONG, 100_000_000, tiff_extra_offset(9)),
+        ],
+        &[0u8; 64],
+    );
+    let err = extract(&tiff, &template(), &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "image_too_large", "{err}");
+    let msg = err.to_string();
+    assert!(!msg.contains("0x0"), "{msg}");
+    assert!(msg.contains("directory") && msg.contains("MB"), "{msg}");
+}
+
 #[test]
 fn pdf_embedding_a_huge_image_is_refused_before_rendering() {
     let bomb = Page {
@@ -455,6 +586,43 @@ fn invalid_template_is_rejected_before_reading() {
     let err = extract(b"%PDF-1.4", &t, &Options::default()).unwrap_err();
     assert!(matches!(err, Error::Template(_)));
     assert_eq!(err.code(), "invalid_template");
+}
+
+#[test]
+fn replace_rules_that_multiply_the_text_fail_the_document_fast() {
+    let doc = corpus::invoice_en(0);
+    // Each rule repeats every character 10 times (within the per-rule
+    // limits): four make "INV-…" ten thousand times longer, and the
+    // regex's every match is a candidate.
+    let rule = json!({"pattern": "(?s:.)", "with": "$0".repeat(10)});
+    let t = Template::from_json(json!({"fields": [
+        {"name": "invoice_no", "type": "text", "locator": {"kind": "label", "label": "Invoice No"}},
+        {"name": "words", "type": "text", "replace": vec![rule; 4],
+         "locator": {"kind": "regex", "pattern": "(\\S+)", "occurrence": "all"}}]}))
+    .unwrap();
+    let started = Instant::now();
+    let err = extract(&doc.pdf, &t, &Options::default()).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(err.code(), "replace_limit_exceeded");
+    assert!(
+        err.to_string()
+            .contains("field \"words\": its replace rules add more than 1048576 bytes"),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    // Growing values within the limit is fine.
+    let t = Template::from_json(json!({"fields": [
+        {"name": "no", "type": "text", "replace": [{"pattern": "^", "with": "No. "}],
+         "locator": {"kind": "label", "label": "Invoice No"}}]}))
+    .unwrap();
+    let got = extract(&doc.pdf, &t, &Options::default()).unwrap();
+    assert_eq!(
+        got.result["no"],
+        json!(format!(
+            "No. {}",
+            doc.expected["invoice_no"].as_str().unwrap()
+        ))
+    );
 }
 
 /// Deterministic mutations of valid documents (bit flips, byte runs,
