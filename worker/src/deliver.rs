@@ -151,9 +151,7 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         paperhook_core::metrics::WEBHOOK_DELIVERY_LATENCY.observe(waited.as_secs_f64());
     }
     if state != "pending" {
-        w.cleanup_files(job.id)
-            .await
-            .map_err(|e| Retry::from(format!("{e:#}")))?;
+        w.cleanup_files(job.id).await;
     }
     Ok(())
 }

@@ -201,9 +201,7 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
     tx.commit().await?;
     Finished::record(finished);
     tracing::info!(documents = rows.len(), "ZIP unpacked");
-    w.cleanup_files(job.id)
-        .await
-        .map_err(|e| Retry::from(format!("{e:#}")))?;
+    w.cleanup_files(job.id).await;
     Ok(None)
 }
 
@@ -227,9 +225,7 @@ async fn fail_whole_job(
     tx.commit().await?;
     Finished::record(finished);
     tracing::info!(code, "ZIP rejected");
-    w.cleanup_files(job.id)
-        .await
-        .map_err(|e| Retry::from(format!("{e:#}")))?;
+    w.cleanup_files(job.id).await;
     Ok(None)
 }
 
@@ -458,9 +454,7 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
     if next.is_none() {
         // (With its webhook still to send, the files stay: the delivery
         // cleans up after itself.)
-        w.cleanup_files(job.id)
-            .await
-            .map_err(|e| Retry::from(format!("{e:#}")))?;
+        w.cleanup_files(job.id).await;
     }
     Ok(next)
 }
@@ -498,67 +492,71 @@ async fn finish_failed(
         .with_label_values(&["failed"])
         .inc();
     if next.is_none() {
-        w.cleanup_files(job.id)
-            .await
-            .map_err(|e| Retry::from(format!("{e:#}")))?;
+        w.cleanup_files(job.id).await;
     }
     Ok(next)
 }
 
-/// A task out of attempts: record the failure on what it was for, so the
-/// job still ends (its task is failed by the queue).
-pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<()> {
+/// A task out of attempts: records the failure on what it was for, so the
+/// job still ends, and fails the task, in one transaction. Only while this
+/// worker still holds the task: a task whose work committed was completed
+/// in that commit (a failure after it, such as deleting files, must not
+/// fail the job), and one whose lease was lost belongs to another worker.
+/// Returns whether it gave the task up.
+pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<bool> {
     let message = format!("processing failed repeatedly: {error}");
-    match task.kind.as_str() {
-        queue::kind::DOCUMENT => {
-            let Some(doc) = documents::get(&w.pool, task.ref_id).await? else {
-                return Ok(());
-            };
-            let job = jobs::get_any(&w.pool, doc.job_id)
-                .await?
-                .context("job missing")?;
-            let mut tx = w.pool.begin().await?;
-            documents::fail(&mut *tx, doc.id, None, "processing_failed", &message).await?;
-            if templates::get_any(&mut *tx, job.template_id)
-                .await?
-                .is_some_and(|t| t.webhook_url.is_some())
-            {
-                let failed = documents::get(&mut *tx, doc.id)
+    let mut tx = w.pool.begin().await?;
+    // First, so that the task's row stays locked until the commit.
+    if !queue::fail(&mut *tx, task, &w.id, error).await? {
+        return Ok(false);
+    }
+    let finished = match task.kind.as_str() {
+        queue::kind::DOCUMENT => match documents::get(&mut *tx, task.ref_id).await? {
+            None => None,
+            Some(doc) => {
+                let job = jobs::get_any(&mut *tx, doc.job_id)
                     .await?
-                    .context("document vanished")?;
-                deliveries::create(
-                    &mut tx,
-                    job.account_id,
-                    job.id,
-                    doc.id,
-                    &failure_payload(&job, &failed),
-                    Sender::Queue,
-                )
-                .await?;
+                    .context("job missing")?;
+                documents::fail(&mut *tx, doc.id, None, "processing_failed", &message).await?;
+                if templates::get_any(&mut *tx, job.template_id)
+                    .await?
+                    .is_some_and(|t| t.webhook_url.is_some())
+                {
+                    let failed = documents::get(&mut *tx, doc.id)
+                        .await?
+                        .context("document vanished")?;
+                    deliveries::create(
+                        &mut tx,
+                        job.account_id,
+                        job.id,
+                        doc.id,
+                        &failure_payload(&job, &failed),
+                        Sender::Queue,
+                    )
+                    .await?;
+                }
+                documents::finish_job_if_done(&mut tx, job.id).await?
             }
-            let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
-            tx.commit().await?;
-            Finished::record(finished);
-        }
+        },
         queue::kind::JOB => {
-            let mut tx = w.pool.begin().await?;
-            let finished = documents::fail_job(
+            documents::fail_job(
                 &mut tx,
                 task.ref_id,
                 status::FAILED,
                 "processing_failed",
                 &message,
             )
-            .await?;
-            tx.commit().await?;
-            Finished::record(finished);
+            .await?
         }
         _ => {
             sqlx::query("UPDATE webhook_deliveries SET state = 'failed' WHERE id = $1 AND state = 'pending'")
                 .bind(task.ref_id)
-                .execute(&w.pool)
+                .execute(&mut *tx)
                 .await?;
+            None
         }
-    }
-    Ok(())
+    };
+    tx.commit().await?;
+    Finished::record(finished);
+    Ok(true)
 }

@@ -83,7 +83,9 @@ pub async fn set_job_status(
     Ok(())
 }
 
-/// Fails the whole job (an unreadable ZIP): `stage_status` first, then FAILED.
+/// Fails the whole job (an unreadable ZIP): `stage_status` first, then
+/// FAILED. A final `stage_status` is skipped: the job would be FAILED
+/// without its error and finished time, which the janitor needs.
 pub async fn fail_job(
     tx: &mut PgConnection,
     job_id: Uuid,
@@ -91,7 +93,9 @@ pub async fn fail_job(
     code: &str,
     message: &str,
 ) -> sqlx::Result<Option<Finished>> {
-    set_job_status(&mut *tx, job_id, stage_status).await?;
+    if !status::is_final(stage_status) {
+        set_job_status(&mut *tx, job_id, stage_status).await?;
+    }
     let seconds: Option<f64> = sqlx::query_scalar(
         "UPDATE jobs SET status = 'FAILED', error_code = $2, error_message = $3,
                 finished_at = now(), updated_at = now()
