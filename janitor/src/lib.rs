@@ -214,8 +214,15 @@ impl Janitor {
         let (mut cleaned, mut files) = (0, 0);
         'jobs: for id in jobs {
             let mut conn = self.pool.acquire().await?;
-            let keys = documents::files_to_delete(&mut conn, id).await?;
+            let named = documents::files_to_delete(&mut conn, id).await?;
             drop(conn);
+            let keys = match retention::stored_files(&self.storage, named).await {
+                Ok(keys) => keys,
+                Err(e) => {
+                    tracing::warn!(job_id = %id, error = %e, "listing a delivered job's files failed");
+                    continue 'jobs;
+                }
+            };
             for key in &keys {
                 if let Err(e) = self.storage.delete(key).await {
                     tracing::warn!(job_id = %id, error = %e, "deleting a delivered job's file failed");

@@ -434,11 +434,18 @@ impl Worker {
 
     async fn delete_files(&self, job_id: uuid::Uuid) -> anyhow::Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let keys = paperhook_core::db::documents::files_to_delete(&mut conn, job_id).await?;
+        let named = paperhook_core::db::documents::files_to_delete(&mut conn, job_id).await?;
         drop(conn);
-        if keys.is_empty() {
+        if named.keys.is_empty() {
             return Ok(());
         }
+        let keys = match paperhook_core::retention::stored_files(&self.storage, named).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(job_id = %job_id, error = %e, "listing a job's stored files failed; the janitor will retry");
+                return Ok(());
+            }
+        };
         for key in &keys {
             if let Err(e) = self.storage.delete(key).await {
                 tracing::warn!(job_id = %job_id, error = %e, "deleting a stored file failed; the janitor will retry");

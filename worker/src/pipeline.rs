@@ -117,9 +117,7 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
                 doc_type,
                 data,
             } => {
-                // Beside the archive, not in a folder of its own (see the
-                // API's storage key).
-                let key = format!("{}-doc-{idx}", job.storage_key);
+                let key = documents::unpacked_key(&job.storage_key, docs.len());
                 if store_error.is_none() {
                     match w.storage.put_bytes(&key, data.into()).await {
                         Ok(()) => stored.push(key.clone()),
@@ -155,6 +153,9 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
         .map_err(|e| Retry::from(format!("unzip panicked: {e}")))?;
     metrics::observe_stage("unzip", scanned.is_ok(), started.elapsed().as_secs_f64());
     if let Some(e) = store_error {
+        // The retry stores them again (a split that stops before its commit
+        // leaves its files to the job's clean-up, which lists them).
+        discard(w, &stored).await;
         return Err(e.into());
     }
     if let Err(failure) = scanned {
@@ -171,7 +172,13 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
         )
         .await;
     }
-    let template = template_of(w, job).await?;
+    let template = match template_of(w, job).await {
+        Ok(template) => template,
+        Err(retry) => {
+            discard(w, &stored).await;
+            return Err(retry);
+        }
+    };
     let mut tx = w.pool.begin().await?;
     documents::insert_all(&mut tx, job.id, &docs).await?;
     documents::set_job_status(&mut *tx, job.id, status::UNZIP_FILE_SUCCESS).await?;
@@ -213,9 +220,7 @@ async fn fail_whole_job(
     message: &str,
     stored: &[String],
 ) -> Result<Next, Retry> {
-    for key in stored {
-        let _ = w.storage.delete(key).await;
-    }
+    discard(w, stored).await;
     let mut tx = w.pool.begin().await?;
     let finished =
         documents::fail_job(&mut tx, job.id, status::UNZIP_FILE_FAILED, code, message).await?;
@@ -227,6 +232,17 @@ async fn fail_whole_job(
     tracing::info!(code, "ZIP rejected");
     w.cleanup_files(job.id).await;
     Ok(None)
+}
+
+/// Deletes files a split stored and will not commit. One that fails to
+/// go is deleted with the job's files, which include every file stored
+/// under its entries' prefix.
+async fn discard(w: &Worker, stored: &[String]) {
+    for key in stored {
+        if let Err(e) = w.storage.delete(key).await {
+            tracing::warn!(error = %e, "deleting an unpacked file failed; it goes with the job's files");
+        }
+    }
 }
 
 async fn template_of(w: &Worker, job: &JobRow) -> Result<TemplateRow, Retry> {
@@ -510,10 +526,12 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
     if !queue::fail(&mut *tx, task, &w.id, error).await? {
         return Ok(false);
     }
+    let mut job_id = None;
     let finished = match task.kind.as_str() {
         queue::kind::DOCUMENT => match documents::get(&mut *tx, task.ref_id).await? {
             None => None,
             Some(doc) => {
+                job_id = Some(doc.job_id);
                 let job = jobs::get_any(&mut *tx, doc.job_id)
                     .await?
                     .context("job missing")?;
@@ -539,6 +557,7 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
             }
         },
         queue::kind::JOB => {
+            job_id = Some(task.ref_id);
             documents::fail_job(
                 &mut tx,
                 task.ref_id,
@@ -558,5 +577,10 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
     };
     tx.commit().await?;
     Finished::record(finished);
+    // A job given up may have files no document row names: those its
+    // split stored before a commit that never came.
+    if let Some(job_id) = job_id {
+        w.cleanup_files(job_id).await;
+    }
     Ok(true)
 }
