@@ -128,7 +128,17 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         f64::from(sent.attempt.latency_ms) / 1000.0,
     );
     let mut tx = w.pool.begin().await?;
-    deliveries::record(&mut tx, delivery.id, &sent.attempt, state).await?;
+    if !deliveries::record(&mut tx, &delivery, &sent.attempt, state).await? {
+        // Queued again on request while this attempt was out: the request
+        // could not queue a task while this one ran, so this worker queues
+        // it, and the delivery goes out again on its fresh schedule.
+        if queue::complete(&mut *tx, task, &w.id).await? {
+            queue::enqueue(&mut tx, queue::kind::DELIVERY, delivery.id, None).await?;
+            tx.commit().await?;
+            tracing::info!("the webhook was queued again while it was sent; sending it again");
+        }
+        return Ok(());
+    }
     let settled = if state == "pending" {
         let after = delay.unwrap_or_default();
         let run_at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();

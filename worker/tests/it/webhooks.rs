@@ -584,3 +584,84 @@ async fn job_detail_shows_each_documents_result_charge_and_attempts() {
     flat.sort();
     assert_eq!(flat, [&[200][..], &[200], &[500, 200]], "{attempts:?}");
 }
+
+/// A receiver on 127.0.0.1 that answers every request with `reply` (a
+/// whole HTTP response), holding the first one until `release` is notified
+/// when `hold_first`; returns its URL and how many requests it got.
+async fn receiver_answering(
+    reply: &'static [u8],
+    hold_first: bool,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<tokio::sync::Notify>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/hook",
+        listener.local_addr().unwrap().port()
+    );
+    let got = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (g, r) = (got.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (g, r) = (g.clone(), r.clone());
+            tokio::spawn(async move {
+                if read_request(&mut sock).await.is_some() {
+                    if g.fetch_add(1, SeqCst) == 0 && hold_first {
+                        r.notified().await;
+                    }
+                    let _ = sock.write_all(reply).await;
+                    let _ = sock.shutdown().await;
+                }
+            });
+        }
+    });
+    (url, got, release)
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+
+async fn delivery_state(app: &TestApp) -> String {
+    sqlx::query_scalar("SELECT state FROM webhook_deliveries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// A redelivery asked for while the webhook is being sent is not lost: the
+/// sending worker used to record its attempt over the reset (delivered, or
+/// failed on the last attempt of the schedule), and the redelivery's queued
+/// task was never made, as the running one stood in its place.
+#[tokio::test]
+async fn a_redelivery_asked_for_during_a_send_sends_again() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (url, got, release) = receiver_answering(OK, true).await;
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&url)).await;
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    let worker = app.another_worker(|_| {});
+    let working = tokio::spawn(async move { drain(&worker).await });
+    let g = got.clone();
+    eventually(60, "the webhook reaching the receiver", || {
+        let g = g.clone();
+        async move { (g.load(SeqCst) == 1).then_some(()) }
+    })
+    .await;
+    let (status, body) =
+        send(app.req(Method::POST, &format!("/v1/jobs/{job}/redeliver"), &key)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["queued"], 1);
+    release.notify_one();
+    working.await.unwrap();
+    app.drain().await;
+    assert_eq!(got.load(SeqCst), 2, "the redelivery was not sent");
+    assert_eq!(delivery_state(&app).await, "delivered");
+}
