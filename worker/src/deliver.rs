@@ -40,17 +40,21 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
     let job = jobs::get_any(&w.pool, delivery.job_id)
         .await?
         .ok_or_else(|| Retry::from("the delivery's job is missing"))?;
-    if job.results_expired_at.is_some() {
-        // The results went (expired or deleted) while this delivery waited,
-        // and a worker sending it then set it pending again: its payload is
-        // empty, so fail it rather than send that.
+    // The results went (expired or deleted) while this delivery waited
+    // (a worker sending it may have set it pending again, with its payload
+    // emptied), or they are past retention, expired for the API (the
+    // results route's rule) before the janitor's pass marks them: the
+    // webhook, which carries them, fails rather than goes out.
+    let retention = chrono::Duration::from_std(w.config.result_retention()).unwrap_or_default();
+    let past_retention = job.finished_at.is_some_and(|t| t + retention <= Utc::now());
+    if job.results_expired_at.is_some() || past_retention {
+        let why = if job.results_expired_at.is_none() {
+            "the results expired (result_retention_secs) before the webhook was delivered"
+        } else {
+            "the job's results were deleted before the webhook was delivered"
+        };
         let mut tx = w.pool.begin().await?;
-        deliveries::expire(
-            &mut tx,
-            &[job.id],
-            "the job's results were deleted before the webhook was delivered",
-        )
-        .await?;
+        deliveries::expire(&mut tx, &[job.id], why).await?;
         tx.commit().await?;
         queue::complete(&w.pool, task, &w.id).await?;
         return Ok(());

@@ -665,3 +665,50 @@ async fn a_redelivery_asked_for_during_a_send_sends_again() {
     assert_eq!(got.load(SeqCst), 2, "the redelivery was not sent");
     assert_eq!(delivery_state(&app).await, "delivered");
 }
+
+/// Past `result_retention_secs` a job's results are expired for the API,
+/// even before the janitor's pass marks them: its webhooks are not sent
+/// either (they carry the results).
+#[tokio::test]
+async fn no_webhook_is_sent_once_the_results_are_past_retention() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let hook = Receiver::start().await;
+    hook.answers.lock().unwrap().extend([503]);
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    // Job, document and a first attempt that fails.
+    app.worker.run_once().await.unwrap();
+    assert_eq!(hook.received().len(), 1);
+    assert_eq!(delivery_state(&app).await, "pending");
+    sqlx::query(
+        "UPDATE jobs SET finished_at = now() - make_interval(secs => $2 + 1) WHERE id = $1",
+    )
+    .bind(job)
+    .bind(app.config.result_retention_secs as f64)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (status, body) = send(
+        app.req(Method::POST, "/v1/job-results", &key)
+            .json(&serde_json::json!({"job_id": job})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+    app.drain().await;
+    assert_eq!(
+        hook.received().len(),
+        1,
+        "a webhook went out after its results expired"
+    );
+    assert_eq!(delivery_state(&app).await, "failed");
+    assert_eq!(
+        attempts(&app).await,
+        [
+            (Some(503), Some("http".into())),
+            (None, Some("expired".into()))
+        ]
+    );
+}
