@@ -310,10 +310,25 @@ async fn send(
         Ok(u) => u,
         Err(e) => return refused(format!("the webhook URL is invalid: {e}")),
     };
-    let addr = match check_target(&parsed, target.allow).await {
-        Ok(addr) => addr,
-        Err(("refused", message)) => return refused(message),
-        Err((class, message)) => return failed(class, message, started),
+    // The whole attempt (resolve, connect, send, read the answer) is
+    // bounded by the timeout: a lookup that does not answer would hold the
+    // worker's slot for as long as the resolver takes.
+    let checked = tokio::time::timeout(target.timeout, check_target(&parsed, target.allow)).await;
+    let addr = match checked {
+        Ok(Ok(addr)) => addr,
+        Ok(Err(("refused", message))) => return refused(message),
+        Ok(Err((class, message))) => return failed(class, message, started),
+        Err(_) => {
+            return failed(
+                "timeout",
+                format!(
+                    "{} was not resolved within the webhook timeout ({} s, webhook_timeout_secs)",
+                    parsed.host_str().unwrap_or_default(),
+                    target.timeout.as_secs_f64()
+                ),
+                started,
+            );
+        }
     };
     // Pin the checked address: the client must not resolve the name again,
     // nor hand the request to a proxy from the environment (HTTP_PROXY,
@@ -321,7 +336,12 @@ async fn send(
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(target.timeout)
+        .timeout(
+            target
+                .timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1)),
+        )
         .user_agent(concat!("paperhook-webhooks/", env!("CARGO_PKG_VERSION")));
     if let Some(host) = parsed.host_str() {
         builder = builder.resolve(host, addr);
