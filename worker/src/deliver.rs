@@ -391,7 +391,9 @@ async fn send(
         attempt: Attempt {
             status_code: Some(i32::from(code)),
             latency_ms: started.elapsed().as_millis() as i32,
-            response_excerpt: Some(String::from_utf8_lossy(&excerpt).into_owned()),
+            // PostgreSQL text cannot hold a NUL: recording the attempt
+            // would fail, and a delivered webhook would be sent again.
+            response_excerpt: Some(String::from_utf8_lossy(&excerpt).replace('\0', "")),
             error_class: (!status.is_success()).then_some("http"),
             error_message: (!status.is_success())
                 .then(|| format!("the receiver answered HTTP {code}")),

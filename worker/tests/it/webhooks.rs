@@ -712,3 +712,29 @@ async fn no_webhook_is_sent_once_the_results_are_past_retention() {
         ]
     );
 }
+
+/// A receiver's answer with a NUL character in its body (PostgreSQL text
+/// cannot hold one) is recorded without it: recording the attempt used to
+/// fail, and the delivered webhook was sent again and again.
+#[tokio::test]
+async fn a_response_body_with_nul_characters_is_recorded() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (url, got, _) = receiver_answering(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nok\0\0!!",
+        false,
+    )
+    .await;
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&url)).await;
+    app.submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    app.drain().await;
+    assert_eq!(got.load(SeqCst), 1);
+    assert_eq!(delivery_state(&app).await, "delivered");
+    let excerpt: String = sqlx::query_scalar("SELECT response_excerpt FROM webhook_attempts")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(excerpt, "ok!!");
+}

@@ -345,3 +345,38 @@ async fn files_unpacked_by_a_split_that_never_committed_are_deleted() {
         assert_eq!(stored(files.clone()).await, Vec::<String>::new());
     }
 }
+
+/// A ZIP entry named with a NUL character (PostgreSQL text cannot hold one)
+/// is rejected as unsafe under a name it can store: inserting it used to
+/// fail, and the whole ZIP was retried until its attempts ran out.
+#[tokio::test]
+async fn an_entry_name_with_a_nul_character_is_rejected_and_stored() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let mut zip = make_zip(&[("good.pdf", example_pdf()), ("bad#name.pdf", example_pdf())]);
+    // The name in the local and the central header.
+    let mut patched = 0;
+    for i in 0..zip.len() - 12 {
+        if &zip[i..i + 12] == b"bad#name.pdf" {
+            zip[i + 3] = 0;
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 2);
+    let job = app.submit(&key, template, "nul.zip", &zip).await;
+    app.drain().await;
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "FAILED", "{st}");
+    assert_eq!(st["error"]["code"], "documents_failed", "{st}");
+    let docs = st["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), 2, "{st}");
+    assert_eq!(docs[0]["status"], "PROCESS IMAGE SUCCESS", "{st}");
+    assert_eq!(docs[1]["error"]["code"], "zip_unsafe_path", "{st}");
+    let name = docs[1]["file_name"].as_str().unwrap();
+    assert!(!name.contains('\0'), "{name:?}");
+    assert!(
+        name.starts_with("bad") && name.ends_with("name.pdf"),
+        "{name:?}"
+    );
+}
