@@ -368,7 +368,12 @@ async fn send(
         .body(body);
     let mut res = match req.send().await {
         Ok(res) => res,
-        Err(e) => return failed(classify(&e), error_chain(&e), started),
+        Err(e) => {
+            // Without the URL: it can carry secrets (a query token), and
+            // the message is stored and shown.
+            let e = e.without_url();
+            return failed(classify(&e), error_chain(&e), started);
+        }
     };
     let status = res.status();
     let retry_after = res

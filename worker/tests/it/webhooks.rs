@@ -738,3 +738,51 @@ async fn a_response_body_with_nul_characters_is_recorded() {
         .unwrap();
     assert_eq!(excerpt, "ok!!");
 }
+
+/// A webhook URL can carry secrets (`user:password@`, `?token=`): a failed
+/// attempt's error, recorded and shown, must not quote them.
+#[tokio::test]
+async fn error_messages_do_not_quote_the_webhook_url() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(5).await;
+    // A port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let hook = Receiver::start().await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    sqlx::query("UPDATE templates SET webhook_url = $2 WHERE id = $1")
+        .bind(template)
+        .bind(format!(
+            "http://hookuser:hunter2@127.0.0.1:{port}/hook?token=s3cr3t-t0ken"
+        ))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    app.drain().await;
+    let recorded: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT a.error_class, a.error_message FROM webhook_attempts a ORDER BY a.id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(!recorded.is_empty());
+    let errors: Vec<String> = sqlx::query_scalar(
+        "SELECT last_error FROM tasks WHERE kind = 'delivery' AND last_error IS NOT NULL",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    for (class, message) in &recorded {
+        assert_eq!(class.as_deref(), Some("connect"), "{message:?}");
+    }
+    for text in recorded.iter().filter_map(|(_, m)| m.clone()).chain(errors) {
+        assert!(
+            !text.contains("hunter2") && !text.contains("s3cr3t") && !text.contains("hookuser"),
+            "{text}"
+        );
+    }
+}
