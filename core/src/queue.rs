@@ -263,6 +263,28 @@ pub async fn retry(
     Ok(done.rows_affected() == 1)
 }
 
+/// Fails the task for good, in the caller's transaction (with the failure
+/// recorded on what the task was for). False if the lease was lost, or the
+/// task already completed.
+pub async fn fail(
+    db: impl PgExecutor<'_>,
+    task: &Task,
+    worker: &str,
+    error: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE tasks SET state = 'failed', finished_at = now(), last_error = $3,
+             locked_by = NULL, locked_until = NULL
+         WHERE id = $1 AND locked_by = $2 AND state = 'running'",
+    )
+    .bind(task.id)
+    .bind(worker)
+    .bind(error)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Gives the task back without counting the attempt (graceful shutdown).
 pub async fn release(db: impl PgExecutor<'_>, task: &Task, worker: &str) -> sqlx::Result<bool> {
     let done = sqlx::query(

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db::{deliveries, documents};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 
 /// Why a job's data goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub enum Why {
 /// whether its files are known to be deleted already.
 pub type Target = (Uuid, String, bool);
 
-/// Deletes the stored files of `jobs` (the original and each document's),
+/// Deletes the stored files of `jobs` (see [`stored_files`]),
 /// then the results and webhook payloads of those whose files are all gone,
 /// and marks them. A job with a file that failed to delete is left as it
 /// was, to be tried again. Returns the jobs done and the files deleted.
@@ -40,12 +40,21 @@ pub async fn purge(
     for (id, key, deleted) in jobs {
         let mut ok = true;
         if !deleted {
-            for k in documents::file_keys(pool, *id, key.clone()).await? {
-                match storage.delete(&k).await {
-                    Ok(()) => files += 1,
-                    Err(e) => {
-                        tracing::warn!(job_id = %id, error = %e, "deleting a job's file failed");
-                        ok = false;
+            let named = documents::file_keys(&mut *pool.acquire().await?, *id, key.clone()).await?;
+            match stored_files(storage, named).await {
+                Err(e) => {
+                    tracing::warn!(job_id = %id, error = %e, "listing a job's files failed");
+                    ok = false;
+                }
+                Ok(keys) => {
+                    for k in keys {
+                        match storage.delete(&k).await {
+                            Ok(()) => files += 1,
+                            Err(e) => {
+                                tracing::warn!(job_id = %id, error = %e, "deleting a job's file failed");
+                                ok = false;
+                            }
+                        }
                     }
                 }
             }
@@ -86,6 +95,22 @@ pub async fn purge(
     }
     tx.commit().await?;
     Ok((done, files))
+}
+
+/// Every stored file of a job: those the database names, and for a ZIP
+/// whatever is stored under its entries' prefix (see
+/// [`documents::JobFiles::unpacked`]), each once.
+pub async fn stored_files(
+    storage: &Storage,
+    named: documents::JobFiles,
+) -> Result<Vec<String>, StorageError> {
+    let mut keys = named.keys;
+    if let Some(prefix) = &named.unpacked {
+        keys.extend(storage.keys_starting_with(prefix).await?);
+        keys.sort();
+        keys.dedup();
+    }
+    Ok(keys)
 }
 
 /// Forgets the file names of `jobs`' documents, also where a document's

@@ -231,6 +231,54 @@ impl Storage {
         }
     }
 
+    /// The keys of the stored objects whose key starts with `prefix`, which
+    /// need not end at a folder (`documents/<account>/<job>-doc-`): the
+    /// local store reads the one folder the prefix ends in, not below it.
+    /// All of them at once: for a few (a job's files), not a whole store.
+    pub async fn keys_starting_with(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        check_key(prefix)?;
+        match self {
+            Storage::Fs(fs) => {
+                let (dir, start) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+                let (folder, dir, start) = (fs.root.join(dir), dir.to_owned(), start.to_owned());
+                blocking(move || {
+                    let entries = match std::fs::read_dir(&folder) {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                        other => other?,
+                    };
+                    let mut keys = Vec::new();
+                    for entry in entries {
+                        let entry = entry?;
+                        let name = entry.file_name();
+                        let Some(name) = name.to_str() else { continue };
+                        if name.starts_with(&start) && entry.file_type()?.is_file() {
+                            keys.push(if dir.is_empty() {
+                                name.to_owned()
+                            } else {
+                                format!("{dir}/{name}")
+                            });
+                        }
+                    }
+                    Ok(keys)
+                })
+                .await
+                .map_err(io_err(prefix))
+            }
+            Storage::S3(s3) => {
+                let mut keys = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let (listed, next) = s3.list(prefix, cursor).await?;
+                    keys.extend(listed.into_iter().map(|l| l.key));
+                    match next {
+                        Some(next) => cursor = Some(next),
+                        None => return Ok(keys),
+                    }
+                }
+            }
+        }
+    }
+
     /// Readiness: the bucket or directory is reachable.
     pub async fn check(&self) -> Result<(), StorageError> {
         match self {
@@ -783,6 +831,43 @@ mod tests {
         // A folder that is not there lists nothing; a bad prefix is refused.
         assert!(store.pages("documents/none/").next().await.is_none());
         assert!(store.pages("../").next().await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn keys_are_found_by_a_prefix_inside_a_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let store = super::Storage::Fs(
+            FsStorage::new(root.path().to_path_buf(), false)
+                .await
+                .unwrap(),
+        );
+        for key in [
+            "documents/a/j",
+            "documents/a/j-doc-0",
+            "documents/a/j-doc-11",
+            "documents/a/j2",
+            "documents/a/k-doc-0",
+            "documents/b/j-doc-0",
+        ] {
+            store
+                .put_bytes(key, Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        let mut got = store
+            .keys_starting_with("documents/a/j-doc-")
+            .await
+            .unwrap();
+        got.sort();
+        assert_eq!(got, ["documents/a/j-doc-0", "documents/a/j-doc-11"]);
+        assert!(
+            store
+                .keys_starting_with("documents/none/j-doc-")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.keys_starting_with("../j").await.is_err());
     }
 
     #[test]

@@ -64,6 +64,12 @@ impl Janitor {
             .acquire()
             .await
             .context("acquiring a connection")?;
+        // The lock belongs to this connection's session, and sessions are
+        // not reset in the pool: a pass dropped midway (its timeout in
+        // `run`) would put the connection back still holding the lock, and
+        // no janitor could lead until the connection's maximum lifetime.
+        // Closed instead, however the pass ends, the lock goes with it.
+        lock.close_on_drop();
         let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(LOCK_KEY)
             .fetch_one(&mut *lock)
@@ -74,10 +80,12 @@ impl Janitor {
             return Ok(Report::default());
         }
         let result = self.sweep(now).await;
+        // Released now, for the next pass (the close runs in the background).
         let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(LOCK_KEY)
             .execute(&mut *lock)
             .await;
+        drop(lock);
         let report = result?;
         use paperhook_core::metrics::{JANITOR_LAST_PASS, JANITOR_PURGED};
         for (kind, n) in [
@@ -214,8 +222,15 @@ impl Janitor {
         let (mut cleaned, mut files) = (0, 0);
         'jobs: for id in jobs {
             let mut conn = self.pool.acquire().await?;
-            let keys = documents::files_to_delete(&mut conn, id).await?;
+            let named = documents::files_to_delete(&mut conn, id).await?;
             drop(conn);
+            let keys = match retention::stored_files(&self.storage, named).await {
+                Ok(keys) => keys,
+                Err(e) => {
+                    tracing::warn!(job_id = %id, error = %e, "listing a delivered job's files failed");
+                    continue 'jobs;
+                }
+            };
             for key in &keys {
                 if let Err(e) = self.storage.delete(key).await {
                     tracing::warn!(job_id = %id, error = %e, "deleting a delivered job's file failed");

@@ -40,17 +40,21 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
     let job = jobs::get_any(&w.pool, delivery.job_id)
         .await?
         .ok_or_else(|| Retry::from("the delivery's job is missing"))?;
-    if job.results_expired_at.is_some() {
-        // The results went (expired or deleted) while this delivery waited,
-        // and a worker sending it then set it pending again: its payload is
-        // empty, so fail it rather than send that.
+    // The results went (expired or deleted) while this delivery waited
+    // (a worker sending it may have set it pending again, with its payload
+    // emptied), or they are past retention, expired for the API (the
+    // results route's rule) before the janitor's pass marks them: the
+    // webhook, which carries them, fails rather than goes out.
+    let retention = chrono::Duration::from_std(w.config.result_retention()).unwrap_or_default();
+    let past_retention = job.finished_at.is_some_and(|t| t + retention <= Utc::now());
+    if job.results_expired_at.is_some() || past_retention {
+        let why = if job.results_expired_at.is_none() {
+            "the results expired (result_retention_secs) before the webhook was delivered"
+        } else {
+            "the job's results were deleted before the webhook was delivered"
+        };
         let mut tx = w.pool.begin().await?;
-        deliveries::expire(
-            &mut tx,
-            &[job.id],
-            "the job's results were deleted before the webhook was delivered",
-        )
-        .await?;
+        deliveries::expire(&mut tx, &[job.id], why).await?;
         tx.commit().await?;
         queue::complete(&w.pool, task, &w.id).await?;
         return Ok(());
@@ -128,7 +132,17 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         f64::from(sent.attempt.latency_ms) / 1000.0,
     );
     let mut tx = w.pool.begin().await?;
-    deliveries::record(&mut tx, delivery.id, &sent.attempt, state).await?;
+    if !deliveries::record(&mut tx, &delivery, &sent.attempt, state).await? {
+        // Queued again on request while this attempt was out: the request
+        // could not queue a task while this one ran, so this worker queues
+        // it, and the delivery goes out again on its fresh schedule.
+        if queue::complete(&mut *tx, task, &w.id).await? {
+            queue::enqueue(&mut tx, queue::kind::DELIVERY, delivery.id, None).await?;
+            tx.commit().await?;
+            tracing::info!("the webhook was queued again while it was sent; sending it again");
+        }
+        return Ok(());
+    }
     let settled = if state == "pending" {
         let after = delay.unwrap_or_default();
         let run_at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
@@ -151,9 +165,7 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         paperhook_core::metrics::WEBHOOK_DELIVERY_LATENCY.observe(waited.as_secs_f64());
     }
     if state != "pending" {
-        w.cleanup_files(job.id)
-            .await
-            .map_err(|e| Retry::from(format!("{e:#}")))?;
+        w.cleanup_files(job.id).await;
     }
     Ok(())
 }
@@ -298,10 +310,25 @@ async fn send(
         Ok(u) => u,
         Err(e) => return refused(format!("the webhook URL is invalid: {e}")),
     };
-    let addr = match check_target(&parsed, target.allow).await {
-        Ok(addr) => addr,
-        Err(("refused", message)) => return refused(message),
-        Err((class, message)) => return failed(class, message, started),
+    // The whole attempt (resolve, connect, send, read the answer) is
+    // bounded by the timeout: a lookup that does not answer would hold the
+    // worker's slot for as long as the resolver takes.
+    let checked = tokio::time::timeout(target.timeout, check_target(&parsed, target.allow)).await;
+    let addr = match checked {
+        Ok(Ok(addr)) => addr,
+        Ok(Err(("refused", message))) => return refused(message),
+        Ok(Err((class, message))) => return failed(class, message, started),
+        Err(_) => {
+            return failed(
+                "timeout",
+                format!(
+                    "{} was not resolved within the webhook timeout ({} s, webhook_timeout_secs)",
+                    parsed.host_str().unwrap_or_default(),
+                    target.timeout.as_secs_f64()
+                ),
+                started,
+            );
+        }
     };
     // Pin the checked address: the client must not resolve the name again,
     // nor hand the request to a proxy from the environment (HTTP_PROXY,
@@ -309,7 +336,12 @@ async fn send(
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(target.timeout)
+        .timeout(
+            target
+                .timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1)),
+        )
         .user_agent(concat!("paperhook-webhooks/", env!("CARGO_PKG_VERSION")));
     if let Some(host) = parsed.host_str() {
         builder = builder.resolve(host, addr);
@@ -336,7 +368,12 @@ async fn send(
         .body(body);
     let mut res = match req.send().await {
         Ok(res) => res,
-        Err(e) => return failed(classify(&e), error_chain(&e), started),
+        Err(e) => {
+            // Without the URL: it can carry secrets (a query token), and
+            // the message is stored and shown.
+            let e = e.without_url();
+            return failed(classify(&e), error_chain(&e), started);
+        }
     };
     let status = res.status();
     let retry_after = res
@@ -359,7 +396,9 @@ async fn send(
         attempt: Attempt {
             status_code: Some(i32::from(code)),
             latency_ms: started.elapsed().as_millis() as i32,
-            response_excerpt: Some(String::from_utf8_lossy(&excerpt).into_owned()),
+            // PostgreSQL text cannot hold a NUL: recording the attempt
+            // would fail, and a delivered webhook would be sent again.
+            response_excerpt: Some(String::from_utf8_lossy(&excerpt).replace('\0', "")),
             error_class: (!status.is_success()).then_some("http"),
             error_message: (!status.is_success())
                 .then(|| format!("the receiver answered HTTP {code}")),

@@ -319,14 +319,7 @@ impl Worker {
                 task.max_attempts
             );
             tracing::error!(task = task.id, kind = %task.kind, "{error}");
-            if let Err(e) = pipeline::give_up(self, &task, &error).await {
-                tracing::error!(task = task.id, error = ?e, "recording the failure failed; the task will be rescued again");
-                return None;
-            }
-            // attempts >= max_attempts: retry() marks the task failed.
-            if let Err(e) = queue::retry(&self.pool, &task, &self.id, Utc::now(), &error).await {
-                tracing::error!(task = task.id, error = %e, "failing the task failed");
-            }
+            self.give_up(&task, &error).await;
             return None;
         }
         let worker = self.clone();
@@ -366,12 +359,12 @@ impl Worker {
                 after: None,
             },
         };
-        tracing::warn!(task = task.id, kind = %task.kind, attempt = task.attempts, error = %retry.error, "task failed; will retry");
-        if task.attempts >= task.max_attempts
-            && let Err(e) = pipeline::give_up(self, &task, &retry.error).await
-        {
-            tracing::error!(task = task.id, error = ?e, "recording the failure failed");
+        if task.attempts >= task.max_attempts {
+            tracing::warn!(task = task.id, kind = %task.kind, attempt = task.attempts, error = %retry.error, "task failed on its last attempt");
+            self.give_up(&task, &retry.error).await;
+            return None;
         }
+        tracing::warn!(task = task.id, kind = %task.kind, attempt = task.attempts, error = %retry.error, "task failed; will retry");
         let after = retry.after.unwrap_or_else(|| {
             Duration::from_secs(2u64.pow(task.attempts.clamp(0, 10) as u32))
                 .min(Duration::from_secs(600))
@@ -381,6 +374,28 @@ impl Worker {
             tracing::error!(task = task.id, error = %e, "putting the task back failed; its lease will expire");
         }
         None
+    }
+
+    /// Records that the task failed for good ([`pipeline::give_up`]). When
+    /// that fails (the database is unreachable), the task is left as it
+    /// is, leased to this worker: once the lease expires the rescuer hands
+    /// it back, and the claim past its attempts gives it up again. Failing
+    /// the task here instead would leave its job unfinished for ever.
+    async fn give_up(&self, task: &Task, error: &str) {
+        match pipeline::give_up(self, task, error).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(
+                    task = task.id,
+                    "not given up: its work committed, or another worker holds it"
+                )
+            }
+            Err(e) => tracing::error!(
+                task = task.id,
+                error = ?e,
+                "recording the failure failed; the task will be rescued when its lease expires and given up again"
+            ),
+        }
     }
 
     async fn handle(&self, task: &Task) -> Result<Next, Retry> {
@@ -407,14 +422,30 @@ impl Worker {
 
     /// Deletes the job's stored files once it is final and delivered, then
     /// records it. A failure (or a kill) before the record leaves the files
-    /// to the janitor's next pass.
-    pub async fn cleanup_files(&self, job_id: uuid::Uuid) -> anyhow::Result<()> {
+    /// to the janitor's next pass. It runs after the commit that finished
+    /// a task's work, so a failure is logged, not a reason to run the task
+    /// again (on its last attempt that would give up a job whose work is
+    /// done).
+    pub async fn cleanup_files(&self, job_id: uuid::Uuid) {
+        if let Err(e) = self.delete_files(job_id).await {
+            tracing::warn!(job_id = %job_id, error = ?e, "deleting a finished job's files failed; the janitor will retry");
+        }
+    }
+
+    async fn delete_files(&self, job_id: uuid::Uuid) -> anyhow::Result<()> {
         let mut conn = self.pool.acquire().await?;
-        let keys = paperhook_core::db::documents::files_to_delete(&mut conn, job_id).await?;
+        let named = paperhook_core::db::documents::files_to_delete(&mut conn, job_id).await?;
         drop(conn);
-        if keys.is_empty() {
+        if named.keys.is_empty() {
             return Ok(());
         }
+        let keys = match paperhook_core::retention::stored_files(&self.storage, named).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(job_id = %job_id, error = %e, "listing a job's stored files failed; the janitor will retry");
+                return Ok(());
+            }
+        };
         for key in &keys {
             if let Err(e) = self.storage.delete(key).await {
                 tracing::warn!(job_id = %job_id, error = %e, "deleting a stored file failed; the janitor will retry");

@@ -117,9 +117,7 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
                 doc_type,
                 data,
             } => {
-                // Beside the archive, not in a folder of its own (see the
-                // API's storage key).
-                let key = format!("{}-doc-{idx}", job.storage_key);
+                let key = documents::unpacked_key(&job.storage_key, docs.len());
                 if store_error.is_none() {
                     match w.storage.put_bytes(&key, data.into()).await {
                         Ok(()) => stored.push(key.clone()),
@@ -155,6 +153,9 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
         .map_err(|e| Retry::from(format!("unzip panicked: {e}")))?;
     metrics::observe_stage("unzip", scanned.is_ok(), started.elapsed().as_secs_f64());
     if let Some(e) = store_error {
+        // The retry stores them again (a split that stops before its commit
+        // leaves its files to the job's clean-up, which lists them).
+        discard(w, &stored).await;
         return Err(e.into());
     }
     if let Err(failure) = scanned {
@@ -171,7 +172,13 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
         )
         .await;
     }
-    let template = template_of(w, job).await?;
+    let template = match template_of(w, job).await {
+        Ok(template) => template,
+        Err(retry) => {
+            discard(w, &stored).await;
+            return Err(retry);
+        }
+    };
     let mut tx = w.pool.begin().await?;
     documents::insert_all(&mut tx, job.id, &docs).await?;
     documents::set_job_status(&mut *tx, job.id, status::UNZIP_FILE_SUCCESS).await?;
@@ -201,9 +208,7 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
     tx.commit().await?;
     Finished::record(finished);
     tracing::info!(documents = rows.len(), "ZIP unpacked");
-    w.cleanup_files(job.id)
-        .await
-        .map_err(|e| Retry::from(format!("{e:#}")))?;
+    w.cleanup_files(job.id).await;
     Ok(None)
 }
 
@@ -215,9 +220,7 @@ async fn fail_whole_job(
     message: &str,
     stored: &[String],
 ) -> Result<Next, Retry> {
-    for key in stored {
-        let _ = w.storage.delete(key).await;
-    }
+    discard(w, stored).await;
     let mut tx = w.pool.begin().await?;
     let finished =
         documents::fail_job(&mut tx, job.id, status::UNZIP_FILE_FAILED, code, message).await?;
@@ -227,10 +230,19 @@ async fn fail_whole_job(
     tx.commit().await?;
     Finished::record(finished);
     tracing::info!(code, "ZIP rejected");
-    w.cleanup_files(job.id)
-        .await
-        .map_err(|e| Retry::from(format!("{e:#}")))?;
+    w.cleanup_files(job.id).await;
     Ok(None)
+}
+
+/// Deletes files a split stored and will not commit. One that fails to
+/// go is deleted with the job's files, which include every file stored
+/// under its entries' prefix.
+async fn discard(w: &Worker, stored: &[String]) {
+    for key in stored {
+        if let Err(e) = w.storage.delete(key).await {
+            tracing::warn!(error = %e, "deleting an unpacked file failed; it goes with the job's files");
+        }
+    }
 }
 
 async fn template_of(w: &Worker, job: &JobRow) -> Result<TemplateRow, Retry> {
@@ -458,9 +470,7 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
     if next.is_none() {
         // (With its webhook still to send, the files stay: the delivery
         // cleans up after itself.)
-        w.cleanup_files(job.id)
-            .await
-            .map_err(|e| Retry::from(format!("{e:#}")))?;
+        w.cleanup_files(job.id).await;
     }
     Ok(next)
 }
@@ -498,67 +508,79 @@ async fn finish_failed(
         .with_label_values(&["failed"])
         .inc();
     if next.is_none() {
-        w.cleanup_files(job.id)
-            .await
-            .map_err(|e| Retry::from(format!("{e:#}")))?;
+        w.cleanup_files(job.id).await;
     }
     Ok(next)
 }
 
-/// A task out of attempts: record the failure on what it was for, so the
-/// job still ends (its task is failed by the queue).
-pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<()> {
+/// A task out of attempts: records the failure on what it was for, so the
+/// job still ends, and fails the task, in one transaction. Only while this
+/// worker still holds the task: a task whose work committed was completed
+/// in that commit (a failure after it, such as deleting files, must not
+/// fail the job), and one whose lease was lost belongs to another worker.
+/// Returns whether it gave the task up.
+pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<bool> {
     let message = format!("processing failed repeatedly: {error}");
-    match task.kind.as_str() {
-        queue::kind::DOCUMENT => {
-            let Some(doc) = documents::get(&w.pool, task.ref_id).await? else {
-                return Ok(());
-            };
-            let job = jobs::get_any(&w.pool, doc.job_id)
-                .await?
-                .context("job missing")?;
-            let mut tx = w.pool.begin().await?;
-            documents::fail(&mut *tx, doc.id, None, "processing_failed", &message).await?;
-            if templates::get_any(&mut *tx, job.template_id)
-                .await?
-                .is_some_and(|t| t.webhook_url.is_some())
-            {
-                let failed = documents::get(&mut *tx, doc.id)
+    let mut tx = w.pool.begin().await?;
+    // First, so that the task's row stays locked until the commit.
+    if !queue::fail(&mut *tx, task, &w.id, error).await? {
+        return Ok(false);
+    }
+    let mut job_id = None;
+    let finished = match task.kind.as_str() {
+        queue::kind::DOCUMENT => match documents::get(&mut *tx, task.ref_id).await? {
+            None => None,
+            Some(doc) => {
+                job_id = Some(doc.job_id);
+                let job = jobs::get_any(&mut *tx, doc.job_id)
                     .await?
-                    .context("document vanished")?;
-                deliveries::create(
-                    &mut tx,
-                    job.account_id,
-                    job.id,
-                    doc.id,
-                    &failure_payload(&job, &failed),
-                    Sender::Queue,
-                )
-                .await?;
+                    .context("job missing")?;
+                documents::fail(&mut *tx, doc.id, None, "processing_failed", &message).await?;
+                if templates::get_any(&mut *tx, job.template_id)
+                    .await?
+                    .is_some_and(|t| t.webhook_url.is_some())
+                {
+                    let failed = documents::get(&mut *tx, doc.id)
+                        .await?
+                        .context("document vanished")?;
+                    deliveries::create(
+                        &mut tx,
+                        job.account_id,
+                        job.id,
+                        doc.id,
+                        &failure_payload(&job, &failed),
+                        Sender::Queue,
+                    )
+                    .await?;
+                }
+                documents::finish_job_if_done(&mut tx, job.id).await?
             }
-            let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
-            tx.commit().await?;
-            Finished::record(finished);
-        }
+        },
         queue::kind::JOB => {
-            let mut tx = w.pool.begin().await?;
-            let finished = documents::fail_job(
+            job_id = Some(task.ref_id);
+            documents::fail_job(
                 &mut tx,
                 task.ref_id,
                 status::FAILED,
                 "processing_failed",
                 &message,
             )
-            .await?;
-            tx.commit().await?;
-            Finished::record(finished);
+            .await?
         }
         _ => {
             sqlx::query("UPDATE webhook_deliveries SET state = 'failed' WHERE id = $1 AND state = 'pending'")
                 .bind(task.ref_id)
-                .execute(&w.pool)
+                .execute(&mut *tx)
                 .await?;
+            None
         }
+    };
+    tx.commit().await?;
+    Finished::record(finished);
+    // A job given up may have files no document row names: those its
+    // split stored before a commit that never came.
+    if let Some(job_id) = job_id {
+        w.cleanup_files(job_id).await;
     }
-    Ok(())
+    Ok(true)
 }

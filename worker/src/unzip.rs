@@ -105,7 +105,9 @@ pub fn scan<R: Read + Seek>(
         if is_dir {
             continue;
         }
-        let name = raw_name.clone();
+        // Stored as the rejected document's name: PostgreSQL text cannot
+        // hold a NUL (the message quotes the raw name, escaped).
+        let name = raw_name.replace('\0', "\u{FFFD}");
         let reject = |code: &'static str, message: String| Entry::Rejected {
             name: name.clone(),
             code,
@@ -121,7 +123,7 @@ pub fn scan<R: Read + Seek>(
             emit(reject(
                 "zip_unsafe_path",
                 format!(
-                    "{raw_name:?} has an unsafe path (absolute, `..` or backslashes); it was not extracted"
+                    "{raw_name:?} has an unsafe path (absolute, `..`, backslashes or a NUL character); it was not extracted"
                 ),
             ))?;
             emitted += 1;

@@ -21,6 +21,8 @@ pub struct DeliveryRow {
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// Its last 2xx; None until it was first delivered.
     pub delivered_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many times it was queued again on request (see [`record`]).
+    pub redeliveries: i32,
 }
 
 /// Who sends a new delivery: any worker through the queue, or the worker
@@ -88,7 +90,7 @@ pub async fn create(
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<DeliveryRow>> {
     sqlx::query_as(
         "SELECT id, message_id, account_id, job_id, document_id, state, payload, attempts,
-                created_at, delivered_at
+                created_at, delivered_at, redeliveries
          FROM webhook_deliveries WHERE id = $1",
     )
     .bind(id)
@@ -107,14 +109,18 @@ pub struct Attempt {
     pub error_message: Option<String>,
 }
 
-/// Records an attempt, counts it, and moves the delivery to `state`
-/// (pending | delivered | failed | gone).
+/// Records an attempt of the delivery read as `read`, and unless it was
+/// queued again on request since (its `redeliveries` changed), counts the
+/// attempt and moves the delivery to `state` (pending | delivered | failed
+/// | gone). Returns false when it was queued again: it is left pending
+/// with its fresh schedule, for the caller to send again.
 pub async fn record(
     tx: &mut PgConnection,
-    id: Uuid,
+    read: &DeliveryRow,
     attempt: &Attempt,
     state: &str,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<bool> {
+    let id = read.id;
     sqlx::query(
         "INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, response_excerpt,
                                        error_class, error_message)
@@ -128,16 +134,17 @@ pub async fn record(
     .bind(&attempt.error_message)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    let done = sqlx::query(
         "UPDATE webhook_deliveries SET attempts = attempts + 1, state = $2,
                 delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END
-         WHERE id = $1",
+         WHERE id = $1 AND redeliveries = $3",
     )
     .bind(id)
     .bind(state)
+    .bind(read.redeliveries)
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Creates and queues, for any worker, the deliveries of documents that
@@ -175,10 +182,12 @@ pub async fn create_many(
 }
 
 /// Sends every delivery of the job again (a fresh retry schedule, the same
-/// webhook-id); returns how many were queued.
+/// webhook-id); returns how many were queued. One being sent meanwhile
+/// keeps its running task: its worker sends it again (see [`record`]).
 pub async fn redeliver(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Result<u64> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0 WHERE job_id = $1 RETURNING id",
+        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, redeliveries = redeliveries + 1
+         WHERE job_id = $1 RETURNING id",
     )
     .bind(job_id)
     .fetch_all(&mut *tx)
@@ -198,7 +207,8 @@ pub async fn redeliver_where(
     limit: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0 WHERE id IN (
+        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, redeliveries = redeliveries + 1
+         WHERE id IN (
              SELECT d.id FROM webhook_deliveries d JOIN jobs j ON j.id = d.job_id
              WHERE d.account_id = $1 AND d.state = $2 AND j.results_expired_at IS NULL
                AND ($3::uuid IS NULL OR j.template_id = $3)

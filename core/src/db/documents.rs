@@ -83,7 +83,9 @@ pub async fn set_job_status(
     Ok(())
 }
 
-/// Fails the whole job (an unreadable ZIP): `stage_status` first, then FAILED.
+/// Fails the whole job (an unreadable ZIP): `stage_status` first, then
+/// FAILED. A final `stage_status` is skipped: the job would be FAILED
+/// without its error and finished time, which the janitor needs.
 pub async fn fail_job(
     tx: &mut PgConnection,
     job_id: Uuid,
@@ -91,7 +93,9 @@ pub async fn fail_job(
     code: &str,
     message: &str,
 ) -> sqlx::Result<Option<Finished>> {
-    set_job_status(&mut *tx, job_id, stage_status).await?;
+    if !status::is_final(stage_status) {
+        set_job_status(&mut *tx, job_id, stage_status).await?;
+    }
     let seconds: Option<f64> = sqlx::query_scalar(
         "UPDATE jobs SET status = 'FAILED', error_code = $2, error_message = $3,
                 finished_at = now(), updated_at = now()
@@ -328,12 +332,12 @@ pub async fn finish_job_if_done(
     }))
 }
 
-/// The job's stored files (the original and each document's) once the job
-/// is final, no webhook delivery is pending and they are not yet deleted;
-/// nothing otherwise. The caller deletes them, then calls
-/// [`mark_files_deleted`]: a caller that dies or whose storage fails in
-/// between leaves the job to the next one (the janitor's next pass).
-pub async fn files_to_delete(db: &mut PgConnection, job_id: Uuid) -> sqlx::Result<Vec<String>> {
+/// The job's stored files (see [`JobFiles`]) once the job is final, no
+/// webhook delivery is pending and they are not yet deleted; none
+/// otherwise. The caller deletes them, then calls [`mark_files_deleted`]:
+/// a caller that dies or whose storage fails in between leaves the job to
+/// the next one (the janitor's next pass).
+pub async fn files_to_delete(db: &mut PgConnection, job_id: Uuid) -> sqlx::Result<JobFiles> {
     let original: Option<String> = sqlx::query_scalar(
         "SELECT storage_key FROM jobs
          WHERE id = $1 AND file_deleted_at IS NULL AND status IN ('SUCCESS', 'FAILED')
@@ -344,26 +348,56 @@ pub async fn files_to_delete(db: &mut PgConnection, job_id: Uuid) -> sqlx::Resul
     .await?;
     match original {
         Some(original) => file_keys(db, job_id, original).await,
-        None => Ok(Vec::new()),
+        None => Ok(JobFiles::default()),
     }
 }
 
-/// Every stored file of a job: its documents' and the `original`, each once.
+/// A job's stored files as the database knows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFiles {
+    /// The original and each document's, each once.
+    pub keys: Vec<String>,
+    /// For a ZIP, the prefix of the files its entries were stored under
+    /// ([`unpacked_key`]). A split stores them before the commit that names
+    /// them in document rows, so one that never committed (its worker was
+    /// killed, the storage or the database failed) leaves files only a
+    /// listing finds.
+    pub unpacked: Option<String>,
+}
+
+/// Where the `idx`th entry of a ZIP stored as `original` is stored: beside
+/// it, not in a folder of its own (see the API's storage key).
+pub fn unpacked_key(original: &str, idx: usize) -> String {
+    format!("{}{idx}", unpacked_prefix(original))
+}
+
+fn unpacked_prefix(original: &str) -> String {
+    format!("{original}-doc-")
+}
+
+/// Every stored file of a job the database names: its documents' and the
+/// `original`, each once; and where its ZIP's entries are stored.
 pub async fn file_keys(
-    db: impl PgExecutor<'_>,
+    db: &mut PgConnection,
     job_id: Uuid,
     original: String,
-) -> sqlx::Result<Vec<String>> {
+) -> sqlx::Result<JobFiles> {
     let mut keys: Vec<String> = sqlx::query_scalar(
         "SELECT storage_key FROM documents WHERE job_id = $1 AND storage_key IS NOT NULL",
     )
     .bind(job_id)
-    .fetch_all(db)
+    .fetch_all(&mut *db)
     .await?;
+    let zip: Option<bool> =
+        sqlx::query_scalar("SELECT content_type = 'zip' FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_optional(&mut *db)
+            .await?;
+    let unpacked = zip.unwrap_or(false).then(|| unpacked_prefix(&original));
     keys.push(original);
     keys.sort();
     keys.dedup();
-    Ok(keys)
+    Ok(JobFiles { keys, unpacked })
 }
 
 /// Records that the job's stored files are gone (after deleting them).

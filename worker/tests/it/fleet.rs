@@ -259,3 +259,63 @@ async fn only_one_janitor_works_at_a_time() {
         .unwrap();
     assert_eq!(report.tasks_pruned, 1200);
 }
+
+/// A janitor pass that is dropped midway (it ran past its timeout) must
+/// release the leader's lock: its session lock used to go back to the pool
+/// with the connection, and no janitor could lead until that connection
+/// reached its maximum lifetime.
+#[tokio::test]
+async fn a_janitor_pass_dropped_midway_releases_the_lock() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let janitor = paperhook_janitor::Janitor {
+        pool: app.pool.clone(),
+        storage: app.storage.clone(),
+        config: app.config.clone(),
+    };
+    // The pass stops at its first statement on webhook_attempts.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE webhook_attempts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let pass = tokio::spawn(async move { janitor.run_once(chrono::Utc::now()).await });
+    let pool = app.pool.clone();
+    eventually(30, "the janitor's pass waiting on the table", || {
+        let pool = pool.clone();
+        async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        }
+    })
+    .await;
+    // The timeout drops it.
+    pass.abort();
+    assert!(pass.await.unwrap_err().is_cancelled());
+    blocker.rollback().await.unwrap();
+
+    // Another janitor process (its own connections) leads soon after.
+    let other = paperhook_janitor::Janitor {
+        pool: sqlx::PgPool::connect(secrecy::ExposeSecret::expose_secret(
+            &app.config.database_url,
+        ))
+        .await
+        .unwrap(),
+        storage: app.storage.clone(),
+        config: app.config.clone(),
+    };
+    eventually(10, "another janitor taking the lock", || async {
+        other
+            .run_once(chrono::Utc::now())
+            .await
+            .unwrap()
+            .leader
+            .then_some(())
+    })
+    .await;
+}

@@ -406,7 +406,7 @@ async fn files_a_worker_could_not_delete_go_on_the_janitors_next_pass() {
         .await
         .unwrap();
     let stranded = paperhook_worker::Worker::new(app.pool.clone(), storage, down).unwrap();
-    stranded.cleanup_files(job).await.unwrap();
+    stranded.cleanup_files(job).await;
     let deleted_at = || async {
         sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
             "SELECT file_deleted_at FROM jobs WHERE id = $1",
@@ -876,4 +876,133 @@ async fn results_of(app: &TestApp, job: uuid::Uuid) -> i64 {
         .fetch_one(&app.pool)
         .await
         .unwrap()
+}
+
+/// A worker whose storage is unreachable: every task that reads a file fails
+/// and is retried.
+async fn worker_with_storage_down(app: &TestApp) -> paperhook_worker::Worker {
+    let mut down = app.config.clone();
+    down.storage_url = "s3://paperhook-down/x".into();
+    down.s3_endpoint = "http://127.0.0.1:9".into();
+    down.s3_access_key_id = "down".into();
+    let storage = paperhook_core::storage::Storage::from_config(&down)
+        .await
+        .unwrap();
+    paperhook_worker::Worker::new(app.pool.clone(), storage, down).unwrap()
+}
+
+/// Makes the next statement that sets a job FAILED fail, once, as a
+/// database that restarts or a connection that breaks would.
+async fn fail_the_next_job_failure(app: &TestApp) {
+    for sql in [
+        "CREATE SEQUENCE blink",
+        "CREATE FUNCTION blink() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.status = 'FAILED' AND nextval('blink') = 1 THEN
+                 RAISE EXCEPTION 'the database blinked';
+             END IF;
+             RETURN NEW;
+         END $$",
+        "CREATE TRIGGER blink BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION blink()",
+    ] {
+        sqlx::query(sql).execute(&app.pool).await.unwrap();
+    }
+}
+
+/// A task's last attempt fails, and recording that failure on its job fails
+/// too: the task must stay leased, so that the rescuer hands it back and the
+/// next claim records the failure. Failing the task there left its job in
+/// UNZIPPING FILE for ever, never final, never cleaned up.
+#[tokio::test]
+async fn a_last_failure_that_cannot_be_recorded_is_recorded_on_the_next_claim() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, None).await;
+    let zip = make_zip(&[("a.pdf", example_pdf())]);
+    let job = app.submit(&key, template, "batch.zip", &zip).await;
+    // The next claim of the job's task is its last.
+    sqlx::query("UPDATE tasks SET attempts = max_attempts - 1 WHERE kind = 'job' AND ref_id = $1")
+        .bind(job)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    fail_the_next_job_failure(&app).await;
+    let down = worker_with_storage_down(&app).await;
+    assert_eq!(
+        down.run_once().await.unwrap(),
+        paperhook_worker::Outcome::Worked(1)
+    );
+    let task_state = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT state FROM tasks WHERE kind = 'job' AND ref_id = $1",
+        )
+        .bind(job)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        task_state().await,
+        "running",
+        "the task must keep its lease"
+    );
+    assert_eq!(app.job_status(&key, job).await["status"], "UNZIPPING FILE");
+
+    // Its lease expires; a worker rescues it and records the failure.
+    sqlx::query("UPDATE tasks SET locked_until = now() - interval '1 minute' WHERE ref_id = $1")
+        .bind(job)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.drain().await;
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "FAILED", "{st}");
+    assert_eq!(st["error"]["code"], "processing_failed", "{st}");
+    // Finished, so that the janitor expires it.
+    assert!(st["finished_at"].is_string(), "{st}");
+    assert_eq!(task_state().await, "failed");
+}
+
+/// Giving up a task whose work already committed changes nothing: a ZIP
+/// whose split committed (its documents queued) must not end FAILED because
+/// something after that commit failed on the split's last attempt. (What
+/// fails there, the database right after a commit, cannot be provoked from
+/// outside, so the give-up is called as the worker would.)
+#[tokio::test]
+async fn giving_up_a_task_whose_work_committed_changes_nothing() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, None).await;
+    let zip = make_zip(&[("a.pdf", example_pdf()), ("b.pdf", example_pdf())]);
+    let job = app.submit(&key, template, "batch.zip", &zip).await;
+    // Only the split: its documents wait in the queue.
+    let splitter = app.another_worker(|c| c.worker_concurrency = 1);
+    let task: paperhook_core::queue::Task = sqlx::query_as(
+        "UPDATE tasks SET attempts = max_attempts - 1 WHERE kind = 'job' AND ref_id = $1
+         RETURNING id, kind, ref_id, attempts, max_attempts, locked_by, locked_until",
+    )
+    .bind(job)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    splitter.run_once().await.unwrap();
+    assert_eq!(
+        app.job_status(&key, job).await["status"],
+        "UNZIP FILE SUCCESS"
+    );
+    // The split's last attempt, as its worker held it.
+    let held = paperhook_core::queue::Task {
+        attempts: task.max_attempts,
+        locked_by: Some(splitter.id.clone()),
+        ..task
+    };
+    let _ = paperhook_worker::pipeline::give_up(&splitter, &held, "cleaning up failed").await;
+    assert_eq!(
+        app.job_status(&key, job).await["status"],
+        "UNZIP FILE SUCCESS"
+    );
+    app.drain().await;
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "SUCCESS", "{st}");
+    assert_eq!(st["documents"].as_array().unwrap().len(), 2);
 }

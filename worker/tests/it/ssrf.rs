@@ -200,3 +200,52 @@ async fn redirects_are_never_followed() {
         "the redirect's target was contacted"
     );
 }
+
+/// Resolving the webhook's host counts in `webhook_timeout_secs` like the
+/// rest of the attempt: a lookup that does not answer (a slow DNS server,
+/// or no thread free to ask it, as here) used to hold the delivery, and
+/// the worker's slot, for as long as it took.
+#[test]
+fn a_host_that_does_not_resolve_in_time_times_out() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let app = TestApp::spawn_with(StorageKind::Fs, |c| c.webhook_timeout_secs = 1).await;
+        let hook = Receiver::start().await;
+        let (_, key) = app.account(5).await;
+        let url = hook.url.replace("127.0.0.1", "localhost");
+        let template = template_at(&app, &key, &url).await;
+        let row = paperhook_core::db::templates::get_any(&app.pool, template)
+            .await
+            .unwrap()
+            .unwrap();
+        let keyring = app.config.keyring().unwrap();
+        // The one thread that runs lookups is busy.
+        let (free, busy) = std::sync::mpsc::channel::<()>();
+        let held = tokio::task::spawn_blocking(move || {
+            let _ = busy.recv();
+        });
+        let started = std::time::Instant::now();
+        let sent = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            paperhook_worker::deliver::send_test(&app.config, &keyring, &row),
+        )
+        .await;
+        drop(free);
+        held.await.unwrap();
+        let (_, attempt) = sent
+            .expect("the attempt outlived webhook_timeout_secs")
+            .unwrap();
+        assert_eq!(attempt.error_class, Some("timeout"), "{attempt:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(hook.received().is_empty());
+    });
+}

@@ -584,3 +584,205 @@ async fn job_detail_shows_each_documents_result_charge_and_attempts() {
     flat.sort();
     assert_eq!(flat, [&[200][..], &[200], &[500, 200]], "{attempts:?}");
 }
+
+/// A receiver on 127.0.0.1 that answers every request with `reply` (a
+/// whole HTTP response), holding the first one until `release` is notified
+/// when `hold_first`; returns its URL and how many requests it got.
+async fn receiver_answering(
+    reply: &'static [u8],
+    hold_first: bool,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<tokio::sync::Notify>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/hook",
+        listener.local_addr().unwrap().port()
+    );
+    let got = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (g, r) = (got.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (g, r) = (g.clone(), r.clone());
+            tokio::spawn(async move {
+                if read_request(&mut sock).await.is_some() {
+                    if g.fetch_add(1, SeqCst) == 0 && hold_first {
+                        r.notified().await;
+                    }
+                    let _ = sock.write_all(reply).await;
+                    let _ = sock.shutdown().await;
+                }
+            });
+        }
+    });
+    (url, got, release)
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+
+async fn delivery_state(app: &TestApp) -> String {
+    sqlx::query_scalar("SELECT state FROM webhook_deliveries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// A redelivery asked for while the webhook is being sent is not lost: the
+/// sending worker used to record its attempt over the reset (delivered, or
+/// failed on the last attempt of the schedule), and the redelivery's queued
+/// task was never made, as the running one stood in its place.
+#[tokio::test]
+async fn a_redelivery_asked_for_during_a_send_sends_again() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (url, got, release) = receiver_answering(OK, true).await;
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&url)).await;
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    let worker = app.another_worker(|_| {});
+    let working = tokio::spawn(async move { drain(&worker).await });
+    let g = got.clone();
+    eventually(60, "the webhook reaching the receiver", || {
+        let g = g.clone();
+        async move { (g.load(SeqCst) == 1).then_some(()) }
+    })
+    .await;
+    let (status, body) =
+        send(app.req(Method::POST, &format!("/v1/jobs/{job}/redeliver"), &key)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["queued"], 1);
+    release.notify_one();
+    working.await.unwrap();
+    app.drain().await;
+    assert_eq!(got.load(SeqCst), 2, "the redelivery was not sent");
+    assert_eq!(delivery_state(&app).await, "delivered");
+}
+
+/// Past `result_retention_secs` a job's results are expired for the API,
+/// even before the janitor's pass marks them: its webhooks are not sent
+/// either (they carry the results).
+#[tokio::test]
+async fn no_webhook_is_sent_once_the_results_are_past_retention() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let hook = Receiver::start().await;
+    hook.answers.lock().unwrap().extend([503]);
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    // Job, document and a first attempt that fails.
+    app.worker.run_once().await.unwrap();
+    assert_eq!(hook.received().len(), 1);
+    assert_eq!(delivery_state(&app).await, "pending");
+    sqlx::query(
+        "UPDATE jobs SET finished_at = now() - make_interval(secs => $2 + 1) WHERE id = $1",
+    )
+    .bind(job)
+    .bind(app.config.result_retention_secs as f64)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (status, body) = send(
+        app.req(Method::POST, "/v1/job-results", &key)
+            .json(&serde_json::json!({"job_id": job})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::GONE, "{body}");
+    app.drain().await;
+    assert_eq!(
+        hook.received().len(),
+        1,
+        "a webhook went out after its results expired"
+    );
+    assert_eq!(delivery_state(&app).await, "failed");
+    assert_eq!(
+        attempts(&app).await,
+        [
+            (Some(503), Some("http".into())),
+            (None, Some("expired".into()))
+        ]
+    );
+}
+
+/// A receiver's answer with a NUL character in its body (PostgreSQL text
+/// cannot hold one) is recorded without it: recording the attempt used to
+/// fail, and the delivered webhook was sent again and again.
+#[tokio::test]
+async fn a_response_body_with_nul_characters_is_recorded() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (url, got, _) = receiver_answering(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nok\0\0!!",
+        false,
+    )
+    .await;
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&url)).await;
+    app.submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    app.drain().await;
+    assert_eq!(got.load(SeqCst), 1);
+    assert_eq!(delivery_state(&app).await, "delivered");
+    let excerpt: String = sqlx::query_scalar("SELECT response_excerpt FROM webhook_attempts")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(excerpt, "ok!!");
+}
+
+/// A webhook URL can carry secrets (`user:password@`, `?token=`): a failed
+/// attempt's error, recorded and shown, must not quote them.
+#[tokio::test]
+async fn error_messages_do_not_quote_the_webhook_url() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(5).await;
+    // A port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let hook = Receiver::start().await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    sqlx::query("UPDATE templates SET webhook_url = $2 WHERE id = $1")
+        .bind(template)
+        .bind(format!(
+            "http://hookuser:hunter2@127.0.0.1:{port}/hook?token=s3cr3t-t0ken"
+        ))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    app.drain().await;
+    let recorded: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT a.error_class, a.error_message FROM webhook_attempts a ORDER BY a.id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(!recorded.is_empty());
+    let errors: Vec<String> = sqlx::query_scalar(
+        "SELECT last_error FROM tasks WHERE kind = 'delivery' AND last_error IS NOT NULL",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    for (class, message) in &recorded {
+        assert_eq!(class.as_deref(), Some("connect"), "{message:?}");
+    }
+    for text in recorded.iter().filter_map(|(_, m)| m.clone()).chain(errors) {
+        assert!(
+            !text.contains("hunter2") && !text.contains("s3cr3t") && !text.contains("hookuser"),
+            "{text}"
+        );
+    }
+}

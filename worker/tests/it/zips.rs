@@ -232,3 +232,151 @@ async fn whole_zip_failures() {
         assert!(!app.storage.exists(&key_of).await.unwrap());
     }
 }
+
+/// Files a ZIP's split stored before a commit that never came (its worker
+/// was killed, the storage or the database failed) are named by no document
+/// row: they must go with the job all the same, when the split is given up,
+/// on the janitor's pass, and when the job's data is deleted on request.
+#[tokio::test]
+async fn files_unpacked_by_a_split_that_never_committed_are_deleted() {
+    for kind in [StorageKind::Fs, StorageKind::S3] {
+        let app = TestApp::spawn_with(kind, |_| {}).await;
+        let (_, key) = app.account(10).await;
+        let (template, _) = app.template(&key, None).await;
+        let zip = make_zip(&[("a.pdf", example_pdf()), ("b.pdf", example_pdf())]);
+        // Each job's split stored both entries and did not commit.
+        let mut jobs = Vec::new();
+        for _ in 0..3 {
+            let job = app.submit(&key, template, "batch.zip", &zip).await;
+            let original: String = sqlx::query_scalar("SELECT storage_key FROM jobs WHERE id = $1")
+                .bind(job)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+            let files = vec![
+                original.clone(),
+                format!("{original}-doc-0"),
+                format!("{original}-doc-1"),
+            ];
+            for f in &files[1..] {
+                app.storage
+                    .put_bytes(f, example_pdf().to_vec().into())
+                    .await
+                    .unwrap();
+            }
+            jobs.push((job, files));
+        }
+        let stored = |files: Vec<String>| {
+            let storage = app.storage.clone();
+            async move {
+                let mut left = Vec::new();
+                for f in files {
+                    if storage.exists(&f).await.unwrap() {
+                        left.push(f);
+                    }
+                }
+                left
+            }
+        };
+
+        // 1. Its worker died on the split's last attempt: the next one gives up.
+        let (job, files) = &jobs[0];
+        sqlx::query(
+            "UPDATE tasks SET state = 'running', attempts = max_attempts, locked_by = 'dead-worker',
+                    locked_until = now() - interval '1 minute'
+             WHERE kind = 'job' AND ref_id = $1",
+        )
+        .bind(job)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        app.drain().await;
+        assert_eq!(app.job_status(&key, *job).await["status"], "FAILED");
+        assert_eq!(stored(files.clone()).await, Vec::<String>::new());
+
+        // 2 and 3. Given up, with its files left (the worker's storage failed).
+        for (job, _) in &jobs[1..] {
+            sqlx::query("UPDATE tasks SET state = 'failed', finished_at = now() WHERE ref_id = $1")
+                .bind(job)
+                .execute(&app.pool)
+                .await
+                .unwrap();
+            sqlx::query(
+                "UPDATE jobs SET status = 'FAILED', finished_at = now(), error_code = 'processing_failed'
+                 WHERE id = $1",
+            )
+            .bind(job)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        }
+        // 2. The janitor's pass after workers that stopped midway.
+        let (job, files) = &jobs[1];
+        sqlx::query("UPDATE jobs SET finished_at = now() - interval '1 hour' WHERE id = $1")
+            .bind(job)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        let janitor = paperhook_janitor::Janitor {
+            pool: app.pool.clone(),
+            storage: app.storage.clone(),
+            config: app.config.clone(),
+        };
+        // The janitor takes the older job first; the pass may take both.
+        janitor.run_once(chrono::Utc::now()).await.unwrap();
+        assert_eq!(stored(files.clone()).await, Vec::<String>::new());
+
+        // 3. DELETE /v1/jobs/{id}, should its files still be there.
+        let (job, files) = &jobs[2];
+        for f in &files[1..] {
+            app.storage
+                .put_bytes(f, example_pdf().to_vec().into())
+                .await
+                .unwrap();
+        }
+        sqlx::query("UPDATE jobs SET file_deleted_at = NULL WHERE id = $1")
+            .bind(job)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        let (status, body) =
+            send(app.req(reqwest::Method::DELETE, &format!("/v1/jobs/{job}"), &key)).await;
+        assert_eq!(status, reqwest::StatusCode::NO_CONTENT, "{body}");
+        assert_eq!(stored(files.clone()).await, Vec::<String>::new());
+    }
+}
+
+/// A ZIP entry named with a NUL character (PostgreSQL text cannot hold one)
+/// is rejected as unsafe under a name it can store: inserting it used to
+/// fail, and the whole ZIP was retried until its attempts ran out.
+#[tokio::test]
+async fn an_entry_name_with_a_nul_character_is_rejected_and_stored() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let mut zip = make_zip(&[("good.pdf", example_pdf()), ("bad#name.pdf", example_pdf())]);
+    // The name in the local and the central header.
+    let mut patched = 0;
+    for i in 0..zip.len() - 12 {
+        if &zip[i..i + 12] == b"bad#name.pdf" {
+            zip[i + 3] = 0;
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 2);
+    let job = app.submit(&key, template, "nul.zip", &zip).await;
+    app.drain().await;
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "FAILED", "{st}");
+    assert_eq!(st["error"]["code"], "documents_failed", "{st}");
+    let docs = st["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), 2, "{st}");
+    assert_eq!(docs[0]["status"], "PROCESS IMAGE SUCCESS", "{st}");
+    assert_eq!(docs[1]["error"]["code"], "zip_unsafe_path", "{st}");
+    let name = docs[1]["file_name"].as_str().unwrap();
+    assert!(!name.contains('\0'), "{name:?}");
+    assert!(
+        name.starts_with("bad") && name.ends_with("name.pdf"),
+        "{name:?}"
+    );
+}
