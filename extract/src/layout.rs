@@ -74,6 +74,11 @@ pub fn same_row(a: &BBox, b: &BBox) -> bool {
 /// Columns a page's layout text is laid out on: enough that words of
 /// typical size keep their order and gaps.
 const MIN_COLS: f64 = 80.0;
+/// Spaces the layout text of a page may add beyond one a word: this much,
+/// plus [`PAD_PER_TEXT_BYTE`] for each byte of its words. Past it, words
+/// are set one space apart and lines start at the left margin.
+const MIN_PAD_BUDGET: usize = 64 * 1024;
+const PAD_PER_TEXT_BYTE: usize = 8;
 
 impl PageText {
     /// Build lines and layout text from words in any order.
@@ -138,6 +143,11 @@ impl PageText {
             .max(1e-4);
 
         let mut text = String::new();
+        // Spaces beyond one a word: a page of a million one-glyph lines,
+        // each far right, would otherwise pad each with hundreds (most of
+        // a gigabyte). Ordinary pages use a few kilobytes.
+        let mut spare_pad =
+            MIN_PAD_BUDGET + PAD_PER_TEXT_BYTE * words.iter().map(|w| w.text.len()).sum::<usize>();
         let mut spans = vec![(0, 0); words.len()];
         let mut line_starts = Vec::with_capacity(lines.len());
         let mut prev_bottom: Option<f64> = None;
@@ -162,6 +172,7 @@ impl PageText {
                 let want = want.min(col + 400);
                 // Words of one phrase get one space; wider gaps keep columns.
                 let close = words[i].bbox[0] - prev_x1 < 2.0 * char_w;
+                let least = usize::from(k > 0);
                 let pad = if k == 0 {
                     want
                 } else if close {
@@ -169,6 +180,9 @@ impl PageText {
                 } else {
                     want.max(col + 1)
                 } - col;
+                let extra = (pad - least).min(spare_pad);
+                spare_pad -= extra;
+                let pad = least + extra;
                 prev_x1 = words[i].bbox[2];
                 text.extend(std::iter::repeat_n(' ', pad));
                 col += pad;
@@ -291,5 +305,37 @@ mod tests {
         let pos = page.text.find("4711").unwrap();
         assert_eq!(page.line_at(pos), Some(0));
         assert_eq!(page.words_in_span(pos, pos + 4).len(), 1);
+    }
+
+    #[test]
+    fn layout_text_padding_is_bounded_by_the_words() {
+        // 200,000 narrow one-glyph lines at the right edge: each was padded
+        // with 400 spaces (80 MB of text).
+        let n = 200_000;
+        let words: Vec<Word> = (0..n)
+            .map(|k| {
+                let y = k as f64 / n as f64;
+                Word {
+                    text: "x".into(),
+                    bbox: [0.99, y, 0.991, y + 0.4 / n as f64],
+                    confidence: 1.0,
+                }
+            })
+            .collect();
+        let page = PageText::new(1, Source::TextLayer, words);
+        assert_eq!(page.lines.len(), n);
+        let budget = MIN_PAD_BUDGET + PAD_PER_TEXT_BYTE * n;
+        // Each line: its glyph, its newline, at most two blank lines.
+        assert!(
+            page.text.len() <= budget + 4 * n,
+            "{} bytes",
+            page.text.len()
+        );
+        // The first lines still keep their column.
+        assert!(
+            page.text.starts_with(&" ".repeat(400)),
+            "{:?}",
+            &page.text[..420]
+        );
     }
 }
