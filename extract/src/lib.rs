@@ -51,6 +51,16 @@ pub struct Options {
     /// grows with it, about 100 KB per page area at 300 DPI
     /// (`page_too_complex`).
     pub max_page_overdraw: u32,
+    /// Most glyphs the text layers of a PDF's pages may draw in all
+    /// (`text_too_large`): every glyph read is kept, and a small content
+    /// stream shared by every page can draw millions on each.
+    pub max_text_glyphs: u64,
+    /// Most drawing operations (shapes, clips, text runs, images, forms,
+    /// marked content) the pages of a PDF may make in all when their text
+    /// is read (`document_too_complex`), and one page before it is
+    /// rendered: the time a few kilobytes of forms drawing each other can
+    /// take grows exponentially with their depth.
+    pub max_drawing_operations: u64,
     /// Rendering resolution for OCR (a template's `dpi` overrides it).
     pub dpi: u32,
     /// Wall time one page may take (render + OCR); checked between stages.
@@ -87,6 +97,8 @@ impl Default for Options {
             max_pixels_per_page: 60_000_000,
             max_side: 30_000,
             max_page_overdraw: 1000,
+            max_text_glyphs: 2_000_000,
+            max_drawing_operations: 10_000_000,
             dpi: 300,
             page_time_limit: Duration::from_secs(60),
             document_time_limit: Duration::from_secs(1800),
@@ -255,6 +267,11 @@ struct Plan<'a> {
 }
 
 impl Plan<'_> {
+    /// A meter with the document's limits on interpreting PDF pages.
+    fn meter(&self) -> pdf::Meter {
+        pdf::Meter::new(self.opts.max_text_glyphs, self.opts.max_drawing_operations)
+    }
+
     /// OCR of an image of the page whose work began at `start`; stops at
     /// the page's time limit (the caller's next [`deadline_check`] says so).
     fn recognise(
@@ -358,8 +375,13 @@ fn read_pages_inner(
                 });
             }
             pdf::check_streams(&pdf, embedded_image_limit(opts))?;
+            // One meter for every page: the limits are the document's.
+            let mut meter = plan.meter();
             let layer: Vec<PageText> = (0..n)
-                .map(|i| document_deadline(&plan, i).map(|()| pdf::page_text(&pdf, i)))
+                .map(|i| {
+                    document_deadline(&plan, i)?;
+                    pdf::page_text(&pdf, i, &mut meter)
+                })
                 .collect::<Result<_, _>>()?;
             let needs: Vec<Need> = layer
                 .iter()
@@ -522,12 +544,16 @@ fn ocr_page(
     let number = index as u32 + 1;
     let (img, dpi) = match (pixels, pdf) {
         (Pixels::Pdf(i), Some(pdf)) => {
+            // The page's own budget: its text layer was read within the
+            // document's, and measuring it again does the same work.
+            let mut meter = plan.meter();
             let (img, dpi) = pdf::render(
                 pdf,
                 i,
                 plan.dpi,
                 plan.opts.max_pixels_per_page,
                 plan.opts.max_page_overdraw,
+                &mut meter,
             )?;
             Clock::add(&plan.clock.render_ns, start);
             (std::borrow::Cow::Owned(img), dpi.round() as u32)
@@ -945,12 +971,14 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
             detail: format!("page {page} does not exist; the document has {n}"),
         });
     }
+    let mut meter = pdf::Meter::new(opts.max_text_glyphs, opts.max_drawing_operations);
     Ok(pdf::render(
         &pdf,
         page as usize - 1,
         dpi,
         opts.max_pixels_per_page,
         opts.max_page_overdraw,
+        &mut meter,
     )?
     .0)
 }
