@@ -63,10 +63,13 @@ pub struct Options {
     pub max_drawing_operations: u64,
     /// Rendering resolution for OCR (a template's `dpi` overrides it).
     pub dpi: u32,
-    /// Wall time one page may take (render + OCR); checked between stages.
+    /// Wall time one page may take (text layer, or render + OCR); checked
+    /// between stages and at every drawing operation while a PDF page is
+    /// read or measured (`timeout`).
     pub page_time_limit: Duration,
     /// Wall time the whole document may take; checked before and between
-    /// the stages of every page (`document_timeout`, not worth retrying).
+    /// the stages of every page, and like the page's inside PDF pages
+    /// (`document_timeout`, not worth retrying).
     pub document_time_limit: Duration,
     /// Tesseract data directory; `None` uses the system default.
     pub tessdata: Option<String>,
@@ -269,7 +272,12 @@ struct Plan<'a> {
 impl Plan<'_> {
     /// A meter with the document's limits on interpreting PDF pages.
     fn meter(&self) -> pdf::Meter {
-        pdf::Meter::new(self.opts.max_text_glyphs, self.opts.max_drawing_operations)
+        pdf::Meter::new(
+            self.opts.max_text_glyphs,
+            self.opts.max_drawing_operations,
+            self.started,
+            self.opts.document_time_limit,
+        )
     }
 
     /// OCR of an image of the page whose work began at `start`; stops at
@@ -380,6 +388,7 @@ fn read_pages_inner(
             let layer: Vec<PageText> = (0..n)
                 .map(|i| {
                     document_deadline(&plan, i)?;
+                    meter.start_page(Instant::now(), opts.page_time_limit);
                     pdf::page_text(&pdf, i, &mut meter)
                 })
                 .collect::<Result<_, _>>()?;
@@ -544,9 +553,10 @@ fn ocr_page(
     let number = index as u32 + 1;
     let (img, dpi) = match (pixels, pdf) {
         (Pixels::Pdf(i), Some(pdf)) => {
-            // The page's own budget: its text layer was read within the
-            // document's, and measuring it again does the same work.
+            // The page's own budget (its text layer, the same work, was
+            // read within the document's) and time limits.
             let mut meter = plan.meter();
+            meter.start_page(start, plan.opts.page_time_limit);
             let (img, dpi) = pdf::render(
                 pdf,
                 i,
@@ -957,6 +967,7 @@ pub fn extract(doc: &[u8], template: &Template, opts: &Options) -> Result<Extrac
 /// Render one PDF page (1-based) in grey at `dpi`, within the pixel limits
 /// of `opts` (for tools, benchmarks and test scans).
 pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<GrayImage, Error> {
+    let started = Instant::now();
     if sniff(doc)? != Kind::Pdf {
         return Err(Error::UnsupportedType {
             found: "an image (only PDF pages are rendered)".into(),
@@ -971,7 +982,13 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
             detail: format!("page {page} does not exist; the document has {n}"),
         });
     }
-    let mut meter = pdf::Meter::new(opts.max_text_glyphs, opts.max_drawing_operations);
+    let mut meter = pdf::Meter::new(
+        opts.max_text_glyphs,
+        opts.max_drawing_operations,
+        started,
+        opts.document_time_limit,
+    );
+    meter.start_page(started, opts.page_time_limit);
     Ok(pdf::render(
         &pdf,
         page as usize - 1,

@@ -3,6 +3,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hayro::hayro_interpret::font::GlyphRun;
 use hayro::hayro_interpret::hayro_syntax::content::UntypedIter;
@@ -40,8 +41,8 @@ pub fn open(doc: &[u8]) -> Result<Pdf, Error> {
 }
 
 /// What interpreting pages may cost: glyphs drawn (each one kept costs
-/// memory) and drawing operations (every call hayro makes into a device:
-/// shapes, clips, text runs, images, forms, marked content).
+/// memory), drawing operations (every call hayro makes into a device:
+/// shapes, clips, text runs, images, forms, marked content) and time.
 /// One meter is shared by all the pages of a pass over a document, so a
 /// small content stream shared by every page cannot multiply its cost by
 /// the page count.
@@ -61,6 +62,12 @@ pub struct Meter {
     max_operations: u64,
     glyphs: u64,
     operations: u64,
+    /// The document's time limit: when it started, how long it is.
+    document: (Instant, Duration),
+    /// The page's, if it has one.
+    page: Option<(Instant, Duration)>,
+    /// The earlier of the two ends.
+    deadline: Instant,
     cut: Option<Cut>,
 }
 
@@ -69,20 +76,33 @@ pub struct Meter {
 enum Cut {
     Glyphs,
     Operations,
+    Time,
 }
 
 /// What unwinds out of hayro when the meter cuts a page short.
 struct Stop;
 
 impl Meter {
-    pub fn new(max_glyphs: u64, max_operations: u64) -> Meter {
+    /// A meter for a document whose work began at `started` and may take
+    /// `limit`.
+    pub fn new(max_glyphs: u64, max_operations: u64, started: Instant, limit: Duration) -> Meter {
         Meter {
             max_glyphs,
             max_operations,
             glyphs: 0,
             operations: 0,
+            document: (started, limit),
+            page: None,
+            deadline: started + limit,
             cut: None,
         }
+    }
+
+    /// The page whose work began at `started` may take `limit` (and ends
+    /// with the document at the latest).
+    pub fn start_page(&mut self, started: Instant, limit: Duration) {
+        self.page = Some((started, limit));
+        self.deadline = (started + limit).min(self.document.0 + self.document.1);
     }
 
     /// Charges one device call drawing `glyphs` glyphs; past a limit,
@@ -94,6 +114,8 @@ impl Meter {
             Cut::Glyphs
         } else if self.operations > self.max_operations {
             Cut::Operations
+        } else if Instant::now() >= self.deadline {
+            Cut::Time
         } else {
             return;
         };
@@ -111,6 +133,18 @@ impl Meter {
             Cut::Operations => Error::TooManyOperations {
                 page: number,
                 max: self.max_operations,
+            },
+            Cut::Time => match self.page {
+                Some((started, limit)) if started + limit <= self.document.0 + self.document.1 => {
+                    Error::Timeout {
+                        page: number,
+                        limit_ms: limit.as_millis() as u64,
+                    }
+                }
+                _ => Error::DocumentTimeout {
+                    page: number,
+                    limit_secs: self.document.1.as_secs_f64(),
+                },
             },
         }
     }

@@ -445,6 +445,45 @@ fn forms_drawing_each_other_over_and_over_are_stopped_part_way() {
 }
 
 #[test]
+fn time_limits_hold_inside_a_page() {
+    // Without a budget, one page of the forms above runs for most of a
+    // minute: the limits were only checked between pages.
+    let bomb = form_bomb(2, 7, 10, "0 0 1 1 re f");
+    let unlimited = Options {
+        max_drawing_operations: u64::MAX,
+        ..Options::default()
+    };
+    for (opts, want) in [
+        (
+            Options {
+                document_time_limit: Duration::from_millis(500),
+                ..unlimited.clone()
+            },
+            ("document_timeout", "at page 1"),
+        ),
+        (
+            Options {
+                page_time_limit: Duration::from_millis(500),
+                ..unlimited.clone()
+            },
+            ("timeout", "(at page 1)"),
+        ),
+    ] {
+        let started = Instant::now();
+        let err = extract(&bomb, &template(), &opts).unwrap_err();
+        assert_eq!(err.code(), want.0, "{err}");
+        assert!(err.to_string().contains(want.1), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let err = render_page(&bomb, 2, 100, &opts).unwrap_err();
+        assert_eq!(err.code(), want.0, "{err}");
+    }
+}
+
+#[test]
 fn the_example_invoice_reads_as_before() {
     let mut template: serde_json::Value =
         serde_json::from_str(include_str!("../../../examples/template.json")).unwrap();
