@@ -74,6 +74,8 @@ pub struct Config {
     pub max_pixels_per_page: u64,
     pub max_image_side: u32,
     pub max_page_overdraw: u32,
+    pub max_text_glyphs: u64,
+    pub max_drawing_operations: u64,
     pub render_dpi: u32,
     pub page_time_limit_secs: u64,
     pub document_time_limit_secs: u64,
@@ -178,6 +180,8 @@ impl Config {
             ("max_pixels_per_page", self.max_pixels_per_page),
             ("max_image_side", u64::from(self.max_image_side)),
             ("max_page_overdraw", u64::from(self.max_page_overdraw)),
+            ("max_text_glyphs", self.max_text_glyphs),
+            ("max_drawing_operations", self.max_drawing_operations),
             ("page_time_limit_secs", self.page_time_limit_secs),
             ("document_time_limit_secs", self.document_time_limit_secs),
             (
@@ -225,13 +229,16 @@ impl Config {
     }
 
     /// The extraction limits of `max_pages`, `max_pixels_per_page`,
-    /// `max_image_side`, `render_dpi` and the two time limits.
+    /// `max_image_side`, `max_page_overdraw`, `max_text_glyphs`,
+    /// `max_drawing_operations`, `render_dpi` and the two time limits.
     pub fn extract_options(&self) -> paperhook_extract::Options {
         paperhook_extract::Options {
             max_pages: self.max_pages,
             max_pixels_per_page: self.max_pixels_per_page,
             max_side: self.max_image_side,
             max_page_overdraw: self.max_page_overdraw,
+            max_text_glyphs: self.max_text_glyphs,
+            max_drawing_operations: self.max_drawing_operations,
             dpi: self.render_dpi,
             page_time_limit: Duration::from_secs(self.page_time_limit_secs),
             document_time_limit: Duration::from_secs(self.document_time_limit_secs),
@@ -426,6 +433,8 @@ mod tests {
             ("max_pixels_per_page", 1000),
             ("max_image_side", 40),
             ("max_page_overdraw", 30),
+            ("max_text_glyphs", 5000),
+            ("max_drawing_operations", 6000),
             ("render_dpi", 150),
             ("page_time_limit_secs", 9),
             ("document_time_limit_secs", 90),
@@ -441,6 +450,14 @@ mod tests {
             ),
             (7, 1000, 40, 150)
         );
+        assert_eq!(
+            (
+                opts.max_page_overdraw,
+                opts.max_text_glyphs,
+                opts.max_drawing_operations
+            ),
+            (30, 5000, 6000)
+        );
         assert_eq!(opts.page_time_limit, Duration::from_secs(9));
         assert_eq!(opts.document_time_limit, Duration::from_secs(90));
         // The defaults are the engine's own.
@@ -454,12 +471,26 @@ mod tests {
             ),
             (engine.max_pixels_per_page, engine.max_side, engine.dpi)
         );
+        assert_eq!(
+            (
+                defaults.max_page_overdraw,
+                defaults.max_text_glyphs,
+                defaults.max_drawing_operations
+            ),
+            (
+                engine.max_page_overdraw,
+                engine.max_text_glyphs,
+                engine.max_drawing_operations
+            )
+        );
         assert_eq!(defaults.page_time_limit, engine.page_time_limit);
         assert_eq!(defaults.document_time_limit, engine.document_time_limit);
         for (name, bad) in [
             ("max_pixels_per_page", 0),
             ("max_image_side", 0),
             ("max_page_overdraw", 0),
+            ("max_text_glyphs", 0),
+            ("max_drawing_operations", 0),
             ("page_time_limit_secs", 0),
             ("document_time_limit_secs", 0),
             ("preview_max_concurrent", 0),

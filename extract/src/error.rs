@@ -48,6 +48,14 @@ pub enum Error {
         "page {page} paints about {overdraw:.0} times its own area; rendering it would take too much memory (the limit is {max} times: max_page_overdraw)"
     )]
     PageTooComplex { page: u32, overdraw: f64, max: u32 },
+    #[error(
+        "the PDF's text draws more than {max} glyphs (passed at page {page}); split it into smaller documents, or raise max_text_glyphs"
+    )]
+    TextTooLarge { page: u32, max: u64 },
+    #[error(
+        "the PDF makes more than {max} drawing operations (shapes, clips, text runs, images, forms; passed at page {page}); split it into smaller documents, or raise max_drawing_operations"
+    )]
+    TooManyOperations { page: u32, max: u64 },
     #[error("processing took longer than the limit of {limit_ms} ms (at page {page})")]
     Timeout { page: u32, limit_ms: u64 },
     #[error(
@@ -87,6 +95,8 @@ impl Error {
             | Error::EmbeddedImageTooLarge { .. } => "image_too_large",
             Error::PageTooLarge { .. } => "page_too_large",
             Error::PageTooComplex { .. } => "page_too_complex",
+            Error::TextTooLarge { .. } => "text_too_large",
+            Error::TooManyOperations { .. } => "document_too_complex",
             Error::Timeout { .. } => "timeout",
             Error::DocumentTimeout { .. } => "document_timeout",
             Error::TemplateMismatch { .. } => "template_mismatch",

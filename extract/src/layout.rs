@@ -1,6 +1,8 @@
 //! The per-page text model: words with normalised boxes, lines in reading
 //! order, and a layout-preserving text that regexes run over.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
 /// A box `[left, top, right, bottom]` in 0..1 of the upright page.
@@ -71,9 +73,82 @@ pub fn same_row(a: &BBox, b: &BBox) -> bool {
     overlap > 0.5 * height(a).min(height(b))
 }
 
+/// A line being grouped, with what tells without a scan of all its words
+/// whether a new word lies under or over one of them: a page whose glyphs
+/// all sit on one line would otherwise be quadratic (100,000 words on one
+/// line took 11 s, a text layer of 200,000 a minute).
+struct Row {
+    words: Vec<usize>,
+    bbox: BBox,
+    /// The words by left edge ([`order_key`], index).
+    by_x: BTreeSet<(i64, usize)>,
+    /// Widest word: a word overlapping `x` starts at most this far left.
+    widest: f64,
+    /// Lowest vertical centre of the words, and lowest centre plus a
+    /// quarter of the word's height.
+    min_center: f64,
+    min_reach: f64,
+}
+
+/// Candidates [`Row::overlaps_off_level`] looks at before it lets the row
+/// test alone decide: ordinary lines never have so many words over one
+/// spot; a degenerate one (a page-wide word among thousands of glyphs)
+/// stays linear.
+const MAX_OVERLAP_CANDIDATES: usize = 64;
+
+/// A key ordered like `f64::total_cmp`.
+fn order_key(v: f64) -> i64 {
+    let bits = v.to_bits() as i64;
+    bits ^ (((bits >> 63) as u64) >> 1) as i64
+}
+
+impl Row {
+    fn add(&mut self, i: usize, b: &BBox) {
+        self.words.push(i);
+        self.bbox = union(self.bbox, *b);
+        self.by_x.insert((order_key(b[0]), i));
+        self.widest = self.widest.max(b[2] - b[0]);
+        let cy = center_y(b);
+        self.min_center = self.min_center.min(cy);
+        self.min_reach = self.min_reach.min(cy + 0.25 * (b[3] - b[1]));
+    }
+
+    /// Whether a word `b` (height `h`), coming no higher than any word of
+    /// the row, overlaps one of them horizontally without sitting at the
+    /// same height: then it is on another line overlapping this one (OCR
+    /// boxes of neighbouring words can overlap: Tesseract gave "Paper" a
+    /// box reaching over "A4").
+    fn overlaps_off_level(&self, b: &BBox, h: f64, words: &[Word]) -> bool {
+        let cy = center_y(b);
+        // Level with a word: centres closer than a quarter of the smaller
+        // height. Every word is level with `b` (the usual case, and every
+        // word of one long line): no word to look for.
+        const SLACK: f64 = 1e-9;
+        if cy - self.min_center < 0.25 * h - SLACK && cy < self.min_reach - SLACK {
+            return false;
+        }
+        let level = |o: &BBox| (center_y(o) - cy).abs() < 0.25 * h.min(o[3] - o[1]);
+        let from = b[0] - self.widest - SLACK * (1.0 + b[0].abs() + self.widest);
+        self.by_x
+            .range((order_key(from), 0)..(order_key(b[2]), 0))
+            // From the right: the words starting within `b` first.
+            .rev()
+            .take(MAX_OVERLAP_CANDIDATES)
+            .any(|&(_, j)| {
+                let o = &words[j].bbox;
+                o[0] < b[2] && b[0] < o[2] && !level(o)
+            })
+    }
+}
+
 /// Columns a page's layout text is laid out on: enough that words of
 /// typical size keep their order and gaps.
 const MIN_COLS: f64 = 80.0;
+/// Spaces the layout text of a page may add beyond one a word: this much,
+/// plus [`PAD_PER_TEXT_BYTE`] for each byte of its words. Past it, words
+/// are set one space apart and lines start at the left margin.
+const MIN_PAD_BUDGET: usize = 64 * 1024;
+const PAD_PER_TEXT_BYTE: usize = 8;
 
 impl PageText {
     /// Build lines and layout text from words in any order.
@@ -93,34 +168,43 @@ impl PageText {
         // vertical overlap, then left to right.
         let mut order: Vec<usize> = (0..words.len()).collect();
         order.sort_by(|&a, &b| center_y(&words[a].bbox).total_cmp(&center_y(&words[b].bbox)));
-        let mut lines: Vec<Line> = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
         for i in order {
             let b = words[i].bbox;
             let h = (b[3] - b[1]).max(1e-6);
-            let joined = lines.iter_mut().rev().take(3).find(|l| {
-                // A word whose box overlaps one of the line's is on another
-                // line that overlaps this one, unless both sit at the same
-                // height (OCR boxes of neighbouring words can overlap:
-                // Tesseract gave "Paper" a box reaching over "A4").
-                let level =
-                    |o: &BBox| (center_y(o) - center_y(&b)).abs() < 0.25 * h.min(o[3] - o[1]);
-                same_row(&b, &l.bbox)
-                    && !l.words.iter().any(|&j| {
-                        let o = &words[j].bbox;
-                        o[0] < b[2] && b[0] < o[2] && !level(o)
-                    })
-            });
+            let joined = rows
+                .iter_mut()
+                .rev()
+                .take(3)
+                .find(|r| same_row(&b, &r.bbox) && !r.overlaps_off_level(&b, h, &words));
             match joined {
-                Some(l) => {
-                    l.words.push(i);
-                    l.bbox = union(l.bbox, b);
+                Some(r) => r.add(i, &words[i].bbox),
+                None => {
+                    // Only the last three rows take words: the one falling
+                    // out of reach needs no index any more.
+                    if let Some(old) = rows.len().checked_sub(3) {
+                        rows[old].by_x = BTreeSet::new();
+                    }
+                    let mut r = Row {
+                        words: Vec::new(),
+                        bbox: b,
+                        by_x: BTreeSet::new(),
+                        widest: 0.0,
+                        min_center: f64::INFINITY,
+                        min_reach: f64::INFINITY,
+                    };
+                    r.add(i, &b);
+                    rows.push(r);
                 }
-                None => lines.push(Line {
-                    words: vec![i],
-                    bbox: b,
-                }),
             }
         }
+        let mut lines: Vec<Line> = rows
+            .into_iter()
+            .map(|r| Line {
+                words: r.words,
+                bbox: r.bbox,
+            })
+            .collect();
         for l in &mut lines {
             l.words
                 .sort_by(|&a, &b| words[a].bbox[0].total_cmp(&words[b].bbox[0]));
@@ -148,6 +232,11 @@ impl PageText {
             .max(1e-4);
 
         let mut text = String::new();
+        // Spaces beyond one a word: a page of a million one-glyph lines,
+        // each far right, would otherwise pad each with hundreds (most of
+        // a gigabyte). Ordinary pages use a few kilobytes.
+        let mut spare_pad =
+            MIN_PAD_BUDGET + PAD_PER_TEXT_BYTE * words.iter().map(|w| w.text.len()).sum::<usize>();
         let mut spans = vec![(0, 0); words.len()];
         let mut line_starts = Vec::with_capacity(lines.len());
         let mut prev_bottom: Option<f64> = None;
@@ -172,6 +261,7 @@ impl PageText {
                 let want = want.min(col + 400);
                 // Words of one phrase get one space; wider gaps keep columns.
                 let close = words[i].bbox[0] - prev_x1 < 2.0 * char_w;
+                let least = usize::from(k > 0);
                 let pad = if k == 0 {
                     want
                 } else if close {
@@ -179,6 +269,9 @@ impl PageText {
                 } else {
                     want.max(col + 1)
                 } - col;
+                let extra = (pad - least).min(spare_pad);
+                spare_pad -= extra;
+                let pad = least + extra;
                 prev_x1 = words[i].bbox[2];
                 text.extend(std::iter::repeat_n(' ', pad));
                 col += pad;
@@ -318,5 +411,135 @@ mod tests {
         assert_eq!(texts, ["INV-42", "ab"]);
         assert!(!page.text.contains(['\0', '\u{7}']), "{:?}", page.text);
         assert_eq!(page.text.lines().count(), 1, "{:?}", page.text);
+    }
+
+    /// Lines as the grouping did before it was indexed: every word of each
+    /// of the last three lines looked at, for each word.
+    fn lines_by_scan(words: &[Word]) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..words.len()).collect();
+        order.sort_by(|&a, &b| center_y(&words[a].bbox).total_cmp(&center_y(&words[b].bbox)));
+        let mut lines: Vec<(Vec<usize>, BBox)> = Vec::new();
+        for i in order {
+            let b = words[i].bbox;
+            let h = (b[3] - b[1]).max(1e-6);
+            let joined = lines.iter_mut().rev().take(3).find(|(ws, bbox)| {
+                let level =
+                    |o: &BBox| (center_y(o) - center_y(&b)).abs() < 0.25 * h.min(o[3] - o[1]);
+                same_row(&b, bbox)
+                    && !ws.iter().any(|&j| {
+                        let o = &words[j].bbox;
+                        o[0] < b[2] && b[0] < o[2] && !level(o)
+                    })
+            });
+            match joined {
+                Some((ws, bbox)) => {
+                    ws.push(i);
+                    *bbox = union(*bbox, b);
+                }
+                None => lines.push((vec![i], b)),
+            }
+        }
+        let mut lines: Vec<(Vec<usize>, BBox)> = lines
+            .into_iter()
+            .map(|(mut ws, b)| {
+                ws.sort_by(|&a, &c| words[a].bbox[0].total_cmp(&words[c].bbox[0]));
+                (ws, b)
+            })
+            .collect();
+        lines.sort_by(|a, b| center_y(&a.1).total_cmp(&center_y(&b.1)));
+        lines.into_iter().map(|(ws, _)| ws).collect()
+    }
+
+    #[test]
+    fn indexed_grouping_finds_the_lines_a_full_scan_finds() {
+        // Crowded, jittered, overlapping boxes of mixed heights: words over
+        // and under each other, level and not (xorshift, fixed seed).
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n) as f64 / n as f64
+        };
+        let mut split = 0;
+        for _ in 0..400 {
+            let n = 1 + (next(60) * 60.0) as usize;
+            let rows = 1.0 + (next(4) * 4.0).floor();
+            let words: Vec<Word> = (0..n)
+                .map(|k| {
+                    let x0 = next(1000) * 0.9;
+                    let y0 = (next(1000) * rows).floor() * 0.012 + next(1000) * 0.012;
+                    let h = 0.004 + next(1000) * 0.014;
+                    Word {
+                        text: format!("w{k}"),
+                        bbox: [x0, y0, x0 + 0.01 + next(1000) * 0.1, y0 + h],
+                        confidence: 1.0,
+                    }
+                })
+                .collect();
+            let page = PageText::new(1, Source::Ocr, words.clone());
+            let got: Vec<Vec<usize>> = page.lines.iter().map(|l| l.words.clone()).collect();
+            let want = lines_by_scan(&words);
+            split += usize::from(want.iter().any(|l| l.len() > 1) && want.len() > rows as usize);
+            assert_eq!(got, want, "{words:?}");
+        }
+        assert!(
+            split > 50,
+            "the cases should split rows by overlap: {split}"
+        );
+    }
+
+    #[test]
+    fn a_line_of_a_hundred_thousand_words_is_grouped_quickly() {
+        // All on one baseline, then all stacked on one spot: the grouping
+        // looked at every word of the line for each word (11 s for the
+        // first).
+        let side_by_side: Vec<Word> = (0..100_000)
+            .map(|k| w("x", k as f64 * 1e-5, 0.5, k as f64 * 1e-5 + 0.8e-5))
+            .collect();
+        let stacked: Vec<Word> = (0..100_000).map(|_| w("x", 0.4, 0.5, 0.41)).collect();
+        for words in [side_by_side, stacked] {
+            let started = std::time::Instant::now();
+            let page = PageText::new(1, Source::TextLayer, words);
+            assert_eq!(page.lines.len(), 1);
+            assert_eq!(page.lines[0].words.len(), 100_000);
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(3),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn layout_text_padding_is_bounded_by_the_words() {
+        // 200,000 narrow one-glyph lines at the right edge: each was padded
+        // with 400 spaces (80 MB of text).
+        let n = 200_000;
+        let words: Vec<Word> = (0..n)
+            .map(|k| {
+                let y = k as f64 / n as f64;
+                Word {
+                    text: "x".into(),
+                    bbox: [0.99, y, 0.991, y + 0.4 / n as f64],
+                    confidence: 1.0,
+                }
+            })
+            .collect();
+        let page = PageText::new(1, Source::TextLayer, words);
+        assert_eq!(page.lines.len(), n);
+        let budget = MIN_PAD_BUDGET + PAD_PER_TEXT_BYTE * n;
+        // Each line: its glyph, its newline, at most two blank lines.
+        assert!(
+            page.text.len() <= budget + 4 * n,
+            "{} bytes",
+            page.text.len()
+        );
+        // The first lines still keep their column.
+        assert!(
+            page.text.starts_with(&" ".repeat(400)),
+            "{:?}",
+            &page.text[..420]
+        );
     }
 }

@@ -51,12 +51,25 @@ pub struct Options {
     /// grows with it, about 100 KB per page area at 300 DPI
     /// (`page_too_complex`).
     pub max_page_overdraw: u32,
+    /// Most glyphs the text layers of a PDF's pages may draw in all
+    /// (`text_too_large`): every glyph read is kept, and a small content
+    /// stream shared by every page can draw millions on each.
+    pub max_text_glyphs: u64,
+    /// Most drawing operations (shapes, clips, text runs, images, forms,
+    /// marked content) the pages of a PDF may make in all when their text
+    /// is read (`document_too_complex`), and one page before it is
+    /// rendered: the time a few kilobytes of forms drawing each other can
+    /// take grows exponentially with their depth.
+    pub max_drawing_operations: u64,
     /// Rendering resolution for OCR (a template's `dpi` overrides it).
     pub dpi: u32,
-    /// Wall time one page may take (render + OCR); checked between stages.
+    /// Wall time one page may take (text layer, or render + OCR); checked
+    /// between stages and at every drawing operation while a PDF page is
+    /// read or measured (`timeout`).
     pub page_time_limit: Duration,
     /// Wall time the whole document may take; checked before and between
-    /// the stages of every page (`document_timeout`, not worth retrying).
+    /// the stages of every page, and like the page's inside PDF pages
+    /// (`document_timeout`, not worth retrying).
     pub document_time_limit: Duration,
     /// Tesseract data directory; `None` uses the system default.
     pub tessdata: Option<String>,
@@ -87,6 +100,8 @@ impl Default for Options {
             max_pixels_per_page: 60_000_000,
             max_side: 30_000,
             max_page_overdraw: 1000,
+            max_text_glyphs: 2_000_000,
+            max_drawing_operations: 10_000_000,
             dpi: 300,
             page_time_limit: Duration::from_secs(60),
             document_time_limit: Duration::from_secs(1800),
@@ -255,6 +270,16 @@ struct Plan<'a> {
 }
 
 impl Plan<'_> {
+    /// A meter with the document's limits on interpreting PDF pages.
+    fn meter(&self) -> pdf::Meter {
+        pdf::Meter::new(
+            self.opts.max_text_glyphs,
+            self.opts.max_drawing_operations,
+            self.started,
+            self.opts.document_time_limit,
+        )
+    }
+
     /// OCR of an image of the page whose work began at `start`; stops at
     /// the page's time limit (the caller's next [`deadline_check`] says so).
     fn recognise(
@@ -358,8 +383,14 @@ fn read_pages_inner(
                 });
             }
             pdf::check_streams(&pdf, embedded_image_limit(opts))?;
+            // One meter for every page: the limits are the document's.
+            let mut meter = plan.meter();
             let layer: Vec<PageText> = (0..n)
-                .map(|i| document_deadline(&plan, i).map(|()| pdf::page_text(&pdf, i)))
+                .map(|i| {
+                    document_deadline(&plan, i)?;
+                    meter.start_page(Instant::now(), opts.page_time_limit);
+                    pdf::page_text(&pdf, i, &mut meter)
+                })
                 .collect::<Result<_, _>>()?;
             let needs: Vec<Need> = layer
                 .iter()
@@ -522,12 +553,17 @@ fn ocr_page(
     let number = index as u32 + 1;
     let (img, dpi) = match (pixels, pdf) {
         (Pixels::Pdf(i), Some(pdf)) => {
+            // The page's own budget (its text layer, the same work, was
+            // read within the document's) and time limits.
+            let mut meter = plan.meter();
+            meter.start_page(start, plan.opts.page_time_limit);
             let (img, dpi) = pdf::render(
                 pdf,
                 i,
                 plan.dpi,
                 plan.opts.max_pixels_per_page,
                 plan.opts.max_page_overdraw,
+                &mut meter,
             )?;
             Clock::add(&plan.clock.render_ns, start);
             (std::borrow::Cow::Owned(img), dpi.round() as u32)
@@ -939,6 +975,7 @@ pub fn extract(doc: &[u8], template: &Template, opts: &Options) -> Result<Extrac
 /// Render one PDF page (1-based) in grey at `dpi`, within the pixel limits
 /// of `opts` (for tools, benchmarks and test scans).
 pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<GrayImage, Error> {
+    let started = Instant::now();
     if sniff(doc)? != Kind::Pdf {
         return Err(Error::UnsupportedType {
             found: "an image (only PDF pages are rendered)".into(),
@@ -953,12 +990,20 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
             detail: format!("page {page} does not exist; the document has {n}"),
         });
     }
+    let mut meter = pdf::Meter::new(
+        opts.max_text_glyphs,
+        opts.max_drawing_operations,
+        started,
+        opts.document_time_limit,
+    );
+    meter.start_page(started, opts.page_time_limit);
     Ok(pdf::render(
         &pdf,
         page as usize - 1,
         dpi,
         opts.max_pixels_per_page,
         opts.max_page_overdraw,
+        &mut meter,
     )?
     .0)
 }

@@ -1,7 +1,9 @@
 //! PDF input through hayro: text layer via a small text device, pixels via
 //! the renderer, both in the same page coordinates.
 
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hayro::hayro_interpret::font::GlyphRun;
 use hayro::hayro_interpret::hayro_syntax::content::UntypedIter;
@@ -38,10 +40,125 @@ pub fn open(doc: &[u8]) -> Result<Pdf, Error> {
     })
 }
 
+/// What interpreting pages may cost: glyphs drawn (each one kept costs
+/// memory), drawing operations (every call hayro makes into a device:
+/// shapes, clips, text runs, images, forms, marked content) and time.
+/// One meter is shared by all the pages of a pass over a document, so a
+/// small content stream shared by every page cannot multiply its cost by
+/// the page count.
+///
+/// hayro has no way to stop an interpretation: a page whose forms draw
+/// each other ten times over, 50 deep, would run on after any cap. So the
+/// devices charge the meter on every call, and once a limit is passed the
+/// meter unwinds out of hayro (a private payload through
+/// [`resume_unwind`], which skips the panic hook) to [`interpret`], which
+/// catches it and reports the [`Cut`]. Work between two device calls is
+/// not seen: the operators of a content stream (up to
+/// [`MAX_STREAM_BYTES`] of them) that draw nothing, forms hidden by
+/// optional content or without a `/BBox` among them, which hayro decodes
+/// on every use before it finds it has nothing to draw.
+pub struct Meter {
+    max_glyphs: u64,
+    max_operations: u64,
+    glyphs: u64,
+    operations: u64,
+    /// The document's time limit: when it started, how long it is.
+    document: (Instant, Duration),
+    /// The page's, if it has one.
+    page: Option<(Instant, Duration)>,
+    /// The earlier of the two ends.
+    deadline: Instant,
+    cut: Option<Cut>,
+}
+
+/// Why interpretation stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Glyphs,
+    Operations,
+    Time,
+}
+
+/// What unwinds out of hayro when the meter cuts a page short.
+struct Stop;
+
+impl Meter {
+    /// A meter for a document whose work began at `started` and may take
+    /// `limit`.
+    pub fn new(max_glyphs: u64, max_operations: u64, started: Instant, limit: Duration) -> Meter {
+        Meter {
+            max_glyphs,
+            max_operations,
+            glyphs: 0,
+            operations: 0,
+            document: (started, limit),
+            page: None,
+            deadline: started + limit,
+            cut: None,
+        }
+    }
+
+    /// The page whose work began at `started` may take `limit` (and ends
+    /// with the document at the latest).
+    pub fn start_page(&mut self, started: Instant, limit: Duration) {
+        self.page = Some((started, limit));
+        self.deadline = (started + limit).min(self.document.0 + self.document.1);
+    }
+
+    /// Charges one device call drawing `glyphs` glyphs; past a limit,
+    /// stops the interpretation (see [`Meter`]).
+    fn charge(&mut self, glyphs: usize) {
+        self.operations += 1;
+        self.glyphs += glyphs as u64;
+        let cut = if self.glyphs > self.max_glyphs {
+            Cut::Glyphs
+        } else if self.operations > self.max_operations {
+            Cut::Operations
+        } else if Instant::now() >= self.deadline {
+            Cut::Time
+        } else {
+            return;
+        };
+        self.cut = Some(cut);
+        resume_unwind(Box::new(Stop));
+    }
+
+    /// The error for a cut at page `number`.
+    fn error(&self, cut: Cut, number: u32) -> Error {
+        match cut {
+            Cut::Glyphs => Error::TextTooLarge {
+                page: number,
+                max: self.max_glyphs,
+            },
+            Cut::Operations => Error::TooManyOperations {
+                page: number,
+                max: self.max_operations,
+            },
+            Cut::Time => match self.page {
+                Some((started, limit)) if started + limit <= self.document.0 + self.document.1 => {
+                    Error::Timeout {
+                        page: number,
+                        limit_ms: limit.as_millis() as u64,
+                    }
+                }
+                _ => Error::DocumentTimeout {
+                    page: number,
+                    limit_secs: self.document.1.as_secs_f64(),
+                },
+            },
+        }
+    }
+}
+
+/// A device that charges a [`Meter`].
+trait Metered {
+    fn meter(&mut self) -> &mut Meter;
+}
+
 /// Glyphs of one page in upright page points, top-left origin.
-#[derive(Default)]
-struct TextDevice {
+struct TextDevice<'m> {
     glyphs: Vec<Glyph>,
+    meter: &'m mut Meter,
 }
 
 struct Glyph {
@@ -54,19 +171,42 @@ struct Glyph {
     size: f64,
 }
 
-impl<'a> Device<'a> for TextDevice {
-    fn draw_path(&mut self, _: &BezPath, _: DrawProps<'a>, _: &DrawMode) {}
-    fn push_clip_path(&mut self, _: &ClipPath) {}
-    fn push_transparency_group(&mut self, _: f32, _: Option<SoftMask<'a>>, _: BlendMode) {}
-    fn draw_image(&mut self, _: Image<'a, '_>, _: ImageDrawProps<'a>) {}
-    fn pop_clip(&mut self) {}
-    fn pop_transparency_group(&mut self) {}
+impl Metered for TextDevice<'_> {
+    fn meter(&mut self) -> &mut Meter {
+        self.meter
+    }
+}
+
+impl<'a> Device<'a> for TextDevice<'_> {
+    fn draw_path(&mut self, _: &BezPath, _: DrawProps<'a>, _: &DrawMode) {
+        self.meter.charge(0);
+    }
+    fn push_clip_path(&mut self, _: &ClipPath) {
+        self.meter.charge(0);
+    }
+    fn push_transparency_group(&mut self, _: f32, _: Option<SoftMask<'a>>, _: BlendMode) {
+        self.meter.charge(0);
+    }
+    fn draw_image(&mut self, _: Image<'a, '_>, _: ImageDrawProps<'a>) {
+        self.meter.charge(0);
+    }
+    fn pop_clip(&mut self) {
+        self.meter.charge(0);
+    }
+    fn pop_transparency_group(&mut self) {
+        self.meter.charge(0);
+    }
+    fn begin_marked_content(&mut self, _: &[u8], _: Option<&Dict<'_>>) {
+        self.meter.charge(0);
+    }
+    fn end_marked_content(&mut self) {
+        self.meter.charge(0);
+    }
 
     fn draw_glyph_run(&mut self, run: &GlyphRun<'_, 'a>, props: DrawProps<'a>, _: &DrawMode) {
         // Invisible text (an OCR layer) is kept: it is the page's text.
-        if self.glyphs.len() > 2_000_000 {
-            return;
-        }
+        // Every glyph counts, read or not: each costs the interpreter.
+        self.meter.charge(run.glyphs().len());
         for g in run.glyphs() {
             let Some(u) = g.as_unicode() else { continue };
             let text: String = match u {
@@ -155,12 +295,13 @@ fn words_from_glyphs(glyphs: Vec<Glyph>, width: f64, height: f64) -> Vec<Word> {
 /// page is done: about 100 KB for each page-sized fill at 300 DPI, so a
 /// few kilobytes of content drawing the page over and over again can take
 /// gigabytes (and a decoder assertion at 2 GB).
-struct PaintDevice {
+struct PaintDevice<'m> {
     page: Rect,
     painted: f64,
+    meter: &'m mut Meter,
 }
 
-impl PaintDevice {
+impl PaintDevice<'_> {
     fn add(&mut self, transform: Affine, r: Rect) {
         let r = transform.transform_rect_bbox(r).intersect(self.page);
         if r.width() > 0.0 && r.height() > 0.0 && r.area().is_finite() {
@@ -169,18 +310,41 @@ impl PaintDevice {
     }
 }
 
-impl<'a> Device<'a> for PaintDevice {
+impl Metered for PaintDevice<'_> {
+    fn meter(&mut self) -> &mut Meter {
+        self.meter
+    }
+}
+
+impl<'a> Device<'a> for PaintDevice<'_> {
     fn draw_path(&mut self, path: &BezPath, props: DrawProps<'a>, _: &DrawMode) {
+        self.meter.charge(0);
         self.add(props.transform, path.bounding_box());
     }
     fn push_clip_path(&mut self, clip: &ClipPath) {
+        self.meter.charge(0);
         self.add(Affine::IDENTITY, clip.path.bounding_box());
     }
-    fn push_transparency_group(&mut self, _: f32, _: Option<SoftMask<'a>>, _: BlendMode) {}
-    fn draw_image(&mut self, _: Image<'a, '_>, _: ImageDrawProps<'a>) {}
-    fn pop_clip(&mut self) {}
-    fn pop_transparency_group(&mut self) {}
+    fn push_transparency_group(&mut self, _: f32, _: Option<SoftMask<'a>>, _: BlendMode) {
+        self.meter.charge(0);
+    }
+    fn draw_image(&mut self, _: Image<'a, '_>, _: ImageDrawProps<'a>) {
+        self.meter.charge(0);
+    }
+    fn pop_clip(&mut self) {
+        self.meter.charge(0);
+    }
+    fn pop_transparency_group(&mut self) {
+        self.meter.charge(0);
+    }
+    fn begin_marked_content(&mut self, _: &[u8], _: Option<&Dict<'_>>) {
+        self.meter.charge(0);
+    }
+    fn end_marked_content(&mut self) {
+        self.meter.charge(0);
+    }
     fn draw_glyph_run(&mut self, run: &GlyphRun<'_, 'a>, props: DrawProps<'a>, _: &DrawMode) {
+        self.meter.charge(run.glyphs().len());
         for g in run.glyphs() {
             // Glyph space is 1000 units an em.
             self.add(
@@ -192,17 +356,24 @@ impl<'a> Device<'a> for PaintDevice {
 }
 
 /// How many times over a page of `w` x `h` points paints its own area.
-fn overdraw(page: &Page<'_>, w: f64, h: f64) -> f64 {
+fn overdraw(page: &Page<'_>, w: f64, h: f64, meter: &mut Meter) -> Result<f64, Cut> {
     let mut dev = PaintDevice {
         page: Rect::new(0.0, 0.0, w, h),
         painted: 0.0,
+        meter,
     };
-    interpret(page, w, h, &mut dev);
-    dev.painted / (w * h)
+    interpret(page, w, h, &mut dev)?;
+    Ok(dev.painted / (w * h))
 }
 
-/// Runs a page's content through `dev`, in upright page points.
-fn interpret<'a>(page: &Page<'a>, w: f64, h: f64, dev: &mut impl Device<'a>) {
+/// Runs a page's content through `dev`, in upright page points, until
+/// its meter cuts it short.
+fn interpret<'a, D: Device<'a> + Metered>(
+    page: &Page<'a>,
+    w: f64,
+    h: f64,
+    dev: &mut D,
+) -> Result<(), Cut> {
     let transform = page.initial_transform(true).to_kurbo();
     let cache = InterpreterCache::new();
     let mut ctx = Context::new(
@@ -212,7 +383,15 @@ fn interpret<'a>(page: &Page<'a>, w: f64, h: f64, dev: &mut impl Device<'a>) {
         page.xref(),
         InterpreterSettings::default(),
     );
-    interpret_page(page, &mut ctx, dev);
+    // Unwinding leaves hayro's context half-way: it is dropped here, and
+    // the page fails. hayro holds no lock while it calls a device.
+    match catch_unwind(AssertUnwindSafe(|| interpret_page(page, &mut ctx, dev))) {
+        Ok(()) => Ok(()),
+        Err(payload) if payload.is::<Stop>() => {
+            Err(dev.meter().cut.take().unwrap_or(Cut::Operations))
+        }
+        Err(payload) => resume_unwind(payload),
+    }
 }
 
 fn page_size(page: &Page<'_>) -> (f64, f64) {
@@ -220,34 +399,43 @@ fn page_size(page: &Page<'_>) -> (f64, f64) {
     (w as f64, h as f64)
 }
 
-/// The text layer of one page (possibly empty).
-pub fn page_text(pdf: &Pdf, index: usize) -> PageText {
+/// The text layer of one page (possibly empty), charged to `meter`.
+pub fn page_text(pdf: &Pdf, index: usize, meter: &mut Meter) -> Result<PageText, Error> {
     let number = index as u32 + 1;
     let Some(page) = pdf.pages().get(index) else {
-        return PageText::new(number, Source::TextLayer, Vec::new());
+        return Ok(PageText::new(number, Source::TextLayer, Vec::new()));
     };
     let (w, h) = page_size(page);
     if !(w.is_finite() && h.is_finite()) || w < 1.0 || h < 1.0 {
-        return PageText::new(number, Source::TextLayer, Vec::new());
+        return Ok(PageText::new(number, Source::TextLayer, Vec::new()));
     }
-    let mut dev = TextDevice::default();
-    interpret(page, w, h, &mut dev);
-    PageText::new(
+    let mut dev = TextDevice {
+        glyphs: Vec::new(),
+        meter,
+    };
+    if let Err(cut) = interpret(page, w, h, &mut dev) {
+        return Err(dev.meter.error(cut, number));
+    }
+    Ok(PageText::new(
         number,
         Source::TextLayer,
         words_from_glyphs(dev.glyphs, w, h),
-    )
+    ))
 }
 
 /// Render one page in grey at `dpi`, lowered if needed to fit `max_pixels`
 /// and hayro's side limit; a page painting more than `max_overdraw` times
-/// its own area is refused first. Returns the image and the DPI used.
+/// its own area is refused first, measured within the limits of `meter`
+/// (the renderer's own interpretation, which cannot be metered, does the
+/// same work and more: Type 3 glyphs, patterns, soft masks). Returns the
+/// image and the DPI used.
 pub fn render(
     pdf: &Pdf,
     index: usize,
     dpi: u32,
     max_pixels: u64,
     max_overdraw: u32,
+    meter: &mut Meter,
 ) -> Result<(GrayImage, f64), Error> {
     let number = index as u32 + 1;
     let page = pdf.pages().get(index).ok_or_else(|| Error::Corrupt {
@@ -274,7 +462,7 @@ pub fn render(
             max_pixels,
         });
     }
-    let painted = overdraw(page, w, h);
+    let painted = overdraw(page, w, h, meter).map_err(|cut| meter.error(cut, number))?;
     if painted > f64::from(max_overdraw) {
         return Err(Error::PageTooComplex {
             page: number,

@@ -445,6 +445,211 @@ fn a_page_painting_itself_over_and_over_is_refused_before_rendering() {
     assert!(render_page(&fills(19), 1, 100, &opts).is_ok());
 }
 
+/// A PDF of `pages` pages sharing one small content stream that draws form
+/// X0; form Xi draws X(i+1) `fan` times, and the last one runs `leaf`:
+/// `fan` to the power `depth` leaves a page from a few kilobytes.
+fn form_bomb(pages: usize, depth: usize, fan: usize, leaf: &str) -> Vec<u8> {
+    // 1 catalog, 2 page tree, 3 font, 4 content, 5.. forms, then pages.
+    let first_form = 5;
+    let first_page = first_form + depth + 1;
+    let kids: String = (0..pages)
+        .map(|i| format!("{} 0 R ", first_page + i))
+        .collect();
+    let stream = |dict: &str, data: &str| {
+        format!(
+            "<< {dict} /Length {} >>\nstream\n{data}\nendstream",
+            data.len()
+        )
+        .into_bytes()
+    };
+    let mut objs = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        format!("<< /Type /Pages /Kids [{kids}] /Count {pages} >>").into_bytes(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec(),
+        stream("", "/X Do"),
+    ];
+    for level in 0..=depth {
+        let (resources, body) = if level < depth {
+            (
+                format!("/XObject << /X {} 0 R >>", first_form + level + 1),
+                "/X Do\n".repeat(fan),
+            )
+        } else {
+            ("/Font << /F1 3 0 R >>".to_string(), leaf.to_string())
+        };
+        objs.push(stream(
+            &format!(
+                "/Type /XObject /Subtype /Form /BBox [0 0 595 842] /Resources << {resources} >>"
+            ),
+            &body,
+        ));
+    }
+    for _ in 0..pages {
+        objs.push(
+            format!(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R \
+                 /Resources << /XObject << /X {first_form} 0 R >> >> >>"
+            )
+            .into_bytes(),
+        );
+    }
+    corpus::pdf_file(&objs)
+}
+
+const TOTAL: &str = "BT /F1 12 Tf 72 720 Td (Total 5.00) Tj ET";
+
+#[test]
+fn glyphs_drawn_by_a_content_stream_shared_by_every_page_are_limited_per_document() {
+    // 80 KB: 500 pages, each drawing "Total 5.00" ten million times (a
+    // hundred million glyphs a page). It drew two million glyphs a page
+    // and kept them all, on and on.
+    let bomb = form_bomb(500, 7, 10, TOTAL);
+    assert!(bomb.len() < 100_000, "{} bytes", bomb.len());
+    let started = Instant::now();
+    let err = extract(&bomb, &template(), &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "text_too_large", "{err}");
+    assert!(
+        err.to_string()
+            .contains("more than 2000000 glyphs (passed at page 1)")
+            && err.to_string().contains("max_text_glyphs"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // The limit is the document's: 5 pages of 1,000 glyphs (100 times
+    // "Total 5.00") pass 3,500 at the fourth page, each page under it.
+    let five = form_bomb(5, 2, 10, TOTAL);
+    let opts = Options {
+        max_text_glyphs: 3_500,
+        ..Options::default()
+    };
+    let err = extract(&five, &template(), &opts).unwrap_err();
+    assert_eq!(err.code(), "text_too_large", "{err}");
+    assert!(
+        err.to_string().contains("3500 glyphs (passed at page 4)"),
+        "{err}"
+    );
+    // Within it, the same document is read.
+    let opts = Options {
+        max_text_glyphs: 5_000,
+        ..Options::default()
+    };
+    assert_eq!(
+        extract(&five, &template(), &opts).unwrap().result["total"],
+        json!(5.0)
+    );
+}
+
+#[test]
+fn forms_drawing_each_other_over_and_over_are_stopped_part_way() {
+    // Ten million squares a page through 11 million forms, in 80 KB, on
+    // 500 pages: once the budget of drawing operations is spent, hayro
+    // is stopped inside the page, not left to finish it.
+    let bomb = form_bomb(500, 7, 10, "0 0 1 1 re f");
+    let opts = Options {
+        max_drawing_operations: 1_000_000,
+        ..Options::default()
+    };
+    let started = Instant::now();
+    let err = extract(&bomb, &template(), &opts).unwrap_err();
+    assert_eq!(err.code(), "document_too_complex", "{err}");
+    assert!(
+        err.to_string()
+            .contains("more than 1000000 drawing operations")
+            && err.to_string().contains("max_drawing_operations"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // The same budget holds for a page measured before it is rendered.
+    let err = render_page(&bomb, 1, 100, &opts).unwrap_err();
+    assert_eq!(err.code(), "document_too_complex", "{err}");
+    // A page drawing ten of them is rendered and read as a scan would be.
+    let small = form_bomb(1, 1, 10, "0 0 1 1 re f");
+    assert!(render_page(&small, 1, 100, &opts).is_ok());
+}
+
+#[test]
+fn time_limits_hold_inside_a_page() {
+    // Without a budget, one page of the forms above runs for most of a
+    // minute: the limits were only checked between pages.
+    let bomb = form_bomb(2, 7, 10, "0 0 1 1 re f");
+    let unlimited = Options {
+        max_drawing_operations: u64::MAX,
+        ..Options::default()
+    };
+    for (opts, want) in [
+        (
+            Options {
+                document_time_limit: Duration::from_millis(500),
+                ..unlimited.clone()
+            },
+            ("document_timeout", "at page 1"),
+        ),
+        (
+            Options {
+                page_time_limit: Duration::from_millis(500),
+                ..unlimited.clone()
+            },
+            ("timeout", "(at page 1)"),
+        ),
+    ] {
+        let started = Instant::now();
+        let err = extract(&bomb, &template(), &opts).unwrap_err();
+        assert_eq!(err.code(), want.0, "{err}");
+        assert!(err.to_string().contains(want.1), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let err = render_page(&bomb, 2, 100, &opts).unwrap_err();
+        assert_eq!(err.code(), want.0, "{err}");
+    }
+}
+
+#[test]
+fn the_example_invoice_reads_as_before() {
+    let mut template: serde_json::Value =
+        serde_json::from_str(include_str!("../../../examples/template.json")).unwrap();
+    // The API's wrapping of the template: not part of the model.
+    for key in ["name", "webhook"] {
+        template.as_object_mut().unwrap().remove(key);
+    }
+    let template = Template::from_json(template).unwrap();
+    let got = extract(
+        include_bytes!("../../../examples/invoice.pdf"),
+        &template,
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::Value::Object(got.result),
+        json!({
+            "invoice_date": "2026-11-14",
+            "invoice_number": "INV-2026-0042",
+            "line_items": [
+                {"amount": 73.5, "description": "Paper A4 box", "qty": 3, "unit_price": 24.5},
+                {"amount": 178.0, "description": "Toner cartridge", "qty": 2, "unit_price": 89.0},
+                {"amount": 12.25, "description": "Stapler", "qty": 1, "unit_price": 12.25}
+            ],
+            "total": 316.5,
+            "vendor": "ACME Supplies Ltd"
+        })
+    );
+    assert!(
+        got.fields
+            .values()
+            .all(|f| f.source == paperhook_extract::Source::TextLayer)
+    );
+}
+
 #[test]
 fn absurd_pdf_page_sizes() {
     // A scanned-looking page (no text) 200,000 pt wide cannot be rendered
