@@ -222,6 +222,7 @@ async fn fail_whole_job(
 ) -> Result<Next, Retry> {
     discard(w, stored).await;
     let mut tx = w.pool.begin().await?;
+    let next = fail_as_upload(&mut tx, job, code, message, w.sends()).await?;
     let finished =
         documents::fail_job(&mut tx, job.id, status::UNZIP_FILE_FAILED, code, message).await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {
@@ -231,7 +232,42 @@ async fn fail_whole_job(
     Finished::record(finished);
     tracing::info!(code, "ZIP rejected");
     w.cleanup_files(job.id).await;
-    Ok(None)
+    Ok(next)
+}
+
+/// A job that fails as a whole (a ZIP that cannot be unpacked, a split
+/// given up) has no document to report it, and a client that waits for
+/// webhooks would wait forever: the upload itself becomes the job's one
+/// document, failed with the job's error, and its failure webhook is
+/// queued (with `sender`) if the template has a webhook. Nothing when the
+/// job has documents already.
+async fn fail_as_upload(
+    tx: &mut sqlx::PgConnection,
+    job: &JobRow,
+    code: &str,
+    message: &str,
+    sender: Sender<'_>,
+) -> anyhow::Result<Option<Task>> {
+    let upload = NewDocument {
+        id: Uuid::now_v7(),
+        idx: 0,
+        file_name: job.file_name.clone(),
+        content_type: Some(job.content_type.clone()),
+        storage_key: None,
+        failure: Some((code.to_owned(), message.to_owned())),
+    };
+    documents::insert_all(&mut *tx, job.id, std::slice::from_ref(&upload)).await?;
+    let Some(doc) = documents::get(&mut *tx, upload.id).await? else {
+        return Ok(None); // the job had documents: they report themselves
+    };
+    let webhook = templates::get_any(&mut *tx, job.template_id)
+        .await?
+        .is_some_and(|t| t.webhook_url.is_some());
+    if !webhook {
+        return Ok(None);
+    }
+    let payload = failure_payload(job, &doc);
+    Ok(deliveries::create(tx, job.account_id, job.id, doc.id, &payload, sender).await?)
 }
 
 /// Deletes files a split stored and will not commit. One that fails to
@@ -558,6 +594,9 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
         },
         queue::kind::JOB => {
             job_id = Some(task.ref_id);
+            if let Some(job) = jobs::get_any(&mut *tx, task.ref_id).await? {
+                fail_as_upload(&mut tx, &job, "processing_failed", &message, Sender::Queue).await?;
+            }
             documents::fail_job(
                 &mut tx,
                 task.ref_id,

@@ -178,6 +178,9 @@ async fn zip_rules_give_clear_per_document_reasons() {
     assert_eq!(app.charges(account).await, 1);
 }
 
+/// A ZIP that fails as a whole still tells the client, by webhook too:
+/// the upload is reported as the job's one document, failed with the
+/// job's error, with the usual failure payload.
 #[tokio::test]
 async fn whole_zip_failures() {
     let app = TestApp::spawn_with(StorageKind::Fs, |c| {
@@ -185,8 +188,9 @@ async fn whole_zip_failures() {
         c.zip_max_total_bytes = 1_000_000;
     })
     .await;
-    let (_, key) = app.account(10).await;
-    let (template, _) = app.template(&key, None).await;
+    let hook = Receiver::start().await;
+    let (account, key) = app.account(10).await;
+    let (template, secret) = app.template(&key, Some(&hook.url)).await;
     let pdf = example_pdf();
     let many = make_zip(&[
         ("1.pdf", pdf),
@@ -217,11 +221,27 @@ async fn whole_zip_failures() {
         .await;
     cases.push((corrupt, "invalid_zip"));
     app.drain().await;
+    let got = hook.received();
+    assert_eq!(got.len(), cases.len(), "one webhook per failed ZIP");
     for (job, code) in cases {
         let st = app.job_status(&key, job).await;
         assert_eq!(st["status"], "FAILED", "{st}");
         assert_eq!(st["error"]["code"], code, "{st}");
-        assert!(st["documents"].as_array().unwrap().is_empty());
+        let docs = st["documents"].as_array().unwrap();
+        assert_eq!(docs.len(), 1, "{st}");
+        assert_eq!(docs[0]["status"], "PROCESS IMAGE FAILED", "{st}");
+        assert_eq!(docs[0]["error"]["code"], code, "{st}");
+        let sent = got
+            .iter()
+            .find(|r| r.json()["job_id"] == job.to_string())
+            .unwrap_or_else(|| panic!("no webhook for the job that failed with {code}"));
+        verify_with_python(&secret, sent);
+        let p = sent.json();
+        assert_eq!(p["status"], "FAILED", "{p}");
+        assert_eq!(p["error"]["code"], code, "{p}");
+        assert_eq!(p["template_id"], template.to_string(), "{p}");
+        assert_eq!(p["document"]["index"], 0, "{p}");
+        assert!(p.get("result").is_none(), "{p}");
         let (key_of, deleted): (String, Option<chrono::DateTime<chrono::Utc>>) =
             sqlx::query_as("SELECT storage_key, file_deleted_at FROM jobs WHERE id = $1")
                 .bind(job)
@@ -231,6 +251,7 @@ async fn whole_zip_failures() {
         assert!(deleted.is_some());
         assert!(!app.storage.exists(&key_of).await.unwrap());
     }
+    assert_eq!(app.charges(account).await, 0);
 }
 
 /// Files a ZIP's split stored before a commit that never came (its worker
