@@ -3,7 +3,8 @@
 //! storage failed), stored files and results
 //! of jobs finished longer ago than `result_retention_secs`, webhook attempt
 //! records past `webhook_attempts_retention_secs`, and finished queue tasks
-//! past `tasks_retention_secs`, and stored documents that belong to no job
+//! past `tasks_retention_secs`, expired dashboard sessions, and stored
+//! documents that belong to no job
 //! (older than `orphan_file_grace_secs`). Works in `LIMIT` batches until a short
 //! batch; only the process holding the advisory lock works, so any number
 //! may run. The clock is a parameter, so tests move time instead of sleeping.
@@ -38,6 +39,8 @@ pub struct Report {
     pub tasks_pruned: u64,
     /// Stored documents of no job (counted in `files_deleted` too).
     pub orphan_files_deleted: u64,
+    /// Dashboard sessions past their expiry.
+    pub sessions_purged: u64,
 }
 
 pub struct Janitor {
@@ -94,6 +97,7 @@ impl Janitor {
             ("attempts", report.attempts_deleted),
             ("tasks", report.tasks_pruned),
             ("orphan_files", report.orphan_files_deleted),
+            ("sessions", report.sessions_purged),
         ] {
             JANITOR_PURGED.with_label_values(&[kind]).inc_by(n);
         }
@@ -153,6 +157,15 @@ impl Janitor {
             .await?;
         report.orphan_files_deleted += orphans;
         report.files_deleted += orphans;
+        loop {
+            let n = paperhook_core::db::sessions::purge_expired(&self.pool, now, batch)
+                .await
+                .context("deleting expired sessions")?;
+            report.sessions_purged += n;
+            if (n as i64) < batch {
+                break;
+            }
+        }
         loop {
             let n = queue::prune(&self.pool, ago(now, self.config.tasks_retention()), batch)
                 .await

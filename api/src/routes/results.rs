@@ -445,6 +445,7 @@ pub async fn redeliver_many(
         &input.delivery,
         input.template_id,
         limit,
+        state.config.result_retention(),
     )
     .await?;
     let job_ids = deliveries::jobs_of(&mut *tx, &ids).await?;

@@ -205,12 +205,16 @@ pub async fn redeliver_where(
     state: &str,
     template_id: Option<Uuid>,
     limit: i64,
+    retention: std::time::Duration,
 ) -> sqlx::Result<Vec<Uuid>> {
+    // Past retention a job's results are gone, deleted by the janitor yet
+    // or not.
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, redeliveries = redeliveries + 1
          WHERE id IN (
              SELECT d.id FROM webhook_deliveries d JOIN jobs j ON j.id = d.job_id
              WHERE d.account_id = $1 AND d.state = $2 AND j.results_expired_at IS NULL
+               AND j.finished_at > now() - make_interval(secs => $5)
                AND ($3::uuid IS NULL OR j.template_id = $3)
              ORDER BY d.created_at, d.id LIMIT $4
              FOR UPDATE OF d SKIP LOCKED)
@@ -220,6 +224,7 @@ pub async fn redeliver_where(
     .bind(state)
     .bind(template_id)
     .bind(limit)
+    .bind(retention.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
     queue::enqueue_many(tx, queue::kind::DELIVERY, &ids).await?;

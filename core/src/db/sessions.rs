@@ -98,10 +98,20 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
         .map(|_| ())
 }
 
-/// Deletes expired sessions; returns how many.
-pub async fn purge_expired(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    sqlx::query("DELETE FROM sessions WHERE expires_at < now()")
-        .execute(db)
-        .await
-        .map(|r| r.rows_affected())
+/// Deletes up to `limit` sessions that expired before `before`; returns
+/// how many.
+pub async fn purge_expired(
+    db: impl PgExecutor<'_>,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    sqlx::query(
+        "DELETE FROM sessions WHERE id IN (
+             SELECT id FROM sessions WHERE expires_at < $1 LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected())
 }

@@ -242,6 +242,26 @@ async fn only_one_janitor_works_at_a_time() {
         .unwrap();
     drop(other);
 
+    // Dashboard sessions go once expired (12 hours by default).
+    let (_, key) = app.account(1).await;
+    for _ in 0..2 {
+        let res = app
+            .client
+            .post(format!("{}/v1/session/sign-in", app.url))
+            .json(&serde_json::json!({"api_key": key}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
+    assert_eq!(report.sessions_purged, 0);
+    let report = janitor
+        .run_once(chrono::Utc::now() + chrono::Duration::hours(13))
+        .await
+        .unwrap();
+    assert_eq!(report.sessions_purged, 2);
+
     // Old attempts and finished tasks go, in batches, when their time comes.
     sqlx::query(
         "INSERT INTO tasks (kind, ref_id, state, finished_at)

@@ -418,6 +418,15 @@ async fn failed_webhooks_are_sent_again_in_bulk() {
         ids_of(&listed(&app, &key, "delivery=failed").await),
         [failed_again]
     );
+    // Past retention (24 h after it finished) its results are gone, whether
+    // or not the janitor has run: nothing to send again.
+    sqlx::query("UPDATE jobs SET finished_at = now() - interval '25 hours' WHERE id = $1")
+        .bind(failed_again)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (_, body) = send(redeliver(serde_json::json!({"delivery": "failed"}), &key)).await;
+    assert_eq!(body["queued"], 0, "{body}");
 
     for (body, code) in [
         (
