@@ -78,15 +78,42 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
 
 /// Fails every request of a batch with a copy of `err`; a database that
 /// cannot be reached stays recognisable as such
-/// ([`super::is_unavailable`]), so each caller answers 503.
+/// ([`super::is_unavailable`]), so each caller answers 503, and so does
+/// a statement that was never sent (no connection within the acquire
+/// timeout) as opposed to one whose connection broke while it ran
+/// ([`super::outcome_unknown`]).
 pub fn fail_all<I, O>(batch: Vec<Pending<I, O>>, err: &sqlx::Error) {
-    let unavailable = super::is_unavailable(err);
     for p in batch {
-        let copy = if unavailable {
-            sqlx::Error::Io(std::io::Error::other(err.to_string()))
-        } else {
-            sqlx::Error::Protocol(err.to_string())
-        };
-        let _ = p.done.send(Err(copy));
+        let _ = p.done.send(Err(copy_of(err)));
+    }
+}
+
+fn copy_of(err: &sqlx::Error) -> sqlx::Error {
+    match err {
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        e if super::is_unavailable(e) => sqlx::Error::Io(std::io::Error::other(e.to_string())),
+        e => sqlx::Error::Protocol(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_of;
+    use crate::db::{is_unavailable, outcome_unknown};
+
+    #[test]
+    fn copies_keep_whether_the_database_saw_the_statement() {
+        let broke = sqlx::Error::Io(std::io::ErrorKind::UnexpectedEof.into());
+        for (err, unavailable, unknown) in [
+            (sqlx::Error::PoolTimedOut, true, false),
+            (sqlx::Error::PoolClosed, true, false),
+            (broke, true, true),
+            (sqlx::Error::RowNotFound, false, false),
+        ] {
+            let copy = copy_of(&err);
+            assert_eq!(is_unavailable(&copy), unavailable, "{err}");
+            assert_eq!(outcome_unknown(&copy), unknown, "{err}");
+        }
     }
 }

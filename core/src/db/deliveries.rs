@@ -214,7 +214,7 @@ pub async fn redeliver_where(
          WHERE id IN (
              SELECT d.id FROM webhook_deliveries d JOIN jobs j ON j.id = d.job_id
              WHERE d.account_id = $1 AND d.state = $2 AND j.results_expired_at IS NULL
-               AND j.finished_at > now() - make_interval(secs => $5)
+               AND (j.finished_at IS NULL OR j.finished_at > now() - make_interval(secs => $5))
                AND ($3::uuid IS NULL OR j.template_id = $3)
              ORDER BY d.created_at, d.id LIMIT $4
              FOR UPDATE OF d SKIP LOCKED)

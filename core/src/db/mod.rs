@@ -77,12 +77,11 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 }
 
 /// Whether a statement may have committed although it failed: the
-/// connection broke after it was sent, so only the database knows.
+/// connection broke after it was sent, so only the database knows. (No
+/// connection in time, or an error the database answered, is a statement
+/// that did not run.)
 pub fn outcome_unknown(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
-        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed
-    )
+    matches!(err, sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed)
 }
 
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {

@@ -996,7 +996,10 @@ async fn giving_up_a_task_whose_work_committed_changes_nothing() {
         locked_by: Some(splitter.id.clone()),
         ..task
     };
-    let _ = paperhook_worker::pipeline::give_up(&splitter, &held, "cleaning up failed").await;
+    let gave_up = paperhook_worker::pipeline::give_up(&splitter, &held, "cleaning up failed")
+        .await
+        .expect("give_up ran");
+    assert!(!gave_up, "a task completed by its commit is not given up");
     assert_eq!(
         app.job_status(&key, job).await["status"],
         "UNZIP FILE SUCCESS"

@@ -427,6 +427,15 @@ async fn failed_webhooks_are_sent_again_in_bulk() {
         .unwrap();
     let (_, body) = send(redeliver(serde_json::json!({"delivery": "failed"}), &key)).await;
     assert_eq!(body["queued"], 0, "{body}");
+    // A job still running (a ZIP whose other documents are not done) has
+    // no retention running yet: its failed webhooks can be sent again.
+    sqlx::query("UPDATE jobs SET finished_at = NULL WHERE id = $1")
+        .bind(failed_again)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (_, body) = send(redeliver(serde_json::json!({"delivery": "failed"}), &key)).await;
+    assert_eq!(ids(&body), [failed_again]);
 
     for (body, code) in [
         (
