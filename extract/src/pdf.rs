@@ -150,15 +150,57 @@ impl Meter {
     }
 }
 
-/// A device that charges a [`Meter`].
-trait Metered {
-    fn meter(&mut self) -> &mut Meter;
+/// `dev`, with every call charged to `meter` first: the one place where
+/// interpreting a page is metered, whatever the device.
+struct Charged<'d, 'm, D> {
+    dev: &'d mut D,
+    meter: &'m mut Meter,
+}
+
+impl<'a, D: Device<'a>> Device<'a> for Charged<'_, '_, D> {
+    fn draw_path(&mut self, path: &BezPath, props: DrawProps<'a>, mode: &DrawMode) {
+        self.meter.charge(0);
+        self.dev.draw_path(path, props, mode);
+    }
+    fn push_clip_path(&mut self, clip: &ClipPath) {
+        self.meter.charge(0);
+        self.dev.push_clip_path(clip);
+    }
+    fn push_transparency_group(&mut self, o: f32, mask: Option<SoftMask<'a>>, blend: BlendMode) {
+        self.meter.charge(0);
+        self.dev.push_transparency_group(o, mask, blend);
+    }
+    fn draw_glyph_run(&mut self, run: &GlyphRun<'_, 'a>, props: DrawProps<'a>, mode: &DrawMode) {
+        // Every glyph counts, read or not: each costs the interpreter.
+        self.meter.charge(run.glyphs().len());
+        self.dev.draw_glyph_run(run, props, mode);
+    }
+    fn draw_image(&mut self, image: Image<'a, '_>, props: ImageDrawProps<'a>) {
+        self.meter.charge(0);
+        self.dev.draw_image(image, props);
+    }
+    fn pop_clip(&mut self) {
+        self.meter.charge(0);
+        self.dev.pop_clip();
+    }
+    fn pop_transparency_group(&mut self) {
+        self.meter.charge(0);
+        self.dev.pop_transparency_group();
+    }
+    fn begin_marked_content(&mut self, tag: &[u8], properties: Option<&Dict<'_>>) {
+        self.meter.charge(0);
+        self.dev.begin_marked_content(tag, properties);
+    }
+    fn end_marked_content(&mut self) {
+        self.meter.charge(0);
+        self.dev.end_marked_content();
+    }
 }
 
 /// Glyphs of one page in upright page points, top-left origin.
-struct TextDevice<'m> {
+#[derive(Default)]
+struct TextDevice {
     glyphs: Vec<Glyph>,
-    meter: &'m mut Meter,
 }
 
 struct Glyph {
@@ -171,42 +213,16 @@ struct Glyph {
     size: f64,
 }
 
-impl Metered for TextDevice<'_> {
-    fn meter(&mut self) -> &mut Meter {
-        self.meter
-    }
-}
-
-impl<'a> Device<'a> for TextDevice<'_> {
-    fn draw_path(&mut self, _: &BezPath, _: DrawProps<'a>, _: &DrawMode) {
-        self.meter.charge(0);
-    }
-    fn push_clip_path(&mut self, _: &ClipPath) {
-        self.meter.charge(0);
-    }
-    fn push_transparency_group(&mut self, _: f32, _: Option<SoftMask<'a>>, _: BlendMode) {
-        self.meter.charge(0);
-    }
-    fn draw_image(&mut self, _: Image<'a, '_>, _: ImageDrawProps<'a>) {
-        self.meter.charge(0);
-    }
-    fn pop_clip(&mut self) {
-        self.meter.charge(0);
-    }
-    fn pop_transparency_group(&mut self) {
-        self.meter.charge(0);
-    }
-    fn begin_marked_content(&mut self, _: &[u8], _: Option<&Dict<'_>>) {
-        self.meter.charge(0);
-    }
-    fn end_marked_content(&mut self) {
-        self.meter.charge(0);
-    }
+impl<'a> Device<'a> for TextDevice {
+    fn draw_path(&mut self, _: &BezPath, _: DrawProps<'a>, _: &DrawMode) {}
+    fn push_clip_path(&mut self, _: &ClipPath) {}
+    fn push_transparency_group(&mut self, _: f32, _: Option<SoftMask<'a>>, _: BlendMode) {}
+    fn draw_image(&mut self, _: Image<'a, '_>, _: ImageDrawProps<'a>) {}
+    fn pop_clip(&mut self) {}
+    fn pop_transparency_group(&mut self) {}
 
     fn draw_glyph_run(&mut self, run: &GlyphRun<'_, 'a>, props: DrawProps<'a>, _: &DrawMode) {
         // Invisible text (an OCR layer) is kept: it is the page's text.
-        // Every glyph counts, read or not: each costs the interpreter.
-        self.meter.charge(run.glyphs().len());
         for g in run.glyphs() {
             let Some(u) = g.as_unicode() else { continue };
             let text: String = match u {
@@ -295,13 +311,12 @@ fn words_from_glyphs(glyphs: Vec<Glyph>, width: f64, height: f64) -> Vec<Word> {
 /// page is done: about 100 KB for each page-sized fill at 300 DPI, so a
 /// few kilobytes of content drawing the page over and over again can take
 /// gigabytes (and a decoder assertion at 2 GB).
-struct PaintDevice<'m> {
+struct PaintDevice {
     page: Rect,
     painted: f64,
-    meter: &'m mut Meter,
 }
 
-impl PaintDevice<'_> {
+impl PaintDevice {
     fn add(&mut self, transform: Affine, r: Rect) {
         let r = transform.transform_rect_bbox(r).intersect(self.page);
         if r.width() > 0.0 && r.height() > 0.0 && r.area().is_finite() {
@@ -310,41 +325,18 @@ impl PaintDevice<'_> {
     }
 }
 
-impl Metered for PaintDevice<'_> {
-    fn meter(&mut self) -> &mut Meter {
-        self.meter
-    }
-}
-
-impl<'a> Device<'a> for PaintDevice<'_> {
+impl<'a> Device<'a> for PaintDevice {
     fn draw_path(&mut self, path: &BezPath, props: DrawProps<'a>, _: &DrawMode) {
-        self.meter.charge(0);
         self.add(props.transform, path.bounding_box());
     }
     fn push_clip_path(&mut self, clip: &ClipPath) {
-        self.meter.charge(0);
         self.add(Affine::IDENTITY, clip.path.bounding_box());
     }
-    fn push_transparency_group(&mut self, _: f32, _: Option<SoftMask<'a>>, _: BlendMode) {
-        self.meter.charge(0);
-    }
-    fn draw_image(&mut self, _: Image<'a, '_>, _: ImageDrawProps<'a>) {
-        self.meter.charge(0);
-    }
-    fn pop_clip(&mut self) {
-        self.meter.charge(0);
-    }
-    fn pop_transparency_group(&mut self) {
-        self.meter.charge(0);
-    }
-    fn begin_marked_content(&mut self, _: &[u8], _: Option<&Dict<'_>>) {
-        self.meter.charge(0);
-    }
-    fn end_marked_content(&mut self) {
-        self.meter.charge(0);
-    }
+    fn push_transparency_group(&mut self, _: f32, _: Option<SoftMask<'a>>, _: BlendMode) {}
+    fn draw_image(&mut self, _: Image<'a, '_>, _: ImageDrawProps<'a>) {}
+    fn pop_clip(&mut self) {}
+    fn pop_transparency_group(&mut self) {}
     fn draw_glyph_run(&mut self, run: &GlyphRun<'_, 'a>, props: DrawProps<'a>, _: &DrawMode) {
-        self.meter.charge(run.glyphs().len());
         for g in run.glyphs() {
             // Glyph space is 1000 units an em.
             self.add(
@@ -360,19 +352,19 @@ fn overdraw(page: &Page<'_>, w: f64, h: f64, meter: &mut Meter) -> Result<f64, C
     let mut dev = PaintDevice {
         page: Rect::new(0.0, 0.0, w, h),
         painted: 0.0,
-        meter,
     };
-    interpret(page, w, h, &mut dev)?;
+    interpret(page, w, h, &mut dev, meter)?;
     Ok(dev.painted / (w * h))
 }
 
 /// Runs a page's content through `dev`, in upright page points, until
-/// its meter cuts it short.
-fn interpret<'a, D: Device<'a> + Metered>(
+/// `meter` cuts it short.
+fn interpret<'a>(
     page: &Page<'a>,
     w: f64,
     h: f64,
-    dev: &mut D,
+    dev: &mut impl Device<'a>,
+    meter: &mut Meter,
 ) -> Result<(), Cut> {
     let transform = page.initial_transform(true).to_kurbo();
     let cache = InterpreterCache::new();
@@ -385,11 +377,15 @@ fn interpret<'a, D: Device<'a> + Metered>(
     );
     // Unwinding leaves hayro's context half-way: it is dropped here, and
     // the page fails. hayro holds no lock while it calls a device.
-    match catch_unwind(AssertUnwindSafe(|| interpret_page(page, &mut ctx, dev))) {
+    let mut charged = Charged {
+        dev,
+        meter: &mut *meter,
+    };
+    match catch_unwind(AssertUnwindSafe(|| {
+        interpret_page(page, &mut ctx, &mut charged)
+    })) {
         Ok(()) => Ok(()),
-        Err(payload) if payload.is::<Stop>() => {
-            Err(dev.meter().cut.take().unwrap_or(Cut::Operations))
-        }
+        Err(payload) if payload.is::<Stop>() => Err(meter.cut.take().unwrap_or(Cut::Operations)),
         Err(payload) => resume_unwind(payload),
     }
 }
@@ -409,12 +405,9 @@ pub fn page_text(pdf: &Pdf, index: usize, meter: &mut Meter) -> Result<PageText,
     if !(w.is_finite() && h.is_finite()) || w < 1.0 || h < 1.0 {
         return Ok(PageText::new(number, Source::TextLayer, Vec::new()));
     }
-    let mut dev = TextDevice {
-        glyphs: Vec::new(),
-        meter,
-    };
-    if let Err(cut) = interpret(page, w, h, &mut dev) {
-        return Err(dev.meter.error(cut, number));
+    let mut dev = TextDevice::default();
+    if let Err(cut) = interpret(page, w, h, &mut dev, meter) {
+        return Err(meter.error(cut, number));
     }
     Ok(PageText::new(
         number,
