@@ -260,14 +260,46 @@ async fn fail_as_upload(
     let Some(doc) = documents::get(&mut *tx, upload.id).await? else {
         return Ok(None); // the job had documents: they report themselves
     };
-    let webhook = templates::get_any(&mut *tx, job.template_id)
-        .await?
-        .is_some_and(|t| t.webhook_url.is_some());
-    if !webhook {
+    if !has_webhook(tx, job).await? {
         return Ok(None);
     }
     let payload = failure_payload(job, &doc);
     Ok(deliveries::create(tx, job.account_id, job.id, doc.id, &payload, sender).await?)
+}
+
+/// Whether the job's template has a webhook to send to.
+async fn has_webhook(tx: &mut sqlx::PgConnection, job: &JobRow) -> sqlx::Result<bool> {
+    Ok(templates::get_any(&mut *tx, job.template_id)
+        .await?
+        .is_some_and(|t| t.webhook_url.is_some()))
+}
+
+/// What a failed document records, whether its extraction failed or its
+/// task was given up: its error (`(code, message)`), its failure webhook
+/// (queued with `sender`) when the template has one, and the end of its
+/// job if it was the last. Returns the webhook's task if `sender` claimed
+/// it, and the job if it finished.
+async fn record_failure(
+    tx: &mut sqlx::PgConnection,
+    job: &JobRow,
+    doc_id: Uuid,
+    webhook: bool,
+    pages: Option<i32>,
+    (code, message): (&str, &str),
+    sender: Sender<'_>,
+) -> anyhow::Result<(Option<Task>, Option<Finished>)> {
+    documents::fail(&mut *tx, doc_id, pages, code, message).await?;
+    let mut next = None;
+    if webhook {
+        let failed = documents::get(&mut *tx, doc_id)
+            .await?
+            .context("document vanished")?;
+        let payload = failure_payload(job, &failed);
+        next =
+            deliveries::create(&mut *tx, job.account_id, job.id, doc_id, &payload, sender).await?;
+    }
+    let finished = documents::finish_job_if_done(tx, job.id).await?;
+    Ok((next, finished))
 }
 
 /// Deletes files a split stored and will not commit. One that fails to
@@ -523,17 +555,16 @@ async fn finish_failed(
     message: &str,
 ) -> Result<Next, Retry> {
     let mut tx = w.pool.begin().await?;
-    documents::fail(&mut *tx, doc.id, pages, code, message).await?;
-    let mut next = None;
-    if template.webhook_url.is_some() {
-        let failed = documents::get(&mut *tx, doc.id)
-            .await?
-            .context("document vanished")?;
-        let payload = failure_payload(job, &failed);
-        next = deliveries::create(&mut tx, job.account_id, job.id, doc.id, &payload, w.sends())
-            .await?;
-    }
-    let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
+    let (next, finished) = record_failure(
+        &mut tx,
+        job,
+        doc.id,
+        template.webhook_url.is_some(),
+        pages,
+        (code, message),
+        w.sends(),
+    )
+    .await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {
         return Ok(None);
     }
@@ -571,25 +602,11 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
                 let job = jobs::get_any(&mut *tx, doc.job_id)
                     .await?
                     .context("job missing")?;
-                documents::fail(&mut *tx, doc.id, None, "processing_failed", &message).await?;
-                if templates::get_any(&mut *tx, job.template_id)
+                let webhook = has_webhook(&mut tx, &job).await?;
+                let failure = ("processing_failed", message.as_str());
+                record_failure(&mut tx, &job, doc.id, webhook, None, failure, Sender::Queue)
                     .await?
-                    .is_some_and(|t| t.webhook_url.is_some())
-                {
-                    let failed = documents::get(&mut *tx, doc.id)
-                        .await?
-                        .context("document vanished")?;
-                    deliveries::create(
-                        &mut tx,
-                        job.account_id,
-                        job.id,
-                        doc.id,
-                        &failure_payload(&job, &failed),
-                        Sender::Queue,
-                    )
-                    .await?;
-                }
-                documents::finish_job_if_done(&mut tx, job.id).await?
+                    .1
             }
         },
         queue::kind::JOB => {
