@@ -40,7 +40,7 @@ pub async fn purge(
     for (id, key, deleted) in jobs {
         let mut ok = true;
         if !deleted {
-            let named = documents::file_keys(&mut *pool.acquire().await?, *id, key.clone()).await?;
+            let named = documents::file_keys(pool, *id, key.clone()).await?;
             match stored_files(storage, named).await {
                 Err(e) => {
                     tracing::warn!(job_id = %id, error = %e, "listing a job's files failed");
@@ -95,6 +95,36 @@ pub async fn purge(
     }
     tx.commit().await?;
     Ok((done, files))
+}
+
+/// Deletes the stored files of job `id` once it is final and delivered
+/// ([`documents::files_to_delete`]), then marks them deleted. Returns how
+/// many went, or None when there was nothing to delete yet or a file could
+/// not be listed or deleted (logged; the next pass tries again).
+pub async fn delete_delivered_files(
+    pool: &PgPool,
+    storage: &Storage,
+    id: Uuid,
+) -> sqlx::Result<Option<u64>> {
+    let named = documents::files_to_delete(&mut *pool.acquire().await?, id).await?;
+    if named.keys.is_empty() {
+        return Ok(None);
+    }
+    let keys = match stored_files(storage, named).await {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(job_id = %id, error = %e, "listing a delivered job's files failed; the next pass tries again");
+            return Ok(None);
+        }
+    };
+    for key in &keys {
+        if let Err(e) = storage.delete(key).await {
+            tracing::warn!(job_id = %id, error = %e, "deleting a delivered job's file failed; the next pass tries again");
+            return Ok(None);
+        }
+    }
+    documents::mark_files_deleted(pool, id).await?;
+    Ok(Some(keys.len() as u64))
 }
 
 /// Every stored file of a job: those the database names, and for a ZIP

@@ -233,26 +233,13 @@ impl Janitor {
             .await
             .context("finding delivered jobs with files")?;
         let (mut cleaned, mut files) = (0, 0);
-        'jobs: for id in jobs {
-            let mut conn = self.pool.acquire().await?;
-            let named = documents::files_to_delete(&mut conn, id).await?;
-            drop(conn);
-            let keys = match retention::stored_files(&self.storage, named).await {
-                Ok(keys) => keys,
-                Err(e) => {
-                    tracing::warn!(job_id = %id, error = %e, "listing a delivered job's files failed");
-                    continue 'jobs;
-                }
-            };
-            for key in &keys {
-                if let Err(e) = self.storage.delete(key).await {
-                    tracing::warn!(job_id = %id, error = %e, "deleting a delivered job's file failed");
-                    continue 'jobs;
-                }
-                files += 1;
+        for id in jobs {
+            if let Some(n) =
+                retention::delete_delivered_files(&self.pool, &self.storage, id).await?
+            {
+                files += n;
+                cleaned += 1;
             }
-            documents::mark_files_deleted(&self.pool, id).await?;
-            cleaned += 1;
         }
         Ok((cleaned, files))
     }

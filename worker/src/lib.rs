@@ -427,33 +427,11 @@ impl Worker {
     /// again (on its last attempt that would give up a job whose work is
     /// done).
     pub async fn cleanup_files(&self, job_id: uuid::Uuid) {
-        if let Err(e) = self.delete_files(job_id).await {
+        let deleted =
+            paperhook_core::retention::delete_delivered_files(&self.pool, &self.storage, job_id);
+        if let Err(e) = deleted.await {
             tracing::warn!(job_id = %job_id, error = ?e, "deleting a finished job's files failed; the janitor will retry");
         }
-    }
-
-    async fn delete_files(&self, job_id: uuid::Uuid) -> anyhow::Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        let named = paperhook_core::db::documents::files_to_delete(&mut conn, job_id).await?;
-        drop(conn);
-        if named.keys.is_empty() {
-            return Ok(());
-        }
-        let keys = match paperhook_core::retention::stored_files(&self.storage, named).await {
-            Ok(keys) => keys,
-            Err(e) => {
-                tracing::warn!(job_id = %job_id, error = %e, "listing a job's stored files failed; the janitor will retry");
-                return Ok(());
-            }
-        };
-        for key in &keys {
-            if let Err(e) = self.storage.delete(key).await {
-                tracing::warn!(job_id = %job_id, error = %e, "deleting a stored file failed; the janitor will retry");
-                return Ok(());
-            }
-        }
-        paperhook_core::db::documents::mark_files_deleted(&self.pool, job_id).await?;
-        Ok(())
     }
 }
 

@@ -378,22 +378,19 @@ fn unpacked_prefix(original: &str) -> String {
 /// Every stored file of a job the database names: its documents' and the
 /// `original`, each once; and where its ZIP's entries are stored.
 pub async fn file_keys(
-    db: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     job_id: Uuid,
     original: String,
 ) -> sqlx::Result<JobFiles> {
-    let mut keys: Vec<String> = sqlx::query_scalar(
-        "SELECT storage_key FROM documents WHERE job_id = $1 AND storage_key IS NOT NULL",
+    let (zip, mut keys): (bool, Vec<String>) = sqlx::query_as(
+        "SELECT coalesce((SELECT content_type = 'zip' FROM jobs WHERE id = $1), false),
+                array(SELECT storage_key FROM documents
+                      WHERE job_id = $1 AND storage_key IS NOT NULL)",
     )
     .bind(job_id)
-    .fetch_all(&mut *db)
+    .fetch_one(db)
     .await?;
-    let zip: Option<bool> =
-        sqlx::query_scalar("SELECT content_type = 'zip' FROM jobs WHERE id = $1")
-            .bind(job_id)
-            .fetch_optional(&mut *db)
-            .await?;
-    let unpacked = zip.unwrap_or(false).then(|| unpacked_prefix(&original));
+    let unpacked = zip.then(|| unpacked_prefix(&original));
     keys.push(original);
     keys.sort();
     keys.dedup();
