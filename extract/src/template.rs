@@ -544,11 +544,10 @@ fn nul_string(value: &serde_json::Value) -> Option<&str> {
 /// results are kept; a template string can end up in a result (`with`,
 /// `default`, enum `values`, `separator`).
 fn nul_error(field: Option<&str>, s: &str) -> TemplateError {
-    let message = format!("{s:?} contains the character U+0000 (NUL), which cannot be stored");
-    match field {
-        Some(f) => TemplateError::field(f, message),
-        None => TemplateError::global(message),
-    }
+    template_error(
+        field,
+        format!("{s:?} contains the character U+0000 (NUL), which cannot be stored"),
+    )
 }
 
 /// Group references in a replacement (`$1`, `$name`, `${name}`; `$$` is a
