@@ -179,9 +179,11 @@ impl Janitor {
     }
 
     /// Deletes stored documents written before `before` whose job does not
-    /// exist: an API process that died between storing a document and
-    /// committing its job, or a deleted account's. Keys name their job
-    /// (`documents/<account>/<job>[-doc-<n>]`, and the older
+    /// exist (an API process that died between storing a document and
+    /// committing its job, or a deleted account's), or whose job's files
+    /// were all deleted already (a ZIP entry stored by a worker whose lease
+    /// had run out and which stopped before deleting it). Keys name their job
+    /// (`documents/<account>/<job>[-doc-[<split>-]<n>]`, and the older
     /// `<job>/original`, `<job>/doc-<n>`); anything else is left alone.
     /// The listing goes a page at a time (a store holding a day of
     /// undeliverable jobs can be large). Returns the files deleted.
@@ -200,7 +202,9 @@ impl Janitor {
             let existing: std::collections::HashSet<Uuid> = if ids.is_empty() {
                 Default::default()
             } else {
-                sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
+                sqlx::query_scalar(
+                    "SELECT id FROM jobs WHERE id = ANY($1) AND file_deleted_at IS NULL",
+                )
                     .bind(&ids)
                     .fetch_all(&self.pool)
                     .await
@@ -211,7 +215,7 @@ impl Janitor {
             for (key, _) in old.iter().filter(|(_, job)| !existing.contains(job)) {
                 match self.storage.delete(key).await {
                     Ok(()) => {
-                        tracing::warn!(key, "deleted a stored document that belongs to no job");
+                        tracing::warn!(key, "deleted a stored document that belongs to no job, or to one whose files are deleted");
                         deleted += 1;
                     }
                     Err(e) => {
@@ -306,6 +310,7 @@ mod tests {
         for key in [
             format!("documents/acc/{job}"),
             format!("documents/acc/{job}-doc-3"),
+            format!("documents/acc/{job}-doc-0a1b2c3d-3"),
             format!("documents/acc/{job}/original"),
             format!("documents/acc/{job}/doc-0"),
         ] {

@@ -109,6 +109,7 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
     let mut docs = Vec::new();
     let mut stored = Vec::new();
     let mut store_error = None;
+    let split = format!("{:08x}", rand::random::<u32>());
     while let Some(entry) = recv.recv().await {
         let idx = docs.len() as i32;
         let doc = match entry {
@@ -117,7 +118,7 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
                 doc_type,
                 data,
             } => {
-                let key = documents::unpacked_key(&job.storage_key, docs.len());
+                let key = documents::unpacked_key(&job.storage_key, &split, docs.len());
                 if store_error.is_none() {
                     match w.storage.put_bytes(&key, data.into()).await {
                         Ok(()) => stored.push(key.clone()),
@@ -203,6 +204,10 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
     }
     let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
     if !queue::complete(&mut *tx, task, &w.id).await? {
+        // Another worker holds the task now (this one's lease ran out) and
+        // commits its own split: these files are nobody's.
+        drop(tx);
+        discard(w, &stored).await;
         return Ok(None);
     }
     tx.commit().await?;

@@ -365,10 +365,13 @@ pub struct JobFiles {
     pub unpacked: Option<String>,
 }
 
-/// Where the `idx`th entry of a ZIP stored as `original` is stored: beside
-/// it, not in a folder of its own (see the API's storage key).
-pub fn unpacked_key(original: &str, idx: usize) -> String {
-    format!("{}{idx}", unpacked_prefix(original))
+/// Where the split `split` stores the `idx`th entry of a ZIP stored as
+/// `original`: beside it, not in a folder of its own (see the API's storage
+/// key). Each split names its own files: a worker whose lease ran out may
+/// still be splitting while the task's next holder commits, and what the
+/// stale one deletes again must not be the files the other's documents name.
+pub fn unpacked_key(original: &str, split: &str, idx: usize) -> String {
+    format!("{}{split}-{idx}", unpacked_prefix(original))
 }
 
 fn unpacked_prefix(original: &str) -> String {

@@ -436,7 +436,8 @@ async fn files_a_worker_could_not_delete_go_on_the_janitors_next_pass() {
 }
 
 /// Stored documents that belong to no job (an API process died between
-/// storing and committing) are deleted once older than the grace period;
+/// storing and committing), or to a job whose files are deleted, are
+/// deleted once older than the grace period;
 /// a job's document, a younger orphan's turn, and keys that are not ours stay.
 #[tokio::test]
 async fn the_janitor_deletes_documents_of_no_job_after_the_grace_period() {
@@ -444,6 +445,17 @@ async fn the_janitor_deletes_documents_of_no_job_after_the_grace_period() {
         let app = TestApp::spawn_with(kind, |_| {}).await;
         let (_, key) = app.account(10).await;
         let (template, _) = app.template(&key, None).await;
+        // Processed, its files deleted; then a file under its key, as a
+        // worker whose lease ran out stores and may not live to delete.
+        let done = app.submit(&key, template, "a.pdf", example_pdf()).await;
+        app.drain().await;
+        let done_key: String = sqlx::query_scalar(
+            "SELECT storage_key FROM jobs WHERE id = $1 AND file_deleted_at IS NOT NULL",
+        )
+        .bind(done)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
         // Submitted, not processed: its document stays stored.
         let job = app.submit(&key, template, "a.pdf", example_pdf()).await;
         let job_key: String = sqlx::query_scalar("SELECT storage_key FROM jobs WHERE id = $1")
@@ -462,6 +474,7 @@ async fn the_janitor_deletes_documents_of_no_job_after_the_grace_period() {
                 uuid::Uuid::new_v4(),
                 uuid::Uuid::now_v7()
             ),
+            format!("{done_key}-doc-0a1b2c3d-0"),
         ];
         let stranger = "documents/notes/readme.txt".to_owned();
         for k in orphans.iter().chain([&stranger]) {
@@ -482,7 +495,7 @@ async fn the_janitor_deletes_documents_of_no_job_after_the_grace_period() {
         );
         let later = chrono::Utc::now() + chrono::Duration::hours(2);
         let report = janitor.run_once(later).await.unwrap();
-        assert_eq!(report.orphan_files_deleted, 2, "{report:?}");
+        assert_eq!(report.orphan_files_deleted, 3, "{report:?}");
         for k in &orphans {
             assert!(!app.storage.exists(k).await.unwrap(), "{k}");
         }

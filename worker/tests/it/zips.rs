@@ -401,3 +401,79 @@ async fn an_entry_name_with_a_nul_character_is_rejected_and_stored() {
         "{name:?}"
     );
 }
+
+/// Two workers can split one ZIP at once: one whose lease ran out goes on
+/// while the task's next holder splits and commits. The stale split stores
+/// its own files, and deletes them again whether it fails (here its limits
+/// refuse the archive after the first entry) or finds its task taken at the
+/// commit; the committed split's files, which its documents name, stay. Both
+/// splits used to store the same keys, so the stale one's clean-up deleted
+/// the committed documents' files.
+#[tokio::test]
+async fn a_stale_split_keeps_away_from_the_files_of_the_split_that_committed() {
+    use paperhook_core::queue;
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let pdf = example_pdf();
+    let zip = make_zip(&[("a.pdf", pdf), ("b.pdf", pdf)]);
+    let refuses = app.another_worker(|c| c.zip_max_total_bytes = pdf.len() as u64 * 3 / 2);
+    let accepts = app.another_worker(|_| {});
+    for stale in [refuses, accepts] {
+        let job = app.submit(&key, template, "batch.zip", &zip).await;
+        let lease = std::time::Duration::from_secs(60);
+        let claim = |w: &paperhook_worker::Worker| {
+            let (pool, id) = (app.pool.clone(), w.id.clone());
+            async move {
+                let now = chrono::Utc::now();
+                let mut got = queue::claim(&pool, &id, &[queue::kind::JOB], 1, lease, now)
+                    .await
+                    .unwrap();
+                got.pop().expect("a job task to claim")
+            }
+        };
+        let stale_task = claim(&stale).await;
+        // Its lease runs out; the next holder splits the job and commits.
+        let later = chrono::Utc::now() + chrono::Duration::hours(1);
+        assert_eq!(queue::rescue(&app.pool, later).await.unwrap(), 1);
+        let task = claim(&app.worker).await;
+        paperhook_worker::pipeline::split_job(&app.worker, &task)
+            .await
+            .unwrap();
+        let (original, named): (String, Vec<String>) = sqlx::query_as(
+            "SELECT j.storage_key, array_agg(d.storage_key ORDER BY d.idx)
+             FROM jobs j JOIN documents d ON d.job_id = j.id WHERE j.id = $1
+             GROUP BY j.storage_key",
+        )
+        .bind(job)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(named.len(), 2);
+        // The stale worker read the job before that commit, and goes on.
+        sqlx::query("UPDATE jobs SET status = 'UNZIPPING FILE' WHERE id = $1")
+            .bind(job)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        paperhook_worker::pipeline::split_job(&stale, &stale_task)
+            .await
+            .unwrap();
+        let mut stored = app
+            .storage
+            .keys_starting_with(&format!("{original}-doc-"))
+            .await
+            .unwrap();
+        stored.sort();
+        let mut want = named.clone();
+        want.sort();
+        assert_eq!(stored, want, "the stored entry files are the committed split's");
+        assert!(app.storage.exists(&original).await.unwrap());
+        let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM documents WHERE job_id = $1")
+            .bind(job)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(committed, 2, "the stale split changed the job's documents");
+    }
+}
