@@ -100,6 +100,30 @@ pub async fn enqueue_many(tx: &mut PgConnection, kind: &str, ref_ids: &[Uuid]) -
     notify(&mut *tx, kind).await
 }
 
+/// Queues a task of `kind` for each of `ref_ids` to run now with its
+/// attempts counted afresh (a redelivery): one waiting for a retry due
+/// later is moved to now and its attempts reset, one running is left to its
+/// worker. One statement, one NOTIFY.
+pub async fn requeue_now_many(
+    tx: &mut PgConnection,
+    kind: &str,
+    ref_ids: &[Uuid],
+) -> sqlx::Result<()> {
+    if ref_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO tasks (kind, ref_id, run_at) SELECT DISTINCT $1, r, now() FROM unnest($2::uuid[]) r
+         ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running')
+         DO UPDATE SET run_at = now(), attempts = 0 WHERE tasks.state = 'available'",
+    )
+    .bind(kind)
+    .bind(ref_ids)
+    .execute(&mut *tx)
+    .await?;
+    notify(&mut *tx, kind).await
+}
+
 /// Wakes idle workers with one NOTIFY sent outside the caller's
 /// transaction, after its commit. Wakes asked for while a NOTIFY is being
 /// sent are coalesced into one more, so a burst of submissions costs a few

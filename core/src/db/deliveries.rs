@@ -181,9 +181,10 @@ pub async fn create_many(
     queue::enqueue_many(tx, queue::kind::DELIVERY, &inserted).await
 }
 
-/// Sends every delivery of the job again (a fresh retry schedule, the same
-/// webhook-id); returns how many were queued. One being sent meanwhile
-/// keeps its running task: its worker sends it again (see [`record`]).
+/// Sends every delivery of the job again, now (a fresh retry schedule, the
+/// same webhook-id; one waiting for a retry no longer waits); returns how
+/// many were queued. One being sent meanwhile keeps its running task: its
+/// worker sends it again (see [`record`]).
 pub async fn redeliver(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Result<u64> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, redeliveries = redeliveries + 1
@@ -192,7 +193,7 @@ pub async fn redeliver(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Result<u64>
     .bind(job_id)
     .fetch_all(&mut *tx)
     .await?;
-    queue::enqueue_many(tx, queue::kind::DELIVERY, &ids).await?;
+    queue::requeue_now_many(tx, queue::kind::DELIVERY, &ids).await?;
     Ok(ids.len() as u64)
 }
 
@@ -227,7 +228,7 @@ pub async fn redeliver_where(
     .bind(retention.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
-    queue::enqueue_many(tx, queue::kind::DELIVERY, &ids).await?;
+    queue::requeue_now_many(tx, queue::kind::DELIVERY, &ids).await?;
     Ok(ids)
 }
 

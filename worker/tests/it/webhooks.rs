@@ -684,6 +684,48 @@ async fn a_redelivery_asked_for_during_a_send_sends_again() {
     assert_eq!(delivery_state(&app).await, "delivered");
 }
 
+/// A redelivery of a webhook that waits for its next retry sends it now, on
+/// a fresh schedule: its waiting task used to keep its retry time (an hour
+/// away here) and the attempts it had used.
+#[tokio::test]
+async fn a_redelivery_of_a_webhook_waiting_for_a_retry_sends_it_now() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.webhook_retry_schedule = "0s,1h".into()
+    })
+    .await;
+    let hook = Receiver::start().await;
+    hook.answers.lock().unwrap().extend([503]);
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    app.drain().await;
+    assert_eq!(hook.received().len(), 1);
+    assert_eq!(delivery_state(&app).await, "pending");
+    let (status, body) =
+        send(app.req(Method::POST, &format!("/v1/jobs/{job}/redeliver"), &key)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["queued"], 1);
+    let (run_at, attempts): (chrono::DateTime<chrono::Utc>, i32) = sqlx::query_as(
+        "SELECT run_at, attempts FROM tasks WHERE kind = 'delivery' AND state = 'available'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(run_at <= chrono::Utc::now(), "the retry still waits until {run_at}");
+    assert_eq!(attempts, 0, "the fresh schedule starts with the task's attempts used");
+    app.drain().await;
+    assert_eq!(hook.received().len(), 2, "the redelivery was not sent now");
+    assert_eq!(delivery_state(&app).await, "delivered");
+    let ids: Vec<String> = hook
+        .received()
+        .iter()
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(ids[0], ids[1], "a redelivery keeps its webhook-id");
+}
+
 /// Past `result_retention_secs` a job's results are expired for the API,
 /// even before the janitor's pass marks them: its webhooks are not sent
 /// either (they carry the results).
