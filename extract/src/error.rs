@@ -75,6 +75,10 @@ pub enum Error {
         "field {field:?}: its replace rules add more than {max_bytes} bytes of text to this document's values (the limit per document); a rule whose \"with\" repeats the match ($0$0...) multiplies the text"
     )]
     ReplaceLimit { field: String, max_bytes: usize },
+    #[error(
+        "field {field:?}: its regex found more than {max} values in this document (the limit of occurrence \"all\"); make the pattern more specific or choose a page"
+    )]
+    MatchLimit { field: String, max: usize },
     #[error("OCR failed: {detail}")]
     Ocr { detail: String },
     #[error("invalid template: {0}")]
@@ -101,6 +105,7 @@ impl Error {
             Error::DocumentTimeout { .. } => "document_timeout",
             Error::TemplateMismatch { .. } => "template_mismatch",
             Error::ReplaceLimit { .. } => "replace_limit_exceeded",
+            Error::MatchLimit { .. } => "match_limit_exceeded",
             Error::Ocr { .. } => "ocr_failed",
             Error::Template(_) => "invalid_template",
         }

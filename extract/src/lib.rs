@@ -940,7 +940,11 @@ pub fn extract(doc: &[u8], template: &Template, opts: &Options) -> Result<Extrac
     let budget = post::ReplaceBudget::default();
     for field in &template.fields {
         let post = post::Post::new(field, languages, &budget);
-        let located = locate::locate(&field.locator, &pages, &post);
+        let located =
+            locate::locate(&field.locator, &pages, &post).map_err(|_| Error::MatchLimit {
+                field: field.name.clone(),
+                max: template::MAX_MATCHES,
+            })?;
         if post.over_budget() {
             return Err(Error::ReplaceLimit {
                 field: field.name.clone(),

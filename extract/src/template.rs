@@ -51,6 +51,10 @@ pub const MAX_BOOLEAN_WORDS: usize = 50;
 /// (locator patterns and labels, `validate`, replace patterns, date
 /// formats): each one is compiled, a few milliseconds apiece.
 pub const MAX_TEMPLATE_PATTERNS: usize = 1000;
+/// Most values one regex field with `occurrence: "all"` may collect in a
+/// document (matches whose text `validate` or the type rejects do not
+/// count); past it the extraction fails with `match_limit_exceeded`.
+pub const MAX_MATCHES: usize = 10_000;
 /// Most `replace` rules per field.
 pub const MAX_REPLACE_RULES: usize = 20;
 /// Longest `with` of a replace rule, in characters.
