@@ -336,8 +336,8 @@ fn guard<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let detail = panic
             .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .map(error::decoder_text)
+            .or_else(|| panic.downcast_ref::<String>().map(error::decoder_text))
             .unwrap_or_else(|| "unknown".into());
         Err(Error::Corrupt {
             kind: "document",
@@ -1028,6 +1028,23 @@ mod tests {
             bbox: [x0, 0.10, x1, 0.11],
             confidence: 0.9,
         }
+    }
+
+    #[test]
+    fn a_decoder_panic_is_quoted_short_and_without_control_characters() {
+        let err = guard(|| -> Result<(), Error> {
+            panic!("index out of bounds\n\u{1b}]0;{}", "\u{0}x".repeat(100_000))
+        })
+        .unwrap_err();
+        assert_eq!(err.code(), "corrupt_document");
+        let message = err.to_string();
+        assert!(message.chars().count() < 400, "{message}");
+        assert!(!message.contains(char::is_control), "{message:?}");
+        assert!(
+            message.contains("(index out of bounds  ]0; x x x"),
+            "{message}"
+        );
+        assert!(message.ends_with("…)"), "{message}");
     }
 
     #[test]
