@@ -29,7 +29,7 @@ pub mod template;
 
 pub use error::Error;
 pub use layout::{BBox, PageText, Source, Word};
-pub use template::{Template, TemplateError};
+pub use template::{Template, TemplateError, with_regex_cache};
 
 use crate::locate::{select, words_in_box};
 use crate::ocr::Psm;
@@ -909,6 +909,10 @@ fn normalise_ws(s: &str) -> String {
 /// Steps: validate the template; read every page (text layer or OCR);
 /// check the keywords; locate and type each field.
 pub fn extract(doc: &[u8], template: &Template, opts: &Options) -> Result<Extraction, Error> {
+    template::with_regex_cache(|| extract_inner(doc, template, opts))
+}
+
+fn extract_inner(doc: &[u8], template: &Template, opts: &Options) -> Result<Extraction, Error> {
     template.validate()?;
     let clock = Clock::default();
     let pages = guard(|| read_pages_inner(doc, template, opts, &clock))?;
