@@ -67,10 +67,18 @@ fn main() {
     std::fs::write(&pdf_path, &pdf).expect("writing the PDF");
     let opts = Options::default();
     // `bench zonal` runs only the zonal OCR comparison.
-    if std::env::args().nth(1).as_deref() != Some("zonal") {
+    // `bench zonal` runs only the zonal OCR comparison, `bench regex` only
+    // the template's compile passes.
+    let only = std::env::args().nth(1);
+    if only.is_none() {
         render_and_digital(&pdf, &pdf_path, &dir, &docs, n, cores, &opts);
     }
-    zonal_vs_full(&docs);
+    if only.as_deref() != Some("zonal") {
+        compile_passes(&docs, &opts);
+    }
+    if only.as_deref() != Some("regex") {
+        zonal_vs_full(&docs);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -172,6 +180,39 @@ fn render_and_digital(
             doc.layout,
             doc.template.fields.len(),
             d.as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// A worker parses the stored template (which checks it, compiling its
+/// patterns) and extracts (which checks it again and compiles them for its
+/// fields): three compiles of each pattern before `with_regex_cache`, one
+/// inside it. Same page, template and run for both.
+fn compile_passes(docs: &[corpus::Doc], opts: &Options) {
+    const RUNS: usize = 200;
+    println!(
+        "\n# Parse + digital extraction of one page as the worker runs it, ms, median of {RUNS}"
+    );
+    println!("| layout | patterns compiled 3 times (before) | once (`with_regex_cache`) | ratio |");
+    println!("|---|---|---|---|");
+    for doc in docs.iter().take(4) {
+        let spec = serde_json::to_value(&doc.template).expect("template JSON");
+        let run = || {
+            let template = Template::from_json(spec.clone()).expect("template");
+            extract(&doc.pdf, &template, opts).expect("extract");
+            template
+        };
+        // The former extract() checked outside the fields' compiles.
+        let before = time(RUNS, || run().validate().expect("valid"));
+        let after = time(RUNS, || {
+            paperhook_extract::with_regex_cache(run);
+        });
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2}x |",
+            doc.layout,
+            before.as_secs_f64() * 1e3,
+            after.as_secs_f64() * 1e3,
+            before.as_secs_f64() / after.as_secs_f64()
         );
     }
 }

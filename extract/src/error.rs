@@ -1,5 +1,30 @@
 //! The crate's one error type.
 
+use std::fmt::Display;
+
+/// Longest text of a decoder (or of a panic inside one) quoted in an
+/// error, in characters.
+pub const MAX_DETAIL_CHARS: usize = 300;
+
+/// A decoder's error text as the `detail` of an [`Error`], which users
+/// see: what a decoder says can quote the document's own bytes, at any
+/// length. Control characters (line breaks, terminal escapes, U+0000)
+/// become spaces; past [`MAX_DETAIL_CHARS`] it is cut, ending in `…`.
+pub(crate) fn decoder_text(text: impl Display) -> String {
+    let text: String = text
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut chars = text.trim().chars();
+    let mut out: String = chars.by_ref().take(MAX_DETAIL_CHARS).collect();
+    if chars.next().is_some() {
+        out.pop();
+        out.push('…');
+    }
+    out
+}
+
 /// Why a document could not be extracted. Every variant has a stable
 /// [`Error::code`] and a message that quotes the offending value or limit.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +100,10 @@ pub enum Error {
         "field {field:?}: its replace rules add more than {max_bytes} bytes of text to this document's values (the limit per document); a rule whose \"with\" repeats the match ($0$0...) multiplies the text"
     )]
     ReplaceLimit { field: String, max_bytes: usize },
+    #[error(
+        "field {field:?}: its regex found more than {max} values in this document (the limit of occurrence \"all\"); make the pattern more specific or choose a page"
+    )]
+    MatchLimit { field: String, max: usize },
     #[error("OCR failed: {detail}")]
     Ocr { detail: String },
     #[error("invalid template: {0}")]
@@ -101,6 +130,7 @@ impl Error {
             Error::DocumentTimeout { .. } => "document_timeout",
             Error::TemplateMismatch { .. } => "template_mismatch",
             Error::ReplaceLimit { .. } => "replace_limit_exceeded",
+            Error::MatchLimit { .. } => "match_limit_exceeded",
             Error::Ocr { .. } => "ocr_failed",
             Error::Template(_) => "invalid_template",
         }
@@ -110,5 +140,28 @@ impl Error {
     /// load); every other error is a property of the document or template.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Timeout { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoder_text_is_short_and_without_control_characters() {
+        assert_eq!(
+            decoder_text(" bad\nzlib\u{1b}[31m data\0 "),
+            "bad zlib [31m data"
+        );
+        let exact = "é".repeat(MAX_DETAIL_CHARS);
+        assert_eq!(decoder_text(&exact), exact);
+        let long = decoder_text(format!("{exact}x"));
+        assert_eq!(long.chars().count(), MAX_DETAIL_CHARS);
+        assert!(long.ends_with("é…"), "{long}");
+        let err = Error::Corrupt {
+            kind: "PNG",
+            detail: decoder_text("\u{7}".repeat(100_000)),
+        };
+        assert!(err.to_string().len() < 400, "{err}");
     }
 }

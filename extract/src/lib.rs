@@ -29,7 +29,7 @@ pub mod template;
 
 pub use error::Error;
 pub use layout::{BBox, PageText, Source, Word};
-pub use template::{Template, TemplateError};
+pub use template::{Template, TemplateError, with_regex_cache};
 
 use crate::locate::{select, words_in_box};
 use crate::ocr::Psm;
@@ -336,8 +336,8 @@ fn guard<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let detail = panic
             .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .map(error::decoder_text)
+            .or_else(|| panic.downcast_ref::<String>().map(error::decoder_text))
             .unwrap_or_else(|| "unknown".into());
         Err(Error::Corrupt {
             kind: "document",
@@ -909,6 +909,10 @@ fn normalise_ws(s: &str) -> String {
 /// Steps: validate the template; read every page (text layer or OCR);
 /// check the keywords; locate and type each field.
 pub fn extract(doc: &[u8], template: &Template, opts: &Options) -> Result<Extraction, Error> {
+    template::with_regex_cache(|| extract_inner(doc, template, opts))
+}
+
+fn extract_inner(doc: &[u8], template: &Template, opts: &Options) -> Result<Extraction, Error> {
     template.validate()?;
     let clock = Clock::default();
     let pages = guard(|| read_pages_inner(doc, template, opts, &clock))?;
@@ -940,7 +944,11 @@ pub fn extract(doc: &[u8], template: &Template, opts: &Options) -> Result<Extrac
     let budget = post::ReplaceBudget::default();
     for field in &template.fields {
         let post = post::Post::new(field, languages, &budget);
-        let located = locate::locate(&field.locator, &pages, &post);
+        let located =
+            locate::locate(&field.locator, &pages, &post).map_err(|_| Error::MatchLimit {
+                field: field.name.clone(),
+                max: template::MAX_MATCHES,
+            })?;
         if post.over_budget() {
             return Err(Error::ReplaceLimit {
                 field: field.name.clone(),
@@ -1024,6 +1032,23 @@ mod tests {
             bbox: [x0, 0.10, x1, 0.11],
             confidence: 0.9,
         }
+    }
+
+    #[test]
+    fn a_decoder_panic_is_quoted_short_and_without_control_characters() {
+        let err = guard(|| -> Result<(), Error> {
+            panic!("index out of bounds\n\u{1b}]0;{}", "\u{0}x".repeat(100_000))
+        })
+        .unwrap_err();
+        assert_eq!(err.code(), "corrupt_document");
+        let message = err.to_string();
+        assert!(message.chars().count() < 400, "{message}");
+        assert!(!message.contains(char::is_control), "{message:?}");
+        assert!(
+            message.contains("(index out of bounds  ]0; x x x"),
+            "{message}"
+        );
+        assert!(message.ends_with("…)"), "{message}");
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! The four locators: region, label, regex and table, over the page model.
 
+use std::ops::Range;
+
 use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::layout::{BBox, PageText, Source, union};
 use crate::post::Post;
 use crate::template::{
-    Combine, Direction, LabelLocator, Locator, Occurrence, PageSel, RegexLocator, RegionLocator,
-    TableLocator, compile_regex,
+    Combine, Direction, LabelLocator, Locator, MAX_MATCHES, Occurrence, PageSel, RegexLocator,
+    RegionLocator, TableLocator, compile_regex,
 };
 
 /// A located, typed value and where it came from.
@@ -31,13 +33,23 @@ pub fn select(sel: PageSel, n: usize) -> Vec<usize> {
     }
 }
 
-pub fn locate(locator: &Locator, pages: &[PageText], post: &Post) -> Option<Found> {
-    match locator {
+/// A regex field with `occurrence: all` found more than [`MAX_MATCHES`]
+/// values: the extraction fails (`match_limit_exceeded`) rather than
+/// combine some of them into a wrong value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyMatches;
+
+pub fn locate(
+    locator: &Locator,
+    pages: &[PageText],
+    post: &Post,
+) -> Result<Option<Found>, TooManyMatches> {
+    Ok(match locator {
         Locator::Region(r) => region(r, pages, post),
         Locator::Label(l) => label(l, pages, post),
-        Locator::Regex(r) => regex(r, pages, post),
+        Locator::Regex(r) => regex(r, pages, post)?,
         Locator::Table(t) => table(t, pages, post),
-    }
+    })
 }
 
 fn found(page: &PageText, words: &[usize], value: Value) -> Found {
@@ -93,6 +105,8 @@ fn char_width(page: &PageText) -> f64 {
 struct Anchor {
     line: usize,
     words: Vec<usize>,
+    /// Where `words` are in the line's words (they follow each other).
+    at: Range<usize>,
     rest: String,
 }
 
@@ -127,23 +141,23 @@ fn anchors(page: &PageText, re: &Regex) -> Vec<Anchor> {
             if m.as_str().trim().is_empty() {
                 continue;
             }
-            let words: Vec<usize> = offs
-                .iter()
-                .filter(|(o, w)| *o < m.end() && m.start() < o + page.words[*w].text.len())
-                .map(|(_, w)| *w)
-                .collect();
-            let Some(&last) = words.last() else { continue };
-            let (lo, _) = offs
-                .iter()
-                .find(|(_, w)| *w == last)
-                .copied()
-                .unwrap_or((0, last));
+            // The words overlapping the match, found by binary search: the
+            // offsets are in order, and a label regex can match at every
+            // character of a long line.
+            let end_of = |&(o, w): &(usize, usize)| o + page.words[w].text.len();
+            let from = offs.partition_point(|ow| end_of(ow) <= m.start());
+            let to = from + offs[from..].partition_point(|&(o, _)| o < m.end());
+            let Some(&(lo, last)) = offs[from..to].last() else {
+                continue;
+            };
+            let words: Vec<usize> = offs[from..to].iter().map(|&(_, w)| w).collect();
             let text = &page.words[last].text;
             let cut = m.end().saturating_sub(lo).min(text.len());
             let rest = text.get(cut..).unwrap_or("").trim().to_owned();
             out.push(Anchor {
                 line: li,
                 words,
+                at: from..to,
                 rest,
             });
         }
@@ -153,17 +167,20 @@ fn anchors(page: &PageText, re: &Regex) -> Vec<Anchor> {
 
 /// Words right of the anchor on its line: the first within `max_gap`, then
 /// following words until a gap wider than three characters (a new column).
-fn right_of(page: &PageText, a: &Anchor, max_gap: f64) -> (Vec<usize>, String) {
+/// `cw` is the page's [`char_width`].
+fn right_of(page: &PageText, a: &Anchor, max_gap: f64, cw: f64) -> (Vec<usize>, String) {
     let line = &page.lines[a.line];
     let last = *a.words.last().expect("anchor has words");
     let ax1 = page.words[last].bbox[2];
-    let cw = char_width(page);
-    let after: Vec<usize> = line
+    // The line's words are in order of left edge: the ones right of the
+    // anchor come last, and the loop below stops at the first wide gap
+    // (a scan of the whole line, for every anchor, was quadratic).
+    let from = line
         .words
-        .iter()
-        .copied()
-        .filter(|w| !a.words.contains(w) && page.words[*w].bbox[0] >= ax1 - 1e-6)
-        .collect();
+        .partition_point(|&w| page.words[w].bbox[0] < ax1 - 1e-6);
+    let after = (from..line.words.len())
+        .filter(|k| !a.at.contains(k))
+        .map(|k| line.words[k]);
     let mut taken: Vec<usize> = Vec::new();
     let mut text = a.rest.clone();
     let mut edge = ax1;
@@ -192,13 +209,13 @@ fn right_of(page: &PageText, a: &Anchor, max_gap: f64) -> (Vec<usize>, String) {
 }
 
 /// The nearest line below the anchor (within `max_gap`) holding words under
-/// the anchor's span; the run of words overlapping it.
-fn below(page: &PageText, a: &Anchor, max_gap: f64) -> (Vec<usize>, String) {
+/// the anchor's span; the run of words overlapping it. `cw` is the page's
+/// [`char_width`].
+fn below(page: &PageText, a: &Anchor, max_gap: f64, cw: f64) -> (Vec<usize>, String) {
     let mut ab = page.words[a.words[0]].bbox;
     for &w in &a.words {
         ab = union(ab, page.words[w].bbox);
     }
-    let cw = char_width(page);
     for line in page.lines.iter().skip(a.line + 1) {
         if line.bbox[1] - ab[3] > max_gap {
             break;
@@ -242,13 +259,15 @@ fn label(l: &LabelLocator, pages: &[PageText], post: &Post) -> Option<Found> {
     let re = label_regex(l)?;
     for i in select(l.page, pages.len()) {
         let page = &pages[i];
+        // Once a page, not once an anchor: it sorts the page's words.
+        let cw = char_width(page);
         for a in anchors(page, &re) {
             let mut tries = Vec::new();
             if matches!(l.direction, Direction::Right | Direction::Auto) {
-                tries.push(right_of(page, &a, l.max_gap));
+                tries.push(right_of(page, &a, l.max_gap, cw));
             }
             if matches!(l.direction, Direction::Below | Direction::Auto) {
-                tries.push(below(page, &a, l.max_gap));
+                tries.push(below(page, &a, l.max_gap, cw));
             }
             for (words, text) in tries {
                 if words.is_empty() && text.is_empty() {
@@ -263,44 +282,61 @@ fn label(l: &LabelLocator, pages: &[PageText], post: &Post) -> Option<Found> {
     None
 }
 
-fn regex(r: &RegexLocator, pages: &[PageText], post: &Post) -> Option<Found> {
-    let re = compile_regex(&r.pattern, r.case_insensitive).ok()?;
-    let mut hits: Vec<(usize, Vec<usize>, Value)> = Vec::new();
-    let order = select(r.page, pages.len());
-    'pages: for &i in &order {
+fn regex(
+    r: &RegexLocator,
+    pages: &[PageText],
+    post: &Post,
+) -> Result<Option<Found>, TooManyMatches> {
+    let Ok(re) = compile_regex(&r.pattern, r.case_insensitive) else {
+        return Ok(None);
+    };
+    // The values found, and the words of those on the first page they are
+    // found on (where the field's box is reported): for `first` and `last`
+    // only the one value is kept.
+    let mut values: Vec<Value> = Vec::new();
+    let mut at: Option<(usize, Vec<usize>)> = None;
+    'pages: for i in select(r.page, pages.len()) {
         let page = &pages[i];
         for caps in re.captures_iter(&page.text) {
             let Some(g) = caps.get(1) else { continue };
-            if let Some(v) = post.apply(g.as_str()) {
-                hits.push((i, page.words_in_span(g.start(), g.end()), v));
-                if r.occurrence == Occurrence::First {
-                    break 'pages;
+            let Some(v) = post.apply(g.as_str()) else {
+                continue;
+            };
+            let words = || page.words_in_span(g.start(), g.end());
+            match r.occurrence {
+                Occurrence::First | Occurrence::Last => {
+                    values = vec![v];
+                    at = Some((i, words()));
+                    if r.occurrence == Occurrence::First {
+                        break 'pages;
+                    }
+                }
+                Occurrence::All => {
+                    if values.len() == MAX_MATCHES {
+                        return Err(TooManyMatches);
+                    }
+                    values.push(v);
+                    match &mut at {
+                        None => at = Some((i, words())),
+                        Some((first, ws)) if *first == i => ws.extend(words()),
+                        Some(_) => {}
+                    }
                 }
             }
         }
     }
-    match r.occurrence {
-        Occurrence::First => hits
-            .into_iter()
-            .next()
-            .map(|(i, w, v)| found(&pages[i], &w, v)),
-        Occurrence::Last => hits.pop().map(|(i, w, v)| found(&pages[i], &w, v)),
-        Occurrence::All => {
-            let (first_page, _, _) = hits.first()?;
-            let page = &pages[*first_page];
-            let words: Vec<usize> = hits
-                .iter()
-                .filter(|(i, _, _)| i == first_page)
-                .flat_map(|(_, w, _)| w.clone())
-                .collect();
-            let values: Vec<Value> = hits.iter().map(|(_, _, v)| v.clone()).collect();
-            let value = match r.combine {
-                None => Value::Array(values),
-                Some(c) => combine(c, &values, &r.separator)?,
-            };
-            Some(found(page, &words, value))
-        }
-    }
+    let Some((i, words)) = at else {
+        return Ok(None);
+    };
+    let value = match (r.occurrence, r.combine) {
+        (Occurrence::All, None) => Value::Array(values),
+        (Occurrence::All, Some(c)) => match combine(c, &values, &r.separator) {
+            Some(v) => v,
+            None => return Ok(None),
+        },
+        _ => values.pop().expect("a value for each page found"),
+    };
+    Ok(Some(found(&pages[i], &words, value)))
 }
 
 fn combine(c: Combine, values: &[Value], separator: &str) -> Option<Value> {
@@ -537,7 +573,138 @@ fn table(t: &TableLocator, pages: &[PageText], post: &Post) -> Option<Found> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::Word;
+    use crate::post::ReplaceBudget;
+    use crate::template::Field;
     use serde_json::json;
+
+    /// A field's locator and rules, from the JSON of a field.
+    fn field(json: serde_json::Value) -> (Locator, Post) {
+        let field: Field = serde_json::from_value(json).unwrap();
+        let post = Post::new(&field, &["eng".into()], &ReplaceBudget::default());
+        (field.locator, post)
+    }
+
+    /// One line of `n` words `text`, each `width` wide, `step` apart.
+    fn line(n: usize, text: &str, width: f64, step: f64) -> PageText {
+        let words = (0..n)
+            .map(|k| Word {
+                text: text.into(),
+                bbox: [k as f64 * step, 0.5, k as f64 * step + width, 0.51],
+                confidence: 1.0,
+            })
+            .collect();
+        PageText::new(1, Source::TextLayer, words)
+    }
+
+    #[test]
+    fn occurrence_all_collects_at_most_max_matches_values() {
+        let (locator, post) = field(json!({"name": "n", "type": "integer",
+            "locator": {"kind": "regex", "pattern": "(\\d)", "occurrence": "all", "combine": "sum"}}));
+        let page = |n: usize| line(n, "1", 0.5 / n as f64, 1.0 / n as f64);
+        let full = [page(MAX_MATCHES)];
+        let found = locate(&locator, &full, &post).unwrap().unwrap();
+        assert_eq!(found.value, json!(MAX_MATCHES));
+        // One more, on another page: no sum of the first 10,000.
+        let over = [page(MAX_MATCHES), page(1)];
+        assert_eq!(locate(&locator, &over, &post).unwrap_err(), TooManyMatches);
+        // Matches the type rejects do not count.
+        let mut words = full[0].words.clone();
+        words.extend((0..10).map(|k| Word {
+            text: "x".into(),
+            bbox: [k as f64 * 0.01, 0.8, k as f64 * 0.01 + 0.005, 0.81],
+            confidence: 1.0,
+        }));
+        let (locator, post) = field(json!({"name": "n", "type": "integer",
+            "locator": {"kind": "regex", "pattern": "(\\w)", "occurrence": "all"}}));
+        let mixed = [PageText::new(1, Source::TextLayer, words)];
+        let found = locate(&locator, &mixed, &post).unwrap().unwrap();
+        assert_eq!(found.value.as_array().map(Vec::len), Some(MAX_MATCHES));
+    }
+
+    #[test]
+    fn first_last_and_all_report_their_values_and_words() {
+        let second_page = || {
+            let mut page = line(3, "c3", 0.1, 0.2);
+            page.number = 2;
+            page
+        };
+        let pages = [
+            PageText::new(
+                1,
+                Source::TextLayer,
+                vec![
+                    Word {
+                        text: "a1".into(),
+                        bbox: [0.1, 0.1, 0.2, 0.12],
+                        confidence: 0.5,
+                    },
+                    Word {
+                        text: "b2".into(),
+                        bbox: [0.3, 0.1, 0.4, 0.12],
+                        confidence: 1.0,
+                    },
+                    Word {
+                        text: "zz".into(),
+                        bbox: [0.5, 0.1, 0.6, 0.12],
+                        confidence: 1.0,
+                    },
+                ],
+            ),
+            second_page(),
+        ];
+        let run = |occurrence: &str| {
+            let (locator, post) = field(json!({"name": "t", "type": "text",
+                "locator": {"kind": "regex", "pattern": "([a-c]\\d)", "occurrence": occurrence}}));
+            let f = locate(&locator, &pages, &post).unwrap().unwrap();
+            (f.value, f.page, f.bbox, f.confidence)
+        };
+        assert_eq!(run("first"), (json!("a1"), 1, [0.1, 0.1, 0.2, 0.12], 0.5));
+        assert_eq!(run("last"), (json!("c3"), 2, pages[1].words[2].bbox, 1.0));
+        assert_eq!(
+            run("all"),
+            (
+                json!(["a1", "b2", "c3", "c3", "c3"]),
+                1,
+                [0.1, 0.1, 0.4, 0.12],
+                0.75
+            )
+        );
+    }
+
+    #[test]
+    fn a_label_matching_every_word_of_a_long_line_is_located_quickly() {
+        // 20,000 anchors, each followed by a word the type rejects: every
+        // anchor sorted the page's words (char_width), scanned the line for
+        // the words right of it, and its own match's words, each against
+        // the anchor's words (some 10^10 steps).
+        let (locator, post) = field(json!({"name": "n", "type": "integer",
+            "locator": {"kind": "label", "label_regex": "x", "direction": "right"}}));
+        let pages = [line(20_000, "x", 1e-5, 5e-5)];
+        let started = std::time::Instant::now();
+        assert!(locate(&locator, &pages, &post).unwrap().is_none());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        // The value right of a label, the anchor's words left out.
+        let (locator, post) = field(json!({"name": "n", "type": "integer",
+            "locator": {"kind": "label", "label": "No", "direction": "right"}}));
+        // "x" is past a column gap.
+        let words = [("Invoice", 0.1), ("No", 0.2), ("4711", 0.3), ("x", 0.9)]
+            .iter()
+            .map(|&(t, x)| Word {
+                text: t.into(),
+                bbox: [x, 0.1, x + 0.08, 0.12],
+                confidence: 1.0,
+            })
+            .collect();
+        let pages = [PageText::new(1, Source::TextLayer, words)];
+        let found = locate(&locator, &pages, &post).unwrap().unwrap();
+        assert_eq!(found.value, json!(4711));
+        assert_eq!(found.bbox, [0.3, 0.1, 0.38, 0.12]);
+    }
 
     #[test]
     fn an_integer_sum_that_overflows_is_no_value() {

@@ -31,7 +31,7 @@ const MIN_OCR_DPI: f64 = 100.0;
 pub fn open(doc: &[u8]) -> Result<Pdf, Error> {
     Pdf::new(Arc::new(doc.to_vec())).map_err(|e| match e {
         LoadPdfError::Decryption(d) => Error::Encrypted {
-            detail: format!("{d:?}"),
+            detail: crate::error::decoder_text(format!("{d:?}")),
         },
         LoadPdfError::Invalid => Error::Corrupt {
             kind: "PDF",

@@ -5,6 +5,7 @@ use std::io::Cursor;
 
 use image::{GrayImage, ImageFormat, ImageReader, Luma};
 
+use crate::error::decoder_text;
 use crate::{Error, Options};
 
 /// Bytes an image decoder may allocate beyond the final grey image (RGBA
@@ -47,7 +48,7 @@ pub fn decode_single(doc: &[u8], format: ImageFormat, opts: &Options) -> Result<
     };
     let corrupt = |e: image::ImageError| Error::Corrupt {
         kind,
-        detail: e.to_string(),
+        detail: decoder_text(e),
     };
     let (w, h) = ImageReader::with_format(Cursor::new(doc), format)
         .into_dimensions()
@@ -118,11 +119,14 @@ fn tiff_page_err(e: tiff::TiffError, page: u32, opts: &Options, shape: Option<Ti
         }
         tiff::TiffError::UnsupportedError(u) => Error::Corrupt {
             kind: "TIFF",
-            detail: format!("page {page} uses an unsupported feature: {u}"),
+            detail: format!(
+                "page {page} uses an unsupported feature: {}",
+                decoder_text(u)
+            ),
         },
         e => Error::Corrupt {
             kind: "TIFF",
-            detail: format!("page {page}: {e}"),
+            detail: format!("page {page}: {}", decoder_text(e)),
         },
     }
 }

@@ -6,7 +6,8 @@
 //! `extract/README.md`; every struct denies unknown keys so that a typo in a
 //! template is an error at upload time rather than a silently ignored setting.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use regex::{Regex, RegexBuilder};
@@ -51,6 +52,10 @@ pub const MAX_BOOLEAN_WORDS: usize = 50;
 /// (locator patterns and labels, `validate`, replace patterns, date
 /// formats): each one is compiled, a few milliseconds apiece.
 pub const MAX_TEMPLATE_PATTERNS: usize = 1000;
+/// Most values one regex field with `occurrence: "all"` may collect in a
+/// document (matches whose text `validate` or the type rejects do not
+/// count); past it the extraction fails with `match_limit_exceeded`.
+pub const MAX_MATCHES: usize = 10_000;
 /// Most `replace` rules per field.
 pub const MAX_REPLACE_RULES: usize = 20;
 /// Longest `with` of a replace rule, in characters.
@@ -413,14 +418,59 @@ impl fmt::Display for TemplateError {
 
 impl std::error::Error for TemplateError {}
 
-/// Compile a template regex with the crate-wide size limit.
+thread_local! {
+    /// The template regexes compiled on this thread inside
+    /// [`with_regex_cache`]; None outside it.
+    static REGEXES: RefCell<Option<HashMap<(String, bool), Regex>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, keeping every template regex it compiles on this thread until
+/// it returns. Checking a template and extracting with it compile the same
+/// patterns (a few milliseconds for a typical template, most of the
+/// extraction of a one-page digital PDF): inside, each is compiled once.
+/// [`crate::extract`] runs inside one; a caller that also parses the
+/// template ([`Template::from_json`]) can put both in one. Nothing is kept
+/// past `f`: what one template's patterns hold in memory goes with it.
+pub fn with_regex_cache<T>(f: impl FnOnce() -> T) -> T {
+    /// Empties the cache when the outermost call ends, panicking or not.
+    struct Outermost;
+    impl Drop for Outermost {
+        fn drop(&mut self) {
+            REGEXES.with_borrow_mut(|cache| *cache = None);
+        }
+    }
+    let outermost = REGEXES.with_borrow_mut(|cache| {
+        cache.is_none().then(|| {
+            *cache = Some(HashMap::new());
+            Outermost
+        })
+    });
+    let out = f();
+    drop(outermost);
+    out
+}
+
+/// Compile a template regex with the crate-wide size limit (reused inside
+/// [`with_regex_cache`]).
 pub(crate) fn compile_regex(pattern: &str, case_insensitive: bool) -> Result<Regex, regex::Error> {
-    RegexBuilder::new(pattern)
+    let key = (pattern.to_owned(), case_insensitive);
+    if let Some(re) = REGEXES.with_borrow(|cache| cache.as_ref()?.get(&key).cloned()) {
+        return Ok(re);
+    }
+    #[cfg(test)]
+    tests::COMPILED.with(|n| n.set(n.get() + 1));
+    let re = RegexBuilder::new(pattern)
         .case_insensitive(case_insensitive)
         .multi_line(true)
         .size_limit(MAX_REGEX_BYTES)
         .dfa_size_limit(MAX_REGEX_BYTES)
-        .build()
+        .build()?;
+    REGEXES.with_borrow_mut(|cache| {
+        if let Some(cache) = cache {
+            cache.insert(key, re.clone());
+        }
+    });
+    Ok(re)
 }
 
 /// A value quoted in an error, shortened: the limits are about long ones.
@@ -493,9 +543,16 @@ fn check_words(
     Ok(())
 }
 
-fn check_regex(field: &str, what: &str, pattern: &str) -> Result<Regex, TemplateError> {
+/// Checks a pattern compiled as extraction compiles it (`case_insensitive`
+/// included: the size limit can refuse the case-insensitive form alone).
+fn check_regex(
+    field: &str,
+    what: &str,
+    pattern: &str,
+    case_insensitive: bool,
+) -> Result<Regex, TemplateError> {
     check_chars(Some(field), what, pattern, MAX_PATTERN_CHARS)?;
-    compile_regex(pattern, false).map_err(|e| {
+    compile_regex(pattern, case_insensitive).map_err(|e| {
         let detail = e.to_string();
         let detail = detail.lines().last().unwrap_or("").trim().to_owned();
         TemplateError::field(
@@ -838,7 +895,7 @@ impl Field {
                     check_chars(Some(name), "replace find", f, MAX_TEXT_CHARS)?;
                 }
                 (None, Some(p)) => {
-                    check_regex(name, "replace pattern", p)?;
+                    check_regex(name, "replace pattern", p, false)?;
                 }
                 _ => {
                     return Err(TemplateError::field(
@@ -849,7 +906,7 @@ impl Field {
             }
         }
         if let Some(v) = &self.validate {
-            check_regex(name, "validate regex", v)?;
+            check_regex(name, "validate regex", v, false)?;
         }
         if let Some(default) = &self.default {
             let bytes = default.to_string().len();
@@ -910,7 +967,7 @@ impl Field {
                         check_chars(Some(name), "label", t, MAX_TEXT_CHARS)?;
                     }
                     (None, Some(p)) => {
-                        check_regex(name, "label_regex", p)?;
+                        check_regex(name, "label_regex", p, true)?;
                     }
                     _ => {
                         return Err(TemplateError::field(
@@ -929,7 +986,7 @@ impl Field {
             Locator::Regex(r) => {
                 check_page(name, r.page)?;
                 check_chars(Some(name), "separator", &r.separator, MAX_SEPARATOR_CHARS)?;
-                let re = check_regex(name, "regex", &r.pattern)?;
+                let re = check_regex(name, "regex", &r.pattern, r.case_insensitive)?;
                 let groups = re.captures_len() - 1;
                 if groups != 1 {
                     return Err(TemplateError::field(
@@ -1009,7 +1066,7 @@ impl Field {
                     }
                 }
                 if let Some(end) = &t.end {
-                    check_regex(name, "table end pattern", end)?;
+                    check_regex(name, "table end pattern", end, true)?;
                 }
                 if self.kind != FieldType::Text {
                     return Err(TemplateError::field(
@@ -1028,8 +1085,54 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    thread_local! {
+        /// Regexes this thread compiled (not reused from the cache).
+        pub(super) static COMPILED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
     fn one(field: serde_json::Value) -> Result<Template, TemplateError> {
         Template::from_json(json!({ "fields": [field] }))
+    }
+
+    /// Parsing a template and extracting with it inside one
+    /// `with_regex_cache` compile each pattern once (labels and table ends
+    /// are checked case-insensitively, as they are used); outside one, every
+    /// use compiles again, and nothing is kept after it.
+    #[test]
+    fn patterns_are_compiled_once_inside_a_regex_cache() {
+        let spec = json!({"fields": [
+            {"name": "total", "type": "money",
+             "locator": {"kind": "regex", "pattern": "Total\\s+(\\S+)"}},
+            {"name": "number", "type": "text",
+             "locator": {"kind": "label", "label_regex": "Invoice\\s+No"},
+             "validate": "^\\w+$"},
+            {"name": "sum", "type": "text",
+             "locator": {"kind": "regex", "pattern": "(\\d+)", "occurrence": "all", "combine": "join"},
+             "replace": [{"pattern": "0", "with": "o"}]}
+        ]});
+        let pdf = include_bytes!("../../examples/invoice.pdf");
+        let compiled = |f: &dyn Fn()| {
+            COMPILED.with(|n| n.set(0));
+            f();
+            COMPILED.with(|n| n.get())
+        };
+        let parse_and_extract = || {
+            let template = Template::from_json(spec.clone()).unwrap();
+            crate::extract(pdf, &template, &crate::Options::default()).unwrap();
+        };
+        let patterns = 5;
+        assert_eq!(compiled(&|| with_regex_cache(parse_and_extract)), patterns);
+        // extract() keeps its own: its check and its fields share them.
+        let once_more = compiled(&parse_and_extract);
+        assert_eq!(once_more, 2 * patterns);
+        assert!(
+            REGEXES.with_borrow(Option::is_none),
+            "a cache outlived its call"
+        );
+        // Nested calls share the outermost's.
+        let nested = || with_regex_cache(|| with_regex_cache(parse_and_extract));
+        assert_eq!(compiled(&nested), patterns);
+        assert!(REGEXES.with_borrow(Option::is_none));
     }
 
     #[test]

@@ -412,11 +412,15 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
     let hard_limit = opts.give_up_after();
     let started = std::time::Instant::now();
     let extracted = run_bounded(hard_limit, move || {
-        // No field limit here: the API checked the template against
-        // `template_max_fields` when it was saved, and lowering that limit
-        // must not break the templates saved under it.
-        let template = paperhook_extract::Template::from_json_limited(spec, usize::MAX, None)?;
-        paperhook_extract::extract(&data, &template, &opts)
+        // One regex cache: the check and the extraction compile each
+        // pattern once.
+        paperhook_extract::with_regex_cache(|| {
+            // No field limit here: the API checked the template against
+            // `template_max_fields` when it was saved, and lowering that
+            // limit must not break the templates saved under it.
+            let template = paperhook_extract::Template::from_json_limited(spec, usize::MAX, None)?;
+            paperhook_extract::extract(&data, &template, &opts)
+        })
     })
     .await
     .map_err(|e| Retry::from(format!("extraction panicked: {e}")))?;

@@ -178,10 +178,14 @@ pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Pre
     let opts = options(depot);
     // Compiling a template's patterns is work too: on the preview's
     // thread, under its time limit, not on the server's async threads.
+    // One regex cache: the check and the extraction compile each pattern once.
     let out = bounded(depot, opts.give_up_after(), move || -> ApiResult<_> {
-        let template = Template::from_json_limited(value, max_fields, Some("template_max_fields"))
-            .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
-        paperhook_extract::extract(&bytes, &template, &opts).map_err(extract_error)
+        paperhook_extract::with_regex_cache(|| {
+            let template =
+                Template::from_json_limited(value, max_fields, Some("template_max_fields"))
+                    .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+            paperhook_extract::extract(&bytes, &template, &opts).map_err(extract_error)
+        })
     })
     .await??;
     Ok(Json(PreviewResult {
