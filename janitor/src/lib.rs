@@ -205,17 +205,20 @@ impl Janitor {
                 sqlx::query_scalar(
                     "SELECT id FROM jobs WHERE id = ANY($1) AND file_deleted_at IS NULL",
                 )
-                    .bind(&ids)
-                    .fetch_all(&self.pool)
-                    .await
-                    .context("finding the jobs of stored documents")?
-                    .into_iter()
-                    .collect()
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await
+                .context("finding the jobs of stored documents")?
+                .into_iter()
+                .collect()
             };
             for (key, _) in old.iter().filter(|(_, job)| !existing.contains(job)) {
                 match self.storage.delete(key).await {
                     Ok(()) => {
-                        tracing::warn!(key, "deleted a stored document that belongs to no job, or to one whose files are deleted");
+                        tracing::warn!(
+                            key,
+                            "deleted a stored document that belongs to no job, or to one whose files are deleted"
+                        );
                         deleted += 1;
                     }
                     Err(e) => {

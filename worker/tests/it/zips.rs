@@ -422,21 +422,20 @@ async fn a_stale_split_keeps_away_from_the_files_of_the_split_that_committed() {
     for stale in [refuses, accepts] {
         let job = app.submit(&key, template, "batch.zip", &zip).await;
         let lease = std::time::Duration::from_secs(60);
-        let claim = |w: &paperhook_worker::Worker| {
+        let claim = |w: &paperhook_worker::Worker, now: chrono::DateTime<chrono::Utc>| {
             let (pool, id) = (app.pool.clone(), w.id.clone());
             async move {
-                let now = chrono::Utc::now();
                 let mut got = queue::claim(&pool, &id, &[queue::kind::JOB], 1, lease, now)
                     .await
                     .unwrap();
                 got.pop().expect("a job task to claim")
             }
         };
-        let stale_task = claim(&stale).await;
+        let stale_task = claim(&stale, chrono::Utc::now()).await;
         // Its lease runs out; the next holder splits the job and commits.
         let later = chrono::Utc::now() + chrono::Duration::hours(1);
         assert_eq!(queue::rescue(&app.pool, later).await.unwrap(), 1);
-        let task = claim(&app.worker).await;
+        let task = claim(&app.worker, later).await;
         paperhook_worker::pipeline::split_job(&app.worker, &task)
             .await
             .unwrap();
@@ -467,7 +466,10 @@ async fn a_stale_split_keeps_away_from_the_files_of_the_split_that_committed() {
         stored.sort();
         let mut want = named.clone();
         want.sort();
-        assert_eq!(stored, want, "the stored entry files are the committed split's");
+        assert_eq!(
+            stored, want,
+            "the stored entry files are the committed split's"
+        );
         assert!(app.storage.exists(&original).await.unwrap());
         let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM documents WHERE job_id = $1")
             .bind(job)
