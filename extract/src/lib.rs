@@ -913,6 +913,8 @@ pub fn extract(doc: &[u8], template: &Template, opts: &Options) -> Result<Extrac
 }
 
 fn extract_inner(doc: &[u8], template: &Template, opts: &Options) -> Result<Extraction, Error> {
+    // Locating fields counts toward the document's time limit too.
+    let until = locate::Until(Instant::now() + opts.document_time_limit);
     template.validate()?;
     let clock = Clock::default();
     let pages = guard(|| read_pages_inner(doc, template, opts, &clock))?;
@@ -945,9 +947,15 @@ fn extract_inner(doc: &[u8], template: &Template, opts: &Options) -> Result<Extr
     for field in &template.fields {
         let post = post::Post::new(field, languages, &budget);
         let located =
-            locate::locate(&field.locator, &pages, &post).map_err(|_| Error::MatchLimit {
-                field: field.name.clone(),
-                max: template::MAX_MATCHES,
+            locate::locate(&field.locator, &pages, &post, until).map_err(|stop| match stop {
+                locate::Stop::TooManyMatches => Error::MatchLimit {
+                    field: field.name.clone(),
+                    max: template::MAX_MATCHES,
+                },
+                locate::Stop::Deadline { page } => Error::DocumentTimeout {
+                    page,
+                    limit_secs: opts.document_time_limit.as_secs_f64(),
+                },
             })?;
         if post.over_budget() {
             return Err(Error::ReplaceLimit {

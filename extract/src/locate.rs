@@ -1,6 +1,7 @@
 //! The four locators: region, label, regex and table, over the page model.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -33,23 +34,46 @@ pub fn select(sel: PageSel, n: usize) -> Vec<usize> {
     }
 }
 
-/// A regex field with `occurrence: all` found more than [`MAX_MATCHES`]
-/// values: the extraction fails (`match_limit_exceeded`) rather than
-/// combine some of them into a wrong value.
+/// Why locating a field stopped without an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooManyMatches;
+pub enum Stop {
+    /// A regex field with `occurrence: all` found more than
+    /// [`MAX_MATCHES`] values: the extraction fails
+    /// (`match_limit_exceeded`) rather than combine some of them into a
+    /// wrong value.
+    TooManyMatches,
+    /// The document's time limit passed while page `page` (1-based) was
+    /// searched: a pattern can match at every character of a page, and
+    /// each match can look at the rest of its line.
+    Deadline { page: u32 },
+}
+
+/// When locating must stop: the end of the document's time limit,
+/// checked on every page, match, anchor and table line.
+#[derive(Debug, Clone, Copy)]
+pub struct Until(pub Instant);
+
+impl Until {
+    fn check(self, page: &PageText) -> Result<(), Stop> {
+        if Instant::now() > self.0 {
+            return Err(Stop::Deadline { page: page.number });
+        }
+        Ok(())
+    }
+}
 
 pub fn locate(
     locator: &Locator,
     pages: &[PageText],
     post: &Post,
-) -> Result<Option<Found>, TooManyMatches> {
-    Ok(match locator {
-        Locator::Region(r) => region(r, pages, post),
-        Locator::Label(l) => label(l, pages, post),
-        Locator::Regex(r) => regex(r, pages, post)?,
-        Locator::Table(t) => table(t, pages, post),
-    })
+    until: Until,
+) -> Result<Option<Found>, Stop> {
+    match locator {
+        Locator::Region(r) => region(r, pages, post, until),
+        Locator::Label(l) => label(l, pages, post, until),
+        Locator::Regex(r) => regex(r, pages, post, until),
+        Locator::Table(t) => table(t, pages, post, until),
+    }
 }
 
 fn found(page: &PageText, words: &[usize], value: Value) -> Found {
@@ -74,18 +98,24 @@ pub fn words_in_box(page: &PageText, b: &[f64; 4]) -> Vec<usize> {
         .collect()
 }
 
-fn region(r: &RegionLocator, pages: &[PageText], post: &Post) -> Option<Found> {
+fn region(
+    r: &RegionLocator,
+    pages: &[PageText],
+    post: &Post,
+    until: Until,
+) -> Result<Option<Found>, Stop> {
     for i in select(r.page, pages.len()) {
         let page = &pages[i];
+        until.check(page)?;
         let words = words_in_box(page, &r.bbox);
         if words.is_empty() {
             continue;
         }
         if let Some(v) = post.apply(&page.join(&words)) {
-            return Some(found(page, &words, v));
+            return Ok(Some(found(page, &words, v)));
         }
     }
-    None
+    Ok(None)
 }
 
 /// Median character width of a page, in normalised x.
@@ -255,13 +285,22 @@ fn below(page: &PageText, a: &Anchor, max_gap: f64, cw: f64) -> (Vec<usize>, Str
     (Vec::new(), String::new())
 }
 
-fn label(l: &LabelLocator, pages: &[PageText], post: &Post) -> Option<Found> {
-    let re = label_regex(l)?;
+fn label(
+    l: &LabelLocator,
+    pages: &[PageText],
+    post: &Post,
+    until: Until,
+) -> Result<Option<Found>, Stop> {
+    let Some(re) = label_regex(l) else {
+        return Ok(None);
+    };
     for i in select(l.page, pages.len()) {
         let page = &pages[i];
+        until.check(page)?;
         // Once a page, not once an anchor: it sorts the page's words.
         let cw = char_width(page);
         for a in anchors(page, &re) {
+            until.check(page)?;
             let mut tries = Vec::new();
             if matches!(l.direction, Direction::Right | Direction::Auto) {
                 tries.push(right_of(page, &a, l.max_gap, cw));
@@ -274,19 +313,20 @@ fn label(l: &LabelLocator, pages: &[PageText], post: &Post) -> Option<Found> {
                     continue;
                 }
                 if let Some(v) = post.apply(&text) {
-                    return Some(found(page, &words, v));
+                    return Ok(Some(found(page, &words, v)));
                 }
             }
         }
     }
-    None
+    Ok(None)
 }
 
 fn regex(
     r: &RegexLocator,
     pages: &[PageText],
     post: &Post,
-) -> Result<Option<Found>, TooManyMatches> {
+    until: Until,
+) -> Result<Option<Found>, Stop> {
     let Ok(re) = compile_regex(&r.pattern, r.case_insensitive) else {
         return Ok(None);
     };
@@ -297,7 +337,9 @@ fn regex(
     let mut at: Option<(usize, Vec<usize>)> = None;
     'pages: for i in select(r.page, pages.len()) {
         let page = &pages[i];
+        until.check(page)?;
         for caps in re.captures_iter(&page.text) {
+            until.check(page)?;
             let Some(g) = caps.get(1) else { continue };
             let Some(v) = post.apply(g.as_str()) else {
                 continue;
@@ -313,7 +355,7 @@ fn regex(
                 }
                 Occurrence::All => {
                     if values.len() == MAX_MATCHES {
-                        return Err(TooManyMatches);
+                        return Err(Stop::TooManyMatches);
                     }
                     values.push(v);
                     match &mut at {
@@ -450,103 +492,117 @@ enum TableStop {
     PageEnd,
 }
 
-/// Rows under the header at `hl`, appended to `raw_rows` (cells as text).
-fn table_rows(
-    t: &TableLocator,
-    end: Option<&Regex>,
-    page: &PageText,
-    hl: usize,
-    bounds: &[(f64, f64)],
-    raw_rows: &mut Vec<Vec<String>>,
-    words_used: &mut Vec<usize>,
-) -> TableStop {
-    let header_h = page.lines[hl].bbox[3] - page.lines[hl].bbox[1];
-    let mut prev_bottom = page.lines[hl].bbox[3];
-    for line in page.lines.iter().skip(hl + 1) {
-        let line_text = line
-            .words
-            .iter()
-            .map(|&w| page.words[w].text.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        if end.is_some_and(|e| e.is_match(&line_text)) {
-            return TableStop::Ended;
-        }
-        if line.bbox[1] - prev_bottom > 2.5 * header_h.max(line.bbox[3] - line.bbox[1]) {
-            return TableStop::Ended;
-        }
-        prev_bottom = line.bbox[3];
-        let mut cells = vec![String::new(); t.columns.len()];
-        for &w in &line.words {
-            let b = page.words[w].bbox;
-            let cx = (b[0] + b[2]) / 2.0;
-            if let Some(k) = bounds.iter().position(|(lo, hi)| cx >= *lo && cx < *hi) {
-                if !cells[k].is_empty() {
-                    cells[k].push(' ');
-                }
-                cells[k].push_str(&page.words[w].text);
+/// A table locator's rows being read: its columns, its end pattern and
+/// when to stop.
+struct Rows<'a> {
+    t: &'a TableLocator,
+    end: Option<Regex>,
+    until: Until,
+}
+
+impl Rows<'_> {
+    /// Rows under the header at `hl`, appended to `raw_rows` (cells as text).
+    fn under(
+        &self,
+        page: &PageText,
+        hl: usize,
+        bounds: &[(f64, f64)],
+        raw_rows: &mut Vec<Vec<String>>,
+        words_used: &mut Vec<usize>,
+    ) -> Result<TableStop, Stop> {
+        let Rows { t, end, until } = self;
+        let header_h = page.lines[hl].bbox[3] - page.lines[hl].bbox[1];
+        let mut prev_bottom = page.lines[hl].bbox[3];
+        for line in page.lines.iter().skip(hl + 1) {
+            until.check(page)?;
+            let line_text = line
+                .words
+                .iter()
+                .map(|&w| page.words[w].text.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if end.as_ref().is_some_and(|e| e.is_match(&line_text)) {
+                return Ok(TableStop::Ended);
             }
-        }
-        let complete = t
-            .columns
-            .iter()
-            .zip(&cells)
-            .all(|(c, v)| !c.required || !v.is_empty());
-        if !complete {
-            // A wrapped line continues the previous row's text cells.
-            if let Some(prev) = raw_rows.last_mut() {
-                for (k, v) in cells.iter().enumerate() {
-                    if !v.is_empty() && t.columns[k].kind == crate::template::FieldType::Text {
-                        prev[k] = format!("{} {v}", prev[k]).trim().to_owned();
+            if line.bbox[1] - prev_bottom > 2.5 * header_h.max(line.bbox[3] - line.bbox[1]) {
+                return Ok(TableStop::Ended);
+            }
+            prev_bottom = line.bbox[3];
+            let mut cells = vec![String::new(); t.columns.len()];
+            for &w in &line.words {
+                let b = page.words[w].bbox;
+                let cx = (b[0] + b[2]) / 2.0;
+                if let Some(k) = bounds.iter().position(|(lo, hi)| cx >= *lo && cx < *hi) {
+                    if !cells[k].is_empty() {
+                        cells[k].push(' ');
                     }
+                    cells[k].push_str(&page.words[w].text);
                 }
-                words_used.extend(line.words.iter().copied());
             }
-            continue;
+            let complete = t
+                .columns
+                .iter()
+                .zip(&cells)
+                .all(|(c, v)| !c.required || !v.is_empty());
+            if !complete {
+                // A wrapped line continues the previous row's text cells.
+                if let Some(prev) = raw_rows.last_mut() {
+                    for (k, v) in cells.iter().enumerate() {
+                        if !v.is_empty() && t.columns[k].kind == crate::template::FieldType::Text {
+                            prev[k] = format!("{} {v}", prev[k]).trim().to_owned();
+                        }
+                    }
+                    words_used.extend(line.words.iter().copied());
+                }
+                continue;
+            }
+            words_used.extend(line.words.iter().copied());
+            raw_rows.push(cells);
         }
-        words_used.extend(line.words.iter().copied());
-        raw_rows.push(cells);
+        Ok(TableStop::PageEnd)
     }
-    TableStop::PageEnd
 }
 
 /// The first table whose header holds every column; when it runs to the
 /// end of its page without an end line, it continues on the following
 /// pages under a repeated header.
-fn table(t: &TableLocator, pages: &[PageText], post: &Post) -> Option<Found> {
-    let end = t.end.as_deref().and_then(|p| compile_regex(p, true).ok());
+fn table(
+    t: &TableLocator,
+    pages: &[PageText],
+    post: &Post,
+    until: Until,
+) -> Result<Option<Found>, Stop> {
+    let rows = Rows {
+        t,
+        end: t.end.as_deref().and_then(|p| compile_regex(p, true).ok()),
+        until,
+    };
     let cell_posts: Vec<Post> = t.columns.iter().map(|c| post.for_column(c.kind)).collect();
     let selected = select(t.page, pages.len());
     for &i in &selected {
         let page = &pages[i];
         for hl in 0..page.lines.len() {
+            until.check(page)?;
             let Some(bounds) = header_bounds(t, page, hl) else {
                 continue;
             };
             let mut raw_rows: Vec<Vec<String>> = Vec::new();
             let mut words_used: Vec<usize> = Vec::new();
-            let mut stop = table_rows(
-                t,
-                end.as_ref(),
-                page,
-                hl,
-                &bounds,
-                &mut raw_rows,
-                &mut words_used,
-            );
+            let mut stop = rows.under(page, hl, &bounds, &mut raw_rows, &mut words_used)?;
             if raw_rows.is_empty() {
                 continue;
             }
             let mut next = i + 1;
             while stop == TableStop::PageEnd && t.page == PageSel::Any && next < pages.len() {
                 let p = &pages[next];
+                until.check(p)?;
                 let Some((hl2, b2)) =
                     (0..p.lines.len()).find_map(|l| header_bounds(t, p, l).map(|b| (l, b)))
                 else {
                     break;
                 };
                 // Boxes and words are reported for the first page only.
-                stop = table_rows(t, end.as_ref(), p, hl2, &b2, &mut raw_rows, &mut Vec::new());
+                stop = rows.under(p, hl2, &b2, &mut raw_rows, &mut Vec::new())?;
                 next += 1;
             }
             let rows: Vec<Value> = raw_rows
@@ -564,10 +620,10 @@ fn table(t: &TableLocator, pages: &[PageText], post: &Post) -> Option<Found> {
                     Value::Object(row)
                 })
                 .collect();
-            return Some(found(page, &words_used, Value::Array(rows)));
+            return Ok(Some(found(page, &words_used, Value::Array(rows))));
         }
     }
-    None
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -583,6 +639,39 @@ mod tests {
         let field: Field = serde_json::from_value(json).unwrap();
         let post = Post::new(&field, &["eng".into()], &ReplaceBudget::default());
         (field.locator, post)
+    }
+
+    /// No time limit to speak of.
+    fn never() -> Until {
+        Until(Instant::now() + std::time::Duration::from_secs(3600))
+    }
+
+    /// Every kind of locator stops at the document's deadline, on the page
+    /// it was searching: past it a pattern matching every character, or a
+    /// table header on every line, is not searched to the end.
+    #[test]
+    fn every_locator_stops_at_the_deadline() {
+        let page = |number: u32| {
+            let mut p = line(50, "Item", 0.01, 0.02);
+            p.number = number;
+            p
+        };
+        let pages = [page(1), page(2)];
+        let passed = Until(Instant::now() - std::time::Duration::from_millis(1));
+        for locator in [
+            json!({"kind": "region", "box": [0.0, 0.0, 1.0, 1.0], "page": "last"}),
+            json!({"kind": "label", "label_regex": "Item", "page": "last"}),
+            json!({"kind": "regex", "pattern": "(I)", "occurrence": "all", "page": "last"}),
+            json!({"kind": "table", "page": "last", "columns": [{"name": "Item"}]}),
+        ] {
+            let (locator, post) = field(json!({"name": "f", "type": "text", "locator": locator}));
+            assert!(locate(&locator, &pages, &post, never()).is_ok());
+            assert_eq!(
+                locate(&locator, &pages, &post, passed).unwrap_err(),
+                Stop::Deadline { page: 2 },
+                "{locator:?}"
+            );
+        }
     }
 
     /// One line of `n` words `text`, each `width` wide, `step` apart.
@@ -603,11 +692,14 @@ mod tests {
             "locator": {"kind": "regex", "pattern": "(\\d)", "occurrence": "all", "combine": "sum"}}));
         let page = |n: usize| line(n, "1", 0.5 / n as f64, 1.0 / n as f64);
         let full = [page(MAX_MATCHES)];
-        let found = locate(&locator, &full, &post).unwrap().unwrap();
+        let found = locate(&locator, &full, &post, never()).unwrap().unwrap();
         assert_eq!(found.value, json!(MAX_MATCHES));
         // One more, on another page: no sum of the first 10,000.
         let over = [page(MAX_MATCHES), page(1)];
-        assert_eq!(locate(&locator, &over, &post).unwrap_err(), TooManyMatches);
+        assert_eq!(
+            locate(&locator, &over, &post, never()).unwrap_err(),
+            Stop::TooManyMatches
+        );
         // Matches the type rejects do not count.
         let mut words = full[0].words.clone();
         words.extend((0..10).map(|k| Word {
@@ -618,7 +710,7 @@ mod tests {
         let (locator, post) = field(json!({"name": "n", "type": "integer",
             "locator": {"kind": "regex", "pattern": "(\\w)", "occurrence": "all"}}));
         let mixed = [PageText::new(1, Source::TextLayer, words)];
-        let found = locate(&locator, &mixed, &post).unwrap().unwrap();
+        let found = locate(&locator, &mixed, &post, never()).unwrap().unwrap();
         assert_eq!(found.value.as_array().map(Vec::len), Some(MAX_MATCHES));
     }
 
@@ -656,7 +748,7 @@ mod tests {
         let run = |occurrence: &str| {
             let (locator, post) = field(json!({"name": "t", "type": "text",
                 "locator": {"kind": "regex", "pattern": "([a-c]\\d)", "occurrence": occurrence}}));
-            let f = locate(&locator, &pages, &post).unwrap().unwrap();
+            let f = locate(&locator, &pages, &post, never()).unwrap().unwrap();
             (f.value, f.page, f.bbox, f.confidence)
         };
         assert_eq!(run("first"), (json!("a1"), 1, [0.1, 0.1, 0.2, 0.12], 0.5));
@@ -682,7 +774,7 @@ mod tests {
             "locator": {"kind": "label", "label_regex": "x", "direction": "right"}}));
         let pages = [line(20_000, "x", 1e-5, 5e-5)];
         let started = std::time::Instant::now();
-        assert!(locate(&locator, &pages, &post).unwrap().is_none());
+        assert!(locate(&locator, &pages, &post, never()).unwrap().is_none());
         assert!(
             started.elapsed() < std::time::Duration::from_secs(1),
             "{:?}",
@@ -701,7 +793,7 @@ mod tests {
             })
             .collect();
         let pages = [PageText::new(1, Source::TextLayer, words)];
-        let found = locate(&locator, &pages, &post).unwrap().unwrap();
+        let found = locate(&locator, &pages, &post, never()).unwrap().unwrap();
         assert_eq!(found.value, json!(4711));
         assert_eq!(found.bbox, [0.3, 0.1, 0.38, 0.12]);
     }
