@@ -266,6 +266,29 @@ pub struct Target<'a> {
     pub allow: &'a [webhook::Cidr],
 }
 
+/// The test event: shaped as a success payload, so that a receiver's
+/// parsing is tried too (a string `job_id`, the nil UUID; a `result` with
+/// each of the template's fields, null as a field not found is; a
+/// `document`), marked `"type": "test"` and `"status": "TEST"`.
+pub fn test_payload(template: &templates::TemplateRow) -> serde_json::Value {
+    let result: serde_json::Map<String, serde_json::Value> = template.spec.0["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["name"].as_str())
+        .map(|name| (name.to_owned(), serde_json::Value::Null))
+        .collect();
+    serde_json::json!({
+        "type": "test",
+        "job_id": uuid::Uuid::nil(),
+        "template_id": template.id,
+        "static_values": {},
+        "result": result,
+        "document": {"index": 0, "file_name": "paperhook-test-event.pdf", "pages": 1},
+        "status": "TEST",
+    })
+}
+
 /// Sends one signed test event outside the queue, recording nothing: the
 /// dashboard's "Send test event". Same signing, SSRF guard and timeout as
 /// real deliveries.
@@ -280,14 +303,7 @@ pub async fn send_test(
         .ok_or_else(|| anyhow::anyhow!("the template has no webhook URL"))?;
     let (headers, secrets) = secrets(keyring, template)?;
     let msg_id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
-    let body = serde_json::to_vec(&serde_json::json!({
-        "type": "test",
-        "job_id": null,
-        "template_id": template.id,
-        "static_values": {},
-        "result": {},
-        "status": "TEST",
-    }))?;
+    let body = serde_json::to_vec(&test_payload(template))?;
     let allow = config.webhook_allow_list()?;
     let target = Target {
         timeout: config.webhook_timeout(),

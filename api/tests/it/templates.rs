@@ -442,7 +442,25 @@ async fn test_event_reaches_the_receiver_signed() {
         out["webhook_id"].as_str().unwrap().to_ascii_lowercase()
     )));
     assert!(request.contains("webhook-signature: v1,"));
-    assert!(request.contains("\"type\":\"test\""));
+    // Shaped as a success payload: a receiver parsing those parses it.
+    let body: serde_json::Value =
+        serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(body["type"], "test");
+    assert_eq!(body["job_id"], "00000000-0000-0000-0000-000000000000", "{body}");
+    assert_eq!(body["template_id"], id);
+    assert!(body["static_values"].is_object(), "{body}");
+    let fields: Vec<&str> = t["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    let result = body["result"].as_object().unwrap();
+    assert_eq!(result.len(), fields.len(), "{body}");
+    for f in fields {
+        assert!(result[&f.to_ascii_lowercase()].is_null(), "{f}: {body}");
+    }
+    assert_eq!(body["document"]["index"], 0);
 
     // Without the allow-list, loopback targets are refused by the SSRF guard:
     // an IP address when the template is saved, a name resolving to one
