@@ -446,7 +446,10 @@ async fn test_event_reaches_the_receiver_signed() {
     let body: serde_json::Value =
         serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
     assert_eq!(body["type"], "test");
-    assert_eq!(body["job_id"], "00000000-0000-0000-0000-000000000000", "{body}");
+    assert_eq!(
+        body["job_id"], "00000000-0000-0000-0000-000000000000",
+        "{body}"
+    );
     assert_eq!(body["template_id"], id);
     assert!(body["static_values"].is_object(), "{body}");
     let fields: Vec<&str> = t["fields"]
