@@ -86,18 +86,14 @@ pub async fn enqueue(
 /// Queues a task of `kind` for each of `ref_ids` (those already queued or
 /// running are left as they are) in one statement, with one NOTIFY.
 pub async fn enqueue_many(tx: &mut PgConnection, kind: &str, ref_ids: &[Uuid]) -> sqlx::Result<()> {
-    if ref_ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
+    insert_many(
+        tx,
+        kind,
+        ref_ids,
         "INSERT INTO tasks (kind, ref_id, run_at) SELECT $1, unnest($2::uuid[]), now()
          ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running') DO NOTHING",
     )
-    .bind(kind)
-    .bind(ref_ids)
-    .execute(&mut *tx)
-    .await?;
-    notify(&mut *tx, kind).await
+    .await
 }
 
 /// Queues a task of `kind` for each of `ref_ids` to run now with its
@@ -109,18 +105,33 @@ pub async fn requeue_now_many(
     kind: &str,
     ref_ids: &[Uuid],
 ) -> sqlx::Result<()> {
-    if ref_ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
+    insert_many(
+        tx,
+        kind,
+        ref_ids,
         "INSERT INTO tasks (kind, ref_id, run_at) SELECT DISTINCT $1, r, now() FROM unnest($2::uuid[]) r
          ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running')
          DO UPDATE SET run_at = now(), attempts = 0 WHERE tasks.state = 'available'",
     )
-    .bind(kind)
-    .bind(ref_ids)
-    .execute(&mut *tx)
-    .await?;
+    .await
+}
+
+/// Runs `insert` (binding `kind` as $1 and `ref_ids` as $2) and one NOTIFY;
+/// nothing for no ids.
+async fn insert_many(
+    tx: &mut PgConnection,
+    kind: &str,
+    ref_ids: &[Uuid],
+    insert: &'static str,
+) -> sqlx::Result<()> {
+    if ref_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(insert)
+        .bind(kind)
+        .bind(ref_ids)
+        .execute(&mut *tx)
+        .await?;
     notify(&mut *tx, kind).await
 }
 
