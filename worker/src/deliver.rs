@@ -270,7 +270,7 @@ pub struct Target<'a> {
 /// parsing is tried too (a string `job_id`, the nil UUID; a `result` with
 /// each of the template's fields, null as a field not found is; a
 /// `document`), marked `"type": "test"` and `"status": "TEST"`.
-pub fn test_payload(template: &templates::TemplateRow) -> serde_json::Value {
+fn test_payload(template: &templates::TemplateRow) -> serde_json::Value {
     let result: serde_json::Map<String, serde_json::Value> = template.spec.0["fields"]
         .as_array()
         .into_iter()

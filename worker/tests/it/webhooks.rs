@@ -684,13 +684,9 @@ async fn a_redelivery_asked_for_during_a_send_sends_again() {
     assert_eq!(delivery_state(&app).await, "delivered");
 }
 
-/// A redelivery of a webhook that waits for its next retry sends it now, on
-/// a fresh schedule: its waiting task used to keep its retry time (an hour
-/// away here) and the attempts it had used.
-#[tokio::test]
-async fn a_redelivery_of_a_webhook_waiting_for_a_retry_sends_it_now() {
-    let app =
-        TestApp::spawn_with(StorageKind::Fs, |c| c.webhook_retry_schedule = "1h".into()).await;
+/// A job whose webhook's first attempt got a 503 and waits for its retry:
+/// the receiver, the account's key and the job.
+async fn a_webhook_that_failed_once(app: &TestApp) -> (Receiver, String, Uuid) {
     let hook = Receiver::start().await;
     hook.answers.lock().unwrap().extend([503]);
     let (_, key) = app.account(5).await;
@@ -698,9 +694,21 @@ async fn a_redelivery_of_a_webhook_waiting_for_a_retry_sends_it_now() {
     let job = app
         .submit(&key, template, "invoice.pdf", example_pdf())
         .await;
-    app.drain().await;
+    // Job, document and a first attempt that fails, in one worker slot.
+    app.worker.run_once().await.unwrap();
     assert_eq!(hook.received().len(), 1);
-    assert_eq!(delivery_state(&app).await, "pending");
+    assert_eq!(delivery_state(app).await, "pending");
+    (hook, key, job)
+}
+
+/// A redelivery of a webhook that waits for its next retry sends it now, on
+/// a fresh schedule: its waiting task used to keep its retry time (an hour
+/// away here) and the attempts it had used.
+#[tokio::test]
+async fn a_redelivery_of_a_webhook_waiting_for_a_retry_sends_it_now() {
+    let app =
+        TestApp::spawn_with(StorageKind::Fs, |c| c.webhook_retry_schedule = "1h".into()).await;
+    let (hook, key, job) = a_webhook_that_failed_once(&app).await;
     let (status, body) =
         send(app.req(Method::POST, &format!("/v1/jobs/{job}/redeliver"), &key)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -736,17 +744,7 @@ async fn a_redelivery_of_a_webhook_waiting_for_a_retry_sends_it_now() {
 #[tokio::test]
 async fn no_webhook_is_sent_once_the_results_are_past_retention() {
     let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
-    let hook = Receiver::start().await;
-    hook.answers.lock().unwrap().extend([503]);
-    let (_, key) = app.account(5).await;
-    let (template, _) = app.template(&key, Some(&hook.url)).await;
-    let job = app
-        .submit(&key, template, "invoice.pdf", example_pdf())
-        .await;
-    // Job, document and a first attempt that fails.
-    app.worker.run_once().await.unwrap();
-    assert_eq!(hook.received().len(), 1);
-    assert_eq!(delivery_state(&app).await, "pending");
+    let (hook, key, job) = a_webhook_that_failed_once(&app).await;
     sqlx::query(
         "UPDATE jobs SET finished_at = now() - make_interval(secs => $2 + 1) WHERE id = $1",
     )
