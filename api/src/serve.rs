@@ -21,7 +21,7 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
             .await
             .context("migrating the database (is PostgreSQL running? see DATABASE_URL)")?;
     }
-    let storage = Storage::from_config(&config).await?;
+    let storage = Storage::open(&config, &pool).await?;
     AppState::new(pool, storage, config)
 }
 

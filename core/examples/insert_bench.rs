@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
             storage_key: format!("documents/{}/{id}", account.id),
             static_values: serde_json::json!({"batch": 7}),
             idempotency_key: None,
+            inline_data: None,
         }
     };
     println!("{clients} clients, {secs} s each, durable commits");

@@ -17,7 +17,7 @@ pub async fn start(binary: &str) -> anyhow::Result<(Config, PgPool, Storage)> {
     if config.migrate_on_start {
         crate::db::migrate_when_reachable(&pool).await?;
     }
-    let storage = Storage::from_config(&config).await?;
+    let storage = Storage::open(&config, &pool).await?;
     crate::metrics::init(binary);
     if !config.metrics_addr.is_empty() {
         let addr = crate::metrics::serve(&config.metrics_addr, Some(pool.clone()))

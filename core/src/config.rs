@@ -15,6 +15,10 @@ use crate::crypto::Keyring;
 /// The documented defaults; every key is listed there.
 pub const DEFAULTS: &str = include_str!("../config.default.toml");
 
+/// The largest `inline_document_max_bytes`: a document kept in the
+/// database travels whole in one statement and in the write-ahead log.
+pub const INLINE_DOCUMENT_MAX: u64 = 16 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration could not be read: {0}")]
@@ -44,6 +48,7 @@ pub struct Config {
     pub public_url: String,
     pub storage_url: String,
     pub storage_fsync: bool,
+    pub inline_document_max_bytes: u64,
     pub s3_region: String,
     pub s3_endpoint: String,
     pub s3_force_path_style: bool,
@@ -140,6 +145,12 @@ impl Config {
         self.storage_location()?;
         if self.max_upload_bytes == 0 {
             return Err(invalid("max_upload_bytes", "must be greater than 0"));
+        }
+        if self.inline_document_max_bytes > INLINE_DOCUMENT_MAX {
+            return Err(invalid(
+                "inline_document_max_bytes",
+                format!("must be at most {INLINE_DOCUMENT_MAX} (16 MiB)"),
+            ));
         }
         if self.db_max_connections == 0 {
             return Err(invalid("db_max_connections", "must be greater than 0"));

@@ -21,6 +21,8 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading or deleting the inline document {key:?} failed: {message}")]
+    Database { key: String, message: String },
     #[error("S3 request {op} failed for {key:?}: {message}")]
     S3 {
         op: &'static str,
@@ -29,10 +31,38 @@ pub enum StorageError {
     },
 }
 
+/// Where documents are kept: the object store (S3 or a local folder), and,
+/// under keys starting with [`INLINE_PREFIX`], the database, for small
+/// documents submitted with their job ([`inline_key`]).
 #[derive(Debug, Clone)]
-pub enum Storage {
+pub struct Storage {
+    backend: Backend,
+    /// Reads and deletes the inline documents; a store opened without it
+    /// ([`Storage::from_config`]) refuses their keys.
+    db: Option<sqlx::PgPool>,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
     Fs(FsStorage),
     S3(S3Storage),
+}
+
+/// Keys of documents kept in the database (table `inline_documents`), not
+/// in the object store: a submission no larger than
+/// `inline_document_max_bytes` is written by the statement that inserts its
+/// job, so accepting it takes one durable commit and no file to write and
+/// flush. Readers and deleters go through [`Storage`] as for any key;
+/// writers are the job insert alone.
+pub const INLINE_PREFIX: &str = "inline/";
+
+/// The key of a submitted document kept in the database.
+pub fn inline_key(account_id: uuid::Uuid, job_id: uuid::Uuid) -> String {
+    format!("{INLINE_PREFIX}{account_id}/{job_id}")
+}
+
+fn is_inline(key: &str) -> bool {
+    key.starts_with(INLINE_PREFIX)
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +117,13 @@ fn check_key(key: &str) -> Result<(), StorageError> {
     }
 }
 
+fn db_err(key: &str) -> impl FnOnce(sqlx::Error) -> StorageError + '_ {
+    move |e| StorageError::Database {
+        key: key.to_owned(),
+        message: e.to_string(),
+    }
+}
+
 fn io_err(key: &str) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
     move |source| {
         if source.kind() == std::io::ErrorKind::NotFound {
@@ -101,24 +138,61 @@ fn io_err(key: &str) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 }
 
 impl Storage {
+    /// The object store `storage_url` names, and the inline documents in
+    /// the database `pool` connects to: what every binary uses.
+    pub async fn open(config: &Config, pool: &sqlx::PgPool) -> anyhow::Result<Storage> {
+        Ok(Storage {
+            db: Some(pool.clone()),
+            ..Storage::from_config(config).await?
+        })
+    }
+
+    /// The object store alone: inline keys are refused.
     pub async fn from_config(config: &Config) -> anyhow::Result<Storage> {
-        Ok(match config.storage_location()? {
+        let backend = match config.storage_location()? {
             StorageLocation::File(root) => {
-                Storage::Fs(FsStorage::new(root, config.storage_fsync).await?)
+                Backend::Fs(FsStorage::new(root, config.storage_fsync).await?)
             }
             StorageLocation::S3 { bucket, prefix } => {
-                Storage::S3(S3Storage::new(config, bucket, prefix).await)
+                Backend::S3(S3Storage::new(config, bucket, prefix).await)
             }
+        };
+        Ok(Storage { backend, db: None })
+    }
+
+    /// A local store alone.
+    pub fn local(fs: FsStorage) -> Storage {
+        Storage {
+            backend: Backend::Fs(fs),
+            db: None,
+        }
+    }
+
+    /// The database holding the inline documents, for an inline `key`.
+    fn inline_db(&self, key: &str) -> Result<&sqlx::PgPool, StorageError> {
+        self.db.as_ref().ok_or_else(|| StorageError::Database {
+            key: key.to_owned(),
+            message: "this store was opened without the database that keeps inline documents"
+                .into(),
         })
+    }
+
+    /// Refuses to write an inline key: only the job insert writes those.
+    fn check_writable(key: &str) -> Result<(), StorageError> {
+        check_key(key)?;
+        if is_inline(key) {
+            return Err(StorageError::InvalidKey(key.to_owned()));
+        }
+        Ok(())
     }
 
     /// Stores a local file under `key`, streaming it; returns its size.
     pub async fn put_file(&self, key: &str, path: &Path) -> Result<u64, StorageError> {
-        check_key(key)?;
+        Self::check_writable(key)?;
         let started = std::time::Instant::now();
-        let stored = match self {
-            Storage::Fs(fs) => fs.put_file(key, path).await,
-            Storage::S3(s3) => s3.put_file(key, path).await,
+        let stored = match &self.backend {
+            Backend::Fs(fs) => fs.put_file(key, path).await,
+            Backend::S3(s3) => s3.put_file(key, path).await,
         };
         stored_metrics(started, stored.as_ref().ok().copied());
         stored
@@ -141,13 +215,13 @@ impl Storage {
     }
 
     async fn put_bytes_as(&self, key: &str, data: Bytes, new: bool) -> Result<(), StorageError> {
-        check_key(key)?;
+        Self::check_writable(key)?;
         let started = std::time::Instant::now();
         let size = data.len() as u64;
-        let stored = match self {
-            Storage::Fs(fs) if new => fs.put_new_bytes(key, data).await,
-            Storage::Fs(fs) => fs.put_bytes(key, data).await,
-            Storage::S3(s3) => s3.put(key, ByteStream::from(data)).await,
+        let stored = match &self.backend {
+            Backend::Fs(fs) if new => fs.put_new_bytes(key, data).await,
+            Backend::Fs(fs) => fs.put_bytes(key, data).await,
+            Backend::S3(s3) => s3.put(key, ByteStream::from(data)).await,
         };
         stored_metrics(started, stored.as_ref().ok().map(|_| size));
         stored
@@ -155,20 +229,41 @@ impl Storage {
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         check_key(key)?;
-        match self {
-            Storage::Fs(fs) => tokio::fs::read(fs.path(key))
+        if is_inline(key) {
+            let data: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT data FROM inline_documents WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(self.inline_db(key)?)
+                    .await
+                    .map_err(db_err(key))?;
+            return data
+                .map(Bytes::from)
+                .ok_or_else(|| StorageError::NotFound(key.to_owned()));
+        }
+        match &self.backend {
+            Backend::Fs(fs) => tokio::fs::read(fs.path(key))
                 .await
                 .map(Bytes::from)
                 .map_err(io_err(key)),
-            Storage::S3(s3) => s3.get(key).await,
+            Backend::S3(s3) => s3.get(key).await,
         }
     }
 
     /// Deletes `key`; deleting a missing object succeeds.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         check_key(key)?;
-        let deleted = match self {
-            Storage::Fs(fs) => {
+        let deleted = match &self.backend {
+            _ if is_inline(key) => {
+                let size: Option<i32> = sqlx::query_scalar(
+                    "DELETE FROM inline_documents WHERE key = $1 RETURNING length(data)",
+                )
+                .bind(key)
+                .fetch_optional(self.inline_db(key)?)
+                .await
+                .map_err(db_err(key))?;
+                Ok(size.unwrap_or(0) as u64)
+            }
+            Backend::Fs(fs) => {
                 // The size (for the metric) and the removal in one trip to
                 // the blocking pool.
                 let path = fs.path(key);
@@ -183,7 +278,7 @@ impl Storage {
                     Ok(size) => Ok(size),
                 }
             }
-            Storage::S3(s3) => s3.delete(key).await,
+            Backend::S3(s3) => s3.delete(key).await,
         }?;
         crate::metrics::STORAGE_DELETED_BYTES.inc_by(deleted);
         Ok(())
@@ -191,24 +286,33 @@ impl Storage {
 
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         check_key(key)?;
-        match self {
-            Storage::Fs(fs) => Ok(tokio::fs::try_exists(fs.path(key))
+        if is_inline(key) {
+            return sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM inline_documents WHERE key = $1)",
+            )
+            .bind(key)
+            .fetch_one(self.inline_db(key)?)
+            .await
+            .map_err(db_err(key));
+        }
+        match &self.backend {
+            Backend::Fs(fs) => Ok(tokio::fs::try_exists(fs.path(key))
                 .await
                 .map_err(io_err(key))?),
-            Storage::S3(s3) => s3.exists(key).await,
+            Backend::S3(s3) => s3.exists(key).await,
         }
     }
 
     /// The stored objects under `prefix` (a folder, ending in `/`), a page
     /// of at most [`PAGE`] at a time, so that listing a large store takes
     /// bounded memory. Objects written or deleted meanwhile may or may not
-    /// be listed.
+    /// be listed. The object store's alone: inline documents are rows.
     pub fn pages(&self, prefix: &str) -> Pages<'_> {
         if let Err(e) = check_key(prefix.trim_end_matches('/')) {
             return Pages(PagesFrom::Refused(Some(e)));
         }
-        match self {
-            Storage::Fs(fs) => {
+        match &self.backend {
+            Backend::Fs(fs) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(1);
                 let root = fs.root.clone();
                 let prefix = prefix.to_owned();
@@ -222,7 +326,7 @@ impl Storage {
                 });
                 Pages(PagesFrom::Fs(rx))
             }
-            Storage::S3(s3) => Pages(PagesFrom::S3 {
+            Backend::S3(s3) => Pages(PagesFrom::S3 {
                 s3,
                 prefix: prefix.to_owned(),
                 cursor: None,
@@ -235,10 +339,12 @@ impl Storage {
     /// need not end at a folder (`documents/<account>/<job>-doc-`): the
     /// local store reads the one folder the prefix ends in, not below it.
     /// All of them at once: for a few (a job's files), not a whole store.
+    /// The object store's alone (a ZIP's entries are stored there, even
+    /// when the ZIP was kept inline).
     pub async fn keys_starting_with(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         check_key(prefix)?;
-        match self {
-            Storage::Fs(fs) => {
+        match &self.backend {
+            Backend::Fs(fs) => {
                 let (dir, start) = prefix.rsplit_once('/').unwrap_or(("", prefix));
                 let (folder, dir, start) = (fs.root.join(dir), dir.to_owned(), start.to_owned());
                 blocking(move || {
@@ -264,7 +370,7 @@ impl Storage {
                 .await
                 .map_err(io_err(prefix))
             }
-            Storage::S3(s3) => {
+            Backend::S3(s3) => {
                 let mut keys = Vec::new();
                 let mut cursor = None;
                 loop {
@@ -281,12 +387,12 @@ impl Storage {
 
     /// Readiness: the bucket or directory is reachable.
     pub async fn check(&self) -> Result<(), StorageError> {
-        match self {
-            Storage::Fs(fs) => tokio::fs::metadata(&fs.root)
+        match &self.backend {
+            Backend::Fs(fs) => tokio::fs::metadata(&fs.root)
                 .await
                 .map(|_| ())
                 .map_err(io_err("")),
-            Storage::S3(s3) => s3
+            Backend::S3(s3) => s3
                 .client
                 .head_bucket()
                 .bucket(&s3.bucket)
@@ -797,7 +903,7 @@ mod tests {
     #[tokio::test]
     async fn a_large_local_store_is_listed_a_page_at_a_time() {
         let root = tempfile::tempdir().unwrap();
-        let store = super::Storage::Fs(
+        let store = super::Storage::local(
             FsStorage::new(root.path().to_path_buf(), false)
                 .await
                 .unwrap(),
@@ -836,7 +942,7 @@ mod tests {
     #[tokio::test]
     async fn keys_are_found_by_a_prefix_inside_a_folder() {
         let root = tempfile::tempdir().unwrap();
-        let store = super::Storage::Fs(
+        let store = super::Storage::local(
             FsStorage::new(root.path().to_path_buf(), false)
                 .await
                 .unwrap(),

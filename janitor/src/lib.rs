@@ -154,7 +154,10 @@ impl Janitor {
         }
         let orphans = self
             .delete_orphan_files(ago(now, self.config.orphan_file_grace()))
-            .await?;
+            .await?
+            + self
+                .delete_orphan_inline(ago(now, self.config.orphan_file_grace()), batch)
+                .await?;
         report.orphan_files_deleted += orphans;
         report.files_deleted += orphans;
         loop {
@@ -228,6 +231,40 @@ impl Janitor {
             }
         }
         Ok(deleted)
+    }
+
+    /// The same for documents kept in the database: written with their job,
+    /// they outlive it only when the job goes (a deleted account's), or when
+    /// a deletion was skipped after its job's files were recorded deleted.
+    /// Returns the documents deleted.
+    async fn delete_orphan_inline(&self, before: DateTime<Utc>, batch: i64) -> anyhow::Result<u64> {
+        let mut deleted = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM inline_documents WHERE key IN (
+                     SELECT key FROM inline_documents i
+                     WHERE i.created_at < $1
+                       AND NOT EXISTS (SELECT 1 FROM jobs j
+                                       WHERE j.id = i.job_id AND j.file_deleted_at IS NULL)
+                     LIMIT $2)",
+            )
+            .bind(before)
+            .bind(batch)
+            .execute(&self.pool)
+            .await
+            .context("deleting inline documents of no job")?
+            .rows_affected();
+            if n > 0 {
+                tracing::warn!(
+                    documents = n,
+                    "deleted inline documents that belong to no job, or to one whose files are deleted"
+                );
+            }
+            deleted += n;
+            if (n as i64) < batch {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// Deletes the files of one batch of finished, delivered jobs that still

@@ -191,7 +191,7 @@ class Run:
             if self.phase or time.monotonic() - self.last_outage_end < grace:
                 continue
             try:
-                keys = self.weed.list("run/")
+                keys = self.stored("run/")
                 done = {job: float(age) for job, age in self.pg.query(
                     "SELECT j.id, extract(epoch FROM now() - greatest(j.finished_at, max(a.attempted_at))) "
                     "FROM jobs j LEFT JOIN webhook_deliveries w ON w.job_id = j.id "
@@ -202,9 +202,17 @@ class Run:
                 continue  # a dependency went down meanwhile
             self.audits += 1
             for key in keys:
-                job = key.split("/")[3] if key.count("/") >= 4 else None
+                # run/documents/<account>/<job>..., inline/<account>/<job>
+                parts = key.split("/")
+                job = parts[2] if parts[0] == "inline" and len(parts) == 3 else (
+                    parts[3] if len(parts) >= 4 else None)
                 if job in done and done[job] > grace:
                     self.late_files[key] = round(done[job])
+
+    def stored(self, prefix=""):
+        """Every stored document: the bucket's objects under prefix, and
+        the small ones kept in the database with their job."""
+        return self.weed.list(prefix) + [row[0] for row in self.pg.query("SELECT key FROM inline_documents")]
 
     def recovered(self, what, started):
         """Seconds until the API answers a real request again, on its own."""
@@ -425,10 +433,10 @@ class Run:
         # Storage: once a job is delivered, its files go within the janitor's period.
         last = time.monotonic()
         try:
-            wait_until("stored files to be deleted", lambda: self.weed.list() == [],
+            wait_until("stored files to be deleted", lambda: self.stored() == [],
                        2 * JANITOR_INTERVAL + 10, 0.5)
         except TimeoutError:
-            left = self.weed.list()
+            left = self.stored()
             failures.append(f"{len(left)} stored files outlived their job's delivery by more than "
                             f"{2 * JANITOR_INTERVAL + 10} s: {left[:5]}")
         storage_wait = time.monotonic() - last

@@ -259,7 +259,7 @@ async fn main() -> anyhow::Result<()> {
     .extract()?;
     let pool = paperhook_core::db::pool(&config)?;
     paperhook_core::db::migrate(&pool).await?;
-    let storage = Storage::from_config(&config).await?;
+    let storage = Storage::open(&config, &pool).await?;
     let keyring = config.keyring()?;
     let (account, _) = paperhook_core::db::accounts::create(&pool, "bench", 1_000_000).await?;
     let spec: serde_json::Value =

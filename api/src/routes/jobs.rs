@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use paperhook_core::db::jobs::{self, JobRow, NewJob};
 use paperhook_core::sniff::{self, DocType};
+use paperhook_core::storage;
 use salvo::http::form::FilePart;
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -523,18 +524,38 @@ async fn store_and_enqueue(
     idempotency_key: Option<String>,
 ) -> ApiResult<(JobRow, bool)> {
     let job_id = Uuid::now_v7();
-    // No folder per job: on a local disk each one is an inode to allocate.
-    let storage_key = format!("documents/{account_id}/{job_id}");
-    let stored = match &submission.upload.body {
-        UploadBody::Memory(data) => {
-            state
-                .storage
-                .put_new_bytes(&storage_key, data.clone())
-                .await
+    // A small document goes into the database with its job (one durable
+    // commit); a larger one to the object store first.
+    let inline_data = if submission.upload.size <= state.config.inline_document_max_bytes {
+        match &submission.upload.body {
+            UploadBody::Memory(data) => Some(data.clone()),
+            UploadBody::Spooled { path, .. } => Some(
+                tokio::fs::read(path)
+                    .await
+                    .map_err(|e| ApiError::internal("reading a spool file", &e))?
+                    .into(),
+            ),
         }
-        UploadBody::Spooled { path, .. } => {
-            state.storage.put_file(&storage_key, path).await.map(drop)
-        }
+    } else {
+        None
+    };
+    let (storage_key, stored) = if inline_data.is_some() {
+        (storage::inline_key(account_id, job_id), Ok(()))
+    } else {
+        // No folder per job: on a local disk each one is an inode to allocate.
+        let storage_key = format!("documents/{account_id}/{job_id}");
+        let stored = match &submission.upload.body {
+            UploadBody::Memory(data) => {
+                state
+                    .storage
+                    .put_new_bytes(&storage_key, data.clone())
+                    .await
+            }
+            UploadBody::Spooled { path, .. } => {
+                state.storage.put_file(&storage_key, path).await.map(drop)
+            }
+        };
+        (storage_key, stored)
     };
     let new = NewJob {
         id: job_id,
@@ -546,8 +567,10 @@ async fn store_and_enqueue(
         storage_key: storage_key.clone(),
         static_values: submission.static_values,
         idempotency_key: idempotency_key.clone(),
+        inline_data,
     };
     let size = new.size_bytes;
+    let inline = new.inline_data.is_some();
     let mut maybe_committed = false;
     let inserted = match stored {
         Ok(()) => insert_and_enqueue(&state, new).await.map_err(|e| {
@@ -571,7 +594,7 @@ async fn store_and_enqueue(
             // broke after the insert was sent: the job may exist, and then
             // it needs its file; if it does not, the janitor deletes the
             // file as an orphan (`orphan_file_grace_secs`).
-            if !maybe_committed {
+            if !maybe_committed && !inline {
                 let _ = state.storage.delete(&storage_key).await;
             }
             failed?;

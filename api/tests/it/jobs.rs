@@ -75,6 +75,14 @@ async fn submit_and_check(app: &TestApp) {
             bytes,
             "stored bytes differ"
         );
+        // The PDF (985 bytes) is kept in the database with its job, the PNG
+        // (72 KB, over inline_document_max_bytes) in the object store.
+        let prefix = if doc_type == "pdf" {
+            "inline/"
+        } else {
+            "documents/"
+        };
+        assert!(key.starts_with(prefix), "{key}");
     }
     let file_name: Option<String> = sqlx::query_scalar("SELECT file_name FROM jobs WHERE id = $1")
         .bind(pdf_job.parse::<Uuid>().unwrap())
@@ -162,6 +170,8 @@ async fn a_hung_s3_server_is_a_503_not_a_hang() {
     let app = TestApp::spawn_with(StorageKind::S3, |c| {
         c.s3_endpoint = format!("http://{addr}");
         c.s3_read_timeout_secs = 1;
+        // Every document to the object store, this small one too.
+        c.inline_document_max_bytes = 0;
     })
     .await;
     let (_, key) = app.account(10).await;
@@ -483,7 +493,9 @@ async fn no_credits_is_402() {
 
 #[tokio::test]
 async fn jobs_of_another_account_are_404() {
-    let app = TestApp::spawn().await;
+    // Documents in files, to see that Bob's is not kept (an inline one
+    // comes only with its job: `jobs::tests` in the core crate).
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.inline_document_max_bytes = 0).await;
     let (_, alice) = app.account(10).await;
     let (_, bob) = app.account(10).await;
     let template_id = app.template(&alice).await;
@@ -756,6 +768,9 @@ async fn a_job_insert_cut_off_in_flight_keeps_its_file() {
     use secrecy::ExposeSecret;
     let mut direct = String::new();
     let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        // A file in the object store (a document kept inline commits with
+        // its job or not at all).
+        c.inline_document_max_bytes = 0;
         direct = c.database_url.expose_secret().to_owned();
         let url = url::Url::parse(&direct).unwrap();
         let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));

@@ -374,8 +374,14 @@ pub fn unpacked_key(original: &str, split: &str, idx: usize) -> String {
     format!("{}{split}-{idx}", unpacked_prefix(original))
 }
 
-fn unpacked_prefix(original: &str) -> String {
-    format!("{original}-doc-")
+/// The prefix of every [`unpacked_key`] of a ZIP stored as `original`.
+pub fn unpacked_prefix(original: &str) -> String {
+    // A ZIP kept in the database has its entries in the object store, under
+    // the key it would have had there.
+    match original.strip_prefix(crate::storage::INLINE_PREFIX) {
+        Some(rest) => format!("documents/{rest}-doc-"),
+        None => format!("{original}-doc-"),
+    }
 }
 
 /// Every stored file of a job the database names: its documents' and the

@@ -57,6 +57,10 @@ pub struct NewJob {
     pub storage_key: String,
     pub static_values: serde_json::Value,
     pub idempotency_key: Option<String>,
+    /// The document itself, kept in the database by the insert (its
+    /// `storage_key` is then [`crate::storage::inline_key`]); `None` when
+    /// it was put in the object store before.
+    pub inline_data: Option<bytes::Bytes>,
 }
 
 macro_rules! columns {
@@ -181,6 +185,11 @@ async fn insert_batch(pool: &sqlx::PgPool, batch: Vec<Pending<NewJob, Option<Job
 /// others are left out, as is a job whose idempotency key another job of
 /// its account holds) with their queue tasks; the rows inserted.
 async fn insert_many(pool: &sqlx::PgPool, jobs: &[&NewJob]) -> sqlx::Result<Vec<JobRow>> {
+    let inline: Vec<&NewJob> = jobs
+        .iter()
+        .copied()
+        .filter(|j| j.inline_data.is_some())
+        .collect();
     // The task insert is queue::enqueue's, for rows that are new.
     sqlx::query_as(concat!(
         "WITH new AS (
@@ -203,6 +212,12 @@ async fn insert_many(pool: &sqlx::PgPool, jobs: &[&NewJob]) -> sqlx::Result<Vec<
              -- Runs though nothing reads it: PostgreSQL always executes
              -- data-modifying WITH clauses.
              INSERT INTO tasks (kind, ref_id) SELECT $10, id FROM job
+         ), inline AS (
+             -- The documents kept in the database, for the jobs inserted.
+             INSERT INTO inline_documents (key, job_id, data)
+             SELECT d.key, d.job_id, d.data
+             FROM unnest($11::uuid[], $12::text[], $13::bytea[]) AS d(job_id, key, data)
+             JOIN job ON job.id = d.job_id
          )
          SELECT job.* FROM job"
     ))
@@ -216,6 +231,19 @@ async fn insert_many(pool: &sqlx::PgPool, jobs: &[&NewJob]) -> sqlx::Result<Vec<
     .bind(column(jobs, |j| Json(&j.static_values)))
     .bind(column(jobs, |j| j.idempotency_key.as_deref()))
     .bind(crate::queue::kind::JOB)
+    .bind(inline.iter().map(|j| j.id).collect::<Vec<_>>())
+    .bind(
+        inline
+            .iter()
+            .map(|j| j.storage_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        inline
+            .iter()
+            .filter_map(|j| j.inline_data.as_deref())
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(pool)
     .await
 }
@@ -366,7 +394,15 @@ mod tests {
             storage_key: format!("documents/{account_id}/{id}"),
             static_values: serde_json::json!({"n": file_name}),
             idempotency_key: None,
+            inline_data: None,
         }
+    }
+
+    /// `job` with its document kept in the database.
+    fn inline(mut job: NewJob) -> NewJob {
+        job.storage_key = crate::storage::inline_key(job.account_id, job.id);
+        job.inline_data = Some(bytes::Bytes::from(format!("document of {}", job.id)));
+        job
     }
 
     /// Concurrent submissions share statements, and each still gets its own
@@ -382,7 +418,7 @@ mod tests {
         let inserter = Inserter::spawn(pool.clone(), 16, 1);
         let mut jobs = Vec::new();
         for i in 0..40 {
-            jobs.push(match i % 10 {
+            let job = match i % 10 {
                 // Another account's template, and one that does not exist.
                 3 => job(a.id, tb, "foreign"),
                 7 => job(b.id, Uuid::now_v7(), "missing"),
@@ -393,6 +429,12 @@ mod tests {
                     if i % 2 == 0 { ta } else { tb },
                     "ok",
                 ),
+            };
+            // Some keep their document inline: a foreign template's too.
+            jobs.push(if i % 4 == 0 || i % 10 == 3 {
+                inline(job)
+            } else {
+                job
             });
         }
         let outcomes =
@@ -433,6 +475,23 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(tasks, want, "one queue task per job");
+        // The inline documents of the jobs inserted, and only theirs.
+        let kept: Vec<(Uuid, String, Vec<u8>)> =
+            sqlx::query_as("SELECT job_id, key, data FROM inline_documents ORDER BY job_id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let mut want_kept: Vec<(Uuid, String, Vec<u8>)> = jobs
+            .iter()
+            .filter(|j| j.file_name.as_deref() == Some("ok"))
+            .filter_map(|j| {
+                let data = j.inline_data.as_ref()?.to_vec();
+                Some((j.id, j.storage_key.clone(), data))
+            })
+            .collect();
+        want_kept.sort();
+        assert_eq!(want_kept.len(), 10);
+        assert_eq!(kept, want_kept);
         // The test's runtime has one thread: all 40 are queued before the
         // inserter runs, which takes them 16, 16 and 8 to a statement. Rows
         // of one statement share its transaction id; the second statement

@@ -219,11 +219,7 @@ async fn a_worker_stuck_in_a_decoder_fails_the_document_and_exits() {
 #[tokio::test]
 async fn only_one_janitor_works_at_a_time() {
     let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
-    let janitor = paperhook_janitor::Janitor {
-        pool: app.pool.clone(),
-        storage: app.storage.clone(),
-        config: app.config.clone(),
-    };
+    let janitor = app.janitor();
     let mut other = app.pool.acquire().await.unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(paperhook_janitor::LOCK_KEY)
@@ -287,11 +283,7 @@ async fn only_one_janitor_works_at_a_time() {
 #[tokio::test]
 async fn a_janitor_pass_dropped_midway_releases_the_lock() {
     let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
-    let janitor = paperhook_janitor::Janitor {
-        pool: app.pool.clone(),
-        storage: app.storage.clone(),
-        config: app.config.clone(),
-    };
+    let janitor = app.janitor();
     // The pass stops at its first statement on webhook_attempts.
     let mut blocker = app.pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE webhook_attempts IN ACCESS EXCLUSIVE MODE")

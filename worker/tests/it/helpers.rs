@@ -149,6 +149,25 @@ impl TestApp {
         drain(&self.worker).await
     }
 
+    /// A janitor for this app's database, storage and configuration.
+    pub fn janitor(&self) -> paperhook_janitor::Janitor {
+        paperhook_janitor::Janitor {
+            pool: self.pool.clone(),
+            storage: self.storage.clone(),
+            config: self.config.clone(),
+        }
+    }
+
+    /// The orphan documents the janitor deletes on a pass now, then on one
+    /// after the orphan grace period (two hours on).
+    pub async fn orphan_sweeps(&self) -> (u64, u64) {
+        let janitor = self.janitor();
+        let now = janitor.run_once(chrono::Utc::now()).await.unwrap();
+        let later = chrono::Utc::now() + chrono::Duration::hours(2);
+        let later = janitor.run_once(later).await.unwrap();
+        (now.orphan_files_deleted, later.orphan_files_deleted)
+    }
+
     pub async fn job_status(&self, key: &str, job: Uuid) -> Value {
         let (status, body) =
             send(self.req(Method::GET, &format!("/job-status?job_id={job}"), key)).await;

@@ -138,11 +138,7 @@ async fn pdf_end_to_end_signed_charged_deleted_and_results() {
     assert_eq!(status, StatusCode::ACCEPTED);
 
     // 25 hours later (the janitor's clock moves, nothing sleeps): expired.
-    let janitor = paperhook_janitor::Janitor {
-        pool: app.pool.clone(),
-        storage: app.storage.clone(),
-        config: app.config.clone(),
-    };
+    let janitor = app.janitor();
     let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
     assert_eq!(report.jobs_expired, 0);
     let later = chrono::Utc::now() + chrono::Duration::hours(25);
@@ -375,7 +371,8 @@ async fn a_single_file_goes_from_claim_to_webhook_in_one_slot() {
 /// deleted at all.
 #[tokio::test]
 async fn files_a_worker_could_not_delete_go_on_the_janitors_next_pass() {
-    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    // The document in the object store, not inline in the database.
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.inline_document_max_bytes = 0).await;
     let (_, key) = app.account(5).await;
     let (template, _) = app.template(&key, None).await;
     let job = app
@@ -420,11 +417,7 @@ async fn files_a_worker_could_not_delete_go_on_the_janitors_next_pass() {
     assert!(app.storage.exists(&key_of).await.unwrap());
 
     // The janitor's next pass (no clock moved: not the 24 h retention).
-    let janitor = paperhook_janitor::Janitor {
-        pool: app.pool.clone(),
-        storage: app.storage.clone(),
-        config: app.config.clone(),
-    };
+    let janitor = app.janitor();
     let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
     assert_eq!(report.leftover_files_deleted, 1, "{report:?}");
     assert_eq!(report.jobs_expired, 0);
@@ -442,7 +435,8 @@ async fn files_a_worker_could_not_delete_go_on_the_janitors_next_pass() {
 #[tokio::test]
 async fn the_janitor_deletes_documents_of_no_job_after_the_grace_period() {
     for kind in [StorageKind::Fs, StorageKind::S3] {
-        let app = TestApp::spawn_with(kind, |_| {}).await;
+        // Documents in the object store (inline ones: the next test).
+        let app = TestApp::spawn_with(kind, |c| c.inline_document_max_bytes = 0).await;
         let (_, key) = app.account(10).await;
         let (template, _) = app.template(&key, None).await;
         // Processed, its files deleted; then a file under its key, as a
@@ -483,25 +477,90 @@ async fn the_janitor_deletes_documents_of_no_job_after_the_grace_period() {
                 .await
                 .unwrap();
         }
-        let janitor = paperhook_janitor::Janitor {
-            pool: app.pool.clone(),
-            storage: app.storage.clone(),
-            config: app.config.clone(),
-        };
-        let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
-        assert_eq!(
-            report.orphan_files_deleted, 0,
-            "within the grace: {report:?}"
-        );
-        let later = chrono::Utc::now() + chrono::Duration::hours(2);
-        let report = janitor.run_once(later).await.unwrap();
-        assert_eq!(report.orphan_files_deleted, 3, "{report:?}");
+        assert_eq!(app.orphan_sweeps().await, (0, 3), "none within the grace");
         for k in &orphans {
             assert!(!app.storage.exists(k).await.unwrap(), "{k}");
         }
         assert!(app.storage.exists(&job_key).await.unwrap());
         assert!(app.storage.exists(&stranger).await.unwrap());
     }
+}
+
+/// Documents kept in the database go with their job's files: read by the
+/// worker, deleted once delivered; one left behind (its job's files are
+/// recorded deleted, or it has no job) goes on the janitor's pass after the
+/// grace period, and a job's document waiting to be processed stays.
+#[tokio::test]
+async fn inline_documents_are_deleted_with_their_job_and_swept_when_left_behind() {
+    let app = TestApp::spawn_with(StorageKind::S3, |_| {}).await;
+    let hook = Receiver::start().await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    let key_of = |job: uuid::Uuid| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT storage_key FROM jobs WHERE id = $1")
+                .bind(job)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let inline_rows = || async {
+        sqlx::query_scalar::<_, String>("SELECT key FROM inline_documents ORDER BY key")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap()
+    };
+    let done = app.submit(&key, template, "a.pdf", example_pdf()).await;
+    let done_key = key_of(done).await;
+    assert!(done_key.starts_with("inline/"), "{done_key}");
+    assert_eq!(
+        app.storage.get(&done_key).await.unwrap().as_ref(),
+        example_pdf()
+    );
+    // Nothing went to the object store.
+    assert!(
+        app.storage
+            .pages("documents/")
+            .next()
+            .await
+            .transpose()
+            .unwrap()
+            .unwrap_or_default()
+            .is_empty()
+    );
+    app.drain().await;
+    let p = hook.received()[0].json();
+    assert_eq!(p["result"]["invoice_number"], "INV-2026-0042", "{p}");
+    assert!(inline_rows().await.is_empty(), "deleted once delivered");
+
+    // Left behind: a row for the delivered job and one for no job at all.
+    let waiting = app.submit(&key, template, "b.pdf", example_pdf()).await;
+    let waiting_key = key_of(waiting).await;
+    let nobody = uuid::Uuid::now_v7();
+    for (key, job) in [(&done_key, done), (&format!("inline/x/{nobody}"), nobody)] {
+        sqlx::query("INSERT INTO inline_documents (key, job_id, data) VALUES ($1, $2, 'x')")
+            .bind(key)
+            .bind(job)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    assert_eq!(inline_rows().await.len(), 3);
+    assert_eq!(app.orphan_sweeps().await, (0, 2), "none within the grace");
+    assert_eq!(inline_rows().await, std::slice::from_ref(&waiting_key));
+    // Only the job insert writes an inline key.
+    assert!(
+        app.storage
+            .put_bytes(&waiting_key, bytes::Bytes::from_static(b"x"))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        app.storage.get(&waiting_key).await.unwrap().as_ref(),
+        example_pdf()
+    );
 }
 
 #[tokio::test]
