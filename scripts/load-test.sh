@@ -15,7 +15,8 @@
 #
 #   scripts/load-test.sh            LOAD_CONNECTIONS=16 LOAD_SECONDS=15
 #
-# LOAD_STORAGE_DIR=/dev/shm puts the file store on another file system;
+# LOAD_STORAGE_DIR=/dev/shm puts the file store on another file system,
+# LOAD_STORAGE_URL=s3://... the documents on S3;
 # LOAD_API_BIN=PATH runs that build of the API instead of the checkout's.
 # Also prints the CPU time the API and PostgreSQL used per submission (the
 # two share the machine's cores with wrk). LOAD_PROFILE=1 records the API
@@ -48,7 +49,9 @@ trap cleanup EXIT
 loopback_api
 # LOAD_STORAGE_DIR puts the file store elsewhere (another disk, a tmpfs).
 storage_dir="${LOAD_STORAGE_DIR:-$work}/storage-$$"
-export PAPERHOOK_STORAGE_URL="file://$storage_dir"
+# LOAD_STORAGE_URL=s3://BUCKET/PREFIX stores on S3 instead (with the
+# PAPERHOOK_S3_* settings from the environment).
+export PAPERHOOK_STORAGE_URL="${LOAD_STORAGE_URL:-file://$storage_dir}"
 export PAPERHOOK_RATE_LIMIT_PER_SEC=0
 export PAPERHOOK_DB_MAX_CONNECTIONS=$((conns + 4))
 export RUST_LOG=warn

@@ -582,6 +582,10 @@ async fn store_and_enqueue(
     match inserted {
         Ok(Some(job)) => {
             state.waker.wake();
+            if inline {
+                // Stored by the insert: counted as the object store's writes are.
+                paperhook_core::metrics::STORAGE_WRITTEN_BYTES.inc_by(size as u64);
+            }
             paperhook_core::metrics::JOBS_SUBMITTED
                 .with_label_values(&[doc_type.as_str()])
                 .inc();
