@@ -168,6 +168,17 @@ impl Config {
                 return Err(invalid(name, "must be greater than 0"));
             }
         }
+        if self.submission_batch_statements + self.auth_batch_statements >= self.db_max_connections
+        {
+            return Err(invalid(
+                "db_max_connections",
+                format!(
+                    "must be greater than submission_batch_statements + auth_batch_statements ({}), \
+                     to leave connections for the other statements",
+                    self.submission_batch_statements + self.auth_batch_statements
+                ),
+            ));
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(invalid(
                 "log_format",
@@ -399,6 +410,32 @@ mod tests {
         assert_eq!(config.api_addr, "127.0.0.1:8080");
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("encryption_keys"), "{err}");
+    }
+
+    /// The batching statements must leave the pool a connection, and an
+    /// inline document is at most 16 MiB.
+    #[test]
+    fn database_settings_are_checked_together() {
+        let key = (
+            "encryption_keys",
+            "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        );
+        let check = |pairs: &[(&str, u64)]| {
+            let mut figment = Figment::from(Toml::string(DEFAULTS)).merge(key);
+            for (k, v) in pairs {
+                figment = figment.merge((*k, *v));
+            }
+            figment.extract::<Config>().unwrap().validate()
+        };
+        check(&[]).unwrap();
+        check(&[("db_max_connections", 9)]).unwrap();
+        let err = check(&[("db_max_connections", 8)]).unwrap_err().to_string();
+        assert!(err.contains("db_max_connections"), "{err}");
+        check(&[("inline_document_max_bytes", INLINE_DOCUMENT_MAX)]).unwrap();
+        let err = check(&[("inline_document_max_bytes", INLINE_DOCUMENT_MAX + 1)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("inline_document_max_bytes"), "{err}");
     }
 
     #[test]
