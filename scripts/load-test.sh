@@ -165,12 +165,18 @@ floor_batch=$(floor_rps --batch)
 floor_http=$(floor_rps --no-db)
 
 # The statements of one submission (the key lookup; the job and task
-# insert, which checks the template), run back to back by pgbench with the
-# same clients: what the database alone allows for this API's submissions.
+# insert, which checks the template, with the document when it is kept
+# inline), run back to back by pgbench with the same clients: what the
+# database alone allows for this API's submissions.
 log "pgbench: $conns clients, ${secs}s of the submission's own statements"
 account=$(psql "$DATABASE_URL" -Atqc "select account_id from templates where id = '$template'")
 read -r prefix hash < <(psql "$DATABASE_URL" -AtF' ' -qc \
     "select prefix, encode(key_hash, 'hex') from api_keys where account_id = '$account'")
+inline_cte=""
+if [ "${PAPERHOOK_INLINE_DOCUMENT_MAX_BYTES:-65536}" -ge 985 ]; then
+    inline_cte=", inline AS (INSERT INTO inline_documents (key, job_id, data)
+    SELECT 'inline/' || account_id || '/' || id, id, decode(repeat('ab', 985), 'hex') FROM job)"
+fi
 cat > "$work/submission.sql" <<SQL
 SELECT a.id, a.name, a.credits, a.created_at, k.id, k.key_hash, k.last_used_at
   FROM api_keys k JOIN accounts a ON a.id = k.account_id
@@ -180,7 +186,7 @@ WITH job AS (
     SELECT gen_random_uuid(), '$account', '$template', 'pdf', NULL, 985, 'documents/x/y', '{"batch": 7}'
     FROM templates WHERE id = '$template' AND account_id = '$account' AND deleted_at IS NULL
     RETURNING *
-), task AS (INSERT INTO tasks (kind, ref_id) SELECT 'job', id FROM job)
+), task AS (INSERT INTO tasks (kind, ref_id) SELECT 'job', id FROM job)$inline_cte
 SELECT * FROM job;
 SQL
 pgbench -n -M prepared -c "$conns" -j 2 -T "$secs" -f "$work/submission.sql" "$DATABASE_URL" > "$work/pgbench-submission.out"
