@@ -56,6 +56,16 @@ enum Backend {
 /// writers are the job insert alone.
 pub const INLINE_PREFIX: &str = "inline/";
 
+/// The folder of submitted documents (and their ZIP entries) in the
+/// object store: `documents/<account>/<job>[-doc-<split>-<n>]`.
+pub const DOCUMENTS_PREFIX: &str = "documents/";
+
+/// The key of a submitted document in the object store. No folder per job:
+/// on a local disk each one is an inode to allocate.
+pub fn document_key(account_id: uuid::Uuid, job_id: uuid::Uuid) -> String {
+    format!("{DOCUMENTS_PREFIX}{account_id}/{job_id}")
+}
+
 /// The key of a submitted document kept in the database.
 pub fn inline_key(account_id: uuid::Uuid, job_id: uuid::Uuid) -> String {
     format!("{INLINE_PREFIX}{account_id}/{job_id}")

@@ -15,7 +15,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use paperhook_core::config::Config;
 use paperhook_core::db::documents;
-use paperhook_core::storage::Storage;
+use paperhook_core::storage::{DOCUMENTS_PREFIX, Storage};
 use paperhook_core::{queue, retention};
 use sqlx::PgPool;
 use sqlx::pool::PoolConnection;
@@ -51,7 +51,7 @@ pub struct Janitor {
 
 /// The job a stored document's key names, if it is one of ours.
 fn job_of_key(key: &str) -> Option<Uuid> {
-    let name = key.strip_prefix("documents/")?.split('/').nth(1)?;
+    let name = key.strip_prefix(DOCUMENTS_PREFIX)?.split('/').nth(1)?;
     Uuid::parse_str(name.get(..36)?).ok()
 }
 
@@ -152,12 +152,9 @@ impl Janitor {
                 break;
             }
         }
-        let orphans = self
-            .delete_orphan_files(ago(now, self.config.orphan_file_grace()))
-            .await?
-            + self
-                .delete_orphan_inline(ago(now, self.config.orphan_file_grace()), batch)
-                .await?;
+        let grace = ago(now, self.config.orphan_file_grace());
+        let orphans = self.delete_orphan_files(grace).await?
+            + self.delete_orphan_inline(grace, batch).await?;
         report.orphan_files_deleted += orphans;
         report.files_deleted += orphans;
         loop {
@@ -192,7 +189,7 @@ impl Janitor {
     /// undeliverable jobs can be large). Returns the files deleted.
     async fn delete_orphan_files(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
         let mut deleted = 0;
-        let mut pages = self.storage.pages("documents/");
+        let mut pages = self.storage.pages(DOCUMENTS_PREFIX);
         while let Some(listed) = pages.next().await {
             let listed = listed.context("listing stored documents")?;
             let old: Vec<(String, Uuid)> = listed

@@ -542,8 +542,7 @@ async fn store_and_enqueue(
     let (storage_key, stored) = if inline_data.is_some() {
         (storage::inline_key(account_id, job_id), Ok(()))
     } else {
-        // No folder per job: on a local disk each one is an inode to allocate.
-        let storage_key = format!("documents/{account_id}/{job_id}");
+        let storage_key = storage::document_key(account_id, job_id);
         let stored = match &submission.upload.body {
             UploadBody::Memory(data) => {
                 state

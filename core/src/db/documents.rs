@@ -379,7 +379,7 @@ pub fn unpacked_prefix(original: &str) -> String {
     // A ZIP kept in the database has its entries in the object store, under
     // the key it would have had there.
     match original.strip_prefix(crate::storage::INLINE_PREFIX) {
-        Some(rest) => format!("documents/{rest}-doc-"),
+        Some(rest) => format!("{}{rest}-doc-", crate::storage::DOCUMENTS_PREFIX),
         None => format!("{original}-doc-"),
     }
 }

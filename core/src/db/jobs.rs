@@ -391,7 +391,7 @@ mod tests {
             content_type: "application/pdf".into(),
             file_name: Some(file_name.into()),
             size_bytes: 10,
-            storage_key: format!("documents/{account_id}/{id}"),
+            storage_key: crate::storage::document_key(account_id, id),
             static_values: serde_json::json!({"n": file_name}),
             idempotency_key: None,
             inline_data: None,
