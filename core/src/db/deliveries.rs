@@ -74,15 +74,7 @@ pub async fn create(
             Ok(None)
         }
         Sender::Claimed { worker, lease } => {
-            queue::enqueue_claimed(
-                tx,
-                queue::kind::DELIVERY,
-                id,
-                worker,
-                lease,
-                chrono::Utc::now(),
-            )
-            .await
+            queue::enqueue_claimed(tx, queue::kind::DELIVERY, id, worker, lease, None).await
         }
     }
 }
@@ -188,7 +180,11 @@ pub async fn create_many(
 pub async fn redeliver(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Result<u64> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, redeliveries = redeliveries + 1
-         WHERE job_id = $1 RETURNING id",
+         WHERE id IN (
+             -- Locked in the order expire() locks them: two transactions
+             -- over one job's deliveries wait for each other, never deadlock.
+             SELECT id FROM webhook_deliveries WHERE job_id = $1 ORDER BY id FOR UPDATE)
+         RETURNING id",
     )
     .bind(job_id)
     .fetch_all(&mut *tx)
@@ -260,7 +256,16 @@ pub async fn being_sent(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<b
 /// Results expire (or are deleted) with their jobs: the webhook payloads
 /// (which hold them) are emptied, and deliveries still waiting for a retry
 /// fail, with an attempt of class `expired` saying `why`.
+///
+/// The deliveries are locked first (in one order, as every caller does):
+/// a worker recording an attempt at the same time commits before the
+/// attempt and the state here are decided, so a delivery that has just
+/// been delivered stays delivered with no `expired` attempt after its 2xx.
 pub async fn expire(tx: &mut PgConnection, job_ids: &[Uuid], why: &str) -> sqlx::Result<()> {
+    sqlx::query("SELECT id FROM webhook_deliveries WHERE job_id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(job_ids)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO webhook_attempts (delivery_id, latency_ms, error_class, error_message)
          SELECT id, 0, 'expired', $2
@@ -279,4 +284,149 @@ pub async fn expire(tx: &mut PgConnection, job_ids: &[Uuid], why: &str) -> sqlx:
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{accounts, documents, jobs, templates};
+
+    /// A worker records a 2xx while the results expire: the expiry waits for
+    /// it and leaves the delivery delivered, with no `expired` attempt after
+    /// its success (it used to decide the attempt on a snapshot taken before
+    /// the worker committed).
+    #[tokio::test]
+    async fn expiry_during_a_successful_attempt_leaves_it_delivered() {
+        let pool = sqlx::PgPool::connect(&crate::testing::fresh_database().await)
+            .await
+            .unwrap();
+        crate::db::migrate(&pool).await.unwrap();
+        let (account, _) = accounts::create(&pool, "A", 10).await.unwrap();
+        let write = templates::TemplateWrite {
+            name: "t".into(),
+            spec: serde_json::json!({"fields": []}),
+            webhook_url: None,
+            webhook_headers_enc: None,
+        };
+        let template = templates::insert(&pool, account.id, &write, b"secret")
+            .await
+            .unwrap();
+        let job_id = Uuid::now_v7();
+        let new = jobs::NewJob {
+            id: job_id,
+            account_id: account.id,
+            template_id: template.id,
+            content_type: "application/pdf".into(),
+            file_name: None,
+            size_bytes: 10,
+            storage_key: crate::storage::document_key(account.id, job_id),
+            static_values: serde_json::json!({}),
+            idempotency_key: None,
+            inline_data: None,
+        };
+        let job = jobs::insert_and_enqueue(&pool, &new, std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        let doc = documents::NewDocument {
+            id: Uuid::now_v7(),
+            idx: 0,
+            file_name: None,
+            content_type: None,
+            storage_key: None,
+            failure: None,
+        };
+        let mut tx = pool.begin().await.unwrap();
+        documents::insert_all(&mut tx, job.id, std::slice::from_ref(&doc))
+            .await
+            .unwrap();
+        let payload = serde_json::json!({"fields": {"a": 1}});
+        create(&mut tx, account.id, job.id, doc.id, &payload, Sender::Queue)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let read: DeliveryRow = sqlx::query_as(
+            "SELECT id, message_id, account_id, job_id, document_id, state, payload, attempts,
+                    created_at, delivered_at, redeliveries
+             FROM webhook_deliveries WHERE job_id = $1",
+        )
+        .bind(job.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+        // The worker's 2xx, recorded but not yet committed.
+        let mut worker = pool.begin().await.unwrap();
+        let ok = Attempt {
+            status_code: Some(200),
+            ..Attempt::default()
+        };
+        assert!(record(&mut worker, &read, &ok, "delivered").await.unwrap());
+        let expiry = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                let mut tx = pool.begin().await.unwrap();
+                expire(&mut tx, &[job_id], "expired while sending").await?;
+                tx.commit().await
+            }
+        });
+        // The expiry is waiting for the worker's row lock.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%webhook_deliveries%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the expiry never waited"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        worker.commit().await.unwrap();
+        expiry.await.unwrap().unwrap();
+
+        let after = get(&pool, read.id).await.unwrap().unwrap();
+        assert_eq!(after.state, "delivered");
+        assert_eq!(
+            after.payload.0,
+            serde_json::json!({}),
+            "the payload is emptied"
+        );
+        let classes = || {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT error_class FROM webhook_attempts WHERE delivery_id = $1 ORDER BY id",
+            )
+            .bind(read.id)
+            .fetch_all(&pool)
+        };
+        assert_eq!(
+            classes().await.unwrap(),
+            vec![None],
+            "only the 2xx is recorded"
+        );
+
+        // A delivery still pending when its results expire fails, with an
+        // `expired` attempt.
+        sqlx::query("UPDATE webhook_deliveries SET state = 'pending' WHERE id = $1")
+            .bind(read.id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        expire(&mut tx, &[job_id], "expired").await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(get(&pool, read.id).await.unwrap().unwrap().state, "failed");
+        assert_eq!(
+            classes().await.unwrap(),
+            vec![None, Some("expired".to_owned())]
+        );
+    }
 }
