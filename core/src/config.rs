@@ -108,6 +108,9 @@ pub enum StorageLocation {
     S3 { bucket: String, prefix: String },
 }
 
+/// The longest duration a `*_secs` setting takes: 100 years.
+pub const MAX_DURATION_SECS: u64 = 100 * 365 * 24 * 3600;
+
 impl Config {
     /// Loads defaults, `PAPERHOOK_CONFIG` (or `./paperhook.toml` if present) and the environment.
     pub fn load() -> Result<Config, ConfigError> {
@@ -213,6 +216,38 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(invalid(name, "must be greater than 0"));
+            }
+        }
+        // Durations are added to and taken from timestamps: past about a
+        // century they would overflow them (and mean "for ever" anyway).
+        for (name, value) in [
+            ("db_acquire_timeout_secs", self.db_acquire_timeout_secs),
+            ("s3_connect_timeout_secs", self.s3_connect_timeout_secs),
+            ("s3_read_timeout_secs", self.s3_read_timeout_secs),
+            ("idempotency_ttl_secs", self.idempotency_ttl_secs),
+            ("result_retention_secs", self.result_retention_secs),
+            ("session_ttl_secs", self.session_ttl_secs),
+            ("worker_lease_secs", self.worker_lease_secs),
+            (
+                "worker_shutdown_grace_secs",
+                self.worker_shutdown_grace_secs,
+            ),
+            ("page_time_limit_secs", self.page_time_limit_secs),
+            ("document_time_limit_secs", self.document_time_limit_secs),
+            ("webhook_timeout_secs", self.webhook_timeout_secs),
+            ("janitor_interval_secs", self.janitor_interval_secs),
+            ("orphan_file_grace_secs", self.orphan_file_grace_secs),
+            (
+                "webhook_attempts_retention_secs",
+                self.webhook_attempts_retention_secs,
+            ),
+            ("tasks_retention_secs", self.tasks_retention_secs),
+        ] {
+            if value > MAX_DURATION_SECS {
+                return Err(invalid(
+                    name,
+                    format!("must be at most {MAX_DURATION_SECS} (100 years), not {value}"),
+                ));
             }
         }
         if !(72..=600).contains(&self.render_dpi) {
@@ -436,6 +471,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("inline_document_max_bytes"), "{err}");
+        // "For ever" as the largest number would overflow timestamps.
+        check(&[("result_retention_secs", MAX_DURATION_SECS)]).unwrap();
+        let err = check(&[("result_retention_secs", u64::MAX)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("result_retention_secs"), "{err}");
     }
 
     #[test]

@@ -11,15 +11,20 @@
 //!   single-row inserts/s, 3,800 with a `pg_notify` in each).
 //! - **Claim** is one statement: `FOR UPDATE SKIP LOCKED` picks due rows and
 //!   the same statement marks them `running` under a lease (`locked_by`,
-//!   `locked_until`).
-//! - **Heartbeat** extends the lease of the tasks a worker still holds.
-//! - **Complete / retry / fail** only act while the caller still holds the
-//!   lease, so a worker whose lease was taken over cannot finish twice.
+//!   `locked_until`). `locked_by` is the worker's name and a token of this
+//!   claim: the same task claimed again (its lease expired and it was
+//!   rescued), even by the same process, is another claim.
+//! - **Heartbeat** extends the lease of the claims a worker still holds.
+//! - **Complete / retry / fail** only act while the caller's claim still
+//!   holds the lease, so a claim whose lease was taken over cannot finish
+//!   twice.
 //! - **Rescue** returns tasks with expired leases (dead workers) to the queue,
 //!   or fails them after `max_attempts`.
 //! - **Prune** deletes finished tasks in batches.
 //!
-//! `now` is a parameter everywhere, so tests control time.
+//! Times are the database's (`now()`): the processes of a fleet compare
+//! leases and due times on one clock, whatever their own clocks say. Tests
+//! pass a `now` of their own to travel in time.
 
 use std::time::Duration;
 
@@ -190,11 +195,12 @@ pub async fn enqueue_claimed(
     ref_id: Uuid,
     worker: &str,
     lease: Duration,
-    now: DateTime<Utc>,
+    now: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Option<Task>> {
     sqlx::query_as(
         "INSERT INTO tasks (kind, ref_id, run_at, state, attempts, locked_by, locked_until)
-         VALUES ($1, $2, $3, 'running', 1, $4, $3 + make_interval(secs => $5))
+         VALUES ($1, $2, coalesce($3, now()), 'running', 1, $4 || '/' || gen_random_uuid(),
+                 coalesce($3, now()) + make_interval(secs => $5))
          ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running') DO NOTHING
          RETURNING id, kind, ref_id, attempts, max_attempts, locked_by, locked_until",
     )
@@ -207,26 +213,28 @@ pub async fn enqueue_claimed(
     .await
 }
 
-/// Claims up to `limit` due tasks of the given kinds for `worker`.
+/// Claims up to `limit` due tasks of the given kinds for `worker`; `now`
+/// is the database's unless given.
 pub async fn claim(
     db: impl PgExecutor<'_>,
     worker: &str,
     kinds: &[&str],
     limit: i64,
     lease: Duration,
-    now: DateTime<Utc>,
+    now: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Vec<Task>> {
     sqlx::query_as(
         "WITH next AS (
              SELECT id FROM tasks
-             WHERE state = 'available' AND run_at <= $1 AND kind = ANY($2)
+             WHERE state = 'available' AND run_at <= coalesce($1, now()) AND kind = ANY($2)
              ORDER BY run_at, id
              LIMIT $3
              FOR UPDATE SKIP LOCKED
          )
          UPDATE tasks t
-         SET state = 'running', attempts = t.attempts + 1, locked_by = $4,
-             locked_until = $1 + make_interval(secs => $5)
+         SET state = 'running', attempts = t.attempts + 1,
+             locked_by = $4 || '/' || gen_random_uuid(),
+             locked_until = coalesce($1, now()) + make_interval(secs => $5)
          FROM next WHERE t.id = next.id
          RETURNING t.id, t.kind, t.ref_id, t.attempts, t.max_attempts, t.locked_by, t.locked_until",
     )
@@ -239,21 +247,27 @@ pub async fn claim(
     .await
 }
 
-/// Extends the leases `worker` still holds; returns the ids it still holds.
+/// Extends the leases of the claims `tasks` still hold; returns the ids of
+/// those that do.
 pub async fn heartbeat(
     db: impl PgExecutor<'_>,
-    worker: &str,
-    ids: &[i64],
+    tasks: &[&Task],
     lease: Duration,
-    now: DateTime<Utc>,
+    now: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Vec<i64>> {
+    let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+    let claims: Vec<&str> = tasks
+        .iter()
+        .filter_map(|t| t.locked_by.as_deref())
+        .collect();
+    // A claim's token is unique: matching it names its task.
     sqlx::query_scalar(
-        "UPDATE tasks SET locked_until = $3 + make_interval(secs => $4)
-         WHERE id = ANY($1) AND locked_by = $2 AND state = 'running'
+        "UPDATE tasks SET locked_until = coalesce($3, now()) + make_interval(secs => $4)
+         WHERE id = ANY($1) AND locked_by = ANY($2) AND state = 'running'
          RETURNING id",
     )
-    .bind(ids)
-    .bind(worker)
+    .bind(&ids)
+    .bind(&claims)
     .bind(now)
     .bind(interval(lease))
     .fetch_all(db)
@@ -261,37 +275,38 @@ pub async fn heartbeat(
 }
 
 /// Marks the task done, in the caller's transaction (so the work's effects and
-/// the completion commit together). False if the lease was lost.
-pub async fn complete(db: impl PgExecutor<'_>, task: &Task, worker: &str) -> sqlx::Result<bool> {
+/// the completion commit together). False if the claim lost its lease.
+pub async fn complete(db: impl PgExecutor<'_>, task: &Task) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE tasks SET state = 'completed', finished_at = now(), locked_by = NULL, locked_until = NULL
          WHERE id = $1 AND locked_by = $2 AND state = 'running'",
     )
     .bind(task.id)
-    .bind(worker)
+    .bind(&task.locked_by)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// Puts the task back to run at `run_at`, or fails it when its attempts are spent.
+/// Puts the task back to run `after` from now, or fails it when its
+/// attempts are spent.
 pub async fn retry(
     db: impl PgExecutor<'_>,
     task: &Task,
-    worker: &str,
-    run_at: DateTime<Utc>,
+    after: Duration,
     error: &str,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE tasks SET
              state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'available' END,
              finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
-             run_at = $3, last_error = $4, locked_by = NULL, locked_until = NULL
+             run_at = now() + make_interval(secs => $3), last_error = $4,
+             locked_by = NULL, locked_until = NULL
          WHERE id = $1 AND locked_by = $2 AND state = 'running'",
     )
     .bind(task.id)
-    .bind(worker)
-    .bind(run_at)
+    .bind(&task.locked_by)
+    .bind(interval(after))
     .bind(error)
     .execute(db)
     .await?;
@@ -301,19 +316,14 @@ pub async fn retry(
 /// Fails the task for good, in the caller's transaction (with the failure
 /// recorded on what the task was for). False if the lease was lost, or the
 /// task already completed.
-pub async fn fail(
-    db: impl PgExecutor<'_>,
-    task: &Task,
-    worker: &str,
-    error: &str,
-) -> sqlx::Result<bool> {
+pub async fn fail(db: impl PgExecutor<'_>, task: &Task, error: &str) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE tasks SET state = 'failed', finished_at = now(), last_error = $3,
              locked_by = NULL, locked_until = NULL
          WHERE id = $1 AND locked_by = $2 AND state = 'running'",
     )
     .bind(task.id)
-    .bind(worker)
+    .bind(&task.locked_by)
     .bind(error)
     .execute(db)
     .await?;
@@ -321,14 +331,14 @@ pub async fn fail(
 }
 
 /// Gives the task back without counting the attempt (graceful shutdown).
-pub async fn release(db: impl PgExecutor<'_>, task: &Task, worker: &str) -> sqlx::Result<bool> {
+pub async fn release(db: impl PgExecutor<'_>, task: &Task) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE tasks SET state = 'available', attempts = greatest(attempts - 1, 0),
              locked_by = NULL, locked_until = NULL, run_at = now()
          WHERE id = $1 AND locked_by = $2 AND state = 'running'",
     )
     .bind(task.id)
-    .bind(worker)
+    .bind(&task.locked_by)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -338,14 +348,15 @@ pub async fn release(db: impl PgExecutor<'_>, task: &Task, worker: &str) -> sqlx
 /// many. Tasks whose attempts are spent go back too: the queue does not know
 /// what a task is for, so the worker that claims one past `max_attempts`
 /// records the failure on its job or document (see [`Task::exhausted`]).
-pub async fn rescue(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> sqlx::Result<u64> {
+/// `now` is the database's unless given.
+pub async fn rescue(db: impl PgExecutor<'_>, now: Option<DateTime<Utc>>) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "UPDATE tasks SET
              state = 'available',
              last_error = 'lease expired (worker stopped or lost)',
-             locked_by = NULL, locked_until = NULL, run_at = $1
+             locked_by = NULL, locked_until = NULL, run_at = coalesce($1, now())
          WHERE id IN (
-             SELECT id FROM tasks WHERE state = 'running' AND locked_until < $1
+             SELECT id FROM tasks WHERE state = 'running' AND locked_until < coalesce($1, now())
              ORDER BY locked_until LIMIT 1000 FOR UPDATE SKIP LOCKED
          )",
     )
@@ -372,4 +383,61 @@ pub async fn prune(
     .execute(db)
     .await?;
     Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task claimed again after its lease expired, by the same process,
+    /// is another claim: the first one can no longer settle it or keep it
+    /// alive (two slots of one worker would otherwise both run it).
+    #[tokio::test]
+    async fn a_claim_whose_lease_expired_cannot_settle_the_next_one() {
+        let pool = sqlx::PgPool::connect(&crate::testing::fresh_database().await)
+            .await
+            .unwrap();
+        crate::db::migrate(&pool).await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        enqueue(&mut tx, kind::JOB, Uuid::now_v7(), None)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let lease = Duration::from_secs(30);
+        let claim_one = |now| {
+            let pool = pool.clone();
+            async move {
+                claim(&pool, "w1", &[kind::JOB], 1, lease, now)
+                    .await
+                    .unwrap()
+                    .pop()
+                    .expect("a task to claim")
+            }
+        };
+        let first = claim_one(None).await;
+        // The lease runs on the database's clock: nothing has expired yet.
+        assert_eq!(rescue(&pool, None).await.unwrap(), 0);
+        let later = Utc::now() + chrono::Duration::seconds(60);
+        assert_eq!(rescue(&pool, Some(later)).await.unwrap(), 1);
+        let second = claim_one(Some(later)).await;
+        assert_eq!(second.id, first.id);
+        assert_ne!(second.locked_by, first.locked_by);
+        assert!(second.locked_by.as_deref().unwrap().starts_with("w1/"));
+
+        assert!(
+            heartbeat(&pool, &[&first], lease, None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!retry(&pool, &first, Duration::ZERO, "stale").await.unwrap());
+        assert!(!fail(&pool, &first, "stale").await.unwrap());
+        assert!(!release(&pool, &first).await.unwrap());
+        assert!(!complete(&pool, &first).await.unwrap());
+        assert_eq!(
+            heartbeat(&pool, &[&second], lease, None).await.unwrap(),
+            vec![second.id]
+        );
+        assert!(complete(&pool, &second).await.unwrap());
+    }
 }

@@ -43,6 +43,17 @@ pub struct Report {
     pub sessions_purged: u64,
 }
 
+/// The steps of a pass, in order.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Leftovers,
+    Expiry,
+    Attempts,
+    Orphans,
+    Sessions,
+    Tasks,
+}
+
 pub struct Janitor {
     pub pool: PgPool,
     pub storage: Storage,
@@ -82,14 +93,13 @@ impl Janitor {
             paperhook_core::metrics::JANITOR_LAST_PASS.set(Utc::now().timestamp());
             return Ok(Report::default());
         }
-        let result = self.sweep(now).await;
+        let (report, failed) = self.sweep(now).await;
         // Released now, for the next pass (the close runs in the background).
         let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(LOCK_KEY)
             .execute(&mut *lock)
             .await;
         drop(lock);
-        let report = result?;
         use paperhook_core::metrics::{JANITOR_LAST_PASS, JANITOR_PURGED};
         for (kind, n) in [
             ("results", report.jobs_expired),
@@ -100,6 +110,17 @@ impl Janitor {
             ("sessions", report.sessions_purged),
         ] {
             JANITOR_PURGED.with_label_values(&[kind]).inc_by(n);
+        }
+        if let Some((first, rest)) = failed.split_first() {
+            for e in rest {
+                tracing::error!(error = format!("{e:#}"), "a janitor step failed");
+            }
+            // The pass is not complete: the last-pass time stays, so a step
+            // that keeps failing shows (and alerts) as a janitor that stopped.
+            return Err(anyhow::anyhow!(
+                "{} of the janitor's steps failed ({report:?} done); first: {first:#}",
+                failed.len()
+            ));
         }
         JANITOR_LAST_PASS.set(Utc::now().timestamp());
         if report
@@ -113,69 +134,106 @@ impl Janitor {
         Ok(report)
     }
 
-    async fn sweep(&self, now: DateTime<Utc>) -> anyhow::Result<Report> {
-        let batch = self.config.janitor_batch;
+    /// Runs every step of a pass, each on its own: one that fails (a
+    /// storage listing, say) does not keep the others from running.
+    /// Returns what was done and the steps' errors.
+    async fn sweep(&self, now: DateTime<Utc>) -> (Report, Vec<anyhow::Error>) {
         let mut report = Report {
             leader: true,
             ..Report::default()
         };
-        loop {
-            let (jobs, files) = self.delete_leftover_batch(batch).await?;
-            report.leftover_files_deleted += files;
-            report.files_deleted += files;
-            if (jobs as i64) < batch {
-                break;
+        let mut failed = Vec::new();
+        let steps = [
+            Step::Leftovers,
+            Step::Expiry,
+            Step::Attempts,
+            Step::Orphans,
+            Step::Sessions,
+            Step::Tasks,
+        ];
+        for step in steps {
+            if let Err(e) = self.step(step, now, &mut report).await {
+                failed.push(e);
             }
         }
-        let cutoff = ago(now, self.config.result_retention());
-        loop {
-            let (jobs, files) = self.expire_batch(cutoff, batch).await?;
-            report.jobs_expired += jobs;
-            report.files_deleted += files;
-            if (jobs as i64) < batch {
-                break;
+        (report, failed)
+    }
+
+    async fn step(
+        &self,
+        step: Step,
+        now: DateTime<Utc>,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let batch = self.config.janitor_batch;
+        match step {
+            Step::Leftovers => loop {
+                let (jobs, files) = self.delete_leftover_batch(batch).await?;
+                report.leftover_files_deleted += files;
+                report.files_deleted += files;
+                if (jobs as i64) < batch {
+                    break;
+                }
+            },
+            Step::Expiry => {
+                let cutoff = ago(now, self.config.result_retention());
+                loop {
+                    let (jobs, files) = self.expire_batch(cutoff, batch).await?;
+                    report.jobs_expired += jobs;
+                    report.files_deleted += files;
+                    if (jobs as i64) < batch {
+                        break;
+                    }
+                }
             }
-        }
-        loop {
-            let n = sqlx::query(
-                "DELETE FROM webhook_attempts WHERE id IN (
-                     SELECT id FROM webhook_attempts WHERE attempted_at < $1 LIMIT $2)",
-            )
-            .bind(ago(now, self.config.webhook_attempts_retention()))
-            .bind(batch)
-            .execute(&self.pool)
-            .await
-            .context("deleting old webhook attempts")?
-            .rows_affected();
-            report.attempts_deleted += n;
-            if (n as i64) < batch {
-                break;
-            }
-        }
-        let grace = ago(now, self.config.orphan_file_grace());
-        let orphans = self.delete_orphan_files(grace).await?
-            + self.delete_orphan_inline(grace, batch).await?;
-        report.orphan_files_deleted += orphans;
-        report.files_deleted += orphans;
-        loop {
-            let n = paperhook_core::db::sessions::purge_expired(&self.pool, now, batch)
+            Step::Attempts => loop {
+                let n = sqlx::query(
+                    "DELETE FROM webhook_attempts WHERE id IN (
+                         SELECT id FROM webhook_attempts WHERE attempted_at < $1 LIMIT $2)",
+                )
+                .bind(ago(now, self.config.webhook_attempts_retention()))
+                .bind(batch)
+                .execute(&self.pool)
                 .await
-                .context("deleting expired sessions")?;
-            report.sessions_purged += n;
-            if (n as i64) < batch {
-                break;
+                .context("deleting old webhook attempts")?
+                .rows_affected();
+                report.attempts_deleted += n;
+                if (n as i64) < batch {
+                    break;
+                }
+            },
+            Step::Orphans => {
+                let grace = ago(now, self.config.orphan_file_grace());
+                // The two stores on their own as well.
+                let files = self.delete_orphan_files(grace).await;
+                let inline = self.delete_orphan_inline(grace, batch).await;
+                for n in [&files, &inline].into_iter().flatten() {
+                    report.orphan_files_deleted += n;
+                    report.files_deleted += n;
+                }
+                files?;
+                inline?;
             }
+            Step::Sessions => loop {
+                let n = paperhook_core::db::sessions::purge_expired(&self.pool, now, batch)
+                    .await
+                    .context("deleting expired sessions")?;
+                report.sessions_purged += n;
+                if (n as i64) < batch {
+                    break;
+                }
+            },
+            Step::Tasks => loop {
+                let n = queue::prune(&self.pool, ago(now, self.config.tasks_retention()), batch)
+                    .await
+                    .context("pruning finished tasks")?;
+                report.tasks_pruned += n;
+                if (n as i64) < batch {
+                    break;
+                }
+            },
         }
-        loop {
-            let n = queue::prune(&self.pool, ago(now, self.config.tasks_retention()), batch)
-                .await
-                .context("pruning finished tasks")?;
-            report.tasks_pruned += n;
-            if (n as i64) < batch {
-                break;
-            }
-        }
-        Ok(report)
+        Ok(())
     }
 
     /// Deletes stored documents written before `before` whose job does not

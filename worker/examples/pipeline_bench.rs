@@ -189,20 +189,13 @@ async fn queue_overhead(pool: &PgPool, n: i64) -> anyhow::Result<(f64, f64)> {
         .await?;
     let start = Instant::now();
     loop {
-        let tasks = queue::claim(
-            pool,
-            "bench",
-            &["noop"],
-            10,
-            Duration::from_secs(30),
-            chrono::Utc::now(),
-        )
-        .await?;
+        let tasks =
+            queue::claim(pool, "bench", &["noop"], 10, Duration::from_secs(30), None).await?;
         if tasks.is_empty() {
             break;
         }
         for t in &tasks {
-            queue::complete(pool, t, "bench").await?;
+            queue::complete(pool, t).await?;
         }
     }
     let ours = start.elapsed().as_secs_f64() * 1000.0 / n as f64;

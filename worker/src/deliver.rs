@@ -30,11 +30,11 @@ struct Sent {
 #[tracing::instrument(skip_all, fields(delivery_id = %task.ref_id))]
 pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
     let Some(delivery) = deliveries::get(&w.pool, task.ref_id).await? else {
-        queue::complete(&w.pool, task, &w.id).await?;
+        queue::complete(&w.pool, task).await?;
         return Ok(());
     };
     if delivery.state != "pending" {
-        queue::complete(&w.pool, task, &w.id).await?;
+        queue::complete(&w.pool, task).await?;
         return Ok(());
     }
     let job = jobs::get_any(&w.pool, delivery.job_id)
@@ -48,15 +48,15 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
     let retention = chrono::Duration::from_std(w.config.result_retention()).unwrap_or_default();
     let past_retention = job.finished_at.is_some_and(|t| t + retention <= Utc::now());
     if job.results_expired_at.is_some() || past_retention {
-        let why = if job.results_expired_at.is_none() {
-            "the results expired (result_retention_secs) before the webhook was delivered"
+        let why = if job.data_deleted_at.is_some() {
+            "the job's data was deleted on request before the webhook was delivered"
         } else {
-            "the job's results were deleted before the webhook was delivered"
+            "the results expired (result_retention_secs) before the webhook was delivered"
         };
         let mut tx = w.pool.begin().await?;
         deliveries::expire(&mut tx, &[job.id], why).await?;
         tx.commit().await?;
-        queue::complete(&w.pool, task, &w.id).await?;
+        queue::complete(&w.pool, task).await?;
         return Ok(());
     }
     let template = templates::get_any(&w.pool, job.template_id)
@@ -136,7 +136,7 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         // Queued again on request while this attempt was out: the request
         // could not queue a task while this one ran, so this worker queues
         // it, and the delivery goes out again on its fresh schedule.
-        if queue::complete(&mut *tx, task, &w.id).await? {
+        if queue::complete(&mut *tx, task).await? {
             queue::enqueue(&mut tx, queue::kind::DELIVERY, delivery.id, None).await?;
             tx.commit().await?;
             tracing::info!("the webhook was queued again while it was sent; sending it again");
@@ -145,14 +145,13 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
     }
     let settled = if state == "pending" {
         let after = delay.unwrap_or_default();
-        let run_at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
         let error =
             sent.attempt.error_message.clone().unwrap_or_else(|| {
                 format!("HTTP {}", sent.attempt.status_code.unwrap_or_default())
             });
-        queue::retry(&mut *tx, task, &w.id, run_at, &error).await?
+        queue::retry(&mut *tx, task, after, &error).await?
     } else {
-        queue::complete(&mut *tx, task, &w.id).await?
+        queue::complete(&mut *tx, task).await?
     };
     if !settled {
         return Ok(());

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 use paperhook_core::config::Config;
 use paperhook_core::crypto::Keyring;
 use paperhook_core::queue::{self, Task};
@@ -114,7 +113,7 @@ impl Worker {
     /// Claims as many tasks as the concurrency allows and runs them to the
     /// end, concurrently; also rescues expired leases first.
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
-        queue::rescue(&self.pool, Utc::now())
+        queue::rescue(&self.pool, None)
             .await
             .context("rescuing expired leases")?;
         let tasks = self
@@ -140,7 +139,7 @@ impl Worker {
             &KINDS,
             limit,
             self.config.worker_lease(),
-            Utc::now(),
+            None,
         )
         .await
         .context("claiming tasks")
@@ -198,7 +197,7 @@ impl Worker {
             }
             if last_rescue.elapsed() >= self.config.worker_lease() / 2 {
                 last_rescue = std::time::Instant::now();
-                match queue::rescue(&self.pool, Utc::now()).await {
+                match queue::rescue(&self.pool, None).await {
                     Ok(n) if n > 0 => {
                         tracing::warn!(tasks = n, "rescued tasks with expired leases")
                     }
@@ -332,7 +331,7 @@ impl Worker {
             tokio::select! {
                 res = &mut handle => break res,
                 _ = tick.tick() => {
-                    match queue::heartbeat(&self.pool, &self.id, &[task.id], lease, Utc::now()).await {
+                    match queue::heartbeat(&self.pool, &[&task], lease, None).await {
                         Ok(held) if held.is_empty() => tracing::warn!(task = task.id, "lease lost; its completion will be refused"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(task = task.id, error = %e, "heartbeat failed"),
@@ -340,7 +339,7 @@ impl Worker {
                 }
                 _ = hard_stop.cancelled() => {
                     handle.abort();
-                    if let Err(e) = queue::release(&self.pool, &task, &self.id).await {
+                    if let Err(e) = queue::release(&self.pool, &task).await {
                         tracing::error!(task = task.id, error = %e, "releasing task failed; its lease will expire");
                     }
                     return None;
@@ -369,8 +368,7 @@ impl Worker {
             Duration::from_secs(2u64.pow(task.attempts.clamp(0, 10) as u32))
                 .min(Duration::from_secs(600))
         });
-        let run_at = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
-        if let Err(e) = queue::retry(&self.pool, &task, &self.id, run_at, &retry.error).await {
+        if let Err(e) = queue::retry(&self.pool, &task, after, &retry.error).await {
             tracing::error!(task = task.id, error = %e, "putting the task back failed; its lease will expire");
         }
         None
@@ -405,7 +403,7 @@ impl Worker {
             queue::kind::DELIVERY => deliver::deliver(self, task).await.map(|()| None),
             other => {
                 tracing::error!(kind = other, "unknown task kind; dropping it");
-                queue::complete(&self.pool, task, &self.id).await?;
+                queue::complete(&self.pool, task).await?;
                 Ok(None)
             }
         }

@@ -26,12 +26,12 @@ use crate::{Next, Retry, Worker};
 #[tracing::instrument(skip_all, fields(job_id = %task.ref_id))]
 pub async fn split_job(w: &Worker, task: &Task) -> Result<Next, Retry> {
     let Some(job) = jobs::get_any(&w.pool, task.ref_id).await? else {
-        queue::complete(&w.pool, task, &w.id).await?;
+        queue::complete(&w.pool, task).await?;
         return Ok(None);
     };
     if job.status != status::NEW && job.status != status::UNZIPPING_FILE {
         // Already split by an earlier attempt that committed.
-        queue::complete(&w.pool, task, &w.id).await?;
+        queue::complete(&w.pool, task).await?;
         return Ok(None);
     }
     if job.content_type != "zip" {
@@ -59,10 +59,10 @@ pub async fn split_job(w: &Worker, task: &Task) -> Result<Next, Retry> {
             id,
             &w.id,
             w.config.worker_lease(),
-            chrono::Utc::now(),
+            None,
         )
         .await?;
-        if !queue::complete(&mut *tx, task, &w.id).await? {
+        if !queue::complete(&mut *tx, task).await? {
             return Ok(None);
         }
         tx.commit().await?;
@@ -72,7 +72,10 @@ pub async fn split_job(w: &Worker, task: &Task) -> Result<Next, Retry> {
 }
 
 async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry> {
-    documents::set_job_status(&w.pool, job.id, status::UNZIPPING_FILE).await?;
+    if !documents::start_unzipping(&w.pool, job.id).await? {
+        // Split by another attempt since this one read the job.
+        return Ok(None);
+    }
     let archive = match w.storage.get(&job.storage_key).await {
         Ok(bytes) => bytes,
         Err(StorageError::NotFound(_)) => {
@@ -203,7 +206,7 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
         deliveries::create_many(&mut tx, job.account_id, job.id, failed).await?;
     }
     let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
-    if !queue::complete(&mut *tx, task, &w.id).await? {
+    if !queue::complete(&mut *tx, task).await? {
         // Another worker holds the task now (this one's lease ran out) and
         // commits its own split: these files are nobody's.
         drop(tx);
@@ -230,7 +233,7 @@ async fn fail_whole_job(
     let next = fail_as_upload(&mut tx, job, code, message, w.sends()).await?;
     let finished =
         documents::fail_job(&mut tx, job.id, status::UNZIP_FILE_FAILED, code, message).await?;
-    if !queue::complete(&mut *tx, task, &w.id).await? {
+    if !queue::complete(&mut *tx, task).await? {
         return Ok(None);
     }
     tx.commit().await?;
@@ -372,11 +375,11 @@ pub fn failure_payload(job: &JobRow, doc: &DocumentRow) -> Value {
 #[tracing::instrument(skip_all, fields(document_id = %task.ref_id))]
 pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
     let Some(doc) = documents::get(&w.pool, task.ref_id).await? else {
-        queue::complete(&w.pool, task, &w.id).await?;
+        queue::complete(&w.pool, task).await?;
         return Ok(None);
     };
     if doc.finished_at.is_some() {
-        queue::complete(&w.pool, task, &w.id).await?;
+        queue::complete(&w.pool, task).await?;
         return Ok(None);
     }
     let job = jobs::get_any(&w.pool, doc.job_id)
@@ -532,7 +535,7 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
             .await?;
     }
     let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
-    if !queue::complete(&mut *tx, task, &w.id).await? {
+    if !queue::complete(&mut *tx, task).await? {
         tracing::warn!("lease lost before completion; another worker owns the document");
         return Ok(None);
     }
@@ -574,7 +577,7 @@ async fn finish_failed(
         w.sends(),
     )
     .await?;
-    if !queue::complete(&mut *tx, task, &w.id).await? {
+    if !queue::complete(&mut *tx, task).await? {
         return Ok(None);
     }
     tx.commit().await?;
@@ -599,7 +602,7 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
     let message = format!("processing failed repeatedly: {error}");
     let mut tx = w.pool.begin().await?;
     // First, so that the task's row stays locked until the commit.
-    if !queue::fail(&mut *tx, task, &w.id, error).await? {
+    if !queue::fail(&mut *tx, task, error).await? {
         return Ok(false);
     }
     let mut job_id = None;

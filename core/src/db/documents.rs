@@ -83,6 +83,22 @@ pub async fn set_job_status(
     Ok(())
 }
 
+/// Marks a ZIP job `UNZIPPING FILE` unless it was split already (by an
+/// attempt that committed after this one read the job, whose status must
+/// not be set back); false then.
+pub async fn start_unzipping(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<bool> {
+    let started = sqlx::query(
+        "UPDATE jobs SET status = $2, updated_at = now()
+         WHERE id = $1 AND status IN ($3, $2)",
+    )
+    .bind(job_id)
+    .bind(status::UNZIPPING_FILE)
+    .bind(status::NEW)
+    .execute(db)
+    .await?;
+    Ok(started.rows_affected() == 1)
+}
+
 /// Fails the whole job (an unreadable ZIP): `stage_status` first, then
 /// FAILED. A final `stage_status` is skipped: the job would be FAILED
 /// without its error and finished time, which the janitor needs.

@@ -331,3 +331,44 @@ async fn a_janitor_pass_dropped_midway_releases_the_lock() {
     })
     .await;
 }
+
+/// A step of a janitor pass that fails (here: the stored documents cannot
+/// be listed) does not keep the steps after it from running; the pass
+/// reports the failure.
+#[tokio::test]
+async fn a_failing_janitor_step_does_not_stop_the_others() {
+    use paperhook_core::storage::{FsStorage, Storage};
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let root = tempfile::tempdir().unwrap();
+    let storage = Storage::local(
+        FsStorage::new(root.path().to_path_buf(), false)
+            .await
+            .unwrap(),
+    );
+    std::fs::write(root.path().join("documents"), b"not a folder").unwrap();
+    let janitor = paperhook_janitor::Janitor {
+        pool: app.pool.clone(),
+        storage,
+        config: app.config.clone(),
+    };
+    sqlx::query(
+        "INSERT INTO tasks (kind, ref_id, state, finished_at)
+         SELECT 'job', gen_random_uuid(), 'completed', now() FROM generate_series(1, 3)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let err = janitor
+        .run_once(chrono::Utc::now() + chrono::Duration::days(2))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("listing stored documents"),
+        "{err:#}"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the steps after the failing one ran");
+}

@@ -422,7 +422,7 @@ async fn a_stale_split_keeps_away_from_the_files_of_the_split_that_committed() {
         let claim = |w: &paperhook_worker::Worker, now: chrono::DateTime<chrono::Utc>| {
             let (pool, id) = (app.pool.clone(), w.id.clone());
             async move {
-                let mut got = queue::claim(&pool, &id, &[queue::kind::JOB], 1, lease, now)
+                let mut got = queue::claim(&pool, &id, &[queue::kind::JOB], 1, lease, Some(now))
                     .await
                     .unwrap();
                 got.pop().expect("a job task to claim")
@@ -431,7 +431,7 @@ async fn a_stale_split_keeps_away_from_the_files_of_the_split_that_committed() {
         let stale_task = claim(&stale, chrono::Utc::now()).await;
         // Its lease runs out; the next holder splits the job and commits.
         let later = chrono::Utc::now() + chrono::Duration::hours(1);
-        assert_eq!(queue::rescue(&app.pool, later).await.unwrap(), 1);
+        assert_eq!(queue::rescue(&app.pool, Some(later)).await.unwrap(), 1);
         let task = claim(&app.worker, later).await;
         paperhook_worker::pipeline::split_job(&app.worker, &task)
             .await
@@ -446,6 +446,25 @@ async fn a_stale_split_keeps_away_from_the_files_of_the_split_that_committed() {
         .await
         .unwrap();
         assert_eq!(named.len(), 2);
+        // A stale attempt that read the job before that commit does not set
+        // its status back to UNZIPPING FILE.
+        let split_status: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_ne!(split_status, "UNZIPPING FILE");
+        assert!(
+            !paperhook_core::db::documents::start_unzipping(&app.pool, job)
+                .await
+                .unwrap()
+        );
+        let after: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(after, split_status);
         // The stale worker read the job before that commit, and goes on.
         sqlx::query("UPDATE jobs SET status = 'UNZIPPING FILE' WHERE id = $1")
             .bind(job)
