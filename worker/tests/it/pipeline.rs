@@ -767,6 +767,15 @@ async fn deleting_a_jobs_data_removes_files_results_and_payloads() {
         );
     }
     let sent = hook.received().len();
+    let excerpts = |detail: &serde_json::Value| {
+        detail["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d["delivery"]["attempts"].as_array().unwrap().clone())
+            .map(|a| a["response_excerpt"].clone())
+            .collect::<Vec<_>>()
+    };
     let names = |detail: &serde_json::Value| {
         let mut names = vec![detail["file_name"].clone()];
         names.extend(
@@ -782,6 +791,11 @@ async fn deleting_a_jobs_data_removes_files_results_and_payloads() {
     assert_eq!(
         names(&detail),
         [json!("two.zip"), json!("1.pdf"), json!("2.pdf")]
+    );
+    assert_eq!(
+        excerpts(&detail),
+        [json!("ok"), json!("ok")],
+        "what the receiver answered: {detail}"
     );
 
     let (_, other) = app.account(1).await;
@@ -828,6 +842,10 @@ async fn deleting_a_jobs_data_removes_files_results_and_payloads() {
         "file names can be personal data: {detail}"
     );
     assert_eq!(detail["credits_charged"], 2, "charges stay on record");
+    assert!(
+        excerpts(&detail).iter().all(|e| e.is_null()),
+        "a receiver's answer can echo what it was sent: {detail}"
+    );
     let attempts = detail["documents"]
         .as_array()
         .unwrap()
