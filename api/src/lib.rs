@@ -196,12 +196,18 @@ pub fn router(state: AppState) -> Router {
                         .delete(dashboard::sign_out),
                 ),
         );
-    let router = Router::new()
+    // With `metrics_addr` set, `/metrics` is served there only (see
+    // `serve::start`), away from the port clients reach.
+    let metrics_here = state.config.metrics_addr.is_empty();
+    let mut router = Router::new()
         .hoop(affix_state::inject(state))
         .hoop(CatchPanic::new())
         .hoop(nosniff)
-        .hoop(metrics::track)
-        .push(Router::with_path("metrics").get(metrics::scrape))
+        .hoop(metrics::track);
+    if metrics_here {
+        router = router.push(Router::with_path("metrics").get(metrics::scrape));
+    }
+    let router = router
         .push(Router::with_path("healthz").get(routes::health::healthz))
         .push(Router::with_path("readyz").get(routes::health::readyz))
         .push(Router::with_path("v1/session/sign-in").post(dashboard::sign_in))

@@ -28,12 +28,23 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
 /// A bound server: its address and a handle to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `metrics_addr` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub handle: ServerHandle,
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Binds `addr` (port 0 picks a free port) and serves in a background task.
+/// Binds `addr` (port 0 picks a free port) and serves in a background task;
+/// `/metrics` on `metrics_addr` instead when it is set.
 pub async fn start(state: AppState, addr: &str) -> anyhow::Result<Running> {
+    let metrics_addr = match state.config.metrics_addr.as_str() {
+        "" => None,
+        at => Some(
+            paperhook_core::metrics::serve(at, Some(state.pool.clone()))
+                .await
+                .with_context(|| format!("serving metrics on {at}"))?,
+        ),
+    };
     let acceptor = TcpListener::new(addr.to_owned())
         .try_bind()
         .await
@@ -43,7 +54,12 @@ pub async fn start(state: AppState, addr: &str) -> anyhow::Result<Running> {
     let handle = server.handle();
     let service = crate::service(state);
     let task = tokio::spawn(server.serve(service));
-    Ok(Running { addr, handle, task })
+    Ok(Running {
+        addr,
+        metrics_addr,
+        handle,
+        task,
+    })
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -51,6 +67,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = state(config).await?;
     let running = start(state, &addr).await?;
     tracing::info!(addr = %running.addr, "paperhook-api listening");
+    if let Some(at) = running.metrics_addr {
+        tracing::info!(addr = %at, "metrics on /metrics");
+    }
     let handle = running.handle.clone();
     tokio::spawn(async move {
         shutdown_signal().await;

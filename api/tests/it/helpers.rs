@@ -20,6 +20,8 @@ pub enum StorageKind {
 
 pub struct TestApp {
     pub url: String,
+    /// Where `/metrics` is served when `metrics_addr` is set.
+    pub metrics_url: Option<String>,
     pub pool: PgPool,
     pub storage: Storage,
     pub config: Config,
@@ -64,6 +66,7 @@ impl TestApp {
             .unwrap();
         TestApp {
             url: format!("http://{}", running.addr),
+            metrics_url: running.metrics_addr.map(|a| format!("http://{a}")),
             pool,
             storage,
             config,

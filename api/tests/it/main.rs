@@ -415,4 +415,28 @@ async fn metrics_expose_requests_and_queue_depth() {
     // The queue gauges read this test's own database: exactly two NEW jobs.
     assert_eq!(value(r#"paperhook_queue_depth{status="NEW"}"#), 2.0);
     assert!(!text.contains(&template.to_string()), "no ids in labels");
+
+    // With metrics_addr set, /metrics is there only, away from the port
+    // clients reach (the counts are of every account).
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.metrics_addr = "127.0.0.1:0".into()).await;
+    let public = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    let private = app
+        .client
+        .get(format!("{}/metrics", app.metrics_url.as_deref().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(private.status(), StatusCode::OK);
+    let text = private.text().await.unwrap();
+    assert!(
+        text.contains("paperhook_build_info{binary=\"paperhook-api\""),
+        "{text}"
+    );
+    assert!(text.contains("paperhook_http_requests_total"), "{text}");
 }
