@@ -98,7 +98,8 @@ pub async fn list_jobs(
             delivery: delivery.as_deref(),
         },
     };
-    let rows = jobs::list(&state.pool, account_id, filter, page.limit(), page.offset()).await?;
+    let (limit, offset) = page.bounds()?;
+    let rows = jobs::list(&state.pool, account_id, filter, limit, offset).await?;
     Ok(Json(JobList {
         jobs: rows
             .into_iter()

@@ -8,7 +8,8 @@ use base64::Engine;
 use paperhook_core::db::jobs::{self, JobRow, NewJob};
 use paperhook_core::sniff::{self, DocType};
 use paperhook_core::storage;
-use salvo::http::form::FilePart;
+use salvo::http::ParseError;
+use salvo::http::form::{FilePart, FormLimits};
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -297,13 +298,60 @@ fn decode_into(data: &str, limit: u64, out: &mut impl Write) -> ApiResult<u64> {
     Ok(size)
 }
 
+/// The most a request body of `/process-job` may hold: a document of
+/// `max_upload_bytes` in base64 with room for line breaks and escapes
+/// (`\r\n` every 76 characters, `\/`), `static_values` and the rest. The
+/// decoded document is held to `max_upload_bytes` itself as it is decoded.
+fn envelope_limit(state: &AppState) -> u64 {
+    let encoded = state.config.max_upload_bytes.div_ceil(3) * 4;
+    encoded + encoded / 16 + state.config.max_static_values_bytes + 256 * 1024
+}
+
+/// A body over [`envelope_limit`]: `413 document_too_large`, or for a
+/// multipart body within it (salvo's part and file counts) `400`.
+fn envelope_error(req: &Request, state: &AppState, err: ParseError, what: &str) -> ApiError {
+    let max = state.config.max_upload_bytes;
+    if !matches!(err, ParseError::PayloadTooLarge) {
+        return ApiError::from_parse(err, max, what);
+    }
+    let limit = envelope_limit(state);
+    let declared = req
+        .headers()
+        .get(salvo::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if what != "JSON" && declared.is_some_and(|n| n <= limit) {
+        return ApiError::bad_request(
+            "malformed_body",
+            format!(
+                "the multipart body has too many parts: at most {MAX_FORM_PARTS} parts and \
+                 {MAX_FORM_FILES} files"
+            ),
+        );
+    }
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "document_too_large",
+        format!(
+            "the request body is larger than {limit} bytes, the most a document of {max} bytes \
+             ({:.1} MiB, max_upload_bytes) takes in base64 with static_values and the rest \
+             of the request",
+            max as f64 / (1024.0 * 1024.0)
+        ),
+    )
+}
+
+/// Parts and files a multipart submission may have (salvo's defaults).
+const MAX_FORM_PARTS: usize = 128;
+const MAX_FORM_FILES: usize = 32;
+
 async fn read_json(req: &mut Request, state: &AppState) -> ApiResult<Submission> {
     let max = state.config.max_upload_bytes;
-    let body_limit = max / 3 * 4 + 8 + 64 * 1024;
-    let body = req
-        .payload_with_max_size(body_limit as usize)
-        .await
-        .map_err(|e| ApiError::from_parse(e, max, "JSON"))?;
+    let body_limit = envelope_limit(state);
+    let body = match req.payload_with_max_size(body_limit as usize).await {
+        Ok(body) => body,
+        Err(e) => return Err(envelope_error(req, state, e, "JSON")),
+    };
     let input: ProcessJobInput<'_> =
         serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
     let template_id = parse_template_id(input.template_id.as_ref())?;
@@ -319,19 +367,32 @@ async fn read_json(req: &mut Request, state: &AppState) -> ApiResult<Submission>
 
 async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submission> {
     let max = state.config.max_upload_bytes;
-    // Room for the other fields and the multipart framing.
-    let body_limit = max + 256 * 1024;
-    let form = req
-        .form_data_max_size(body_limit as usize)
-        .await
-        .map_err(|e| ApiError::from_parse(e, max, "multipart/form-data"))?;
+    // Files go to a spool file; the document is held to `max` below.
+    req.set_form_limits(
+        FormLimits::new()
+            .max_parts(MAX_FORM_PARTS)
+            .max_files(MAX_FORM_FILES),
+    );
+    let form = match req.form_data_max_size(envelope_limit(state) as usize).await {
+        Ok(form) => form,
+        Err(e) => return Err(envelope_error(req, state, e, "multipart/form-data")),
+    };
     let field = |name: &str| form.fields.get(name).map(|s| s.as_str());
     let template_id = parse_template_id(
         field("template_id")
             .map(|s| Value::String(s.into()))
             .as_ref(),
     )?;
-    let static_values = match field("static_values").map(str::trim) {
+    // A file part too (`curl -F static_values=@values.json`).
+    let from_file = match (field("static_values"), form.files.get("static_values")) {
+        (None, Some(file)) => Some(read_static_values_file(file, state).await?),
+        _ => None,
+    };
+    let static_values = match from_file
+        .as_deref()
+        .or(field("static_values"))
+        .map(str::trim)
+    {
         None | Some("") => None,
         Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|e| {
             ApiError::unprocessable(
@@ -352,6 +413,23 @@ async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submis
         template_id,
         static_values,
         upload,
+    })
+}
+
+/// The text of a `static_values` file part, within its size limit.
+async fn read_static_values_file(file: &FilePart, state: &AppState) -> ApiResult<String> {
+    let max = state.config.max_static_values_bytes;
+    if file.size() > max {
+        return Err(ApiError::unprocessable(
+            "invalid_static_values",
+            format!("static_values is {} bytes; the limit is {max}", file.size()),
+        ));
+    }
+    let bytes = tokio::fs::read(file.path())
+        .await
+        .map_err(|e| ApiError::internal("reading a spooled part", &e))?;
+    String::from_utf8(bytes).map_err(|_| {
+        ApiError::unprocessable("invalid_static_values", "static_values must be UTF-8 JSON")
     })
 }
 

@@ -43,21 +43,38 @@ pub fn job_not_found() -> ApiError {
     ApiError::not_found("job_not_found", "no job with this id")
 }
 
-/// `?limit=&offset=` paging, clamped to sane bounds.
+/// `?limit=&offset=` paging. Out of range answers `422` rather than a page
+/// of another size than asked for, which a client paging by offsets would
+/// misread.
 #[derive(Debug, Deserialize, ToParameters)]
 #[salvo(parameters(default_parameter_in = Query))]
 pub struct Page {
     /// How many items (1-200, default 50).
     pub limit: Option<i64>,
-    /// How many items to skip (default 0).
+    /// How many items to skip (0 or more, default 0).
     pub offset: Option<i64>,
 }
 
 impl Page {
-    pub fn limit(&self) -> i64 {
-        self.limit.unwrap_or(50).clamp(1, 200)
-    }
-    pub fn offset(&self) -> i64 {
-        self.offset.unwrap_or(0).max(0)
+    /// `(limit, offset)`, or `422 invalid_limit` / `invalid_offset`.
+    pub fn bounds(&self) -> ApiResult<(i64, i64)> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::unprocessable(
+                "invalid_limit",
+                format!("limit must be 1-{MAX_PAGE}, not {limit}; page with offset"),
+            ));
+        }
+        let offset = self.offset.unwrap_or(0);
+        if offset < 0 {
+            return Err(ApiError::unprocessable(
+                "invalid_offset",
+                format!("offset must be 0 or more, not {offset}"),
+            ));
+        }
+        Ok((limit, offset))
     }
 }
+
+/// The most items a page of a listing holds.
+pub const MAX_PAGE: i64 = 200;

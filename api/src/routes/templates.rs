@@ -182,10 +182,6 @@ fn invalid_webhook(message: impl Into<String>) -> ApiError {
     ApiError::unprocessable("invalid_webhook", message)
 }
 
-/// Checks a webhook URL. An IP address the SSRF guard refuses (in any
-/// spelling the url crate accepts: `2130706433`, `0x7f.1`, `[::ffff:127.0.0.1]`)
-/// is refused here already; names are resolved and checked by the worker at
-/// every delivery, since what they resolve to can change.
 /// `scheme://host:port` of a webhook URL (checked by [`check_url`] first).
 fn origin(url: &str) -> String {
     url::Url::parse(url)
@@ -193,6 +189,12 @@ fn origin(url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Checks a webhook URL. An IP address the SSRF guard refuses (in any
+/// spelling the url crate accepts: `2130706433`, `0x7f.1`, `[::ffff:127.0.0.1]`)
+/// is refused here already; names are resolved and checked by the worker at
+/// every delivery, since what they resolve to can change. A user name or
+/// password in it is refused: the URL is stored and shown as it is, while
+/// custom headers are encrypted and masked.
 fn check_url(url: &str, allow: &[webhook::Cidr]) -> ApiResult<()> {
     if url.chars().count() > MAX_URL_CHARS {
         return Err(invalid_webhook(format!(
@@ -207,6 +209,12 @@ fn check_url(url: &str, allow: &[webhook::Cidr]) -> ApiResult<()> {
         return Err(invalid_webhook(format!(
             "webhook url {url:?} must be an absolute http:// or https:// URL"
         )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid_webhook(
+            "the webhook url must not carry a user name or password: send credentials in a \
+             custom header instead (e.g. authorization), which is stored encrypted",
+        ));
     }
     let ip: Option<IpAddr> = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => Some(ip.into()),
@@ -387,7 +395,8 @@ pub async fn create_template(
 pub async fn list_templates(depot: &mut Depot, page: super::Page) -> ApiResult<Json<TemplateList>> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
-    let rows = templates::list(&state.pool, account_id, page.limit(), page.offset()).await?;
+    let (limit, offset) = page.bounds()?;
+    let rows = templates::list(&state.pool, account_id, limit, offset).await?;
     let templates = rows
         .iter()
         .map(|row| render(state, row))

@@ -224,6 +224,19 @@ async fn job_views_list_filter_and_isolate() {
         422,
         "invalid_status",
     );
+    let (_, list) = send(app.req(Method::GET, "/v1/jobs?limit=2&offset=2", &key)).await;
+    assert_eq!(list["jobs"][0]["job_id"], ids[0].as_str(), "the next page");
+    // A page of another size than asked for would be misread: refused.
+    for (query, code) in [
+        ("limit=0", "invalid_limit"),
+        ("limit=201", "invalid_limit"),
+        ("offset=-1", "invalid_offset"),
+    ] {
+        for path in ["/v1/jobs", "/v1/templates"] {
+            let got = send(app.req(Method::GET, &format!("{path}?{query}"), &key)).await;
+            assert_error(&got, 422, code);
+        }
+    }
     let (_, list) = send(app.req(Method::GET, &format!("/v1/jobs?job_id={}", ids[0]), &key)).await;
     assert_eq!(list["jobs"][0]["job_id"], ids[0].as_str());
     let (_, list) =

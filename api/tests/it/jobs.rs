@@ -98,7 +98,7 @@ async fn submit_and_check(app: &TestApp) {
         &[paperhook_core::queue::kind::JOB],
         10,
         std::time::Duration::from_secs(30),
-        chrono::Utc::now(),
+        None,
     )
     .await
     .unwrap();
@@ -435,6 +435,67 @@ async fn every_bad_submission_gets_its_status_and_code() {
         .unwrap();
     assert_eq!((jobs, tasks), (0, 0));
 
+    // The body's own limit leaves room for what clients do with base64: a
+    // document just under the limit, its base64 wrapped at 76 characters
+    // with CRLFs (as MIME encoders do), with static values of 61.5 KB.
+    let mut doc = example_png().to_vec();
+    doc.resize(99_000, 0);
+    let encoded = B64.encode(&doc);
+    let wrapped = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|line| std::str::from_utf8(line).unwrap())
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let body = json!({
+        "template_id": template_id.to_string(),
+        "actual_image": wrapped,
+        "static_values": {"note": "n".repeat(61_500)},
+    });
+    assert!(serde_json::to_vec(&body).unwrap().len() > 200_000);
+    let (status, got) = post(body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{got}");
+    // static_values sent as a file (`curl -F static_values=@values.json`)
+    // is read as well, not ignored; held to the same checks.
+    for (values, want) in [
+        (r#"{"batch": 7}"#, StatusCode::ACCEPTED),
+        ("[1, 2]", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let form = Form::new()
+            .text("template_id", template_id.to_string())
+            .part(
+                "static_values",
+                Part::bytes(values.as_bytes().to_vec()).file_name("values.json"),
+            )
+            .part(
+                "actual_image",
+                Part::bytes(example_pdf().to_vec()).file_name("a.pdf"),
+            );
+        let (status, got) = send(app.req(Method::POST, "/process-job", &key).multipart(form)).await;
+        assert_eq!(status, want, "{got}");
+        if status == StatusCode::ACCEPTED {
+            assert_eq!(got["static_values"], json!({"batch": 7}));
+        } else {
+            assert_eq!(got["error"]["code"], "invalid_static_values");
+        }
+    }
+    // A multipart body within the size limit but of too many parts: 400,
+    // not a claim that the document is too large.
+    let mut form = Form::new().text("template_id", template_id.to_string());
+    for i in 0..130 {
+        form = form.text(format!("extra_{i}"), "x");
+    }
+    let got = send(app.req(Method::POST, "/process-job", &key).multipart(form)).await;
+    assert_error(&got, 400, "malformed_body");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("128 parts"),
+        "{}",
+        got.1
+    );
+
     // job-status errors
     assert_error(
         &send(app.req(Method::GET, "/job-status", &key)).await,
@@ -630,7 +691,7 @@ async fn hundred_parallel_submissions() {
             &[paperhook_core::queue::kind::JOB],
             60,
             std::time::Duration::from_secs(30),
-            chrono::Utc::now(),
+            None,
         )
     };
     let (a, b) = tokio::join!(claim("w1"), claim("w2"));

@@ -197,6 +197,23 @@ async fn bad_templates_get_422_with_the_reason() {
     let mut t = example_template();
     t["webhook"]["headers"] = json!({"webhook-signature": "forged"});
     assert_error(&post(t).await, 422, "invalid_webhook");
+    // Credentials go in a header (stored encrypted), not in the URL (stored
+    // and shown as it is); the answer does not repeat them.
+    for url in [
+        "https://user:s3cret-pw@example.com/hook",
+        "https://token-only@example.com/hook",
+    ] {
+        let mut t = example_template();
+        t["webhook"]["url"] = json!(url);
+        let got = post(t).await;
+        assert_error(&got, 422, "invalid_webhook");
+        let message = got.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains("header"), "{message}");
+        assert!(
+            !message.contains("s3cret") && !message.contains("token-only"),
+            "{message}"
+        );
+    }
 
     let got = send(
         app.req(Method::POST, "/v1/templates", &key)
