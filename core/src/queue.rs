@@ -195,18 +195,16 @@ pub async fn enqueue_claimed(
     ref_id: Uuid,
     worker: &str,
     lease: Duration,
-    now: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Option<Task>> {
     sqlx::query_as(
         "INSERT INTO tasks (kind, ref_id, run_at, state, attempts, locked_by, locked_until)
-         VALUES ($1, $2, coalesce($3, now()), 'running', 1, $4 || '/' || gen_random_uuid(),
-                 coalesce($3, now()) + make_interval(secs => $5))
+         VALUES ($1, $2, now(), 'running', 1, $3 || '/' || gen_random_uuid(),
+                 now() + make_interval(secs => $4))
          ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running') DO NOTHING
          RETURNING id, kind, ref_id, attempts, max_attempts, locked_by, locked_until",
     )
     .bind(kind)
     .bind(ref_id)
-    .bind(now)
     .bind(worker)
     .bind(interval(lease))
     .fetch_optional(&mut *tx)

@@ -59,7 +59,6 @@ pub async fn split_job(w: &Worker, task: &Task) -> Result<Next, Retry> {
             id,
             &w.id,
             w.config.worker_lease(),
-            None,
         )
         .await?;
         if !queue::complete(&mut *tx, task).await? {

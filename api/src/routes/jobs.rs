@@ -307,8 +307,9 @@ fn envelope_limit(state: &AppState) -> u64 {
     encoded + encoded / 16 + state.config.max_static_values_bytes + 256 * 1024
 }
 
-/// A body over [`envelope_limit`]: `413 document_too_large`, or for a
-/// multipart body within it (salvo's part and file counts) `400`.
+/// A body over [`envelope_limit`]: `413 document_too_large`; or, declared
+/// within it (only a multipart body can fail so: salvo's part and file
+/// counts), `400`.
 fn envelope_error(req: &Request, state: &AppState, err: ParseError, what: &str) -> ApiError {
     let max = state.config.max_upload_bytes;
     if !matches!(err, ParseError::PayloadTooLarge) {
@@ -320,7 +321,7 @@ fn envelope_error(req: &Request, state: &AppState, err: ParseError, what: &str) 
         .get(salvo::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if what != "JSON" && declared.is_some_and(|n| n <= limit) {
+    if declared.is_some_and(|n| n <= limit) {
         return ApiError::bad_request(
             "malformed_body",
             format!(

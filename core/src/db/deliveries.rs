@@ -74,7 +74,7 @@ pub async fn create(
             Ok(None)
         }
         Sender::Claimed { worker, lease } => {
-            queue::enqueue_claimed(tx, queue::kind::DELIVERY, id, worker, lease, None).await
+            queue::enqueue_claimed(tx, queue::kind::DELIVERY, id, worker, lease).await
         }
     }
 }
