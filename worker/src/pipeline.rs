@@ -600,7 +600,16 @@ async fn finish_failed(
 pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<bool> {
     let message = format!("processing failed repeatedly: {error}");
     let mut tx = w.pool.begin().await?;
-    // First, so that the task's row stays locked until the commit.
+    if task.kind == queue::kind::DELIVERY {
+        // A delivery's row is locked before its task's, as a redelivery
+        // and the recording of an attempt lock them: the other way round,
+        // a redelivery asked for now could deadlock with this.
+        sqlx::query("SELECT id FROM webhook_deliveries WHERE id = $1 FOR UPDATE")
+            .bind(task.ref_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    // Then the task, so that its row stays locked until the commit.
     if !queue::fail(&mut *tx, task, error).await? {
         return Ok(false);
     }

@@ -291,21 +291,7 @@ async fn a_janitor_pass_dropped_midway_releases_the_lock() {
         .await
         .unwrap();
     let pass = tokio::spawn(async move { janitor.run_once(chrono::Utc::now()).await });
-    let pool = app.pool.clone();
-    eventually(30, "the janitor's pass waiting on the table", || {
-        let pool = pool.clone();
-        async move {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            (waiting > 0).then_some(())
-        }
-    })
-    .await;
+    waiting_for_a_lock(&app.pool, "the janitor's pass waiting on the table").await;
     // The timeout drops it.
     pass.abort();
     assert!(pass.await.unwrap_err().is_cancelled());

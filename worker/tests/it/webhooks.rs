@@ -738,6 +738,68 @@ async fn a_redelivery_of_a_webhook_waiting_for_a_retry_sends_it_now() {
     assert_eq!(ids[0], ids[1], "a redelivery keeps its webhook-id");
 }
 
+/// A worker giving up a delivery's task locks the delivery before the task,
+/// as a redelivery does: it used to lock the task first, and a redelivery
+/// asked for meanwhile (holding the delivery, waiting for the task) ended in
+/// a deadlock that failed one of the two.
+#[tokio::test]
+async fn giving_up_a_delivery_during_a_redelivery_does_not_deadlock() {
+    let app =
+        TestApp::spawn_with(StorageKind::Fs, |c| c.webhook_retry_schedule = "1h".into()).await;
+    let (_hook, _key, job) = a_webhook_that_failed_once(&app).await;
+    // The retry is due, and a worker holds its task on the last attempt.
+    sqlx::query(
+        "UPDATE tasks SET run_at = now(), attempts = max_attempts - 1 WHERE kind = 'delivery'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let worker = app.another_worker(|_| {});
+    let task = paperhook_core::queue::claim(
+        &app.pool,
+        &worker.id,
+        &[paperhook_core::queue::kind::DELIVERY],
+        1,
+        std::time::Duration::from_secs(60),
+        None,
+    )
+    .await
+    .unwrap()
+    .pop()
+    .expect("the delivery's task claimed");
+
+    // A redelivery holds the job's deliveries...
+    let mut redelivery = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM webhook_deliveries WHERE job_id = $1 ORDER BY id FOR UPDATE")
+        .bind(job)
+        .execute(&mut *redelivery)
+        .await
+        .unwrap();
+    // ...when the worker gives the task up, and waits for a lock...
+    let giving_up = tokio::spawn(async move {
+        paperhook_worker::pipeline::give_up(&worker, &task, "the worker kept crashing").await
+    });
+    waiting_for_a_lock(&app.pool, "the give-up waiting for a lock").await;
+    // ...then the redelivery queues the task (which waits for the task's row
+    // when the give-up holds it) and commits.
+    let queued = paperhook_core::db::deliveries::redeliver(&mut redelivery, job).await;
+    assert!(queued.is_ok(), "the redelivery failed: {queued:?}");
+    redelivery.commit().await.unwrap();
+    let gave_up = giving_up.await.unwrap();
+    assert!(
+        matches!(gave_up, Ok(true)),
+        "the give-up failed: {gave_up:?}"
+    );
+    let task_state: String = sqlx::query_scalar("SELECT state FROM tasks WHERE kind = 'delivery'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (task_state.as_str(), delivery_state(&app).await.as_str()),
+        ("failed", "failed")
+    );
+}
+
 /// Past `result_retention_secs` a job's results are expired for the API,
 /// even before the janitor's pass marks them: its webhooks are not sent
 /// either (they carry the results).
