@@ -339,6 +339,36 @@ test('pages load fast, fit a phone, and work from the keyboard', async () => {
   await ctx.close();
 });
 
+test('the jobs list pages by cursor: a new job does not shift the older page', async () => {
+  const pdf = (await readFile(new URL('invoice.pdf', EXAMPLES))).toString('base64');
+  const submit = async () => {
+    const sub = await apiCall('POST', '/process-job', { template_id: templateId, actual_image: pdf });
+    assert.equal(sub.status, 202);
+    return sub.body.job_id;
+  };
+  const ids = [];
+  for (let i = 0; i < 26; i++) ids.push(await submit());
+  await page.click('nav a[href="#/jobs"]');
+  // 25 a page: the newest 25 first, then ids[0] heads the older page.
+  await page.waitForSelector(`#jobs a[href="#/jobs/${ids[25]}"]`);
+  await page.click('.pager button:has-text("Older")');
+  await page.waitForSelector(`#jobs a[href="#/jobs/${ids[0]}"]`);
+  assert.ok(await page.isDisabled('.pager button:has-text("Older")'), 'the oldest page is the last');
+  const top = () => page.getAttribute('#jobs tbody tr:first-child a', 'href');
+  assert.equal(await top(), `#/jobs/${ids[0]}`);
+  // A job arrives; the older page, loaded again, still starts at ids[0]
+  // (by offset it would now start at ids[1]).
+  const late = await submit();
+  const loads = Number(await page.getAttribute('#jobs tbody', 'data-load'));
+  await page.click('#refresh-jobs');
+  await page.waitForSelector(`#jobs tbody[data-load="${loads + 1}"]`);
+  assert.equal(await top(), `#/jobs/${ids[0]}`);
+  await page.click('.pager button:has-text("Newer")');
+  await page.waitForSelector(`#jobs tbody[data-load="${loads + 2}"]`);
+  assert.equal(await top(), `#/jobs/${late}`);
+  assert.ok(await page.isDisabled('.pager button:has-text("Newer")'), 'the newest page is the first');
+});
+
 test('credits page and sign out', async () => {
   await page.click('nav a[href="#/credits"]');
   await page.waitForSelector('text=credits left');

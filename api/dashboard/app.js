@@ -443,19 +443,22 @@ async function jobsPage() {
   const err = errorBox();
   const body = h('tbody', {});
   const pager = h('div', { class: 'pager' });
-  let offset = 0; const limit = 25; let loads = 0;
+  // The cursors of the pages shown so far ('' is the newest): new jobs
+  // arriving do not shift the older pages as offsets would.
+  let pages = ['']; const limit = 25; let loads = 0;
   status.value = params.get('status') || '';
   delivery.value = params.get('delivery') || '';
   async function load() {
     // Only the latest load draws: an older one answering late (the filter
     // changed meanwhile) would show the wrong jobs under the filter.
     const mine = ++loads;
-    const q = new URLSearchParams({ limit, offset });
+    const q = new URLSearchParams({ limit });
+    if (pages[pages.length - 1]) q.set('cursor', pages[pages.length - 1]);
     if (status.value) q.set('status', status.value);
     if (delivery.value) q.set('delivery', delivery.value);
     if (search.value.trim()) q.set('job_id', search.value.trim());
     try {
-      const { jobs } = await api('GET', `/v1/jobs?${q}`);
+      const { jobs, next_cursor: next } = await api('GET', `/v1/jobs?${q}`);
       if (mine !== loads) { console.debug('paperhook: dropped an outdated jobs list'); return; }
       err.textContent = '';
       body.replaceChildren(...jobs.map((j) => h('tr', {},
@@ -465,14 +468,15 @@ async function jobsPage() {
         h('td', { class: 'opt' }, j.document_type, j.file_name ? ` · ${j.file_name}` : ''),
         h('td', { class: 'opt' }, when(j.created_at)))));
       if (!jobs.length) body.append(h('tr', {}, h('td', { colspan: 5, class: 'empty' }, 'No jobs match. Submit one with POST /process-job (see Home).')));
+      body.dataset.load = String(mine);
       // Failed or refused webhooks can all be sent again (once the receiver is fixed).
       const resend = ['failed', 'gone'].includes(delivery.value)
         ? h('button', { type: 'button', id: 'redeliver-all', onclick: () => resendAll(delivery.value) }, `Send all ${delivery.value} webhooks again`)
         : null;
       pager.replaceChildren(
         resend,
-        h('button', { class: 'secondary', type: 'button', disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - limit); load(); } }, 'Newer'),
-        h('button', { class: 'secondary', type: 'button', disabled: jobs.length < limit, onclick: () => { offset += limit; load(); } }, 'Older'),
+        h('button', { class: 'secondary', type: 'button', disabled: pages.length === 1, onclick: () => { pages.pop(); load(); } }, 'Newer'),
+        h('button', { class: 'secondary', type: 'button', disabled: !next, onclick: () => { pages.push(next); load(); } }, 'Older'),
         h('button', { class: 'secondary', type: 'button', id: 'refresh-jobs', onclick: load }, 'Refresh'));
     } catch (e) { if (mine === loads) showError(err, e); }
   }
@@ -484,12 +488,12 @@ async function jobsPage() {
       // so deliveries failing again at once cannot keep it going).
       do { ({ queued: n } = await api('POST', '/v1/jobs/redeliver', { delivery: state })); queued += n; } while (n === 1000 && ++calls < 100);
       toast(queued ? `${queued} webhook(s) queued to be sent again` : `No ${state} webhooks to send again`);
-      offset = 0; load();
+      pages = ['']; load();
     } catch (e) { showError(err, e); }
   }
-  status.addEventListener('change', () => { offset = 0; load(); });
-  delivery.addEventListener('change', () => { offset = 0; load(); });
-  search.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') { offset = 0; load(); } });
+  status.addEventListener('change', () => { pages = ['']; load(); });
+  delivery.addEventListener('change', () => { pages = ['']; load(); });
+  search.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') { pages = ['']; load(); } });
   show(h('h1', {}, 'Jobs'), h('div', { class: 'row' }, status, delivery, search), err,
     h('table', { id: 'jobs' }, h('thead', {}, h('tr', {}, h('th', {}, 'Job'), h('th', {}, 'Status'), h('th', {}, 'Webhook'), h('th', { class: 'opt' }, 'Document'), h('th', { class: 'opt' }, 'Submitted'))), body), pager);
   await load();

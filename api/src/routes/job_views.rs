@@ -32,6 +32,9 @@ pub struct JobSummary {
 #[derive(Serialize, ToSchema)]
 pub struct JobList {
     jobs: Vec<JobSummary>,
+    /// Pass as `cursor` for the next (older) page; null when this page is
+    /// the last. Unlike an offset it does not move when new jobs arrive.
+    next_cursor: Option<String>,
 }
 
 /// Filters of the job listing.
@@ -46,6 +49,32 @@ pub struct JobsQuery {
     template_id: Option<String>,
     /// Only jobs whose deliveries are in this state: `pending`, `failed`, `gone` or `delivered`.
     delivery: Option<String>,
+    /// The `next_cursor` of the previous page: the jobs after it (instead
+    /// of `offset`).
+    cursor: Option<String>,
+}
+
+/// A page's `next_cursor`: where its last job stands in the listing's order
+/// (`created_at` in microseconds, and the id). Opaque to clients.
+fn cursor_of(at: chrono::DateTime<chrono::Utc>, id: Uuid) -> String {
+    format!("{}.{id}", at.timestamp_micros())
+}
+
+fn parse_cursor(raw: &str) -> ApiResult<(chrono::DateTime<chrono::Utc>, Uuid)> {
+    raw.trim()
+        .split_once('.')
+        .and_then(|(micros, id)| {
+            let at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+            Some((at, Uuid::parse_str(id).ok()?))
+        })
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_cursor",
+                format!(
+                    "cursor {raw:?} is not one this API gave out: pass a page's next_cursor as it is"
+                ),
+            )
+        })
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -53,7 +82,8 @@ fn non_empty(s: Option<String>) -> Option<String> {
 }
 
 /// The account's jobs, newest first; filter by `status`, `template_id` and
-/// webhook `delivery` state, or find one by `job_id`.
+/// webhook `delivery` state, or find one by `job_id`. Page with `cursor`
+/// (each page's `next_cursor`), or with `offset`.
 #[endpoint(tags("jobs"))]
 pub async fn list_jobs(
     depot: &mut Depot,
@@ -86,6 +116,16 @@ pub async fn list_jobs(
     let template_id = non_empty(query.template_id)
         .map(|raw| super::parse_uuid("template_id", "invalid_template_id", &raw))
         .transpose()?;
+    let (limit, offset) = page.bounds()?;
+    let after = non_empty(query.cursor)
+        .map(|raw| parse_cursor(&raw))
+        .transpose()?;
+    if after.is_some() && offset > 0 {
+        return Err(ApiError::unprocessable(
+            "invalid_cursor",
+            "page with cursor or with offset, not both",
+        ));
+    }
     let filter = match non_empty(query.job_id) {
         Some(raw) => jobs::JobFilter {
             job_id: Some(super::parse_job_id(&raw)?),
@@ -96,11 +136,19 @@ pub async fn list_jobs(
             status: status.as_deref(),
             template_id,
             delivery: delivery.as_deref(),
+            after,
         },
     };
-    let (limit, offset) = page.bounds()?;
-    let rows = jobs::list(&state.pool, account_id, filter, limit, offset).await?;
+    // One more than the page: whether another page follows.
+    let mut rows = jobs::list(&state.pool, account_id, filter, limit + 1, offset).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = rows
+        .last()
+        .filter(|_| more)
+        .map(|last| cursor_of(last.job.created_at, last.job.id));
     Ok(Json(JobList {
+        next_cursor,
         jobs: rows
             .into_iter()
             .map(|row| JobSummary {

@@ -191,8 +191,7 @@ async fn job_views_list_filter_and_isolate() {
     let (_, key) = app.account(100).await;
     let (_, other) = app.account(100).await;
     let template = app.template(&key).await;
-    let mut ids = vec![];
-    for _ in 0..3 {
+    let submit = || async {
         let form = multipart::Form::new()
             .text("template_id", template.to_string())
             .part(
@@ -200,7 +199,11 @@ async fn job_views_list_filter_and_isolate() {
                 multipart::Part::bytes(example_pdf().to_vec()).file_name("inv.pdf"),
             );
         let (_, b) = send(app.req(Method::POST, "/process-job", &key).multipart(form)).await;
-        ids.push(b["job_id"].as_str().unwrap().to_owned());
+        b["job_id"].as_str().unwrap().to_owned()
+    };
+    let mut ids = vec![];
+    for _ in 0..3 {
+        ids.push(submit().await);
     }
     let (s, list) = send(app.req(Method::GET, "/v1/jobs?limit=2", &key)).await;
     assert_eq!(s, StatusCode::OK);
@@ -226,6 +229,44 @@ async fn job_views_list_filter_and_isolate() {
     );
     let (_, list) = send(app.req(Method::GET, "/v1/jobs?limit=2&offset=2", &key)).await;
     assert_eq!(list["jobs"][0]["job_id"], ids[0].as_str(), "the next page");
+    // By cursor: a job that arrives between two pages moves nothing (an
+    // offset of 2 would now repeat ids[1]).
+    let (_, first) = send(app.req(Method::GET, "/v1/jobs?limit=2", &key)).await;
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a cursor to the next page");
+    submit().await;
+    let (s, next) = send(app.req(
+        Method::GET,
+        &format!("/v1/jobs?limit=2&cursor={cursor}"),
+        &key,
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK, "{next}");
+    let got: Vec<&str> = next["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [ids[0].as_str()], "the rest, once");
+    assert!(next["next_cursor"].is_null(), "the last page: {next}");
+    // A page that is exactly full is the last one as well.
+    let (_, all) = send(app.req(Method::GET, "/v1/jobs?limit=4", &key)).await;
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 4);
+    assert!(all["next_cursor"].is_null(), "{all}");
+    // Another account's cursor lists only that account's jobs.
+    let (_, theirs) =
+        send(app.req(Method::GET, &format!("/v1/jobs?cursor={cursor}"), &other)).await;
+    assert_eq!(theirs["jobs"].as_array().unwrap().len(), 0, "{theirs}");
+    for query in [
+        "cursor=abc".to_owned(),
+        "cursor=12.not-a-uuid".to_owned(),
+        format!("cursor={cursor}&offset=2"),
+    ] {
+        let got = send(app.req(Method::GET, &format!("/v1/jobs?{query}"), &key)).await;
+        assert_error(&got, 422, "invalid_cursor");
+    }
     // A page of another size than asked for would be misread: refused.
     for (query, code) in [
         ("limit=0", "invalid_limit"),

@@ -282,6 +282,9 @@ pub struct JobFilter<'a> {
     pub template_id: Option<Uuid>,
     /// One of [`DELIVERY_STATES`]: jobs whose delivery summary is this.
     pub delivery: Option<&'a str>,
+    /// Only jobs after this one in the listing's order (older): its
+    /// `created_at` and id, the last job of the previous page.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
 }
 
 /// A job in a listing, with a summary of its webhook deliveries so far:
@@ -318,6 +321,7 @@ pub async fn list(
         " FROM jobs WHERE account_id = $1 AND ($2::text IS NULL OR status = $2)
              AND ($3::uuid IS NULL OR template_id = $3)
              AND ($7::uuid IS NULL OR id = $7)
+             AND ($9::timestamptz IS NULL OR (created_at, id) < ($9, $10))
              AND ($8::text IS NULL OR id IN (
                  SELECT job_id FROM webhook_deliveries WHERE account_id = $1 AND state = $8))
          ) j
@@ -341,6 +345,8 @@ pub async fn list(
     // Few deliveries are not delivered: start from those. Most are, so
     // `delivered` is cheaper checked job by job, newest first.
     .bind(filter.delivery.filter(|d| *d != "delivered"))
+    .bind(filter.after.map(|(at, _)| at))
+    .bind(filter.after.map(|(_, id)| id))
     .fetch_all(db)
     .await
 }
