@@ -244,7 +244,9 @@ pub struct SubmitArgs {
     #[arg(long, value_enum, requires = "output")]
     pub format: Option<OutputFormat>,
     /// When a re-run finds an earlier job that failed, submit that file again (once per run).
-    #[arg(long)]
+    /// Not with --zip: a batch fails when any of its files does, and sending it again would
+    /// process and charge the others again; submit the failed files without --zip instead.
+    #[arg(long, conflicts_with = "zip")]
     pub retry_failed: bool,
     /// Give up on a request after this many retries (429, 5xx, connection errors).
     #[arg(long, default_value_t = 8, value_name = "N")]

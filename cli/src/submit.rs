@@ -3,7 +3,8 @@
 //! duplicates), shows progress, follows the jobs to the end and writes every
 //! document's result.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use paperhook_csv::{cell, push_row, unique_column};
 use reqwest::Method;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Map, Value, json};
@@ -140,58 +142,81 @@ fn display(path: &Path) -> String {
 }
 
 /// Expands folders (recursively, sorted, skipping dot-files and files that
-/// are not documents); files named on the command line are always sent.
+/// are not documents; a link to a folder is followed, once); files named on
+/// the command line are always sent. A file in a folder that cannot be read
+/// is named in a warning, not taken for one of another type.
 fn collect(paths: &[PathBuf], out: &Out) -> Result<Vec<(PathBuf, bool)>> {
-    let mut files = Vec::new();
-    let mut skipped = 0usize;
+    let mut walk = Walk::default();
     for p in paths {
         let meta = std::fs::metadata(p)
             .map_err(|e| CliError::new(format!("{}: {e}", p.display())).hint("check the path"))?;
         if meta.is_dir() {
-            walk(p, &mut files, &mut skipped)?;
+            walk.folder(p)?;
         } else {
-            files.push((p.clone(), true));
+            walk.files.push((p.clone(), true));
         }
     }
-    if skipped > 0 {
+    if walk.skipped > 0 {
         out.warn(format!(
             "skipped {} in the folders that {} not PDF, PNG, JPEG, TIFF or ZIP",
-            plural(skipped as u64, "file", "files"),
-            if skipped == 1 { "is" } else { "are" }
+            plural(walk.skipped as u64, "file", "files"),
+            if walk.skipped == 1 { "is" } else { "are" }
         ));
     }
-    Ok(files)
+    for (path, err) in &walk.unreadable {
+        out.warn(format!("skipped {}: cannot read it: {err}", path.display()));
+    }
+    Ok(walk.files)
 }
 
-fn walk(dir: &Path, files: &mut Vec<(PathBuf, bool)>, skipped: &mut usize) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| CliError::new(format!("reading {}: {e}", dir.display())))?
-        .filter_map(|e| e.ok())
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
+#[derive(Default)]
+struct Walk {
+    files: Vec<(PathBuf, bool)>,
+    skipped: usize,
+    unreadable: Vec<(PathBuf, std::io::Error)>,
+    /// The folders walked, by their real paths: a link back to a folder
+    /// above (or twice to the same one) is walked once.
+    seen: std::collections::HashSet<PathBuf>,
+}
+
+impl Walk {
+    fn folder(&mut self, dir: &Path) -> Result<()> {
+        let real = std::fs::canonicalize(dir)
+            .map_err(|e| CliError::new(format!("reading {}: {e}", dir.display())))?;
+        if !self.seen.insert(real) {
+            return Ok(());
         }
-        let path = e.path();
-        let Ok(ft) = e.file_type() else { continue };
-        if ft.is_dir() {
-            walk(&path, files, skipped)?;
-        } else if let Ok(meta) = std::fs::metadata(&path)
-            && meta.is_file()
-        {
-            let mut head = [0u8; 1024];
-            let n = std::fs::File::open(&path)
-                .and_then(|mut f| f.read(&mut head))
-                .unwrap_or(0);
-            if sniff(&head[..n]).is_some() {
-                files.push((path, false));
-            } else {
-                *skipped += 1;
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| CliError::new(format!("reading {}: {e}", dir.display())))?
+            .filter_map(|e| e.ok())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = e.path();
+            // Follows links: a link to a folder is a folder.
+            let meta = match std::fs::metadata(&path) {
+                Ok(meta) => meta,
+                Err(err) => {
+                    self.unreadable.push((path, err));
+                    continue;
+                }
+            };
+            if meta.is_dir() {
+                self.folder(&path)?;
+            } else if meta.is_file() {
+                let mut head = [0u8; 1024];
+                match std::fs::File::open(&path).and_then(|mut f| f.read(&mut head)) {
+                    Ok(n) if sniff(&head[..n]).is_some() => self.files.push((path, false)),
+                    Ok(_) => self.skipped += 1,
+                    Err(err) => self.unreadable.push((path, err)),
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn hash_file(path: &Path) -> std::io::Result<(String, u64, bool)> {
@@ -300,7 +325,12 @@ fn plan(
                 name = format!("_{name}");
             }
             if names.contains_key(&name) {
-                name = format!("{k:04}-{name}");
+                // Numbered, with the first number whose name no file of
+                // the batch has (a file may be called `0002-scan.pdf`).
+                name = (k..)
+                    .map(|n| format!("{n:04}-{name}"))
+                    .find(|candidate| !names.contains_key(candidate))
+                    .expect("an unused name");
             }
             names.insert(name.clone(), i);
             digest.push_str(&format!("{name}\0{}\n", sources[i].hash));
@@ -672,13 +702,24 @@ fn rows(units: &[Unit], sources: &[Source]) -> Vec<Value> {
             Body::File(_) => docs.iter().collect(),
         };
         if wanted.is_empty() {
-            // The job failed before it had documents (e.g. a broken ZIP).
+            // The job failed before it had documents of its entries: a
+            // broken ZIP has none, a batch refused as a whole (too many
+            // entries, too large) one named after the upload.
             let status = results["status"].as_str().unwrap_or("FAILED");
-            let error = unit
-                .results
-                .as_ref()
-                .and_then(|r| r.get("job_error"))
-                .cloned()
+            let entries: Vec<&str> = match &unit.body {
+                Body::Bundle { entries, .. } => entries.iter().map(|(n, _)| n.as_str()).collect(),
+                Body::File(_) => Vec::new(),
+            };
+            let error = docs
+                .iter()
+                .find(|d| {
+                    !d["error"].is_null()
+                        && !d["file_name"]
+                            .as_str()
+                            .is_some_and(|n| entries.contains(&n))
+                })
+                .map(|d| d["error"].clone())
+                .or_else(|| results.get("job_error").cloned())
                 .unwrap_or(Value::Null);
             rows.push(base(
                 Value::Null,
@@ -704,44 +745,11 @@ fn rows(units: &[Unit], sources: &[Source]) -> Vec<Value> {
     rows
 }
 
-// The cells follow the rules of the API's own CSV (`POST /v1/job-results`,
-// api/src/routes/results.rs), so both files read alike. The code is repeated
-// on purpose: the client reaches the server only over HTTP and links none of
-// its crates.
-
-/// One RFC 4180 field: quoted when it holds a comma, quote or line break.
-fn csv_field(out: &mut String, value: &str) {
-    if value.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(value);
-    }
-}
-
-/// A JSON value as a cell: strings as they are, null empty, anything else
-/// (numbers, booleans, tables) as compact JSON.
-fn cell(value: Option<&Value>) -> String {
-    match value {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
-fn push_row(out: &mut String, cells: &[String]) {
-    for (i, c) in cells.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        csv_field(out, c);
-    }
-    out.push_str("\r\n");
-}
-
-/// RFC 4180 CSV like the API's: document columns, then the static values,
-/// then the template's fields (tables as one JSON cell).
+/// RFC 4180 CSV like the API's (its cells, from `paperhook_csv`: text a
+/// spreadsheet would run as a formula is defused): document columns, then
+/// the static values, then the template's fields (tables as one JSON cell);
+/// a name already in the header gets the prefix `static_values.` or
+/// `result.`, as in the API's.
 pub fn to_csv(rows: &[Value], statics: &Map<String, Value>, fields: &[String]) -> String {
     let mut header: Vec<String> = [
         "source",
@@ -755,7 +763,9 @@ pub fn to_csv(rows: &[Value], statics: &Map<String, Value>, fields: &[String]) -
     ]
     .map(str::to_owned)
     .to_vec();
-    header.extend(statics.keys().cloned());
+    for key in statics.keys() {
+        header.push(unique_column(&header, "static_values.", key));
+    }
     let mut fields = fields.to_vec();
     // Result keys the template does not list (should not happen) still get a column.
     for r in rows {
@@ -767,7 +777,9 @@ pub fn to_csv(rows: &[Value], statics: &Map<String, Value>, fields: &[String]) -
             }
         }
     }
-    header.extend(fields.iter().cloned());
+    for field in &fields {
+        header.push(unique_column(&header, "result.", field));
+    }
     let mut out = String::new();
     push_row(&mut out, &header);
     for r in rows {
@@ -950,7 +962,9 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
     let concurrency = args.concurrency as usize;
     let mut uploads: FuturesUnordered<Task> = FuturesUnordered::new();
     let mut polls: FuturesUnordered<Task> = FuturesUnordered::new();
-    let mut due: VecDeque<(Instant, usize)> = VecDeque::new();
+    // When each waiting job is next polled, soonest first (jobs poll at
+    // different intervals, so the order they were queued in is not it).
+    let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut next = 0usize;
     let mut fatal: Option<ApiFailure> = None;
     let deadline = (args.timeout > 0).then(|| Instant::now() + Duration::from_secs(args.timeout));
@@ -987,8 +1001,8 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
             next += 1;
         }
         let now = Instant::now();
-        while polls.len() < concurrency && due.front().is_some_and(|(t, _)| *t <= now) {
-            let (_, i) = due.pop_front().expect("not empty");
+        while polls.len() < concurrency && due.peek().is_some_and(|Reverse((t, _))| *t <= now) {
+            let Reverse((_, i)) = due.pop().expect("not empty");
             let api = api.clone();
             let job = units[i].job_id.clone().expect("a polled unit has a job");
             polls.push(Box::pin(
@@ -1000,9 +1014,8 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
             break;
         }
         let wake = due
-            .iter()
-            .map(|(t, _)| *t)
-            .min()
+            .peek()
+            .map(|Reverse((t, _))| *t)
             .filter(|_| polls.len() < concurrency)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         let stop_at = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86400));
@@ -1054,7 +1067,7 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
                         u.job_id = Some(acc.job_id);
                         if args.wait {
                             counts.processing += 1;
-                            due.push_back((Instant::now() + u.poll_every, i));
+                            due.push(Reverse((Instant::now() + u.poll_every, i)));
                         } else {
                             counts.settled += 1;
                         }
@@ -1089,7 +1102,7 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
                             } else {
                                 u.poll_every = (u.poll_every * 3 / 2).min(Duration::from_secs(5));
                             }
-                            due.push_back((Instant::now() + u.poll_every, i));
+                            due.push(Reverse((Instant::now() + u.poll_every, i)));
                         }
                     }
                     Err(f) => {
@@ -1387,6 +1400,10 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
         ))
         .hint(if args.retry_failed {
             "see the reasons above; fix the documents or the template and submit them again"
+        } else if args.zip {
+            // --retry-failed would send whole batches again, the files
+            // that succeeded included: single files have keys of their own.
+            "see the reasons above; after fixing the cause, submit the failed files again without --zip"
         } else {
             "see the reasons above; after fixing the cause, re-run with --retry-failed to submit the failed files again"
         })
@@ -1442,19 +1459,26 @@ mod tests {
         let rows = vec![json!({
             "source": "a,b.pdf", "job_id": "j", "index": 0, "file_name": "a,b.pdf",
             "status": "PROCESS IMAGE SUCCESS", "pages": 1,
-            "result": {"total": 1.5, "items": [{"q": 1}]}, "error": null,
-            "static_values": {"company": "Acme"}
+            "result": {"total": 1.5, "items": [{"q": 1}], "pages": "3 of 3",
+                       "note": "=HYPERLINK(\"http://x\")"},
+            "error": null,
+            "static_values": {"company": "Acme", "status": "urgent"}
         })];
-        let statics = parse_statics(&["company=Acme".into()]).unwrap();
-        let csv = to_csv(&rows, &statics, &["total".into(), "missing".into()]);
+        let statics = parse_statics(&["company=Acme".into(), "status=urgent".into()]).unwrap();
+        let fields = ["total", "missing", "pages", "note"].map(str::to_owned);
+        let csv = to_csv(&rows, &statics, &fields);
         let mut lines = csv.split("\r\n");
+        // Names already taken get a prefix, as in the API's CSV.
         assert_eq!(
             lines.next().unwrap(),
-            "source,job_id,index,file_name,status,pages,error_code,error_message,company,total,missing,items"
+            "source,job_id,index,file_name,status,pages,error_code,error_message,\
+             company,static_values.status,total,missing,result.pages,note,items"
         );
+        // A formula in extracted text is defused; a negative number is not.
         assert_eq!(
             lines.next().unwrap(),
-            "\"a,b.pdf\",j,0,\"a,b.pdf\",PROCESS IMAGE SUCCESS,1,,,Acme,1.5,,\"[{\"\"q\"\":1}]\""
+            "\"a,b.pdf\",j,0,\"a,b.pdf\",PROCESS IMAGE SUCCESS,1,,,Acme,urgent,1.5,,3 of 3,\
+             \"'=HYPERLINK(\"\"http://x\"\")\",\"[{\"\"q\"\":1}]\""
         );
     }
 
@@ -1499,5 +1523,18 @@ mod tests {
         // The same inputs always give the same keys.
         let again = plan(&sources, "t", &m, true, 500);
         assert_eq!(one[1].key, again[1].key);
+        // A numbered name a file of the batch already has is skipped.
+        let taken = vec![
+            source("a/0002-scan.pdf", "h1", false),
+            source("b/scan.pdf", "h2", false),
+            source("c/scan.pdf", "h3", false),
+        ];
+        match &plan(&taken, "t", &m, true, 500)[0].body {
+            Body::Bundle { entries, .. } => assert_eq!(
+                entries.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                ["0002-scan.pdf", "scan.pdf", "0003-scan.pdf"]
+            ),
+            _ => panic!("a bundle"),
+        }
     }
 }

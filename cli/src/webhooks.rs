@@ -286,6 +286,9 @@ struct Listener {
     tolerance: u64,
     status: StatusCode,
     save: Option<PathBuf>,
+    /// The highest number of a request saved in `save` before this run:
+    /// this run's go on from it, so a second run adds to the first's.
+    saved_before: u64,
     out: Out,
     seen: AtomicU64,
     /// Connections being served (the last answers are flushed before stopping).
@@ -294,6 +297,25 @@ struct Listener {
     done: Notify,
     /// Serialises printing so deliveries do not interleave.
     print: tokio::sync::Mutex<()>,
+}
+
+/// The highest `NNNN` of the `NNNN.headers` / `NNNN.body` files in `dir`.
+fn highest_saved(dir: &std::path::Path) -> std::io::Result<u64> {
+    let mut highest = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = std::path::Path::new(&name);
+        if matches!(
+            name.extension().and_then(|e| e.to_str()),
+            Some("headers" | "body")
+        ) && let Some(n) = name
+            .file_stem()
+            .and_then(|s| s.to_str()?.parse::<u64>().ok())
+        {
+            highest = highest.max(n);
+        }
+    }
+    Ok(highest)
 }
 
 async fn listen(args: ListenArgs, out: &Out) -> Result<u8> {
@@ -317,10 +339,15 @@ async fn listen(args: ListenArgs, out: &Out) -> Result<u8> {
                 .hint("copy it from `paperhook templates secret TEMPLATE_ID`")
         })?;
     }
-    if let Some(dir) = &args.save {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| CliError::new(format!("creating {}: {e}", dir.display())))?;
-    }
+    let saved_before = match &args.save {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::new(format!("creating {}: {e}", dir.display())))?;
+            highest_saved(dir)
+                .map_err(|e| CliError::new(format!("reading {}: {e}", dir.display())))?
+        }
+        None => 0,
+    };
     let addr = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
         CliError::new(format!("cannot listen on {addr}: {e}"))
@@ -334,6 +361,7 @@ async fn listen(args: ListenArgs, out: &Out) -> Result<u8> {
         tolerance: args.tolerance,
         status,
         save: args.save.clone(),
+        saved_before,
         out: out.clone(),
         seen: AtomicU64::new(0),
         active: AtomicU64::new(0),
@@ -455,13 +483,22 @@ async fn handle(
         _ => state.status,
     };
     if let Some(dir) = &state.save {
-        let base = dir.join(format!("{n:04}"));
+        let base = dir.join(format!("{:04}", state.saved_before + n));
         let mut head = format!("{method} {path} HTTP/1.1\n");
         for (k, v) in &headers {
             head.push_str(&format!("{k}: {v}\n"));
         }
-        if let Err(e) = std::fs::write(base.with_extension("headers"), head)
-            .and_then(|()| std::fs::write(base.with_extension("body"), &body))
+        // Never over an earlier capture (another listener saving here).
+        let write_new = |path: PathBuf, data: &[u8]| {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(data))
+        };
+        if let Err(e) = write_new(base.with_extension("headers"), head.as_bytes())
+            .and_then(|()| write_new(base.with_extension("body"), &body))
         {
             state.out.warn(format!("saving request {n} failed: {e}"));
         }

@@ -5,6 +5,7 @@ use paperhook_core::db::documents::{self, DocumentResult};
 use paperhook_core::db::jobs::JobRow;
 use paperhook_core::db::{deliveries, templates};
 use paperhook_core::status;
+use paperhook_csv::{cell, push_row, unique_column};
 use salvo::http::StatusCode;
 use salvo::oapi::extract::PathParam;
 use salvo::prelude::*;
@@ -170,67 +171,6 @@ fn field_names(spec: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// One RFC 4180 field: quoted when it holds a comma, quote or line break.
-/// Text a spreadsheet would run as a formula (starting with `=`, `+`, `-`,
-/// `@`, a tab or a carriage return, and not a plain number) gets a leading
-/// `'`: extracted text comes from whoever wrote the document.
-fn csv_field(out: &mut String, value: &str) {
-    let formula =
-        value.starts_with(['=', '+', '-', '@', '\t', '\r']) && value.trim().parse::<f64>().is_err();
-    let value = if formula {
-        std::borrow::Cow::Owned(format!("'{value}"))
-    } else {
-        std::borrow::Cow::Borrowed(value)
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(&value);
-    }
-}
-
-/// A JSON value as a cell: strings as they are, null empty, anything else
-/// (numbers, booleans, tables) as compact JSON.
-fn cell(value: Option<&Value>) -> String {
-    match value {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
-fn push_row(out: &mut String, cells: &[String]) {
-    for (i, c) in cells.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        csv_field(out, c);
-    }
-    out.push_str("\r\n");
-}
-
-/// `name` as a column, unless the header has it already (a static value
-/// called `status`, a field called `job_id`): then `prefix` + `name`, and a
-/// number after it if even that is taken.
-fn unique_column(header: &[String], prefix: &str, name: &str) -> String {
-    if !header.iter().any(|h| h == name) {
-        return name.to_owned();
-    }
-    let prefixed = format!("{prefix}{name}");
-    (1..)
-        .map(|n| {
-            if n == 1 {
-                prefixed.clone()
-            } else {
-                format!("{prefixed}_{n}")
-            }
-        })
-        .find(|c| !header.contains(c))
-        .expect("an unused column name")
 }
 
 pub fn to_csv(job: &JobRow, docs: &[DocumentResult], fields: &[String]) -> String {
@@ -461,40 +401,6 @@ pub async fn redeliver_many(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc4180_quoting() {
-        let mut s = String::new();
-        push_row(
-            &mut s,
-            &["a".into(), "b,c".into(), "say \"hi\"".into(), "x\ny".into()],
-        );
-        assert_eq!(s, "a,\"b,c\",\"say \"\"hi\"\"\",\"x\ny\"\r\n");
-        assert_eq!(cell(Some(&serde_json::json!([{"q": 1}]))), "[{\"q\":1}]");
-        assert_eq!(cell(Some(&Value::Null)), "");
-    }
-
-    #[test]
-    fn formulas_are_defused_and_numbers_kept() {
-        let mut s = String::new();
-        push_row(
-            &mut s,
-            &[
-                "=HYPERLINK(\"http://x\")".into(),
-                "+cmd".into(),
-                "@SUM(A1)".into(),
-                "-2+3".into(),
-                "\tx".into(),
-                "-12.50".into(),
-                "+49".into(),
-                "a=b".into(),
-            ],
-        );
-        assert_eq!(
-            s,
-            "\"'=HYPERLINK(\"\"http://x\"\")\",'+cmd,'@SUM(A1),'-2+3,'\tx,-12.50,+49,a=b\r\n"
-        );
-    }
 
     #[test]
     fn columns_keep_every_value_and_never_repeat() {

@@ -144,6 +144,19 @@ pub async fn run(cmd: &mut tokio::process::Command, secs: u64) -> Output {
         .expect("the command ran")
 }
 
+/// Runs `cmd`, which must end with exit code 3 (some documents failed) and
+/// say `says` on stderr.
+pub async fn documents_failed_saying(
+    cmd: &mut tokio::process::Command,
+    secs: u64,
+    says: &str,
+) -> Output {
+    let out = run(cmd, secs).await;
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(text(&out.stderr).contains(says), "{}", show(&out));
+    out
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -510,13 +510,7 @@ async fn zip_batches_and_retrying_failed_documents() {
         .args(extra);
         cmd
     };
-    let out = run(&mut submit(&[]), 60).await;
-    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
-    assert!(
-        text(&out.stderr).contains("--retry-failed"),
-        "{}",
-        show(&out)
-    );
+    documents_failed_saying(&mut submit(&[]), 60, "--retry-failed").await;
     let out = run(&mut submit(&[]), 60).await;
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -533,5 +527,53 @@ async fn zip_batches_and_retrying_failed_documents() {
         sys.jobs_of(account).await,
         4,
         "the plain re-run replays the first job"
+    );
+}
+
+/// A ZIP batch the workers refuse as a whole (more entries than
+/// `zip_max_entries`) fails every file of it with that reason in the
+/// results file, not with an empty error; and --retry-failed, which would
+/// send whole batches again, is refused with --zip.
+#[tokio::test]
+async fn a_batch_refused_as_a_whole_gives_each_file_the_reason() {
+    let sys = System::start_with(|c| c.zip_max_entries = 2).await;
+    let (_, key) = sys.account(100).await;
+    let template = sys.template(&key, None).await;
+    let docs = tempfile::tempdir().unwrap();
+    let dir = docs.path().join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..3 {
+        let number = format!("INV-2026-{}", 5000 + i);
+        write(
+            &dir,
+            &format!("b-{i}.pdf"),
+            &invoice_pdf(Some(&number), "1.00", VENDOR),
+        );
+    }
+    let results = docs.path().join("r.csv");
+    let (dir, results) = (dir.to_str().unwrap(), results.to_str().unwrap());
+    let batches = |retry: bool| {
+        let mut cmd = sys.cli(&key);
+        let flags = ["--zip", "--wait", "-o", results];
+        cmd.args(["submit", "-t", &template, dir]).args(flags);
+        if retry {
+            cmd.arg("--retry-failed");
+        }
+        cmd
+    };
+    documents_failed_saying(&mut batches(false), 120, "without --zip").await;
+    let rows = csv_records(&std::fs::read_to_string(results).unwrap());
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["status"], "FAILED", "{row:?}");
+        assert_eq!(row["error_code"], "zip_too_many_entries", "{row:?}");
+        assert!(!row["error_message"].is_empty(), "{row:?}");
+    }
+    let out = run(&mut batches(true), 60).await;
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("--retry-failed"),
+        "{}",
+        show(&out)
     );
 }

@@ -314,6 +314,67 @@ async fn listen_verifies_real_deliveries_and_rejects_forgeries() {
     assert!(text(&out.stderr).contains("--ignore-timestamp"));
     let out = run(&mut verify_old(&["--ignore-timestamp"]), 30).await;
     assert!(out.status.success(), "{}", show(&out));
+
+    // A second run saving to the same folder adds to what the first saved
+    // (it used to start again at 0001, over the first run's files).
+    let bodies = || -> std::collections::BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(&saved)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "body"))
+            .filter(|p| {
+                p.file_stem()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .is_ok()
+            })
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_str().unwrap().to_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let first_run = bodies();
+    let mut cmd = sys.cli(&key);
+    cmd.args([
+        "webhooks", "listen", "--port", "0", "--secret", &secret, "--json",
+    ])
+    .arg("--save")
+    .arg(&saved);
+    let mut again = listen(cmd).await;
+    let hook = format!("{}/hooks/paperhook", again.url);
+    let now = chrono::Utc::now().timestamp();
+    let sig = sig_for(&secret, "msg_second_run", now, b"{\"second\":1}");
+    let status = post_signed(&sys, &hook, "msg_second_run", now, &sig, b"{\"second\":1}").await;
+    assert_eq!(status, 200);
+    assert_eq!(again.next().await["verified"], true);
+    again.child.start_kill().unwrap();
+    let _ = again.child.wait().await;
+    let second_run = bodies();
+    assert_eq!(
+        second_run.len(),
+        first_run.len() + 1,
+        "{:?}",
+        second_run.keys()
+    );
+    for (name, body) in &first_run {
+        assert_eq!(&second_run[name], body, "{name} was overwritten");
+    }
+    let highest = first_run
+        .keys()
+        .max()
+        .unwrap()
+        .trim_end_matches(".body")
+        .parse::<u64>()
+        .unwrap();
+    assert_eq!(
+        second_run[&format!("{:04}.body", highest + 1)],
+        b"{\"second\":1}"
+    );
 }
 
 fn sig_for(secret: &str, id: &str, ts: i64, body: &[u8]) -> String {
