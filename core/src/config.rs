@@ -54,6 +54,7 @@ pub struct Config {
     pub s3_force_path_style: bool,
     pub s3_connect_timeout_secs: u64,
     pub s3_read_timeout_secs: u64,
+    pub s3_upload_min_bytes_per_sec: u64,
     pub s3_access_key_id: String,
     pub s3_secret_access_key: SecretString,
     pub max_upload_bytes: u64,
@@ -249,6 +250,26 @@ impl Config {
                     format!("must be at most {MAX_DURATION_SECS} (100 years), not {value}"),
                 ));
             }
+        }
+        // A file stored for a submission has no job until the insert
+        // commits, which may wait for a connection (db_acquire_timeout_secs)
+        // first: the janitor must not take it for an orphan meanwhile.
+        if self.orphan_file_grace_secs < 2 * self.db_acquire_timeout_secs {
+            return Err(invalid(
+                "orphan_file_grace_secs",
+                format!(
+                    "must be at least twice db_acquire_timeout_secs ({} s), not {}: a file younger may \
+                     belong to a submission whose job is still being inserted",
+                    2 * self.db_acquire_timeout_secs,
+                    self.orphan_file_grace_secs
+                ),
+            ));
+        }
+        if self.s3_upload_min_bytes_per_sec == 0 {
+            return Err(invalid(
+                "s3_upload_min_bytes_per_sec",
+                "must be greater than 0 (an upload given no time at all would never finish)",
+            ));
         }
         if !(72..=600).contains(&self.render_dpi) {
             return Err(invalid(
@@ -477,6 +498,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("result_retention_secs"), "{err}");
+        // Not so short that a submission's file goes before its job commits.
+        check(&[("orphan_file_grace_secs", 10)]).unwrap();
+        let err = check(&[("orphan_file_grace_secs", 9)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("orphan_file_grace_secs"), "{err}");
     }
 
     #[test]

@@ -59,6 +59,18 @@ pub async fn purge(
                     }
                 }
             }
+            if ok {
+                // Recorded at once: a pass cut off before the commit below
+                // (its timeout, on a slow store) must not leave the next
+                // one to list and delete every file of the batch again,
+                // or a big batch would never get as far as its commit.
+                sqlx::query(
+                    "UPDATE jobs SET file_deleted_at = coalesce(file_deleted_at, now()) WHERE id = $1",
+                )
+                .bind(id)
+                .execute(pool)
+                .await?;
+            }
         }
         if ok {
             done.push(*id);

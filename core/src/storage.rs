@@ -107,6 +107,18 @@ pub struct S3Storage {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
+    connect_timeout: std::time::Duration,
+    read_timeout: std::time::Duration,
+    /// The slowest upload a PutObject is given time for, bytes a second.
+    upload_min_rate: u64,
+}
+
+/// How long a PutObject of `size` bytes may take before its answer: the
+/// SDK's read timeout runs from the start of the request, the upload of the
+/// body included, so a large document on a slow link would time out with
+/// the read timeout alone; it gets its upload at `min_rate` on top.
+fn put_timeout(read: std::time::Duration, min_rate: u64, size: u64) -> std::time::Duration {
+    read + std::time::Duration::from_secs_f64(size as f64 / min_rate.max(1) as f64)
 }
 
 /// Keys are ours (`documents/<account>/<job>...`), but check them anyway so a
@@ -231,7 +243,10 @@ impl Storage {
         let stored = match &self.backend {
             Backend::Fs(fs) if new => fs.put_new_bytes(key, data).await,
             Backend::Fs(fs) => fs.put_bytes(key, data).await,
-            Backend::S3(s3) => s3.put(key, ByteStream::from(data)).await,
+            Backend::S3(s3) => {
+                let size = data.len() as u64;
+                s3.put(key, ByteStream::from(data), size).await
+            }
         };
         stored_metrics(started, stored.as_ref().ok().map(|_| size));
         stored
@@ -292,6 +307,44 @@ impl Storage {
         }?;
         crate::metrics::STORAGE_DELETED_BYTES.inc_by(deleted);
         Ok(())
+    }
+
+    /// Deletes the local store's temporary files (`.tmp/`, where a file is
+    /// written before it is renamed into place) last written before
+    /// `before`: copies of documents that a process killed mid-write left
+    /// behind. Nothing to do on S3, where an upload that never completed
+    /// leaves no object. Returns how many went.
+    pub async fn delete_stale_temporary_files(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StorageError> {
+        let Backend::Fs(fs) = &self.backend else {
+            return Ok(0);
+        };
+        let dir = fs.root.join(".tmp");
+        let before = std::time::SystemTime::from(before);
+        blocking(move || {
+            let mut deleted = 0;
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let stale = match entry.metadata().and_then(|m| m.modified()) {
+                    Ok(modified) => modified < before,
+                    // Renamed into place (or deleted) meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                    Err(e) => return Err(e),
+                };
+                if stale {
+                    match std::fs::remove_file(entry.path()) {
+                        Ok(()) => deleted += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+        .map_err(io_err(".tmp"))
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
@@ -712,14 +765,12 @@ impl S3Storage {
             loader = loader.endpoint_url(config.s3_endpoint.clone());
         }
         // Without these the SDK waits for a hung server forever.
+        let connect_timeout = std::time::Duration::from_secs(config.s3_connect_timeout_secs.max(1));
+        let read_timeout = std::time::Duration::from_secs(config.s3_read_timeout_secs.max(1));
         loader = loader.timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(std::time::Duration::from_secs(
-                    config.s3_connect_timeout_secs.max(1),
-                ))
-                .read_timeout(std::time::Duration::from_secs(
-                    config.s3_read_timeout_secs.max(1),
-                ))
+                .connect_timeout(connect_timeout)
+                .read_timeout(read_timeout)
                 .build(),
         );
         let shared = loader.load().await;
@@ -730,6 +781,9 @@ impl S3Storage {
             client: aws_sdk_s3::Client::from_conf(s3_config),
             bucket,
             prefix,
+            connect_timeout,
+            read_timeout,
+            upload_min_rate: config.s3_upload_min_bytes_per_sec,
         }
     }
 
@@ -750,16 +804,22 @@ impl S3Storage {
                 key: key.to_owned(),
                 message: e.to_string(),
             })?;
-        self.put(key, body).await?;
+        self.put(key, body, size).await?;
         Ok(size)
     }
 
-    async fn put(&self, key: &str, body: ByteStream) -> Result<(), StorageError> {
+    async fn put(&self, key: &str, body: ByteStream, size: u64) -> Result<(), StorageError> {
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(put_timeout(self.read_timeout, self.upload_min_rate, size))
+            .build();
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(self.object(key))
             .body(body)
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::default().timeout_config(timeouts))
             .send()
             .await
             .map(|_| ())
@@ -866,8 +926,23 @@ impl S3Storage {
 
 #[cfg(test)]
 mod tests {
-    use super::{FsStorage, check_key};
+    use super::{FsStorage, check_key, put_timeout};
     use bytes::Bytes;
+    use std::time::Duration;
+
+    /// A PutObject's read timeout covers its upload: a 50 MiB document gets
+    /// the read timeout plus 50 s at 1 MiB/s, a small one about the read
+    /// timeout alone.
+    #[test]
+    fn an_upload_gets_its_time_at_the_slowest_rate_on_top() {
+        let read = Duration::from_secs(15);
+        assert_eq!(
+            put_timeout(read, 1 << 20, 50 << 20),
+            Duration::from_secs(65)
+        );
+        assert_eq!(put_timeout(read, 1 << 20, 0), read);
+        assert!(put_timeout(read, 1 << 20, 1000) < Duration::from_millis(15_001));
+    }
 
     #[tokio::test]
     async fn a_folder_made_by_another_writer_is_flushed_up_to_the_root() {

@@ -4,8 +4,8 @@
 //! of jobs finished longer ago than `result_retention_secs`, webhook attempt
 //! records past `webhook_attempts_retention_secs`, and finished queue tasks
 //! past `tasks_retention_secs`, expired dashboard sessions, and stored
-//! documents that belong to no job
-//! (older than `orphan_file_grace_secs`). Works in `LIMIT` batches until a short
+//! documents that belong to no job and half-written copies in the local
+//! store's `.tmp/` (older than `orphan_file_grace_secs`). Works in `LIMIT` batches until a short
 //! batch; only the process holding the advisory lock works, so any number
 //! may run. The clock is a parameter, so tests move time instead of sleeping.
 
@@ -207,12 +207,20 @@ impl Janitor {
                 // The two stores on their own as well.
                 let files = self.delete_orphan_files(grace).await;
                 let inline = self.delete_orphan_inline(grace, batch).await;
-                for n in [&files, &inline].into_iter().flatten() {
+                // Half-written copies a killed process left in the local
+                // store's temporary folder.
+                let temporary = self
+                    .storage
+                    .delete_stale_temporary_files(grace)
+                    .await
+                    .context("deleting stale temporary files");
+                for n in [&files, &inline, &temporary].into_iter().flatten() {
                     report.orphan_files_deleted += n;
                     report.files_deleted += n;
                 }
                 files?;
                 inline?;
+                temporary?;
             }
             Step::Sessions => loop {
                 let n = paperhook_core::db::sessions::purge_expired(&self.pool, now, batch)

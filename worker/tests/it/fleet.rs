@@ -358,3 +358,53 @@ async fn a_failing_janitor_step_does_not_stop_the_others() {
         .unwrap();
     assert_eq!(left, 0, "the steps after the failing one ran");
 }
+
+/// A purge cut off before its commit (the janitor's pass timed out on a
+/// slow store) keeps the deletion of the files it did: the job is marked at
+/// once, so the next pass neither lists nor deletes its files again. A
+/// batch too big for one pass used to start over each time, never reaching
+/// the commit.
+#[tokio::test]
+async fn a_purge_cut_off_before_its_commit_keeps_its_deleted_files_marked() {
+    use paperhook_core::retention::{self, Why};
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, None).await;
+    // Larger than inline_document_max_bytes: a stored file. No worker runs.
+    let job = app.submit(&key, template, "scan.png", example_png()).await;
+    let storage_key: String = sqlx::query_scalar("SELECT storage_key FROM jobs WHERE id = $1")
+        .bind(job)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(app.storage.exists(&storage_key).await.unwrap());
+
+    // The purge stops at its commit's first statement...
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE results IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let (pool, storage) = (app.pool.clone(), app.storage.clone());
+    let target = (job, storage_key.clone(), false);
+    let purge =
+        tokio::spawn(
+            async move { retention::purge(&pool, &storage, &[target], Why::Expired).await },
+        );
+    waiting_for_a_lock(&app.pool, "the purge waiting to commit").await;
+    // ...where the pass's timeout drops it.
+    purge.abort();
+    assert!(purge.await.unwrap_err().is_cancelled());
+    blocker.rollback().await.unwrap();
+
+    assert!(!app.storage.exists(&storage_key).await.unwrap());
+    let (files_gone, results_gone): (bool, bool) = sqlx::query_as(
+        "SELECT file_deleted_at IS NOT NULL, results_expired_at IS NOT NULL FROM jobs WHERE id = $1",
+    )
+    .bind(job)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(files_gone, "the deleted file was not recorded");
+    assert!(!results_gone, "the rest waits for the next pass");
+}

@@ -429,8 +429,9 @@ async fn files_a_worker_could_not_delete_go_on_the_janitors_next_pass() {
 }
 
 /// Stored documents that belong to no job (an API process died between
-/// storing and committing), or to a job whose files are deleted, are
-/// deleted once older than the grace period;
+/// storing and committing), or to a job whose files are deleted, and the
+/// local store's half-written temporary files are deleted once older than
+/// the grace period;
 /// a job's document, a younger orphan's turn, and keys that are not ours stay.
 #[tokio::test]
 async fn the_janitor_deletes_documents_of_no_job_after_the_grace_period() {
@@ -477,9 +478,27 @@ async fn the_janitor_deletes_documents_of_no_job_after_the_grace_period() {
                 .await
                 .unwrap();
         }
-        assert_eq!(app.orphan_sweeps().await, (0, 3), "none within the grace");
+        // A copy a process killed mid-write left in the local store's
+        // temporary folder goes with them.
+        let temporary = match app.config.storage_location().unwrap() {
+            paperhook_core::config::StorageLocation::File(root) => {
+                let path = root.join(".tmp").join("killed-mid-write");
+                std::fs::write(&path, b"%PDF-1.4 half of it").unwrap();
+                Some(path)
+            }
+            _ => None,
+        };
+        let swept = 3 + u64::from(temporary.is_some());
+        assert_eq!(
+            app.orphan_sweeps().await,
+            (0, swept),
+            "none within the grace"
+        );
         for k in &orphans {
             assert!(!app.storage.exists(k).await.unwrap(), "{k}");
+        }
+        if let Some(path) = temporary {
+            assert!(!path.exists(), "the temporary file stayed");
         }
         assert!(app.storage.exists(&job_key).await.unwrap());
         assert!(app.storage.exists(&stranger).await.unwrap());
