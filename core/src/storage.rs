@@ -116,9 +116,18 @@ pub struct S3Storage {
 /// How long a PutObject of `size` bytes may take before its answer: the
 /// SDK's read timeout runs from the start of the request, the upload of the
 /// body included, so a large document on a slow link would time out with
-/// the read timeout alone; it gets its upload at `min_rate` on top.
+/// the read timeout alone; it gets its upload at `min_rate` on top, in
+/// whole seconds rounded up to a power of two. The SDK keeps an HTTP client
+/// (and its connection pool) for each timeout it is given, for good: a
+/// handful of values, not one per document size.
 fn put_timeout(read: std::time::Duration, min_rate: u64, size: u64) -> std::time::Duration {
-    read + std::time::Duration::from_secs_f64(size as f64 / min_rate.max(1) as f64)
+    // At most about a day and a half: a timer that far is as good as none.
+    const MAX_UPLOAD_SECS: u64 = 1 << 17;
+    let upload_secs = match size.div_ceil(min_rate.max(1)) {
+        0 => 0,
+        secs => secs.min(MAX_UPLOAD_SECS).next_power_of_two(),
+    };
+    read.saturating_add(std::time::Duration::from_secs(upload_secs))
 }
 
 /// Keys are ours (`documents/<account>/<job>...`), but check them anyway so a
@@ -931,17 +940,27 @@ mod tests {
     use std::time::Duration;
 
     /// A PutObject's read timeout covers its upload: a 50 MiB document gets
-    /// the read timeout plus 50 s at 1 MiB/s, a small one about the read
-    /// timeout alone.
+    /// the read timeout plus at least 50 s at 1 MiB/s, a small one a second
+    /// more; and document sizes map to a few timeouts, not one each.
     #[test]
     fn an_upload_gets_its_time_at_the_slowest_rate_on_top() {
         let read = Duration::from_secs(15);
+        let mib = 1 << 20;
         assert_eq!(
-            put_timeout(read, 1 << 20, 50 << 20),
-            Duration::from_secs(65)
+            put_timeout(read, mib, 50 * mib),
+            Duration::from_secs(15 + 64)
         );
-        assert_eq!(put_timeout(read, 1 << 20, 0), read);
-        assert!(put_timeout(read, 1 << 20, 1000) < Duration::from_millis(15_001));
+        assert_eq!(put_timeout(read, mib, 0), Duration::from_secs(15));
+        assert_eq!(put_timeout(read, mib, 1000), Duration::from_secs(16));
+        let distinct: std::collections::HashSet<Duration> = (0..=50 * mib)
+            .step_by(4096)
+            .map(|size| put_timeout(read, mib, size))
+            .collect();
+        assert!(distinct.len() <= 8, "{} timeouts", distinct.len());
+        assert_eq!(
+            put_timeout(read, 1, u64::MAX),
+            Duration::from_secs(15 + (1 << 17))
+        );
     }
 
     #[tokio::test]
