@@ -45,11 +45,9 @@ struct Source {
 enum Body {
     /// A file sent as it is (its own job).
     File(usize),
-    /// Files packed into one ZIP batch: entry name → source.
-    Bundle {
-        entries: Vec<(String, usize)>,
-        file: Option<tempfile::TempPath>,
-    },
+    /// Files packed into one ZIP batch: entry name → source. Packed into a
+    /// temporary file just before its upload, which is deleted after it.
+    Bundle { entries: Vec<(String, usize)> },
 }
 
 /// One job to create.
@@ -349,15 +347,7 @@ fn plan(
             )
         };
         let key = idempotency_key(template, &hex::encode(Sha256::digest(&digest)), statics);
-        units.push(unit(
-            label,
-            members.clone(),
-            Body::Bundle {
-                entries,
-                file: None,
-            },
-            key,
-        ));
+        units.push(unit(label, members.clone(), Body::Bundle { entries }, key));
     }
     for (dup, first) in dup_of {
         if let Some(u) = units.iter_mut().find(|u| match &u.body {
@@ -913,17 +903,6 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
         });
     }
     let mut units = plan(&sources, &template, &statics, args.zip, args.zip_max_files);
-    for u in units.iter_mut() {
-        if let Body::Bundle { entries, file } = &mut u.body {
-            let entries_c = entries.clone();
-            let srcs = sources.clone();
-            let made = tokio::task::spawn_blocking(move || write_bundle(&entries_c, &srcs))
-                .await
-                .map_err(|e| CliError::new(e.to_string()))?
-                .map_err(|e| CliError::new(format!("making a ZIP batch: {e}")))?;
-            *file = Some(made);
-        }
-    }
     let duplicates = sources.len() as u64
         - units
             .iter()
@@ -961,6 +940,8 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
 
     let concurrency = args.concurrency as usize;
     let mut uploads: FuturesUnordered<Task> = FuturesUnordered::new();
+    // The sources, for packing batches in the upload tasks.
+    let packing = Arc::new(sources.clone());
     let mut polls: FuturesUnordered<Task> = FuturesUnordered::new();
     // When each waiting job is next polled, soonest first (jobs poll at
     // different intervals, so the order they were queued in is not it).
@@ -977,14 +958,15 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
     loop {
         while fatal.is_none() && uploads.len() < concurrency && next < units.len() {
             let u = &units[next];
-            let (path, name) = match &u.body {
-                Body::File(i) => (sources[*i].path.clone(), file_name(&sources[*i].path)),
-                Body::Bundle { file, .. } => (
-                    file.as_ref().expect("bundle written").to_path_buf(),
+            let (path, name, bundle) = match &u.body {
+                Body::File(i) => (sources[*i].path.clone(), file_name(&sources[*i].path), None),
+                Body::Bundle { entries } => (
+                    PathBuf::new(),
                     format!("paperhook-batch-{next}.zip"),
+                    Some((entries.clone(), packing.clone())),
                 ),
             };
-            let spec = UploadSpec {
+            let mut spec = UploadSpec {
                 path,
                 file_name: name,
                 key: u.key.clone(),
@@ -996,7 +978,34 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
             let i = next;
             let retry_failed = args.retry_failed;
             uploads.push(Box::pin(async move {
-                Event::Uploaded(i, upload(api, spec, retry_failed).await)
+                // A batch is packed just before its upload and its file
+                // deleted after it: at most `concurrency` exist at once.
+                let packed = match bundle {
+                    Some((entries, sources)) => {
+                        match tokio::task::spawn_blocking(move || write_bundle(&entries, &sources))
+                            .await
+                            .map_err(std::io::Error::other)
+                            .and_then(|made| made)
+                        {
+                            Ok(packed) => Some(packed),
+                            Err(e) => {
+                                let failure = ApiFailure {
+                                    status: None,
+                                    code: "zip_batch".into(),
+                                    message: format!("making the ZIP batch: {e}"),
+                                };
+                                return Event::Uploaded(i, Err(failure));
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                if let Some(packed) = &packed {
+                    spec.path = packed.to_path_buf();
+                }
+                let uploaded = upload(api, spec, retry_failed).await;
+                drop(packed);
+                Event::Uploaded(i, uploaded)
             }));
             next += 1;
         }
