@@ -476,7 +476,7 @@ async function jobsPage() {
       pager.replaceChildren(
         resend,
         h('button', { class: 'secondary', type: 'button', disabled: pages.length === 1, onclick: () => { pages.pop(); load(); } }, 'Newer'),
-        h('button', { class: 'secondary', type: 'button', disabled: !next, onclick: () => { pages.push(next); load(); } }, 'Older'),
+        h('button', { class: 'secondary', type: 'button', disabled: !next, onclick: () => { if (pages[pages.length - 1] !== next) pages.push(next); load(); } }, 'Older'),
         h('button', { class: 'secondary', type: 'button', id: 'refresh-jobs', onclick: load }, 'Refresh'));
     } catch (e) { if (mine === loads) showError(err, e); }
   }

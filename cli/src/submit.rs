@@ -360,15 +360,20 @@ fn plan(
     units
 }
 
-fn write_bundle(
-    entries: &[(String, usize)],
-    sources: &[Source],
-) -> std::io::Result<tempfile::TempPath> {
+/// A temporary file for a ZIP batch: deleted when its path is dropped.
+fn bundle_file() -> std::io::Result<(std::fs::File, tempfile::TempPath)> {
     let file = tempfile::Builder::new()
         .prefix("paperhook-batch-")
         .suffix(".zip")
         .tempfile()?;
-    let (f, path) = file.into_parts();
+    Ok(file.into_parts())
+}
+
+fn write_bundle(
+    f: std::fs::File,
+    entries: &[(String, usize)],
+    sources: &[Source],
+) -> std::io::Result<()> {
     let mut w = zip::ZipWriter::new(std::io::BufWriter::new(f));
     for (name, i) in entries {
         // Documents are already compressed: store them.
@@ -380,8 +385,7 @@ fn write_bundle(
         std::io::copy(&mut src, &mut w)?;
     }
     let mut inner = w.finish().map_err(std::io::Error::other)?;
-    inner.flush()?;
-    Ok(path)
+    inner.flush()
 }
 
 type Task = Pin<Box<dyn Future<Output = Event> + Send>>;
@@ -980,13 +984,21 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
             uploads.push(Box::pin(async move {
                 // A batch is packed just before its upload and its file
                 // deleted after it: at most `concurrency` exist at once.
+                // This task holds the path, so an interrupted run (the
+                // task dropped while the packing thread writes) deletes it.
                 let packed = match bundle {
                     Some((entries, sources)) => {
-                        match tokio::task::spawn_blocking(move || write_bundle(&entries, &sources))
+                        let written = match bundle_file() {
+                            Ok((file, path)) => tokio::task::spawn_blocking(move || {
+                                write_bundle(file, &entries, &sources)
+                            })
                             .await
                             .map_err(std::io::Error::other)
-                            .and_then(|made| made)
-                        {
+                            .and_then(|written| written)
+                            .map(|()| path),
+                            Err(e) => Err(e),
+                        };
+                        match written {
                             Ok(packed) => Some(packed),
                             Err(e) => {
                                 let failure = ApiFailure {

@@ -469,6 +469,9 @@ async fn handle(
         }
     };
     let n = state.seen.fetch_add(1, Ordering::SeqCst) + 1;
+    // The number it is shown and saved under: a run saving into a folder
+    // goes on from the requests saved there before.
+    let number = state.saved_before + n;
     let verdict = state.secret.as_ref().map(|secret| {
         verify(
             secret,
@@ -483,12 +486,13 @@ async fn handle(
         _ => state.status,
     };
     if let Some(dir) = &state.save {
-        let base = dir.join(format!("{:04}", state.saved_before + n));
+        let base = dir.join(format!("{number:04}"));
         let mut head = format!("{method} {path} HTTP/1.1\n");
         for (k, v) in &headers {
             head.push_str(&format!("{k}: {v}\n"));
         }
-        // Never over an earlier capture (another listener saving here).
+        // Never over an earlier capture (another listener saving here:
+        // this request is then only printed, with a warning).
         let write_new = |path: PathBuf, data: &[u8]| {
             use std::io::Write;
             std::fs::OpenOptions::new()
@@ -500,14 +504,16 @@ async fn handle(
         if let Err(e) = write_new(base.with_extension("headers"), head.as_bytes())
             .and_then(|()| write_new(base.with_extension("body"), &body))
         {
-            state.out.warn(format!("saving request {n} failed: {e}"));
+            state
+                .out
+                .warn(format!("saving request {number} failed: {e}"));
         }
     }
     {
         let _guard = state.print.lock().await;
         print_delivery(
             state,
-            n,
+            number,
             &method,
             &path,
             peer,

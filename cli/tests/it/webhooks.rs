@@ -351,7 +351,20 @@ async fn listen_verifies_real_deliveries_and_rejects_forgeries() {
     let sig = sig_for(&secret, "msg_second_run", now, b"{\"second\":1}");
     let status = post_signed(&sys, &hook, "msg_second_run", now, &sig, b"{\"second\":1}").await;
     assert_eq!(status, 200);
-    assert_eq!(again.next().await["verified"], true);
+    let highest = first_run
+        .keys()
+        .max()
+        .unwrap()
+        .trim_end_matches(".body")
+        .parse::<u64>()
+        .unwrap();
+    let delivery = again.next().await;
+    assert_eq!(delivery["verified"], true);
+    assert_eq!(
+        delivery["n"],
+        highest + 1,
+        "shown as the number it is saved under"
+    );
     again.child.start_kill().unwrap();
     let _ = again.child.wait().await;
     let second_run = bodies();
@@ -364,13 +377,6 @@ async fn listen_verifies_real_deliveries_and_rejects_forgeries() {
     for (name, body) in &first_run {
         assert_eq!(&second_run[name], body, "{name} was overwritten");
     }
-    let highest = first_run
-        .keys()
-        .max()
-        .unwrap()
-        .trim_end_matches(".body")
-        .parse::<u64>()
-        .unwrap();
     assert_eq!(
         second_run[&format!("{:04}.body", highest + 1)],
         b"{\"second\":1}"
