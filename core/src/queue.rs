@@ -104,7 +104,8 @@ pub async fn enqueue_many(tx: &mut PgConnection, kind: &str, ref_ids: &[Uuid]) -
 /// Queues a task of `kind` for each of `ref_ids` to run now with its
 /// attempts counted afresh (a redelivery): one waiting for a retry due
 /// later is moved to now and its attempts reset, one running is left to its
-/// worker. One statement, one NOTIFY.
+/// worker with its attempts reset too (a worker giving it up sees that,
+/// and gives it back instead). One statement, one NOTIFY.
 pub async fn requeue_now_many(
     tx: &mut PgConnection,
     kind: &str,
@@ -116,7 +117,8 @@ pub async fn requeue_now_many(
         ref_ids,
         "INSERT INTO tasks (kind, ref_id, run_at) SELECT DISTINCT $1, r, now() FROM unnest($2::uuid[]) r
          ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running')
-         DO UPDATE SET run_at = now(), attempts = 0 WHERE tasks.state = 'available'",
+         DO UPDATE SET attempts = 0,
+             run_at = CASE WHEN tasks.state = 'available' THEN now() ELSE tasks.run_at END",
     )
     .await
 }

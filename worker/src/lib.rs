@@ -385,7 +385,7 @@ impl Worker {
             Ok(false) => {
                 tracing::info!(
                     task = task.id,
-                    "not given up: its work committed, or another worker holds it"
+                    "not given up: its work committed, another worker holds it, or a redelivery asked for it again"
                 )
             }
             Err(e) => tracing::error!(

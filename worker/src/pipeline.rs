@@ -596,7 +596,8 @@ async fn finish_failed(
 /// worker still holds the task: a task whose work committed was completed
 /// in that commit (a failure after it, such as deleting files, must not
 /// fail the job), and one whose lease was lost belongs to another worker.
-/// Returns whether it gave the task up.
+/// A delivery's task that a redelivery asked for again meanwhile is given
+/// back to the queue instead. Returns whether it gave the task up.
 pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<bool> {
     let message = format!("processing failed repeatedly: {error}");
     let mut tx = w.pool.begin().await?;
@@ -608,6 +609,21 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
             .bind(task.ref_id)
             .execute(&mut *tx)
             .await?;
+        // A redelivery asked for since this claim reset the task's attempts
+        // (queue::requeue_now_many): it goes out again on its fresh
+        // schedule instead of failing.
+        let redelivered: Option<bool> =
+            sqlx::query_scalar("SELECT attempts < $2 FROM tasks WHERE id = $1 AND locked_by = $3")
+                .bind(task.id)
+                .bind(task.attempts)
+                .bind(&task.locked_by)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if redelivered == Some(true) {
+            queue::release(&mut *tx, task).await?;
+            tx.commit().await?;
+            return Ok(false);
+        }
     }
     // Then the task, so that its row stays locked until the commit.
     if !queue::fail(&mut *tx, task, error).await? {

@@ -741,12 +741,13 @@ async fn a_redelivery_of_a_webhook_waiting_for_a_retry_sends_it_now() {
 /// A worker giving up a delivery's task locks the delivery before the task,
 /// as a redelivery does: it used to lock the task first, and a redelivery
 /// asked for meanwhile (holding the delivery, waiting for the task) ended in
-/// a deadlock that failed one of the two.
+/// a deadlock that failed one of the two. And the redelivery is kept: the
+/// give-up that comes after it gives the task back, and the webhook goes out.
 #[tokio::test]
-async fn giving_up_a_delivery_during_a_redelivery_does_not_deadlock() {
+async fn giving_up_a_delivery_during_a_redelivery_neither_deadlocks_nor_loses_it() {
     let app =
         TestApp::spawn_with(StorageKind::Fs, |c| c.webhook_retry_schedule = "1h".into()).await;
-    let (_hook, _key, job) = a_webhook_that_failed_once(&app).await;
+    let (hook, _key, job) = a_webhook_that_failed_once(&app).await;
     // The retry is due, and a worker holds its task on the last attempt.
     sqlx::query(
         "UPDATE tasks SET run_at = now(), attempts = max_attempts - 1 WHERE kind = 'delivery'",
@@ -787,17 +788,20 @@ async fn giving_up_a_delivery_during_a_redelivery_does_not_deadlock() {
     redelivery.commit().await.unwrap();
     let gave_up = giving_up.await.unwrap();
     assert!(
-        matches!(gave_up, Ok(true)),
-        "the give-up failed: {gave_up:?}"
+        matches!(gave_up, Ok(false)),
+        "the give-up failed, or failed the redelivered webhook: {gave_up:?}"
     );
     let task_state: String = sqlx::query_scalar("SELECT state FROM tasks WHERE kind = 'delivery'")
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    // The task is given up. (A known limit: the redelivery, which committed
-    // first, does not survive it; the delivery ends failed and can be sent
-    // again.)
-    assert_eq!(task_state, "failed");
+    assert_eq!(
+        (task_state.as_str(), delivery_state(&app).await.as_str()),
+        ("available", "pending")
+    );
+    app.drain().await;
+    assert_eq!(delivery_state(&app).await, "delivered");
+    assert_eq!(hook.received().len(), 2, "the redelivery was not sent");
 }
 
 /// Past `result_retention_secs` a job's results are expired for the API,
