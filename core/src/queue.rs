@@ -394,10 +394,7 @@ mod tests {
     /// alive (two slots of one worker would otherwise both run it).
     #[tokio::test]
     async fn a_claim_whose_lease_expired_cannot_settle_the_next_one() {
-        let pool = sqlx::PgPool::connect(&crate::testing::fresh_database().await)
-            .await
-            .unwrap();
-        crate::db::migrate(&pool).await.unwrap();
+        let pool = crate::testing::migrated_database().await;
         let mut tx = pool.begin().await.unwrap();
         enqueue(&mut tx, kind::JOB, Uuid::now_v7(), None)
             .await

@@ -41,6 +41,17 @@ pub async fn fresh_database() -> String {
     format!("{base}/{name}")
 }
 
+/// A pool on a [`fresh_database`] with the migrations run.
+pub async fn migrated_database() -> sqlx::PgPool {
+    let pool = sqlx::PgPool::connect(&fresh_database().await)
+        .await
+        .expect("connecting to the test database");
+    crate::db::migrate(&pool)
+        .await
+        .expect("migrating the test database");
+    pool
+}
+
 fn env(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| {
         panic!("{key} is not set: run the tests with scripts/test.sh, which starts SeaweedFS")

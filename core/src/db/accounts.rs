@@ -477,20 +477,12 @@ mod tests {
         burst: 3,
     };
 
-    async fn database() -> PgPool {
-        let pool = PgPool::connect(&crate::testing::fresh_database().await)
-            .await
-            .unwrap();
-        crate::db::migrate(&pool).await.unwrap();
-        pool
-    }
-
     /// Checks of many keys at once share statements, and each request still
     /// gets its own answer: over its key's budget 429, a wrong secret, a
     /// revoked or malformed key 401, the rest its account.
     #[tokio::test]
     async fn concurrent_key_checks_share_statements_and_keep_their_own_answers() {
-        let pool = database().await;
+        let pool = crate::testing::migrated_database().await;
         let (a, first) = create(&pool, "A", 0).await.unwrap();
         let (b, other) = create(&pool, "B", 0).await.unwrap();
         let revoked = create_key(&pool, a.id).await.unwrap().unwrap();

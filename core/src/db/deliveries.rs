@@ -297,10 +297,7 @@ mod tests {
     /// the worker committed).
     #[tokio::test]
     async fn expiry_during_a_successful_attempt_leaves_it_delivered() {
-        let pool = sqlx::PgPool::connect(&crate::testing::fresh_database().await)
-            .await
-            .unwrap();
-        crate::db::migrate(&pool).await.unwrap();
+        let pool = crate::testing::migrated_database().await;
         let (account, _) = accounts::create(&pool, "A", 10).await.unwrap();
         let write = templates::TemplateWrite {
             name: "t".into(),

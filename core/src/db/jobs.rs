@@ -367,14 +367,6 @@ mod tests {
     use super::*;
     use crate::db::{accounts, templates};
 
-    async fn database() -> sqlx::PgPool {
-        let pool = sqlx::PgPool::connect(&crate::testing::fresh_database().await)
-            .await
-            .unwrap();
-        crate::db::migrate(&pool).await.unwrap();
-        pool
-    }
-
     async fn template(pool: &sqlx::PgPool, account_id: Uuid) -> Uuid {
         let write = templates::TemplateWrite {
             name: "t".into(),
@@ -416,7 +408,7 @@ mod tests {
     /// not its account's, an error for a row the database refuses.
     #[tokio::test]
     async fn concurrent_inserts_share_statements_and_keep_their_own_outcomes() {
-        let pool = database().await;
+        let pool = crate::testing::migrated_database().await;
         let (a, _) = accounts::create(&pool, "A", 0).await.unwrap();
         let (b, _) = accounts::create(&pool, "B", 0).await.unwrap();
         let (ta, tb) = (template(&pool, a.id).await, template(&pool, b.id).await);

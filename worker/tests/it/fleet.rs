@@ -259,13 +259,7 @@ async fn only_one_janitor_works_at_a_time() {
     assert_eq!(report.sessions_purged, 2);
 
     // Old attempts and finished tasks go, in batches, when their time comes.
-    sqlx::query(
-        "INSERT INTO tasks (kind, ref_id, state, finished_at)
-         SELECT 'job', gen_random_uuid(), 'completed', now() FROM generate_series(1, 1200)",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    finished_tasks(&app.pool, 1200).await;
     let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
     assert!(report.leader);
     assert_eq!(report.tasks_pruned, 0);
@@ -337,13 +331,7 @@ async fn a_failing_janitor_step_does_not_stop_the_others() {
         storage,
         config: app.config.clone(),
     };
-    sqlx::query(
-        "INSERT INTO tasks (kind, ref_id, state, finished_at)
-         SELECT 'job', gen_random_uuid(), 'completed', now() FROM generate_series(1, 3)",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    finished_tasks(&app.pool, 3).await;
     let err = janitor
         .run_once(chrono::Utc::now() + chrono::Duration::days(2))
         .await
@@ -407,4 +395,16 @@ async fn a_purge_cut_off_before_its_commit_keeps_its_deleted_files_marked() {
     .unwrap();
     assert!(files_gone, "the deleted file was not recorded");
     assert!(!results_gone, "the rest waits for the next pass");
+}
+
+/// Inserts `n` queue tasks that finished now, for the janitor to prune.
+async fn finished_tasks(pool: &sqlx::PgPool, n: i32) {
+    sqlx::query(
+        "INSERT INTO tasks (kind, ref_id, state, finished_at)
+         SELECT 'job', gen_random_uuid(), 'completed', now() FROM generate_series(1, $1)",
+    )
+    .bind(n)
+    .execute(pool)
+    .await
+    .unwrap();
 }
