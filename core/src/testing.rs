@@ -52,6 +52,32 @@ pub async fn migrated_database() -> sqlx::PgPool {
     pool
 }
 
+/// Waits (at most 30 s) until a session of `pool`'s database whose
+/// statement is like `statement` (SQL `LIKE`; `%` for any) waits for a
+/// lock: `what` has got as far as a lock another transaction holds.
+pub async fn waiting_for_a_lock(pool: &sqlx::PgPool, statement: &str, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE $1",
+        )
+        .bind(statement)
+        .fetch_one(pool)
+        .await
+        .expect("reading pg_stat_activity");
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never waited for a lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 fn env(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| {
         panic!("{key} is not set: run the tests with scripts/test.sh, which starts SeaweedFS")

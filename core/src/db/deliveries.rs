@@ -368,25 +368,7 @@ mod tests {
             }
         });
         // The expiry is waiting for the worker's row lock.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'
-                   AND query LIKE '%webhook_deliveries%'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the expiry never waited"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        crate::testing::waiting_for_a_lock(&pool, "%webhook_deliveries%", "the expiry").await;
         worker.commit().await.unwrap();
         expiry.await.unwrap().unwrap();
 

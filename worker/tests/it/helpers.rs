@@ -230,17 +230,7 @@ where
 /// Waits (at most 30 s) until a session of the test's database waits for
 /// a lock: `what` has got as far as a lock another transaction holds.
 pub async fn waiting_for_a_lock(pool: &sqlx::PgPool, what: &str) {
-    eventually(30, what, || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        (waiting > 0).then_some(())
-    })
-    .await;
+    paperhook_core::testing::waiting_for_a_lock(pool, "%", what).await;
 }
 
 pub async fn send(req: RequestBuilder) -> (StatusCode, Value) {
