@@ -382,14 +382,19 @@ fn read_pages_inner(
                     max: opts.max_pages,
                 });
             }
-            pdf::check_streams(&pdf, embedded_image_limit(opts))?;
+            let sizes = pdf::check_streams(&pdf, embedded_image_limit(opts), &|| {
+                document_deadline(&plan, 0)
+            })?;
+            drop(pdf);
             // One meter for every page: the limits are the document's.
             let mut meter = plan.meter();
+            let mut pages = pdf::Pages::new(doc, &sizes)?;
             let layer: Vec<PageText> = (0..n)
                 .map(|i| {
                     document_deadline(&plan, i)?;
+                    let pdf = pages.for_page(i)?;
                     meter.start_page(Instant::now(), opts.page_time_limit);
-                    pdf::page_text(&pdf, i, &mut meter)
+                    pdf::page_text(pdf, i, &mut meter)
                 })
                 .collect::<Result<_, _>>()?;
             let needs: Vec<Need> = layer
@@ -406,16 +411,19 @@ fn read_pages_inner(
             let todo: Vec<usize> = (0..n)
                 .filter(|&i| !matches!(needs[i], Need::Nothing))
                 .collect();
-            drop(pdf);
+            drop(pages);
             let ocred: Vec<(usize, PageText)> = todo
                 .par_iter()
                 .map_init(
-                    || pdf::open(doc),
-                    |pdf, &i| {
-                        let pdf = pdf.as_ref().map_err(|e| Error::Corrupt {
-                            kind: "PDF",
-                            detail: e.to_string(),
-                        })?;
+                    || pdf::Pages::new(doc, &sizes),
+                    |pages, &i| {
+                        let pdf = pages
+                            .as_mut()
+                            .map_err(|e| Error::Corrupt {
+                                kind: "PDF",
+                                detail: e.to_string(),
+                            })?
+                            .for_page(i)?;
                         ocr_page(&plan, Some(pdf), Pixels::Pdf(i), i, &needs[i]).map(|p| (i, p))
                     },
                 )
@@ -988,17 +996,25 @@ fn extract_inner(doc: &[u8], template: &Template, opts: &Options) -> Result<Extr
     Ok(out)
 }
 
-/// Render one PDF page (1-based) in grey at `dpi`, within the pixel limits
-/// of `opts` (for tools, benchmarks and test scans).
+/// Render one page (1-based) in grey: a PDF page at `dpi`, an image's page
+/// (a TIFF's, or a PNG's or JPEG's only one) as it is, within the limits of
+/// `opts` (for tools, benchmarks, test scans and template previews).
 pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<GrayImage, Error> {
     let started = Instant::now();
-    if sniff(doc)? != Kind::Pdf {
-        return Err(Error::UnsupportedType {
-            found: "an image (only PDF pages are rendered)".into(),
-        });
+    let kind = sniff(doc)?;
+    if kind != Kind::Pdf {
+        return guard(|| image_page(doc, kind, page, opts));
     }
     let pdf = pdf::open(doc)?;
-    pdf::check_streams(&pdf, embedded_image_limit(opts))?;
+    let sizes = pdf::check_streams(&pdf, embedded_image_limit(opts), &|| {
+        if started.elapsed() > opts.document_time_limit {
+            return Err(Error::DocumentTimeout {
+                page,
+                limit_secs: opts.document_time_limit.as_secs_f64(),
+            });
+        }
+        Ok(())
+    })?;
     let n = pdf.pages().len() as u32;
     if page == 0 || page > n {
         return Err(Error::Corrupt {
@@ -1006,6 +1022,9 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
             detail: format!("page {page} does not exist; the document has {n}"),
         });
     }
+    drop(pdf);
+    let mut pages = pdf::Pages::new(doc, &sizes)?;
+    let pdf = pages.for_page(page as usize - 1)?;
     let mut meter = pdf::Meter::new(
         opts.max_text_glyphs,
         opts.max_drawing_operations,
@@ -1014,7 +1033,7 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
     );
     meter.start_page(started, opts.page_time_limit);
     Ok(pdf::render(
-        &pdf,
+        pdf,
         page as usize - 1,
         dpi,
         opts.max_pixels_per_page,
@@ -1022,6 +1041,48 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
         &mut meter,
     )?
     .0)
+}
+
+/// Page `page` (1-based) of an image document, decoded as extraction
+/// decodes it.
+fn image_page(doc: &[u8], kind: Kind, page: u32, opts: &Options) -> Result<GrayImage, Error> {
+    let started = Instant::now();
+    let (name, n) = match kind {
+        Kind::Tiff => (
+            "TIFF",
+            raster::tiff_page_count(doc, MAX_TIFF_DIRECTORIES, opts)?,
+        ),
+        Kind::Png => ("PNG", 1),
+        Kind::Jpeg | Kind::Pdf => ("JPEG", 1),
+    };
+    if page == 0 || page > n {
+        return Err(Error::Corrupt {
+            kind: name,
+            detail: format!("page {page} does not exist; the document has {n}"),
+        });
+    }
+    match kind {
+        Kind::Png => raster::decode_single(doc, ImageFormat::Png, opts),
+        Kind::Jpeg | Kind::Pdf => raster::decode_single(doc, ImageFormat::Jpeg, opts),
+        Kind::Tiff => {
+            let mut pages = raster::TiffPages::new(doc, opts)?;
+            for before in 1..page {
+                if started.elapsed() > opts.document_time_limit {
+                    return Err(Error::DocumentTimeout {
+                        page: before,
+                        limit_secs: opts.document_time_limit.as_secs_f64(),
+                    });
+                }
+                pages.next_page().transpose()?;
+            }
+            pages.next_page().unwrap_or_else(|| {
+                Err(Error::Corrupt {
+                    kind: name,
+                    detail: format!("page {page} could not be read"),
+                })
+            })
+        }
+    }
 }
 
 /// Words of a page inside a normalised box, joined in reading order (for

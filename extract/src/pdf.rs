@@ -1,13 +1,16 @@
 //! PDF input through hayro: text layer via a small text device, pixels via
 //! the renderer, both in the same page coordinates.
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hayro::hayro_interpret::font::GlyphRun;
 use hayro::hayro_interpret::hayro_syntax::content::UntypedIter;
-use hayro::hayro_interpret::hayro_syntax::object::{Dict, Name, Object, Stream};
+use hayro::hayro_interpret::hayro_syntax::object::{
+    Array, Dict, MaybeRef, Name, Object, ObjectIdentifier, Stream,
+};
 use hayro::hayro_interpret::hayro_syntax::page::Page;
 use hayro::hayro_interpret::hayro_syntax::{Filter, LoadPdfError, Pdf};
 use hayro::hayro_interpret::util::TransformExt;
@@ -497,6 +500,9 @@ pub fn render(
 /// whole; a kilobyte of deflate data can claim a gigabyte.
 pub const MAX_STREAM_BYTES: u64 = 256 << 20;
 
+/// The decoded page content one parsed document may keep (see [`Pages`]).
+const HELD_CONTENT_BYTES: u64 = 64 << 20;
+
 /// One stage of a stream's filter chain, decoding chunk by chunk into its
 /// own small buffer and handing each piece to the next stage: a chain is
 /// measured in constant memory whatever it expands to.
@@ -720,29 +726,51 @@ fn ascii(state: &mut Ascii, input: &[u8], out: &mut [u8]) -> (usize, usize, bool
     (used, made, state.ended)
 }
 
-/// Whether a stream's filters expand `raw` beyond `cap` bytes, counted by
-/// decoding the filters that can (deflate, LZW, RunLength, in any chain:
-/// `[/FlateDecode /FlateDecode]` multiplies one bomb by another; the ASCII
-/// filters too, which a bomb can hide behind) into small reused buffers,
-/// up to the first filter that cannot (the image codecs). LZW is tried
-/// with both code size rules (`EarlyChange` 1, the default, and 0): a
-/// stream that claims the wrong one must not slip through.
+/// Whether [`expanded_len`] passes `cap`.
+#[cfg(test)]
 fn expands_beyond(filters: &[Filter], raw: &[u8], cap: u64) -> bool {
+    expanded_len(filters, raw, cap).is_some_and(|n| n > cap)
+}
+
+/// What a stream's filters make of `raw`, counted up to a little past `cap`
+/// by decoding the filters that can expand (deflate, LZW, RunLength, in any
+/// chain: `[/FlateDecode /FlateDecode]` multiplies one bomb by another; the
+/// ASCII filters too, which a bomb can hide behind) into small reused
+/// buffers, up to the first filter that cannot (the image codecs); None
+/// when the first cannot. LZW is tried with both code size rules
+/// (`EarlyChange` 1, the default, and 0; the larger counts): a stream that
+/// claims the wrong one must not slip through.
+fn expanded_len(filters: &[Filter], raw: &[u8], cap: u64) -> Option<u64> {
     let has_lzw = filters.iter().any(|f| matches!(f, Filter::LzwDecode));
     let rules: &[bool] = if has_lzw { &[true, false] } else { &[true] };
-    rules.iter().any(|&early_change| {
-        let mut stages: Vec<(Stage, Vec<u8>)> = filters
-            .iter()
-            .map_while(|f| Stage::new(f, early_change))
-            .map(|stage| (stage, vec![0u8; 64 * 1024]))
-            .collect();
-        if stages.is_empty() {
-            return false;
-        }
-        let mut total = 0;
-        feed(&mut stages, raw, &mut total, cap) == Flow::Beyond
-    })
+    rules
+        .iter()
+        .map(|&early_change| {
+            let mut stages: Vec<(Stage, Vec<u8>)> = filters
+                .iter()
+                .map_while(|f| Stage::new(f, early_change))
+                .map(|stage| (stage, vec![0u8; 64 * 1024]))
+                .collect();
+            if stages.is_empty() {
+                return None;
+            }
+            let mut total = 0;
+            feed(&mut stages, raw, &mut total, cap);
+            Some(total)
+        })
+        .max()
+        .flatten()
 }
+
+/// The size of a stream's data once decoded, as far as
+/// [`expanded_len`] can tell (its own size otherwise).
+fn decoded_len(filters: &[Filter], raw: &[u8], cap: u64) -> u64 {
+    expanded_len(filters, raw, cap).unwrap_or(raw.len() as u64)
+}
+
+/// The decoded size of each stream of a PDF, by object, as
+/// [`check_streams`] measured them.
+pub type StreamSizes = HashMap<ObjectIdentifier, u64>;
 
 /// Refuse, before any page is interpreted, PDFs whose streams would make
 /// hayro allocate without bound: a stream or inline image whose filters
@@ -750,12 +778,23 @@ fn expands_beyond(filters: &[Filter], raw: &[u8], cap: u64) -> bool {
 /// [`MAX_STREAM_BYTES`], or an image declaring more than `max_pixels` (a
 /// CCITT image of 100,000 x 100,000 pixels would allocate 10 GB and abort
 /// the process).
-pub fn check_streams(pdf: &Pdf, max_pixels: u64) -> Result<(), Error> {
+///
+/// Measuring takes time (each stream is inflated once, and content streams
+/// again for their inline images): `deadline` is asked before each one, so
+/// thousands of bombs end in the document's time limit, not past it.
+/// Returns each stream's decoded size, for [`Pages`].
+pub fn check_streams(
+    pdf: &Pdf,
+    max_pixels: u64,
+    deadline: &dyn Fn() -> Result<(), Error>,
+) -> Result<StreamSizes, Error> {
+    let mut sizes = StreamSizes::new();
     for obj in pdf.objects() {
         let Object::Stream(stream) = obj else {
             continue;
         };
-        check_stream(&stream, max_pixels)?;
+        deadline()?;
+        sizes.insert(stream.obj_id(), check_stream(&stream, max_pixels)?);
         if may_hold_content(stream.dict()) {
             // Within the cap now: hayro decodes it whole anyway.
             if let Ok(content) = stream.decoded() {
@@ -763,11 +802,88 @@ pub fn check_streams(pdf: &Pdf, max_pixels: u64) -> Result<(), Error> {
             }
         }
     }
-    Ok(())
+    Ok(sizes)
 }
 
-/// One stream's (or inline image's) declared image size and expansion.
-fn check_stream(stream: &Stream<'_>, max_pixels: u64) -> Result<(), Error> {
+/// The bytes hayro decodes and keeps for page `index`'s content: its
+/// content streams joined into one buffer, a stream listed twice counted
+/// twice (`/Contents [4 0 R 4 0 R …]` repeats one stream as often as it
+/// likes), measured without decoding.
+fn content_bytes(pdf: &Pdf, index: usize, sizes: &StreamSizes) -> u64 {
+    let Some(page) = pdf.pages().get(index) else {
+        return 0;
+    };
+    let size = |s: &Stream<'_>| match sizes.get(&s.obj_id()) {
+        Some(&n) => n,
+        None => decoded_len(&s.filters(), s.raw_data().as_ref(), MAX_STREAM_BYTES),
+    };
+    let raw = page.raw();
+    if let Some(stream) = raw.get::<Stream<'_>>("Contents") {
+        size(&stream)
+    } else if let Some(list) = raw.get::<Array<'_>>("Contents") {
+        list.raw_iter()
+            .filter_map(|item| match item {
+                MaybeRef::Ref(r) => page.xref().get::<Stream<'_>>(r.into()),
+                MaybeRef::NotRef(Object::Stream(s)) => Some(s),
+                MaybeRef::NotRef(_) => None,
+            })
+            // hayro puts a space between them.
+            .map(|s| size(&s) + 1)
+            .fold(0u64, u64::saturating_add)
+    } else {
+        0
+    }
+}
+
+/// A parsed PDF for one pass over its pages. hayro keeps each page's
+/// decoded content for as long as the parsed document lives, so a pass
+/// over many pages that share one big stream would hold it once per page
+/// (40 pages of one 250 MB stream of spaces: 10 GB, and nothing drawn to
+/// count): the document is parsed again whenever what it holds would pass
+/// [`HELD_CONTENT_BYTES`] (ordinary pages hold kilobytes, so that is rare).
+/// A page whose own content passes [`MAX_STREAM_BYTES`] is refused.
+pub struct Pages<'d> {
+    doc: &'d [u8],
+    sizes: &'d StreamSizes,
+    pdf: Pdf,
+    held: u64,
+}
+
+impl<'d> Pages<'d> {
+    pub fn new(doc: &'d [u8], sizes: &'d StreamSizes) -> Result<Pages<'d>, Error> {
+        Ok(Pages {
+            doc,
+            sizes,
+            pdf: open(doc)?,
+            held: 0,
+        })
+    }
+
+    /// The document, ready for page `index` (0-based) to be interpreted.
+    pub fn for_page(&mut self, index: usize) -> Result<&Pdf, Error> {
+        let bytes = content_bytes(&self.pdf, index, self.sizes);
+        if bytes > MAX_STREAM_BYTES {
+            return Err(Error::Corrupt {
+                kind: "PDF",
+                detail: format!(
+                    "the content of page {} expands beyond {} MB",
+                    index + 1,
+                    MAX_STREAM_BYTES >> 20
+                ),
+            });
+        }
+        if self.held > 0 && self.held + bytes > HELD_CONTENT_BYTES {
+            self.pdf = open(self.doc)?;
+            self.held = 0;
+        }
+        self.held += bytes;
+        Ok(&self.pdf)
+    }
+}
+
+/// One stream's (or inline image's) declared image size and expansion;
+/// its decoded size.
+fn check_stream(stream: &Stream<'_>, max_pixels: u64) -> Result<u64, Error> {
     let dict = stream.dict();
     let image = dict
         .get::<Name<'_>>("Subtype")
@@ -789,11 +905,12 @@ fn check_stream(stream: &Stream<'_>, max_pixels: u64) -> Result<(), Error> {
             });
         }
     }
-    if expands_beyond(
+    let size = decoded_len(
         &stream.filters(),
         stream.raw_data().as_ref(),
         MAX_STREAM_BYTES,
-    ) {
+    );
+    if size > MAX_STREAM_BYTES {
         return Err(Error::Corrupt {
             kind: "PDF",
             detail: format!(
@@ -802,7 +919,7 @@ fn check_stream(stream: &Stream<'_>, max_pixels: u64) -> Result<(), Error> {
             ),
         });
     }
-    Ok(())
+    Ok(size)
 }
 
 /// Whether a stream may be a content stream (a page's, a form's, a

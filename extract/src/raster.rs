@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-use image::{GrayImage, ImageFormat, ImageReader, Luma};
+use image::{GrayImage, ImageDecoder, ImageFormat, ImageReader, Luma};
 
 use crate::error::decoder_text;
 use crate::{Error, Options};
@@ -50,8 +50,9 @@ pub fn decode_single(doc: &[u8], format: ImageFormat, opts: &Options) -> Result<
         kind,
         detail: decoder_text(e),
     };
-    let (w, h) = ImageReader::with_format(Cursor::new(doc), format)
-        .into_dimensions()
+    let ((w, h), color) = ImageReader::with_format(Cursor::new(doc), format)
+        .into_decoder()
+        .map(|d| (d.dimensions(), d.color_type()))
         .map_err(corrupt)?;
     check_size(1, w as u64, h as u64, opts)?;
     let mut reader = ImageReader::with_format(Cursor::new(doc), format);
@@ -61,13 +62,20 @@ pub fn decode_single(doc: &[u8], format: ImageFormat, opts: &Options) -> Result<
     limits.max_alloc = Some(alloc_limit(opts));
     reader.limits(limits);
     let img = reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => Error::ImageTooLarge {
-            page: 1,
-            width: w as u64,
-            height: h as u64,
-            max_pixels: opts.max_pixels_per_page,
-            max_side: opts.max_side,
-        },
+        // Within the pixel limits (checked above), but too many bytes a
+        // pixel (16-bit RGBA: 8) for what the decoder may allocate.
+        image::ImageError::Limits(_) => {
+            let bytes = u64::from(color.bytes_per_pixel());
+            Error::ImageDecodeLimit {
+                page: 1,
+                detail: format!(
+                    "it is {w}x{h} pixels of {bytes} bytes each ({:.0} MB decoded); the decoder may use {:.0} MB (4 bytes a pixel of max_pixels_per_page {}): send it with 8 bits a sample, or fewer pixels",
+                    (w as u64 * h as u64 * bytes) as f64 / 1e6,
+                    alloc_limit(opts) as f64 / 1e6,
+                    opts.max_pixels_per_page
+                ),
+            }
+        }
         e => corrupt(e),
     })?;
     Ok(img.to_luma8())

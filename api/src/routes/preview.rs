@@ -130,6 +130,14 @@ pub async fn render(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
             )
         })?,
     };
+    if page > PREVIEW_MAX_PAGES {
+        return Err(ApiError::unprocessable(
+            "invalid_page",
+            format!(
+                "previews show the first {PREVIEW_MAX_PAGES} pages of a sample, not page {page}"
+            ),
+        ));
+    }
     let opts = options(depot);
     let png = bounded(
         depot,

@@ -323,6 +323,53 @@ async fn previews_render_pages_and_run_templates() {
         img.height()
     );
 
+    // An image sample is shown as it is: a TIFF's page (browsers do not
+    // show TIFF), a PNG's only one.
+    let source = image::load_from_memory(example_png()).unwrap();
+    let mut tiff = std::io::Cursor::new(Vec::new());
+    source
+        .write_to(&mut tiff, image::ImageFormat::Tiff)
+        .unwrap();
+    let render = |doc: Vec<u8>, name: &'static str, page: &'static str| {
+        let form = multipart::Form::new()
+            .text("page", page)
+            .part("file", multipart::Part::bytes(doc).file_name(name));
+        app.req(Method::POST, "/v1/preview/render", &key)
+            .multipart(form)
+            .send()
+    };
+    for (doc, name) in [
+        (tiff.get_ref().clone(), "scan.tiff"),
+        (example_png().to_vec(), "scan.png"),
+    ] {
+        let res = render(doc.clone(), name, "1").await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{name}");
+        assert_eq!(res.headers()["content-type"], "image/png");
+        let img = image::load_from_memory(&res.bytes().await.unwrap()).unwrap();
+        assert_eq!(
+            (img.width(), img.height()),
+            (source.width(), source.height()),
+            "{name}"
+        );
+        let res = render(doc, name, "2").await.unwrap();
+        let got = (res.status(), res.json::<serde_json::Value>().await.unwrap());
+        assert_error(&got, 422, "corrupt_document");
+        assert!(
+            got.1["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("page 2 does not exist; the document has 1"),
+            "{}",
+            got.1
+        );
+    }
+    // Past the pages a preview reads.
+    let res = render(example_pdf().to_vec(), "invoice.pdf", "21")
+        .await
+        .unwrap();
+    let got = (res.status(), res.json::<serde_json::Value>().await.unwrap());
+    assert_error(&got, 422, "invalid_page");
+
     let template = example_template();
     let spec = json!({"fields": template["fields"], "keywords": template["keywords"], "languages": template["languages"]});
     let form = multipart::Form::new()

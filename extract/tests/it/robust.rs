@@ -43,6 +43,12 @@ fn encrypt(pdf: &[u8], owner: &str, user: &str) -> Vec<u8> {
 
 /// A PNG declaring `w` x `h` pixels, with valid CRCs and almost no data.
 fn png_header(w: u32, h: u32) -> Vec<u8> {
+    png_header_of(w, h, 8, 0)
+}
+
+/// A PNG header of `w` x `h` pixels at `depth` bits of colour type `color`
+/// (0 grey, 6 RGBA), with an empty image.
+fn png_header_of(w: u32, h: u32, depth: u8, color: u8) -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
         let mut c = 0xFFFF_FFFFu32;
         for &b in bytes {
@@ -60,7 +66,7 @@ fn png_header(w: u32, h: u32) -> Vec<u8> {
     let mut ihdr = b"IHDR".to_vec();
     ihdr.extend(w.to_be_bytes());
     ihdr.extend(h.to_be_bytes());
-    ihdr.extend([8, 0, 0, 0, 0]);
+    ihdr.extend([depth, color, 0, 0, 0]);
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     for chunk in [
         ihdr,
@@ -271,6 +277,18 @@ fn a_tiff_over_a_decoder_limit_says_what_is_too_large() {
     );
     assert!(msg.contains("max_pixels_per_page"), "{msg}");
 
+    // The same as a PNG: the decoder's limit, not a pixel limit it is under.
+    let png = png_header_of(6000, 6000, 16, 6);
+    let err = extract(&png, &template(), &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "image_too_large", "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("6000x6000 pixels of 8 bytes each (288 MB decoded)")
+            && msg.contains("8 bits a sample"),
+        "{msg}"
+    );
+    assert!(!msg.contains("the limit is"), "{msg}");
+
     // A directory declaring 100 million strips: 400 MB of offsets, before
     // any size is known.
     let tiff = tiff_file(
@@ -308,17 +326,108 @@ fn pdf_embedding_a_huge_image_is_refused_before_rendering() {
 }
 
 /// A one-page PDF whose content stream is `data` under `filter`.
-fn pdf_with_content(filter: &str, data: &[u8]) -> Vec<u8> {
+/// A stream object of `data` under `filter`.
+fn stream_object(filter: &str, data: &[u8]) -> Vec<u8> {
     let mut stream =
         format!("<< /Length {} /Filter {filter} >>\nstream\n", data.len()).into_bytes();
     stream.extend(data);
     stream.extend(b"\nendstream");
+    stream
+}
+
+fn pdf_with_content(filter: &str, data: &[u8]) -> Vec<u8> {
+    let stream = stream_object(filter, data);
     corpus::pdf_file(&[
         b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>".to_vec(),
         stream,
     ])
+}
+
+/// `pages` pages, each with `/Contents {contents}` (object 4 is `content`,
+/// deflated) and Helvetica as /F1.
+fn pages_sharing(pages: usize, contents: &str, content: &[u8]) -> Vec<u8> {
+    let packed = miniz_oxide::deflate::compress_to_vec_zlib(content, 1);
+    let stream = stream_object("/FlateDecode", &packed);
+    let kids: Vec<String> = (0..pages).map(|i| format!("{} 0 R", 5 + i)).collect();
+    let mut objs = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        format!(
+            "<< /Type /Pages /Kids [{}] /Count {pages} >>",
+            kids.join(" ")
+        )
+        .into_bytes(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec(),
+        stream,
+    ];
+    for _ in 0..pages {
+        objs.push(
+            format!(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] \
+                 /Resources << /Font << /F1 3 0 R >> >> /Contents {contents} >>"
+            )
+            .into_bytes(),
+        );
+    }
+    corpus::pdf_file(&objs)
+}
+
+#[test]
+fn content_streams_repeated_past_the_limit_are_refused_and_shared_ones_read() {
+    // 100 MB of content (a total and spaces) in 100 KB of deflate.
+    let mut content = TOTAL.as_bytes().to_vec();
+    content.resize(100 << 20, b' ');
+    // Listed three times by one page: hayro would join 300 MB for it.
+    let thrice = pages_sharing(1, "[4 0 R 4 0 R 4 0 R]", &content);
+    assert!(thrice.len() < 1 << 20, "{} bytes", thrice.len());
+    let err = extract(&thrice, &template(), &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "corrupt_document", "{err}");
+    assert!(
+        err.to_string()
+            .contains("the content of page 1 expands beyond 256 MB"),
+        "{err}"
+    );
+    // Twice is within it, and one stream shared by six pages (which hayro
+    // kept once per page: 600 MB, the bad-input corpus measures it) is
+    // read page by page.
+    for doc in [
+        pages_sharing(1, "[4 0 R 4 0 R]", &content),
+        pages_sharing(6, "4 0 R", &content),
+    ] {
+        let got = extract(&doc, &template(), &Options::default()).unwrap();
+        assert_eq!(got.result["total"], json!(5.0));
+    }
+}
+
+#[test]
+fn measuring_thousands_of_streams_stops_at_the_document_time_limit() {
+    // 500 streams of 20 MB each (10 GB to measure, tens of seconds), none
+    // over the limit of one stream: only the document's time limit stops
+    // the measuring.
+    let packed = miniz_oxide::deflate::compress_to_vec_zlib(&vec![b' '; 20 << 20], 1);
+    let mut objs = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>".to_vec(),
+    ];
+    objs.extend(std::iter::repeat_n(
+        stream_object("/FlateDecode", &packed),
+        500,
+    ));
+    let doc = corpus::pdf_file(&objs);
+    let opts = Options {
+        document_time_limit: Duration::from_millis(300),
+        ..Options::default()
+    };
+    let started = Instant::now();
+    let err = extract(&doc, &template(), &opts).unwrap_err();
+    assert_eq!(err.code(), "document_timeout", "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
