@@ -91,6 +91,11 @@ pub async fn purge(
     deliveries::expire(&mut tx, &done, message)
         .await
         .context("emptying webhook payloads")?;
+    if why == Why::Deleted {
+        // Before the jobs' own file names are emptied below: messages may
+        // quote them.
+        forget_file_names(&mut tx, &done).await?;
+    }
     sqlx::query(
         "UPDATE jobs SET results_expired_at = coalesce(results_expired_at, now()),
                 file_deleted_at = coalesce(file_deleted_at, now()),
@@ -104,7 +109,6 @@ pub async fn purge(
     .execute(&mut *tx)
     .await?;
     if why == Why::Deleted {
-        forget_file_names(&mut tx, &done).await?;
         // What the receivers answered can quote what they were sent.
         sqlx::query(
             "UPDATE webhook_attempts a SET response_excerpt = NULL
@@ -165,35 +169,54 @@ pub async fn stored_files(
     Ok(keys)
 }
 
-/// Forgets the file names of `jobs`' documents, also where a document's
-/// error message quotes its name (`"jane-doe.pdf" is encrypted …`).
+/// Forgets the file names of `jobs` and their documents, also where an
+/// error message quotes one: its own (`"jane-doe.pdf" is encrypted …`), the
+/// upload's, or a ZIP entry's that failed the whole batch (the worker puts
+/// an entry's name first, quoted, and it may be no document's name).
 async fn forget_file_names(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     jobs: &[Uuid],
 ) -> sqlx::Result<()> {
-    let quoting: Vec<(Uuid, String, String)> = sqlx::query_as(
-        "SELECT id, file_name, error_message FROM documents
-         WHERE job_id = ANY($1) AND file_name <> '' AND error_message IS NOT NULL",
+    // (id, names it may quote, message), documents and jobs alike.
+    type Quoting = (Uuid, Vec<String>, String);
+    let documents: Vec<Quoting> = sqlx::query_as(
+        "SELECT d.id, array_remove(ARRAY[d.file_name, j.file_name], NULL), d.error_message
+         FROM documents d JOIN jobs j ON j.id = d.job_id
+         WHERE d.job_id = ANY($1) AND d.error_message IS NOT NULL",
     )
     .bind(jobs)
     .fetch_all(&mut **tx)
     .await?;
-    // Only the messages that quote their name are written again.
-    let (ids, messages): (Vec<Uuid>, Vec<String>) = quoting
-        .into_iter()
-        .filter_map(|(id, name, message)| {
-            let without = without_name(&message, &name);
-            (without != message).then_some((id, without))
-        })
-        .unzip();
-    sqlx::query(
-        "UPDATE documents d SET error_message = m.message
-         FROM unnest($1::uuid[], $2::text[]) AS m(id, message) WHERE d.id = m.id",
+    let own: Vec<Quoting> = sqlx::query_as(
+        "SELECT j.id,
+                array_remove(array_append(
+                    ARRAY(SELECT d.file_name FROM documents d
+                          WHERE d.job_id = j.id AND d.file_name IS NOT NULL),
+                    j.file_name), NULL),
+                j.error_message
+         FROM jobs j WHERE j.id = ANY($1) AND j.error_message IS NOT NULL",
     )
-    .bind(&ids)
-    .bind(&messages)
-    .execute(&mut **tx)
+    .bind(jobs)
+    .fetch_all(&mut **tx)
     .await?;
+    for (table, rows) in [("documents", documents), ("jobs", own)] {
+        // Only the messages that quote a name are written again.
+        let (ids, messages): (Vec<Uuid>, Vec<String>) = rows
+            .into_iter()
+            .filter_map(|(id, names, message)| {
+                let without = without_names(&message, &names);
+                (without != message).then_some((id, without))
+            })
+            .unzip();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} t SET error_message = m.message
+             FROM unnest($1::uuid[], $2::text[]) AS m(id, message) WHERE t.id = m.id"
+        )))
+        .bind(&ids)
+        .bind(&messages)
+        .execute(&mut **tx)
+        .await?;
+    }
     sqlx::query("UPDATE documents SET file_name = NULL WHERE job_id = ANY($1)")
         .bind(jobs)
         .execute(&mut **tx)
@@ -201,17 +224,52 @@ async fn forget_file_names(
     Ok(())
 }
 
-/// `message` with `name` (quoted as the worker quotes it, or bare) left out.
-fn without_name(message: &str, name: &str) -> String {
-    const GONE: &str = "a file (name deleted)";
+const GONE: &str = "a file (name deleted)";
+
+/// `message` with each of `names` (quoted as the worker quotes it, or bare)
+/// left out, and a quoted name it starts with.
+fn without_names(message: &str, names: &[String]) -> String {
+    let mut message = without_leading_quote(message);
+    // Longest first: `a.pdf` must not eat into `data.pdf`'s replacement.
+    let mut names: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    for name in names {
+        message = message
+            .replace(&format!("{name:?}"), GONE)
+            .replace(name, GONE);
+    }
     message
-        .replace(&format!("{name:?}"), GONE)
-        .replace(name, GONE)
+}
+
+/// A message that starts with a quoted string (Rust's `{:?}`, as the worker
+/// quotes a ZIP entry's name) with that string left out.
+fn without_leading_quote(message: &str) -> String {
+    let Some(rest) = message.strip_prefix('"') else {
+        return message.to_owned();
+    };
+    let mut escaped = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return format!("{GONE}{}", &rest[i + 1..]),
+            _ => {}
+        }
+    }
+    message.to_owned()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::without_name;
+    use super::without_names;
+
+    fn without_name(message: &str, name: &str) -> String {
+        without_names(message, &[name.to_owned()])
+    }
 
     #[test]
     fn error_messages_lose_the_file_name() {
@@ -228,5 +286,31 @@ mod tests {
             "entry a file (name deleted): corrupt"
         );
         assert_eq!(without_name("page 3 is blank", "x.pdf"), "page 3 is blank");
+    }
+
+    #[test]
+    fn a_quoted_entry_name_first_goes_without_being_named() {
+        // A ZIP entry that failed the whole batch is no document's name.
+        let entry = r#"jane "doe\2026.pdf"#;
+        let message = format!("{entry:?} could not be unpacked: invalid checksum");
+        assert_eq!(
+            without_names(&message, &["batch.zip".to_owned()]),
+            "a file (name deleted) could not be unpacked: invalid checksum"
+        );
+        // The upload's name too, and a longer name before a shorter one
+        // inside it.
+        assert_eq!(
+            without_names(
+                "batch.zip holds data.pdf",
+                &[
+                    "a.pdf".to_owned(),
+                    "data.pdf".to_owned(),
+                    "batch.zip".to_owned()
+                ]
+            ),
+            "a file (name deleted) holds a file (name deleted)"
+        );
+        // An unterminated quote is left as it is.
+        assert_eq!(without_names("\"half", &[]), "\"half");
     }
 }

@@ -19,6 +19,10 @@ use uuid::Uuid;
 use crate::unzip::{self, Entry, Limits, ZipFailure};
 use crate::{Next, Retry, Worker};
 
+/// How often a document whose extraction failed for a reason that may pass
+/// (a page over its time limit) is tried before it fails with that reason.
+const TRANSIENT_ATTEMPTS: i32 = 2;
+
 /// Splits a job into documents. Steps: load the job; a single file becomes
 /// one document; a ZIP is unpacked entry by entry into stored documents
 /// (or fails as a whole); the documents and their tasks commit together
@@ -467,7 +471,10 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
     }
     let extraction = match extracted {
         Ok(x) => x,
-        Err(e) if e.is_transient() => {
+        // A page over its time limit may have met a busy machine: it is
+        // tried once more, then fails (each try may cost a page limit per
+        // page, and 25 of them with their back-off took hours).
+        Err(e) if e.is_transient() && task.attempts < TRANSIENT_ATTEMPTS => {
             return Err(Retry::from(format!("{} ({})", e, e.code())));
         }
         Err(e) => {

@@ -74,7 +74,7 @@ pub async fn set_job_status(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE jobs SET status = $2, updated_at = now()
-         WHERE id = $1 AND status NOT IN ('SUCCESS', 'FAILED')",
+         WHERE id = $1 AND status NOT IN ('SUCCESS', 'FAILED') AND status <> $2",
     )
     .bind(job_id)
     .bind(status)

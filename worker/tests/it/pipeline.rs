@@ -625,6 +625,77 @@ async fn extraction_limits_come_from_the_configuration() {
     assert_eq!(attempts, 1);
 }
 
+/// A page over its time limit is tried once more (the machine may have
+/// been busy), then the document fails with `timeout`: it used to be
+/// retried 25 times with back-off, for hours.
+#[tokio::test]
+async fn a_page_over_its_time_limit_is_tried_twice_then_fails() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.page_time_limit_secs = 1;
+        c.max_drawing_operations = 1 << 40;
+    })
+    .await;
+    let (account, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let job = app
+        .submit(&key, template, "slow.pdf", &slow_page_pdf())
+        .await;
+    let attempts = || {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT attempts FROM tasks WHERE kind = 'document' ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_one(&app.pool)
+    };
+    app.drain().await;
+    // Tried once, waiting for its retry: brought forward.
+    assert_eq!(attempts().await.unwrap(), 1);
+    let st = app.job_status(&key, job).await;
+    assert_ne!(st["status"], "FAILED", "{st}");
+    sqlx::query("UPDATE tasks SET run_at = now() WHERE kind = 'document'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    app.drain().await;
+    let st = app.job_status(&key, job).await;
+    assert_document_failed(&st, "timeout", "(at page 1)");
+    assert_eq!(attempts().await.unwrap(), 2);
+    assert_eq!(app.charges(account).await, 0);
+}
+
+/// One page drawing a form that draws the next ten times, seven deep: ten
+/// million little squares, most of a minute to interpret.
+fn slow_page_pdf() -> Vec<u8> {
+    let stream = |dict: &str, data: &str| {
+        format!(
+            "<< {dict} /Length {} >>\nstream\n{data}\nendstream",
+            data.len()
+        )
+    };
+    let mut objs = vec![
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R \
+         /Resources << /XObject << /X 5 0 R >> >> >>"
+            .to_owned(),
+        stream("", "/X Do"),
+    ];
+    for level in 0..=7 {
+        let form = "/Type /XObject /Subtype /Form /BBox [0 0 595 842]";
+        objs.push(if level < 7 {
+            stream(
+                &format!(
+                    "{form} /Resources << /XObject << /X {} 0 R >> >>",
+                    6 + level
+                ),
+                &"/X Do\n".repeat(10),
+            )
+        } else {
+            stream(form, "0 0 1 1 re f")
+        });
+    }
+    paperhook_core::testing::pdf_from_objects(&objs)
+}
+
 /// A webhook of the job is being sent when its data is deleted: the data
 /// goes at once, but `DELETE` answers only once that attempt has ended, so
 /// nothing of the job leaves after the 204.
@@ -975,6 +1046,49 @@ async fn deleting_a_jobs_data_forgets_names_quoted_in_error_messages() {
             .as_str()
             .unwrap()
             .starts_with("a file (name deleted) is inside a folder"),
+        "{after}"
+    );
+
+    // An entry that fails the whole batch is no document: its name is in
+    // the job's message and in the one document named after the upload.
+    let corrupt = {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        w.start_file("ok.pdf", stored).unwrap();
+        w.write_all(example_pdf()).unwrap();
+        w.start_file("jane-roe.pdf", stored).unwrap();
+        w.write_all(b"%PDF-1.4 a file whose checksum will not match")
+            .unwrap();
+        let mut zip = w.finish().unwrap().into_inner();
+        let at = zip
+            .windows(8)
+            .position(|w| w == b"checksum")
+            .expect("the stored entry's bytes");
+        zip[at] = b'C';
+        zip
+    };
+    let job = app.submit(&key, template, "batch.zip", &corrupt).await;
+    app.drain().await;
+    let (_, before) = send(app.req(Method::GET, &format!("/v1/jobs/{job}"), &key)).await;
+    assert_eq!(before["error"]["code"], "invalid_zip", "{before}");
+    assert!(
+        before["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("\"jane-roe.pdf\" could not be unpacked"),
+        "{before}"
+    );
+    let (status, body) = send(app.req(Method::DELETE, &format!("/v1/jobs/{job}"), &key)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (_, after) = send(app.req(Method::GET, &format!("/v1/jobs/{job}"), &key)).await;
+    assert!(!after.to_string().contains("jane-roe"), "{after}");
+    assert!(
+        after["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("a file (name deleted) could not be unpacked"),
         "{after}"
     );
 }
