@@ -120,12 +120,10 @@ pub async fn run(
 }
 
 async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
-    type Row = (Uuid, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, webhook_secret_enc, webhook_headers_enc, webhook_previous_secret_enc FROM templates",
-    )
-    .fetch_all(pool)
-    .await?;
+    type Row = (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM templates ORDER BY id")
+        .fetch_all(pool)
+        .await?;
     let again = |enc: Option<Vec<u8>>| -> anyhow::Result<Option<Vec<u8>>> {
         Ok(match enc {
             Some(e) => Some(keyring.encrypt(&keyring.decrypt(&e)?)),
@@ -133,7 +131,22 @@ async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
         })
     };
     let mut count = 0;
-    for (id, secret, headers, previous) in rows {
+    for id in ids {
+        // Each row read under its lock and written in the same transaction:
+        // the API keeps serving during a rotation, and a secret rotated or
+        // headers changed meanwhile must not be overwritten by what was
+        // read before.
+        let mut tx = pool.begin().await?;
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT webhook_secret_enc, webhook_headers_enc, webhook_previous_secret_enc
+             FROM templates WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((secret, headers, previous)) = row else {
+            continue;
+        };
         let stale = [Some(&secret), headers.as_ref(), previous.as_ref()]
             .into_iter()
             .flatten()
@@ -151,8 +164,9 @@ async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
         .bind(secret)
         .bind(again(headers)?)
         .bind(again(previous)?)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         count += 1;
     }
     Ok(count)

@@ -19,6 +19,10 @@ pub const DEFAULTS: &str = include_str!("../config.default.toml");
 /// database travels whole in one statement and in the write-ahead log.
 pub const INLINE_DOCUMENT_MAX: u64 = 16 * 1024 * 1024;
 
+/// The most the documents of one batched submission insert may hold
+/// together (`inline_document_max_bytes` x `submission_batch_max_rows`).
+pub const INLINE_BATCH_MAX: u64 = 256 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration could not be read: {0}")]
@@ -154,6 +158,21 @@ impl Config {
             return Err(invalid(
                 "inline_document_max_bytes",
                 format!("must be at most {INLINE_DOCUMENT_MAX} (16 MiB)"),
+            ));
+        }
+        // One batched insert carries up to this many documents in one
+        // message; PostgreSQL refuses a message of 1 GiB.
+        let batch_bytes = self
+            .inline_document_max_bytes
+            .saturating_mul(u64::from(self.submission_batch_max_rows));
+        if batch_bytes > INLINE_BATCH_MAX {
+            return Err(invalid(
+                "inline_document_max_bytes",
+                format!(
+                    "times submission_batch_max_rows ({}) must be at most {INLINE_BATCH_MAX} \
+                     (256 MiB): one batched insert carries that many documents",
+                    self.submission_batch_max_rows
+                ),
             ));
         }
         if self.db_max_connections == 0 {
@@ -487,11 +506,20 @@ mod tests {
         check(&[("db_max_connections", 9)]).unwrap();
         let err = check(&[("db_max_connections", 8)]).unwrap_err().to_string();
         assert!(err.contains("db_max_connections"), "{err}");
-        check(&[("inline_document_max_bytes", INLINE_DOCUMENT_MAX)]).unwrap();
-        let err = check(&[("inline_document_max_bytes", INLINE_DOCUMENT_MAX + 1)])
+        let batch = ("submission_batch_max_rows", 16);
+        check(&[("inline_document_max_bytes", INLINE_DOCUMENT_MAX), batch]).unwrap();
+        let err = check(&[
+            ("inline_document_max_bytes", INLINE_DOCUMENT_MAX + 1),
+            batch,
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("inline_document_max_bytes"), "{err}");
+        // 64 documents of 16 MiB in one statement: 1 GiB.
+        let err = check(&[("inline_document_max_bytes", INLINE_DOCUMENT_MAX)])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("inline_document_max_bytes"), "{err}");
+        assert!(err.contains("submission_batch_max_rows (64)"), "{err}");
         // "For ever" as the largest number would overflow timestamps.
         check(&[("result_retention_secs", MAX_DURATION_SECS)]).unwrap();
         let err = check(&[("result_retention_secs", u64::MAX)])

@@ -30,6 +30,8 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--max-rss-mib", type=int, default=512,
                     help="bound on the worker's peak resident memory")
+    ap.add_argument("--max-api-rss-mib", type=int, default=384,
+                    help="bound on the API's peak resident memory")
     args = ap.parse_args()
     work = pathlib.Path(harness.tempdir("paperhook-bad-input-"))
     pg = harness.Postgres(work)
@@ -112,8 +114,13 @@ def main():
         log(f"worker peak RSS (VmHWM): {peak:.0f} MiB (bound {args.max_rss_mib} MiB)")
         if peak > args.max_rss_mib:
             failures.append(f"the worker's peak RSS was {peak:.0f} MiB, over {args.max_rss_mib} MiB")
+        api_peak = system.peak_rss_kib.get("api", 0) / 1024
+        log(f"API peak RSS (VmHWM): {api_peak:.0f} MiB (bound {args.max_api_rss_mib} MiB)")
+        if api_peak > args.max_api_rss_mib:
+            failures.append(f"the API's peak RSS was {api_peak:.0f} MiB, over {args.max_api_rss_mib} MiB")
         print(json.dumps({"cases": len(corpus.cases(tid)), "jobs": len(jobs),
-                          "worker_peak_rss_mib": round(peak), "failures": len(failures)}))
+                          "worker_peak_rss_mib": round(peak), "api_peak_rss_mib": round(api_peak),
+                          "failures": len(failures)}))
     finally:
         if failures:
             print("\nFAILED:")

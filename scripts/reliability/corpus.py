@@ -235,6 +235,19 @@ def image_bomb_pdf(side=20_000):
                 + stream + b"\nendstream"])
 
 
+def big_content_pdf(pages, contents=b"4 0 R", megabytes=75):
+    """`pages` pages whose /Contents is `contents`, object 4 being an invoice
+    line and `megabytes` MB of spaces in about 100 KB of deflate: a renderer
+    that keeps each page's decoded content holds it once per page."""
+    content = b"BT /F1 11 Tf 56 780 Td (Invoice No: INV-1) Tj ET"
+    content += b" " * (megabytes * 2**20 - len(content))
+    packed = zlib.compress(content, 1)
+    objs = page_objs(pages)
+    objs[3] = b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream"
+    objs[4:] = [o.replace(b"/Contents 4 0 R", b"/Contents " + contents) for o in objs[4:]]
+    return pdf(objs)
+
+
 def static_job(template_id, **overrides):
     body = {"template_id": template_id, "actual_image": base64.b64encode(
         (ROOT / "examples" / "invoice.pdf").read_bytes()).decode()}
@@ -314,6 +327,12 @@ def cases(template_id):
              expect=failed_doc("page_too_complex")),
         dict(name="pdf-absurd-mediabox", file=pdf(page_objs(1, b"[0 0 1e30 1e30]")), expect=failed_doc("corrupt_document")),
         dict(name="pdf-image-bomb", file=image_bomb_pdf(), expect=failed_doc("image_too_large")),
+        # One 75 MB content stream (75 KB packed) on eight pages: kept once
+        # per page, 600 MB; and listed four times by one page, joined into
+        # 300 MB.
+        dict(name="pdf-content-shared-by-pages", file=big_content_pdf(8), expect=failed_doc("required_field_missing")),
+        dict(name="pdf-content-listed-4-times", file=big_content_pdf(1, b"[4 0 R 4 0 R 4 0 R 4 0 R]"),
+             expect=failed_doc("corrupt_document")),
         # Images
         dict(name="png-billions-of-pixels", file=png(100_000, 100_000, rows=zlib.compress(b"\x00" * 1000)),
              expect=failed_doc("image_too_large")),
@@ -343,10 +362,20 @@ def cases(template_id):
         dict(name="huge-static-values", request=("application/json", json.dumps(static_job(
             template_id, static_values={f"k{i}": "v" * 100 for i in range(2000)})).encode()),
              expect=http(422, "invalid_static_values")),
+        # 28 MB of numbers (the body limit allows it): a parsed JSON value
+        # takes 32 bytes each, 450 MB before any size check.
+        dict(name="static-values-huge-array", request=("application/json", (
+            '{"template_id": "%s", "actual_image": "%s", "static_values": {"a": [%s0]}}' % (
+                template_id, base64.b64encode(invoice_pdf).decode(), "0," * 14_000_000)).encode()),
+             expect=http(422, "invalid_static_values")),
+        dict(name="template-id-huge-array", request=("application/json", (
+            '{"template_id": [%s0], "actual_image": "%s"}' % (
+                "0," * 14_000_000, base64.b64encode(invoice_pdf).decode())).encode()),
+             expect=http(422, "invalid_template_id")),
         dict(name="deep-static-values", request=("application/json", (
             '{"template_id": "%s", "actual_image": "%s", "static_values": %s}' % (
                 template_id, base64.b64encode(invoice_pdf).decode(), deep)).encode()),
-             expect=http(400, "malformed_json")),
+             expect=http(422, "invalid_static_values")),
         dict(name="deep-json-array", request=("application/json", b"[" * 100_000 + b"]" * 100_000),
              expect=http(400, "malformed_json")),
         dict(name="multipart-no-boundary", request=("multipart/form-data", b"--x\r\n\r\n"),

@@ -410,7 +410,7 @@ class System:
         self.worker_names = []
         self.kills = 0
         self.worker_starts = 0
-        self.peak_rss_kib = {}  # worker name -> VmHWM seen
+        self.peak_rss_kib = {}  # process name (api, worker-N) -> VmHWM seen
 
     def run_admin(self, *args):
         out = subprocess.run([str(self.bindir / "paperhook-api"), *args], env=self.env,
@@ -439,7 +439,7 @@ class System:
         self.worker_starts += 1
 
     def sample_rss(self):
-        for name in self.worker_names:
+        for name in ["api", *self.worker_names]:
             proc = self.procs.get(name)
             if proc and proc.poll() is None:
                 try:

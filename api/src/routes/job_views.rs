@@ -236,15 +236,21 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
     // One statement per kind for the whole job (a ZIP may hold 1,000
     // documents), then joined here by document.
     let docs = jobs::documents(&state.pool, job.id).await?;
-    let mut results: HashMap<Uuid, (Value, Value)> = sqlx::query_as::<_, (Uuid, Value, Value)>(
-        "SELECT document_id, result, meta FROM results WHERE job_id = $1",
-    )
-    .bind(job.id)
-    .fetch_all(&state.pool)
-    .await?
-    .into_iter()
-    .map(|(doc, result, meta)| (doc, (result, meta)))
-    .collect();
+    // Results past their retention are not shown, even before the janitor
+    // has removed them (as `POST /v1/job-results` answers 410).
+    let mut results: HashMap<Uuid, (Value, Value)> = if super::results::results_gone(state, &job) {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (Uuid, Value, Value)>(
+            "SELECT document_id, result, meta FROM results WHERE job_id = $1",
+        )
+        .bind(job.id)
+        .fetch_all(&state.pool)
+        .await?
+        .into_iter()
+        .map(|(doc, result, meta)| (doc, (result, meta)))
+        .collect()
+    };
     let doc_ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
     let charges: HashMap<Uuid, i64> =
         sqlx::query_as("SELECT document_id, -delta FROM credit_ledger WHERE document_id = ANY($1)")

@@ -1,6 +1,5 @@
 //! `POST /process-job` and `GET /job-status`, as the product page specifies.
 
-use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +12,7 @@ use salvo::http::form::{FilePart, FormLimits};
 use salvo::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
@@ -21,10 +21,16 @@ use crate::{AppState, auth};
 /// The JSON form of a submission, borrowing the base64 text from the body.
 #[derive(Deserialize)]
 struct ProcessJobInput<'a> {
-    template_id: Option<Value>,
+    // All three as the text sent: the values parsed only once their size is
+    // known to be within limits (a 70 MB array of numbers is gigabytes as a
+    // `Value`), the base64 decoded from the body with its escapes (a string
+    // with `\/` or `\r\n` would be copied whole to be unescaped).
     #[serde(borrow)]
-    actual_image: Option<Cow<'a, str>>,
-    static_values: Option<Value>,
+    template_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    actual_image: Option<&'a RawValue>,
+    #[serde(borrow)]
+    static_values: Option<&'a RawValue>,
 }
 
 /// A submission as JSON (multipart/form-data carries the same fields, with
@@ -115,17 +121,67 @@ fn missing(field: &str) -> ApiError {
     ApiError::unprocessable("missing_field", format!("{field} is required"))
 }
 
-fn parse_template_id(value: Option<&Value>) -> ApiResult<Uuid> {
-    let value = value.ok_or_else(|| missing("template_id"))?;
+/// `template_id` as sent (JSON text, or a form field's text), a UUID string.
+fn parse_template_id(sent: Option<TemplateId<'_>>) -> ApiResult<Uuid> {
+    let sent = sent.ok_or_else(|| missing("template_id"))?;
+    let (text, json) = match sent {
+        TemplateId::Json(raw) => (raw.get(), true),
+        TemplateId::Field(text) => (text, false),
+    };
+    let invalid = |shown: &str| {
+        ApiError::unprocessable(
+            "invalid_template_id",
+            format!("template_id must be a UUID string, not {shown}"),
+        )
+    };
+    // A UUID with room for spaces and escapes; longer is not echoed back.
+    if text.len() > 256 {
+        return Err(invalid(&format!("{} bytes of text", text.len())));
+    }
+    let value = if json {
+        serde_json::from_str::<Value>(text).map_err(|e| ApiError::from_json(&e))?
+    } else {
+        Value::String(text.to_owned())
+    };
     value
         .as_str()
         .and_then(|s| Uuid::parse_str(s.trim()).ok())
-        .ok_or_else(|| {
-            ApiError::unprocessable(
-                "invalid_template_id",
-                format!("template_id must be a UUID string, not {value}"),
+        .ok_or_else(|| invalid(&value.to_string()))
+}
+
+/// How a submission carried `template_id`.
+enum TemplateId<'a> {
+    Json(&'a RawValue),
+    Field(&'a str),
+}
+
+/// `static_values` as sent, parsed if its text is within twice
+/// `max_static_values_bytes` (room for spaces and escapes; the limit itself
+/// is checked on the values, see [`check_static_values`]), so the parsed
+/// values' memory is bounded.
+fn parse_static_values(state: &AppState, text: &str) -> ApiResult<Value> {
+    let max = state.config.max_static_values_bytes;
+    if text.len() as u64 > max.saturating_mul(2) {
+        return Err(ApiError::unprocessable(
+            "invalid_static_values",
+            format!(
+                "static_values is {} bytes; the limit is {max} (max_static_values_bytes)",
+                text.len()
+            ),
+        ));
+    }
+    serde_json::from_str::<Value>(text).map_err(|e| {
+        // serde_json stops at 128 levels, far past the limit.
+        let message = if e.to_string().starts_with("recursion limit exceeded") {
+            format!(
+                "static_values is nested deeper than {} levels",
+                state.config.max_static_values_depth
             )
-        })
+        } else {
+            format!("static_values must be a JSON object string: {e}")
+        };
+        ApiError::unprocessable("invalid_static_values", message)
+    })
 }
 
 fn depth(value: &Value) -> u32 {
@@ -219,25 +275,114 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// The base64 text of `actual_image`: a form field's text, or the text of
+/// a JSON string as sent, escapes and all (`\/`, `\r\n`), read without an
+/// unescaped copy.
+#[derive(Clone, Copy)]
+enum Base64Text<'a> {
+    Plain(&'a str),
+    /// Between the quotes of a JSON string.
+    Json(&'a str),
+}
+
+impl<'a> Base64Text<'a> {
+    fn chars(self) -> TextChars<'a> {
+        match self {
+            Base64Text::Plain(text) => TextChars {
+                chars: text.chars(),
+                json: false,
+            },
+            Base64Text::Json(text) => TextChars {
+                chars: text.chars(),
+                json: true,
+            },
+        }
+    }
+
+    /// At least the length of the text it stands for.
+    fn len(self) -> usize {
+        match self {
+            Base64Text::Plain(text) | Base64Text::Json(text) => text.len(),
+        }
+    }
+}
+
+/// The characters of a [`Base64Text`], JSON escapes resolved (the body was
+/// parsed as JSON already, so they are well formed; a lone surrogate
+/// becomes U+FFFD, which is not base64).
+struct TextChars<'a> {
+    chars: std::str::Chars<'a>,
+    json: bool,
+}
+
+impl Iterator for TextChars<'_> {
+    type Item = char;
+
+    fn next(&mut self) -> Option<char> {
+        let c = self.chars.next()?;
+        if !self.json || c != '\\' {
+            return Some(c);
+        }
+        Some(match self.chars.next()? {
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'u' => {
+                let hex: String = self.chars.by_ref().take(4).collect();
+                u32::from_str_radix(&hex, 16)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .unwrap_or(char::REPLACEMENT_CHARACTER)
+            }
+            // `\"`, `\\`, `\/`.
+            other => other,
+        })
+    }
+}
+
 /// Decodes base64 `actual_image` (a `data:` URL prefix and whitespace are
 /// accepted): in memory up to `in_memory_max` decoded bytes, else into a
 /// spool file in bounded chunks, so memory never holds a second full copy
 /// of a large document beside the request body.
-fn decode_base64(encoded: &str, limit: u64, in_memory_max: usize) -> ApiResult<Upload> {
-    let mut data = encoded.trim();
-    if let Some(rest) = data.strip_prefix("data:") {
-        data = rest.split_once(";base64,").map(|(_, b)| b).ok_or_else(|| {
-            ApiError::unprocessable("invalid_base64", "a data: URL must be ;base64, encoded")
-        })?;
+fn decode_base64(encoded: Base64Text<'_>, limit: u64, in_memory_max: usize) -> ApiResult<Upload> {
+    let mut chars = encoded.chars().skip_while(|c| c.is_whitespace()).peekable();
+    // A `data:` URL's prefix ends at its first comma.
+    let mut head = String::new();
+    while head.len() < 256 {
+        match chars.next() {
+            Some(c) => {
+                head.push(c);
+                if c == ',' {
+                    break;
+                }
+            }
+            None => break,
+        }
     }
-    if data.is_empty() {
+    if head.starts_with("data:") {
+        if !head.ends_with(";base64,") {
+            return Err(ApiError::unprocessable(
+                "invalid_base64",
+                "a data: URL must be ;base64, encoded",
+            ));
+        }
+        head.clear();
+    }
+    let mut data = head
+        .chars()
+        .chain(chars)
+        .filter(|c| !c.is_whitespace())
+        .peekable();
+    if data.peek().is_none() {
         return Err(ApiError::unprocessable(
             "empty_document",
             "actual_image is empty",
         ));
     }
-    // An upper bound: whitespace and padding only make it smaller.
-    let decoded_max = data.len() / 4 * 3 + 3;
+    // An upper bound: whitespace, escapes and padding only make it smaller.
+    let decoded_max = encoded.len() / 4 * 3 + 3;
     if decoded_max <= in_memory_max {
         let mut buf = Vec::with_capacity(decoded_max);
         let size = decode_into(data, limit, &mut buf)?;
@@ -263,8 +408,13 @@ fn decode_base64(encoded: &str, limit: u64, in_memory_max: usize) -> ApiResult<U
     })
 }
 
-/// Decodes `data` into `out` in chunks of 48 KiB; the decoded size.
-fn decode_into(data: &str, limit: u64, out: &mut impl Write) -> ApiResult<u64> {
+/// Decodes the base64 characters of `chars` (no white space) into `out` in
+/// chunks of 48 KiB; the decoded size.
+fn decode_into(
+    mut chars: impl Iterator<Item = char>,
+    limit: u64,
+    out: &mut impl Write,
+) -> ApiResult<u64> {
     let engine = base64::engine::general_purpose::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new()
@@ -273,17 +423,19 @@ fn decode_into(data: &str, limit: u64, out: &mut impl Write) -> ApiResult<u64> {
     let mut size = 0u64;
     let mut chunk = String::with_capacity(64 * 1024);
     let mut buf = Vec::with_capacity(48 * 1024);
-    let mut chars = data.chars().filter(|c| !c.is_ascii_whitespace()).peekable();
     let bad = |offset: u64| {
         ApiError::unprocessable(
             "invalid_base64",
             format!("actual_image is not valid base64 (near decoded byte {offset})"),
         )
     };
-    while chars.peek().is_some() {
+    loop {
         chunk.clear();
         // A multiple of 4 characters decodes on its own.
         chunk.extend(chars.by_ref().take(64 * 1024));
+        if chunk.is_empty() {
+            return Ok(size);
+        }
         buf.clear();
         engine
             .decode_vec(chunk.as_bytes(), &mut buf)
@@ -295,7 +447,6 @@ fn decode_into(data: &str, limit: u64, out: &mut impl Write) -> ApiResult<u64> {
         out.write_all(&buf)
             .map_err(|e| ApiError::internal("writing a spool file", &e))?;
     }
-    Ok(size)
 }
 
 /// The most a request body of `/process-job` may hold: a document of
@@ -330,13 +481,26 @@ fn envelope_error(req: &Request, state: &AppState, err: ParseError, what: &str) 
             ),
         );
     }
+    // Without a declared length (a chunked body), salvo's error does not
+    // tell too many parts from too many bytes: the answer names both.
+    let or_parts = if declared.is_none()
+        && req
+            .content_type()
+            .is_some_and(|m| m.subtype() == "form-data")
+    {
+        format!(
+            ", or (a multipart body) has more than {MAX_FORM_PARTS} parts or {MAX_FORM_FILES} files"
+        )
+    } else {
+        String::new()
+    };
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "document_too_large",
         format!(
             "the request body is larger than {limit} bytes, the most a document of {max} bytes \
              ({:.1} MiB, max_upload_bytes) takes in base64 with static_values and the rest \
-             of the request",
+             of the request{or_parts}",
             max as f64 / (1024.0 * 1024.0)
         ),
     )
@@ -353,12 +517,34 @@ async fn read_json(req: &mut Request, state: &AppState) -> ApiResult<Submission>
         Ok(body) => body,
         Err(e) => return Err(envelope_error(req, state, e, "JSON")),
     };
+    // An object, not an array of the fields in order (which serde would
+    // take, and whose elements are kept unparsed below).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "malformed_json",
+            "the JSON body must be an object with template_id, actual_image and static_values",
+        ));
+    }
     let input: ProcessJobInput<'_> =
         serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
-    let template_id = parse_template_id(input.template_id.as_ref())?;
-    let static_values = check_static_values(state, input.static_values)?;
+    let template_id = parse_template_id(input.template_id.map(TemplateId::Json))?;
+    let static_values = input
+        .static_values
+        .map(|raw| parse_static_values(state, raw.get()))
+        .transpose()?;
+    let static_values = check_static_values(state, static_values)?;
     let encoded = input.actual_image.ok_or_else(|| missing("actual_image"))?;
-    let upload = decode_base64(&encoded, max, IN_MEMORY_MAX)?;
+    let encoded = encoded
+        .get()
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_field",
+                "invalid field: actual_image must be a base64 string",
+            )
+        })?;
+    let upload = decode_base64(Base64Text::Json(encoded), max, IN_MEMORY_MAX)?;
     Ok(Submission {
         template_id,
         static_values,
@@ -379,11 +565,7 @@ async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submis
         Err(e) => return Err(envelope_error(req, state, e, "multipart/form-data")),
     };
     let field = |name: &str| form.fields.get(name).map(|s| s.as_str());
-    let template_id = parse_template_id(
-        field("template_id")
-            .map(|s| Value::String(s.into()))
-            .as_ref(),
-    )?;
+    let template_id = parse_template_id(field("template_id").map(TemplateId::Field))?;
     // A file part too (`curl -F static_values=@values.json`).
     let from_file = match (field("static_values"), form.files.get("static_values")) {
         (None, Some(file)) => Some(read_static_values_file(file, state).await?),
@@ -395,18 +577,13 @@ async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submis
         .map(str::trim)
     {
         None | Some("") => None,
-        Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|e| {
-            ApiError::unprocessable(
-                "invalid_static_values",
-                format!("static_values must be a JSON object string: {e}"),
-            )
-        })?),
+        Some(text) => Some(parse_static_values(state, text)?),
     };
     let static_values = check_static_values(state, static_values)?;
     let upload = if let Some(file) = form.files.get("actual_image") {
         from_file_part(file, max)?
     } else if let Some(text) = field("actual_image") {
-        decode_base64(text, max, IN_MEMORY_MAX)?
+        decode_base64(Base64Text::Plain(text), max, IN_MEMORY_MAX)?
     } else {
         return Err(missing("actual_image"));
     };
@@ -775,10 +952,13 @@ mod tests {
     fn base64_decodes_in_memory_or_to_a_spool_file() {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
-        let small = decode_base64(&encoded, 1 << 20, 1 << 20).unwrap();
+        let plain = |text: &str, limit, in_memory_max| {
+            decode_base64(Base64Text::Plain(text), limit, in_memory_max)
+        };
+        let small = plain(&encoded, 1 << 20, 1 << 20).unwrap();
         assert!(matches!(small.body, UploadBody::Memory(_)));
         assert_eq!(contents(&small), data);
-        let large = decode_base64(&encoded, 1 << 20, 100_000).unwrap();
+        let large = plain(&encoded, 1 << 20, 100_000).unwrap();
         assert!(matches!(large.body, UploadBody::Spooled { .. }));
         assert_eq!((contents(&large), large.size), (data.clone(), 200_000));
         let with_newlines: String = encoded
@@ -788,17 +968,59 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         for in_memory_max in [0, 1 << 20] {
-            let up = decode_base64(&with_newlines, 1 << 20, in_memory_max).unwrap();
+            let up = plain(&with_newlines, 1 << 20, in_memory_max).unwrap();
             assert_eq!(contents(&up), data);
             let url = format!("data:application/pdf;base64,{encoded}");
-            let up = decode_base64(&url, 1 << 20, in_memory_max).unwrap();
+            let up = plain(&url, 1 << 20, in_memory_max).unwrap();
             assert_eq!(up.size, data.len() as u64);
-            let err =
-                |text: &str, limit| decode_base64(text, limit, in_memory_max).unwrap_err().code;
+            let err = |text: &str, limit| plain(text, limit, in_memory_max).unwrap_err().code;
             assert_eq!(err("!!!!", 100), "invalid_base64");
             assert_eq!(err(&encoded, 1000), "document_too_large");
             assert_eq!(err("  ", 1000), "empty_document");
+            assert_eq!(err("data:text/plain,abcd", 1000), "invalid_base64");
+            assert_eq!(err("data:;base64,", 1000), "empty_document");
         }
+    }
+
+    #[test]
+    fn base64_in_a_json_string_is_decoded_with_its_escapes() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
+        assert!(encoded.contains('/') && encoded.contains('+'));
+        // As PHP's json_encode writes it: every `/` escaped, a data: URL,
+        // lines of 76 with `\r\n`; and a few characters as `\u` escapes.
+        let lines: Vec<&str> = encoded
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let json = serde_json::to_string(&format!(
+            "data:application/pdf;base64,{}",
+            lines.join("\r\n")
+        ))
+        .unwrap()
+        .replace('/', "\\/")
+        .replacen('A', "\\u0041", 3);
+        assert!(json.contains("\\r\\n") && json.contains("\\/") && json.contains("\\u0041"));
+        let inner = &json[1..json.len() - 1];
+        for in_memory_max in [0, 1 << 20] {
+            let up = decode_base64(Base64Text::Json(inner), 1 << 20, in_memory_max).unwrap();
+            assert_eq!((contents(&up), up.size), (data.clone(), data.len() as u64));
+        }
+        // Text that only unescapes to base64 is not taken as it is.
+        assert_eq!(
+            decode_base64(Base64Text::Plain("QU\\/B"), 100, 100)
+                .unwrap_err()
+                .code,
+            "invalid_base64"
+        );
+        // A lone surrogate is no base64 character.
+        assert_eq!(
+            decode_base64(Base64Text::Json("QUJD\\ud800"), 100, 100)
+                .unwrap_err()
+                .code,
+            "invalid_base64"
+        );
     }
 
     #[test]

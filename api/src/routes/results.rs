@@ -156,6 +156,14 @@ pub async fn job_results(
 }
 
 /// When a finished job's results expire (`result_retention` after it finished).
+/// Whether the job's results are past their retention (or deleted), whether
+/// or not the janitor has removed them yet: no endpoint shows them then.
+pub(crate) fn results_gone(state: &crate::AppState, job: &JobRow) -> bool {
+    job.data_deleted_at.is_some()
+        || job.results_expired_at.is_some()
+        || expires_at(state, job).is_some_and(|t| t <= chrono::Utc::now())
+}
+
 fn expires_at(state: &crate::AppState, job: &JobRow) -> Option<chrono::DateTime<chrono::Utc>> {
     let retention = chrono::Duration::from_std(state.config.result_retention()).unwrap_or_default();
     job.finished_at.map(|t| t + retention)

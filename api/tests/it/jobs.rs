@@ -286,11 +286,11 @@ async fn every_bad_submission_gets_its_status_and_code() {
     let (_, key) = app.account(100).await;
     let template_id = app.template(&key).await;
     let post = |body: Value| send(app.req(Method::POST, "/process-job", &key).json(&body));
-    let raw = |ct: &str, body: &'static str| {
+    let raw = |ct: &str, body: &str| {
         send(
             app.req(Method::POST, "/process-job", &key)
                 .header("content-type", ct)
-                .body(body),
+                .body(body.to_owned()),
         )
     };
 
@@ -347,6 +347,36 @@ async fn every_bad_submission_gets_its_status_and_code() {
     let mut bad = json_job(template_id, example_pdf());
     bad["static_values"] = deep;
     assert_error(&post(bad).await, 422, "invalid_static_values");
+    // Past serde_json's own depth limit, and past twice the size limit (its
+    // text is measured before it is parsed): the same answer.
+    let body = json!({"template_id": template_id.to_string(), "actual_image": "QUJD"}).to_string();
+    let deeper = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let huge = format!("{{\"a\": [{}0]}}", "0,".repeat(70_000));
+    for (values, says) in [
+        (deeper, "nested deeper than 16 levels"),
+        (huge, "bytes; the limit is 65536"),
+    ] {
+        let with = body.replacen('{', &format!("{{\"static_values\": {values}, "), 1);
+        let got = raw("application/json", &with).await;
+        assert_error(&got, 422, "invalid_static_values");
+        let message = got.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
+    // A huge template_id is not echoed back.
+    let got = post(json!({"template_id": "x".repeat(10_000), "actual_image": "QUJD"})).await;
+    assert_error(&got, 422, "invalid_template_id");
+    assert!(got.1.to_string().len() < 1_000, "{}", got.1);
+    // The fields as an array, or a document that is no string.
+    assert_error(
+        &post(json!([template_id.to_string(), B64.encode(example_pdf())])).await,
+        400,
+        "malformed_json",
+    );
+    assert_error(
+        &post(json!({"template_id": template_id.to_string(), "actual_image": 5})).await,
+        422,
+        "invalid_field",
+    );
     // PostgreSQL stores no NUL character: 422, not a failed insert's 500.
     for with_nul in [
         json!({"ref": "a\u{0}b"}),
@@ -709,7 +739,8 @@ async fn hundred_parallel_submissions() {
 
 /// `/v1/job-results` names a missing or mistyped field like `/process-job`
 /// does (422), and a finished job's results past retention answer 410 even
-/// before the janitor has deleted them, for results and redelivery alike.
+/// before the janitor has deleted them, for results, redelivery and the
+/// job's detail alike.
 #[tokio::test]
 async fn job_results_errors_name_the_field() {
     let app = TestApp::spawn().await;
@@ -741,15 +772,40 @@ async fn job_results_errors_name_the_field() {
     .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{body}");
     let job = body["job_id"].as_str().unwrap().to_owned();
-    // Finished 25 hours ago (retention is 24 h); the janitor has not run.
+    let job_uuid: Uuid = job.parse().unwrap();
+    // A finished job with one document's result, as a worker leaves it.
     sqlx::query(
-        "UPDATE jobs SET status = 'SUCCESS', finished_at = now() - interval '25 hours'
-         WHERE id = $1",
+        "WITH d AS (
+             INSERT INTO documents (id, job_id, idx, status, pages)
+             VALUES (gen_random_uuid(), $1, 0, 'PROCESS IMAGE SUCCESS', 1)
+             RETURNING id, job_id)
+         INSERT INTO results (document_id, job_id, result) SELECT id, job_id, '{\"total\": \"42\"}' FROM d",
     )
-    .bind(job.parse::<Uuid>().unwrap())
+    .bind(job_uuid)
     .execute(&app.pool)
     .await
     .unwrap();
+    let finished = |ago: &'static str| {
+        sqlx::query(
+            "UPDATE jobs SET status = 'SUCCESS', finished_at = now() - $2::interval WHERE id = $1",
+        )
+        .bind(job_uuid)
+        .bind(ago)
+        .execute(&app.pool)
+    };
+    let detail = || send(app.req(Method::GET, &format!("/v1/jobs/{job}"), &key));
+    finished("1 hour").await.unwrap();
+    let (s, body) = detail().await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["documents"][0]["result"]["total"], "42", "{body}");
+    // Finished 25 hours ago (retention is 24 h); the janitor has not run.
+    finished("25 hours").await.unwrap();
+    // The job's page no longer shows the results either.
+    let (s, body) = detail().await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["documents"][0]["status"], "PROCESS IMAGE SUCCESS");
+    assert!(body["documents"][0]["result"].is_null(), "{body}");
+    assert!(body["documents"][0]["fields"].is_null(), "{body}");
     assert_error(
         &results(json!({"job_id": job})).await,
         410,

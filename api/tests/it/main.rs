@@ -259,6 +259,62 @@ async fn reencrypt_moves_every_template_secret_to_the_new_key() {
     }
 }
 
+/// A secret rotated while `admin reencrypt` runs is not overwritten with
+/// the one reencrypt read before: each row is read under its lock.
+#[tokio::test]
+async fn reencrypt_keeps_a_secret_rotated_meanwhile() {
+    use paperhook_api::admin::{AdminCommand, run};
+    use paperhook_core::crypto::Keyring;
+    use secrecy::ExposeSecret;
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(1).await;
+    let template = app.template(&key).await;
+    let old_spec = app.config.encryption_keys.expose_secret().to_owned();
+    let old = Keyring::parse(&old_spec).unwrap();
+    let both_spec = format!("{},{old_spec}", Keyring::generate_spec(1));
+    let both = Keyring::parse(&both_spec).unwrap();
+    // A rotation by the API (still on the old key) holds the row...
+    let mut rotation = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE templates SET webhook_secret_enc = $2, webhook_previous_secret_enc = NULL
+         WHERE id = $1",
+    )
+    .bind(template)
+    .bind(old.encrypt(b"whsec_rotated"))
+    .execute(&mut *rotation)
+    .await
+    .unwrap();
+    // ...while reencrypt runs into it.
+    let pool = app.pool.clone();
+    let keyring = Keyring::parse(&both_spec).unwrap();
+    let reencrypt = tokio::spawn(async move {
+        run(AdminCommand::Reencrypt, &pool, Some(&keyring))
+            .await
+            .unwrap()
+    });
+    paperhook_core::testing::waiting_for_a_lock(&app.pool, "%", "reencrypt").await;
+    rotation.commit().await.unwrap();
+    let out = reencrypt.await.unwrap();
+    assert_eq!(out["reencrypted"], 1);
+    let (secret, previous): (Vec<u8>, Option<Vec<u8>>) = sqlx::query_as(
+        "SELECT webhook_secret_enc, webhook_previous_secret_enc FROM templates WHERE id = $1",
+    )
+    .bind(template)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(!both.needs_reencrypt(&secret), "still under the old key");
+    assert_eq!(
+        both.decrypt(&secret).unwrap(),
+        b"whsec_rotated",
+        "the rotated secret was overwritten"
+    );
+    assert_eq!(
+        previous, None,
+        "the old secret came back as the previous one"
+    );
+}
+
 #[tokio::test]
 async fn database_down_answers_503() {
     // A database URL nothing listens on: the pool is lazy, so the API starts.
