@@ -1155,12 +1155,18 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
                                 d["error"].is_null() && d["status"] == "PROCESS IMAGE SUCCESS"
                             })
                             .count() as u64;
-                        u.docs_failed = docs.len() as u64 - u.docs_ok;
+                        // Every file sent counts: a batch that failed as a
+                        // whole (a broken or refused ZIP) has no document,
+                        // or one named after the upload, for all its files.
+                        let sent = match &u.body {
+                            Body::Bundle { entries, .. } => entries.len(),
+                            Body::File(_) => 1,
+                        };
+                        u.docs_failed = (docs.len().max(sent) as u64).saturating_sub(u.docs_ok);
                         u.pages = docs.iter().filter_map(|d| d["pages"].as_u64()).sum();
                         u.credits = detail["credits_charged"].as_i64().unwrap_or(0);
                         if docs.is_empty() {
                             // A job that failed as a whole (e.g. invalid_zip) has no documents.
-                            u.docs_failed = 1;
                             if let Some(obj) = results.as_object_mut() {
                                 obj.insert("job_error".into(), detail["error"].clone());
                             }

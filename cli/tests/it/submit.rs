@@ -561,7 +561,13 @@ async fn a_batch_refused_as_a_whole_gives_each_file_the_reason() {
         }
         cmd
     };
-    documents_failed_saying(&mut batches(false), 120, "without --zip").await;
+    let out = documents_failed_saying(&mut batches(false), 120, "without --zip").await;
+    // The summary counts every file of the batch, not the batch once.
+    assert!(
+        text(&out.stderr).contains("documents: 0 done, 3 failed"),
+        "{}",
+        show(&out)
+    );
     let rows = csv_records(&std::fs::read_to_string(results).unwrap());
     assert_eq!(rows.len(), 3, "{rows:?}");
     for row in &rows {
