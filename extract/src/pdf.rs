@@ -507,7 +507,13 @@ const HELD_CONTENT_BYTES: u64 = 64 << 20;
 /// own small buffer and handing each piece to the next stage: a chain is
 /// measured in constant memory whatever it expands to.
 enum Stage {
-    Flate(Box<miniz_oxide::inflate::stream::InflateState>),
+    /// Deflate with a zlib header, or without one (`raw`), as hayro tries
+    /// them in turn; `failed` once its data turned out corrupt.
+    Flate {
+        state: Box<miniz_oxide::inflate::stream::InflateState>,
+        raw: bool,
+        failed: bool,
+    },
     Lzw(Box<weezl::decode::Decoder>),
     RunLength(RunLength),
     /// ASCII filters never expand much, but a chain can hide a bomb
@@ -545,17 +551,23 @@ enum Flow {
 }
 
 impl Stage {
-    /// The stage for `filter` (`early_change`: LZW's code size rule), or
-    /// None for the filters that cannot expand without bound (the image
-    /// codecs, bounded by the image's declared size) and unknown ones.
-    fn new(filter: &Filter, early_change: bool) -> Option<Stage> {
+    /// The stage for `filter` (`early_change`: LZW's code size rule; `raw`:
+    /// deflate without a zlib header), or None for the filters that cannot
+    /// expand without bound (the image codecs, bounded by the image's
+    /// declared size) and unknown ones.
+    fn new(filter: &Filter, early_change: bool, raw: bool) -> Option<Stage> {
+        use miniz_oxide::DataFormat;
         use weezl::{BitOrder, decode::Decoder};
         Some(match filter {
-            Filter::FlateDecode => {
-                Stage::Flate(miniz_oxide::inflate::stream::InflateState::new_boxed(
-                    miniz_oxide::DataFormat::Zlib,
-                ))
-            }
+            Filter::FlateDecode => Stage::Flate {
+                state: miniz_oxide::inflate::stream::InflateState::new_boxed(if raw {
+                    DataFormat::Raw
+                } else {
+                    DataFormat::Zlib
+                }),
+                raw,
+                failed: false,
+            },
             Filter::LzwDecode => Stage::Lzw(Box::new(if early_change {
                 Decoder::with_tiff_size_switch(BitOrder::Msb, 8)
             } else {
@@ -590,10 +602,13 @@ fn feed(stages: &mut [(Stage, Vec<u8>)], input: &[u8], total: &mut u64, cap: u64
         // Decode a piece of `input` into `out`: (bytes used, bytes made,
         // whether the stage's data ended or is corrupt).
         let (used, made, ended) = match stage {
-            Stage::Flate(state) => {
+            Stage::Flate { state, failed, .. } => {
                 use miniz_oxide::inflate::stream::inflate;
                 use miniz_oxide::{MZFlush, MZStatus};
                 let r = inflate(state, input, out, MZFlush::None);
+                // Corrupt, truncated, or asking for a preset dictionary
+                // (which hayro's zlib reading refuses): hayro tries raw.
+                *failed |= !matches!(r.status, Ok(MZStatus::Ok | MZStatus::StreamEnd));
                 (
                     r.bytes_consumed,
                     r.bytes_written,
@@ -737,30 +752,67 @@ fn expands_beyond(filters: &[Filter], raw: &[u8], cap: u64) -> bool {
 /// chain: `[/FlateDecode /FlateDecode]` multiplies one bomb by another; the
 /// ASCII filters too, which a bomb can hide behind) into small reused
 /// buffers, up to the first filter that cannot (the image codecs); None
-/// when the first cannot. LZW is tried with both code size rules
-/// (`EarlyChange` 1, the default, and 0; the larger counts): a stream that
-/// claims the wrong one must not slip through.
+/// when the first cannot.
+///
+/// Where a decoder could read the data more than one way, each way is
+/// counted and the largest wins: LZW with both code size rules
+/// (`EarlyChange` 1, the default, and 0), and deflate as hayro reads it,
+/// with a zlib header and, where that fails (no header, or corrupt data
+/// after one), again without (raw deflate from the first byte). A chain
+/// that needs more than [`MAX_READINGS`] readings counts as beyond `cap`.
 fn expanded_len(filters: &[Filter], raw: &[u8], cap: u64) -> Option<u64> {
-    let has_lzw = filters.iter().any(|f| matches!(f, Filter::LzwDecode));
-    let rules: &[bool] = if has_lzw { &[true, false] } else { &[true] };
-    rules
+    let chain: Vec<&Filter> = filters
         .iter()
-        .map(|&early_change| {
-            let mut stages: Vec<(Stage, Vec<u8>)> = filters
-                .iter()
-                .map_while(|f| Stage::new(f, early_change))
-                .map(|stage| (stage, vec![0u8; 64 * 1024]))
-                .collect();
-            if stages.is_empty() {
-                return None;
+        .take_while(|f| Stage::new(f, true, false).is_some())
+        .collect();
+    if chain.is_empty() {
+        return None;
+    }
+    let has_lzw = chain.iter().any(|f| matches!(f, Filter::LzwDecode));
+    // (EarlyChange, which deflate stages are read raw.)
+    let mut todo: Vec<(bool, Vec<bool>)> = vec![(true, vec![false; chain.len()])];
+    if has_lzw {
+        todo.push((false, vec![false; chain.len()]));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut most = 0;
+    while let Some((early_change, raws)) = todo.pop() {
+        if !seen.insert((early_change, raws.clone())) {
+            continue;
+        }
+        if seen.len() > MAX_READINGS {
+            return Some(cap.saturating_add(1));
+        }
+        let mut stages: Vec<(Stage, Vec<u8>)> = chain
+            .iter()
+            .zip(&raws)
+            .filter_map(|(f, &raw)| Stage::new(f, early_change, raw))
+            .map(|stage| (stage, vec![0u8; 64 * 1024]))
+            .collect();
+        let mut total = 0;
+        feed(&mut stages, raw, &mut total, cap);
+        most = most.max(total);
+        if most > cap {
+            break;
+        }
+        for (i, (stage, _)) in stages.iter().enumerate() {
+            if let Stage::Flate {
+                raw: false,
+                failed: true,
+                ..
+            } = stage
+            {
+                let mut other = raws.clone();
+                other[i] = true;
+                todo.push((early_change, other));
             }
-            let mut total = 0;
-            feed(&mut stages, raw, &mut total, cap);
-            Some(total)
-        })
-        .max()
-        .flatten()
+        }
+    }
+    Some(most)
 }
+
+/// Readings of one stream's filter chain [`expanded_len`] may try.
+const MAX_READINGS: usize = 16;
 
 /// The size of a stream's data once decoded, as far as
 /// [`expanded_len`] can tell (its own size otherwise).
@@ -1022,6 +1074,42 @@ mod tests {
         }
         out.extend(b"~>");
         out
+    }
+
+    #[test]
+    fn deflate_is_counted_however_hayro_would_read_it() {
+        let zeros = vec![0u8; 16 << 20];
+        let flate = [Filter::FlateDecode];
+        // Raw deflate, no zlib header: hayro reads it when zlib fails.
+        let raw = miniz_oxide::deflate::compress_to_vec(&zeros, 9);
+        assert!(expands_beyond(&flate, &raw, 15 << 20));
+        assert!(!expands_beyond(&flate, &raw, 16 << 20));
+        // A valid zlib header whose zlib reading fails at once (block type
+        // 3), while its raw reading from the first byte is a stored block
+        // of 0x0601 bytes (LEN from the header's second byte on), then the
+        // bomb.
+        let mut two_ways = vec![0x78, 0x01, 0x06, 0xFE, 0xF9];
+        two_ways.resize(5 + 0x0601, 0);
+        two_ways.extend(&raw);
+        assert!(expands_beyond(&flate, &two_ways, 15 << 20));
+        // Both readings, one after the other, in a chain.
+        let raw_then_zlib = miniz_oxide::deflate::compress_to_vec(
+            &miniz_oxide::deflate::compress_to_vec_zlib(&zeros, 9),
+            9,
+        );
+        let flate2 = [Filter::FlateDecode, Filter::FlateDecode];
+        assert!(expands_beyond(&flate2, &raw_then_zlib, 15 << 20));
+        assert!(!expands_beyond(&flate2, &raw_then_zlib, 16 << 20));
+        // A header asking for a preset dictionary (FDICT) stops the zlib
+        // reading at once; the raw one goes on.
+        // (FLG 0x3F: FDICT and a valid check; raw: a stored block of 0x063F.)
+        let mut dict = vec![0x78, 0x3F, 0x06, 0xC0, 0xF9];
+        assert_eq!((0x78u32 * 256 + 0x3F) % 31, 0);
+        dict.resize(5 + 0x063F, 0);
+        dict.extend(&raw);
+        assert!(expands_beyond(&flate, &dict, 15 << 20));
+        // Data neither reading accepts expands to nothing.
+        assert_eq!(expanded_len(&flate, b"\xff\xff\xff\xff", 100), Some(0));
     }
 
     #[test]

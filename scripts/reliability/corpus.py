@@ -235,7 +235,7 @@ def image_bomb_pdf(side=20_000):
                 + stream + b"\nendstream"])
 
 
-def big_content_pdf(pages, contents=b"4 0 R", megabytes=75):
+def big_content_pdf(pages, contents=b"4 0 R", megabytes=68):
     """`pages` pages whose /Contents is `contents`, object 4 being an invoice
     line and `megabytes` MB of spaces in about 100 KB of deflate: a renderer
     that keeps each page's decoded content holds it once per page."""
@@ -327,9 +327,9 @@ def cases(template_id):
              expect=failed_doc("page_too_complex")),
         dict(name="pdf-absurd-mediabox", file=pdf(page_objs(1, b"[0 0 1e30 1e30]")), expect=failed_doc("corrupt_document")),
         dict(name="pdf-image-bomb", file=image_bomb_pdf(), expect=failed_doc("image_too_large")),
-        # One 75 MB content stream (75 KB packed) on eight pages: kept once
-        # per page, 600 MB; and listed four times by one page, joined into
-        # 300 MB.
+        # One 68 MiB content stream (70 KB packed) on eight pages: kept once
+        # per page, 544 MiB; and listed four times by one page, joined into
+        # 272 MiB.
         dict(name="pdf-content-shared-by-pages", file=big_content_pdf(8), expect=failed_doc("required_field_missing")),
         dict(name="pdf-content-listed-4-times", file=big_content_pdf(1, b"[4 0 R 4 0 R 4 0 R 4 0 R]"),
              expect=failed_doc("corrupt_document")),

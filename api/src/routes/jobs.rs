@@ -155,13 +155,19 @@ enum TemplateId<'a> {
     Field(&'a str),
 }
 
-/// `static_values` as sent, parsed if its text is within twice
-/// `max_static_values_bytes` (room for spaces and escapes; the limit itself
-/// is checked on the values, see [`check_static_values`]), so the parsed
-/// values' memory is bounded.
+/// How much longer than `max_static_values_bytes` the text of
+/// `static_values` may be as sent: indentation, and `\uXXXX` escapes (six
+/// bytes for a character counted as one to four once parsed; Python's
+/// `json.dumps` writes every non-ASCII character so).
+const STATIC_VALUES_TEXT_FACTOR: u64 = 6;
+
+/// `static_values` as sent, parsed if its text is within
+/// [`STATIC_VALUES_TEXT_FACTOR`] times `max_static_values_bytes` (the limit
+/// itself is checked on the values, see [`check_static_values`]), so the
+/// parsed values' memory is bounded.
 fn parse_static_values(state: &AppState, text: &str) -> ApiResult<Value> {
     let max = state.config.max_static_values_bytes;
-    if text.len() as u64 > max.saturating_mul(2) {
+    if text.len() as u64 > max.saturating_mul(STATIC_VALUES_TEXT_FACTOR) {
         return Err(ApiError::unprocessable(
             "invalid_static_values",
             format!(
@@ -350,7 +356,7 @@ fn decode_base64(encoded: Base64Text<'_>, limit: u64, in_memory_max: usize) -> A
     let mut chars = encoded.chars().skip_while(|c| c.is_whitespace()).peekable();
     // A `data:` URL's prefix ends at its first comma.
     let mut head = String::new();
-    while head.len() < 256 {
+    while head.len() < 4096 {
         match chars.next() {
             Some(c) => {
                 head.push(c);
@@ -597,7 +603,7 @@ async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submis
 /// The text of a `static_values` file part, within its size limit.
 async fn read_static_values_file(file: &FilePart, state: &AppState) -> ApiResult<String> {
     let max = state.config.max_static_values_bytes;
-    if file.size() > max {
+    if file.size() > max.saturating_mul(STATIC_VALUES_TEXT_FACTOR) {
         return Err(ApiError::unprocessable(
             "invalid_static_values",
             format!("static_values is {} bytes; the limit is {max}", file.size()),

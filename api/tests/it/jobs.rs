@@ -465,6 +465,18 @@ async fn every_bad_submission_gets_its_status_and_code() {
         .unwrap();
     assert_eq!((jobs, tasks), (0, 0));
 
+    // Within the limit once parsed, three times it as sent: every
+    // character escaped, as Python's json.dumps writes them.
+    let escaped = format!("{{\"name\": \"{}\"}}", "\\u0416".repeat(25_000));
+    let pdf =
+        json!({"template_id": template_id.to_string(), "actual_image": B64.encode(example_pdf())});
+    let with = pdf
+        .to_string()
+        .replacen('{', &format!("{{\"static_values\": {escaped}, "), 1);
+    let (status, got) = raw("application/json", &with).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{got}");
+    assert_eq!(got["static_values"]["name"].as_str().unwrap().len(), 50_000);
+
     // The body's own limit leaves room for what clients do with base64: a
     // document just under the limit, its base64 wrapped at 76 characters
     // with CRLFs (as MIME encoders do), with static values of 61.5 KB.
