@@ -508,11 +508,11 @@ const HELD_CONTENT_BYTES: u64 = 64 << 20;
 /// measured in constant memory whatever it expands to.
 enum Stage {
     /// Deflate with a zlib header, or without one (`raw`), as hayro tries
-    /// them in turn; `failed` once its data turned out corrupt.
+    /// them in turn; `finished` once its data ended as it should.
     Flate {
         state: Box<miniz_oxide::inflate::stream::InflateState>,
         raw: bool,
-        failed: bool,
+        finished: bool,
     },
     Lzw(Box<weezl::decode::Decoder>),
     RunLength(RunLength),
@@ -566,7 +566,7 @@ impl Stage {
                     DataFormat::Zlib
                 }),
                 raw,
-                failed: false,
+                finished: false,
             },
             Filter::LzwDecode => Stage::Lzw(Box::new(if early_change {
                 Decoder::with_tiff_size_switch(BitOrder::Msb, 8)
@@ -585,10 +585,34 @@ impl Stage {
     }
 }
 
-/// Decodes `input` through `stages`, adding the last stage's output to
-/// `total`; stops once it passes `cap`.
-fn feed(stages: &mut [(Stage, Vec<u8>)], input: &[u8], total: &mut u64, cap: u64) -> Flow {
-    let Some(((stage, out), rest)) = stages.split_first_mut() else {
+/// One stage of a chain being measured: its decoder, its output buffer,
+/// how much it has made in all, and whether the stages after it are done.
+struct Step {
+    stage: Stage,
+    out: Vec<u8>,
+    made: u64,
+    rest_done: bool,
+}
+
+impl Step {
+    fn new(stage: Stage) -> Step {
+        Step {
+            stage,
+            out: vec![0u8; 64 * 1024],
+            made: 0,
+            rest_done: false,
+        }
+    }
+}
+
+/// Decodes `input` through `steps`, adding the last stage's output to
+/// `total`; stops once any stage's output passes `cap`. hayro decodes each
+/// stage whole into memory before the next, so every stage counts, and a
+/// stage goes on after the ones after it have ended (`[/FlateDecode
+/// /RunLengthDecode]` whose run-length data ends at once still inflates
+/// the deflate data whole).
+fn feed(steps: &mut [Step], input: &[u8], total: &mut u64, cap: u64) -> Flow {
+    let Some((step, rest)) = steps.split_first_mut() else {
         *total += input.len() as u64;
         return if *total > cap {
             Flow::Beyond
@@ -601,14 +625,15 @@ fn feed(stages: &mut [(Stage, Vec<u8>)], input: &[u8], total: &mut u64, cap: u64
         let starved = input.is_empty();
         // Decode a piece of `input` into `out`: (bytes used, bytes made,
         // whether the stage's data ended or is corrupt).
-        let (used, made, ended) = match stage {
-            Stage::Flate { state, failed, .. } => {
+        let out = &mut step.out;
+        let (used, made, ended) = match &mut step.stage {
+            Stage::Flate {
+                state, finished, ..
+            } => {
                 use miniz_oxide::inflate::stream::inflate;
                 use miniz_oxide::{MZFlush, MZStatus};
                 let r = inflate(state, input, out, MZFlush::None);
-                // Corrupt, truncated, or asking for a preset dictionary
-                // (which hayro's zlib reading refuses): hayro tries raw.
-                *failed |= !matches!(r.status, Ok(MZStatus::Ok | MZStatus::StreamEnd));
+                *finished |= matches!(r.status, Ok(MZStatus::StreamEnd));
                 (
                     r.bytes_consumed,
                     r.bytes_written,
@@ -628,11 +653,14 @@ fn feed(stages: &mut [(Stage, Vec<u8>)], input: &[u8], total: &mut u64, cap: u64
             Stage::Ascii(state) => ascii(state, input, out),
         };
         input = &input[used.min(input.len())..];
-        if made > 0 {
-            match feed(rest, &out[..made], total, cap) {
+        step.made += made as u64;
+        if step.made > cap {
+            return Flow::Beyond;
+        }
+        if made > 0 && !step.rest_done {
+            match feed(rest, &step.out[..made], total, cap) {
                 Flow::More => {}
-                // A later stage ended: nothing more of this one matters.
-                Flow::Ended => return Flow::Ended,
+                Flow::Ended => step.rest_done = true,
                 Flow::Beyond => return Flow::Beyond,
             }
         }
@@ -644,7 +672,7 @@ fn feed(stages: &mut [(Stage, Vec<u8>)], input: &[u8], total: &mut u64, cap: u64
         if ended {
             return Flow::Ended;
         }
-        if input.is_empty() && made < out.len() {
+        if input.is_empty() && made < step.out.len() {
             return Flow::More;
         }
     }
@@ -761,6 +789,11 @@ fn expands_beyond(filters: &[Filter], raw: &[u8], cap: u64) -> bool {
 /// after one), again without (raw deflate from the first byte). A chain
 /// that needs more than [`MAX_READINGS`] readings counts as beyond `cap`.
 fn expanded_len(filters: &[Filter], raw: &[u8], cap: u64) -> Option<u64> {
+    // hayro skips a leading /Crypt (the document's own encryption).
+    let filters = match filters {
+        [Filter::Crypt, rest @ ..] => rest,
+        all => all,
+    };
     let chain: Vec<&Filter> = filters
         .iter()
         .take_while(|f| Stage::new(f, true, false).is_some())
@@ -783,24 +816,26 @@ fn expanded_len(filters: &[Filter], raw: &[u8], cap: u64) -> Option<u64> {
         if seen.len() > MAX_READINGS {
             return Some(cap.saturating_add(1));
         }
-        let mut stages: Vec<(Stage, Vec<u8>)> = chain
+        let mut steps: Vec<Step> = chain
             .iter()
             .zip(&raws)
             .filter_map(|(f, &raw)| Stage::new(f, early_change, raw))
-            .map(|stage| (stage, vec![0u8; 64 * 1024]))
+            .map(Step::new)
             .collect();
         let mut total = 0;
-        feed(&mut stages, raw, &mut total, cap);
-        most = most.max(total);
-        if most > cap {
-            break;
+        if feed(&mut steps, raw, &mut total, cap) == Flow::Beyond {
+            return Some(cap.saturating_add(1));
         }
-        for (i, (stage, _)) in stages.iter().enumerate() {
+        most = most.max(total);
+        // Every stage has had all its input: a deflate stage that did not
+        // end as it should (corrupt, truncated, asking for a preset
+        // dictionary) fails hayro's zlib reading, which then reads it raw.
+        for (i, step) in steps.iter().enumerate() {
             if let Stage::Flate {
                 raw: false,
-                failed: true,
+                finished: false,
                 ..
-            } = stage
+            } = step.stage
             {
                 let mut other = raws.clone();
                 other[i] = true;
@@ -957,6 +992,18 @@ fn check_stream(stream: &Stream<'_>, max_pixels: u64) -> Result<u64, Error> {
             });
         }
     }
+    // hayro allocates a predictor's row (Columns x Colors x
+    // BitsPerComponent / 8 bytes) before it reads any data: a row of
+    // 10^14 bytes aborts the process.
+    if let Some(row) = predictor_row_bytes(dict).filter(|&row| row > MAX_STREAM_BYTES as f64) {
+        return Err(Error::Corrupt {
+            kind: "PDF",
+            detail: format!(
+                "a stream's predictor declares rows of {row:.0} bytes; the limit is {} MB",
+                MAX_STREAM_BYTES >> 20
+            ),
+        });
+    }
     let size = decoded_len(
         &stream.filters(),
         stream.raw_data().as_ref(),
@@ -972,6 +1019,34 @@ fn check_stream(stream: &Stream<'_>, max_pixels: u64) -> Result<u64, Error> {
         });
     }
     Ok(size)
+}
+
+/// The longest predictor row a stream's decoding parameters declare
+/// (`/DecodeParms`, or `/DP` in an inline image; one dictionary or one per
+/// filter), if any.
+fn predictor_row_bytes(dict: &Dict<'_>) -> Option<f64> {
+    let object = dict
+        .get::<Object<'_>>("DecodeParms")
+        .or_else(|| dict.get::<Object<'_>>("DP"))?;
+    let params: Vec<Dict<'_>> = match object {
+        Object::Dict(d) => vec![d],
+        Object::Array(a) => a
+            .iter::<Object<'_>>()
+            .filter_map(|o| match o {
+                Object::Dict(d) => Some(d),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    params
+        .iter()
+        .filter(|p| p.get::<f64>("Predictor").unwrap_or(1.0) > 1.0)
+        .map(|p| {
+            let n = |key: &str, default: f64| p.get::<f64>(key).unwrap_or(default).abs();
+            n("Columns", 1.0) * n("Colors", 1.0) * n("BitsPerComponent", 8.0) / 8.0
+        })
+        .reduce(f64::max)
 }
 
 /// Whether a stream may be a content stream (a page's, a form's, a
@@ -1108,6 +1183,29 @@ mod tests {
         dict.resize(5 + 0x063F, 0);
         dict.extend(&raw);
         assert!(expands_beyond(&flate, &dict, 15 << 20));
+        // A zlib reading cut short (a stored block longer than the data)
+        // ends without error in miniz but fails hayro's zlib reading; the
+        // raw one is two small stored blocks, then the bomb.
+        let mut cut = vec![
+            0x78, 0x01, 0x00, 0xFE, 0xFF, 0x01, 0x00, 0x00, 0x00, 0xFF, 0xFF,
+        ];
+        cut.extend(&raw);
+        assert!(cut.len() < 0xFFFE);
+        assert!(expands_beyond(&flate, &cut, 15 << 20));
+        // hayro skips a leading /Crypt.
+        assert!(expands_beyond(
+            &[Filter::Crypt, Filter::FlateDecode],
+            &raw,
+            15 << 20
+        ));
+        // Every stage of a chain counts: hayro inflates the deflate data
+        // whole although the run-length data in it ends at its first byte.
+        let mut ends_at_once = vec![128u8];
+        ends_at_once.resize(16 << 20, 0);
+        let packed = miniz_oxide::deflate::compress_to_vec_zlib(&ends_at_once, 9);
+        let flate_rl = [Filter::FlateDecode, Filter::RunLengthDecode];
+        assert!(expands_beyond(&flate_rl, &packed, 15 << 20));
+        assert!(!expands_beyond(&flate_rl, &packed, 17 << 20));
         // Data neither reading accepts expands to nothing.
         assert_eq!(expanded_len(&flate, b"\xff\xff\xff\xff", 100), Some(0));
     }

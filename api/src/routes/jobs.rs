@@ -171,8 +171,10 @@ fn parse_static_values(state: &AppState, text: &str) -> ApiResult<Value> {
         return Err(ApiError::unprocessable(
             "invalid_static_values",
             format!(
-                "static_values is {} bytes; the limit is {max} (max_static_values_bytes)",
-                text.len()
+                "static_values is {} bytes; the limit is {} as sent \
+                 ({STATIC_VALUES_TEXT_FACTOR} x max_static_values_bytes {max})",
+                text.len(),
+                max.saturating_mul(STATIC_VALUES_TEXT_FACTOR)
             ),
         ));
     }
@@ -461,7 +463,10 @@ fn decode_into(
 /// decoded document is held to `max_upload_bytes` itself as it is decoded.
 fn envelope_limit(state: &AppState) -> u64 {
     let encoded = state.config.max_upload_bytes.div_ceil(3) * 4;
-    encoded + encoded / 16 + state.config.max_static_values_bytes + 256 * 1024
+    encoded
+        + encoded / 16
+        + state.config.max_static_values_bytes * STATIC_VALUES_TEXT_FACTOR
+        + 256 * 1024
 }
 
 /// A body over [`envelope_limit`]: `413 document_too_large`; or, declared
@@ -606,7 +611,12 @@ async fn read_static_values_file(file: &FilePart, state: &AppState) -> ApiResult
     if file.size() > max.saturating_mul(STATIC_VALUES_TEXT_FACTOR) {
         return Err(ApiError::unprocessable(
             "invalid_static_values",
-            format!("static_values is {} bytes; the limit is {max}", file.size()),
+            format!(
+                "static_values is {} bytes; the limit is {} as sent \
+                 ({STATIC_VALUES_TEXT_FACTOR} x max_static_values_bytes {max})",
+                file.size(),
+                max.saturating_mul(STATIC_VALUES_TEXT_FACTOR)
+            ),
         ));
     }
     let bytes = tokio::fs::read(file.path())

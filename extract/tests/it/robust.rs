@@ -405,6 +405,33 @@ fn content_streams_repeated_past_the_limit_are_refused_and_shared_ones_read() {
 }
 
 #[test]
+fn a_predictor_declaring_huge_rows_is_refused() {
+    // hayro allocates a row of Columns x Colors x BitsPerComponent / 8
+    // bytes before reading any data: 16 GB, 1.2 GB here.
+    let data = miniz_oxide::deflate::compress_to_vec_zlib(b"BT ET", 6);
+    for filter in [
+        "/FlateDecode /DecodeParms << /Predictor 12 /Columns 2000000000 /Colors 4 /BitsPerComponent 16 >>",
+        "[/FlateDecode] /DecodeParms [<< /Predictor 2 /Colors 4 /Columns 300000000 >>]",
+    ] {
+        let doc = pdf_with_content(filter, &data);
+        let err = extract(&doc, &template(), &Options::default()).unwrap_err();
+        assert_eq!(err.code(), "corrupt_document", "{filter}: {err}");
+        assert!(err.to_string().contains("predictor declares rows"), "{err}");
+    }
+    // An ordinary predictor row passes.
+    let doc = pdf_with_content(
+        "/FlateDecode /DecodeParms << /Predictor 12 /Columns 4 >>",
+        &data,
+    );
+    assert_ne!(
+        extract(&doc, &template(), &Options::default())
+            .err()
+            .map(|e| e.code()),
+        Some("corrupt_document")
+    );
+}
+
+#[test]
 fn measuring_thousands_of_streams_stops_at_the_document_time_limit() {
     // 500 streams of 20 MB each (10 GB to measure, tens of seconds), none
     // over the limit of one stream: only the document's time limit stops
