@@ -385,10 +385,9 @@ fn read_pages_inner(
             let sizes = pdf::check_streams(&pdf, embedded_image_limit(opts), &|| {
                 document_deadline(&plan, 0)
             })?;
-            drop(pdf);
             // One meter for every page: the limits are the document's.
             let mut meter = plan.meter();
-            let mut pages = pdf::Pages::new(doc, &sizes)?;
+            let mut pages = pdf::Pages::new(doc, &sizes, pdf);
             let layer: Vec<PageText> = (0..n)
                 .map(|i| {
                     document_deadline(&plan, i)?;
@@ -415,7 +414,7 @@ fn read_pages_inner(
             let ocred: Vec<(usize, PageText)> = todo
                 .par_iter()
                 .map_init(
-                    || pdf::Pages::new(doc, &sizes),
+                    || pdf::Pages::open(doc, &sizes),
                     |pages, &i| {
                         let pdf = pages
                             .as_mut()
@@ -541,10 +540,20 @@ fn deadline_check(start: Instant, plan: &Plan<'_>, index: usize) -> Result<(), E
 /// The whole document's time limit, checked before page `index` (0-based)
 /// and between its stages.
 fn document_deadline(plan: &Plan<'_>, index: usize) -> Result<(), Error> {
-    if plan.started.elapsed() > plan.opts.document_time_limit {
+    within_time(
+        plan.started,
+        plan.opts.document_time_limit,
+        index as u32 + 1,
+    )
+}
+
+/// A document's time `limit` from `started`, checked at page `page`
+/// (1-based).
+fn within_time(started: Instant, limit: Duration, page: u32) -> Result<(), Error> {
+    if started.elapsed() > limit {
         return Err(Error::DocumentTimeout {
-            page: index as u32 + 1,
-            limit_secs: plan.opts.document_time_limit.as_secs_f64(),
+            page,
+            limit_secs: limit.as_secs_f64(),
         });
     }
     Ok(())
@@ -1007,13 +1016,7 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
     }
     let pdf = pdf::open(doc)?;
     let sizes = pdf::check_streams(&pdf, embedded_image_limit(opts), &|| {
-        if started.elapsed() > opts.document_time_limit {
-            return Err(Error::DocumentTimeout {
-                page,
-                limit_secs: opts.document_time_limit.as_secs_f64(),
-            });
-        }
-        Ok(())
+        within_time(started, opts.document_time_limit, page)
     })?;
     let n = pdf.pages().len() as u32;
     if page == 0 || page > n {
@@ -1022,8 +1025,7 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
             detail: format!("page {page} does not exist; the document has {n}"),
         });
     }
-    drop(pdf);
-    let mut pages = pdf::Pages::new(doc, &sizes)?;
+    let mut pages = pdf::Pages::new(doc, &sizes, pdf);
     let pdf = pages.for_page(page as usize - 1)?;
     let mut meter = pdf::Meter::new(
         opts.max_text_glyphs,
@@ -1067,12 +1069,7 @@ fn image_page(doc: &[u8], kind: Kind, page: u32, opts: &Options) -> Result<GrayI
         Kind::Tiff => {
             let mut pages = raster::TiffPages::new(doc, opts)?;
             for before in 1..page {
-                if started.elapsed() > opts.document_time_limit {
-                    return Err(Error::DocumentTimeout {
-                        page: before,
-                        limit_secs: opts.document_time_limit.as_secs_f64(),
-                    });
-                }
+                within_time(started, opts.document_time_limit, before)?;
                 pages.next_page().transpose()?;
             }
             pages.next_page().unwrap_or_else(|| {

@@ -861,7 +861,7 @@ pub type StreamSizes = HashMap<ObjectIdentifier, u64>;
 
 /// Refuse, before any page is interpreted, PDFs whose streams would make
 /// hayro allocate without bound: a stream or inline image whose filters
-/// (alone or chained, see [`expands_beyond`]) expand it beyond
+/// (alone or chained, see [`expanded_len`]) expand it beyond
 /// [`MAX_STREAM_BYTES`], or an image declaring more than `max_pixels` (a
 /// CCITT image of 100,000 x 100,000 pixels would allocate 10 GB and abort
 /// the process).
@@ -937,13 +937,19 @@ pub struct Pages<'d> {
 }
 
 impl<'d> Pages<'d> {
-    pub fn new(doc: &'d [u8], sizes: &'d StreamSizes) -> Result<Pages<'d>, Error> {
-        Ok(Pages {
+    /// `pdf`, parsed from `doc` and holding no page content yet.
+    pub fn new(doc: &'d [u8], sizes: &'d StreamSizes, pdf: Pdf) -> Pages<'d> {
+        Pages {
             doc,
             sizes,
-            pdf: open(doc)?,
+            pdf,
             held: 0,
-        })
+        }
+    }
+
+    /// `doc` parsed afresh.
+    pub fn open(doc: &'d [u8], sizes: &'d StreamSizes) -> Result<Pages<'d>, Error> {
+        Ok(Pages::new(doc, sizes, open(doc)?))
     }
 
     /// The document, ready for page `index` (0-based) to be interpreted.

@@ -161,23 +161,29 @@ enum TemplateId<'a> {
 /// `json.dumps` writes every non-ASCII character so).
 const STATIC_VALUES_TEXT_FACTOR: u64 = 6;
 
+/// `422 invalid_static_values` for a text of `static_values` longer than
+/// [`STATIC_VALUES_TEXT_FACTOR`] times `max_static_values_bytes`.
+fn static_values_text_within(state: &AppState, len: u64) -> ApiResult<()> {
+    let max = state.config.max_static_values_bytes;
+    let limit = max.saturating_mul(STATIC_VALUES_TEXT_FACTOR);
+    if len > limit {
+        return Err(ApiError::unprocessable(
+            "invalid_static_values",
+            format!(
+                "static_values is {len} bytes; the limit is {limit} as sent \
+                 ({STATIC_VALUES_TEXT_FACTOR} x max_static_values_bytes {max})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `static_values` as sent, parsed if its text is within
 /// [`STATIC_VALUES_TEXT_FACTOR`] times `max_static_values_bytes` (the limit
 /// itself is checked on the values, see [`check_static_values`]), so the
 /// parsed values' memory is bounded.
 fn parse_static_values(state: &AppState, text: &str) -> ApiResult<Value> {
-    let max = state.config.max_static_values_bytes;
-    if text.len() as u64 > max.saturating_mul(STATIC_VALUES_TEXT_FACTOR) {
-        return Err(ApiError::unprocessable(
-            "invalid_static_values",
-            format!(
-                "static_values is {} bytes; the limit is {} as sent \
-                 ({STATIC_VALUES_TEXT_FACTOR} x max_static_values_bytes {max})",
-                text.len(),
-                max.saturating_mul(STATIC_VALUES_TEXT_FACTOR)
-            ),
-        ));
-    }
+    static_values_text_within(state, text.len() as u64)?;
     serde_json::from_str::<Value>(text).map_err(|e| {
         // serde_json stops at 128 levels, far past the limit.
         let message = if e.to_string().starts_with("recursion limit exceeded") {
@@ -607,18 +613,7 @@ async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submis
 
 /// The text of a `static_values` file part, within its size limit.
 async fn read_static_values_file(file: &FilePart, state: &AppState) -> ApiResult<String> {
-    let max = state.config.max_static_values_bytes;
-    if file.size() > max.saturating_mul(STATIC_VALUES_TEXT_FACTOR) {
-        return Err(ApiError::unprocessable(
-            "invalid_static_values",
-            format!(
-                "static_values is {} bytes; the limit is {} as sent \
-                 ({STATIC_VALUES_TEXT_FACTOR} x max_static_values_bytes {max})",
-                file.size(),
-                max.saturating_mul(STATIC_VALUES_TEXT_FACTOR)
-            ),
-        ));
-    }
+    static_values_text_within(state, file.size())?;
     let bytes = tokio::fs::read(file.path())
         .await
         .map_err(|e| ApiError::internal("reading a spooled part", &e))?;
