@@ -26,6 +26,8 @@ use unicode_normalization::UnicodeNormalization;
 use crate::Error;
 use crate::layout::{PageText, Source, Word};
 
+mod lenient;
+
 /// Largest page side hayro can allocate.
 const MAX_SIDE: f64 = 65_535.0;
 /// Lowest resolution still worth OCR after clamping a huge page.
@@ -507,13 +509,14 @@ const HELD_CONTENT_BYTES: u64 = 64 << 20;
 /// own small buffer and handing each piece to the next stage: a chain is
 /// measured in constant memory whatever it expands to.
 enum Stage {
-    /// Deflate with a zlib header, or without one (`raw`), as hayro tries
-    /// them in turn; `finished` once its data ended as it should.
+    /// Deflate with a zlib header or without one, read by the same flate2
+    /// backend as hayro's; `finished` once its data ended as it should.
     Flate {
-        state: Box<miniz_oxide::inflate::stream::InflateState>,
-        raw: bool,
+        state: Box<flate2::Decompress>,
         finished: bool,
     },
+    /// Deflate as hayro reads it when both of those fail.
+    Lenient(Box<lenient::Lenient>),
     Lzw(Box<weezl::decode::Decoder>),
     RunLength(RunLength),
     /// ASCII filters never expand much, but a chain can hide a bomb
@@ -551,30 +554,27 @@ enum Flow {
 }
 
 impl Stage {
-    /// The stage for `filter` (`early_change`: LZW's code size rule; `raw`:
-    /// deflate without a zlib header), or None for the filters that cannot
-    /// expand without bound (the image codecs, bounded by the image's
-    /// declared size) and unknown ones.
-    fn new(filter: &Filter, early_change: bool, raw: bool) -> Option<Stage> {
-        use miniz_oxide::DataFormat;
+    /// The stage for `filter` (`early_change`: LZW's code size rule;
+    /// `reading`: which of hayro's ways to read deflate), or None for the
+    /// filters that cannot expand without bound (the image codecs, bounded
+    /// by the image's declared size) and unknown ones.
+    fn new(filter: &Filter, early_change: bool, reading: Inflate) -> Option<Stage> {
         use weezl::{BitOrder, decode::Decoder};
-        Some(match filter {
-            Filter::FlateDecode => Stage::Flate {
-                state: miniz_oxide::inflate::stream::InflateState::new_boxed(if raw {
-                    DataFormat::Raw
-                } else {
-                    DataFormat::Zlib
-                }),
-                raw,
+        Some(match (filter, reading) {
+            (Filter::FlateDecode, Inflate::Lenient) => {
+                Stage::Lenient(Box::new(lenient::Lenient::new()))
+            }
+            (Filter::FlateDecode, _) => Stage::Flate {
+                state: Box::new(flate2::Decompress::new(reading == Inflate::Zlib)),
                 finished: false,
             },
-            Filter::LzwDecode => Stage::Lzw(Box::new(if early_change {
+            (Filter::LzwDecode, _) => Stage::Lzw(Box::new(if early_change {
                 Decoder::with_tiff_size_switch(BitOrder::Msb, 8)
             } else {
                 Decoder::new(BitOrder::Msb, 8)
             })),
-            Filter::RunLengthDecode => Stage::RunLength(RunLength::Header),
-            Filter::AsciiHexDecode | Filter::Ascii85Decode => Stage::Ascii(Ascii {
+            (Filter::RunLengthDecode, _) => Stage::RunLength(RunLength::Header),
+            (Filter::AsciiHexDecode | Filter::Ascii85Decode, _) => Stage::Ascii(Ascii {
                 base85: matches!(filter, Filter::Ascii85Decode),
                 digits: [0; 5],
                 held: 0,
@@ -606,12 +606,14 @@ impl Step {
 }
 
 /// Decodes `input` through `steps`, adding the last stage's output to
-/// `total`; stops once any stage's output passes `cap`. hayro decodes each
-/// stage whole into memory before the next, so every stage counts, and a
-/// stage goes on after the ones after it have ended (`[/FlateDecode
-/// /RunLengthDecode]` whose run-length data ends at once still inflates
-/// the deflate data whole).
-fn feed(steps: &mut [Step], input: &[u8], total: &mut u64, cap: u64) -> Flow {
+/// `total`; stops once any stage's output passes `cap`. `last` when no
+/// input follows `input` (the stages after a stage that has ended are told
+/// so too: hayro's lenient deflate reading decodes differently at the end
+/// of its data). hayro decodes each stage whole into memory before the
+/// next, so every stage counts, and a stage goes on after the ones after
+/// it have ended (`[/FlateDecode /RunLengthDecode]` whose run-length data
+/// ends at once still inflates the deflate data whole).
+fn feed(steps: &mut [Step], input: &[u8], last: bool, total: &mut u64, cap: u64) -> Flow {
     let Some((step, rest)) = steps.split_first_mut() else {
         *total += input.len() as u64;
         return if *total > cap {
@@ -627,19 +629,18 @@ fn feed(steps: &mut [Step], input: &[u8], total: &mut u64, cap: u64) -> Flow {
         // whether the stage's data ended or is corrupt).
         let out = &mut step.out;
         let (used, made, ended) = match &mut step.stage {
-            Stage::Flate {
-                state, finished, ..
-            } => {
-                use miniz_oxide::inflate::stream::inflate;
-                use miniz_oxide::{MZFlush, MZStatus};
-                let r = inflate(state, input, out, MZFlush::None);
-                *finished |= matches!(r.status, Ok(MZStatus::StreamEnd));
+            Stage::Flate { state, finished } => {
+                use flate2::{FlushDecompress, Status};
+                let (before_in, before_out) = (state.total_in(), state.total_out());
+                let r = state.decompress(input, out, FlushDecompress::None);
+                *finished |= matches!(r, Ok(Status::StreamEnd));
                 (
-                    r.bytes_consumed,
-                    r.bytes_written,
-                    !matches!(r.status, Ok(MZStatus::Ok)),
+                    (state.total_in() - before_in) as usize,
+                    (state.total_out() - before_out) as usize,
+                    !matches!(r, Ok(Status::Ok | Status::BufError)),
                 )
             }
+            Stage::Lenient(decoder) => decoder.decode(input, last, out),
             Stage::Lzw(decoder) => {
                 use weezl::LzwStatus;
                 let r = decoder.decode_bytes(input, out);
@@ -658,28 +659,31 @@ fn feed(steps: &mut [Step], input: &[u8], total: &mut u64, cap: u64) -> Flow {
             return Flow::Beyond;
         }
         if made > 0 && !step.rest_done {
-            match feed(rest, &step.out[..made], total, cap) {
+            match feed(rest, &step.out[..made], false, total, cap) {
                 Flow::More => {}
                 Flow::Ended => step.rest_done = true,
                 Flow::Beyond => return Flow::Beyond,
             }
         }
-        if used == 0 && made == 0 {
-            // No progress: waiting for input (a later stage's chunk is
-            // used up), or stuck on its data (which then ends here).
-            return if starved { Flow::More } else { Flow::Ended };
+        // No progress: waiting for input (a later stage's chunk is used
+        // up), or done (its data is stuck, or no more is coming).
+        let stalled = used == 0 && made == 0;
+        if stalled && starved && !last {
+            return Flow::More;
         }
-        if ended {
+        if ended || stalled {
+            // What this stage made is all the next ones get.
+            if !step.rest_done && feed(rest, &[], true, total, cap) == Flow::Beyond {
+                return Flow::Beyond;
+            }
             return Flow::Ended;
         }
-        if input.is_empty() && made < step.out.len() {
+        if input.is_empty() && made < step.out.len() && !last {
             return Flow::More;
         }
     }
 }
 
-/// RunLength-decodes from `input` into `out`: (bytes used, bytes made,
-/// ended). A run is emitted as far as `out` holds, the rest next call.
 fn run_length(state: &mut RunLength, input: &[u8], out: &mut [u8]) -> (usize, usize, bool) {
     let (mut used, mut made) = (0, 0);
     while made < out.len() {
@@ -786,8 +790,9 @@ fn expands_beyond(filters: &[Filter], raw: &[u8], cap: u64) -> bool {
 /// counted and the largest wins: LZW with both code size rules
 /// (`EarlyChange` 1, the default, and 0), and deflate as hayro reads it,
 /// with a zlib header and, where that fails (no header, or corrupt data
-/// after one), again without (raw deflate from the first byte). A chain
-/// that needs more than [`MAX_READINGS`] readings counts as beyond `cap`.
+/// after one), again without (raw deflate from the first byte), and where
+/// that fails too, leniently (see [`lenient`]). A chain that needs more
+/// than [`MAX_READINGS`] readings counts as beyond `cap`.
 fn expanded_len(filters: &[Filter], raw: &[u8], cap: u64) -> Option<u64> {
     // hayro skips a leading /Crypt (the document's own encryption).
     let filters = match filters {
@@ -796,57 +801,72 @@ fn expanded_len(filters: &[Filter], raw: &[u8], cap: u64) -> Option<u64> {
     };
     let chain: Vec<&Filter> = filters
         .iter()
-        .take_while(|f| Stage::new(f, true, false).is_some())
+        .take_while(|f| Stage::new(f, true, Inflate::Zlib).is_some())
         .collect();
     if chain.is_empty() {
         return None;
     }
     let has_lzw = chain.iter().any(|f| matches!(f, Filter::LzwDecode));
-    // (EarlyChange, which deflate stages are read raw.)
-    let mut todo: Vec<(bool, Vec<bool>)> = vec![(true, vec![false; chain.len()])];
-    if has_lzw {
-        todo.push((false, vec![false; chain.len()]));
-    }
-    let mut seen = std::collections::HashSet::new();
     let mut most = 0;
-    while let Some((early_change, raws)) = todo.pop() {
-        if !seen.insert((early_change, raws.clone())) {
-            continue;
-        }
-        if seen.len() > MAX_READINGS {
-            return Some(cap.saturating_add(1));
-        }
-        let mut steps: Vec<Step> = chain
-            .iter()
-            .zip(&raws)
-            .filter_map(|(f, &raw)| Stage::new(f, early_change, raw))
-            .map(Step::new)
-            .collect();
-        let mut total = 0;
-        if feed(&mut steps, raw, &mut total, cap) == Flow::Beyond {
-            return Some(cap.saturating_add(1));
-        }
-        most = most.max(total);
-        // Every stage has had all its input: a deflate stage that did not
-        // end as it should (corrupt, truncated, asking for a preset
-        // dictionary) fails hayro's zlib reading, which then reads it raw.
-        for (i, step) in steps.iter().enumerate() {
-            if let Stage::Flate {
-                raw: false,
-                finished: false,
-                ..
-            } = step.stage
-            {
-                let mut other = raws.clone();
-                other[i] = true;
-                todo.push((early_change, other));
+    let mut runs = 0;
+    for early_change in [true, false].into_iter().take(1 + usize::from(has_lzw)) {
+        // How each deflate stage is read: hayro decodes a stage whole, the
+        // first way that ends as it should, before the next stage.
+        let mut readings = vec![Inflate::Zlib; chain.len()];
+        loop {
+            runs += 1;
+            if runs > MAX_READINGS {
+                return Some(cap.saturating_add(1));
             }
+            let mut steps: Vec<Step> = chain
+                .iter()
+                .zip(&readings)
+                .filter_map(|(f, &reading)| Stage::new(f, early_change, reading))
+                .map(Step::new)
+                .collect();
+            let mut total = 0;
+            if feed(&mut steps, raw, true, &mut total, cap) == Flow::Beyond {
+                return Some(cap.saturating_add(1));
+            }
+            most = most.max(total);
+            // Every stage has had all its input. The first deflate stage
+            // that did not end as it should (corrupt, truncated, asking for
+            // a preset dictionary) is read the next way (raw, then
+            // leniently), and the stages after it, whose input changes,
+            // start over; the stages before it are read as hayro reads them.
+            let Some(i) = steps.iter().position(|s| {
+                matches!(
+                    s.stage,
+                    Stage::Flate {
+                        finished: false,
+                        ..
+                    }
+                )
+            }) else {
+                break;
+            };
+            readings[i] = match readings[i] {
+                Inflate::Zlib => Inflate::Raw,
+                _ => Inflate::Lenient,
+            };
+            readings[i + 1..].fill(Inflate::Zlib);
         }
     }
     Some(most)
 }
 
-/// Readings of one stream's filter chain [`expanded_len`] may try.
+/// hayro's ways to read deflate data, tried in this order until one ends
+/// as it should.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Inflate {
+    Zlib,
+    Raw,
+    Lenient,
+}
+
+/// Readings of one stream's filter chain [`expanded_len`] may try: each
+/// deflate stage is read at most three ways, and LZW both ways, so 16
+/// covers three deflate stages behind LZW (7 readings each way).
 const MAX_READINGS: usize = 16;
 
 /// The size of a stream's data once decoded, as far as
@@ -1135,6 +1155,14 @@ mod tests {
         );
     }
 
+    /// ASCIIHex of `data`, a space after each byte, with its end mark.
+    fn ascii_hex(data: &[u8]) -> Vec<u8> {
+        data.iter()
+            .flat_map(|b| format!("{b:02X} ").into_bytes())
+            .chain(*b">")
+            .collect()
+    }
+
     /// ASCII85 of `data` (whole groups; 'z' for zeros), with its end mark.
     fn base85(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -1190,7 +1218,7 @@ mod tests {
         dict.extend(&raw);
         assert!(expands_beyond(&flate, &dict, 15 << 20));
         // A zlib reading cut short (a stored block longer than the data)
-        // ends without error in miniz but fails hayro's zlib reading; the
+        // never ends as it should, which fails hayro's zlib reading; the
         // raw one is two small stored blocks, then the bomb.
         let mut cut = vec![
             0x78, 0x01, 0x00, 0xFE, 0xFF, 0x01, 0x00, 0x00, 0x00, 0xFF, 0xFF,
@@ -1214,6 +1242,182 @@ mod tests {
         assert!(!expands_beyond(&flate_rl, &packed, 17 << 20));
         // Data neither reading accepts expands to nothing.
         assert_eq!(expanded_len(&flate, b"\xff\xff\xff\xff", 100), Some(0));
+    }
+
+    /// A PDF whose one object is a stream of `data` with `filter`.
+    fn one_stream_pdf(filter: &str, data: &[u8]) -> Vec<u8> {
+        let mut pdf = b"%PDF-1.4\n".to_vec();
+        let mut offsets = vec![];
+        for body in [
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [] /Count 0 >>".to_vec(),
+            [
+                format!("<< /Length {} /Filter {filter} >>\nstream\n", data.len()).as_bytes(),
+                data,
+                b"\nendstream",
+            ]
+            .concat(),
+        ] {
+            offsets.push(pdf.len());
+            pdf.extend(format!("{} 0 obj\n", offsets.len()).as_bytes());
+            pdf.extend(body);
+            pdf.extend(b"\nendobj\n");
+        }
+        let xref = pdf.len();
+        pdf.extend(b"xref\n0 4\n0000000000 65535 f \n");
+        for offset in offsets {
+            pdf.extend(format!("{offset:010} 00000 n \n").as_bytes());
+        }
+        pdf.extend(
+            format!("trailer\n<< /Size 4 /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF").as_bytes(),
+        );
+        pdf
+    }
+
+    /// What hayro decodes from a `/FlateDecode` stream of `data`.
+    fn hayro_inflates(data: &[u8]) -> Vec<u8> {
+        let pdf = open(&one_stream_pdf("/FlateDecode", data)).unwrap();
+        let stream = pdf
+            .objects()
+            .into_iter()
+            .find_map(|o| match o {
+                Object::Stream(s) => Some(s),
+                _ => None,
+            })
+            .unwrap();
+        stream.decoded().unwrap().into_owned()
+    }
+
+    /// Whether both of hayro's strict readings of deflate `data` fail (so
+    /// it reads the data leniently).
+    fn strict_readings_fail(data: &[u8]) -> bool {
+        use std::io::Read;
+        let mut sink = Vec::new();
+        flate2::read::ZlibDecoder::new(data)
+            .read_to_end(&mut sink)
+            .is_err()
+            && flate2::read::DeflateDecoder::new(data)
+                .read_to_end(&mut sink)
+                .is_err()
+    }
+
+    /// The lenient reading of `data`, fed `chunk` bytes at a time.
+    fn lenient_reading(data: &[u8], chunk: usize) -> Vec<u8> {
+        let mut decoder = lenient::Lenient::new();
+        let mut out = vec![0u8; 1000];
+        let mut all = Vec::new();
+        let mut rest = data;
+        loop {
+            let piece = &rest[..chunk.min(rest.len())];
+            let (used, made, ended) = decoder.decode(piece, piece.len() == rest.len(), &mut out);
+            all.extend(&out[..made]);
+            rest = &rest[used..];
+            if ended {
+                return all;
+            }
+            assert!(used > 0 || made > 0, "no progress");
+        }
+    }
+
+    #[test]
+    fn deflate_both_strict_readings_refuse_is_read_leniently_as_hayro_does() {
+        // Varied text: dynamic, fixed and stored blocks.
+        let text: Vec<u8> = (0..3000u32)
+            .flat_map(|i| format!("Invoice {i} total {} due\n", i * 7919 % 1000).into_bytes())
+            .collect();
+        let bases = [
+            miniz_oxide::deflate::compress_to_vec_zlib(&text, 6),
+            miniz_oxide::deflate::compress_to_vec_zlib(&text[..200], 1),
+            miniz_oxide::deflate::compress_to_vec(&text, 9),
+            miniz_oxide::deflate::compress_to_vec_zlib(&text[..5000], 0),
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut compared = 0;
+        for case in 0..600 {
+            let mut data = bases[case % bases.len()].clone();
+            for _ in 0..1 + next(3) {
+                let at = next(data.len());
+                match next(3) {
+                    0 => data[at] ^= 1 << next(8),
+                    1 => data[at] = next(256) as u8,
+                    _ => data.truncate(at.max(1)),
+                }
+            }
+            if !strict_readings_fail(&data) {
+                continue;
+            }
+            let hayro = hayro_inflates(&data);
+            for chunk in [1, 7, 1500, usize::MAX] {
+                assert!(
+                    lenient_reading(&data, chunk) == hayro,
+                    "case {case}, chunks of {chunk}: {} bytes against hayro's {}",
+                    lenient_reading(&data, chunk).len(),
+                    hayro.len()
+                );
+            }
+            assert!(
+                expanded_len(&[Filter::FlateDecode], &data, 1 << 30) >= Some(hayro.len() as u64)
+            );
+            compared += 1;
+        }
+        assert!(
+            compared > 200,
+            "only {compared} cases both strict readings refuse"
+        );
+    }
+
+    #[test]
+    fn deflate_bombs_only_the_lenient_reading_inflates_are_counted() {
+        // A zlib header, then a stored block whose NLEN is wrong (both
+        // strict readings stop there; the lenient one ignores it), then a
+        // raw deflate bomb.
+        let bomb = |inner: &[u8]| {
+            let mut data = vec![0x78, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00];
+            data.extend(miniz_oxide::deflate::compress_to_vec(inner, 9));
+            data
+        };
+        let zeros = vec![0u8; 16 << 20];
+        let lenient = bomb(&zeros);
+        assert!(strict_readings_fail(&lenient));
+        assert_eq!(hayro_inflates(&lenient).len(), 16 << 20, "hayro reads it");
+        let flate = [Filter::FlateDecode];
+        assert_eq!(expanded_len(&flate, &lenient, 1 << 30), Some(16 << 20));
+        assert!(expands_beyond(&flate, &lenient, 15 << 20));
+        // Behind another filter, fed in pieces.
+        let hex_flate = [Filter::AsciiHexDecode, Filter::FlateDecode];
+        assert_eq!(
+            expanded_len(&hex_flate, &ascii_hex(&lenient), 1 << 30),
+            Some(16 << 20)
+        );
+        // In front of another deflate stage: the lenient reading's last
+        // bytes reach it too (a zlib bomb of 16 MiB).
+        let inner = miniz_oxide::deflate::compress_to_vec_zlib(&zeros, 9);
+        let flate2 = [Filter::FlateDecode, Filter::FlateDecode];
+        assert_eq!(
+            expanded_len(&flate2, &bomb(&inner), 1 << 30),
+            Some(16 << 20)
+        );
+        // A chain cut short (a truncated download) takes one reading per
+        // way hayro reads each stage, not one per combination of ways
+        // (3 x 3 x 3, past MAX_READINGS: refused as a bomb).
+        let text: Vec<u8> = (0..20_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let mut thrice = text.clone();
+        for _ in 0..3 {
+            thrice = miniz_oxide::deflate::compress_to_vec_zlib(&thrice, 6);
+        }
+        thrice.truncate(thrice.len() / 2);
+        let flate3 = [
+            Filter::FlateDecode,
+            Filter::FlateDecode,
+            Filter::FlateDecode,
+        ];
+        assert!(!expands_beyond(&flate3, &thrice, 1 << 20));
     }
 
     #[test]
@@ -1240,11 +1444,7 @@ mod tests {
         let flate_dct = [Filter::FlateDecode, Filter::DctDecode];
         assert!(!expands_beyond(&flate_dct, &twice, 1 << 20));
         // Behind the ASCII filters.
-        let hex: Vec<u8> = once
-            .iter()
-            .flat_map(|b| format!("{b:02X} ").into_bytes())
-            .chain(*b">")
-            .collect();
+        let hex = ascii_hex(&once);
         let hex_flate = [Filter::AsciiHexDecode, Filter::FlateDecode];
         assert!(expands_beyond(&hex_flate, &hex, 15 << 20));
         assert!(!expands_beyond(&hex_flate, &hex, 16 << 20));

@@ -248,6 +248,24 @@ def big_content_pdf(pages, contents=b"4 0 R", megabytes=68):
     return pdf(objs)
 
 
+def flate_bomb_pdf(lenient=False, megabytes=300):
+    """A one-page PDF whose content stream inflates to `megabytes` MB of
+    spaces from about 0.1% of that. `lenient`: raw deflate behind a zlib
+    header and a stored block with a wrong NLEN, which both strict deflate
+    readings refuse and hayro's lenient third reading inflates whole."""
+    if lenient:
+        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+        packed = b"\x78\x01\x00\x00\x00\x00\x00"
+    else:
+        comp = zlib.compressobj(9)
+        packed = b""
+    chunk = b" " * 2**20
+    packed += b"".join(comp.compress(chunk) for _ in range(megabytes)) + comp.flush()
+    objs = page_objs(1)
+    objs[3] = b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream"
+    return pdf(objs)
+
+
 def static_job(template_id, **overrides):
     body = {"template_id": template_id, "actual_image": base64.b64encode(
         (ROOT / "examples" / "invoice.pdf").read_bytes()).decode()}
@@ -327,6 +345,12 @@ def cases(template_id):
              expect=failed_doc("page_too_complex")),
         dict(name="pdf-absurd-mediabox", file=pdf(page_objs(1, b"[0 0 1e30 1e30]")), expect=failed_doc("corrupt_document")),
         dict(name="pdf-image-bomb", file=image_bomb_pdf(), expect=failed_doc("image_too_large")),
+        # 300 MB of content from 300 KB, beyond the 256 MB a stream may
+        # expand to; and 600 MB through the lenient reading alone (decoded,
+        # a gigabyte of worker memory).
+        dict(name="pdf-flate-bomb", file=flate_bomb_pdf(), expect=failed_doc("corrupt_document")),
+        dict(name="pdf-flate-bomb-lenient", file=flate_bomb_pdf(lenient=True, megabytes=600),
+             expect=failed_doc("corrupt_document")),
         # One 68 MiB content stream (70 KB packed) on eight pages: kept once
         # per page, 544 MiB; and listed four times by one page, joined into
         # 272 MiB.
