@@ -100,6 +100,7 @@ pub struct Config {
     pub webhook_max_header_bytes: usize,
     pub template_max_fields: usize,
     pub janitor_interval_secs: u64,
+    pub janitor_step_timeout_secs: u64,
     pub janitor_batch: i64,
     pub orphan_file_grace_secs: u64,
     pub webhook_attempts_retention_secs: u64,
@@ -256,6 +257,7 @@ impl Config {
             ("document_time_limit_secs", self.document_time_limit_secs),
             ("webhook_timeout_secs", self.webhook_timeout_secs),
             ("janitor_interval_secs", self.janitor_interval_secs),
+            ("janitor_step_timeout_secs", self.janitor_step_timeout_secs),
             ("orphan_file_grace_secs", self.orphan_file_grace_secs),
             (
                 "webhook_attempts_retention_secs",
@@ -298,6 +300,12 @@ impl Config {
         }
         if self.template_max_fields == 0 {
             return Err(invalid("template_max_fields", "must be greater than 0"));
+        }
+        if self.janitor_step_timeout_secs == 0 {
+            return Err(invalid(
+                "janitor_step_timeout_secs",
+                "must be greater than 0",
+            ));
         }
         if self.janitor_batch <= 0 {
             return Err(invalid("janitor_batch", "must be greater than 0"));
@@ -365,6 +373,10 @@ impl Config {
 
     pub fn janitor_interval(&self) -> Duration {
         Duration::from_secs(self.janitor_interval_secs)
+    }
+
+    pub fn janitor_step_timeout(&self) -> Duration {
+        Duration::from_secs(self.janitor_step_timeout_secs)
     }
 
     pub fn webhook_attempts_retention(&self) -> Duration {

@@ -294,7 +294,7 @@ pub static JANITOR_LAST_PASS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| 
     register(
         prometheus::IntGauge::new(
             "paperhook_janitor_last_pass_timestamp_seconds",
-            "Unix time of this janitor's last finished pass (leader or not)",
+            "Unix time of this janitor's last complete pass as the leader",
         )
         .unwrap(),
     )

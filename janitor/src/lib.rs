@@ -43,7 +43,7 @@ pub struct Report {
     pub sessions_purged: u64,
 }
 
-/// The steps of a pass, in order.
+/// The steps of a pass.
 #[derive(Debug, Clone, Copy)]
 enum Step {
     Leftovers,
@@ -53,6 +53,16 @@ enum Step {
     Sessions,
     Tasks,
 }
+
+/// The steps of a pass, in order.
+const STEPS: [Step; 6] = [
+    Step::Leftovers,
+    Step::Expiry,
+    Step::Attempts,
+    Step::Orphans,
+    Step::Sessions,
+    Step::Tasks,
+];
 
 pub struct Janitor {
     pub pool: PgPool,
@@ -90,7 +100,9 @@ impl Janitor {
             .await
             .context("taking the janitor lock")?;
         if !leader {
-            paperhook_core::metrics::JANITOR_LAST_PASS.set(Utc::now().timestamp());
+            // Not a pass: the gauge shows the last one that did the work,
+            // so a leader whose passes fail alerts however many janitors
+            // stand by.
             return Ok(Report::default());
         }
         let (report, failed) = self.sweep(now).await;
@@ -135,25 +147,26 @@ impl Janitor {
     }
 
     /// Runs every step of a pass, each on its own: one that fails (a
-    /// storage listing, say) does not keep the others from running.
-    /// Returns what was done and the steps' errors.
+    /// storage listing, say) or runs past `janitor_step_timeout_secs` (a
+    /// large backlog, a locked table) does not keep the others from
+    /// running. Returns what was done and the steps' errors.
     async fn sweep(&self, now: DateTime<Utc>) -> (Report, Vec<anyhow::Error>) {
         let mut report = Report {
             leader: true,
             ..Report::default()
         };
         let mut failed = Vec::new();
-        let steps = [
-            Step::Leftovers,
-            Step::Expiry,
-            Step::Attempts,
-            Step::Orphans,
-            Step::Sessions,
-            Step::Tasks,
-        ];
-        for step in steps {
-            if let Err(e) = self.step(step, now, &mut report).await {
-                failed.push(e);
+        let budget = self.config.janitor_step_timeout();
+        for step in STEPS {
+            match tokio::time::timeout(budget, self.step(step, now, &mut report)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed.push(e),
+                // What it did so far stays done (each batch commits on its
+                // own); the next pass goes on from there.
+                Err(_) => failed.push(anyhow::anyhow!(
+                    "the {step:?} step ran past janitor_step_timeout_secs ({} s)",
+                    budget.as_secs()
+                )),
             }
         }
         (report, failed)
@@ -382,12 +395,11 @@ impl Janitor {
             _ = tokio::time::sleep(stagger) => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
+        // Each step has its own time limit; this one catches the rest (a
+        // database that stops answering while the lock is taken).
+        let limit = self.config.janitor_step_timeout() * (STEPS.len() as u32 + 1);
         while !shutdown.is_cancelled() {
-            let pass = tokio::time::timeout(
-                interval.max(Duration::from_secs(60)),
-                self.run_once(Utc::now()),
-            )
-            .await;
+            let pass = tokio::time::timeout(limit, self.run_once(Utc::now())).await;
             match pass {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!(error = ?e, "janitor pass failed"),

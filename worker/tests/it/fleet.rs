@@ -397,6 +397,43 @@ async fn a_purge_cut_off_before_its_commit_keeps_its_deleted_files_marked() {
     assert!(!results_gone, "the rest waits for the next pass");
 }
 
+/// A step that runs past `janitor_step_timeout_secs` (here the sessions
+/// step, waiting on a locked table) is cut off and reported, and the step
+/// after it (tasks) still runs: one pass-wide limit let a slow step (a large store's orphan
+/// listing) starve the others on every pass.
+#[tokio::test]
+async fn a_janitor_step_past_its_time_limit_does_not_stop_the_others() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.janitor_step_timeout_secs = 1).await;
+    let janitor = app.janitor();
+    finished_tasks(&app.pool, 3).await;
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::days(2);
+    let error = tokio::time::timeout(Duration::from_secs(30), janitor.run_once(later))
+        .await
+        .expect("the pass waited on the locked table past its steps' limits")
+        .expect_err("a step cut off fails the pass");
+    let error = format!("{error:#}");
+    assert!(
+        error.starts_with(
+            "1 of the janitor's steps failed (Report { leader: true, jobs_expired: 0, files_deleted: 0, leftover_files_deleted: 0, attempts_deleted: 0, tasks_pruned: 3,"
+        ) && error.ends_with("first: the Sessions step ran past janitor_step_timeout_secs (1 s)"),
+        "{error}"
+    );
+    blocker.rollback().await.unwrap();
+    let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(tasks, 0, "the Tasks step, after it, did not run: {error}");
+    // Next pass, nothing in the way: it completes.
+    let report = janitor.run_once(later).await.unwrap();
+    assert!(report.leader);
+}
+
 /// Inserts `n` queue tasks that finished now, for the janitor to prune.
 async fn finished_tasks(pool: &sqlx::PgPool, n: i32) {
     sqlx::query(
