@@ -95,13 +95,13 @@ impl Cidr {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
+                    .checked_shl(32u32.saturating_sub(u32::from(self.prefix)))
                     .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
+                    .checked_shl(128u32.saturating_sub(u32::from(self.prefix)))
                     .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
@@ -130,10 +130,23 @@ pub fn parse_cidrs(text: &str) -> Result<Vec<Cidr>, String> {
                     .filter(|p| *p <= max)
                     .ok_or_else(|| format!("{part:?} has an invalid prefix length"))?
             };
-            Ok(Cidr {
-                addr: canonical(addr),
-                prefix,
-            })
+            // An IPv4-mapped network (`::ffff:10.0.0.0/104`) is the IPv4
+            // network it carries (10.0.0.0/8), as the addresses it is
+            // matched against are; one wider than the mapped range would
+            // allow the whole IPv4 Internet, private networks included.
+            match canonical(addr) {
+                IpAddr::V4(v4) if addr.is_ipv6() => match prefix.checked_sub(96) {
+                    Some(prefix) => Ok(Cidr {
+                        addr: IpAddr::V4(v4),
+                        prefix,
+                    }),
+                    None => Err(format!(
+                        "{part:?} spans more than the IPv4-mapped range: \
+                         write the IPv4 network instead (like 10.0.0.0/8)"
+                    )),
+                },
+                addr => Ok(Cidr { addr, prefix }),
+            }
         })
         .collect()
 }
@@ -348,5 +361,20 @@ mod tests {
         assert_eq!(refused(ip("2606:4700::1"), &[]), None);
         assert!(parse_cidrs("10.0.0.0/33").is_err());
         assert!(parse_cidrs("nope").is_err());
+        // An allowed network written in its IPv4-mapped form is that IPv4
+        // network, not every IPv4 address.
+        for mapped in ["::ffff:10.1.2.3", "::ffff:10.1.0.0/112"] {
+            let allow = parse_cidrs(mapped).unwrap();
+            assert_eq!(refused(ip("10.1.2.3"), &allow), None, "{mapped}");
+            assert_eq!(refused(ip("::ffff:10.1.2.3"), &allow), None, "{mapped}");
+            for other in ["127.0.0.1", "10.9.9.9", "169.254.169.254"] {
+                assert!(refused(ip(other), &allow).is_some(), "{mapped}: {other}");
+            }
+        }
+        assert_eq!(
+            parse_cidrs("::ffff:10.0.0.0/104").unwrap(),
+            parse_cidrs("10.0.0.0/8").unwrap()
+        );
+        assert!(parse_cidrs("::ffff:0.0.0.0/90").is_err());
     }
 }
