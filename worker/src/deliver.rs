@@ -46,7 +46,18 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
     // results route's rule) before the janitor's pass marks them: the
     // webhook, which carries them, fails rather than goes out.
     let retention = chrono::Duration::from_std(w.config.result_retention()).unwrap_or_default();
-    let past_retention = job.finished_at.is_some_and(|t| t + retention <= Utc::now());
+    let past_retention = match job.finished_at {
+        // By the database's clock (`finished_at` is its time too): a worker
+        // whose own clock ran ahead would fail webhooks for good, and empty
+        // their payloads, while the results are still to be had.
+        Some(finished) => {
+            let now: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+                .fetch_one(&w.pool)
+                .await?;
+            finished + retention <= now
+        }
+        None => false,
+    };
     if job.results_expired_at.is_some() || past_retention {
         let why = if job.data_deleted_at.is_some() {
             "the job's data was deleted on request before the webhook was delivered"
@@ -213,12 +224,14 @@ fn failed(class: &'static str, message: String, started: Instant) -> Sent {
     }
 }
 
-/// The address to connect to: the first one the host resolves to that the
-/// SSRF guard allows, or why there is none.
+/// The addresses to connect to, in the resolver's order: those the host
+/// resolves to that the SSRF guard allows (all of them, so a receiver
+/// whose first address is down is reached at the next), or why there are
+/// none.
 pub async fn check_target(
     url: &url::Url,
     allow: &[webhook::Cidr],
-) -> Result<SocketAddr, (&'static str, String)> {
+) -> Result<Vec<SocketAddr>, (&'static str, String)> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err((
             "refused",
@@ -240,21 +253,37 @@ pub async fn check_target(
                 .collect(),
         ),
     };
-    let mut reasons = Vec::new();
-    for addr in &addrs {
-        match webhook::refused(addr.ip(), allow) {
-            None => return Ok(*addr),
-            Some(reason) => reasons.push(format!("{} ({reason})", addr.ip())),
-        }
+    allowed(&host, &addrs, allow)
+}
+
+/// The addresses of `addrs` the SSRF guard allows, or why there are none.
+fn allowed(
+    host: &str,
+    addrs: &[SocketAddr],
+    allow: &[webhook::Cidr],
+) -> Result<Vec<SocketAddr>, (&'static str, String)> {
+    let (ok, refused): (Vec<_>, Vec<_>) = addrs
+        .iter()
+        .map(|addr| (addr, webhook::refused(addr.ip(), allow)))
+        .partition(|(_, reason)| reason.is_none());
+    if !ok.is_empty() {
+        return Ok(ok.into_iter().map(|(addr, _)| *addr).collect());
     }
-    if reasons.is_empty() {
+    if refused.is_empty() {
         return Err(("dns", format!("{host} resolves to no address")));
     }
+    // The account sees this message: the kinds of address, not the
+    // addresses an internal name has (the operator's log has them).
+    let mut kinds: Vec<&str> = refused.iter().filter_map(|(_, r)| *r).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    tracing::info!(host, addresses = ?refused.iter().map(|(a, _)| a.ip()).collect::<Vec<_>>(),
+        "webhook target refused by the SSRF guard");
     Err((
         "refused",
         format!(
-            "{host} resolves to {}, which webhooks may not reach; allow it with webhook_allow_cidrs (PAPERHOOK_WEBHOOK_ALLOW_CIDRS)",
-            reasons.join(", ")
+            "{host} resolves only to addresses webhooks may not reach ({}); an operator can allow them with webhook_allow_cidrs (PAPERHOOK_WEBHOOK_ALLOW_CIDRS)",
+            kinds.join(", ")
         ),
     ))
 }
@@ -329,8 +358,8 @@ async fn send(
     // bounded by the timeout: a lookup that does not answer would hold the
     // worker's slot for as long as the resolver takes.
     let checked = tokio::time::timeout(target.timeout, check_target(&parsed, target.allow)).await;
-    let addr = match checked {
-        Ok(Ok(addr)) => addr,
+    let addrs = match checked {
+        Ok(Ok(addrs)) => addrs,
         Ok(Err(("refused", message))) => return refused(message),
         Ok(Err((class, message))) => return failed(class, message, started),
         Err(_) => {
@@ -345,7 +374,7 @@ async fn send(
             );
         }
     };
-    // Pin the checked address: the client must not resolve the name again,
+    // Pin the checked addresses: the client must not resolve the name again,
     // nor hand the request to a proxy from the environment (HTTP_PROXY,
     // ALL_PROXY), which would resolve and connect on its own.
     let mut builder = reqwest::Client::builder()
@@ -359,7 +388,7 @@ async fn send(
         )
         .user_agent(concat!("paperhook-webhooks/", env!("CARGO_PKG_VERSION")));
     if let Some(host) = parsed.host_str() {
-        builder = builder.resolve(host, addr);
+        builder = builder.resolve_to_addrs(host, &addrs);
     }
     let client = match builder.build() {
         Ok(c) => c,
@@ -445,5 +474,40 @@ fn classify(e: &reqwest::Error) -> &'static str {
         "connect"
     } else {
         "http"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_allowed_address_is_kept_in_order() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let allow = webhook::parse_cidrs("10.1.0.0/16").unwrap();
+        let addrs = [
+            addr("127.0.0.1:80"),
+            addr("93.184.216.34:80"),
+            addr("10.1.2.3:80"),
+            addr("[2606:4700::1]:80"),
+        ];
+        assert_eq!(
+            allowed("example.com", &addrs, &allow).unwrap(),
+            vec![addrs[1], addrs[2], addrs[3]],
+            "a receiver whose first address is down must be reached at the next"
+        );
+        let (class, message) = allowed("internal", &addrs[..1], &allow).unwrap_err();
+        assert_eq!(class, "refused");
+        assert!(
+            message.starts_with(
+                "internal resolves only to addresses webhooks may not reach (loopback)"
+            ),
+            "{message}"
+        );
+        assert!(
+            !message.contains("127.0.0.1"),
+            "the address behind a name: {message}"
+        );
+        assert_eq!(allowed("nothing", &[], &allow).unwrap_err().0, "dns");
     }
 }

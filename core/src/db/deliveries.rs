@@ -113,10 +113,16 @@ pub async fn record(
     state: &str,
 ) -> sqlx::Result<bool> {
     let id = read.id;
+    // An attempt that ends after its job's data was deleted (`DELETE`
+    // waits for it) keeps no excerpt: the receiver may echo what it was sent.
     sqlx::query(
         "INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, response_excerpt,
                                        error_class, error_message)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         VALUES ($1, $2, $3,
+                 CASE WHEN (SELECT j.data_deleted_at FROM webhook_deliveries d
+                            JOIN jobs j ON j.id = d.job_id WHERE d.id = $1) IS NULL
+                      THEN $4 END,
+                 $5, $6)",
     )
     .bind(id)
     .bind(attempt.status_code)

@@ -698,7 +698,8 @@ fn slow_page_pdf() -> Vec<u8> {
 
 /// A webhook of the job is being sent when its data is deleted: the data
 /// goes at once, but `DELETE` answers only once that attempt has ended, so
-/// nothing of the job leaves after the 204.
+/// nothing of the job leaves after the 204, and what the receiver answered
+/// (it may echo what it was sent) is not kept.
 #[tokio::test]
 async fn deleting_a_jobs_data_waits_for_a_webhook_being_sent() {
     use std::sync::Arc;
@@ -724,7 +725,7 @@ async fn deleting_a_jobs_data_waits_for_a_webhook_being_sent() {
                     r.notified().await;
                     let _ = sock
                         .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 14\r\nconnection: close\r\n\r\nINV-2026-0042!",
                         )
                         .await;
                 }
@@ -781,6 +782,20 @@ async fn deleting_a_jobs_data_waits_for_a_webhook_being_sent() {
     );
     working.await.unwrap();
     assert_eq!(got.load(SeqCst), 1, "nothing is sent after the deletion");
+    let (answered, excerpts): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE a.status_code = 200), count(a.response_excerpt)
+         FROM webhook_attempts a
+         JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.job_id = $1",
+    )
+    .bind(job)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(answered, 1, "the attempt in flight was not recorded");
+    assert_eq!(
+        excerpts, 0,
+        "the attempt that ended after the deletion kept the receiver's answer"
+    );
 }
 
 /// `template_max_fields` is checked when a template is saved: a template
