@@ -190,7 +190,10 @@ pub async fn notify(db: impl PgExecutor<'_>, kind: &str) -> sqlx::Result<()> {
 /// NOTIFY, a wake-up and a claim (a single file's document after its job,
 /// a document's webhook after the document). If the worker dies first,
 /// the lease expires and the rescuer hands the task to another. None when
-/// the task already exists.
+/// the task already exists. The lease counts from this statement, not from
+/// the transaction's start (`now()`): the transaction may have waited long
+/// before (on an account's lock to charge it), and a lease already spent
+/// at the commit would let a rescuer run the task beside this worker.
 pub async fn enqueue_claimed(
     tx: &mut PgConnection,
     kind: &str,
@@ -201,7 +204,7 @@ pub async fn enqueue_claimed(
     sqlx::query_as(
         "INSERT INTO tasks (kind, ref_id, run_at, state, attempts, locked_by, locked_until)
          VALUES ($1, $2, now(), 'running', 1, $3 || '/' || gen_random_uuid(),
-                 now() + make_interval(secs => $4))
+                 clock_timestamp() + make_interval(secs => $4))
          ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running') DO NOTHING
          RETURNING id, kind, ref_id, attempts, max_attempts, locked_by, locked_until",
     )
@@ -436,5 +439,42 @@ mod tests {
             vec![second.id]
         );
         assert!(complete(&pool, &second).await.unwrap());
+    }
+
+    /// A task handed on inside a transaction that began more than a lease
+    /// ago (it waited on a lock) still gets a whole lease.
+    #[tokio::test]
+    async fn a_task_handed_on_late_in_a_transaction_gets_a_whole_lease() {
+        let pool = crate::testing::migrated_database().await;
+        let mut tx = pool.begin().await.unwrap();
+        let lease = Duration::from_secs(1);
+        // The transaction's now() falls more than a lease behind the clock.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let behind: bool =
+                sqlx::query_scalar("SELECT clock_timestamp() - now() > interval '1.2 s'")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+            if behind {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the clock did not move"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let task = enqueue_claimed(&mut tx, kind::DELIVERY, Uuid::now_v7(), "w1", lease)
+            .await
+            .unwrap()
+            .expect("a new task");
+        let live: bool = sqlx::query_scalar("SELECT $1 > clock_timestamp()")
+            .bind(task.locked_until)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert!(live, "the lease had run out before the commit");
+        tx.commit().await.unwrap();
     }
 }
