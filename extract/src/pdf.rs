@@ -684,6 +684,8 @@ fn feed(steps: &mut [Step], input: &[u8], last: bool, total: &mut u64, cap: u64)
     }
 }
 
+/// RunLength-decodes from `input` into `out`: (bytes used, bytes made,
+/// ended). A run is emitted as far as `out` holds, the rest next call.
 fn run_length(state: &mut RunLength, input: &[u8], out: &mut [u8]) -> (usize, usize, bool) {
     let (mut used, mut made) = (0, 0);
     while made < out.len() {
@@ -1407,7 +1409,7 @@ mod tests {
         // way hayro reads each stage, not one per combination of ways
         // (3 x 3 x 3, past MAX_READINGS: refused as a bomb).
         let text: Vec<u8> = (0..20_000u32).flat_map(|i| i.to_le_bytes()).collect();
-        let mut thrice = text.clone();
+        let mut thrice = text;
         for _ in 0..3 {
             thrice = miniz_oxide::deflate::compress_to_vec_zlib(&thrice, 6);
         }

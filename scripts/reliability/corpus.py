@@ -241,7 +241,12 @@ def big_content_pdf(pages, contents=b"4 0 R", megabytes=68):
     that keeps each page's decoded content holds it once per page."""
     content = b"BT /F1 11 Tf 56 780 Td (Invoice No: INV-1) Tj ET"
     content += b" " * (megabytes * 2**20 - len(content))
-    packed = zlib.compress(content, 1)
+    return deflated_content_pdf(zlib.compress(content, 1), pages, contents)
+
+
+def deflated_content_pdf(packed, pages=1, contents=b"4 0 R"):
+    """`pages` pages whose /Contents is `contents`, object 4 being `packed`
+    with /FlateDecode."""
     objs = page_objs(pages)
     objs[3] = b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream"
     objs[4:] = [o.replace(b"/Contents 4 0 R", b"/Contents " + contents) for o in objs[4:]]
@@ -261,9 +266,7 @@ def flate_bomb_pdf(lenient=False, megabytes=300):
         packed = b""
     chunk = b" " * 2**20
     packed += b"".join(comp.compress(chunk) for _ in range(megabytes)) + comp.flush()
-    objs = page_objs(1)
-    objs[3] = b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream"
-    return pdf(objs)
+    return deflated_content_pdf(packed)
 
 
 def static_job(template_id, **overrides):

@@ -16,8 +16,8 @@ const WINDOW: usize = 32 * 1024;
 
 /// Input held before an item is decoded, unless no more is coming: more
 /// than any one item takes (a block header with its code tables takes at
-/// most about 300 bytes, a literal or a length and distance 6), so an item never
-/// runs out of data that is still to come.
+/// most about 300 bytes, a literal or a length and distance 6), so an item
+/// never runs out of data that is still to come.
 const MARGIN: usize = 1024;
 
 /// Input held between calls.
@@ -210,6 +210,14 @@ impl Input {
         self.code_size -= len;
         Some((code & 0xffff) as u16)
     }
+
+    /// The extra bits a length or distance entry (`bits << 16 | base`) asks for.
+    fn extra(&mut self, info: u32) -> Option<usize> {
+        match (info >> 16) as u8 {
+            0 => Some(0),
+            n => self.bits(n).map(|v| v as usize),
+        }
+    }
 }
 
 impl State {
@@ -314,38 +322,28 @@ impl State {
     }
 }
 
-impl Input {
-    /// The extra bits a length or distance entry (`bits << 16 | base`) asks for.
-    fn extra(&mut self, info: u32) -> Option<usize> {
-        match (info >> 16) as u8 {
-            0 => Some(0),
-            n => self.bits(n).map(|v| v as usize),
-        }
-    }
-}
-
 /// A dynamic block's code tables, read as pdf.js reads them.
-fn dynamic_tables(bits: &mut Input) -> Option<(Table, Table)> {
-    let lit_codes = bits.bits(5)? as usize + 257;
-    let dist_codes = bits.bits(5)? as usize + 1;
-    let code_len_codes = bits.bits(4)? as usize + 4;
+fn dynamic_tables(input: &mut Input) -> Option<(Table, Table)> {
+    let lit_codes = input.bits(5)? as usize + 257;
+    let dist_codes = input.bits(5)? as usize + 1;
+    let code_len_codes = input.bits(4)? as usize + 4;
     let mut code_len_lengths = [0u8; 19];
     for &i in &CODE_LEN_CODE_MAP[..code_len_codes] {
-        code_len_lengths[usize::from(i)] = bits.bits(3)? as u8;
+        code_len_lengths[usize::from(i)] = input.bits(3)? as u8;
     }
     let code_len_table = huffman_table(&code_len_lengths);
     let total = lit_codes + dist_codes;
     let mut lengths = vec![0u8; total];
     let mut i = 0;
     while i < total {
-        let (value, repeat) = match bits.code(&code_len_table)? {
+        let (value, repeat) = match input.code(&code_len_table)? {
             code @ 0..=15 => (code as u8, 1),
             16 => (
                 if i > 0 { lengths[i - 1] } else { 0 },
-                bits.bits(2)? as usize + 3,
+                input.bits(2)? as usize + 3,
             ),
-            17 => (0, bits.bits(3)? as usize + 3),
-            18 => (0, bits.bits(7)? as usize + 11),
+            17 => (0, input.bits(3)? as usize + 3),
+            18 => (0, input.bits(7)? as usize + 11),
             _ => return None,
         };
         let end = (i + repeat).min(total);

@@ -399,8 +399,8 @@ async fn a_purge_cut_off_before_its_commit_keeps_its_deleted_files_marked() {
 
 /// A step that runs past `janitor_step_timeout_secs` (here the sessions
 /// step, waiting on a locked table) is cut off and reported, and the step
-/// after it (tasks) still runs: one pass-wide limit let a slow step (a large store's orphan
-/// listing) starve the others on every pass.
+/// after it (tasks) still runs: one pass-wide limit let a slow step (a
+/// large store's orphan listing) starve the others on every pass.
 #[tokio::test]
 async fn a_janitor_step_past_its_time_limit_does_not_stop_the_others() {
     let app = TestApp::spawn_with(StorageKind::Fs, |c| c.janitor_step_timeout_secs = 1).await;
