@@ -43,6 +43,8 @@ pub struct Config {
     pub database_url: SecretString,
     pub db_max_connections: u32,
     pub db_acquire_timeout_secs: u64,
+    pub db_idle_in_transaction_timeout_secs: u64,
+    pub db_keepalive_secs: u64,
     pub submission_batch_max_rows: u32,
     pub submission_batch_statements: u32,
     pub auth_batch_max_keys: u32,
@@ -113,6 +115,10 @@ pub enum StorageLocation {
     File(PathBuf),
     S3 { bucket: String, prefix: String },
 }
+
+/// The longest of the settings the database server applies in
+/// milliseconds (a 32-bit integer there): about 24 days.
+const MAX_SERVER_TIMEOUT_SECS: u64 = i32::MAX as u64 / 1000;
 
 /// The longest duration a `*_secs` setting takes: 100 years.
 pub const MAX_DURATION_SECS: u64 = 100 * 365 * 24 * 3600;
@@ -212,6 +218,21 @@ impl Config {
         self.keyring()?;
         if self.worker_concurrency == 0 {
             return Err(invalid("worker_concurrency", "must be greater than 0"));
+        }
+        // PostgreSQL takes these in milliseconds, as a 32-bit integer.
+        for (name, value) in [
+            (
+                "db_idle_in_transaction_timeout_secs",
+                self.db_idle_in_transaction_timeout_secs,
+            ),
+            ("db_keepalive_secs", self.db_keepalive_secs),
+        ] {
+            if value > MAX_SERVER_TIMEOUT_SECS {
+                return Err(invalid(
+                    name,
+                    format!("must be at most {MAX_SERVER_TIMEOUT_SECS} (24 days), not {value}"),
+                ));
+            }
         }
         if self.worker_lease_secs < 3 {
             return Err(invalid("worker_lease_secs", "must be at least 3"));
@@ -431,6 +452,29 @@ impl Config {
             .map_err(|message| invalid("encryption_keys", message))
     }
 
+    /// What every database session of the process sets when it connects
+    /// (PostgreSQL setting, value), settings at 0 left out.
+    pub fn db_session_settings(&self) -> Vec<(&'static str, String)> {
+        let mut settings = Vec::new();
+        let idle = self.db_idle_in_transaction_timeout_secs;
+        if idle > 0 {
+            settings.push(("idle_in_transaction_session_timeout", format!("{idle}s")));
+        }
+        let dead = self.db_keepalive_secs;
+        if dead > 0 {
+            // The first probe after half of it, then three more a sixth
+            // apart; unacknowledged data (probes are not sent while there
+            // is some) gives up after all of it.
+            settings.extend([
+                ("tcp_keepalives_idle", (dead / 2).max(1).to_string()),
+                ("tcp_keepalives_interval", (dead / 6).max(1).to_string()),
+                ("tcp_keepalives_count", "3".to_owned()),
+                ("tcp_user_timeout", format!("{}", dead * 1000)),
+            ]);
+        }
+        settings
+    }
+
     pub fn db_acquire_timeout(&self) -> Duration {
         Duration::from_secs(self.db_acquire_timeout_secs)
     }
@@ -544,6 +588,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("orphan_file_grace_secs"), "{err}");
+        // The server takes these in milliseconds, in 32 bits.
+        check(&[("db_keepalive_secs", 2_147_483)]).unwrap();
+        let err = check(&[("db_keepalive_secs", 2_147_484)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("db_keepalive_secs"), "{err}");
+        let err = check(&[("db_idle_in_transaction_timeout_secs", 3_000_000)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("db_idle_in_transaction_timeout_secs"), "{err}");
     }
 
     #[test]

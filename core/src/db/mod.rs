@@ -27,10 +27,29 @@ pub fn pool(config: &Config) -> anyhow::Result<PgPool> {
         .expose_secret()
         .parse()
         .map_err(|e| anyhow::anyhow!("invalid database_url: {e}"))?;
+    let (names, values): (Vec<&str>, Vec<String>) =
+        config.db_session_settings().into_iter().unzip();
     Ok(PgPoolOptions::new()
         .max_connections(config.db_max_connections)
         .acquire_timeout(config.db_acquire_timeout())
         .idle_timeout(Some(Duration::from_secs(300)))
+        .after_connect(move |conn, _| {
+            let (names, values) = (names.clone(), values.clone());
+            Box::pin(async move {
+                if !names.is_empty() {
+                    // By SET rather than startup options, which PgBouncer refuses.
+                    sqlx::query(
+                        "SELECT set_config(name, value, false)
+                         FROM unnest($1::text[], $2::text[]) AS s(name, value)",
+                    )
+                    .bind(names)
+                    .bind(values)
+                    .execute(conn)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
         .connect_lazy_with(options.application_name("paperhook")))
 }
 
@@ -127,5 +146,111 @@ mod tests {
         .await
         .expect("returned at once");
         assert!(failed.is_err());
+    }
+
+    fn config(url: &str, dir: &std::path::Path, settings: &[(&str, u64)]) -> crate::config::Config {
+        let figment = settings.iter().fold(
+            crate::testing::figment(url, crate::testing::TestStorage::Fs(dir)),
+            |f, (key, value)| f.merge((*key, *value)),
+        );
+        crate::testing::extract(figment)
+    }
+
+    #[tokio::test]
+    async fn a_transaction_left_idle_by_its_client_loses_its_locks() {
+        let url = crate::testing::fresh_database().await;
+        let dir = tempfile::tempdir().unwrap();
+        let other = pool(&url);
+        let pool = super::pool(&config(
+            &url,
+            dir.path(),
+            &[("db_idle_in_transaction_timeout_secs", 1)],
+        ))
+        .unwrap();
+        let lock_free = || async {
+            sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_xact_lock(7)")
+                .fetch_one(&other)
+                .await
+                .unwrap()
+        };
+
+        // Busy past the limit: only waiting for the client counts.
+        let mut busy = pool.begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock(7), pg_sleep(1.5)")
+            .execute(&mut *busy)
+            .await
+            .unwrap();
+        assert!(!lock_free().await);
+        busy.commit().await.unwrap();
+
+        // A client that stops mid-transaction (frozen, or its connection
+        // silently gone): the server ends the transaction.
+        let mut idle = pool.begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock(7)")
+            .execute(&mut *idle)
+            .await
+            .unwrap();
+        assert!(!lock_free().await);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !lock_free().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the idle transaction kept its lock"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ended = sqlx::query("SELECT 1").execute(&mut *idle).await;
+        assert!(ended.is_err(), "{ended:?}");
+        drop(idle);
+        sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_session_tells_the_server_when_to_give_up_on_it() {
+        let url = crate::testing::fresh_database().await;
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |pool: sqlx::PgPool| async move {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT name, setting FROM pg_settings
+                 WHERE name IN ('idle_in_transaction_session_timeout', 'tcp_keepalives_idle',
+                                'tcp_keepalives_interval', 'tcp_keepalives_count', 'tcp_user_timeout')
+                 ORDER BY name",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            rows
+        };
+        let set =
+            settings(super::pool(&config(&url, dir.path(), &[("db_keepalive_secs", 90)])).unwrap())
+                .await;
+        let expected = [
+            ("idle_in_transaction_session_timeout", "60000"),
+            ("tcp_keepalives_count", "3"),
+            ("tcp_keepalives_idle", "45"),
+            ("tcp_keepalives_interval", "15"),
+            ("tcp_user_timeout", "90000"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(set, expected);
+        // At 0 the server's own settings stay.
+        let server = settings(pool(&url)).await;
+        let off = settings(
+            super::pool(&config(
+                &url,
+                dir.path(),
+                &[
+                    ("db_keepalive_secs", 0),
+                    ("db_idle_in_transaction_timeout_secs", 0),
+                ],
+            ))
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(off, server);
+        assert_ne!(off, expected);
     }
 }
