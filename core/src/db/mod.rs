@@ -45,7 +45,11 @@ pub fn pool(config: &Config) -> anyhow::Result<PgPool> {
                     .bind(names)
                     .bind(values)
                     .execute(conn)
-                    .await?;
+                    .await
+                    .inspect_err(|e| {
+                        // The pool only reports that it timed out.
+                        tracing::error!(error = %e, "setting the database session's timeouts failed (db_idle_in_transaction_timeout_secs, db_keepalive_secs; 0 leaves them to the server)");
+                    })?;
                 }
                 Ok(())
             })
@@ -88,8 +92,10 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exception; 57P01-3: shutdown, crash, cannot connect now.
-            code.starts_with("08") || code.starts_with("57P")
+            // 08: connection exception; 57P01-5: shutdown, crash, cannot
+            // connect now, idle session timeout; 25P03: the server ended a
+            // transaction left idle (db_idle_in_transaction_timeout_secs).
+            code.starts_with("08") || code.starts_with("57P") || code == "25P03"
         }),
         _ => false,
     }
@@ -160,11 +166,11 @@ mod tests {
     async fn a_transaction_left_idle_by_its_client_loses_its_locks() {
         let url = crate::testing::fresh_database().await;
         let dir = tempfile::tempdir().unwrap();
-        let other = pool(&url);
+        let other = sqlx::PgPool::connect(&url).await.unwrap();
         let pool = super::pool(&config(
             &url,
             dir.path(),
-            &[("db_idle_in_transaction_timeout_secs", 1)],
+            &[("db_idle_in_transaction_timeout_secs", 2)],
         ))
         .unwrap();
         let lock_free = || async {
@@ -176,7 +182,7 @@ mod tests {
 
         // Busy past the limit: only waiting for the client counts.
         let mut busy = pool.begin().await.unwrap();
-        sqlx::query("SELECT pg_advisory_xact_lock(7), pg_sleep(1.5)")
+        sqlx::query("SELECT pg_advisory_xact_lock(7), pg_sleep(2.5)")
             .execute(&mut *busy)
             .await
             .unwrap();
@@ -199,8 +205,11 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let ended = sqlx::query("SELECT 1").execute(&mut *idle).await;
-        assert!(ended.is_err(), "{ended:?}");
+        let ended = sqlx::query("SELECT 1")
+            .execute(&mut *idle)
+            .await
+            .unwrap_err();
+        assert!(super::is_unavailable(&ended), "{ended:?}");
         drop(idle);
         sqlx::query("SELECT 1").execute(&pool).await.unwrap();
     }
@@ -209,6 +218,7 @@ mod tests {
     async fn every_session_tells_the_server_when_to_give_up_on_it() {
         let url = crate::testing::fresh_database().await;
         let dir = tempfile::tempdir().unwrap();
+        let plain = sqlx::PgPool::connect(&url).await.unwrap();
         let settings = |pool: sqlx::PgPool| async move {
             let rows: Vec<(String, String)> = sqlx::query_as(
                 "SELECT name, setting FROM pg_settings
@@ -235,9 +245,18 @@ mod tests {
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
-        assert_eq!(set, expected);
+        // Over a Unix socket the server reads the TCP ones as 0.
+        let tcp: bool = sqlx::query_scalar("SELECT inet_client_addr() IS NOT NULL")
+            .fetch_one(&plain)
+            .await
+            .unwrap();
+        if tcp {
+            assert_eq!(set, expected);
+        } else {
+            assert_eq!(set[0], expected[0]);
+        }
         // At 0 the server's own settings stay.
-        let server = settings(pool(&url)).await;
+        let server = settings(plain.clone()).await;
         let off = settings(
             super::pool(&config(
                 &url,
