@@ -81,6 +81,7 @@ pub struct Config {
     pub worker_lease_secs: u64,
     pub worker_poll_ms: u64,
     pub worker_shutdown_grace_secs: u64,
+    pub worker_task_time_limit_secs: u64,
     pub preview_max_concurrent: u32,
     pub max_pages: u32,
     pub max_pixels_per_page: u64,
@@ -237,6 +238,18 @@ impl Config {
         if self.worker_lease_secs < 3 {
             return Err(invalid("worker_lease_secs", "must be at least 3"));
         }
+        let at_least = self.longest_task_work().saturating_mul(2);
+        if self.worker_task_time_limit_secs != 0 && self.worker_task_time_limit_secs < at_least {
+            return Err(invalid(
+                "worker_task_time_limit_secs",
+                format!(
+                    "must be 0 (twice the longest work) or at least twice \
+                     document_time_limit_secs + page_time_limit_secs or webhook_timeout_secs \
+                     ({at_least} s), not {}: tasks that are still working would be stopped",
+                    self.worker_task_time_limit_secs
+                ),
+            ));
+        }
         if self.max_pages == 0 || self.zip_max_entries == 0 || self.zip_max_ratio == 0 {
             return Err(invalid(
                 "max_pages",
@@ -276,6 +289,10 @@ impl Config {
             ),
             ("page_time_limit_secs", self.page_time_limit_secs),
             ("document_time_limit_secs", self.document_time_limit_secs),
+            (
+                "worker_task_time_limit_secs",
+                self.worker_task_time_limit_secs,
+            ),
             ("webhook_timeout_secs", self.webhook_timeout_secs),
             ("janitor_interval_secs", self.janitor_interval_secs),
             ("janitor_step_timeout_secs", self.janitor_step_timeout_secs),
@@ -370,6 +387,23 @@ impl Config {
             document_time_limit: Duration::from_secs(self.document_time_limit_secs),
             ..paperhook_extract::Options::default()
         }
+    }
+
+    /// `worker_task_time_limit_secs`, or when 0 twice the longest a task's
+    /// own work may take.
+    pub fn worker_task_time_limit(&self) -> Duration {
+        Duration::from_secs(match self.worker_task_time_limit_secs {
+            0 => self.longest_task_work().saturating_mul(2),
+            secs => secs,
+        })
+    }
+
+    /// The longest a document's extraction (abandoned a page limit after
+    /// its own) or a webhook's send may take.
+    fn longest_task_work(&self) -> u64 {
+        self.document_time_limit_secs
+            .saturating_add(self.page_time_limit_secs)
+            .max(self.webhook_timeout_secs)
     }
 
     pub fn worker_lease(&self) -> Duration {
@@ -598,6 +632,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("db_idle_in_transaction_timeout_secs"), "{err}");
+        // A task may work for as long as its document or webhook may, and
+        // as long again for its storage and database.
+        check(&[("worker_task_time_limit_secs", 3720)]).unwrap();
+        let err = check(&[("worker_task_time_limit_secs", 3719)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(3720 s), not 3719"), "{err}");
+        // 0 follows the document limit up, for ever.
+        let config = |pairs: &[(&str, u64)]| {
+            let mut figment = Figment::from(Toml::string(DEFAULTS)).merge(key);
+            for (k, v) in pairs {
+                figment = figment.merge((*k, *v));
+            }
+            figment.extract::<Config>().unwrap()
+        };
+        assert_eq!(
+            config(&[]).worker_task_time_limit(),
+            Duration::from_secs(3720)
+        );
+        let long = [("document_time_limit_secs", 7200)];
+        check(&long).unwrap();
+        assert_eq!(
+            config(&long).worker_task_time_limit(),
+            Duration::from_secs(14520)
+        );
+        // No overflow on the way to the century check.
+        let err = check(&[("document_time_limit_secs", u64::MAX)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("document_time_limit_secs"), "{err}");
     }
 
     #[test]

@@ -327,14 +327,31 @@ impl Worker {
         let lease = self.config.worker_lease();
         let mut tick = tokio::time::interval(lease / 3);
         tick.tick().await;
+        // Renewing the lease of a task that never ends would keep it from
+        // every other worker for good.
+        let limit = self.config.worker_task_time_limit();
+        let past_limit = tokio::time::sleep(limit);
+        tokio::pin!(past_limit);
         let joined = loop {
             tokio::select! {
                 res = &mut handle => break res,
+                _ = &mut past_limit => {
+                    handle.abort();
+                    break Ok(Err(Retry::from(format!(
+                        "the task was still running after worker_task_time_limit_secs ({} s) and was stopped",
+                        limit.as_secs()
+                    ))));
+                }
                 _ = tick.tick() => {
-                    match queue::heartbeat(&self.pool, &[&task], lease, None).await {
-                        Ok(held) if held.is_empty() => tracing::warn!(task = task.id, "lease lost; its completion will be refused"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(task = task.id, error = %e, "heartbeat failed"),
+                    // Bounded: while it waits, nothing else here is watched
+                    // (its connection may be the one the network lost).
+                    let held = [&task];
+                    let beat = queue::heartbeat(&self.pool, &held, lease, None);
+                    match tokio::time::timeout(lease / 3, beat).await {
+                        Ok(Ok(held)) if held.is_empty() => tracing::warn!(task = task.id, "lease lost; its completion will be refused"),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!(task = task.id, error = %e, "heartbeat failed"),
+                        Err(_) => tracing::warn!(task = task.id, "heartbeat got no answer in time"),
                     }
                 }
                 _ = hard_stop.cancelled() => {

@@ -1,5 +1,7 @@
 //! A single document from submission to webhook, credits and results.
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -1246,4 +1248,65 @@ async fn giving_up_a_task_whose_work_committed_changes_nothing() {
     let st = app.job_status(&key, job).await;
     assert_eq!(st["status"], "SUCCESS", "{st}");
     assert_eq!(st["documents"].as_array().unwrap().len(), 2);
+}
+
+/// A task that never ends (here it waits for the account's row, which the
+/// test holds; in production, a database connection the network dropped
+/// without a word, which the client waits on for ever) is stopped at
+/// `worker_task_time_limit_secs` and tried again, instead of keeping its
+/// lease, renewed by the heartbeat, from every other worker for good.
+#[tokio::test]
+async fn a_task_past_its_time_limit_is_stopped_and_tried_again() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        (c.document_time_limit_secs, c.page_time_limit_secs) = (3, 2);
+        c.webhook_timeout_secs = 1;
+        c.worker_task_time_limit_secs = 10;
+    })
+    .await;
+    let (account, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let job = app.submit(&key, template, "a.pdf", example_pdf()).await;
+    // What charging the document takes, held.
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(account)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let ran = tokio::time::timeout(Duration::from_secs(60), app.worker.run_once()).await;
+    assert!(
+        matches!(ran, Ok(Ok(paperhook_worker::Outcome::Worked(1)))),
+        "{ran:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    let (state, error): (String, Option<String>) =
+        sqlx::query_as("SELECT state, last_error FROM tasks WHERE kind = 'document'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "available");
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("worker_task_time_limit_secs (10 s)"),
+        "{error}"
+    );
+    assert_eq!(
+        app.job_status(&key, job).await["status"],
+        "PROCESSING IMAGE"
+    );
+    assert_eq!(app.charges(account).await, 0);
+
+    // Once the row is free, the retry charges the document once.
+    holder.rollback().await.unwrap();
+    let st = eventually(60, "the retried document", || async {
+        app.worker.run_once().await.unwrap();
+        let st = app.job_status(&key, job).await;
+        (st["status"] == "SUCCESS").then_some(st)
+    })
+    .await;
+    assert_eq!(st["documents"][0]["pages"], 1, "{st}");
+    assert_eq!(app.charges(account).await, 1);
+    assert_eq!(app.credits(account).await, 9);
 }
