@@ -76,9 +76,59 @@ pub async fn purge(
             done.push(*id);
         }
     }
+    for chunk in chunks(pool, &done).await? {
+        forget(pool, &chunk, why).await?;
+    }
+    Ok((done, files))
+}
+
+/// About how many documents' results one transaction of [`purge`] deletes.
+const DOCUMENTS_PER_COMMIT: i64 = 1000;
+
+/// `jobs` in order, cut into runs of about [`DOCUMENTS_PER_COMMIT`]
+/// documents (a job with more is a run of its own), each committed on its
+/// own: one transaction for a janitor batch of ZIP jobs (500 of 1,000
+/// documents: half a million results and webhook payloads) may not commit
+/// within a step's time limit, and would then be cut off, and started
+/// again, at every pass.
+async fn chunks(pool: &PgPool, jobs: &[Uuid]) -> sqlx::Result<Vec<Vec<Uuid>>> {
+    let counts: std::collections::HashMap<Uuid, i64> = sqlx::query_as(
+        "SELECT job_id, count(*) FROM documents WHERE job_id = ANY($1) GROUP BY job_id",
+    )
+    .bind(jobs)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+    Ok(cut(jobs
+        .iter()
+        .map(|id| (*id, counts.get(id).copied().unwrap_or(0)))))
+}
+
+/// The jobs, with their document counts, in runs of at most
+/// [`DOCUMENTS_PER_COMMIT`] documents, or of one job.
+fn cut(jobs: impl Iterator<Item = (Uuid, i64)>) -> Vec<Vec<Uuid>> {
+    let mut chunks: Vec<Vec<Uuid>> = Vec::new();
+    let mut size = DOCUMENTS_PER_COMMIT;
+    for (id, documents) in jobs {
+        // A job with none (a failed upload) still has its row to update.
+        let n = documents.max(1);
+        if size + n > DOCUMENTS_PER_COMMIT {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += n;
+        chunks.last_mut().expect("pushed above").push(id);
+    }
+    chunks
+}
+
+/// Deletes the results and webhook payloads of `done` (their files are
+/// gone) and marks them, in one transaction.
+async fn forget(pool: &PgPool, done: &[Uuid], why: Why) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query("DELETE FROM results WHERE job_id = ANY($1)")
-        .bind(&done)
+        .bind(done)
         .execute(&mut *tx)
         .await
         .context("deleting results")?;
@@ -88,13 +138,13 @@ pub async fn purge(
         }
         Why::Deleted => "the job's data was deleted on request before the webhook was delivered",
     };
-    deliveries::expire(&mut tx, &done, message)
+    deliveries::expire(&mut tx, done, message)
         .await
         .context("emptying webhook payloads")?;
     if why == Why::Deleted {
         // Before the jobs' own file names are emptied below: messages may
         // quote them.
-        forget_file_names(&mut tx, &done).await?;
+        forget_file_names(&mut tx, done).await?;
     }
     sqlx::query(
         "UPDATE jobs SET results_expired_at = coalesce(results_expired_at, now()),
@@ -104,7 +154,7 @@ pub async fn purge(
                 file_name = CASE WHEN $2 THEN NULL ELSE file_name END
          WHERE id = ANY($1)",
     )
-    .bind(&done)
+    .bind(done)
     .bind(why == Why::Deleted)
     .execute(&mut *tx)
     .await?;
@@ -115,12 +165,12 @@ pub async fn purge(
              FROM webhook_deliveries d
              WHERE a.delivery_id = d.id AND d.job_id = ANY($1) AND a.response_excerpt IS NOT NULL",
         )
-        .bind(&done)
+        .bind(done)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
-    Ok((done, files))
+    Ok(())
 }
 
 /// Deletes the stored files of job `id` once it is final and delivered
@@ -265,7 +315,9 @@ fn without_leading_quote(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::without_names;
+    use uuid::Uuid;
+
+    use super::{cut, without_names};
 
     fn without_name(message: &str, name: &str) -> String {
         without_names(message, &[name.to_owned()])
@@ -312,5 +364,26 @@ mod tests {
         );
         // An unterminated quote is left as it is.
         assert_eq!(without_names("\"half", &[]), "\"half");
+    }
+
+    #[test]
+    fn each_commit_covers_about_a_thousand_documents() {
+        let ids: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+        let counts = [600, 600, 10, 0, 1500, 1];
+        let chunks = cut(ids.iter().copied().zip(counts));
+        assert_eq!(
+            chunks,
+            vec![
+                vec![ids[0]],
+                vec![ids[1], ids[2], ids[3]],
+                vec![ids[4]],
+                vec![ids[5]],
+            ]
+        );
+        // A thousand small jobs make one commit, the next starts another.
+        let small: Vec<Uuid> = (0..1001).map(|_| Uuid::new_v4()).collect();
+        let chunks = cut(small.iter().map(|id| (*id, 1)));
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [1000, 1]);
+        assert!(cut(std::iter::empty()).is_empty());
     }
 }

@@ -397,6 +397,68 @@ async fn a_purge_cut_off_before_its_commit_keeps_its_deleted_files_marked() {
     assert!(!results_gone, "the rest waits for the next pass");
 }
 
+/// A batch's results go in commits of about a thousand documents: what is
+/// done stays done when the rest waits (here on a locked job) or the step's
+/// time limit cuts it off. One transaction for a whole batch of big ZIP
+/// jobs might never commit within the limit, and started again every pass.
+#[tokio::test]
+async fn expiry_commits_a_big_batch_a_thousand_documents_at_a_time() {
+    use paperhook_core::retention::{self, Why};
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let mut jobs = Vec::new();
+    for name in ["a.pdf", "b.pdf", "c.pdf"] {
+        jobs.push(app.submit(&key, template, name, example_pdf()).await);
+    }
+    app.drain().await;
+    // 600 documents with results each, as a ZIP batch has: one commit each.
+    for job in &jobs {
+        sqlx::query(
+            "WITH d AS (
+                 INSERT INTO documents (id, job_id, idx, status, pages)
+                 SELECT gen_random_uuid(), $1, g, 'PROCESS IMAGE SUCCESS', 1
+                 FROM generate_series(1, 599) g RETURNING id)
+             INSERT INTO results (document_id, job_id, result) SELECT id, $1, '{}' FROM d",
+        )
+        .bind(job)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let results = |job: Uuid| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM results WHERE job_id = $1")
+                .bind(job)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(results(jobs[2]).await, 600);
+
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(jobs[2])
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let targets: Vec<_> = jobs.iter().map(|j| (*j, String::new(), true)).collect();
+    let (pool, storage) = (app.pool.clone(), app.storage.clone());
+    let purge =
+        tokio::spawn(
+            async move { retention::purge(&pool, &storage, &targets, Why::Expired).await },
+        );
+    waiting_for_a_lock(&app.pool, "the purge of the third job").await;
+    assert_eq!((results(jobs[0]).await, results(jobs[1]).await), (0, 0));
+    assert_eq!(results(jobs[2]).await, 600);
+    blocker.rollback().await.unwrap();
+    let (done, _) = purge.await.unwrap().unwrap();
+    assert_eq!(done, jobs);
+    assert_eq!(results(jobs[2]).await, 0);
+}
+
 /// A step that runs past `janitor_step_timeout_secs` (here the sessions
 /// step, waiting on a locked table) is cut off and reported, and the step
 /// after it (tasks) still runs: one pass-wide limit let a slow step (a
