@@ -39,6 +39,8 @@ pub struct Inner {
     pub keys: accounts::KeyChecker,
     /// Places for template previews (`preview_max_concurrent`).
     pub previews: Arc<tokio::sync::Semaphore>,
+    /// The memory submissions may take, in KiB (`submission_memory_bytes`).
+    pub submission_memory: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for AppState {
@@ -68,8 +70,10 @@ impl AppState {
         let previews = Arc::new(tokio::sync::Semaphore::new(
             config.preview_max_concurrent as usize,
         ));
+        let submission_memory = routes::jobs::submission_memory(&config)?;
         Ok(AppState(Arc::new(Inner {
             previews,
+            submission_memory,
             waker,
             inserter,
             keys,

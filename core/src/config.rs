@@ -83,6 +83,7 @@ pub struct Config {
     pub worker_shutdown_grace_secs: u64,
     pub worker_task_time_limit_secs: u64,
     pub preview_max_concurrent: u32,
+    pub submission_memory_bytes: u64,
     pub max_pages: u32,
     pub max_pixels_per_page: u64,
     pub max_image_side: u32,

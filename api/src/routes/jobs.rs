@@ -468,11 +468,69 @@ fn decode_into(
 /// (`\r\n` every 76 characters, `\/`), `static_values` and the rest. The
 /// decoded document is held to `max_upload_bytes` itself as it is decoded.
 fn envelope_limit(state: &AppState) -> u64 {
-    let encoded = state.config.max_upload_bytes.div_ceil(3) * 4;
-    encoded
-        + encoded / 16
-        + state.config.max_static_values_bytes * STATIC_VALUES_TEXT_FACTOR
-        + 256 * 1024
+    largest_body(&state.config)
+}
+
+fn largest_body(config: &paperhook_core::config::Config) -> u64 {
+    let encoded = config.max_upload_bytes.div_ceil(3) * 4;
+    encoded + encoded / 16 + config.max_static_values_bytes * STATIC_VALUES_TEXT_FACTOR + 256 * 1024
+}
+
+/// The KiB a submission whose body is `body` bytes counts against
+/// `submission_memory_bytes`: the body, and its decoded document (at most
+/// the body, kept in memory up to [`IN_MEMORY_MAX`]).
+fn memory_kib(body: u64) -> u32 {
+    let bytes = body.saturating_add(body.min(IN_MEMORY_MAX as u64));
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+/// The budget of [`reserve_memory`], refused when one submission of
+/// `max_upload_bytes` could never fit in it.
+pub fn submission_memory(
+    config: &paperhook_core::config::Config,
+) -> anyhow::Result<std::sync::Arc<tokio::sync::Semaphore>> {
+    let one = memory_kib(largest_body(config));
+    let budget = config.submission_memory_bytes / 1024;
+    anyhow::ensure!(
+        budget >= u64::from(one) && budget <= u64::from(u32::MAX),
+        "invalid setting submission_memory_bytes: must be at least {} (one submission of \
+         max_upload_bytes: its largest body, and its decoded document up to 2 MiB) and at most \
+         4 TiB, not {}",
+        u64::from(one) * 1024,
+        config.submission_memory_bytes
+    );
+    Ok(std::sync::Arc::new(tokio::sync::Semaphore::new(
+        budget as usize,
+    )))
+}
+
+/// The length a request's body declares, if it does.
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(salvo::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Takes the memory a submission may need, for as long as the permit is
+/// held: its declared length (or the most a body may be), and as much again
+/// up to [`IN_MEMORY_MAX`] for the decoded document. When the process has
+/// none left, `503 server_busy`: many large bodies at once wait for their
+/// clients' retries rather than exhaust the memory.
+fn reserve_memory(req: &Request, state: &AppState) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+    let limit = envelope_limit(state);
+    let body = declared_length(req).map_or(limit, |n| n.min(limit));
+    state
+        .submission_memory
+        .clone()
+        .try_acquire_many_owned(memory_kib(body))
+        .map_err(|_| {
+            ApiError::unavailable(
+                "server_busy",
+                "this server is reading as many submissions as its memory allows \
+                 (submission_memory_bytes); retry in a few seconds",
+            )
+        })
 }
 
 /// A body over [`envelope_limit`]: `413 document_too_large`; or, declared
@@ -484,11 +542,7 @@ fn envelope_error(req: &Request, state: &AppState, err: ParseError, what: &str) 
         return ApiError::from_parse(err, max, what);
     }
     let limit = envelope_limit(state);
-    let declared = req
-        .headers()
-        .get(salvo::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(req);
     if declared.is_some_and(|n| n <= limit) {
         return ApiError::bad_request(
             "malformed_body",
@@ -739,6 +793,12 @@ pub async fn process_job(
         .content_type()
         .map(|m| m.essence_str().to_owned())
         .unwrap_or_default();
+    // Held until the answer: salvo keeps the body until then.
+    let _memory = if ["application/json", "multipart/form-data"].contains(&content_type.as_str()) {
+        Some(reserve_memory(req, &state)?)
+    } else {
+        None
+    };
     let submission = match content_type.as_str() {
         "application/json" => read_json(req, &state).await?,
         "multipart/form-data" => read_multipart(req, &state).await?,
@@ -957,6 +1017,31 @@ mod tests {
             UploadBody::Memory(data) => data.to_vec(),
             UploadBody::Spooled { path, .. } => std::fs::read(path).unwrap(),
         }
+    }
+
+    #[test]
+    fn the_memory_budget_fits_one_largest_submission_at_least() {
+        use figment::providers::Format;
+        // The body, and its decoded document up to 2 MiB.
+        assert_eq!(memory_kib(1024), 2);
+        assert_eq!(memory_kib(10 << 20), (10 << 10) + (2 << 10));
+        assert_eq!(memory_kib(u64::MAX), u32::MAX);
+        let mut config: paperhook_core::config::Config = figment::Figment::from(
+            figment::providers::Toml::string(paperhook_core::config::DEFAULTS),
+        )
+        .extract()
+        .unwrap();
+        // 50 MiB documents: a body of about 75 MB, 77 MB counted.
+        let one = u64::from(memory_kib(largest_body(&config))) * 1024;
+        assert!((76_000_000..78_000_000).contains(&one), "{one}");
+        config.submission_memory_bytes = one;
+        assert_eq!(
+            submission_memory(&config).unwrap().available_permits() as u64,
+            one / 1024
+        );
+        config.submission_memory_bytes = one - 1024;
+        let err = submission_memory(&config).unwrap_err().to_string();
+        assert!(err.contains(&format!("at least {one}")), "{err}");
     }
 
     #[test]

@@ -931,3 +931,91 @@ async fn a_job_insert_cut_off_in_flight_keeps_its_file() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].ends_with(&keys[0]), "{files:?} {keys:?}");
 }
+
+/// Large submissions at once take at most `submission_memory_bytes`: one
+/// that does not fit answers `503 server_busy` with `Retry-After` before
+/// its body is read, smaller ones still go through, and the memory comes
+/// back once a submission is answered.
+#[tokio::test]
+async fn submissions_beyond_the_memory_budget_are_asked_to_retry() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The largest body is about 1.2 MB: it counts twice that, 2.4 MB.
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.max_upload_bytes = 400_000;
+        c.submission_memory_bytes = 3_000_000;
+    })
+    .await;
+    let (_, key) = app.account(100).await;
+    let template = app.template(&key).await;
+    // A body made long by white space after its JSON.
+    let padded = |len: usize| {
+        let mut body = json_job(template, example_pdf()).to_string().into_bytes();
+        body.resize(len, b' ');
+        body
+    };
+
+    // A client sends the head of a 1.2 MB body, then stalls.
+    let slow = padded(1_200_000);
+    let stall = || async {
+        let mut stalled = tokio::net::TcpStream::connect(app.url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /process-job HTTP/1.1\r\nHost: paperhook\r\nx-auth: {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            slow.len()
+        );
+        stalled.write_all(head.as_bytes()).await.unwrap();
+        stalled.write_all(&slow[..1000]).await.unwrap();
+        stalled
+    };
+    let mut stalled = stall().await;
+
+    // Another of 400 kB (800 kB counted) does not fit beside it.
+    let medium = || {
+        app.req(Method::POST, "/process-job", &key)
+            .header("content-type", "application/json")
+            .body(padded(400_000))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let busy = loop {
+        let res = medium().send().await.unwrap();
+        if res.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break res;
+        }
+        // Accepted while the stalled one is not as far as its memory yet.
+        assert_eq!(res.status(), StatusCode::ACCEPTED, "{:?}", res.text().await);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled submission never took its memory"
+        );
+        // Answered before its body came (a busy machine's 503 from the
+        // key check): stalled again.
+        let mut early = [0; 512];
+        let peek = std::time::Duration::from_millis(100);
+        if let Ok(read) = tokio::time::timeout(peek, stalled.read(&mut early)).await {
+            let n = read.unwrap();
+            eprintln!("answered early: {}", String::from_utf8_lossy(&early[..n]));
+            stalled = stall().await;
+        }
+    };
+    assert!(busy.headers().contains_key("retry-after"));
+    let body: Value = busy.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "server_busy", "{body}");
+    // A small one still fits.
+    let (status, body) = send(
+        app.req(Method::POST, "/process-job", &key)
+            .json(&json_job(template, example_pdf())),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // The stalled body arrives: accepted, and its memory is back.
+    stalled.write_all(&slow[1000..]).await.unwrap();
+    let mut answer = Vec::new();
+    stalled.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let res = medium().send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+}
