@@ -84,6 +84,7 @@ pub struct Config {
     pub worker_task_time_limit_secs: u64,
     pub preview_max_concurrent: u32,
     pub submission_memory_bytes: u64,
+    pub submission_read_timeout_secs: u64,
     pub max_pages: u32,
     pub max_pixels_per_page: u64,
     pub max_image_side: u32,
@@ -266,6 +267,10 @@ impl Config {
             ("page_time_limit_secs", self.page_time_limit_secs),
             ("document_time_limit_secs", self.document_time_limit_secs),
             (
+                "submission_read_timeout_secs",
+                self.submission_read_timeout_secs,
+            ),
+            (
                 "preview_max_concurrent",
                 u64::from(self.preview_max_concurrent),
             ),
@@ -295,6 +300,10 @@ impl Config {
                 self.worker_task_time_limit_secs,
             ),
             ("webhook_timeout_secs", self.webhook_timeout_secs),
+            (
+                "submission_read_timeout_secs",
+                self.submission_read_timeout_secs,
+            ),
             ("janitor_interval_secs", self.janitor_interval_secs),
             ("janitor_step_timeout_secs", self.janitor_step_timeout_secs),
             ("orphan_file_grace_secs", self.orphan_file_grace_secs),
@@ -392,6 +401,10 @@ impl Config {
 
     /// `worker_task_time_limit_secs`, or when 0 twice the longest a task's
     /// own work may take.
+    pub fn submission_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.submission_read_timeout_secs)
+    }
+
     pub fn worker_task_time_limit(&self) -> Duration {
         Duration::from_secs(match self.worker_task_time_limit_secs {
             0 => self.longest_task_work().saturating_mul(2),

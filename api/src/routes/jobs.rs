@@ -476,11 +476,11 @@ fn largest_body(config: &paperhook_core::config::Config) -> u64 {
     encoded + encoded / 16 + config.max_static_values_bytes * STATIC_VALUES_TEXT_FACTOR + 256 * 1024
 }
 
-/// The KiB a submission whose body is `body` bytes counts against
-/// `submission_memory_bytes`: the body, and its decoded document (at most
-/// the body, kept in memory up to [`IN_MEMORY_MAX`]).
-fn memory_kib(body: u64) -> u32 {
-    let bytes = body.saturating_add(body.min(IN_MEMORY_MAX as u64));
+/// The KiB a body of `body` bytes counts against `submission_memory_bytes`:
+/// the body, and what is made of it in memory besides, at most the body and
+/// at most `copy`.
+fn memory_kib(body: u64, copy: u64) -> u32 {
+    let bytes = body.saturating_add(body.min(copy));
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
@@ -489,7 +489,7 @@ fn memory_kib(body: u64) -> u32 {
 pub fn submission_memory(
     config: &paperhook_core::config::Config,
 ) -> anyhow::Result<std::sync::Arc<tokio::sync::Semaphore>> {
-    let one = memory_kib(largest_body(config));
+    let one = memory_kib(largest_body(config), IN_MEMORY_MAX as u64);
     let budget = config.submission_memory_bytes / 1024;
     anyhow::ensure!(
         budget >= u64::from(one) && budget <= u64::from(u32::MAX),
@@ -512,25 +512,50 @@ fn declared_length(req: &Request) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// Takes the memory a submission may need, for as long as the permit is
-/// held: its declared length (or the most a body may be), and as much again
-/// up to [`IN_MEMORY_MAX`] for the decoded document. When the process has
-/// none left, `503 server_busy`: many large bodies at once wait for their
-/// clients' retries rather than exhaust the memory.
-fn reserve_memory(req: &Request, state: &AppState) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
-    let limit = envelope_limit(state);
+/// Takes the memory a request's body may need, for as long as the permit
+/// is held: its declared length (or `limit`, the most it may be), and as
+/// much again up to `copy` for what is made of it (a decoded document, a
+/// sample read whole). When the process has none left, `503 server_busy`:
+/// many large bodies at once wait for their clients' retries rather than
+/// exhaust the memory.
+pub fn reserve_memory(
+    req: &Request,
+    state: &AppState,
+    limit: u64,
+    copy: u64,
+) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
     let body = declared_length(req).map_or(limit, |n| n.min(limit));
     state
         .submission_memory
         .clone()
-        .try_acquire_many_owned(memory_kib(body))
+        .try_acquire_many_owned(memory_kib(body, copy))
         .map_err(|_| {
             ApiError::unavailable(
                 "server_busy",
-                "this server is reading as many submissions as its memory allows \
+                "this server is reading as many documents as its memory allows \
                  (submission_memory_bytes); retry in a few seconds",
             )
         })
+}
+
+/// Reads a request's body (`read`) within `submission_read_timeout_secs`,
+/// or `408 request_timeout`: a client that stalls holds its memory and a
+/// connection no longer than that.
+pub async fn within_read_timeout<T>(
+    state: &AppState,
+    read: impl std::future::Future<Output = ApiResult<T>>,
+) -> ApiResult<T> {
+    let limit = state.config.submission_read_timeout();
+    tokio::time::timeout(limit, read).await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s (submission_read_timeout_secs)",
+                limit.as_secs()
+            ),
+        ))
+    })
 }
 
 /// A body over [`envelope_limit`]: `413 document_too_large`; or, declared
@@ -795,13 +820,14 @@ pub async fn process_job(
         .unwrap_or_default();
     // Held until the answer: salvo keeps the body until then.
     let _memory = if ["application/json", "multipart/form-data"].contains(&content_type.as_str()) {
-        Some(reserve_memory(req, &state)?)
+        let limit = envelope_limit(&state);
+        Some(reserve_memory(req, &state, limit, IN_MEMORY_MAX as u64)?)
     } else {
         None
     };
     let submission = match content_type.as_str() {
-        "application/json" => read_json(req, &state).await?,
-        "multipart/form-data" => read_multipart(req, &state).await?,
+        "application/json" => within_read_timeout(&state, read_json(req, &state)).await?,
+        "multipart/form-data" => within_read_timeout(&state, read_multipart(req, &state)).await?,
         other => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -1023,16 +1049,18 @@ mod tests {
     fn the_memory_budget_fits_one_largest_submission_at_least() {
         use figment::providers::Format;
         // The body, and its decoded document up to 2 MiB.
-        assert_eq!(memory_kib(1024), 2);
-        assert_eq!(memory_kib(10 << 20), (10 << 10) + (2 << 10));
-        assert_eq!(memory_kib(u64::MAX), u32::MAX);
+        let copy = IN_MEMORY_MAX as u64;
+        assert_eq!(memory_kib(1024, copy), 2);
+        assert_eq!(memory_kib(10 << 20, copy), (10 << 10) + (2 << 10));
+        assert_eq!(memory_kib(10 << 20, u64::MAX), 20 << 10);
+        assert_eq!(memory_kib(u64::MAX, copy), u32::MAX);
         let mut config: paperhook_core::config::Config = figment::Figment::from(
             figment::providers::Toml::string(paperhook_core::config::DEFAULTS),
         )
         .extract()
         .unwrap();
         // 50 MiB documents: a body of about 75 MB, 77 MB counted.
-        let one = u64::from(memory_kib(largest_body(&config))) * 1024;
+        let one = u64::from(memory_kib(largest_body(&config), copy)) * 1024;
         assert!((76_000_000..78_000_000).contains(&one), "{one}");
         config.submission_memory_bytes = one;
         assert_eq!(

@@ -29,15 +29,26 @@ pub struct PreviewResult {
 }
 
 /// The sample's bytes and the form's text fields.
+/// Counted against `submission_memory_bytes` while the permit is held: the
+/// form's text fields are in memory, and the sample is read whole.
 async fn read_sample(
     req: &mut Request,
     depot: &Depot,
-) -> ApiResult<(Vec<u8>, std::collections::HashMap<String, String>)> {
-    let max = crate::state(depot).config.max_upload_bytes;
-    let form = req
-        .form_data_max_size((max + 256 * 1024) as usize)
-        .await
-        .map_err(|e| ApiError::from_parse(e, max, "multipart/form-data with a file"))?;
+) -> ApiResult<(
+    Vec<u8>,
+    std::collections::HashMap<String, String>,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    let state = crate::state(depot);
+    let max = state.config.max_upload_bytes;
+    let limit = max + 256 * 1024;
+    let memory = super::jobs::reserve_memory(req, state, limit, max)?;
+    let read = async {
+        req.form_data_max_size(limit as usize)
+            .await
+            .map_err(|e| ApiError::from_parse(e, max, "multipart/form-data with a file"))
+    };
+    let form = super::jobs::within_read_timeout(state, read).await?;
     let file = form
         .files
         .get("file")
@@ -63,7 +74,7 @@ async fn read_sample(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    Ok((bytes, fields))
+    Ok((bytes, fields, memory))
 }
 
 fn options(depot: &Depot) -> Options {
@@ -120,7 +131,7 @@ fn extract_error(e: paperhook_extract::Error) -> ApiError {
 /// Renders one page of a sample document as a PNG (field `file`, optional `page`, 1-based).
 #[endpoint(tags("templates"), responses((status_code = 200, description = "image/png")))]
 pub async fn render(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
-    let (bytes, form) = read_sample(req, depot).await?;
+    let (bytes, form, _memory) = read_sample(req, depot).await?;
     let page: u32 = match form.get("page").map(|s| s.trim()) {
         None | Some("") => 1,
         Some(p) => p.parse().ok().filter(|p| *p >= 1).ok_or_else(|| {
@@ -164,7 +175,7 @@ pub async fn render(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
 /// Runs a template (field `template`, JSON: fields, keywords, languages) on a sample (field `file`).
 #[endpoint(tags("templates"))]
 pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<PreviewResult>> {
-    let (bytes, form) = read_sample(req, depot).await?;
+    let (bytes, form, _memory) = read_sample(req, depot).await?;
     let raw = form
         .get("template")
         .ok_or_else(|| ApiError::unprocessable("missing_field", "template is required"))?;

@@ -1019,3 +1019,52 @@ async fn submissions_beyond_the_memory_budget_are_asked_to_retry() {
     let res = medium().send().await.unwrap();
     assert_eq!(res.status(), StatusCode::ACCEPTED);
 }
+
+/// A client that stalls mid-body is answered `408 request_timeout` after
+/// `submission_read_timeout_secs`, and the memory it held is given back.
+#[tokio::test]
+async fn an_upload_stalled_mid_body_times_out_and_gives_its_memory_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.max_upload_bytes = 400_000;
+        c.submission_memory_bytes = 3_000_000;
+        c.submission_read_timeout_secs = 1;
+    })
+    .await;
+    let (_, key) = app.account(10).await;
+    let template = app.template(&key).await;
+    // Declares 1.2 MB (2.4 MB counted), sends 1000 bytes.
+    let mut stalled = tokio::net::TcpStream::connect(app.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /process-job HTTP/1.1\r\nHost: paperhook\r\nx-auth: {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1200000\r\nConnection: close\r\n\r\n"
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&[b' '; 1000]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stalled.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the stalled upload was never answered")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    // A 1.2 MB body fits again.
+    let mut body = json_job(template, example_pdf()).to_string().into_bytes();
+    body.resize(1_200_000, b' ');
+    let res = app
+        .req(Method::POST, "/process-job", &key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+}
