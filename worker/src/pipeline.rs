@@ -598,6 +598,16 @@ async fn finish_failed(
     Ok(next)
 }
 
+async fn lock_job(tx: &mut sqlx::PgConnection, job: Option<Uuid>) -> sqlx::Result<()> {
+    if let Some(job) = job {
+        sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(job)
+            .execute(tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// A task out of attempts: records the failure on what it was for, so the
 /// job still ends, and fails the task, in one transaction. Only while this
 /// worker still holds the task: a task whose work committed was completed
@@ -631,6 +641,22 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
             tx.commit().await?;
             return Ok(false);
         }
+    }
+    // The rows the task is for before the task's own, in the order the work
+    // that completes a task locks them (a document, then its job, then the
+    // task): the other way round, a stale claim committing its work while
+    // this gives up would deadlock with it (PostgreSQL would end one).
+    match task.kind.as_str() {
+        queue::kind::DOCUMENT => {
+            let job: Option<Uuid> =
+                sqlx::query_scalar("SELECT job_id FROM documents WHERE id = $1 FOR UPDATE")
+                    .bind(task.ref_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            lock_job(&mut tx, job).await?;
+        }
+        queue::kind::JOB => lock_job(&mut tx, Some(task.ref_id)).await?,
+        _ => {}
     }
     // Then the task, so that its row stays locked until the commit.
     if !queue::fail(&mut *tx, task, error).await? {

@@ -86,6 +86,27 @@ impl TestApp {
         Worker::new(self.pool.clone(), self.storage.clone(), config).unwrap()
     }
 
+    /// Another worker, and the task of `kind` it claimed (a 60 s lease).
+    pub async fn claimed_by_another_worker(
+        &self,
+        kind: &str,
+    ) -> (Worker, paperhook_core::queue::Task) {
+        let worker = self.another_worker(|_| {});
+        let task = paperhook_core::queue::claim(
+            &self.pool,
+            &worker.id,
+            &[kind],
+            1,
+            Duration::from_secs(60),
+            None,
+        )
+        .await
+        .unwrap()
+        .pop()
+        .unwrap_or_else(|| panic!("no {kind} task to claim"));
+        (worker, task)
+    }
+
     pub fn req(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
         self.client
             .request(method, format!("{}{path}", self.url))

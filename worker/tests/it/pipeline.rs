@@ -1310,3 +1310,42 @@ async fn a_task_past_its_time_limit_is_stopped_and_tried_again() {
     assert_eq!(app.charges(account).await, 1);
     assert_eq!(app.credits(account).await, 9);
 }
+
+/// Giving a task up locks what the task is for (its job here) before the
+/// task, as the work that completes a task does: the other way round, a
+/// stale claim committing its work (holding the job, waiting for the task)
+/// while a new holder gives up (holding the task, waiting for the job)
+/// deadlocked, and PostgreSQL ended one of the two.
+#[tokio::test]
+async fn giving_up_locks_the_job_before_its_task() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let job = app.submit(&key, template, "a.pdf", example_pdf()).await;
+    let (worker, task) = app
+        .claimed_by_another_worker(paperhook_core::queue::kind::JOB)
+        .await;
+
+    // The job's row held, as by work committing.
+    let mut work = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(job)
+        .execute(&mut *work)
+        .await
+        .unwrap();
+    let giving_up = tokio::spawn(async move {
+        paperhook_worker::pipeline::give_up(&worker, &task, "the worker kept crashing").await
+    });
+    waiting_for_a_lock(&app.pool, "the give-up waiting for the job").await;
+    // The task is not locked meanwhile: the work could complete it.
+    let task_free = sqlx::query("SELECT 1 FROM tasks WHERE kind = 'job' FOR UPDATE NOWAIT")
+        .execute(&app.pool)
+        .await;
+    assert!(task_free.is_ok(), "{task_free:?}");
+    work.rollback().await.unwrap();
+    let gave_up = giving_up.await.unwrap();
+    assert!(matches!(gave_up, Ok(true)), "{gave_up:?}");
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "FAILED", "{st}");
+    assert_eq!(st["error"]["code"], "processing_failed", "{st}");
+}

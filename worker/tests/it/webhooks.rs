@@ -755,19 +755,9 @@ async fn giving_up_a_delivery_during_a_redelivery_neither_deadlocks_nor_loses_it
     .execute(&app.pool)
     .await
     .unwrap();
-    let worker = app.another_worker(|_| {});
-    let task = paperhook_core::queue::claim(
-        &app.pool,
-        &worker.id,
-        &[paperhook_core::queue::kind::DELIVERY],
-        1,
-        std::time::Duration::from_secs(60),
-        None,
-    )
-    .await
-    .unwrap()
-    .pop()
-    .expect("the delivery's task claimed");
+    let (worker, task) = app
+        .claimed_by_another_worker(paperhook_core::queue::kind::DELIVERY)
+        .await;
 
     // A redelivery holds the job's deliveries...
     let mut redelivery = app.pool.begin().await.unwrap();
