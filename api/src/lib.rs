@@ -9,6 +9,7 @@ pub mod error;
 pub mod metrics;
 pub mod routes;
 pub mod serve;
+pub mod upload_memory;
 
 use std::sync::Arc;
 
@@ -39,8 +40,8 @@ pub struct Inner {
     pub keys: accounts::KeyChecker,
     /// Places for template previews (`preview_max_concurrent`).
     pub previews: Arc<tokio::sync::Semaphore>,
-    /// The memory submissions may take, in KiB (`submission_memory_bytes`).
-    pub submission_memory: Arc<tokio::sync::Semaphore>,
+    /// The memory uploads may take (`submission_memory_bytes`).
+    pub upload_memory: upload_memory::UploadMemory,
 }
 
 impl std::ops::Deref for AppState {
@@ -70,10 +71,10 @@ impl AppState {
         let previews = Arc::new(tokio::sync::Semaphore::new(
             config.preview_max_concurrent as usize,
         ));
-        let submission_memory = routes::jobs::submission_memory(&config)?;
+        let upload_memory = routes::jobs::upload_memory(&config)?;
         Ok(AppState(Arc::new(Inner {
             previews,
-            submission_memory,
+            upload_memory,
             waker,
             inserter,
             keys,

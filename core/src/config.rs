@@ -84,6 +84,7 @@ pub struct Config {
     pub worker_task_time_limit_secs: u64,
     pub preview_max_concurrent: u32,
     pub submission_memory_bytes: u64,
+    pub submission_memory_per_account_bytes: u64,
     pub submission_read_timeout_secs: u64,
     pub max_pages: u32,
     pub max_pixels_per_page: u64,

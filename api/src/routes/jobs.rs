@@ -484,24 +484,17 @@ fn memory_kib(body: u64, copy: u64) -> u32 {
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
-/// The budget of [`reserve_memory`], refused when one submission of
-/// `max_upload_bytes` could never fit in it.
-pub fn submission_memory(
+/// The budget of [`reserve_memory`], refused when one upload of
+/// `max_upload_bytes` could never fit in it or in an account's share.
+pub fn upload_memory(
     config: &paperhook_core::config::Config,
-) -> anyhow::Result<std::sync::Arc<tokio::sync::Semaphore>> {
-    let one = memory_kib(largest_body(config), IN_MEMORY_MAX as u64);
-    let budget = config.submission_memory_bytes / 1024;
-    anyhow::ensure!(
-        budget >= u64::from(one) && budget <= u64::from(u32::MAX),
-        "invalid setting submission_memory_bytes: must be at least {} (one submission of \
-         max_upload_bytes: its largest body, and its decoded document up to 2 MiB) and at most \
-         4 TiB, not {}",
-        u64::from(one) * 1024,
-        config.submission_memory_bytes
-    );
-    Ok(std::sync::Arc::new(tokio::sync::Semaphore::new(
-        budget as usize,
-    )))
+) -> anyhow::Result<crate::upload_memory::UploadMemory> {
+    crate::upload_memory::UploadMemory::new(
+        config.submission_memory_bytes / 1024,
+        config.submission_memory_per_account_bytes / 1024,
+        memory_kib(largest_body(config), IN_MEMORY_MAX as u64),
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 /// The length a request's body declares, if it does.
@@ -512,28 +505,38 @@ fn declared_length(req: &Request) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// Takes the memory a request's body may need, for as long as the permit
-/// is held: its declared length (or `limit`, the most it may be), and as
-/// much again up to `copy` for what is made of it (a decoded document, a
-/// sample read whole). When the process has none left, `503 server_busy`:
-/// many large bodies at once wait for their clients' retries rather than
-/// exhaust the memory.
+/// Takes the memory a request's body may need, for as long as the
+/// reservation is held: its declared length (or `limit`, the most it may
+/// be), and as much again up to `copy` for what is made of it (a decoded
+/// document, a sample read whole). When the account's share or the process
+/// has none left, `503 server_busy`: many large bodies at once wait for
+/// their clients' retries rather than exhaust the memory, and one account's
+/// do not keep the others'.
 pub fn reserve_memory(
     req: &Request,
     state: &AppState,
+    account: Uuid,
     limit: u64,
     copy: u64,
-) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+) -> ApiResult<crate::upload_memory::Reservation> {
+    use crate::upload_memory::Full;
     let body = declared_length(req).map_or(limit, |n| n.min(limit));
     state
-        .submission_memory
-        .clone()
-        .try_acquire_many_owned(memory_kib(body, copy))
-        .map_err(|_| {
+        .upload_memory
+        .reserve(account, memory_kib(body, copy))
+        .map_err(|full| {
+            let (whose, setting) = match full {
+                Full::Account => (
+                    "this account's uploads take",
+                    "submission_memory_per_account_bytes",
+                ),
+                Full::Process => ("this server is reading", "submission_memory_bytes"),
+            };
             ApiError::unavailable(
                 "server_busy",
-                "this server is reading as many documents as its memory allows \
-                 (submission_memory_bytes); retry in a few seconds",
+                format!(
+                    "{whose} as much memory at once as allowed ({setting}); retry in a few seconds"
+                ),
             )
         })
 }
@@ -821,7 +824,13 @@ pub async fn process_job(
     // Held until the answer: salvo keeps the body until then.
     let _memory = if ["application/json", "multipart/form-data"].contains(&content_type.as_str()) {
         let limit = envelope_limit(&state);
-        Some(reserve_memory(req, &state, limit, IN_MEMORY_MAX as u64)?)
+        Some(reserve_memory(
+            req,
+            &state,
+            account.id,
+            limit,
+            IN_MEMORY_MAX as u64,
+        )?)
     } else {
         None
     };
@@ -1062,13 +1071,19 @@ mod tests {
         // 50 MiB documents: a body of about 75 MB, 77 MB counted.
         let one = u64::from(memory_kib(largest_body(&config), copy)) * 1024;
         assert!((76_000_000..78_000_000).contains(&one), "{one}");
-        config.submission_memory_bytes = one;
+        (
+            config.submission_memory_bytes,
+            config.submission_memory_per_account_bytes,
+        ) = (one, one);
         assert_eq!(
-            submission_memory(&config).unwrap().available_permits() as u64,
+            upload_memory(&config).unwrap().available() as u64,
             one / 1024
         );
+        config.submission_memory_per_account_bytes = one - 1024;
+        let err = upload_memory(&config).unwrap_err().to_string();
+        assert!(err.contains("submission_memory_per_account_bytes"), "{err}");
         config.submission_memory_bytes = one - 1024;
-        let err = submission_memory(&config).unwrap_err().to_string();
+        let err = upload_memory(&config).unwrap_err().to_string();
         assert!(err.contains(&format!("at least {one}")), "{err}");
     }
 

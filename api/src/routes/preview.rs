@@ -37,12 +37,13 @@ async fn read_sample(
 ) -> ApiResult<(
     Vec<u8>,
     std::collections::HashMap<String, String>,
-    tokio::sync::OwnedSemaphorePermit,
+    crate::upload_memory::Reservation,
 )> {
     let state = crate::state(depot);
     let max = state.config.max_upload_bytes;
     let limit = max + 256 * 1024;
-    let memory = super::jobs::reserve_memory(req, state, limit, max)?;
+    let account = crate::auth::account(depot).id;
+    let memory = super::jobs::reserve_memory(req, state, account, limit, max)?;
     let read = async {
         req.form_data_max_size(limit as usize)
             .await

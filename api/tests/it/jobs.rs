@@ -932,56 +932,53 @@ async fn a_job_insert_cut_off_in_flight_keeps_its_file() {
     assert!(files[0].ends_with(&keys[0]), "{files:?} {keys:?}");
 }
 
-/// Large submissions at once take at most `submission_memory_bytes`: one
-/// that does not fit answers `503 server_busy` with `Retry-After` before
-/// its body is read, smaller ones still go through, and the memory comes
-/// back once a submission is answered.
-#[tokio::test]
-async fn submissions_beyond_the_memory_budget_are_asked_to_retry() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // The largest body is about 1.2 MB: it counts twice that, 2.4 MB.
-    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
-        c.max_upload_bytes = 400_000;
-        c.submission_memory_bytes = 3_000_000;
-    })
-    .await;
-    let (_, key) = app.account(100).await;
-    let template = app.template(&key).await;
-    // A body made long by white space after its JSON.
-    let padded = |len: usize| {
-        let mut body = json_job(template, example_pdf()).to_string().into_bytes();
-        body.resize(len, b' ');
-        body
-    };
+/// A body made `len` bytes long by white space after its JSON.
+fn padded(template: Uuid, len: usize) -> Vec<u8> {
+    let mut body = json_job(template, example_pdf()).to_string().into_bytes();
+    body.resize(len, b' ');
+    body
+}
 
-    // A client sends the head of a 1.2 MB body, then stalls.
-    let slow = padded(1_200_000);
-    let stall = || async {
-        let mut stalled = tokio::net::TcpStream::connect(app.url.trim_start_matches("http://"))
+/// A client that sends the head of `body`, its first 1000 bytes, then
+/// stalls.
+async fn stall(app: &TestApp, key: &str, body: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stalled = tokio::net::TcpStream::connect(app.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /process-job HTTP/1.1\r\nHost: paperhook\r\nx-auth: {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&body[..1000]).await.unwrap();
+    stalled
+}
+
+/// Sends a 400 kB submission (800 kB counted) with `key` until it is
+/// answered 503, while `stalled` has taken its memory (re-stalled with
+/// `body` when a busy machine answered it early); returns the 503.
+async fn busy_beside(
+    app: &TestApp,
+    key: &str,
+    template: Uuid,
+    stalled: &mut tokio::net::TcpStream,
+    stalled_key: &str,
+    body: &[u8],
+) -> reqwest::Response {
+    use tokio::io::AsyncReadExt;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let res = app
+            .req(Method::POST, "/process-job", key)
+            .header("content-type", "application/json")
+            .body(padded(template, 400_000))
+            .send()
             .await
             .unwrap();
-        let head = format!(
-            "POST /process-job HTTP/1.1\r\nHost: paperhook\r\nx-auth: {key}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            slow.len()
-        );
-        stalled.write_all(head.as_bytes()).await.unwrap();
-        stalled.write_all(&slow[..1000]).await.unwrap();
-        stalled
-    };
-    let mut stalled = stall().await;
-
-    // Another of 400 kB (800 kB counted) does not fit beside it.
-    let medium = || {
-        app.req(Method::POST, "/process-job", &key)
-            .header("content-type", "application/json")
-            .body(padded(400_000))
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let busy = loop {
-        let res = medium().send().await.unwrap();
         if res.status() == StatusCode::SERVICE_UNAVAILABLE {
-            break res;
+            return res;
         }
         // Accepted while the stalled one is not as far as its memory yet.
         assert_eq!(res.status(), StatusCode::ACCEPTED, "{:?}", res.text().await);
@@ -996,12 +993,44 @@ async fn submissions_beyond_the_memory_budget_are_asked_to_retry() {
         if let Ok(read) = tokio::time::timeout(peek, stalled.read(&mut early)).await {
             let n = read.unwrap();
             eprintln!("answered early: {}", String::from_utf8_lossy(&early[..n]));
-            stalled = stall().await;
+            *stalled = stall(app, stalled_key, body).await;
         }
-    };
-    assert!(busy.headers().contains_key("retry-after"));
-    let body: Value = busy.json().await.unwrap();
+    }
+}
+
+async fn assert_server_busy(res: reqwest::Response, setting: &str) {
+    assert!(res.headers().contains_key("retry-after"));
+    let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "server_busy", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("({setting})")), "{message}");
+}
+
+/// Large submissions at once take at most `submission_memory_bytes`: one
+/// that does not fit answers `503 server_busy` with `Retry-After` before
+/// its body is read, smaller ones still go through, and the memory comes
+/// back once a submission is answered.
+#[tokio::test]
+async fn submissions_beyond_the_memory_budget_are_asked_to_retry() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The largest body is about 1.2 MB: it counts twice that, 2.4 MB.
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.max_upload_bytes = 400_000;
+        c.submission_memory_bytes = 3_000_000;
+        c.submission_memory_per_account_bytes = 3_000_000;
+    })
+    .await;
+    let (_, key) = app.account(100).await;
+    let template = app.template(&key).await;
+    let (_, another) = app.account(100).await;
+    let another_template = app.template(&another).await;
+
+    // Another account's 1.2 MB body stalls; a 400 kB one does not fit
+    // beside it.
+    let slow = padded(another_template, 1_200_000);
+    let mut stalled = stall(&app, &another, &slow).await;
+    let busy = busy_beside(&app, &key, template, &mut stalled, &another, &slow).await;
+    assert_server_busy(busy, "submission_memory_bytes").await;
     // A small one still fits.
     let (status, body) = send(
         app.req(Method::POST, "/process-job", &key)
@@ -1016,7 +1045,41 @@ async fn submissions_beyond_the_memory_budget_are_asked_to_retry() {
     stalled.read_to_end(&mut answer).await.unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
-    let res = medium().send().await.unwrap();
+    let res = app
+        .req(Method::POST, "/process-job", &key)
+        .header("content-type", "application/json")
+        .body(padded(template, 400_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+}
+
+/// One account's uploads take at most `submission_memory_per_account_bytes`:
+/// another account's still fit while the first's stall.
+#[tokio::test]
+async fn one_accounts_uploads_do_not_take_the_others_memory() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.max_upload_bytes = 400_000;
+        c.submission_memory_bytes = 6_000_000;
+        c.submission_memory_per_account_bytes = 3_000_000;
+    })
+    .await;
+    let (_, greedy) = app.account(100).await;
+    let (_, other) = app.account(100).await;
+    let greedy_template = app.template(&greedy).await;
+    let other_template = app.template(&other).await;
+    let slow = padded(greedy_template, 1_200_000);
+    let mut stalled = stall(&app, &greedy, &slow).await;
+    let busy = busy_beside(&app, &greedy, greedy_template, &mut stalled, &greedy, &slow).await;
+    assert_server_busy(busy, "submission_memory_per_account_bytes").await;
+    let res = app
+        .req(Method::POST, "/process-job", &other)
+        .header("content-type", "application/json")
+        .body(padded(other_template, 400_000))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::ACCEPTED);
 }
 
@@ -1024,25 +1087,19 @@ async fn submissions_beyond_the_memory_budget_are_asked_to_retry() {
 /// `submission_read_timeout_secs`, and the memory it held is given back.
 #[tokio::test]
 async fn an_upload_stalled_mid_body_times_out_and_gives_its_memory_back() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let app = TestApp::spawn_with(StorageKind::Fs, |c| {
         c.max_upload_bytes = 400_000;
         c.submission_memory_bytes = 3_000_000;
+        c.submission_memory_per_account_bytes = 3_000_000;
         c.submission_read_timeout_secs = 1;
     })
     .await;
     let (_, key) = app.account(10).await;
     let template = app.template(&key).await;
     // Declares 1.2 MB (2.4 MB counted), sends 1000 bytes.
-    let mut stalled = tokio::net::TcpStream::connect(app.url.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let head = format!(
-        "POST /process-job HTTP/1.1\r\nHost: paperhook\r\nx-auth: {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: 1200000\r\nConnection: close\r\n\r\n"
-    );
-    stalled.write_all(head.as_bytes()).await.unwrap();
-    stalled.write_all(&[b' '; 1000]).await.unwrap();
+    let body = padded(template, 1_200_000);
+    let mut stalled = stall(&app, &key, &body).await;
     let started = std::time::Instant::now();
     let mut answer = Vec::new();
     tokio::time::timeout(
@@ -1057,8 +1114,6 @@ async fn an_upload_stalled_mid_body_times_out_and_gives_its_memory_back() {
     assert!(answer.contains("\"request_timeout\""), "{answer}");
     assert!(started.elapsed() >= std::time::Duration::from_millis(900));
     // A 1.2 MB body fits again.
-    let mut body = json_job(template, example_pdf()).to_string().into_bytes();
-    body.resize(1_200_000, b' ');
     let res = app
         .req(Method::POST, "/process-job", &key)
         .header("content-type", "application/json")
