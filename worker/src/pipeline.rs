@@ -598,16 +598,6 @@ async fn finish_failed(
     Ok(next)
 }
 
-async fn lock_job(tx: &mut sqlx::PgConnection, job: Option<Uuid>) -> sqlx::Result<()> {
-    if let Some(job) = job {
-        sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE")
-            .bind(job)
-            .execute(tx)
-            .await?;
-    }
-    Ok(())
-}
-
 /// A task out of attempts: records the failure on what it was for, so the
 /// job still ends, and fails the task, in one transaction. Only while this
 /// worker still holds the task: a task whose work committed was completed
@@ -642,21 +632,45 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
             return Ok(false);
         }
     }
-    // The rows the task is for before the task's own, in the order the work
-    // that completes a task locks them (a document, then its job, then the
-    // task): the other way round, a stale claim committing its work while
-    // this gives up would deadlock with it (PostgreSQL would end one).
-    match task.kind.as_str() {
-        queue::kind::DOCUMENT => {
-            let job: Option<Uuid> =
-                sqlx::query_scalar("SELECT job_id FROM documents WHERE id = $1 FOR UPDATE")
+    // What the task is for before the task's own row, in the order the work
+    // that completes a task locks them: the account (charged; and the
+    // webhook delivery this may create refers to it), the document, its
+    // job, then the task. The other way round, a stale claim committing its
+    // work while this gives up, or a sibling document charging, deadlocked
+    // with it (PostgreSQL ended one). The rows are locked as an UPDATE locks
+    // them, which the siblings' foreign-key checks do not wait for.
+    let rows: Option<(Uuid, Option<Uuid>, Uuid)> =
+        match task.kind.as_str() {
+            queue::kind::DOCUMENT => sqlx::query_as(
+                "SELECT j.account_id, d.id, j.id FROM documents d JOIN jobs j ON j.id = d.job_id
+                 WHERE d.id = $1",
+            )
+            .bind(task.ref_id)
+            .fetch_optional(&mut *tx)
+            .await?,
+            queue::kind::JOB => {
+                sqlx::query_as("SELECT account_id, NULL::uuid, id FROM jobs WHERE id = $1")
                     .bind(task.ref_id)
                     .fetch_optional(&mut *tx)
-                    .await?;
-            lock_job(&mut tx, job).await?;
+                    .await?
+            }
+            _ => None,
+        };
+    if let Some((account, document, job)) = rows {
+        sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR KEY SHARE")
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(document) = document {
+            sqlx::query("SELECT 1 FROM documents WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(document)
+                .execute(&mut *tx)
+                .await?;
         }
-        queue::kind::JOB => lock_job(&mut tx, Some(task.ref_id)).await?,
-        _ => {}
+        sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(job)
+            .execute(&mut *tx)
+            .await?;
     }
     // Then the task, so that its row stays locked until the commit.
     if !queue::fail(&mut *tx, task, error).await? {

@@ -1099,20 +1099,28 @@ async fn an_upload_stalled_mid_body_times_out_and_gives_its_memory_back() {
     let template = app.template(&key).await;
     // Declares 1.2 MB (2.4 MB counted), sends 1000 bytes.
     let body = padded(template, 1_200_000);
-    let mut stalled = stall(&app, &key, &body).await;
-    let started = std::time::Instant::now();
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        stalled.read_to_end(&mut answer),
-    )
-    .await
-    .expect("the stalled upload was never answered")
-    .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let mut tries = 0;
+    let (answer, took) = loop {
+        let mut stalled = stall(&app, &key, &body).await;
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            stalled.read_to_end(&mut answer),
+        )
+        .await
+        .expect("the stalled upload was never answered")
+        .unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        // A busy machine's 503 from the key check: stalled again.
+        tries += 1;
+        if !(answer.starts_with("HTTP/1.1 503") && tries < 3) {
+            break (answer, started.elapsed());
+        }
+    };
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"request_timeout\""), "{answer}");
-    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(took >= std::time::Duration::from_millis(900));
     // A 1.2 MB body fits again.
     let res = app
         .req(Method::POST, "/process-job", &key)

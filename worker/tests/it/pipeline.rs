@@ -1311,22 +1311,30 @@ async fn a_task_past_its_time_limit_is_stopped_and_tried_again() {
     assert_eq!(app.credits(account).await, 9);
 }
 
-/// Giving a task up locks what the task is for (its job here) before the
-/// task, as the work that completes a task does: the other way round, a
-/// stale claim committing its work (holding the job, waiting for the task)
-/// while a new holder gives up (holding the task, waiting for the job)
-/// deadlocked, and PostgreSQL ended one of the two.
+/// Giving a task up locks what the task is for (its account, then its job
+/// here) before the task, as the work that completes a task does: the other
+/// way round, a stale claim committing its work (holding the account and the
+/// job, waiting for the task) while a new holder gave up (holding the task,
+/// waiting for them) deadlocked, and PostgreSQL ended one of the two.
 #[tokio::test]
-async fn giving_up_locks_the_job_before_its_task() {
+async fn giving_up_locks_the_account_and_job_before_the_task() {
+    use paperhook_core::testing::waiting_for_a_lock;
     let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
-    let (_, key) = app.account(10).await;
+    let (account, key) = app.account(10).await;
     let (template, _) = app.template(&key, None).await;
     let job = app.submit(&key, template, "a.pdf", example_pdf()).await;
     let (worker, task) = app
         .claimed_by_another_worker(paperhook_core::queue::kind::JOB)
         .await;
 
-    // The job's row held, as by work committing.
+    // The account's row held, as by a charge, and the job's, as by work
+    // committing.
+    let mut charge = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+        .bind(account)
+        .execute(&mut *charge)
+        .await
+        .unwrap();
     let mut work = app.pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE")
         .bind(job)
@@ -1336,7 +1344,9 @@ async fn giving_up_locks_the_job_before_its_task() {
     let giving_up = tokio::spawn(async move {
         paperhook_worker::pipeline::give_up(&worker, &task, "the worker kept crashing").await
     });
-    waiting_for_a_lock(&app.pool, "the give-up waiting for the job").await;
+    waiting_for_a_lock(&app.pool, "%FROM accounts%", "the give-up, for the account").await;
+    charge.rollback().await.unwrap();
+    waiting_for_a_lock(&app.pool, "%FROM jobs%", "the give-up, for the job").await;
     // The task is not locked meanwhile: the work could complete it.
     let task_free = sqlx::query("SELECT 1 FROM tasks WHERE kind = 'job' FOR UPDATE NOWAIT")
         .execute(&app.pool)
