@@ -821,8 +821,9 @@ pub async fn process_job(
         .content_type()
         .map(|m| m.essence_str().to_owned())
         .unwrap_or_default();
-    // Held until the answer: salvo keeps the body until then.
-    let _memory = if ["application/json", "multipart/form-data"].contains(&content_type.as_str()) {
+    // Held until the answer (salvo keeps the body until then), and by the
+    // store below, which goes on if the client hangs up.
+    let memory = if ["application/json", "multipart/form-data"].contains(&content_type.as_str()) {
         let limit = envelope_limit(&state);
         Some(reserve_memory(
             req,
@@ -862,13 +863,17 @@ pub async fn process_job(
     let doc_type = sniff(&submission.upload).await?;
     // Its own task: a client that hangs up drops this handler at its next
     // await, and the stored file must not outlive a job that never came.
-    let (job, replayed) = tokio::spawn(store_and_enqueue(
+    let store = store_and_enqueue(
         state.clone(),
         account.id,
         submission,
         doc_type,
         idempotency_key,
-    ))
+    );
+    let (job, replayed) = tokio::spawn(async move {
+        let _memory = memory;
+        store.await
+    })
     .await
     .map_err(|e| ApiError::internal("storing a submission", &e))??;
     accepted(res, &job, replayed);
