@@ -400,12 +400,12 @@ impl Config {
         }
     }
 
-    /// `worker_task_time_limit_secs`, or when 0 twice the longest a task's
-    /// own work may take.
     pub fn submission_read_timeout(&self) -> Duration {
         Duration::from_secs(self.submission_read_timeout_secs)
     }
 
+    /// `worker_task_time_limit_secs`, or when 0 twice the longest a task's
+    /// own work may take.
     pub fn worker_task_time_limit(&self) -> Duration {
         Duration::from_secs(match self.worker_task_time_limit_secs {
             0 => self.longest_task_work().saturating_mul(2),
@@ -584,6 +584,20 @@ mod tests {
         figment.extract().map_err(Box::new)
     }
 
+    const KEY: (&str, &str) = (
+        "encryption_keys",
+        "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    );
+
+    /// The defaults with an encryption key and these numbers, not validated.
+    fn numbers(pairs: &[(&str, u64)]) -> Config {
+        let mut figment = Figment::from(Toml::string(DEFAULTS)).merge(KEY);
+        for (k, v) in pairs {
+            figment = figment.merge((*k, *v));
+        }
+        figment.extract().unwrap()
+    }
+
     #[test]
     fn defaults_parse_and_need_a_key() {
         let config = with(&[]).unwrap();
@@ -596,17 +610,7 @@ mod tests {
     /// inline document is at most 16 MiB.
     #[test]
     fn database_settings_are_checked_together() {
-        let key = (
-            "encryption_keys",
-            "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-        );
-        let check = |pairs: &[(&str, u64)]| {
-            let mut figment = Figment::from(Toml::string(DEFAULTS)).merge(key);
-            for (k, v) in pairs {
-                figment = figment.merge((*k, *v));
-            }
-            figment.extract::<Config>().unwrap().validate()
-        };
+        let check = |pairs: &[(&str, u64)]| numbers(pairs).validate();
         check(&[]).unwrap();
         check(&[("db_max_connections", 9)]).unwrap();
         let err = check(&[("db_max_connections", 8)]).unwrap_err().to_string();
@@ -655,21 +659,14 @@ mod tests {
             .to_string();
         assert!(err.contains("(3720 s), not 3719"), "{err}");
         // 0 follows the document limit up, for ever.
-        let config = |pairs: &[(&str, u64)]| {
-            let mut figment = Figment::from(Toml::string(DEFAULTS)).merge(key);
-            for (k, v) in pairs {
-                figment = figment.merge((*k, *v));
-            }
-            figment.extract::<Config>().unwrap()
-        };
         assert_eq!(
-            config(&[]).worker_task_time_limit(),
+            numbers(&[]).worker_task_time_limit(),
             Duration::from_secs(3720)
         );
         let long = [("document_time_limit_secs", 7200)];
         check(&long).unwrap();
         assert_eq!(
-            config(&long).worker_task_time_limit(),
+            numbers(&long).worker_task_time_limit(),
             Duration::from_secs(14520)
         );
         // No overflow on the way to the century check.
@@ -706,17 +703,6 @@ mod tests {
 
     #[test]
     fn extraction_limits_are_settings() {
-        let key = (
-            "encryption_keys",
-            "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-        );
-        let numbers = |pairs: &[(&str, u64)]| -> Config {
-            let mut figment = Figment::from(Toml::string(DEFAULTS)).merge(key);
-            for (k, v) in pairs {
-                figment = figment.merge((*k, *v));
-            }
-            figment.extract().unwrap()
-        };
         let config = numbers(&[
             ("max_pages", 7),
             ("max_pixels_per_page", 1000),
@@ -750,7 +736,7 @@ mod tests {
         assert_eq!(opts.page_time_limit, Duration::from_secs(9));
         assert_eq!(opts.document_time_limit, Duration::from_secs(90));
         // The defaults are the engine's own.
-        let defaults = with(&[key]).unwrap().extract_options();
+        let defaults = with(&[KEY]).unwrap().extract_options();
         let engine = paperhook_extract::Options::default();
         assert_eq!(
             (

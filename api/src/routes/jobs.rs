@@ -467,11 +467,7 @@ fn decode_into(
 /// `max_upload_bytes` in base64 with room for line breaks and escapes
 /// (`\r\n` every 76 characters, `\/`), `static_values` and the rest. The
 /// decoded document is held to `max_upload_bytes` itself as it is decoded.
-fn envelope_limit(state: &AppState) -> u64 {
-    largest_body(&state.config)
-}
-
-fn largest_body(config: &paperhook_core::config::Config) -> u64 {
+fn envelope_limit(config: &paperhook_core::config::Config) -> u64 {
     let encoded = config.max_upload_bytes.div_ceil(3) * 4;
     encoded + encoded / 16 + config.max_static_values_bytes * STATIC_VALUES_TEXT_FACTOR + 256 * 1024
 }
@@ -492,7 +488,7 @@ pub fn upload_memory(
     crate::upload_memory::UploadMemory::new(
         config.submission_memory_bytes / 1024,
         config.submission_memory_per_account_bytes / 1024,
-        memory_kib(largest_body(config), IN_MEMORY_MAX as u64),
+        memory_kib(envelope_limit(config), IN_MEMORY_MAX as u64),
     )
     .map_err(anyhow::Error::msg)
 }
@@ -569,7 +565,7 @@ fn envelope_error(req: &Request, state: &AppState, err: ParseError, what: &str) 
     if !matches!(err, ParseError::PayloadTooLarge) {
         return ApiError::from_parse(err, max, what);
     }
-    let limit = envelope_limit(state);
+    let limit = envelope_limit(&state.config);
     let declared = declared_length(req);
     if declared.is_some_and(|n| n <= limit) {
         return ApiError::bad_request(
@@ -611,7 +607,7 @@ const MAX_FORM_FILES: usize = 32;
 
 async fn read_json(req: &mut Request, state: &AppState) -> ApiResult<Submission> {
     let max = state.config.max_upload_bytes;
-    let body_limit = envelope_limit(state);
+    let body_limit = envelope_limit(&state.config);
     let body = match req.payload_with_max_size(body_limit as usize).await {
         Ok(body) => body,
         Err(e) => return Err(envelope_error(req, state, e, "JSON")),
@@ -659,7 +655,10 @@ async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submis
             .max_parts(MAX_FORM_PARTS)
             .max_files(MAX_FORM_FILES),
     );
-    let form = match req.form_data_max_size(envelope_limit(state) as usize).await {
+    let form = match req
+        .form_data_max_size(envelope_limit(&state.config) as usize)
+        .await
+    {
         Ok(form) => form,
         Err(e) => return Err(envelope_error(req, state, e, "multipart/form-data")),
     };
@@ -824,7 +823,7 @@ pub async fn process_job(
     // Held until the answer (salvo keeps the body until then), and by the
     // store below, which goes on if the client hangs up.
     let memory = if ["application/json", "multipart/form-data"].contains(&content_type.as_str()) {
-        let limit = envelope_limit(&state);
+        let limit = envelope_limit(&state.config);
         Some(reserve_memory(
             req,
             &state,
@@ -1074,7 +1073,7 @@ mod tests {
         .extract()
         .unwrap();
         // 50 MiB documents: a body of about 75 MB, 77 MB counted.
-        let one = u64::from(memory_kib(largest_body(&config), copy)) * 1024;
+        let one = u64::from(memory_kib(envelope_limit(&config), copy)) * 1024;
         assert!((76_000_000..78_000_000).contains(&one), "{one}");
         (
             config.submission_memory_bytes,

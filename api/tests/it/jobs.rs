@@ -939,6 +939,16 @@ fn padded(template: Uuid, len: usize) -> Vec<u8> {
     body
 }
 
+/// Submits a [`padded`] body of `len` bytes.
+async fn submit_padded(app: &TestApp, key: &str, template: Uuid, len: usize) -> reqwest::Response {
+    app.req(Method::POST, "/process-job", key)
+        .header("content-type", "application/json")
+        .body(padded(template, len))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A client that sends the head of `body`, its first 1000 bytes, then
 /// stalls.
 async fn stall(app: &TestApp, key: &str, body: &[u8]) -> tokio::net::TcpStream {
@@ -970,13 +980,7 @@ async fn busy_beside(
     use tokio::io::AsyncReadExt;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let res = app
-            .req(Method::POST, "/process-job", key)
-            .header("content-type", "application/json")
-            .body(padded(template, 400_000))
-            .send()
-            .await
-            .unwrap();
+        let res = submit_padded(app, key, template, 400_000).await;
         if res.status() == StatusCode::SERVICE_UNAVAILABLE {
             return res;
         }
@@ -1045,13 +1049,7 @@ async fn submissions_beyond_the_memory_budget_are_asked_to_retry() {
     stalled.read_to_end(&mut answer).await.unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
-    let res = app
-        .req(Method::POST, "/process-job", &key)
-        .header("content-type", "application/json")
-        .body(padded(template, 400_000))
-        .send()
-        .await
-        .unwrap();
+    let res = submit_padded(&app, &key, template, 400_000).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
 }
 
@@ -1073,13 +1071,7 @@ async fn one_accounts_uploads_do_not_take_the_others_memory() {
     let mut stalled = stall(&app, &greedy, &slow).await;
     let busy = busy_beside(&app, &greedy, greedy_template, &mut stalled, &greedy, &slow).await;
     assert_server_busy(busy, "submission_memory_per_account_bytes").await;
-    let res = app
-        .req(Method::POST, "/process-job", &other)
-        .header("content-type", "application/json")
-        .body(padded(other_template, 400_000))
-        .send()
-        .await
-        .unwrap();
+    let res = submit_padded(&app, &other, other_template, 400_000).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
 }
 
@@ -1122,12 +1114,6 @@ async fn an_upload_stalled_mid_body_times_out_and_gives_its_memory_back() {
     assert!(answer.contains("\"request_timeout\""), "{answer}");
     assert!(took >= std::time::Duration::from_millis(900));
     // A 1.2 MB body fits again.
-    let res = app
-        .req(Method::POST, "/process-job", &key)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = submit_padded(&app, &key, template, body.len()).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
 }
