@@ -1,10 +1,10 @@
 //! Deleting a finished job's data: its stored files, its results and the
 //! webhook payloads that hold them. The janitor does it
 //! `result_retention_secs` after a job finished; the API on request
-//! (`DELETE /v1/jobs/{id}`), which also empties the job's static values,
+//! (`DELETE /v1/jobs/{id}`), which also empties the job's static values and
 //! forgets its file names (a file or ZIP entry name can itself be personal
-//! data: `invoice-jane-doe.pdf`) and the excerpts of what its webhook
-//! receivers answered (a receiver may echo what it was sent).
+//! data: `invoice-jane-doe.pdf`). Both forget the excerpts of what the job's
+//! webhook receivers answered (a receiver may echo what it was sent).
 
 use anyhow::Context;
 use sqlx::PgPool;
@@ -158,17 +158,18 @@ async fn forget(pool: &PgPool, done: &[Uuid], why: Why) -> anyhow::Result<()> {
     .bind(why == Why::Deleted)
     .execute(&mut *tx)
     .await?;
-    if why == Why::Deleted {
-        // What the receivers answered can quote what they were sent.
-        sqlx::query(
-            "UPDATE webhook_attempts a SET response_excerpt = NULL
-             FROM webhook_deliveries d
-             WHERE a.delivery_id = d.id AND d.job_id = ANY($1) AND a.response_excerpt IS NOT NULL",
-        )
-        .bind(done)
-        .execute(&mut *tx)
-        .await?;
-    }
+    // What the receivers answered can quote what they were sent (an echo,
+    // a validation error naming the rejected input): it goes with the
+    // results, on expiry as on request, though the attempts themselves are
+    // kept for `webhook_attempts_retention_secs`.
+    sqlx::query(
+        "UPDATE webhook_attempts a SET response_excerpt = NULL
+         FROM webhook_deliveries d
+         WHERE a.delivery_id = d.id AND d.job_id = ANY($1) AND a.response_excerpt IS NOT NULL",
+    )
+    .bind(done)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

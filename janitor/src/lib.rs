@@ -399,7 +399,18 @@ impl Janitor {
         // database that stops answering while the lock is taken).
         let limit = self.config.janitor_step_timeout() * (STEPS.len() as u32 + 1);
         while !shutdown.is_cancelled() {
-            let pass = tokio::time::timeout(limit, self.run_once(Utc::now())).await;
+            let pass = tokio::time::timeout(limit, async {
+                // The database's clock, which stamped `finished_at` and the
+                // rest: a janitor whose own clock ran ahead would expire
+                // results before their 24 hours (the API and the workers
+                // judge by the database's clock too).
+                let now = sqlx::query_scalar::<_, DateTime<Utc>>("SELECT now()")
+                    .fetch_one(&self.pool)
+                    .await
+                    .context("reading the database's clock")?;
+                self.run_once(now).await
+            })
+            .await;
             match pass {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!(error = ?e, "janitor pass failed"),

@@ -232,20 +232,25 @@ fn error_json(code: &Option<String>, message: &Option<String>) -> Option<Value> 
 pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<Json<JobDetail>> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
-    let job = super::own_job(&state.pool, account_id, &job_id.into_inner()).await?;
+    // Every read as of one moment: an expiry or a deletion committing
+    // between them would show results, charges and attempts that disagree.
+    let mut snapshot = paperhook_core::db::snapshot(&state.pool).await?;
+    let job = super::own_job(&mut *snapshot, account_id, &job_id.into_inner()).await?;
     // One statement per kind for the whole job (a ZIP may hold 1,000
     // documents), then joined here by document.
-    let docs = jobs::documents(&state.pool, job.id).await?;
+    let docs = jobs::documents(&mut *snapshot, job.id).await?;
     // Results past their retention are not shown, even before the janitor
-    // has removed them (as `POST /v1/job-results` answers 410).
-    let mut results: HashMap<Uuid, (Value, Value)> = if super::results::results_gone(state, &job) {
+    // has removed them (as `POST /v1/job-results` answers 410); nor what
+    // the receivers answered, which can echo them.
+    let gone = super::results::results_gone(state, &job);
+    let mut results: HashMap<Uuid, (Value, Value)> = if gone {
         HashMap::new()
     } else {
         sqlx::query_as::<_, (Uuid, Value, Value)>(
             "SELECT document_id, result, meta FROM results WHERE job_id = $1",
         )
         .bind(job.id)
-        .fetch_all(&state.pool)
+        .fetch_all(&mut *snapshot)
         .await?
         .into_iter()
         .map(|(doc, result, meta)| (doc, (result, meta)))
@@ -255,7 +260,7 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
     let charges: HashMap<Uuid, i64> =
         sqlx::query_as("SELECT document_id, -delta FROM credit_ledger WHERE document_id = ANY($1)")
             .bind(&doc_ids)
-            .fetch_all(&state.pool)
+            .fetch_all(&mut *snapshot)
             .await?
             .into_iter()
             .collect();
@@ -270,7 +275,7 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
         "SELECT id, document_id, message_id, state, delivered_at FROM webhook_deliveries WHERE job_id = $1",
     )
     .bind(job.id)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *snapshot)
     .await?;
     let ids: Vec<Uuid> = deliveries.iter().map(|d| d.0).collect();
     let mut attempts: HashMap<Uuid, Vec<AttemptOut>> = HashMap::new();
@@ -279,11 +284,16 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
          FROM webhook_attempts WHERE delivery_id = ANY($1) ORDER BY id",
     )
     .bind(&ids)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *snapshot)
     .await?
     {
-        attempts.entry(row.delivery_id).or_default().push(row.attempt);
+        let mut attempt = row.attempt;
+        if gone {
+            attempt.response_excerpt = None;
+        }
+        attempts.entry(row.delivery_id).or_default().push(attempt);
     }
+    snapshot.commit().await?;
     let mut deliveries: HashMap<Uuid, DeliveryOut> = deliveries
         .into_iter()
         .map(|(id, doc, webhook_id, state, delivered_at)| {

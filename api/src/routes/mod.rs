@@ -29,11 +29,11 @@ pub fn parse_uuid(field: &str, code: &'static str, raw: &str) -> ApiResult<Uuid>
 /// The caller's job with id `raw`: 422 `invalid_job_id` unless it is a
 /// UUID, 404 `job_not_found` unless the job is the account's.
 pub async fn own_job(
-    pool: &sqlx::PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     account_id: Uuid,
     raw: &str,
 ) -> ApiResult<paperhook_core::db::jobs::JobRow> {
-    paperhook_core::db::jobs::get(pool, account_id, parse_job_id(raw)?)
+    paperhook_core::db::jobs::get(db, account_id, parse_job_id(raw)?)
         .await?
         .ok_or_else(job_not_found)
 }

@@ -96,7 +96,11 @@ pub async fn job_results(
             ),
         ));
     }
-    let job = super::own_job(&state.pool, account_id, &input.job_id).await?;
+    // The job and its results as of one moment: an expiry or a deletion
+    // committing between the two reads would show a finished job without
+    // its results instead of 410.
+    let mut snapshot = paperhook_core::db::snapshot(&state.pool).await?;
+    let job = super::own_job(&mut *snapshot, account_id, &input.job_id).await?;
     if !status::is_final(&job.status) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -114,7 +118,8 @@ pub async fn job_results(
     if job.results_expired_at.is_some() || expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
         return Err(expired());
     }
-    let docs = documents::results(&state.pool, job.id).await?;
+    let docs = documents::results(&mut *snapshot, job.id).await?;
+    snapshot.commit().await?;
     if format == "csv" {
         let fields = match templates::get_any(&state.pool, job.template_id).await? {
             Some(t) => field_names(&t.spec.0),

@@ -113,14 +113,24 @@ pub async fn record(
     state: &str,
 ) -> sqlx::Result<bool> {
     let id = read.id;
-    // An attempt that ends after its job's data was deleted (`DELETE`
-    // waits for it) keeps no excerpt: the receiver may echo what it was sent.
+    // The delivery first: an expiry or deletion of the job's data locks it
+    // (`expire`) before it forgets the excerpts, so this waits for that to
+    // commit and the insert below, a new statement, sees it done. (Inserting
+    // first decided the excerpt on a snapshot taken before the wait.)
+    sqlx::query("SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    // An attempt that ends after its job's results expired or its data was
+    // deleted (`DELETE` waits for it) keeps no excerpt: the receiver may
+    // echo what it was sent.
     sqlx::query(
         "INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, response_excerpt,
                                        error_class, error_message)
          VALUES ($1, $2, $3,
-                 CASE WHEN (SELECT j.data_deleted_at FROM webhook_deliveries d
-                            JOIN jobs j ON j.id = d.job_id WHERE d.id = $1) IS NULL
+                 CASE WHEN (SELECT j.data_deleted_at IS NULL AND j.results_expired_at IS NULL
+                            FROM webhook_deliveries d
+                            JOIN jobs j ON j.id = d.job_id WHERE d.id = $1)
                       THEN $4 END,
                  $5, $6)",
     )
@@ -297,21 +307,17 @@ mod tests {
     use super::*;
     use crate::db::{accounts, documents, jobs, templates};
 
-    /// A worker records a 2xx while the results expire: the expiry waits for
-    /// it and leaves the delivery delivered, with no `expired` attempt after
-    /// its success (it used to decide the attempt on a snapshot taken before
-    /// the worker committed).
-    #[tokio::test]
-    async fn expiry_during_a_successful_attempt_leaves_it_delivered() {
-        let pool = crate::testing::migrated_database().await;
-        let (account, _) = accounts::create(&pool, "A", 10).await.unwrap();
+    /// A job with one document and its pending delivery; the delivery as a
+    /// worker reads it.
+    async fn one_delivery(pool: &sqlx::PgPool) -> (Uuid, DeliveryRow) {
+        let (account, _) = accounts::create(pool, "A", 10).await.unwrap();
         let write = templates::TemplateWrite {
             name: "t".into(),
             spec: serde_json::json!({"fields": []}),
             webhook_url: None,
             webhook_headers_enc: None,
         };
-        let template = templates::insert(&pool, account.id, &write, b"secret")
+        let template = templates::insert(pool, account.id, &write, b"secret")
             .await
             .unwrap();
         let job_id = Uuid::now_v7();
@@ -327,7 +333,7 @@ mod tests {
             idempotency_key: None,
             inline_data: None,
         };
-        let job = jobs::insert_and_enqueue(&pool, &new, std::time::Duration::ZERO)
+        let job = jobs::insert_and_enqueue(pool, &new, std::time::Duration::ZERO)
             .await
             .unwrap()
             .unwrap();
@@ -354,9 +360,20 @@ mod tests {
              FROM webhook_deliveries WHERE job_id = $1",
         )
         .bind(job.id)
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .unwrap();
+        (job_id, read)
+    }
+
+    /// A worker records a 2xx while the results expire: the expiry waits for
+    /// it and leaves the delivery delivered, with no `expired` attempt after
+    /// its success (it used to decide the attempt on a snapshot taken before
+    /// the worker committed).
+    #[tokio::test]
+    async fn expiry_during_a_successful_attempt_leaves_it_delivered() {
+        let pool = crate::testing::migrated_database().await;
+        let (job_id, read) = one_delivery(&pool).await;
 
         // The worker's 2xx, recorded but not yet committed.
         let mut worker = pool.begin().await.unwrap();
@@ -412,6 +429,55 @@ mod tests {
         assert_eq!(
             classes().await.unwrap(),
             vec![None, Some("expired".to_owned())]
+        );
+    }
+
+    /// An attempt that ends while its job's results expire (or its data is
+    /// deleted) keeps no excerpt of the receiver's answer, which may echo the
+    /// results: it waits for the expiry and decides after it. (It used to
+    /// decide on a snapshot from before the wait and keep the excerpt the
+    /// expiry had just cleared everywhere else.)
+    #[tokio::test]
+    async fn an_attempt_ending_during_expiry_keeps_no_excerpt() {
+        let pool = crate::testing::migrated_database().await;
+        let (job_id, read) = one_delivery(&pool).await;
+        // The expiry, under way: the deliveries locked, the job marked.
+        let mut expiry = pool.begin().await.unwrap();
+        expire(&mut expiry, &[job_id], "expired").await.unwrap();
+        sqlx::query("UPDATE jobs SET results_expired_at = now() WHERE id = $1")
+            .bind(job_id)
+            .execute(&mut *expiry)
+            .await
+            .unwrap();
+        let worker = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                let answered = Attempt {
+                    status_code: Some(422),
+                    response_excerpt: Some(r#"{"input": {"a": 1}}"#.into()),
+                    ..Attempt::default()
+                };
+                let mut tx = pool.begin().await?;
+                record(&mut tx, &read, &answered, "pending").await?;
+                tx.commit().await
+            }
+        });
+        crate::testing::waiting_for_a_lock(&pool, "%webhook_%", "the attempt").await;
+        expiry.commit().await.unwrap();
+        worker.await.unwrap().unwrap();
+        let excerpts: Vec<(Option<i32>, Option<String>)> = sqlx::query_as(
+            "SELECT a.status_code, a.response_excerpt FROM webhook_attempts a
+             JOIN webhook_deliveries d ON d.id = a.delivery_id
+             WHERE d.job_id = $1 AND a.error_class IS NULL",
+        )
+        .bind(job_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            excerpts,
+            vec![(Some(422), None)],
+            "the attempt is recorded, without the answer"
         );
     }
 }

@@ -113,6 +113,15 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
+/// A read-only transaction whose statements all see the database as it was
+/// at its first: reads that must agree go through it (a job and its
+/// results, which an expiry or a deletion committing between two
+/// statements would otherwise show as a job with results but none).
+pub async fn snapshot(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -271,5 +280,35 @@ mod tests {
         .await;
         assert_eq!(off, server);
         assert_ne!(off, expected);
+    }
+
+    /// Reads through a snapshot agree with each other: a row deleted by
+    /// another session after the first read is still there for the second.
+    #[tokio::test]
+    async fn reads_through_a_snapshot_see_one_moment() {
+        let pool = crate::testing::migrated_database().await;
+        let (account, _) = crate::db::accounts::create(&pool, "A", 10).await.unwrap();
+        let count = "SELECT count(*) FROM accounts WHERE id = $1";
+        let mut snapshot = super::snapshot(&pool).await.unwrap();
+        let before: i64 = sqlx::query_scalar(count)
+            .bind(account.id)
+            .fetch_one(&mut *snapshot)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM accounts WHERE id = $1")
+            .bind(account.id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let after: i64 = sqlx::query_scalar(count)
+            .bind(account.id)
+            .fetch_one(&mut *snapshot)
+            .await
+            .unwrap();
+        assert_eq!((before, after), (1, 1));
+        let write = sqlx::query("DELETE FROM accounts")
+            .execute(&mut *snapshot)
+            .await;
+        assert!(write.is_err(), "a snapshot only reads");
     }
 }

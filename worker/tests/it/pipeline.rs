@@ -143,6 +143,31 @@ async fn pdf_end_to_end_signed_charged_deleted_and_results() {
     let janitor = app.janitor();
     let report = janitor.run_once(chrono::Utc::now()).await.unwrap();
     assert_eq!(report.jobs_expired, 0);
+    // What the receiver answered ("ok": it could as well echo the results)
+    // is shown while the results are, and not once they are past their
+    // retention, even before the janitor has come.
+    let excerpts = |detail: &serde_json::Value| -> Vec<serde_json::Value> {
+        detail["documents"][0]["delivery"]["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["response_excerpt"].clone())
+            .collect()
+    };
+    let (_, detail) = send(app.req(Method::GET, &format!("/v1/jobs/{job}"), &key)).await;
+    assert_eq!(excerpts(&detail), [json!("ok"), json!("ok")], "{detail}");
+    let finished = |hours: i32| {
+        sqlx::query(
+            "UPDATE jobs SET finished_at = finished_at - make_interval(hours => $2) WHERE id = $1",
+        )
+        .bind(job)
+        .bind(hours)
+        .execute(&app.pool)
+    };
+    finished(25).await.unwrap();
+    let (_, detail) = send(app.req(Method::GET, &format!("/v1/jobs/{job}"), &key)).await;
+    assert_eq!(excerpts(&detail), [json!(null), json!(null)], "{detail}");
+    finished(-25).await.unwrap();
     let later = chrono::Utc::now() + chrono::Duration::hours(25);
     let report = janitor.run_once(later).await.unwrap();
     assert!(report.leader);
@@ -175,6 +200,9 @@ async fn pdf_end_to_end_signed_charged_deleted_and_results() {
     .unwrap();
     assert_eq!(last.0, "expired");
     assert!(last.1.contains("result_retention_secs"), "{}", last.1);
+    // The answers are gone from the attempts, which are kept longer.
+    let (_, kept) = answers_kept(&app.pool, job).await;
+    assert_eq!(kept, 0, "the receiver's answers outlived the results");
     app.drain().await;
     assert_eq!(hook.received().len(), 2, "nothing sent after expiry");
     let (status, body) =
@@ -784,15 +812,7 @@ async fn deleting_a_jobs_data_waits_for_a_webhook_being_sent() {
     );
     working.await.unwrap();
     assert_eq!(got.load(SeqCst), 1, "nothing is sent after the deletion");
-    let (answered, excerpts): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE a.status_code = 200), count(a.response_excerpt)
-         FROM webhook_attempts a
-         JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.job_id = $1",
-    )
-    .bind(job)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let (answered, excerpts) = answers_kept(&app.pool, job).await;
     assert_eq!(answered, 1, "the attempt in flight was not recorded");
     assert_eq!(
         excerpts, 0,
@@ -1358,4 +1378,18 @@ async fn giving_up_locks_the_account_and_job_before_the_task() {
     let st = app.job_status(&key, job).await;
     assert_eq!(st["status"], "FAILED", "{st}");
     assert_eq!(st["error"]["code"], "processing_failed", "{st}");
+}
+
+/// A job's webhook attempts answered 200, and those that kept an excerpt of
+/// the answer.
+async fn answers_kept(pool: &sqlx::PgPool, job: uuid::Uuid) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE a.status_code = 200), count(a.response_excerpt)
+         FROM webhook_attempts a
+         JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.job_id = $1",
+    )
+    .bind(job)
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
