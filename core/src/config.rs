@@ -271,6 +271,8 @@ impl Config {
                 "submission_read_timeout_secs",
                 self.submission_read_timeout_secs,
             ),
+            // Every attempt would time out before it was sent.
+            ("webhook_timeout_secs", self.webhook_timeout_secs),
             (
                 "preview_max_concurrent",
                 u64::from(self.preview_max_concurrent),
@@ -669,6 +671,10 @@ mod tests {
             numbers(&long).worker_task_time_limit(),
             Duration::from_secs(14520)
         );
+        let err = check(&[("webhook_timeout_secs", 0)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("webhook_timeout_secs"), "{err}");
         // No overflow on the way to the century check.
         let err = check(&[("document_time_limit_secs", u64::MAX)])
             .unwrap_err()

@@ -70,13 +70,18 @@ pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
         let n: u64 = num
             .parse()
             .map_err(|_| format!("{part:?} is not a delay like 5s, 1m, 2h or 1d"))?;
-        let secs = match unit {
-            "s" | "" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            "d" => n * 86400,
+        let unit = match unit {
+            "s" | "" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
             _ => return Err(format!("{part:?} has an unknown unit; use s, m, h or d")),
         };
+        // It is added to timestamps, in the database as here.
+        let secs = n
+            .checked_mul(unit)
+            .filter(|&s| s <= crate::config::MAX_DURATION_SECS)
+            .ok_or_else(|| format!("{part:?} is longer than 100 years"))?;
         out.push(Duration::from_secs(secs));
     }
     Ok(out)
@@ -286,6 +291,14 @@ mod tests {
         assert_eq!(parse_schedule(&vec!["1s"; 20].join(",")).unwrap().len(), 20);
         assert!(parse_schedule(&vec!["1s"; 21].join(",")).is_err());
         assert!(parse_schedule("m").is_err());
+        // Longer than a timestamp can take (or than u64 seconds).
+        assert_eq!(
+            parse_schedule("36500d").unwrap(),
+            [Duration::from_secs(36500 * 86400)]
+        );
+        for long in ["36501d", "999999999999999d", "99999999999999999999s"] {
+            assert!(parse_schedule(long).is_err(), "{long}");
+        }
         assert_eq!(next_delay(&s, 1, None, 0.5), Some(Duration::from_secs(5)));
         assert_eq!(next_delay(&s, 5, None, 0.5), None);
         assert_eq!(next_delay(&s, 0, None, 0.5), None);

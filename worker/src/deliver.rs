@@ -374,21 +374,42 @@ async fn send(
             );
         }
     };
+    let until = started + target.timeout;
+    post(
+        parsed, &addrs, until, headers, secrets, msg_id, body, started,
+    )
+    .await
+}
+
+/// Posts `body` to `parsed` at the checked `addrs` only, before `until`.
+#[allow(clippy::too_many_arguments)]
+async fn post(
+    parsed: url::Url,
+    addrs: &[SocketAddr],
+    until: Instant,
+    headers: &BTreeMap<String, String>,
+    secrets: &[String],
+    msg_id: &str,
+    body: Vec<u8>,
+    started: Instant,
+) -> Sent {
+    let remaining = until
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
     // Pin the checked addresses: the client must not resolve the name again,
     // nor hand the request to a proxy from the environment (HTTP_PROXY,
-    // ALL_PROXY), which would resolve and connect on its own.
+    // ALL_PROXY), which would resolve and connect on its own. A connect
+    // timeout is shared out among the addresses: without one, an address
+    // that drops packets without a word took all the time and the next was
+    // never tried.
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(
-            target
-                .timeout
-                .saturating_sub(started.elapsed())
-                .max(Duration::from_millis(1)),
-        )
+        .timeout(remaining)
+        .connect_timeout(remaining)
         .user_agent(concat!("paperhook-webhooks/", env!("CARGO_PKG_VERSION")));
     if let Some(host) = parsed.host_str() {
-        builder = builder.resolve_to_addrs(host, &addrs);
+        builder = builder.resolve_to_addrs(host, addrs);
     }
     let client = match builder.build() {
         Ok(c) => c,
@@ -424,8 +445,7 @@ async fn send(
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| retry_after(v, chrono::Utc::now()));
     let mut excerpt = Vec::new();
     while excerpt.len() < EXCERPT_BYTES {
         match res.chunk().await {
@@ -477,6 +497,18 @@ fn classify(e: &reqwest::Error) -> &'static str {
     }
 }
 
+/// A `Retry-After` answer as a delay from `now`: seconds, or an HTTP date
+/// (`Wed, 21 Oct 2026 07:28:00 GMT`, as 503 answers often send). A date
+/// already past asks for no delay; anything else is ignored.
+fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some((at.to_utc() - now).to_std().unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,5 +541,89 @@ mod tests {
             "the address behind a name: {message}"
         );
         assert_eq!(allowed("nothing", &[], &allow).unwrap_err().0, "dns");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-10-21T07:26:00Z")
+            .unwrap()
+            .to_utc();
+        let secs = |v| retry_after(v, now).map(|d| d.as_secs());
+        assert_eq!(secs("120"), Some(120));
+        assert_eq!(secs(" 7 "), Some(7));
+        assert_eq!(secs("Wed, 21 Oct 2026 07:28:00 GMT"), Some(120));
+        assert_eq!(secs("Wed, 21 Oct 2026 07:20:00 GMT"), Some(0), "past");
+        for ignored in ["", "soon", "-5", "1.5", "2026-10-21T07:28:00Z"] {
+            assert_eq!(secs(ignored), None, "{ignored:?}");
+        }
+    }
+
+    /// An address that drops the connection attempt without a word gets its
+    /// share of the timeout, and the next address is reached (it used to
+    /// take the whole timeout: every attempt failed while one of a
+    /// receiver's addresses was down that way).
+    #[tokio::test]
+    async fn a_silent_address_leaves_time_for_the_next() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // The silent address: a listener on 127.0.0.2 that never accepts,
+        // its queue full, so a connection attempt gets no answer at all.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let silent = socket.listen(0).unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let mut queued = Vec::new();
+        loop {
+            let attempt = tokio::time::timeout(
+                Duration::from_millis(300),
+                tokio::net::TcpStream::connect(("127.0.0.2", port)),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(stream)) => queued.push(stream),
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) => break,
+            }
+            assert!(queued.len() < 64, "the queue never filled");
+        }
+        // The receiver, on the same port of 127.0.0.1.
+        let receiver = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = receiver.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0; 4096];
+            while !request.ends_with(b"{}") {
+                let n = sock.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let answer =
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+            sock.write_all(answer).await.unwrap();
+        });
+        let url = url::Url::parse(&format!("http://hooks.test:{port}/in")).unwrap();
+        let addrs: Vec<SocketAddr> = ["127.0.0.2", "127.0.0.1"]
+            .map(|ip| SocketAddr::new(ip.parse().unwrap(), port))
+            .to_vec();
+        let started = Instant::now();
+        let sent = post(
+            url,
+            &addrs,
+            started + Duration::from_secs(6),
+            &BTreeMap::new(),
+            &[paperhook_core::crypto::generate_webhook_secret()],
+            "msg_1",
+            b"{}".to_vec(),
+            started,
+        )
+        .await;
+        assert_eq!(
+            sent.attempt.status_code,
+            Some(204),
+            "{:?}",
+            sent.attempt.error_message
+        );
+        drop(queued);
     }
 }
