@@ -77,6 +77,7 @@ pub struct Config {
     pub log_format: String,
     pub log_level: String,
     pub worker_concurrency: u32,
+    pub worker_delivery_concurrency: u32,
     pub worker_keep_page_buffers: bool,
     pub worker_lease_secs: u64,
     pub worker_poll_ms: u64,
@@ -222,6 +223,12 @@ impl Config {
         self.keyring()?;
         if self.worker_concurrency == 0 {
             return Err(invalid("worker_concurrency", "must be greater than 0"));
+        }
+        if self.worker_delivery_concurrency == 0 {
+            return Err(invalid(
+                "worker_delivery_concurrency",
+                "must be greater than 0",
+            ));
         }
         // PostgreSQL takes these in milliseconds, as a 32-bit integer.
         for (name, value) in [

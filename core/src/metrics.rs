@@ -251,7 +251,7 @@ pub static TASKS_IN_PROGRESS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| 
     register(
         prometheus::IntGauge::new(
             "paperhook_worker_tasks_in_progress",
-            "Tasks this worker process is running now",
+            "Jobs and documents this worker process is working on now (webhooks being sent are not counted)",
         )
         .unwrap(),
     )
@@ -271,7 +271,7 @@ pub static WORKER_CONCURRENCY: LazyLock<prometheus::IntGauge> = LazyLock::new(||
     register(
         prometheus::IntGauge::new(
             "paperhook_worker_concurrency",
-            "Tasks this worker process may run at once",
+            "Jobs and documents this worker process may work on at once (worker_concurrency; webhooks are sent in slots of their own)",
         )
         .unwrap(),
     )

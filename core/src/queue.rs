@@ -250,6 +250,52 @@ pub async fn claim(
     .await
 }
 
+/// Claims, in one statement, up to `work` due tasks of the kinds `kinds`
+/// (which take a CPU: jobs and documents) and up to `sends` due webhook
+/// deliveries, each in due order: a worker runs them in pools of their own,
+/// so receivers that keep it waiting hold its sending slots and never its
+/// extraction slots.
+pub async fn claim_pools(
+    db: impl PgExecutor<'_>,
+    worker: &str,
+    kinds: &[&str],
+    work: i64,
+    sends: i64,
+    lease: Duration,
+) -> sqlx::Result<Vec<Task>> {
+    // Each reads its own partial index, `tasks_available_work` and
+    // `tasks_available_sends`, whose predicates these repeat.
+    sqlx::query_as(
+        "WITH work AS (
+             SELECT id FROM tasks
+             WHERE state = 'available' AND kind <> 'delivery' AND kind = ANY($5)
+               AND run_at <= now()
+             ORDER BY run_at, id
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         ), sends AS (
+             SELECT id FROM tasks
+             WHERE state = 'available' AND kind = 'delivery' AND run_at <= now()
+             ORDER BY run_at, id
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         ), next AS (SELECT id FROM work UNION ALL SELECT id FROM sends)
+         UPDATE tasks t
+         SET state = 'running', attempts = t.attempts + 1,
+             locked_by = $3 || '/' || gen_random_uuid(),
+             locked_until = now() + make_interval(secs => $4)
+         FROM next WHERE t.id = next.id
+         RETURNING t.id, t.kind, t.ref_id, t.attempts, t.max_attempts, t.locked_by, t.locked_until",
+    )
+    .bind(work)
+    .bind(sends)
+    .bind(worker)
+    .bind(interval(lease))
+    .bind(kinds)
+    .fetch_all(db)
+    .await
+}
+
 /// Extends the leases of the claims `tasks` still hold; returns the ids of
 /// those that do.
 pub async fn heartbeat(

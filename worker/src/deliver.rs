@@ -85,11 +85,22 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
             retry_after: None,
         },
         Some(url) => match secrets(&w.keyring, &template) {
-            // A key missing from encryption_keys does not come back by
-            // retrying: fail now, saying what to fix.
+            // A key missing from this worker's encryption_keys: tried again
+            // on the schedule, so the webhook is sent once the keys are
+            // fixed (a rotation rolled out to the API before the workers,
+            // say), saying what to fix meanwhile.
+            Err(e) if e.is::<paperhook_core::crypto::CryptoError>() => failed(
+                "decrypt",
+                format!(
+                    "the template's webhook headers or secret cannot be decrypted ({e}); \
+                     check this worker's encryption_keys (tried again while the retry \
+                     schedule lasts)"
+                ),
+                Instant::now(),
+            ),
+            // Decrypted, but not what was stored: no retry changes that.
             Err(e) => refused(format!(
-                "the template's webhook headers or secret cannot be decrypted ({e}); \
-                 check encryption_keys"
+                "the template's webhook headers or secret are unreadable ({e}); save them again"
             )),
             Ok((headers, secrets)) => {
                 let target = Target {

@@ -24,16 +24,9 @@ use paperhook_core::webhook::Cidr;
 use rand::Rng;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-/// Every kind of task a worker runs.
-pub const KINDS: [&str; 3] = [
-    queue::kind::JOB,
-    queue::kind::DOCUMENT,
-    queue::kind::DELIVERY,
-];
 
 /// Why a task did not finish: it goes back to the queue (with backoff)
 /// unless its attempts are spent. Failures that belong to the customer's
@@ -54,9 +47,56 @@ impl<E: std::fmt::Display> From<E> for Retry {
     }
 }
 
+/// The kinds of task a worker reads documents for (its work slots); it
+/// sends webhook deliveries in slots of their own. A kind it does not know
+/// (one a newer version added, during a rolling upgrade) is left to workers
+/// that do.
+pub const WORK_KINDS: [&str; 2] = [queue::kind::JOB, queue::kind::DOCUMENT];
+
 /// A task a handler created already claimed by this worker, to run next
 /// in the same slot (see [`queue::enqueue_claimed`]).
 pub type Next = Option<Task>;
+
+/// The slots of [`Worker::run`]: `work` for jobs and documents
+/// (`worker_concurrency`), `sends` for webhook deliveries
+/// (`worker_delivery_concurrency`); `freed` wakes the claim loop when a
+/// task moves from one to the other.
+#[derive(Clone)]
+struct Pools {
+    work: Arc<Semaphore>,
+    sends: Arc<Semaphore>,
+    freed: Arc<tokio::sync::Notify>,
+}
+
+impl Pools {
+    fn of(&self, task: &Task) -> Arc<Semaphore> {
+        if is_delivery(task) {
+            self.sends.clone()
+        } else {
+            self.work.clone()
+        }
+    }
+}
+
+/// Counted in `paperhook_worker_tasks_in_progress` while it lives.
+struct Busy;
+
+impl Busy {
+    fn new() -> Busy {
+        paperhook_core::metrics::TASKS_IN_PROGRESS.inc();
+        Busy
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        paperhook_core::metrics::TASKS_IN_PROGRESS.dec();
+    }
+}
+
+fn is_delivery(task: &Task) -> bool {
+    task.kind == queue::kind::DELIVERY
+}
 
 /// What one [`Worker::run_once`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +157,10 @@ impl Worker {
             .await
             .context("rescuing expired leases")?;
         let tasks = self
-            .claim(i64::from(self.config.worker_concurrency))
+            .claim(
+                i64::from(self.config.worker_concurrency),
+                i64::from(self.config.worker_delivery_concurrency),
+            )
             .await?;
         if tasks.is_empty() {
             return Ok(Outcome::Idle);
@@ -126,20 +169,20 @@ impl Worker {
         let never = CancellationToken::new();
         let mut set = JoinSet::new();
         for task in tasks {
-            set.spawn(self.clone().run_task(task, never.clone()));
+            set.spawn(self.clone().run_task(task, never.clone(), None));
         }
         while set.join_next().await.is_some() {}
         Ok(Outcome::Worked(n))
     }
 
-    async fn claim(&self, limit: i64) -> anyhow::Result<Vec<Task>> {
-        queue::claim(
+    async fn claim(&self, work: i64, sends: i64) -> anyhow::Result<Vec<Task>> {
+        queue::claim_pools(
             &self.pool,
             &self.id,
-            &KINDS,
-            limit,
+            &WORK_KINDS,
+            work,
+            sends,
             self.config.worker_lease(),
-            None,
         )
         .await
         .context("claiming tasks")
@@ -177,7 +220,13 @@ impl Worker {
             });
             stop
         };
-        let slots = Arc::new(Semaphore::new(self.config.worker_concurrency as usize));
+        let pools = Pools {
+            work: Arc::new(Semaphore::new(self.config.worker_concurrency as usize)),
+            sends: Arc::new(Semaphore::new(
+                self.config.worker_delivery_concurrency as usize,
+            )),
+            freed: Arc::new(tokio::sync::Notify::new()),
+        };
         let hard_stop = CancellationToken::new();
         let mut set = JoinSet::new();
         let mut listener = None;
@@ -205,21 +254,30 @@ impl Worker {
                     Err(e) => tracing::error!(error = %e, "rescuing expired leases failed"),
                 }
             }
-            let free = slots.available_permits();
+            let (work, sends) = (
+                pools.work.available_permits(),
+                pools.sends.available_permits(),
+            );
+            let free = work + sends;
             let mut claimed = 0;
             if free > 0 {
-                match self.claim(free as i64).await {
+                match self.claim(work as i64, sends as i64).await {
                     Ok(tasks) => {
                         errors = 0;
                         claimed = tasks.len();
                         for task in tasks {
-                            let permit =
-                                slots.clone().acquire_owned().await.expect("semaphore open");
+                            let Ok(permit) = pools.of(&task).try_acquire_owned() else {
+                                // A document's webhook took the sending slot
+                                // since the permits were counted.
+                                self.give_back(&task).await;
+                                claimed -= 1;
+                                continue;
+                            };
                             let worker = self.clone();
                             let stop = hard_stop.clone();
+                            let pools = pools.clone();
                             set.spawn(async move {
-                                worker.run_task(task, stop).await;
-                                drop(permit);
+                                worker.run_task(task, stop, Some((permit, pools))).await;
                             });
                         }
                     }
@@ -261,6 +319,7 @@ impl Worker {
                 }
                 _ = tokio::time::sleep(poll + jitter) => {}
                 Some(_) = set.join_next(), if !set.is_empty() => {}
+                _ = pools.freed.notified() => {}
                 _ = shutdown.cancelled() => {}
             }
         }
@@ -296,17 +355,50 @@ impl Worker {
     }
 
     /// Runs one task on its own tokio task (a panic stays there), renews
-    /// its lease while it runs, and settles the outcome in the queue.
-    async fn run_task(self, task: Task, hard_stop: CancellationToken) {
-        paperhook_core::metrics::TASKS_IN_PROGRESS.inc();
-        self.run_task_inner(task, hard_stop).await;
-        paperhook_core::metrics::TASKS_IN_PROGRESS.dec();
+    /// its lease while it runs, and settles the outcome in the queue; then
+    /// the tasks it hands on to this worker, holding `slot` (its pool's
+    /// permit, when it runs in [`Worker::run`]'s pools).
+    async fn run_task(
+        self,
+        task: Task,
+        hard_stop: CancellationToken,
+        slot: Option<(OwnedSemaphorePermit, Pools)>,
+    ) {
+        self.run_task_inner(task, hard_stop, slot).await;
     }
 
-    async fn run_task_inner(self, task: Task, hard_stop: CancellationToken) {
+    async fn run_task_inner(
+        self,
+        task: Task,
+        hard_stop: CancellationToken,
+        mut slot: Option<(OwnedSemaphorePermit, Pools)>,
+    ) {
         let mut next = Some(task);
+        let mut sending = next.as_ref().is_some_and(is_delivery);
+        // Utilisation is of the work slots: webhooks being sent do not count.
+        let mut busy = (!sending).then(Busy::new);
         while let Some(task) = next.take() {
             next = self.run_one(task, &hard_stop).await;
+            // A document hands its webhook on: it is sent in a sending slot,
+            // giving the work slot back, or by any worker when none is free.
+            let Some(handed) = next.as_ref().filter(|t| !sending && is_delivery(t)) else {
+                continue;
+            };
+            let Some((permit, pools)) = slot.as_mut() else {
+                continue;
+            };
+            match pools.sends.clone().try_acquire_owned() {
+                Ok(send) => {
+                    *permit = send;
+                    sending = true;
+                    drop(busy.take());
+                    pools.freed.notify_one();
+                }
+                Err(_) => {
+                    self.give_back(handed).await;
+                    next = None;
+                }
+            }
         }
     }
 
@@ -389,6 +481,20 @@ impl Worker {
             tracing::error!(task = task.id, error = %e, "putting the task back failed; its lease will expire");
         }
         None
+    }
+
+    /// Hands a task this worker claimed but will not run back to the queue
+    /// at once, waking the workers (one with a free slot takes it).
+    async fn give_back(&self, task: &Task) {
+        let given = async {
+            if queue::release(&self.pool, task).await? {
+                queue::notify(&self.pool, &task.kind).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        };
+        if let Err(e) = given.await {
+            tracing::warn!(task = task.id, error = %e, "giving a task back to the queue failed; its lease will expire");
+        }
     }
 
     /// Records that the task failed for good ([`pipeline::give_up`]). When

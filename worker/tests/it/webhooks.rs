@@ -161,38 +161,57 @@ async fn retry_after_is_honoured() {
     assert_eq!(delivery_state, "pending");
 }
 
+/// A secret encrypted with a key this worker lacks (a rotation rolled out
+/// to the API processes first) fails the attempt saying so, and is tried
+/// again on the schedule: a worker given the key sends it.
 #[tokio::test]
-async fn an_undecryptable_secret_fails_the_delivery_at_once() {
-    let app = TestApp::spawn().await;
+async fn an_undecryptable_secret_is_sent_once_the_key_is_there() {
+    let app =
+        TestApp::spawn_with(StorageKind::Fs, |c| c.webhook_retry_schedule = "10m".into()).await;
     let hook = Receiver::start().await;
     let (_, key) = app.account(5).await;
     let (template, _) = app.template(&key, Some(&hook.url)).await;
-    // As if the secret was encrypted with a key no longer in encryption_keys.
-    let other =
-        paperhook_core::crypto::Keyring::parse(&paperhook_core::crypto::Keyring::generate_spec(7))
-            .unwrap();
+    // The secret encrypted with a key the worker does not have.
+    let newer = paperhook_core::crypto::Keyring::generate_spec(7);
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let sealed = paperhook_core::crypto::Keyring::parse(&newer)
+        .unwrap()
+        .encrypt(secret.as_bytes());
     sqlx::query("UPDATE templates SET webhook_secret_enc = $2 WHERE id = $1")
         .bind(template)
-        .bind(other.encrypt(b"whsec_AAAA"))
+        .bind(sealed)
         .execute(&app.pool)
         .await
         .unwrap();
-    app.submit(&key, template, "invoice.pdf", example_pdf())
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
         .await;
     app.drain().await;
     assert!(hook.received().is_empty());
-    assert_eq!(
-        attempts(&app).await,
-        vec![(None, Some("refused".to_owned()))]
-    );
-    let (state, message): (String, String) = sqlx::query_as(
-        "SELECT d.state, a.error_message FROM webhook_deliveries d JOIN webhook_attempts a ON a.delivery_id = d.id",
+    let (state, class, message): (String, String, String) = sqlx::query_as(
+        "SELECT d.state, a.error_class, a.error_message
+         FROM webhook_deliveries d JOIN webhook_attempts a ON a.delivery_id = d.id",
     )
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert_eq!(state, "failed");
+    assert_eq!((state.as_str(), class.as_str()), ("pending", "decrypt"));
     assert!(message.contains("encryption_keys"), "{message}");
+    // Ten minutes later, a worker with both keys.
+    sqlx::query("UPDATE tasks SET run_at = now() WHERE kind = 'delivery' AND state = 'available'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let both = app.another_worker(|c| {
+        use secrecy::ExposeSecret;
+        let keys = format!("{},{newer}", c.encryption_keys.expose_secret());
+        c.encryption_keys = keys.into();
+    });
+    drain(&both).await;
+    let got = hook.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["job_id"], job.to_string());
+    verify_with_python(secret, &got[0]);
 }
 
 /// `GET /v1/jobs` says how each job's deliveries stand and finds the jobs
@@ -903,4 +922,77 @@ async fn error_messages_do_not_quote_the_webhook_url() {
             "{text}"
         );
     }
+}
+
+/// A receiver that keeps webhooks waiting holds a worker's sending slots
+/// (`worker_delivery_concurrency`), never its work slots: another
+/// account's document is read meanwhile, and a webhook finding every
+/// sending slot busy waits in the queue. (Webhooks used to take the same
+/// slots as documents: receivers that drop requests without an answer,
+/// each attempt held for `webhook_timeout_secs`, could stop every
+/// extraction of the fleet.)
+#[tokio::test]
+async fn a_silent_receiver_does_not_hold_up_documents() {
+    use std::sync::{Arc, Mutex};
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.worker_concurrency = 1;
+        c.worker_delivery_concurrency = 2;
+        c.webhook_timeout_secs = 300;
+        c.worker_shutdown_grace_secs = 1;
+    })
+    .await;
+    // Reads each request's connection and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/hook",
+        listener.local_addr().unwrap().port()
+    );
+    let waiting = Arc::new(Mutex::new(Vec::new()));
+    tokio::spawn({
+        let waiting = waiting.clone();
+        async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let waiting = waiting.clone();
+                tokio::spawn(async move {
+                    if read_request(&mut sock).await.is_some() {
+                        waiting.lock().unwrap().push(sock);
+                    }
+                });
+            }
+        }
+    });
+    let held = || waiting.lock().unwrap().len();
+    let (_, silent_key) = app.account(10).await;
+    let (silent, _) = app.template(&silent_key, Some(&url)).await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    for name in ["1.pdf", "2.pdf", "3.pdf"] {
+        app.submit(&silent_key, silent, name, example_pdf()).await;
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let (worker, stop) = (app.worker.clone(), stop.clone());
+        async move { worker.run(stop).await }
+    });
+    eventually(60, "both sending slots waiting on the receiver", || async {
+        (held() == 2).then_some(())
+    })
+    .await;
+    let job = app.submit(&key, template, "4.pdf", example_pdf()).await;
+    eventually(
+        60,
+        "the other account's document, read meanwhile",
+        || async { (app.job_status(&key, job).await["status"] == "SUCCESS").then_some(()) },
+    )
+    .await;
+    // All three silent jobs are done; the third's webhook waits its turn.
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks WHERE kind = 'delivery' AND state = 'available'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((pending, held()), (1, 2));
+    stop.cancel();
+    running.await.unwrap().unwrap();
 }
