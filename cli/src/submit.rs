@@ -745,18 +745,10 @@ fn rows(units: &[Unit], sources: &[Source]) -> Vec<Value> {
 /// a name already in the header gets the prefix `static_values.` or
 /// `result.`, as in the API's.
 pub fn to_csv(rows: &[Value], statics: &Map<String, Value>, fields: &[String]) -> String {
-    let mut header: Vec<String> = [
-        "source",
-        "job_id",
-        "index",
-        "file_name",
-        "status",
-        "pages",
-        "error_code",
-        "error_message",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let mut header: Vec<String> = std::iter::once("source")
+        .chain(paperhook_csv::DOCUMENT_COLUMNS)
+        .map(str::to_owned)
+        .collect();
     for key in statics.keys() {
         header.push(unique_column(&header, "static_values.", key));
     }

@@ -5,6 +5,18 @@
 
 use serde_json::Value;
 
+/// The first columns of a results CSV, one row per document; the static
+/// values and the result's fields follow.
+pub const DOCUMENT_COLUMNS: [&str; 7] = [
+    "job_id",
+    "index",
+    "file_name",
+    "status",
+    "pages",
+    "error_code",
+    "error_message",
+];
+
 /// One RFC 4180 field: quoted when it holds a comma, quote or line break.
 /// Text a spreadsheet would run as a formula (starting with `=`, `+`, `-`,
 /// `@`, a tab or a carriage return, and not a plain number) gets a leading

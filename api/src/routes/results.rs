@@ -5,7 +5,7 @@ use paperhook_core::db::documents::{self, DocumentResult};
 use paperhook_core::db::jobs::JobRow;
 use paperhook_core::db::{deliveries, templates};
 use paperhook_core::status;
-use paperhook_csv::{cell, push_row, unique_column};
+use paperhook_csv::{DOCUMENT_COLUMNS, cell, push_row, unique_column};
 use salvo::http::StatusCode;
 use salvo::oapi::extract::PathParam;
 use salvo::prelude::*;
@@ -118,46 +118,194 @@ pub async fn job_results(
     if job.results_expired_at.is_some() || expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
         return Err(expired());
     }
-    let docs = documents::results(&mut *snapshot, job.id).await?;
-    snapshot.commit().await?;
-    if format == "csv" {
-        let fields = match templates::get_any(&state.pool, job.template_id).await? {
+    // A page of documents at a time, whatever the size of the job.
+    let first = documents::results_page(&mut *snapshot, job.id, -1, RESULTS_PAGE).await?;
+    let render = if format == "csv" {
+        let fields = match templates::get_any(&mut *snapshot, job.template_id).await? {
             Some(t) => field_names(&t.spec.0),
             None => Vec::new(),
         };
-        let body = to_csv(&job, &docs, &fields);
-        res.headers_mut().insert(
-            "content-disposition",
-            format!("attachment; filename=\"job-{}.csv\"", job.id)
-                .parse()
-                .expect("ASCII header"),
-        );
-        res.render(Text::Csv(body));
-        return Ok(());
-    }
-    res.render(Json(JobResults {
-        job_id: job.id,
-        template_id: job.template_id,
-        status: job.status.clone(),
-        static_values: job.static_values.0.clone(),
-        finished_at: job.finished_at,
-        expires_at,
-        documents: docs
-            .into_iter()
-            .map(|d| DocumentResultOut {
-                index: d.idx,
-                file_name: d.file_name.or_else(|| job.file_name.clone()),
-                status: d.status,
-                pages: d.pages,
-                result: d.result.map(|r| r.0),
-                error: d.error_code.map(|code| ResultError {
-                    code,
-                    message: d.error_message.unwrap_or_default(),
-                }),
+        let keys = documents::result_keys(&mut *snapshot, job.id).await?;
+        Render::Csv(CsvColumns::new(&job, &fields, keys))
+    } else {
+        Render::Json
+    };
+    snapshot.commit().await?;
+    let (content_type, head) = match &render {
+        Render::Json => {
+            // The job's fields, and the documents after them, written as
+            // they are read.
+            let mut head = serde_json::to_string(&JobResults {
+                job_id: job.id,
+                template_id: job.template_id,
+                status: job.status.clone(),
+                static_values: job.static_values.0.clone(),
+                finished_at: job.finished_at,
+                expires_at,
+                documents: Vec::new(),
             })
-            .collect(),
-    }));
+            .map_err(|e| ApiError::internal("writing results", &e))?;
+            debug_assert!(head.ends_with("[]}"));
+            head.truncate(head.len() - 2);
+            ("application/json; charset=utf-8", head)
+        }
+        Render::Csv(columns) => {
+            res.headers_mut().insert(
+                "content-disposition",
+                format!("attachment; filename=\"job-{}.csv\"", job.id)
+                    .parse()
+                    .expect("ASCII header"),
+            );
+            let mut head = String::new();
+            push_row(&mut head, &columns.header);
+            ("text/csv; charset=utf-8", head)
+        }
+    };
+    res.headers_mut().insert(
+        salvo::http::header::CONTENT_TYPE,
+        salvo::http::HeaderValue::from_static(content_type),
+    );
+    let sending = pages(Sending {
+        pool: state.pool.clone(),
+        job,
+        render,
+        head: Some(head),
+        page: Some(first),
+        sent: 0,
+    });
+    if req.version() < salvo::http::Version::HTTP_11 {
+        // HTTP/1.0 has no chunks: an answer cut short would look whole
+        // (nginx speaks HTTP/1.0 to the API unless told otherwise), so it
+        // is read whole first.
+        use futures::TryStreamExt;
+        let whole: Vec<bytes::Bytes> = sending.try_collect().await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                expired()
+            } else {
+                ApiError::internal("reading results", &e)
+            }
+        })?;
+        res.write_body(whole.concat())
+            .map_err(|e| ApiError::internal("writing results", &e))?;
+    } else {
+        res.stream(sending);
+    }
     Ok(())
+}
+
+/// Documents read at a time while results are sent: what one answer holds
+/// in memory (this page and the next), whatever the size of the job (a ZIP
+/// of 1,000 documents).
+const RESULTS_PAGE: i64 = 100;
+
+/// How a page of documents is written.
+enum Render {
+    Json,
+    Csv(CsvColumns),
+}
+
+/// An answer being sent, a page of documents at a time.
+struct Sending {
+    pool: sqlx::PgPool,
+    job: JobRow,
+    render: Render,
+    /// What comes before the first document.
+    head: Option<String>,
+    /// The page to write next; none after the last.
+    page: Option<Vec<DocumentResult>>,
+    /// Documents written so far.
+    sent: usize,
+}
+
+/// The body: each page written while the next is read. A job whose results
+/// expire or are deleted before its last page was read ends the body short
+/// of its end (an error for the client, never a shorter list).
+fn pages(sending: Sending) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures::stream::unfold(sending, |mut s| async move {
+        let page = s.page.take()?;
+        let full = page.len() as i64 == RESULTS_PAGE;
+        let after = page.last().map_or(-1, |d| d.idx);
+        let mut out = s.head.take().unwrap_or_default();
+        s.render.write(&mut out, &s.job, page, &mut s.sent);
+        let next = if full {
+            next_page(&s.pool, s.job.id, after).await
+        } else {
+            Ok(Some(Vec::new()))
+        };
+        match next {
+            Ok(Some(next)) if !next.is_empty() => s.page = Some(next),
+            Ok(Some(_)) => s.render.end(&mut out),
+            Ok(None) => {
+                tracing::warn!(job_id = %s.job.id, "the job's results went while they were being sent; the answer ends short");
+                let gone =
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "the results were deleted");
+                return Some((Err(gone), s));
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %s.job.id, error = %e, "reading results failed while they were being sent; the answer ends short");
+                return Some((Err(std::io::Error::other(e)), s));
+            }
+        }
+        Some((Ok(bytes::Bytes::from(out)), s))
+    })
+}
+
+/// The page of documents after index `after`, as of one moment with the
+/// job still holding its results; None once they are gone.
+async fn next_page(
+    pool: &sqlx::PgPool,
+    job_id: Uuid,
+    after: i32,
+) -> sqlx::Result<Option<Vec<DocumentResult>>> {
+    let mut snapshot = paperhook_core::db::snapshot(pool).await?;
+    let live: Option<bool> = sqlx::query_scalar(
+        "SELECT data_deleted_at IS NULL AND results_expired_at IS NULL FROM jobs WHERE id = $1",
+    )
+    .bind(job_id)
+    .fetch_optional(&mut *snapshot)
+    .await?;
+    if live != Some(true) {
+        return Ok(None);
+    }
+    let page = documents::results_page(&mut *snapshot, job_id, after, RESULTS_PAGE).await?;
+    snapshot.commit().await?;
+    Ok(Some(page))
+}
+
+impl Render {
+    fn write(&self, out: &mut String, job: &JobRow, page: Vec<DocumentResult>, sent: &mut usize) {
+        for d in page {
+            match self {
+                Render::Json => {
+                    if *sent > 0 {
+                        out.push(',');
+                    }
+                    let doc = DocumentResultOut {
+                        index: d.idx,
+                        file_name: d.file_name.or_else(|| job.file_name.clone()),
+                        status: d.status,
+                        pages: d.pages,
+                        result: d.result.map(|r| r.0),
+                        error: d.error_code.map(|code| ResultError {
+                            code,
+                            message: d.error_message.unwrap_or_default(),
+                        }),
+                    };
+                    // Plain data: serialising it cannot fail.
+                    out.push_str(&serde_json::to_string(&doc).unwrap_or_default());
+                }
+                Render::Csv(columns) => columns.row(out, job, &d),
+            }
+            *sent += 1;
+        }
+    }
+
+    /// What comes after the last document.
+    fn end(&self, out: &mut String) {
+        if let Render::Json = self {
+            out.push_str("]}");
+        }
+    }
 }
 
 /// When a finished job's results expire (`result_retention` after it finished).
@@ -186,41 +334,38 @@ fn field_names(spec: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub fn to_csv(job: &JobRow, docs: &[DocumentResult], fields: &[String]) -> String {
-    let empty = Map::new();
-    let statics = job.static_values.0.as_object().unwrap_or(&empty);
-    let mut header: Vec<String> = [
-        "job_id",
-        "index",
-        "file_name",
-        "status",
-        "pages",
-        "error_code",
-        "error_message",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    // The template's fields as they are now, then any other key a result
-    // holds (a field since renamed or removed): no value is left out.
-    let mut fields: Vec<&str> = fields.iter().map(String::as_str).collect();
-    for d in docs {
-        if let Some(Value::Object(result)) = d.result.as_ref().map(|r| &r.0) {
-            for key in result.keys() {
-                if !fields.contains(&key.as_str()) {
-                    fields.push(key);
-                }
-            }
+/// The CSV's columns: the document's, the static value keys, then the
+/// template's fields as they are now and any other key a result holds (a
+/// field since renamed or removed), by the first document holding it: no
+/// value is left out.
+struct CsvColumns {
+    header: Vec<String>,
+    fields: Vec<String>,
+}
+
+impl CsvColumns {
+    /// `keys`: the keys of the job's results, with the first document's
+    /// index that holds each ([`documents::result_keys`]).
+    fn new(job: &JobRow, template_fields: &[String], keys: Vec<(String, i32)>) -> CsvColumns {
+        let mut fields = template_fields.to_vec();
+        let mut others: Vec<(i32, String)> = keys
+            .into_iter()
+            .filter(|(key, _)| !fields.contains(key))
+            .map(|(key, first)| (first, key))
+            .collect();
+        others.sort();
+        fields.extend(others.into_iter().map(|(_, key)| key));
+        let mut header: Vec<String> = DOCUMENT_COLUMNS.map(str::to_owned).to_vec();
+        for key in statics(job).keys() {
+            header.push(unique_column(&header, "static_values.", key));
         }
+        for field in &fields {
+            header.push(unique_column(&header, "result.", field));
+        }
+        CsvColumns { header, fields }
     }
-    for key in statics.keys() {
-        header.push(unique_column(&header, "static_values.", key));
-    }
-    for field in &fields {
-        header.push(unique_column(&header, "result.", field));
-    }
-    let mut out = String::new();
-    push_row(&mut out, &header);
-    for d in docs {
+
+    fn row(&self, out: &mut String, job: &JobRow, d: &DocumentResult) {
         let mut row = vec![
             job.id.to_string(),
             d.idx.to_string(),
@@ -233,12 +378,20 @@ pub fn to_csv(job: &JobRow, docs: &[DocumentResult], fields: &[String]) -> Strin
             d.error_code.clone().unwrap_or_default(),
             d.error_message.clone().unwrap_or_default(),
         ];
-        row.extend(statics.values().map(|v| cell(Some(v))));
+        row.extend(statics(job).values().map(|v| cell(Some(v))));
         let result = d.result.as_ref().map(|r| &r.0);
-        row.extend(fields.iter().map(|f| cell(result.and_then(|r| r.get(*f)))));
-        push_row(&mut out, &row);
+        row.extend(
+            self.fields
+                .iter()
+                .map(|f| cell(result.and_then(|r| r.get(f)))),
+        );
+        push_row(out, &row);
     }
-    out
+}
+
+fn statics(job: &JobRow) -> &Map<String, Value> {
+    static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+    job.static_values.0.as_object().unwrap_or(&EMPTY)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -455,14 +608,35 @@ mod tests {
             doc(serde_json::json!({"total": 2})),
         ];
         let fields = ["total".to_owned(), "job_id".to_owned(), "ref".to_owned()];
-        let csv = to_csv(&job, &docs, &fields);
+        // What `documents::result_keys` reads: each key with its first document.
+        // Keys no field names go last, by the first document holding them,
+        // then by name (as a result's keys come): `zz` before the later `a`.
+        let keys = [
+            ("total", 0),
+            ("old_name", 0),
+            ("job_id", 0),
+            ("ref", 0),
+            ("a", 1),
+            ("zz", 0),
+        ]
+        .map(|(k, first)| (k.to_owned(), first))
+        .to_vec();
+        let columns = CsvColumns::new(&job, &fields, keys);
+        let mut csv = String::new();
+        push_row(&mut csv, &columns.header);
+        for d in &docs {
+            columns.row(&mut csv, &job, d);
+        }
         let mut lines = csv.split("\r\n");
         assert_eq!(
             lines.next().unwrap(),
             "job_id,index,file_name,status,pages,error_code,error_message,\
-             ref,static_values.status,total,result.job_id,result.ref,old_name"
+             ref,static_values.status,total,result.job_id,result.ref,old_name,zz,a"
         );
-        assert!(lines.next().unwrap().ends_with(",7,mine,1,J,R,x"), "{csv}");
-        assert!(lines.next().unwrap().ends_with(",7,mine,2,,,"), "{csv}");
+        assert!(
+            lines.next().unwrap().ends_with(",7,mine,1,J,R,x,,"),
+            "{csv}"
+        );
+        assert!(lines.next().unwrap().ends_with(",7,mine,2,,,,,"), "{csv}");
     }
 }

@@ -463,12 +463,41 @@ pub struct DocumentResult {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-pub async fn results(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Vec<DocumentResult>> {
+/// The documents of a job after index `after` (-1: from the first), at
+/// most `limit`, with their results, in index order: the results API reads
+/// a job a page at a time, whatever its size.
+pub async fn results_page(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    after: i32,
+    limit: i64,
+) -> sqlx::Result<Vec<DocumentResult>> {
     sqlx::query_as(
         "SELECT d.idx, d.file_name, d.status, d.pages, d.error_code, d.error_message, r.result,
                 d.finished_at
          FROM documents d LEFT JOIN results r ON r.document_id = d.id
-         WHERE d.job_id = $1 ORDER BY d.idx",
+         WHERE d.job_id = $1 AND d.idx > $2 ORDER BY d.idx LIMIT $3",
+    )
+    .bind(job_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The keys the results of a job hold, each with the index of the first
+/// document whose result has it.
+pub async fn result_keys(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+) -> sqlx::Result<Vec<(String, i32)>> {
+    sqlx::query_as(
+        "SELECT k.key, min(d.idx)
+         FROM results r JOIN documents d ON d.id = r.document_id,
+              jsonb_object_keys(CASE WHEN jsonb_typeof(r.result) = 'object'
+                                     THEN r.result ELSE '{}' END) AS k(key)
+         WHERE r.job_id = $1
+         GROUP BY k.key",
     )
     .bind(job_id)
     .fetch_all(db)

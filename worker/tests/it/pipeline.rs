@@ -1393,3 +1393,127 @@ async fn answers_kept(pool: &sqlx::PgPool, job: uuid::Uuid) -> (i64, i64) {
     .await
     .unwrap()
 }
+
+/// Results are read and written a page of documents at a time: a job of
+/// 250 documents comes back whole and in order, as JSON and as CSV (a key
+/// only the last document's result holds gets its column); and an answer
+/// whose results expire while it is being sent ends short (an error for the
+/// client) instead of listing fewer documents.
+#[tokio::test]
+async fn results_are_sent_a_page_at_a_time() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    app.drain().await;
+    // More documents like the first, as a ZIP would have; `extra` is added
+    // to the result of the last.
+    let more = |upto: i32, extra: serde_json::Value| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO documents (id, job_id, idx, file_name, status, pages, finished_at)
+                 SELECT gen_random_uuid(), d.job_id, k, 'doc-' || k || '.pdf', d.status, d.pages, d.finished_at
+                 FROM documents d, generate_series((SELECT max(idx) + 1 FROM documents WHERE job_id = $1), $2) k
+                 WHERE d.job_id = $1 AND d.idx = 0",
+            )
+            .bind(job)
+            .bind(upto)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO results (document_id, job_id, result)
+                 SELECT d.id, d.job_id, r.result || CASE WHEN d.idx = $2 THEN $3 ELSE '{}' END
+                 FROM documents d, results r
+                 WHERE d.job_id = $1
+                   AND r.document_id = (SELECT id FROM documents WHERE job_id = $1 AND idx = 0)
+                   AND NOT EXISTS (SELECT 1 FROM results x WHERE x.document_id = d.id)",
+            )
+            .bind(job)
+            .bind(upto)
+            .bind(extra)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    // Two full pages: the end comes with an empty third.
+    more(199, json!({})).await;
+    let (status, body) = send(
+        app.req(Method::POST, "/v1/job-results", &key)
+            .json(&json!({"job_id": job})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["documents"].as_array().unwrap().len(), 200);
+    assert_eq!(body["documents"][199]["index"], 199);
+    more(249, json!({"late": "yes"})).await;
+    let (status, body) = send(
+        app.req(Method::POST, "/v1/job-results", &key)
+            .json(&json!({"job_id": job})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let docs = body["documents"].as_array().unwrap();
+    let indexes: Vec<i64> = docs.iter().map(|d| d["index"].as_i64().unwrap()).collect();
+    assert_eq!(indexes, (0..250).collect::<Vec<_>>());
+    assert_eq!(docs[0]["file_name"], "invoice.pdf");
+    assert_eq!(docs[170]["file_name"], "doc-170.pdf");
+    assert_eq!(docs[170]["result"]["invoice_number"], "INV-2026-0042");
+    assert_eq!(docs[249]["result"]["late"], "yes");
+    assert_eq!(body["static_values"]["company_name"], "Acme Corp");
+    let csv = app
+        .req(Method::POST, "/v1/job-results", &key)
+        .json(&json!({"job_id": job, "result_format": "csv"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.trim_end().split("\r\n").collect();
+    assert_eq!(lines.len(), 251, "a header and 250 rows");
+    assert!(lines[0].ends_with(",line_items,late"), "{}", lines[0]);
+    assert!(lines[250].starts_with(&format!("{job},249,doc-249.pdf,")));
+    assert!(lines[250].ends_with(",yes"), "{}", lines[250]);
+    assert!(lines[249].ends_with(','), "{}", lines[249]);
+
+    // 1,000 documents of 40 KB: more than the connection buffers between
+    // the API and the client hold, so the API is still reading pages when
+    // the results expire below.
+    more(999, json!({})).await;
+    sqlx::query("UPDATE results SET result = result || jsonb_build_object('pad', repeat('x', 40000)) WHERE job_id = $1")
+        .bind(job)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut res = app
+        .req(Method::POST, "/v1/job-results", &key)
+        .json(&json!({"job_id": job}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let first = res.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"{\"job_id\""));
+    sqlx::query("UPDATE jobs SET results_expired_at = now() WHERE id = $1")
+        .bind(job)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut received = first.len();
+    let ended = loop {
+        match res.chunk().await {
+            Ok(Some(chunk)) => received += chunk.len(),
+            Ok(None) => break Ok(received),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        ended.is_err(),
+        "the answer ended as if whole after {received} bytes"
+    );
+}
