@@ -37,6 +37,9 @@ fn cookie(value: String, secure: bool, max_age_secs: i64) -> Cookie<'static> {
         .build()
 }
 
+/// The largest sign-in body: `{"api_key": "..."}` with room to spare.
+const SIGN_IN_MAX_BYTES: u64 = 4096;
+
 /// Signs in with an API key and sets the session cookie.
 #[endpoint(tags("dashboard"), security())]
 pub async fn sign_in(
@@ -45,7 +48,15 @@ pub async fn sign_in(
     res: &mut Response,
 ) -> ApiResult<Json<SessionOut>> {
     let state = crate::state(depot).clone();
-    let input: SignIn = crate::read_json(req, &state, "JSON with api_key").await?;
+    // Anyone may send this one, before any key is known: a small body.
+    let input: SignIn = crate::read_json_up_to(
+        req,
+        &state,
+        "JSON with api_key",
+        SIGN_IN_MAX_BYTES,
+        "a sign-in is a key",
+    )
+    .await?;
     let key = input.api_key.trim();
     // Counts against the key's rate limit like any request made with it.
     let account = auth::admit(state.keys.check(key).await?, "unknown or revoked API key")?;

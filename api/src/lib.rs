@@ -100,18 +100,39 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     state: &AppState,
     what: &str,
 ) -> error::ApiResult<T> {
-    let limit = state.config.max_json_bytes;
-    let value = req
-        .parse_json_with_max_size(limit as usize)
-        .await
-        .map_err(|e| match e {
-            salvo::http::ParseError::PayloadTooLarge => error::ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the JSON body is larger than the limit of {limit} bytes (max_json_bytes)"),
-            ),
-            e => error::ApiError::from_parse(e, limit, what),
-        })?;
+    read_json_up_to(
+        req,
+        state,
+        what,
+        state.config.max_json_bytes,
+        "max_json_bytes",
+    )
+    .await
+}
+
+/// [`read_json`] with a smaller limit (`setting` names it in the 413).
+/// The body must arrive within `submission_read_timeout_secs` (else `408`):
+/// a client stalling mid-body holds a connection and its buffer no longer.
+pub async fn read_json_up_to<T: serde::de::DeserializeOwned>(
+    req: &mut Request,
+    state: &AppState,
+    what: &str,
+    limit: u64,
+    setting: &str,
+) -> error::ApiResult<T> {
+    let parse = async {
+        req.parse_json_with_max_size(limit as usize)
+            .await
+            .map_err(|e| match e {
+                salvo::http::ParseError::PayloadTooLarge => error::ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the JSON body is larger than the limit of {limit} bytes ({setting})"),
+                ),
+                e => error::ApiError::from_parse(e, limit, what),
+            })
+    };
+    let value: T = within_read_timeout(state, parse).await?;
     // The body is cached: this reads it again without waiting.
     if let Ok(body) = req.payload_with_max_size(limit as usize).await
         && has_nul_escape(body)
@@ -119,6 +140,26 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         return Err(error::ApiError::nul_in_text());
     }
     Ok(value)
+}
+
+/// Reads a request's body (`read`) within `submission_read_timeout_secs`,
+/// or `408 request_timeout`: a client that stalls holds its memory and a
+/// connection no longer than that.
+pub async fn within_read_timeout<T>(
+    state: &AppState,
+    read: impl std::future::Future<Output = error::ApiResult<T>>,
+) -> error::ApiResult<T> {
+    let limit = state.config.submission_read_timeout();
+    tokio::time::timeout(limit, read).await.unwrap_or_else(|_| {
+        Err(error::ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s (submission_read_timeout_secs)",
+                limit.as_secs()
+            ),
+        ))
+    })
 }
 
 /// Whether JSON text holds `\u0000` in a string: PostgreSQL stores no NUL

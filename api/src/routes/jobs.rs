@@ -537,26 +537,6 @@ pub fn reserve_memory(
         })
 }
 
-/// Reads a request's body (`read`) within `submission_read_timeout_secs`,
-/// or `408 request_timeout`: a client that stalls holds its memory and a
-/// connection no longer than that.
-pub async fn within_read_timeout<T>(
-    state: &AppState,
-    read: impl std::future::Future<Output = ApiResult<T>>,
-) -> ApiResult<T> {
-    let limit = state.config.submission_read_timeout();
-    tokio::time::timeout(limit, read).await.unwrap_or_else(|_| {
-        Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!(
-                "the request body did not arrive within {} s (submission_read_timeout_secs)",
-                limit.as_secs()
-            ),
-        ))
-    })
-}
-
 /// A body over [`envelope_limit`]: `413 document_too_large`; or, declared
 /// within it (only a multipart body can fail so: salvo's part and file
 /// counts), `400`.
@@ -835,8 +815,10 @@ pub async fn process_job(
         None
     };
     let submission = match content_type.as_str() {
-        "application/json" => within_read_timeout(&state, read_json(req, &state)).await?,
-        "multipart/form-data" => within_read_timeout(&state, read_multipart(req, &state)).await?,
+        "application/json" => crate::within_read_timeout(&state, read_json(req, &state)).await?,
+        "multipart/form-data" => {
+            crate::within_read_timeout(&state, read_multipart(req, &state)).await?
+        }
         other => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -49,7 +49,7 @@ async fn read_sample(
             .await
             .map_err(|e| ApiError::from_parse(e, max, "multipart/form-data with a file"))
     };
-    let form = super::jobs::within_read_timeout(state, read).await?;
+    let form = crate::within_read_timeout(state, read).await?;
     let file = form
         .files
         .get("file")

@@ -952,12 +952,24 @@ async fn submit_padded(app: &TestApp, key: &str, template: Uuid, len: usize) -> 
 /// A client that sends the head of `body`, its first 1000 bytes, then
 /// stalls.
 async fn stall(app: &TestApp, key: &str, body: &[u8]) -> tokio::net::TcpStream {
+    stall_at(app, "/process-job", Some(key), body).await
+}
+
+/// A JSON `POST` to `path` that declares `body` and sends its first 1000
+/// bytes only.
+async fn stall_at(
+    app: &TestApp,
+    path: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let mut stalled = tokio::net::TcpStream::connect(app.url.trim_start_matches("http://"))
         .await
         .unwrap();
+    let auth = key.map(|k| format!("x-auth: {k}\r\n")).unwrap_or_default();
     let head = format!(
-        "POST /process-job HTTP/1.1\r\nHost: paperhook\r\nx-auth: {key}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: paperhook\r\n{auth}\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
@@ -1116,4 +1128,40 @@ async fn an_upload_stalled_mid_body_times_out_and_gives_its_memory_back() {
     // A 1.2 MB body fits again.
     let res = submit_padded(&app, &key, template, body.len()).await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
+}
+
+/// Every JSON body has `submission_read_timeout_secs` to arrive (then
+/// `408`, the connection and its buffer given back: a stalled body held
+/// them for good), and a sign-in, which anyone may send, is at most 4 KiB
+/// (`max_json_bytes`, 1 MiB, before).
+#[tokio::test]
+async fn json_bodies_time_out_and_a_sign_in_is_small() {
+    use tokio::io::AsyncReadExt;
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.submission_read_timeout_secs = 1).await;
+    let (_, key) = app.account(10).await;
+    for (path, key) in [
+        ("/v1/templates", Some(key.as_str())),
+        ("/v1/session/sign-in", None),
+    ] {
+        let mut stalled = stall_at(&app, path, key, &[b' '; 3000]).await;
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            stalled.read_to_end(&mut answer),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the stalled body to {path} was never answered"))
+        .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("\"request_timeout\""), "{answer}");
+    }
+    let (status, body) = send(
+        app.client
+            .post(format!("{}/v1/session/sign-in", app.url))
+            .json(&json!({"api_key": "k".repeat(5000)})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "body_too_large");
 }
