@@ -221,15 +221,6 @@ impl Config {
             ));
         }
         self.keyring()?;
-        if self.worker_concurrency == 0 {
-            return Err(invalid("worker_concurrency", "must be greater than 0"));
-        }
-        if self.worker_delivery_concurrency == 0 {
-            return Err(invalid(
-                "worker_delivery_concurrency",
-                "must be greater than 0",
-            ));
-        }
         // PostgreSQL takes these in milliseconds, as a 32-bit integer.
         for (name, value) in [
             (
@@ -267,6 +258,11 @@ impl Config {
             ));
         }
         for (name, value) in [
+            ("worker_concurrency", u64::from(self.worker_concurrency)),
+            (
+                "worker_delivery_concurrency",
+                u64::from(self.worker_delivery_concurrency),
+            ),
             ("max_pixels_per_page", self.max_pixels_per_page),
             ("max_image_side", u64::from(self.max_image_side)),
             ("max_page_overdraw", u64::from(self.max_page_overdraw)),

@@ -404,8 +404,7 @@ impl Janitor {
                 // rest: a janitor whose own clock ran ahead would expire
                 // results before their 24 hours (the API and the workers
                 // judge by the database's clock too).
-                let now = sqlx::query_scalar::<_, DateTime<Utc>>("SELECT now()")
-                    .fetch_one(&self.pool)
+                let now = paperhook_core::db::now(&self.pool)
                     .await
                     .context("reading the database's clock")?;
                 self.run_once(now).await

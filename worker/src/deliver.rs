@@ -50,12 +50,7 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         // By the database's clock (`finished_at` is its time too): a worker
         // whose own clock ran ahead would fail webhooks for good, and empty
         // their payloads, while the results are still to be had.
-        Some(finished) => {
-            let now: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-                .fetch_one(&w.pool)
-                .await?;
-            finished + retention <= now
-        }
+        Some(finished) => finished + retention <= paperhook_core::db::now(&w.pool).await?,
         None => false,
     };
     if job.results_expired_at.is_some() || past_retention {

@@ -362,15 +362,6 @@ impl Worker {
         self,
         task: Task,
         hard_stop: CancellationToken,
-        slot: Option<(OwnedSemaphorePermit, Pools)>,
-    ) {
-        self.run_task_inner(task, hard_stop, slot).await;
-    }
-
-    async fn run_task_inner(
-        self,
-        task: Task,
-        hard_stop: CancellationToken,
         mut slot: Option<(OwnedSemaphorePermit, Pools)>,
     ) {
         let mut next = Some(task);

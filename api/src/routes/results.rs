@@ -227,12 +227,11 @@ fn pages(sending: Sending) -> impl futures::Stream<Item = Result<bytes::Bytes, s
         let after = page.last().map_or(-1, |d| d.idx);
         let mut out = s.head.take().unwrap_or_default();
         s.render.write(&mut out, &s.job, page, &mut s.sent);
-        let next = if full {
-            next_page(&s.pool, s.job.id, after).await
-        } else {
-            Ok(Some(Vec::new()))
-        };
-        match next {
+        if !full {
+            s.render.end(&mut out);
+            return Some((Ok(bytes::Bytes::from(out)), s));
+        }
+        match next_page(&s.pool, s.job.id, after).await {
             Ok(Some(next)) if !next.is_empty() => s.page = Some(next),
             Ok(Some(_)) => s.render.end(&mut out),
             Ok(None) => {

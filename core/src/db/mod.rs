@@ -113,6 +113,13 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
+/// The database's clock: the one `finished_at`, leases and due times are
+/// stamped with, which every process judges them by (a host's own clock
+/// may be off).
+pub async fn now(db: impl sqlx::PgExecutor<'_>) -> sqlx::Result<chrono::DateTime<chrono::Utc>> {
+    sqlx::query_scalar("SELECT now()").fetch_one(db).await
+}
+
 /// A read-only transaction whose statements all see the database as it was
 /// at its first: reads that must agree go through it (a job and its
 /// results, which an expiry or a deletion committing between two
