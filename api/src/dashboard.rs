@@ -64,6 +64,11 @@ pub async fn sign_in(
     let (session, token) = sessions::create(&state.pool, key, ttl)
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+    // The browser's session before this sign-in ends with it: it would
+    // otherwise stay valid, unseen, until it expires.
+    if let Some(old) = req.cookie(SESSION_COOKIE) {
+        sessions::end(&state.pool, old.value()).await?;
+    }
     let secure = state.config.public_url.starts_with("https://");
     res.add_cookie(cookie(token, secure, ttl.as_secs() as i64));
     Ok(Json(SessionOut {

@@ -65,6 +65,10 @@ fn parse_cursor(raw: &str) -> ApiResult<(chrono::DateTime<chrono::Utc>, Uuid)> {
         .split_once('.')
         .and_then(|(micros, id)| {
             let at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+            // Jobs are made after 1970 and before 10000: a time outside
+            // PostgreSQL's range would fail the query instead.
+            let year = chrono::Datelike::year(&at);
+            (1970..=9999).contains(&year).then_some(())?;
             Some((at, Uuid::parse_str(id).ok()?))
         })
         .ok_or_else(|| {

@@ -114,10 +114,15 @@ fn previous_until(row: &TemplateRow) -> Option<chrono::DateTime<chrono::Utc>> {
         .and(row.webhook_previous_secret_expires_at)
 }
 
-/// `****` plus the last 4 characters of long values; never enough to guess.
+/// The shortest value whose last 4 characters are shown: a sixth of it at
+/// most, while a short token's tail would be a good part of it.
+const MASK_TAIL_FROM: usize = 24;
+
+/// `****`, plus the last 4 characters of values of [`MASK_TAIL_FROM`]
+/// characters or more; never enough to guess.
 pub fn mask(value: &str) -> String {
     let chars: Vec<char> = value.chars().collect();
-    if chars.len() >= 12 {
+    if chars.len() >= MASK_TAIL_FROM {
         format!(
             "****{}",
             chars[chars.len() - 4..].iter().collect::<String>()
@@ -560,7 +565,9 @@ mod tests {
     #[test]
     fn masks_hide_secrets() {
         assert_eq!(mask("short"), "****");
-        assert_eq!(mask("Bearer abcdefgh1234"), "****1234");
+        assert_eq!(mask("Bearer abcdefgh1234"), "****");
+        assert_eq!(mask("X-Api-Key 123456789012"), "****");
+        assert_eq!(mask("Bearer abcdefgh12345678901234"), "****1234");
         assert!(check_url("https://example.com/hook", &[]).is_ok());
         assert!(check_url("ftp://example.com", &[]).is_err());
         assert!(check_url("/relative", &[]).is_err());

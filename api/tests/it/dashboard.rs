@@ -262,6 +262,9 @@ async fn job_views_list_filter_and_isolate() {
     for query in [
         "cursor=abc".to_owned(),
         "cursor=12.not-a-uuid".to_owned(),
+        // Before PostgreSQL's timestamps begin (29,700 BC), and past 9999.
+        "cursor=-1000000000000000000.00000000-0000-0000-0000-000000000000".to_owned(),
+        "cursor=300000000000000000.00000000-0000-0000-0000-000000000000".to_owned(),
         format!("cursor={cursor}&offset=2"),
     ] {
         let got = send(app.req(Method::GET, &format!("/v1/jobs?{query}"), &key)).await;

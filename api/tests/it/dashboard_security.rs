@@ -90,6 +90,13 @@ async fn session_cookies_are_httponly_strict_and_secure_behind_https() {
     // The cookie holds a random token, not the key or anything derived from it.
     let token = s.cookie.split_once('=').unwrap().1;
     assert!(token.len() >= 40 && !key.contains(token) && !token.contains(&key[3..10]));
+    // Signing in again from the same browser ends the session it had.
+    let again = sign_in_from(&app, &key, Some(&s.cookie)).await;
+    assert_ne!(again.cookie, s.cookie);
+    let (status, _) = send(s.req(&app, Method::GET, "/v1/session")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = send(again.req(&app, Method::GET, "/v1/session")).await;
+    assert_eq!(status, StatusCode::OK);
 
     let https = TestApp::spawn_with(StorageKind::Fs, |c| {
         c.public_url = "https://paperhook.example.com".into()

@@ -130,13 +130,19 @@ pub struct Session {
 }
 
 pub async fn sign_in(app: &TestApp, key: &str) -> Session {
-    let res = app
+    sign_in_from(app, key, None).await
+}
+
+/// Signs in from a browser that holds the session `cookie`, if any.
+pub async fn sign_in_from(app: &TestApp, key: &str, cookie: Option<&str>) -> Session {
+    let mut req = app
         .client
         .post(format!("{}/v1/session/sign-in", app.url))
-        .json(&json!({"api_key": key}))
-        .send()
-        .await
-        .unwrap();
+        .json(&json!({"api_key": key}));
+    if let Some(cookie) = cookie {
+        req = req.header("cookie", cookie);
+    }
+    let res = req.send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
     let body: Value = res.json().await.unwrap();

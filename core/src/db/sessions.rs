@@ -98,6 +98,15 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
         .map(|_| ())
 }
 
+/// Ends the session whose cookie token is `token`, if there is one.
+pub async fn end(db: impl PgExecutor<'_>, token: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+        .bind(crypto::hash_api_key(token))
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
 /// Deletes up to `limit` sessions that expired before `before`; returns
 /// how many.
 pub async fn purge_expired(
