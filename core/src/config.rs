@@ -258,6 +258,11 @@ impl Config {
             ));
         }
         for (name, value) in [
+            // 0 would expire every result, and every webhook not yet sent,
+            // as its job finished.
+            ("result_retention_secs", self.result_retention_secs),
+            // 0 would run passes back to back, each listing the whole store.
+            ("janitor_interval_secs", self.janitor_interval_secs),
             ("worker_concurrency", u64::from(self.worker_concurrency)),
             (
                 "worker_delivery_concurrency",
@@ -678,6 +683,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("webhook_timeout_secs"), "{err}");
+        for name in ["result_retention_secs", "janitor_interval_secs"] {
+            let err = check(&[(name, 0)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
         // No overflow on the way to the century check.
         let err = check(&[("document_time_limit_secs", u64::MAX)])
             .unwrap_err()

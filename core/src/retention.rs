@@ -174,34 +174,43 @@ async fn forget(pool: &PgPool, done: &[Uuid], why: Why) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What [`delete_delivered_files`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Nothing to delete yet (not final, a webhook pending) or any more.
+    NotDue,
+    /// The files are gone and recorded so: this many.
+    Deleted(u64),
+    /// A file could not be listed or deleted (logged): tried again later.
+    Failed,
+}
+
 /// Deletes the stored files of job `id` once it is final and delivered
-/// ([`documents::files_to_delete`]), then marks them deleted. Returns how
-/// many went, or None when there was nothing to delete yet or a file could
-/// not be listed or deleted (logged; the next pass tries again).
+/// ([`documents::files_to_delete`]), then marks them deleted.
 pub async fn delete_delivered_files(
     pool: &PgPool,
     storage: &Storage,
     id: Uuid,
-) -> sqlx::Result<Option<u64>> {
+) -> sqlx::Result<Delivered> {
     let named = documents::files_to_delete(&mut *pool.acquire().await?, id).await?;
     if named.keys.is_empty() {
-        return Ok(None);
+        return Ok(Delivered::NotDue);
     }
     let keys = match stored_files(storage, named).await {
         Ok(keys) => keys,
         Err(e) => {
             tracing::warn!(job_id = %id, error = %e, "listing a delivered job's files failed; the next pass tries again");
-            return Ok(None);
+            return Ok(Delivered::Failed);
         }
     };
     for key in &keys {
         if let Err(e) = storage.delete(key).await {
             tracing::warn!(job_id = %id, error = %e, "deleting a delivered job's file failed; the next pass tries again");
-            return Ok(None);
+            return Ok(Delivered::Failed);
         }
     }
     documents::mark_files_deleted(pool, id).await?;
-    Ok(Some(keys.len() as u64))
+    Ok(Delivered::Deleted(keys.len() as u64))
 }
 
 /// Every stored file of a job: those the database names, and for a ZIP

@@ -897,10 +897,18 @@ impl S3Storage {
 
     /// Deletes `key` and returns its size (0 if it was already gone): the
     /// HEAD costs a request, but deletes are one per stored file and the
-    /// size feeds `paperhook_storage_deleted_bytes_total`.
+    /// size feeds `paperhook_storage_deleted_bytes_total`. A HEAD that fails
+    /// still leaves the DELETE to decide: a user without `s3:ListBucket`
+    /// gets 403, not 404, for a key that is gone (a worker deleted it and
+    /// stopped before recording so), and DeleteObject succeeds for one.
     async fn delete(&self, key: &str) -> Result<u64, StorageError> {
-        let Some(size) = self.size(key).await? else {
-            return Ok(0);
+        let size = match self.size(key).await {
+            Ok(None) => return Ok(0),
+            Ok(Some(size)) => size,
+            Err(e) => {
+                tracing::debug!(key, error = %e, "HEAD before a delete failed; deleting anyway");
+                0
+            }
         };
         self.client
             .delete_object()

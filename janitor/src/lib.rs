@@ -14,7 +14,8 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use paperhook_core::config::Config;
-use paperhook_core::db::documents;
+use paperhook_core::db::documents::{self, JobCursor};
+use paperhook_core::retention::{Delivered, Why};
 use paperhook_core::storage::{DOCUMENTS_PREFIX, Storage};
 use paperhook_core::{queue, retention};
 use sqlx::PgPool;
@@ -74,6 +75,18 @@ pub struct Janitor {
 fn job_of_key(key: &str) -> Option<Uuid> {
     let name = key.strip_prefix(DOCUMENTS_PREFIX)?.split('/').nth(1)?;
     Uuid::parse_str(name.get(..36)?).ok()
+}
+
+/// The step's error when `failed` jobs' files could not be deleted (each
+/// logged with its job's id): their results stay until they can be.
+fn undeletable(failed: usize, which: &str) -> anyhow::Result<()> {
+    if failed > 0 {
+        anyhow::bail!(
+            "the stored files of {failed} {which} could not be deleted (the warnings name the \
+             jobs and the storage's errors); they are tried again at the next pass"
+        );
+    }
+    Ok(())
 }
 
 fn ago(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -180,24 +193,59 @@ impl Janitor {
     ) -> anyhow::Result<()> {
         let batch = self.config.janitor_batch;
         match step {
-            Step::Leftovers => loop {
-                let (jobs, files) = self.delete_leftover_batch(batch).await?;
-                report.leftover_files_deleted += files;
-                report.files_deleted += files;
-                if (jobs as i64) < batch {
-                    break;
-                }
-            },
-            Step::Expiry => {
-                let cutoff = ago(now, self.config.result_retention());
+            // Both walk the jobs in order, past those whose files could not
+            // be deleted: these stay first in the order, and a batch of them
+            // taken again each time would stop every job after them (an
+            // object the storage refuses to delete, a file the process may
+            // not remove). They fail the step, which alerts.
+            Step::Leftovers => {
+                let (mut after, mut failed) = (JobCursor::START, 0);
                 loop {
-                    let (jobs, files) = self.expire_batch(cutoff, batch).await?;
-                    report.jobs_expired += jobs;
-                    report.files_deleted += files;
-                    if (jobs as i64) < batch {
+                    let jobs = documents::jobs_with_files_to_delete(&self.pool, after, batch)
+                        .await
+                        .context("finding delivered jobs with files")?;
+                    for (id, cursor) in &jobs {
+                        after = *cursor;
+                        match retention::delete_delivered_files(&self.pool, &self.storage, *id)
+                            .await?
+                        {
+                            Delivered::Deleted(n) => {
+                                report.leftover_files_deleted += n;
+                                report.files_deleted += n;
+                            }
+                            Delivered::NotDue => {}
+                            Delivered::Failed => failed += 1,
+                        }
+                    }
+                    if (jobs.len() as i64) < batch {
                         break;
                     }
                 }
+                undeletable(failed, "delivered jobs")?;
+            }
+            Step::Expiry => {
+                let cutoff = ago(now, self.config.result_retention());
+                let (mut after, mut failed) = (JobCursor::START, 0);
+                loop {
+                    let jobs = documents::jobs_to_expire(&self.pool, cutoff, after, batch)
+                        .await
+                        .context("finding expired jobs")?;
+                    let Some((_, last)) = jobs.last() else {
+                        break;
+                    };
+                    after = *last;
+                    let targets: Vec<retention::Target> =
+                        jobs.iter().map(|(target, _)| target.clone()).collect();
+                    let (done, files) =
+                        retention::purge(&self.pool, &self.storage, &targets, Why::Expired).await?;
+                    report.jobs_expired += done.len() as u64;
+                    report.files_deleted += files;
+                    failed += targets.len() - done.len();
+                    if (targets.len() as i64) < batch {
+                        break;
+                    }
+                }
+                undeletable(failed, "expired jobs")?;
             }
             Step::Attempts => loop {
                 let n = sqlx::query(
@@ -267,7 +315,7 @@ impl Janitor {
     /// The listing goes a page at a time (a store holding a day of
     /// undeliverable jobs can be large). Returns the files deleted.
     async fn delete_orphan_files(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
-        let mut deleted = 0;
+        let (mut deleted, mut failed) = (0, 0);
         let mut pages = self.storage.pages(DOCUMENTS_PREFIX);
         while let Some(listed) = pages.next().await {
             let listed = listed.context("listing stored documents")?;
@@ -301,10 +349,17 @@ impl Janitor {
                         deleted += 1;
                     }
                     Err(e) => {
-                        tracing::error!(key, error = %e, "deleting an orphan document failed")
+                        tracing::warn!(key, error = %e, "deleting an orphan document failed");
+                        failed += 1;
                     }
                 }
             }
+        }
+        if failed > 0 {
+            anyhow::bail!(
+                "{failed} stored documents of no job could not be deleted (the warnings name \
+                 them and the storage's errors); {deleted} were"
+            );
         }
         Ok(deleted)
     }
@@ -316,20 +371,25 @@ impl Janitor {
     async fn delete_orphan_inline(&self, before: DateTime<Utc>, batch: i64) -> anyhow::Result<u64> {
         let mut deleted = 0;
         loop {
-            let n = sqlx::query(
-                "DELETE FROM inline_documents WHERE key IN (
-                     SELECT key FROM inline_documents i
-                     WHERE i.created_at < $1
-                       AND NOT EXISTS (SELECT 1 FROM jobs j
-                                       WHERE j.id = i.job_id AND j.file_deleted_at IS NULL)
-                     LIMIT $2)",
+            let (n, bytes): (i64, i64) = sqlx::query_as(
+                "WITH gone AS (
+                     DELETE FROM inline_documents WHERE key IN (
+                         SELECT key FROM inline_documents i
+                         WHERE i.created_at < $1
+                           AND NOT EXISTS (SELECT 1 FROM jobs j
+                                           WHERE j.id = i.job_id AND j.file_deleted_at IS NULL)
+                         LIMIT $2)
+                     RETURNING length(data) AS size)
+                 SELECT count(*), coalesce(sum(size), 0)::bigint FROM gone",
             )
             .bind(before)
             .bind(batch)
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
             .await
-            .context("deleting inline documents of no job")?
-            .rows_affected();
+            .context("deleting inline documents of no job")?;
+            // Deleted here, not through the storage: counted as it counts.
+            paperhook_core::metrics::STORAGE_DELETED_BYTES.inc_by(bytes as u64);
+            let n = n as u64;
             if n > 0 {
                 tracing::warn!(
                     documents = n,
@@ -341,48 +401,6 @@ impl Janitor {
                 return Ok(deleted);
             }
         }
-    }
-
-    /// Deletes the files of one batch of finished, delivered jobs that still
-    /// have them: a worker deletes them as soon as a job is delivered, so these
-    /// are left over by workers that stopped midway or could not reach the
-    /// storage. Returns (jobs cleaned, files deleted); a job whose deletion
-    /// fails does not count, so the caller's loop cannot spin on it.
-    async fn delete_leftover_batch(&self, batch: i64) -> anyhow::Result<(u64, u64)> {
-        let jobs = documents::jobs_with_files_to_delete(&self.pool, batch)
-            .await
-            .context("finding delivered jobs with files")?;
-        let (mut cleaned, mut files) = (0, 0);
-        for id in jobs {
-            if let Some(n) =
-                retention::delete_delivered_files(&self.pool, &self.storage, id).await?
-            {
-                files += n;
-                cleaned += 1;
-            }
-        }
-        Ok((cleaned, files))
-    }
-
-    /// Expires one batch of jobs finished before `cutoff`: deletes their
-    /// stored files (original and documents), then their results, and marks
-    /// them expired. A file that fails to delete keeps its job for the next pass.
-    async fn expire_batch(&self, cutoff: DateTime<Utc>, batch: i64) -> anyhow::Result<(u64, u64)> {
-        let jobs: Vec<(Uuid, String, bool)> = sqlx::query_as(
-            "SELECT id, storage_key, file_deleted_at IS NOT NULL FROM jobs
-             WHERE finished_at < $1 AND results_expired_at IS NULL
-             ORDER BY finished_at LIMIT $2",
-        )
-        .bind(cutoff)
-        .bind(batch)
-        .fetch_all(&self.pool)
-        .await
-        .context("finding expired jobs")?;
-        let (done, files) =
-            retention::purge(&self.pool, &self.storage, &jobs, retention::Why::Expired).await?;
-        // A failed deletion does not count towards a full batch, so the
-        // loop cannot spin on it: it is retried on the next pass.
-        Ok((done.len() as u64, files))
     }
 
     /// Runs passes until `shutdown`, every `janitor_interval_secs`

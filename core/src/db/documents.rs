@@ -433,21 +433,68 @@ pub async fn mark_files_deleted(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::
     Ok(())
 }
 
-/// Finished jobs whose files wait for deletion (see [`files_to_delete`]),
-/// oldest first: the janitor's sweep after workers that stopped midway.
+/// Where a walk over finished jobs stands: the last one's `finished_at`
+/// and id, in that order. [`JobCursor::START`] is before every job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobCursor(pub DateTime<Utc>, pub Uuid);
+
+impl JobCursor {
+    /// Before any job (every job finished after 1970).
+    pub const START: JobCursor = JobCursor(DateTime::UNIX_EPOCH, Uuid::nil());
+}
+
+/// Finished jobs after `after` whose files wait for deletion (see
+/// [`files_to_delete`]), oldest first, with their cursors: the janitor's
+/// sweep after workers that stopped midway. The walk goes on past jobs
+/// whose files could not be deleted, which stay first in the order.
 pub async fn jobs_with_files_to_delete(
     db: impl PgExecutor<'_>,
+    after: JobCursor,
     limit: i64,
-) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
-        "SELECT id FROM jobs j
+) -> sqlx::Result<Vec<(Uuid, JobCursor)>> {
+    let rows: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, finished_at FROM jobs j
          WHERE finished_at IS NOT NULL AND file_deleted_at IS NULL
+           AND finished_at >= $1 AND (finished_at > $1 OR id > $2)
            AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.job_id = j.id AND d.state = 'pending')
-         ORDER BY finished_at LIMIT $1",
+         ORDER BY finished_at, id LIMIT $3",
     )
+    .bind(after.0)
+    .bind(after.1)
     .bind(limit)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, at)| (id, JobCursor(at, id)))
+        .collect())
+}
+
+/// Jobs after `after` that finished before `cutoff` and still have their
+/// results, oldest first, with their stored file's key, whether their files
+/// are deleted, and their cursors: the janitor's expiry.
+pub async fn jobs_to_expire(
+    db: impl PgExecutor<'_>,
+    cutoff: DateTime<Utc>,
+    after: JobCursor,
+    limit: i64,
+) -> sqlx::Result<Vec<((Uuid, String, bool), JobCursor)>> {
+    let rows: Vec<(Uuid, String, bool, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, storage_key, file_deleted_at IS NOT NULL, finished_at FROM jobs
+         WHERE finished_at < $1 AND results_expired_at IS NULL
+           AND finished_at >= $2 AND (finished_at > $2 OR id > $3)
+         ORDER BY finished_at, id LIMIT $4",
+    )
+    .bind(cutoff)
+    .bind(after.0)
+    .bind(after.1)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, key, deleted, at)| ((id, key, deleted), JobCursor(at, id)))
+        .collect())
 }
 
 /// A document and its result, for the results API.

@@ -496,6 +496,74 @@ async fn a_janitor_step_past_its_time_limit_does_not_stop_the_others() {
     assert!(report.leader);
 }
 
+/// Jobs whose stored files cannot be deleted (here a folder stands where
+/// the file should be) hold up no other job: the janitor walks on past
+/// them, the jobs after them still expire, and the pass fails, saying so,
+/// which alerts. Taken first in every batch, a batch of them used to stop
+/// the expiry of every later job, while the pass counted as complete.
+#[tokio::test]
+async fn files_that_cannot_be_deleted_hold_up_no_other_job() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.janitor_batch = 2).await;
+    let (account, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let mut jobs = Vec::new();
+    for i in 0..6 {
+        let name = format!("{i}.pdf");
+        jobs.push(app.submit(&key, template, &name, example_pdf()).await);
+    }
+    app.drain().await;
+    let root = std::path::PathBuf::from(app.config.storage_url.strip_prefix("file://").unwrap());
+    let (stuck, rest) = jobs.split_at(3);
+    for job in stuck {
+        let storage_key = format!("documents/{account}/{job}");
+        std::fs::create_dir_all(root.join(&storage_key).join("in-the-way")).unwrap();
+        sqlx::query(
+            "UPDATE jobs SET storage_key = $2, file_deleted_at = NULL,
+                             finished_at = now() - interval '3 days' WHERE id = $1",
+        )
+        .bind(job)
+        .bind(&storage_key)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE jobs SET finished_at = now() - interval '2 days' WHERE id = ANY($1)")
+        .bind(rest)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let error = app
+        .janitor()
+        .run_once(chrono::Utc::now())
+        .await
+        .expect_err("files left undeleted fail the pass");
+    let error = format!("{error:#}");
+    assert!(
+        error.starts_with("2 of the janitor's steps failed")
+            && error.ends_with(
+                "first: the stored files of 3 delivered jobs could not be deleted (the warnings \
+                 name the jobs and the storage's errors); they are tried again at the next pass"
+            ),
+        "{error}"
+    );
+    let expired: Vec<(Uuid, bool)> =
+        sqlx::query_as("SELECT id, results_expired_at IS NOT NULL FROM jobs ORDER BY finished_at")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let gone = |ids: &[Uuid]| {
+        expired
+            .iter()
+            .filter(|(id, done)| ids.contains(id) && *done)
+            .count()
+    };
+    assert_eq!((gone(stuck), gone(rest)), (0, 3), "{expired:?}");
+    for job in stuck {
+        assert!(root.join(format!("documents/{account}/{job}")).is_dir());
+    }
+}
+
 /// Inserts `n` queue tasks that finished now, for the janitor to prune.
 async fn finished_tasks(pool: &sqlx::PgPool, n: i32) {
     sqlx::query(
