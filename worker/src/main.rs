@@ -18,11 +18,13 @@ async fn main() -> anyhow::Result<()> {
         paperhook_core::boot::shutdown_signal().await;
         signal.cancel();
     });
+    // Exit at once either way: dropping the runtime would wait for every
+    // blocking thread, that of an extraction released to the queue at the
+    // end of the shutdown grace period included (up to its time limit, while
+    // another worker does it again).
     if let Err(e) = worker.run(shutdown).await {
-        // Exit at once: dropping the runtime would wait for every blocking
-        // thread, a given-up extraction's included.
         tracing::error!(error = format!("{e:#}"), "paperhook-worker stopped");
         std::process::exit(1);
     }
-    Ok(())
+    std::process::exit(0)
 }

@@ -76,7 +76,9 @@ pub async fn split_job(w: &Worker, task: &Task) -> Result<Next, Retry> {
 
 async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry> {
     if !documents::start_unzipping(&w.pool, job.id).await? {
-        // Split by another attempt since this one read the job.
+        // Split by another attempt since this one read the job: done (left
+        // running, the task would wait for its lease and spend an attempt).
+        queue::complete(&w.pool, task).await?;
         return Ok(None);
     }
     let archive = match w.storage.get(&job.storage_key).await {
@@ -395,21 +397,28 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
         documents::set_job_status(&mut *tx, job.id, status::PROCESSING_IMAGE).await?;
         tx.commit().await?;
     }
+    // An account with nothing left cannot pay for any page: failed before
+    // the extraction (up to `document_time_limit_secs` of work per document,
+    // each of a ZIP's entries after the balance ran out) rather than after.
+    // The charge below is the check that counts.
+    let balance: Option<i64> = sqlx::query_scalar("SELECT credits FROM accounts WHERE id = $1")
+        .bind(job.account_id)
+        .fetch_optional(&w.pool)
+        .await?;
+    // Failed before it was read: no page count.
+    let unread = |code, message| finish_failed(w, task, &job, &template, &doc, None, code, message);
+    if balance.is_some_and(|credits| credits <= 0) {
+        return unread(
+            "insufficient_credits",
+            "the account has no credits left (a page costs 1): add credits, then submit this document again",
+        )
+        .await;
+    }
     let key = doc.storage_key.clone().unwrap_or_default();
     let data = match w.storage.get(&key).await {
         Ok(data) => data,
         Err(StorageError::NotFound(_) | StorageError::InvalidKey(_)) => {
-            return finish_failed(
-                w,
-                task,
-                &job,
-                &template,
-                &doc,
-                None,
-                "file_missing",
-                "the document is no longer in storage",
-            )
-            .await;
+            return unread("file_missing", "the document is no longer in storage").await;
         }
         Err(e) => return Err(e.into()),
     };
@@ -517,7 +526,7 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
         Charge::Insufficient { balance } => {
             drop(tx);
             let message = format!(
-                "the document has {pages} page(s) and costs {pages} credit(s); the account has {balance}"
+                "the document has {pages} page(s) and costs {pages} credit(s); the account has {balance}: add credits, then submit this document again"
             );
             return finish_failed(
                 w,

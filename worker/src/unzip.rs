@@ -5,7 +5,7 @@
 //! Only the current entry is ever in memory: each accepted entry is handed
 //! to `emit` (which stores it) before the next is read.
 
-use std::io::{Read, Seek};
+use std::io::{Read, Seek, SeekFrom};
 
 use paperhook_extract::sniff::{self, DocType};
 
@@ -58,13 +58,83 @@ fn ignored(name: &str) -> bool {
             .any(|part| part.starts_with('.') && part != "." && part != "..")
 }
 
+/// The number of entries the archive's end record declares, read before the
+/// central directory: the zip crate holds every entry's header in memory
+/// (some hundred bytes each) before its count can be checked, and a 50 MiB
+/// archive of empty entries declares about 700,000. None when there is no
+/// readable end record (the zip crate then says what is wrong).
+fn declared_entries<R: Read + Seek>(reader: &mut R) -> std::io::Result<Option<u64>> {
+    let len = reader.seek(SeekFrom::End(0))?;
+    // The end record (22 bytes) and its comment (at most 65,535).
+    let tail_len = len.min(22 + 65_535);
+    reader.seek(SeekFrom::Start(len - tail_len))?;
+    let mut tail = vec![0; tail_len as usize];
+    reader.read_exact(&mut tail)?;
+    let Some(end) = tail.windows(4).rposition(|w| w == b"PK\x05\x06") else {
+        return Ok(None);
+    };
+    let Some(record) = tail.get(end..end + 22) else {
+        return Ok(None);
+    };
+    let entries = u16::from_le_bytes([record[10], record[11]]);
+    if entries != u16::MAX {
+        return Ok(Some(entries.into()));
+    }
+    // ZIP64: the locator just before the end record gives the offset of the
+    // ZIP64 end record, which holds the count in 8 bytes at 32.
+    let Some(locator) = end.checked_sub(20).and_then(|at| tail.get(at..end)) else {
+        return Ok(None);
+    };
+    if &locator[..4] != b"PK\x06\x07" {
+        return Ok(None);
+    }
+    let offset = u64::from_le_bytes(locator[8..16].try_into().expect("8 bytes"));
+    let mut record = [0u8; 40];
+    if offset.checked_add(40).is_none_or(|past| past > len) {
+        return Ok(None);
+    }
+    reader.seek(SeekFrom::Start(offset))?;
+    reader.read_exact(&mut record)?;
+    if &record[..4] != b"PK\x06\x06" {
+        return Ok(None);
+    }
+    Ok(Some(u64::from_le_bytes(
+        record[32..40].try_into().expect("8 bytes"),
+    )))
+}
+
+fn too_many(entries: u64, limits: Limits) -> ZipFailure {
+    fail(
+        "zip_too_many_entries",
+        format!(
+            "the ZIP archive has {entries} entries; the limit is {}",
+            limits.max_entries
+        ),
+    )
+}
+
 /// Walks the archive in order and calls `emit` for each entry that becomes a
 /// document (accepted or rejected). `emit` returning an error stops the walk.
 pub fn scan<R: Read + Seek>(
-    reader: R,
+    mut reader: R,
     limits: Limits,
     mut emit: impl FnMut(Entry) -> Result<(), ZipFailure>,
 ) -> Result<usize, ZipFailure> {
+    let declared = declared_entries(&mut reader).map_err(|e| {
+        fail(
+            "invalid_zip",
+            format!("the ZIP archive could not be read: {e}"),
+        )
+    })?;
+    if let Some(entries) = declared.filter(|n| *n > u64::from(limits.max_entries)) {
+        return Err(too_many(entries, limits));
+    }
+    reader.seek(SeekFrom::Start(0)).map_err(|e| {
+        fail(
+            "invalid_zip",
+            format!("the ZIP archive could not be read: {e}"),
+        )
+    })?;
     // The one place that opens archives (clippy.toml points everyone here).
     #[allow(clippy::disallowed_methods)]
     let mut archive = zip::ZipArchive::new(reader).map_err(|e| {
@@ -74,14 +144,7 @@ pub fn scan<R: Read + Seek>(
         )
     })?;
     if archive.len() > limits.max_entries as usize {
-        return Err(fail(
-            "zip_too_many_entries",
-            format!(
-                "the ZIP archive has {} entries; the limit is {}",
-                archive.len(),
-                limits.max_entries
-            ),
-        ));
+        return Err(too_many(archive.len() as u64, limits));
     }
     let mut total: u64 = 0;
     let mut emitted = 0;
@@ -283,6 +346,35 @@ mod tests {
                 Entry::Rejected { name, code, .. } => format!("{code}:{name}"),
             })
             .collect()
+    }
+
+    /// The count is read from the end record, before the zip crate reads a
+    /// central directory it would hold whole: an archive declaring a
+    /// million entries (ZIP64) is refused for that, not read first.
+    #[test]
+    fn the_declared_count_is_checked_first() {
+        let ok = build(&[("a.png", b"x"), ("b.png", b"y"), ("c.png", b"z")]);
+        assert_eq!(declared_entries(&mut Cursor::new(&ok)).unwrap(), Some(3));
+        let mut zip64 = Vec::new();
+        zip64.extend_from_slice(b"PK\x06\x06");
+        zip64.extend_from_slice(&44u64.to_le_bytes());
+        zip64.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        zip64.extend_from_slice(&1_000_000u64.to_le_bytes());
+        zip64.extend_from_slice(&1_000_000u64.to_le_bytes());
+        zip64.extend_from_slice(&[0; 16]);
+        zip64.extend_from_slice(b"PK\x06\x07");
+        zip64.extend_from_slice(&[0; 4]);
+        zip64.extend_from_slice(&0u64.to_le_bytes());
+        zip64.extend_from_slice(&1u32.to_le_bytes());
+        zip64.extend_from_slice(b"PK\x05\x06");
+        zip64.extend_from_slice(&[0xFF; 16]);
+        zip64.extend_from_slice(&[0, 0]);
+        let err = run(zip64, LIMITS).unwrap_err();
+        assert_eq!(err.code, "zip_too_many_entries", "{err}");
+        assert!(err.message.contains("1000000 entries"), "{err}");
+        // No end record at all: the zip crate's own error.
+        let err = run(b"PK\x03\x04 not a zip".to_vec(), LIMITS).unwrap_err();
+        assert_eq!(err.code, "invalid_zip", "{err}");
     }
 
     #[test]

@@ -279,9 +279,12 @@ pub async fn finish_job_if_done(
     tx: &mut PgConnection,
     job_id: Uuid,
 ) -> sqlx::Result<Option<Finished>> {
-    // Lock the job so two last documents finishing together agree.
+    // Lock the job so two last documents finishing together agree: as an
+    // UPDATE locks it, which the foreign-key checks of the webhook rows
+    // each sibling inserted first (FOR KEY SHARE) do not wait for. FOR
+    // UPDATE waited for them, and two siblings failing at once deadlocked.
     let job: Option<(String, String)> =
-        sqlx::query_as("SELECT status, content_type FROM jobs WHERE id = $1 FOR UPDATE")
+        sqlx::query_as("SELECT status, content_type FROM jobs WHERE id = $1 FOR NO KEY UPDATE")
             .bind(job_id)
             .fetch_optional(&mut *tx)
             .await?;

@@ -216,6 +216,48 @@ async fn a_worker_stuck_in_a_decoder_fails_the_document_and_exits() {
     assert_eq!(app.charges(account).await, 0);
 }
 
+/// A worker process stopped (SIGTERM) while an extraction runs gives the
+/// task back at the end of its grace period and exits then: it used to
+/// return from `main` and wait for the render's thread to end (about a
+/// minute here, up to the document limit in general) while another worker
+/// did the document again.
+#[tokio::test]
+async fn a_stopped_worker_exits_at_the_end_of_its_grace_period() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    // A page that takes about a minute to render (see above).
+    let job = app
+        .submit(&key, template, "drawing.pdf", &pdf_painting_page(30_000))
+        .await;
+    let mut child = app.worker_process(&[
+        ("PAPERHOOK_MAX_PAGE_OVERDRAW", "1000000"),
+        ("PAPERHOOK_WORKER_SHUTDOWN_GRACE_SECS", "1"),
+    ]);
+    eventually(30, "the document being read", || async {
+        let st = app.job_status(&key, job).await;
+        (st["documents"][0]["status"] == "PROCESSING IMAGE").then_some(())
+    })
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the stopped worker waited for the render to end")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    // Given back, not failed: the next worker reads it.
+    let state: String = sqlx::query_scalar("SELECT state FROM tasks WHERE kind = 'document'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "available");
+}
+
 #[tokio::test]
 async fn only_one_janitor_works_at_a_time() {
     let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;

@@ -225,7 +225,23 @@ async fn insufficient_credits_fails_without_charging() {
     let (account, key) = app.account(1).await;
     let (template, _) = app.template(&key, Some(&hook.url)).await;
     let first = app.submit(&key, template, "a.pdf", example_pdf()).await;
+    app.drain().await;
+    // Accepted while the account had a credit (as when another document
+    // took the last one meanwhile), read once it has none.
+    let set_credits = |n: i64| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query("UPDATE accounts SET credits = $2 WHERE id = $1")
+                .bind(account)
+                .bind(n)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    set_credits(1).await;
     let second = app.submit(&key, template, "b.pdf", example_pdf()).await;
+    set_credits(0).await;
     app.drain().await;
     let a = app.job_status(&key, first).await;
     let b = app.job_status(&key, second).await;
@@ -238,6 +254,15 @@ async fn insufficient_credits_fails_without_charging() {
         "{failed}"
     );
     assert_eq!(failed["documents"][0]["status"], "PROCESS IMAGE FAILED");
+    // With no credit left it is not even read: failed before extraction.
+    assert!(failed["documents"][0]["pages"].is_null(), "{failed}");
+    assert!(
+        failed["documents"][0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no credits left (a page costs 1): add credits"),
+        "{failed}"
+    );
     assert_eq!(app.credits(account).await, 0);
     assert_eq!(app.charges(account).await, 1);
     let got = hook.received();
@@ -1378,6 +1403,43 @@ async fn giving_up_locks_the_account_and_job_before_the_task() {
     let st = app.job_status(&key, job).await;
     assert_eq!(st["status"], "FAILED", "{st}");
     assert_eq!(st["error"]["code"], "processing_failed", "{st}");
+}
+
+/// Two documents of a job finishing at once, each having inserted its
+/// webhook row first (whose foreign-key check holds the job FOR KEY SHARE),
+/// both get through `finish_job_if_done`, one after the other: its lock on
+/// the job was FOR UPDATE, which waits for the other's key-share lock, so
+/// each waited for the other and PostgreSQL ended one (a deadlock), to be
+/// extracted again.
+#[tokio::test]
+async fn siblings_finishing_together_do_not_deadlock() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, None).await;
+    let job = app.submit(&key, template, "a.pdf", example_pdf()).await;
+    let sibling = || {
+        let pool = app.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR KEY SHARE")
+                .bind(job)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx
+        }
+    };
+    let (mut a, mut b) = (sibling().await, sibling().await);
+    let finish_b = tokio::spawn(async move {
+        let finished = paperhook_core::db::documents::finish_job_if_done(&mut b, job).await;
+        (finished.map(|_| ()), b)
+    });
+    let finished_a = paperhook_core::db::documents::finish_job_if_done(&mut a, job).await;
+    assert!(finished_a.is_ok(), "{finished_a:?}");
+    a.rollback().await.unwrap();
+    let (finished_b, b) = finish_b.await.unwrap();
+    assert!(finished_b.is_ok(), "{finished_b:?}");
+    b.rollback().await.unwrap();
 }
 
 /// A job's webhook attempts answered 200, and those that kept an excerpt of
