@@ -53,6 +53,11 @@ pub enum AdminCommand {
 }
 
 /// Runs one admin command and returns what to print.
+/// `admin gen-key`: a new encryption key, made without the database.
+pub fn gen_key(id: u8) -> serde_json::Value {
+    json!({"encryption_key": Keyring::generate_spec(id)})
+}
+
 pub async fn run(
     cmd: AdminCommand,
     pool: &PgPool,
@@ -110,7 +115,7 @@ pub async fn run(
                 .ok_or_else(|| anyhow::anyhow!("no API key with prefix {key_prefix:?}"))?;
             json!({"key_prefix": key_prefix, "account_id": account, "revoked": true})
         }
-        AdminCommand::GenKey { id } => json!({"encryption_key": Keyring::generate_spec(id)}),
+        AdminCommand::GenKey { id } => gen_key(id),
         AdminCommand::Reencrypt => {
             let keyring =
                 keyring.ok_or_else(|| anyhow::anyhow!("encryption_keys is not configured"))?;

@@ -213,7 +213,15 @@ impl EndpointOutRegister for ApiError {
             ("400", "Malformed request (JSON or multipart)"),
             ("401", "Missing, unknown or revoked API key"),
             ("402", "No credits left"),
+            (
+                "403",
+                "A dashboard session's state-changing request without its x-csrf-token",
+            ),
             ("404", "Unknown id, or one of another account"),
+            (
+                "408",
+                "The request's body did not arrive within submission_read_timeout_secs",
+            ),
             ("413", "Document or body over the size limit"),
             ("415", "Unsupported document or media type"),
             (

@@ -45,6 +45,14 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::json!({"migrated": true}));
             Ok(())
         }
+        // Made before anything runs (the compose file's first step): no
+        // database needed.
+        Command::Admin {
+            command: AdminCommand::GenKey { id },
+        } => {
+            println!("{}", admin::gen_key(id));
+            Ok(())
+        }
         Command::Admin { command } => {
             let keyring = config.keyring().ok();
             let pool = paperhook_core::db::pool(&config)?;

@@ -45,7 +45,7 @@ Examples:
 
 The file is config.toml in paperhook's config directory (for example
 ~/.config/paperhook/config.toml), readable only by you (mode 0600);
-PAPERHOOK_CONFIG names another file. PAPERHOOK_URL and PAPERHOOK_API_KEY
+PAPERHOOK_CLI_CONFIG names another file. PAPERHOOK_URL and PAPERHOOK_API_KEY
 override what it holds.")]
     Login(LoginArgs),
 
@@ -76,7 +76,8 @@ Examples:
 Every file (or --zip bundle) is sent with an Idempotency-Key made from the
 template, the file's SHA-256 and the static values: running the same command
 again (after Ctrl-C, a crash or a lost connection) returns the jobs already
-created instead of submitting them twice, for 24 hours. Files with identical
+created instead of submitting them twice, for the server's idempotency_ttl_secs
+(24 hours by default). Files with identical
 content are submitted once. 429 and 5xx answers are retried, honouring
 Retry-After.
 
@@ -325,7 +326,7 @@ Examples:
 
 Each is sent with its own webhook-id (receivers de-duplicate on it) and a
 fresh retry schedule, and is not charged again. Jobs whose results expired
-(24 hours after they finished) are left out. Find them first with the
+(result_retention_secs after they finished, 24 hours by default) are left out. Find them first with the
 dashboard's jobs list (Webhook filter) or GET /v1/jobs?delivery=failed.")]
     Resend(ResendArgs),
 }

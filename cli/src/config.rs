@@ -22,17 +22,18 @@ pub struct Credentials {
     pub key_from_env: bool,
 }
 
-/// The credentials file: PAPERHOOK_CONFIG, else `paperhook/config.toml` in
+/// The credentials file: PAPERHOOK_CLI_CONFIG, else `paperhook/config.toml` in
 /// the platform's config directory ($XDG_CONFIG_HOME or ~/.config on Linux).
 pub fn path() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("PAPERHOOK_CONFIG").filter(|p| !p.is_empty()) {
+    if let Some(p) = std::env::var_os("PAPERHOOK_CLI_CONFIG").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
     dirs::config_dir()
         .map(|d| d.join("paperhook").join("config.toml"))
         .ok_or_else(|| {
-            CliError::new("cannot tell where your config directory is (HOME is not set)")
-                .hint("set PAPERHOOK_CONFIG to a file path, or PAPERHOOK_URL and PAPERHOOK_API_KEY")
+            CliError::new("cannot tell where your config directory is (HOME is not set)").hint(
+                "set PAPERHOOK_CLI_CONFIG to a file path, or PAPERHOOK_URL and PAPERHOOK_API_KEY",
+            )
         })
 }
 

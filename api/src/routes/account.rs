@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 
 #[derive(Serialize, ToSchema)]
 pub struct AccountOut {
@@ -65,7 +65,7 @@ impl From<LedgerEntry> for LedgerEntryOut {
 #[derive(Debug, Deserialize, ToParameters)]
 #[salvo(parameters(default_parameter_in = Query))]
 pub struct LedgerQuery {
-    /// Entries per page, 1-200 (default 50; values outside are clamped).
+    /// Entries per page, 1-200 (default 50; others: `422 invalid_limit`).
     limit: Option<i64>,
     /// The `next_before` of the previous page: only entries older than it.
     before: Option<i64>,
@@ -75,7 +75,18 @@ pub struct LedgerQuery {
 #[endpoint(tags("account"))]
 pub async fn get_ledger(depot: &mut Depot, query: LedgerQuery) -> ApiResult<Json<LedgerPage>> {
     let account_id = auth::account(depot).id;
-    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    // Refused as the other listings refuse it: a page of another size
+    // than asked for would be misread.
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=super::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::unprocessable(
+            "invalid_limit",
+            format!(
+                "limit must be 1-{}, not {limit}; page with before",
+                super::MAX_PAGE
+            ),
+        ));
+    }
     let before = query.before;
     let state = crate::state(depot);
     let entries = accounts::ledger(&state.pool, account_id, before, limit).await?;

@@ -390,8 +390,7 @@ pub async fn delete_job(
                 Err(e) => ApiError::internal("deleting a job's data", &format!("{e:#}")),
             })?;
         if done.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return Err(ApiError::unavailable(
                 "storage_unavailable",
                 "the stored file could not be deleted; nothing was changed, try again",
             ));

@@ -773,7 +773,7 @@ fn accepted(res: &mut Response, job: &JobRow, replayed: bool) {
 /// object; a JSON string in multipart) optional. The job is stored and queued
 /// with status NEW; results go to the template's webhook and to
 /// `/v1/job-results`. With an `Idempotency-Key` header, a repeat of the same
-/// key within 24 hours returns the first job (header `Idempotent-Replayed: true`).
+/// key within `idempotency_ttl_secs` (24 hours by default) returns the first job (header `Idempotent-Replayed: true`).
 #[endpoint(
     tags("jobs"),
     request_body(content = ProcessJobRequest, content_type = "application/json"),

@@ -54,7 +54,8 @@ pub struct JobResults {
     #[salvo(schema(value_type = Object))]
     pub static_values: Value,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// When the results will be deleted (24 hours after the job finished).
+    /// When the results will be deleted (`result_retention_secs` after the job
+    /// finished: 24 hours by default).
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     pub documents: Vec<DocumentResultOut>,
 }
@@ -62,7 +63,8 @@ pub struct JobResults {
 /// The results of a job: JSON with the job, its `static_values` and each
 /// document's `result`, or CSV with one row per document (header: document
 /// columns, static value keys, then the template's field names). Kept for
-/// 24 hours after the job finishes; then 410 `results_expired`. A job still
+/// `result_retention_secs` (24 hours by default) after the job finishes;
+/// then 410 `results_expired`. A job still
 /// running answers 409 `results_not_ready`.
 #[endpoint(
     tags("jobs"),
@@ -70,7 +72,7 @@ pub struct JobResults {
     responses(
         (status_code = 200, body = JobResults, description = "JSON results (or text/csv when result_format is csv)"),
         (status_code = 409, description = "The job has not finished yet (results_not_ready)"),
-        (status_code = 410, description = "The results were deleted 24 hours after the job finished (results_expired), or on request (results_deleted)")
+        (status_code = 410, description = "The results were deleted result_retention_secs (24 hours by default) after the job finished (results_expired), or on request (results_deleted)")
     )
 )]
 pub async fn job_results(
@@ -415,6 +417,7 @@ pub struct Redelivered {
     responses(
         (status_code = 202, body = Redelivered),
         (status_code = 409, description = "The job has not finished (job_not_finished) or has no webhook deliveries (nothing_to_redeliver)"),
+        (status_code = 410, description = "The job's results expired (results_expired) or were deleted on request (results_deleted): nothing left to send"),
     )
 )]
 pub async fn redeliver(
@@ -473,7 +476,7 @@ fn expired() -> ApiError {
     ApiError::new(
         StatusCode::GONE,
         "results_expired",
-        "the results of this job were deleted 24 hours after it finished and cannot be recovered",
+        "the results of this job were deleted when their retention ended (result_retention_secs after it finished) and cannot be recovered",
     )
 }
 

@@ -556,6 +556,14 @@ async fn every_bad_submission_gets_its_status_and_code() {
             "invalid_job_id",
         );
     }
+    for limit in ["0", "201"] {
+        let path = format!("/v1/account/ledger?limit={limit}");
+        assert_error(
+            &send(app.req(Method::GET, &path, &key)).await,
+            422,
+            "invalid_limit",
+        );
+    }
     let got = send(app.req(Method::GET, "/v1/account/ledger?limit=abc", &key)).await;
     assert_error(&got, 400, "bad_request");
     assert!(

@@ -503,3 +503,28 @@ async fn test_event_reaches_the_receiver_signed() {
     assert_eq!(out["error_class"], "refused");
     assert!(out["status_code"].is_null());
 }
+
+/// `admin gen-key` is the first step of the compose file's start, before
+/// any database runs: it needs none (it used to connect and migrate first,
+/// failing after the connect timeout).
+#[tokio::test]
+async fn an_encryption_key_is_made_without_a_database() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_paperhook-api"))
+        .args(["admin", "gen-key", "--id", "3"])
+        .env(
+            "PAPERHOOK_DATABASE_URL",
+            "postgres://paperhook@127.0.0.1:1/none",
+        )
+        .env("PAPERHOOK_DB_ACQUIRE_TIMEOUT_SECS", "60")
+        .env_remove("DATABASE_URL")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), out)
+        .await
+        .expect("gen-key waited for a database")
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = made["encryption_key"].as_str().unwrap();
+    assert!(key.starts_with("3:") && key.len() > 40, "{key}");
+}

@@ -15,7 +15,7 @@ async fn login_writes_a_private_file_and_a_bad_key_is_a_clear_error() {
         let mut cmd = sys.cli(&key);
         cmd.env_remove("PAPERHOOK_URL")
             .env_remove("PAPERHOOK_API_KEY")
-            .env_remove("PAPERHOOK_CONFIG")
+            .env_remove("PAPERHOOK_CLI_CONFIG")
             .env("HOME", home.path())
             .env("XDG_CONFIG_HOME", &xdg)
             .args(args);

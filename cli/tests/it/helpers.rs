@@ -115,7 +115,10 @@ impl System {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_paperhook"));
         cmd.env("PAPERHOOK_URL", &self.url)
             .env("PAPERHOOK_API_KEY", key)
-            .env("PAPERHOOK_CONFIG", self.dir.path().join("no-config.toml"))
+            .env(
+                "PAPERHOOK_CLI_CONFIG",
+                self.dir.path().join("no-config.toml"),
+            )
             .env_remove("NO_COLOR")
             .env_remove("PAPERHOOK_WEBHOOK_SECRET")
             .stdin(std::process::Stdio::null())
