@@ -1429,17 +1429,19 @@ async fn siblings_finishing_together_do_not_deadlock() {
             tx
         }
     };
-    let (mut a, mut b) = (sibling().await, sibling().await);
-    let finish_b = tokio::spawn(async move {
-        let finished = paperhook_core::db::documents::finish_job_if_done(&mut b, job).await;
-        (finished.map(|_| ()), b)
-    });
-    let finished_a = paperhook_core::db::documents::finish_job_if_done(&mut a, job).await;
-    assert!(finished_a.is_ok(), "{finished_a:?}");
-    a.rollback().await.unwrap();
-    let (finished_b, b) = finish_b.await.unwrap();
-    assert!(finished_b.is_ok(), "{finished_b:?}");
-    b.rollback().await.unwrap();
+    // Both hold the job FOR KEY SHARE before either asks for its lock; each
+    // then finishes and ends its own transaction, as a worker does.
+    let (a, b) = (sibling().await, sibling().await);
+    let finish = |mut tx: sqlx::Transaction<'static, sqlx::Postgres>| {
+        tokio::spawn(async move {
+            let finished = paperhook_core::db::documents::finish_job_if_done(&mut tx, job).await;
+            tx.rollback().await.unwrap();
+            finished.map(|_| ())
+        })
+    };
+    let (a, b) = (finish(a), finish(b));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
 }
 
 /// A job's webhook attempts answered 200, and those that kept an excerpt of
