@@ -52,12 +52,12 @@ pub enum AdminCommand {
     Reencrypt,
 }
 
-/// Runs one admin command and returns what to print.
 /// `admin gen-key`: a new encryption key, made without the database.
 pub fn gen_key(id: u8) -> serde_json::Value {
     json!({"encryption_key": Keyring::generate_spec(id)})
 }
 
+/// Runs one admin command and returns what to print.
 pub async fn run(
     cmd: AdminCommand,
     pool: &PgPool,

@@ -204,8 +204,11 @@ impl Janitor {
                     let jobs = documents::jobs_with_files_to_delete(&self.pool, after, batch)
                         .await
                         .context("finding delivered jobs with files")?;
-                    for (id, cursor) in &jobs {
-                        after = *cursor;
+                    let Some((_, last)) = jobs.last() else {
+                        break;
+                    };
+                    after = *last;
+                    for (id, _) in &jobs {
                         match retention::delete_delivered_files(&self.pool, &self.storage, *id)
                             .await?
                         {
@@ -234,8 +237,7 @@ impl Janitor {
                         break;
                     };
                     after = *last;
-                    let targets: Vec<retention::Target> =
-                        jobs.iter().map(|(target, _)| target.clone()).collect();
+                    let (targets, _): (Vec<retention::Target>, Vec<_>) = jobs.into_iter().unzip();
                     let (done, files) =
                         retention::purge(&self.pool, &self.storage, &targets, Why::Expired).await?;
                     report.jobs_expired += done.len() as u64;

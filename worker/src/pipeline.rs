@@ -6,6 +6,7 @@ use std::io::Cursor;
 
 use anyhow::Context;
 use paperhook_core::bounded::{Bounded, run_bounded};
+use paperhook_core::db::accounts;
 use paperhook_core::db::deliveries::{self, Sender};
 use paperhook_core::db::documents::{self, Charge, Finished, NewDocument};
 use paperhook_core::db::jobs::{self, DocumentRow, JobRow};
@@ -401,13 +402,10 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
     // the extraction (up to `document_time_limit_secs` of work per document,
     // each of a ZIP's entries after the balance ran out) rather than after.
     // The charge below is the check that counts.
-    let balance: Option<i64> = sqlx::query_scalar("SELECT credits FROM accounts WHERE id = $1")
-        .bind(job.account_id)
-        .fetch_optional(&w.pool)
-        .await?;
+    let account = accounts::get(&w.pool, job.account_id).await?;
     // Failed before it was read: no page count.
     let unread = |code, message| finish_failed(w, task, &job, &template, &doc, None, code, message);
-    if balance.is_some_and(|credits| credits <= 0) {
+    if account.is_some_and(|a| a.credits <= 0) {
         return unread(
             "insufficient_credits",
             "the account has no credits left (a page costs 1): add credits, then submit this document again",

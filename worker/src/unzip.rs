@@ -120,21 +120,17 @@ pub fn scan<R: Read + Seek>(
     limits: Limits,
     mut emit: impl FnMut(Entry) -> Result<(), ZipFailure>,
 ) -> Result<usize, ZipFailure> {
-    let declared = declared_entries(&mut reader).map_err(|e| {
-        fail(
-            "invalid_zip",
-            format!("the ZIP archive could not be read: {e}"),
-        )
-    })?;
+    let declared = declared_entries(&mut reader)
+        .and_then(|n| reader.seek(SeekFrom::Start(0)).map(|_| n))
+        .map_err(|e| {
+            fail(
+                "invalid_zip",
+                format!("the ZIP archive could not be read: {e}"),
+            )
+        })?;
     if let Some(entries) = declared.filter(|n| *n > u64::from(limits.max_entries)) {
         return Err(too_many(entries, limits));
     }
-    reader.seek(SeekFrom::Start(0)).map_err(|e| {
-        fail(
-            "invalid_zip",
-            format!("the ZIP archive could not be read: {e}"),
-        )
-    })?;
     // The one place that opens archives (clippy.toml points everyone here).
     #[allow(clippy::disallowed_methods)]
     let mut archive = zip::ZipArchive::new(reader).map_err(|e| {

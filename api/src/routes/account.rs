@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 
 #[derive(Serialize, ToSchema)]
 pub struct AccountOut {
@@ -75,18 +75,7 @@ pub struct LedgerQuery {
 #[endpoint(tags("account"))]
 pub async fn get_ledger(depot: &mut Depot, query: LedgerQuery) -> ApiResult<Json<LedgerPage>> {
     let account_id = auth::account(depot).id;
-    // Refused as the other listings refuse it: a page of another size
-    // than asked for would be misread.
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=super::MAX_PAGE).contains(&limit) {
-        return Err(ApiError::unprocessable(
-            "invalid_limit",
-            format!(
-                "limit must be 1-{}, not {limit}; page with before",
-                super::MAX_PAGE
-            ),
-        ));
-    }
+    let limit = super::page_limit(query.limit, "before")?;
     let before = query.before;
     let state = crate::state(depot);
     let entries = accounts::ledger(&state.pool, account_id, before, limit).await?;

@@ -58,13 +58,7 @@ pub struct Page {
 impl Page {
     /// `(limit, offset)`, or `422 invalid_limit` / `invalid_offset`.
     pub fn bounds(&self) -> ApiResult<(i64, i64)> {
-        let limit = self.limit.unwrap_or(50);
-        if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(ApiError::unprocessable(
-                "invalid_limit",
-                format!("limit must be 1-{MAX_PAGE}, not {limit}; page with offset"),
-            ));
-        }
+        let limit = page_limit(self.limit, "offset")?;
         let offset = self.offset.unwrap_or(0);
         if offset < 0 {
             return Err(ApiError::unprocessable(
@@ -78,3 +72,17 @@ impl Page {
 
 /// The most items a page of a listing holds.
 pub const MAX_PAGE: i64 = 200;
+
+/// A listing's `limit` (50 by default), or `422 invalid_limit` outside
+/// 1-[`MAX_PAGE`]: a page of another size than asked for would be misread.
+/// `paging` names the parameter that pages on.
+pub fn page_limit(limit: Option<i64>, paging: &str) -> ApiResult<i64> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::unprocessable(
+            "invalid_limit",
+            format!("limit must be 1-{MAX_PAGE}, not {limit}; page with {paging}"),
+        ));
+    }
+    Ok(limit)
+}
