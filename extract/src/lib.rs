@@ -1014,6 +1014,16 @@ pub fn render_page(doc: &[u8], page: u32, dpi: u32, opts: &Options) -> Result<Gr
     if kind != Kind::Pdf {
         return guard(|| image_page(doc, kind, page, opts));
     }
+    guard(|| render_pdf_page(doc, page, dpi, opts, started))
+}
+
+fn render_pdf_page(
+    doc: &[u8],
+    page: u32,
+    dpi: u32,
+    opts: &Options,
+    started: Instant,
+) -> Result<GrayImage, Error> {
     let pdf = pdf::open(doc)?;
     let sizes = pdf::check_streams(&pdf, embedded_image_limit(opts), &|| {
         within_time(started, opts.document_time_limit, page)

@@ -144,11 +144,24 @@ fn label_regex(l: &LabelLocator) -> Option<Regex> {
     match (&l.label, &l.label_regex) {
         (_, Some(p)) => compile_regex(p, true).ok(),
         (Some(t), None) => {
-            let tokens: Vec<String> = t
+            let tokens: Vec<&str> = t
                 .split_whitespace()
-                .map(|w| regex::escape(w.trim_end_matches(':')))
+                .map(|w| w.trim_end_matches(':'))
+                .filter(|w| !w.is_empty())
                 .collect();
-            compile_regex(&format!(r"(?:^|\b|\s){}\s*:?", tokens.join(r"\s*")), true).ok()
+            // A label ending in a letter or digit ends at a word boundary
+            // ("No" is not the start of "Notes"), then may have an
+            // abbreviation's full stop ("No.: 4711").
+            let end = match tokens.last()?.chars().last() {
+                Some(c) if c.is_alphanumeric() || c == '_' => r"\b\.?",
+                _ => "",
+            };
+            let label: Vec<String> = tokens.iter().map(|w| regex::escape(w)).collect();
+            compile_regex(
+                &format!(r"(?:^|\b|\s){}{end}\s*:?", label.join(r"\s*")),
+                true,
+            )
+            .ok()
         }
         (None, None) => None,
     }
@@ -433,9 +446,15 @@ fn combine(c: Combine, values: &[Value], separator: &str) -> Option<Value> {
     }
 }
 
-/// Find a header's words in a line: consecutive words whose joined text
-/// equals the header (case-insensitive, colons ignored).
-fn find_header(page: &PageText, line: usize, header: &str) -> Option<(f64, f64)> {
+/// Find a header's words in a line: consecutive words, none of them
+/// `claimed` by another column, whose joined text equals the header
+/// (case-insensitive, colons ignored). Marks the words it takes.
+fn find_header(
+    page: &PageText,
+    line: usize,
+    header: &str,
+    claimed: &mut [bool],
+) -> Option<(f64, f64)> {
     let want: Vec<String> = header
         .split_whitespace()
         .map(|w| w.trim_end_matches(':').to_lowercase())
@@ -446,13 +465,15 @@ fn find_header(page: &PageText, line: usize, header: &str) -> Option<(f64, f64)>
     }
     for start in 0..=words.len() - want.len() {
         let ok = want.iter().enumerate().all(|(k, w)| {
-            page.words[words[start + k]]
-                .text
-                .trim_end_matches(':')
-                .to_lowercase()
-                == *w
+            !claimed[start + k]
+                && page.words[words[start + k]]
+                    .text
+                    .trim_end_matches(':')
+                    .to_lowercase()
+                    == *w
         });
         if ok {
+            claimed[start..start + want.len()].fill(true);
             return Some((
                 page.words[words[start]].bbox[0],
                 page.words[words[start + want.len() - 1]].bbox[2],
@@ -464,13 +485,20 @@ fn find_header(page: &PageText, line: usize, header: &str) -> Option<(f64, f64)>
 
 /// Column bounds from a header line, if it holds every column header:
 /// column k owns x from the midpoint of the gap to its left neighbour's
-/// header to the midpoint of the gap to its right one.
+/// header to the midpoint of the gap to its right one. Longer headers take
+/// their words first: "Price" is not found inside "Unit Price".
 fn header_bounds(t: &TableLocator, page: &PageText, line: usize) -> Option<Vec<(f64, f64)>> {
-    let spans: Vec<(f64, f64)> = t
-        .columns
-        .iter()
-        .map(|c| find_header(page, line, c.header.as_deref().unwrap_or(&c.name)))
-        .collect::<Option<_>>()?;
+    let header = |k: usize| {
+        let c = &t.columns[k];
+        c.header.as_deref().unwrap_or(&c.name)
+    };
+    let mut longest_first: Vec<usize> = (0..t.columns.len()).collect();
+    longest_first.sort_by_key(|&k| std::cmp::Reverse(header(k).split_whitespace().count()));
+    let mut claimed = vec![false; page.lines[line].words.len()];
+    let mut spans = vec![(0.0, 0.0); t.columns.len()];
+    for k in longest_first {
+        spans[k] = find_header(page, line, header(k), &mut claimed)?;
+    }
     let mut order: Vec<usize> = (0..spans.len()).collect();
     order.sort_by(|&a, &b| spans[a].0.total_cmp(&spans[b].0));
     let mut bounds = vec![(f64::NEG_INFINITY, f64::INFINITY); spans.len()];
@@ -796,6 +824,37 @@ mod tests {
         let found = locate(&locator, &pages, &post, never()).unwrap().unwrap();
         assert_eq!(found.value, json!(4711));
         assert_eq!(found.bbox, [0.3, 0.1, 0.38, 0.12]);
+    }
+
+    #[test]
+    fn a_label_is_matched_as_whole_words() {
+        let words = |line: &[(&str, f64)], y: f64| -> Vec<Word> {
+            line.iter()
+                .map(|&(t, x)| Word {
+                    text: t.into(),
+                    bbox: [x, y, x + 0.08, y + 0.02],
+                    confidence: 1.0,
+                })
+                .collect()
+        };
+        // "Notes:" comes first and starts with "No".
+        let mut all = words(&[("Notes:", 0.1), ("pay", 0.2), ("by", 0.3)], 0.1);
+        all.extend(words(
+            &[("Invoice", 0.1), ("No.:", 0.2), ("4711", 0.3)],
+            0.2,
+        ));
+        let pages = [PageText::new(1, Source::TextLayer, all)];
+        for label in ["No", "Invoice No"] {
+            let (locator, post) = field(json!({"name": "n", "type": "text",
+                "locator": {"kind": "label", "label": label, "direction": "right"}}));
+            let found = locate(&locator, &pages, &post, never()).unwrap().unwrap();
+            assert_eq!(found.value, json!("4711"), "{label}");
+        }
+        // A label ending in punctuation is matched as written.
+        let (locator, post) = field(json!({"name": "n", "type": "text",
+            "locator": {"kind": "label", "label": "Invoice No.", "direction": "right"}}));
+        let found = locate(&locator, &pages, &post, never()).unwrap().unwrap();
+        assert_eq!(found.value, json!("4711"));
     }
 
     #[test]

@@ -653,10 +653,14 @@ impl Post {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+        // The longest value contained wins ("Partially Paid" over "Paid"),
+        // the first in the template's order among equals.
         if let Some(v) = self
             .values
             .iter()
-            .find(|v| padded.contains(&format!(" {} ", v.to_lowercase())))
+            .rev()
+            .filter(|v| padded.contains(&format!(" {} ", v.to_lowercase())))
+            .max_by_key(|v| v.chars().count())
         {
             return Some(v.clone());
         }
@@ -724,9 +728,16 @@ fn edit_distance_within(a: &[char], b: &[char], max: usize) -> Option<usize> {
 /// Negative: a leading `-`/`−`, a trailing `-`, or parentheses.
 pub fn parse_number(s: &str, decimal: Option<char>, thousands: Option<char>) -> Option<(f64, u32)> {
     let chars: Vec<char> = s.chars().collect();
-    let is_sep = |c: char| {
-        matches!(c, '.' | ',' | '\'' | '’') || (thousands == Some(c) && c.is_whitespace())
+    // Text is NFKC-normalised: a no-break space declared as the separator
+    // arrives as a plain space, so any space stands for a space separator.
+    let space_thousands = thousands.is_some_and(char::is_whitespace);
+    let thousands = if space_thousands {
+        Some(' ')
+    } else {
+        thousands
     };
+    let is_sep =
+        |c: char| matches!(c, '.' | ',' | '\'' | '’') || (space_thousands && c.is_whitespace());
     let start = chars.iter().position(|c| c.is_ascii_digit())?;
     let mut end = start;
     while end < chars.len() {
@@ -758,10 +769,13 @@ pub fn parse_number(s: &str, decimal: Option<char>, thousands: Option<char>) -> 
                     let kinds_comma = seps.contains(&',');
                     let count = seps.iter().filter(|&&s| s == c).count();
                     let digits_after = token.len() - i - 1;
+                    // Thousands groups follow one to three digits, never a
+                    // leading 0: `0.125` and `1234.567` are decimals.
+                    let grouped_lead = (1..=3).contains(&i) && !token.starts_with('0');
                     if kinds_dot && kinds_comma {
                         Some(c)
                     } else if count > 1
-                        || (digits_after == 3 && thousands.is_none())
+                        || (digits_after == 3 && grouped_lead && thousands.is_none())
                         || thousands == Some(c)
                     {
                         None
@@ -823,6 +837,16 @@ mod tests {
             ("- 7.5", None, None, -7.5),
             ("1.250", Some('.'), None, 1.25),
             ("1.250.000", None, None, 1_250_000.0),
+            // No thousands group after a leading 0 or four digits.
+            ("0.125", None, None, 0.125),
+            ("0,125 kg", None, None, 0.125),
+            ("1234.567", None, None, 1234.567),
+            ("999.999", None, None, 999_999.0),
+            // A no-break space declared as the separator matches the plain
+            // space NFKC leaves of it, and the other way round.
+            ("1 234,50", Some(','), Some('\u{a0}'), 1234.5),
+            ("1 234 567", None, Some('\u{202f}'), 1_234_567.0),
+            ("1\u{a0}234,50", Some(','), Some(' '), 1234.5),
         ];
         for (s, d, t, want) in cases {
             assert_eq!(parse_number(s, d, t).map(|x| x.0), Some(want), "{s}");
@@ -888,6 +912,17 @@ mod tests {
         assert_eq!(p.apply("Status: OVERDUE"), Some(json!("Overdue")));
         assert_eq!(p.apply("Overdve"), Some(json!("Overdue")));
         assert_eq!(p.apply("open"), None);
+        let p = post(json!({"type": "enum", "values": ["Paid", "Partially Paid", "Due"]}));
+        assert_eq!(
+            p.apply("Status: Partially Paid"),
+            Some(json!("Partially Paid"))
+        );
+        assert_eq!(p.apply("Status: Paid"), Some(json!("Paid")));
+        // Equally long: the first in the template's order.
+        let p = post(json!({"type": "enum", "values": ["Paid", "Open"]}));
+        assert_eq!(p.apply("Open / Paid"), Some(json!("Paid")));
+        let p = post(json!({"type": "enum", "values": ["Open", "Paid"]}));
+        assert_eq!(p.apply("Paid / Open"), Some(json!("Open")));
     }
 
     #[test]

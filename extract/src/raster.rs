@@ -78,7 +78,25 @@ pub fn decode_single(doc: &[u8], format: ImageFormat, opts: &Options) -> Result<
         }
         e => corrupt(e),
     })?;
-    Ok(img.to_luma8())
+    if !img.color().has_alpha() {
+        return Ok(img.to_luma8());
+    }
+    // Transparent pixels are laid over white paper, as a viewer shows
+    // them: their colour (often black) is not what the reader sees.
+    let la = img.to_luma_alpha8();
+    drop(img);
+    let (w, h) = la.dimensions();
+    let gray = la.pixels().map(|p| over_white(p[0], p[1])).collect();
+    GrayImage::from_raw(w, h, gray).ok_or_else(|| Error::Corrupt {
+        kind,
+        detail: "it has fewer pixels than it declares".into(),
+    })
+}
+
+/// A grey value `v` with opacity `alpha`, laid over white.
+fn over_white(v: u8, alpha: u8) -> u8 {
+    let (v, a) = (u32::from(v), u32::from(alpha));
+    ((v * a + 255 * (255 - a) + 127) / 255) as u8
 }
 
 fn tiff_limits(opts: &Options) -> tiff::decoder::Limits {
@@ -206,10 +224,6 @@ impl<'a> TiffPages<'a> {
         let (w, h) = dec.dimensions().map_err(|e| tiff_err(e, n, opts))?;
         check_size(n, w as u64, h as u64, opts)?;
         let color = dec.colortype().map_err(|e| tiff_err(e, n, opts))?;
-        let white_is_zero = dec
-            .get_tag_u32(tiff::tags::Tag::PhotometricInterpretation)
-            .map(|p| p == 0)
-            .unwrap_or(false);
         let data = dec
             .read_image()
             .map_err(|e| tiff_page_err(e, n, opts, Some((w, h, color))))?;
@@ -270,9 +284,6 @@ impl<'a> TiffPages<'a> {
                 });
             }
         }
-        if white_is_zero {
-            gray.iter_mut().for_each(|v| *v = 255 - *v);
-        }
         GrayImage::from_raw(w as u32, h as u32, gray).ok_or_else(short)
     }
 }
@@ -284,8 +295,12 @@ fn luma(px: &[u8], cmyk: bool) -> u8 {
         return (255 - (l + k).min(255)) as u8;
     }
     match px.len() {
-        1 | 2 => px[0],
-        _ => ((px[0] as u32 * 299 + px[1] as u32 * 587 + px[2] as u32 * 114) / 1000) as u8,
+        1 => px[0],
+        2 => over_white(px[0], px[1]),
+        n => {
+            let l = ((px[0] as u32 * 299 + px[1] as u32 * 587 + px[2] as u32 * 114) / 1000) as u8;
+            if n == 4 { over_white(l, px[3]) } else { l }
+        }
     }
 }
 

@@ -932,8 +932,10 @@ impl Field {
             if !ok {
                 return Err(TemplateError::field(
                     name,
-                    format!("default {default} is not a valid {:?} value", self.kind)
-                        .to_lowercase(),
+                    format!(
+                        "default {default} is not a valid {} value",
+                        format!("{:?}", self.kind).to_lowercase()
+                    ),
                 ));
             }
         }

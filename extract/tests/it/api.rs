@@ -220,6 +220,110 @@ fn multi_page_tiff_reads_every_page() {
     );
 }
 
+/// A fax-style TIFF: one strip of 1-bit pixels, uncompressed, with
+/// PhotometricInterpretation 0 (WhiteIsZero: a set bit is ink).
+fn bilevel_tiff(img: &image::GrayImage) -> Vec<u8> {
+    let (w, h) = img.dimensions();
+    let row = w.div_ceil(8) as usize;
+    let mut bits = vec![0u8; row * h as usize];
+    for (x, y, p) in img.enumerate_pixels() {
+        if p[0] < 128 {
+            bits[y as usize * row + x as usize / 8] |= 0x80 >> (x % 8);
+        }
+    }
+    const SHORT: u16 = 3;
+    const LONG: u16 = 4;
+    let entries: [(u16, u16, u32); 9] = [
+        (256, LONG, w),
+        (257, LONG, h),
+        (258, SHORT, 1),
+        (259, SHORT, 1),
+        (262, SHORT, 0),
+        (273, LONG, 8 + 2 + 12 * 9 + 4),
+        (277, SHORT, 1),
+        (278, LONG, h),
+        (279, LONG, bits.len() as u32),
+    ];
+    let mut out = b"II*\0".to_vec();
+    out.extend(8u32.to_le_bytes());
+    out.extend((entries.len() as u16).to_le_bytes());
+    for (tag, kind, value) in entries {
+        out.extend(tag.to_le_bytes());
+        out.extend(kind.to_le_bytes());
+        out.extend(1u32.to_le_bytes());
+        out.extend(value.to_le_bytes());
+    }
+    out.extend(0u32.to_le_bytes());
+    out.extend(bits);
+    out
+}
+
+#[test]
+fn a_white_is_zero_fax_tiff_reads_as_ink_on_paper() {
+    let doc = corpus::form_en(4);
+    let scan = corpus::scan_image(&doc.pdf, &corpus::SCANS[2], 0);
+    let tiff = bilevel_tiff(&scan);
+    let page = paperhook_extract::render_page(&tiff, 1, 150, &Options::default()).unwrap();
+    let white = page.pixels().filter(|p| p[0] == 255).count();
+    assert!(
+        white > page.pixels().len() * 3 / 4,
+        "{white} of {} pixels white: the page came out as a negative",
+        page.pixels().len()
+    );
+    let t = Template::from_json(json!({"fields": [
+        {"name": "name", "type": "text", "locator": {"kind": "region", "box": [0.37, 0.15, 0.9, 0.2]}}
+    ]}))
+    .unwrap();
+    let got = extract(&tiff, &t, &Options::default()).unwrap();
+    assert_eq!(got.result["name"], doc.expected["name"]);
+}
+
+#[test]
+fn transparent_pixels_lie_on_white_paper() {
+    let mut img = image::RgbaImage::new(3, 1);
+    img.put_pixel(0, 0, image::Rgba([0, 0, 0, 0]));
+    img.put_pixel(1, 0, image::Rgba([0, 0, 0, 255]));
+    img.put_pixel(2, 0, image::Rgba([0, 0, 0, 128]));
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let png = png.into_inner();
+    let page = paperhook_extract::render_page(&png, 1, 150, &Options::default()).unwrap();
+    assert_eq!(page.as_raw(), &vec![255, 0, 127]);
+}
+
+#[test]
+fn a_header_inside_a_longer_header_finds_its_own_words() {
+    let t = |x: f64, y: f64, s: &str| corpus::Text {
+        x,
+        y,
+        size: 10.0,
+        bold: false,
+        s: s.into(),
+    };
+    let mut p = Page::a4();
+    p.texts.push(t(50.0, 100.0, "Description"));
+    p.texts.push(t(300.0, 100.0, "Unit Price"));
+    p.texts.push(t(450.0, 100.0, "Price"));
+    p.texts.push(t(50.0, 120.0, "Bolts M8"));
+    p.texts.push(t(320.0, 120.0, "0.40"));
+    p.texts.push(t(455.0, 120.0, "4.00"));
+    let pdf = write_pdf(&[p]);
+    // "Price" comes first in the template and would match the second word
+    // of "Unit Price" if the longer header did not take its words first.
+    let template = Template::from_json(json!({"fields": [
+        {"name": "items", "type": "text", "locator": {"kind": "table",
+          "columns": [{"name": "item", "header": "Description"},
+                      {"name": "price", "header": "Price", "type": "money"},
+                      {"name": "unit_price", "header": "Unit Price", "type": "money"}]}}
+    ]}))
+    .unwrap();
+    let got = extract(&pdf, &template, &Options::default()).unwrap();
+    assert_eq!(
+        got.result["items"],
+        json!([{"item": "Bolts M8", "price": 4.0, "unit_price": 0.4}])
+    );
+}
+
 #[test]
 fn tables_continue_under_a_repeated_header_and_join_wrapped_lines() {
     let t = |x: f64, y: f64, s: &str| corpus::Text {
