@@ -49,6 +49,8 @@ grep -q '^paperhook_documents_processed_total{outcome="success"} [1-9]' "$work/w
     { echo "the worker's metrics do not count the documents it processed"; exit 1; }
 grep -q '^paperhook_janitor_last_pass_timestamp_seconds [1-9]' "$work/$jport.metrics" ||
     { echo "the janitor's metrics show no pass"; exit 1; }
+grep -q '^paperhook_janitor_started_timestamp_seconds [1-9]' "$work/$jport.metrics" ||
+    { echo "the janitor's metrics lack its start time (the janitor alert counts from it)"; exit 1; }
 # The browser tests processed an image and a PDF and delivered a webhook:
 # each stage, the end-to-end and delivery latencies and the deleted file show.
 for want in 'paperhook_jobs_finished_total{outcome="success"}' 'paperhook_job_duration_seconds_count{outcome="success"}' \

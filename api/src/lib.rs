@@ -247,9 +247,11 @@ pub fn router(state: AppState) -> Router {
     let metrics_here = state.config.metrics_addr.is_empty();
     let mut router = Router::new()
         .hoop(affix_state::inject(state))
+        // Outside CatchPanic: a handler's panic unwinds through the hoops
+        // inside it, and its 500 must be counted like any other.
+        .hoop(metrics::track)
         .hoop(CatchPanic::new())
-        .hoop(nosniff)
-        .hoop(metrics::track);
+        .hoop(nosniff);
     if metrics_here {
         router = router.push(Router::with_path("metrics").get(metrics::scrape));
     }

@@ -53,6 +53,8 @@ pub static HTTP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
             )
             .buckets(vec![
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                // Uploads: up to `submission_read_timeout_secs` (300 s).
+                30.0, 120.0, 300.0,
             ]),
             &["route", "method"],
         )
@@ -227,6 +229,9 @@ pub static STAGE_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
             )
             .buckets(vec![
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                // A long document's stages: `document_time_limit_secs`
+                // is 1,800 s.
+                300.0, 1800.0,
             ]),
             &["stage", "outcome"],
         )
@@ -295,6 +300,16 @@ pub static JANITOR_LAST_PASS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| 
         prometheus::IntGauge::new(
             "paperhook_janitor_last_pass_timestamp_seconds",
             "Unix time of this janitor's last complete pass as the leader",
+        )
+        .unwrap(),
+    )
+});
+
+pub static JANITOR_STARTED: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "paperhook_janitor_started_timestamp_seconds",
+            "Unix time this janitor process started: the alert on passes counts from it until a first pass completes",
         )
         .unwrap(),
     )

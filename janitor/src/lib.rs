@@ -409,6 +409,10 @@ impl Janitor {
     /// (staggered so many janitors do not start together).
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
         use rand::Rng;
+        // Until a first pass completes there is no last-pass time: the
+        // alert counts from the start, so a janitor restarted into failing
+        // passes is not silent.
+        paperhook_core::metrics::JANITOR_STARTED.set(Utc::now().timestamp());
         let interval = self.config.janitor_interval();
         let stagger = interval.mul_f64(rand::rng().random::<f64>() * 0.1);
         tokio::select! {

@@ -109,6 +109,28 @@ def main():
             failures.append(f"a good document after the corpus ended {st['status']}: {st}")
         if worker.poll() is not None:
             failures.append(f"the worker exited (status {worker.returncode}) while processing the corpus")
+        else:
+            # The worker counted every document it finished, however it
+            # ended: ZIP entries rejected while unpacking, a broken ZIP's
+            # upload, extractions that failed or succeeded.
+            # (A counter goes up just after its commit: polled.)
+            def counts():
+                stored = list(map(int, pg.query(
+                    "SELECT count(*) FILTER (WHERE error_code IS NOT NULL), count(*) FILTER (WHERE error_code IS NULL)"
+                    " FROM documents WHERE finished_at IS NOT NULL")[0]))
+                counted = [int(system.metric("worker-0", f'paperhook_documents_processed_total{{outcome="{o}"}}'))
+                           for o in ("failed", "success")]
+                return stored, counted
+
+            try:
+                wait_until("the worker's document counters to match the database",
+                           lambda: (lambda c: c[0] == c[1])(counts()), 10, 0.5)
+            except TimeoutError:
+                pass
+            stored, counted = counts()
+            log(f"documents failed/succeeded: {stored} in the database, {counted} counted by the worker")
+            if stored != counted:
+                failures.append(f"the worker counted {counted} documents failed/succeeded; the database has {stored}")
         system.sample_rss()
         peak = system.peak_rss_kib.get("worker-0", 0) / 1024
         log(f"worker peak RSS (VmHWM): {peak:.0f} MiB (bound {args.max_rss_mib} MiB)")

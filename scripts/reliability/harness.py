@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -408,6 +409,7 @@ class System:
         self.lock = threading.Lock()  # held while killing and restarting workers
         self.exited = []  # (name, exit status) of processes found dead before a kill
         self.worker_names = []
+        self.metrics_urls = {}  # worker name -> its /metrics URL
         self.kills = 0
         self.worker_starts = 0
         self.peak_rss_kib = {}  # process name (api, worker-N) -> VmHWM seen
@@ -417,9 +419,10 @@ class System:
                              check=True, capture_output=True, text=True)
         return json.loads(out.stdout) if out.stdout.strip().startswith("{") else out.stdout
 
-    def spawn(self, name, binary, *args):
+    def spawn(self, name, binary, *args, env=None):
         logf = open(self.workdir / "logs" / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen([str(self.bindir / binary), *args], env=self.env,
+        self.procs[name] = subprocess.Popen([str(self.bindir / binary), *args],
+                                            env=dict(self.env, **(env or {})),
                                             stdout=logf, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
         logf.close()
@@ -435,8 +438,19 @@ class System:
         self.spawn("janitor", "paperhook-janitor")
 
     def start_worker(self, name):
-        self.spawn(name, "paperhook-worker")
+        # Each worker's /metrics on its own port (a restarted one's anew).
+        port = free_port()
+        self.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
+        self.spawn(name, "paperhook-worker", env={"PAPERHOOK_METRICS_ADDR": f"127.0.0.1:{port}"})
         self.worker_starts += 1
+
+    def metric(self, name, series):
+        """The value of one series (`name{labels}` as exposed) of process `name`, or 0."""
+        with urllib.request.urlopen(self.metrics_urls[name], timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(series + " "):
+                    return float(line.split()[-1])
+        return 0.0
 
     def sample_rss(self):
         for name in ["api", *self.worker_names]:

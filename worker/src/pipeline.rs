@@ -222,6 +222,9 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
     tx.commit().await?;
     Finished::record(finished);
     tracing::info!(documents = rows.len(), "ZIP unpacked");
+    // Entries rejected as they were unpacked are finished documents too.
+    let rejected = docs.iter().filter(|d| d.failure.is_some()).count();
+    documents_failed(rejected);
     w.cleanup_files(job.id).await;
     Ok(None)
 }
@@ -236,7 +239,7 @@ async fn fail_whole_job(
 ) -> Result<Next, Retry> {
     discard(w, stored).await;
     let mut tx = w.pool.begin().await?;
-    let next = fail_as_upload(&mut tx, job, code, message, w.sends()).await?;
+    let (failed, next) = fail_as_upload(&mut tx, job, code, message, w.sends()).await?;
     let finished =
         documents::fail_job(&mut tx, job.id, status::UNZIP_FILE_FAILED, code, message).await?;
     if !queue::complete(&mut *tx, task).await? {
@@ -244,6 +247,7 @@ async fn fail_whole_job(
     }
     tx.commit().await?;
     Finished::record(finished);
+    documents_failed(usize::from(failed));
     tracing::info!(code, "ZIP rejected");
     w.cleanup_files(job.id).await;
     Ok(next)
@@ -254,14 +258,15 @@ async fn fail_whole_job(
 /// webhooks would wait forever: the upload itself becomes the job's one
 /// document, failed with the job's error, and its failure webhook is
 /// queued (with `sender`) if the template has a webhook. Nothing when the
-/// job has documents already.
+/// job has documents already. Returns whether the upload became a failed
+/// document, and the webhook's task if `sender` claimed it.
 async fn fail_as_upload(
     tx: &mut sqlx::PgConnection,
     job: &JobRow,
     code: &str,
     message: &str,
     sender: Sender<'_>,
-) -> anyhow::Result<Option<Task>> {
+) -> anyhow::Result<(bool, Option<Task>)> {
     let upload = NewDocument {
         id: Uuid::now_v7(),
         idx: 0,
@@ -272,13 +277,21 @@ async fn fail_as_upload(
     };
     documents::insert_all(&mut *tx, job.id, std::slice::from_ref(&upload)).await?;
     let Some(doc) = documents::get(&mut *tx, upload.id).await? else {
-        return Ok(None); // the job had documents: they report themselves
+        return Ok((false, None)); // the job had documents: they report themselves
     };
     if !has_webhook(tx, job).await? {
-        return Ok(None);
+        return Ok((true, None));
     }
     let payload = failure_payload(job, &doc);
-    Ok(deliveries::create(tx, job.account_id, job.id, doc.id, &payload, sender).await?)
+    let next = deliveries::create(tx, job.account_id, job.id, doc.id, &payload, sender).await?;
+    Ok((true, next))
+}
+
+/// Counts `n` documents that ended `FAILED` (committed).
+fn documents_failed(n: usize) {
+    metrics::DOCUMENTS_PROCESSED
+        .with_label_values(&["failed"])
+        .inc_by(n as u64);
 }
 
 /// Whether the job's template has a webhook to send to.
@@ -596,9 +609,7 @@ async fn finish_failed(
     tx.commit().await?;
     Finished::record(finished);
     tracing::info!(code, "document failed");
-    metrics::DOCUMENTS_PROCESSED
-        .with_label_values(&["failed"])
-        .inc();
+    documents_failed(1);
     if next.is_none() {
         w.cleanup_files(job.id).await;
     }
@@ -684,6 +695,7 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
         return Ok(false);
     }
     let mut job_id = None;
+    let mut failed = false;
     let finished = match task.kind.as_str() {
         queue::kind::DOCUMENT => match documents::get(&mut *tx, task.ref_id).await? {
             None => None,
@@ -694,6 +706,7 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
                     .context("job missing")?;
                 let webhook = has_webhook(&mut tx, &job).await?;
                 let failure = ("processing_failed", message.as_str());
+                failed = true;
                 record_failure(&mut tx, &job, doc.id, webhook, None, failure, Sender::Queue)
                     .await?
                     .1
@@ -702,7 +715,10 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
         queue::kind::JOB => {
             job_id = Some(task.ref_id);
             if let Some(job) = jobs::get_any(&mut *tx, task.ref_id).await? {
-                fail_as_upload(&mut tx, &job, "processing_failed", &message, Sender::Queue).await?;
+                let upload = "processing_failed";
+                failed = fail_as_upload(&mut tx, &job, upload, &message, Sender::Queue)
+                    .await?
+                    .0;
             }
             documents::fail_job(
                 &mut tx,
@@ -723,6 +739,7 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
     };
     tx.commit().await?;
     Finished::record(finished);
+    documents_failed(usize::from(failed));
     // A job given up may have files no document row names: those its
     // split stored before a commit that never came.
     if let Some(job_id) = job_id {
