@@ -70,6 +70,21 @@ impl Api {
             .user_agent(concat!("paperhook-cli/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(120))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                // reqwest drops the standard credential headers on a
+                // redirect to another host, but not `x-auth`: only
+                // redirects that keep the host (and port, or move from
+                // http to https) are followed, and the key goes nowhere else.
+                let within = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| same_server(first, attempt.url()));
+                if within && attempt.previous().len() <= 5 {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
             .build()
             .map_err(|e| CliError::new(format!("building the HTTP client: {e}")))?;
         Ok(Api {
@@ -181,6 +196,15 @@ impl Api {
     pub fn explain(&self, f: ApiFailure) -> CliError {
         explain(&self.base, f)
     }
+}
+
+/// Whether `to` is the server of `from`: the same host and port, or the
+/// same host moving from http to https.
+fn same_server(from: &reqwest::Url, to: &reqwest::Url) -> bool {
+    let same_origin =
+        from.scheme() == to.scheme() && from.port_or_known_default() == to.port_or_known_default();
+    let upgrade = from.scheme() == "http" && to.scheme() == "https";
+    from.host_str() == to.host_str() && (same_origin || upgrade)
 }
 
 /// Decodes a 2xx JSON answer, or the API's error.
@@ -301,7 +325,11 @@ pub fn explain(base: &str, f: ApiFailure) -> CliError {
         (None, "connect") => Some(format!(
             "is the Paperhook API running at {base}? Check the URL of `paperhook login` or PAPERHOOK_URL"
         )),
+        (None, "io") => None,
         (None, _) => Some("check your network connection and try again".to_owned()),
+        (Some(300..=399), _) => Some(format!(
+            "{base} redirected to another server, which is not sent the API key: log in with the API's own URL"
+        )),
         (Some(401), _) => Some(
             "the API key is wrong or revoked: run `paperhook login --url URL --key KEY` with a valid key, or set PAPERHOOK_API_KEY".to_owned(),
         ),

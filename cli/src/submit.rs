@@ -1397,7 +1397,7 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
             plural(counts.uploaded, "job", "jobs"),
             units.len()
         ))
-        .hint("run the same command again to resume: jobs already created are found by their Idempotency-Key, not submitted twice")
+        .hint("run the same command again to resume (within the server's idempotency window, 24 hours by default): jobs already created are found by their Idempotency-Key, not submitted twice")
         .exit(EXIT_INTERRUPTED));
     }
     if let Some(f) = fatal {

@@ -367,3 +367,65 @@ async fn rotating_a_secret_says_how_long_the_old_one_still_signs() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(text(&out.stderr).contains("604800"), "{}", show(&out));
 }
+
+/// A one-shot HTTP server on 127.0.0.1: answers every connection with
+/// `answer` (its port substituted for `{port}`) and keeps what it was sent.
+async fn stub_server(answer: String) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut got = Vec::new();
+            // The request head (GET: no body).
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            kept.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&got).into_owned());
+            let _ = conn.write_all(answer.as_bytes()).await;
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_is_not_sent_where_a_redirect_points() {
+    let elsewhere = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]";
+    let (other, other_seen) = stub_server(elsewhere.into()).await;
+    // Another host name for the same machine: another server to a client.
+    let redirect = format!(
+        "HTTP/1.1 302 Found\r\nlocation: http://localhost:{other}/v1/templates\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    let (api, api_seen) = stub_server(redirect).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = "ph_test_secret_key_never_to_leave";
+    let out = run(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_paperhook"))
+            .env("PAPERHOOK_URL", format!("http://127.0.0.1:{api}"))
+            .env("PAPERHOOK_API_KEY", key)
+            .env("PAPERHOOK_CLI_CONFIG", dir.path().join("none.toml"))
+            .args(["templates", "list"])
+            .stdin(std::process::Stdio::null()),
+        30,
+    )
+    .await;
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("302") && err.contains("redirected to another server"),
+        "{}",
+        show(&out)
+    );
+    assert!(api_seen.lock().unwrap().iter().any(|r| r.contains(key)));
+    let leaked = other_seen.lock().unwrap();
+    assert!(leaked.iter().all(|r| !r.contains(key)), "{leaked:?}");
+    assert!(leaked.is_empty(), "{leaked:?}");
+}
