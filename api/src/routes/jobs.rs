@@ -82,7 +82,8 @@ pub struct JobStatus {
     updated_at: chrono::DateTime<chrono::Utc>,
     finished_at: Option<chrono::DateTime<chrono::Utc>>,
     error: Option<JobError>,
-    /// Each file of the job with its own status (one for a single file, one per ZIP entry).
+    /// Each file of the job with its own status (one for a single file, one per ZIP entry);
+    /// empty until a worker starts the job (`NEW`).
     documents: Vec<DocumentStatus>,
 }
 
@@ -100,9 +101,19 @@ enum UploadBody {
     Memory(bytes::Bytes),
     Spooled {
         path: PathBuf,
-        // Keeps our own spool file alive until the handler is done.
-        _guard: Option<tempfile::TempPath>,
+        // Keeps the file alive as long as the upload: the store goes on in
+        // its own task when the client hangs up and the request is dropped.
+        _guard: SpoolGuard,
     },
+}
+
+/// What deletes a spool file when its upload is dropped.
+#[derive(Debug)]
+enum SpoolGuard {
+    /// Our own, of a decoded base64 document.
+    Decoded { _file: tempfile::TempPath },
+    /// salvo's, of a multipart file part (a clone shares its clean-up).
+    Part { _file: FilePart },
 }
 
 /// A base64 document whose decoded size is at most this stays in memory;
@@ -356,6 +367,25 @@ impl Iterator for TextChars<'_> {
     }
 }
 
+/// Bodies from this size are parsed and decoded off the async threads.
+const CPU_BOUND_FROM: usize = 1 << 20;
+
+/// Runs `f`, which walks `bytes` bytes of a request: from
+/// [`CPU_BOUND_FROM`], as blocking work (some 100 ms for a 50 MiB
+/// document), so that the other requests, health checks and the insert
+/// batcher go on meanwhile. Inline on a current-thread runtime (tests),
+/// which has no other thread to hand its work to.
+fn cpu_bound<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let threaded =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if bytes >= CPU_BOUND_FROM && threaded {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 /// Decodes base64 `actual_image` (a `data:` URL prefix and whitespace are
 /// accepted): in memory up to `in_memory_max` decoded bytes, else into a
 /// spool file in bounded chunks, so memory never holds a second full copy
@@ -415,7 +445,7 @@ fn decode_base64(encoded: Base64Text<'_>, limit: u64, in_memory_max: usize) -> A
     Ok(Upload {
         body: UploadBody::Spooled {
             path: path.to_path_buf(),
-            _guard: Some(path),
+            _guard: SpoolGuard::Decoded { _file: path },
         },
         size,
         file_name: None,
@@ -586,7 +616,6 @@ const MAX_FORM_PARTS: usize = 128;
 const MAX_FORM_FILES: usize = 32;
 
 async fn read_json(req: &mut Request, state: &AppState) -> ApiResult<Submission> {
-    let max = state.config.max_upload_bytes;
     let body_limit = envelope_limit(&state.config);
     let body = match req.payload_with_max_size(body_limit as usize).await {
         Ok(body) => body,
@@ -600,6 +629,12 @@ async fn read_json(req: &mut Request, state: &AppState) -> ApiResult<Submission>
             "the JSON body must be an object with template_id, actual_image and static_values",
         ));
     }
+    cpu_bound(body.len(), || json_submission(state, body))
+}
+
+/// The submission in a JSON body: parsed and its document decoded.
+fn json_submission(state: &AppState, body: &[u8]) -> ApiResult<Submission> {
+    let max = state.config.max_upload_bytes;
     let input: ProcessJobInput<'_> =
         serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
     let template_id = parse_template_id(input.template_id.map(TemplateId::Json))?;
@@ -629,6 +664,17 @@ async fn read_json(req: &mut Request, state: &AppState) -> ApiResult<Submission>
 
 async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submission> {
     let max = state.config.max_upload_bytes;
+    // (salvo calls a missing boundary a wrong content type: 415.)
+    if req
+        .content_type()
+        .is_some_and(|m| m.get_param("boundary").is_none())
+    {
+        return Err(ApiError::bad_request(
+            "malformed_body",
+            "the Content-Type multipart/form-data has no boundary parameter: let the HTTP \
+             client set the header for the form it sends, rather than setting it by hand",
+        ));
+    }
     // Files go to a spool file; the document is held to `max` below.
     req.set_form_limits(
         FormLimits::new()
@@ -642,6 +688,18 @@ async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submis
         Ok(form) => form,
         Err(e) => return Err(envelope_error(req, state, e, "multipart/form-data")),
     };
+    // A field sent twice (or as a file and as text) is ambiguous: which one
+    // counts is the client's to say, not ours to guess.
+    for name in ["template_id", "static_values", "actual_image"] {
+        let sent = form.fields.get_vec(name).map_or(0, Vec::len)
+            + form.files.get_vec(name).map_or(0, Vec::len);
+        if sent > 1 {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                format!("invalid field: {name} is sent {sent} times; send it once"),
+            ));
+        }
+    }
     let field = |name: &str| form.fields.get(name).map(|s| s.as_str());
     let template_id = parse_template_id(field("template_id").map(TemplateId::Field))?;
     // A file part too (`curl -F static_values=@values.json`).
@@ -661,7 +719,9 @@ async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submis
     let upload = if let Some(file) = form.files.get("actual_image") {
         from_file_part(file, max)?
     } else if let Some(text) = field("actual_image") {
-        decode_base64(Base64Text::Plain(text), max, IN_MEMORY_MAX)?
+        cpu_bound(text.len(), || {
+            decode_base64(Base64Text::Plain(text), max, IN_MEMORY_MAX)
+        })?
     } else {
         return Err(missing("actual_image"));
     };
@@ -696,7 +756,9 @@ fn from_file_part(file: &FilePart, max: u64) -> ApiResult<Upload> {
     Ok(Upload {
         body: UploadBody::Spooled {
             path: file.path().to_path_buf(),
-            _guard: None,
+            _guard: SpoolGuard::Part {
+                _file: file.clone(),
+            },
         },
         size: file.size(),
         // Control characters (a NUL cannot even be stored) are dropped.
@@ -796,6 +858,15 @@ pub async fn process_job(
         return Ok(());
     }
 
+    // Before the body is read: an account with nothing left to spend
+    // uploads nothing, and hears why rather than about its body.
+    if account.credits <= 0 {
+        return Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_credits",
+            "the account has no credits left; add credits to submit documents",
+        ));
+    }
     let content_type = req
         .content_type()
         .map(|m| m.essence_str().to_owned())
@@ -834,13 +905,6 @@ pub async fn process_job(
             ));
         }
     };
-    if account.credits <= 0 {
-        return Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "insufficient_credits",
-            "the account has no credits left; add credits to submit documents",
-        ));
-    }
     let doc_type = sniff(&submission.upload).await?;
     // Its own task: a client that hangs up drops this handler at its next
     // await, and the stored file must not outlive a job that never came.

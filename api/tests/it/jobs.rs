@@ -320,6 +320,16 @@ async fn every_bad_submission_gets_its_status_and_code() {
         400,
         "malformed_body",
     );
+    // A multipart Content-Type set by hand, without its boundary.
+    let got = raw("multipart/form-data", "--XYZ\r\n").await;
+    assert_error(&got, 400, "malformed_body");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("boundary"),
+        "{got:?}"
+    );
     // 415 wrong request type and unsupported document type
     assert_error(
         &raw("text/plain", "hello").await,
@@ -418,6 +428,35 @@ async fn every_bad_submission_gets_its_status_and_code() {
         422,
         "invalid_static_values",
     );
+    // A field twice, or the document as a file and as base64: which one
+    // counts is not guessed.
+    let twice = [
+        Form::new()
+            .text("template_id", Uuid::new_v4().to_string())
+            .text("template_id", template_id.to_string())
+            .part(
+                "actual_image",
+                Part::bytes(example_pdf().to_vec()).file_name("a.pdf"),
+            ),
+        Form::new()
+            .text("template_id", template_id.to_string())
+            .text("actual_image", B64.encode(example_pdf()))
+            .part(
+                "actual_image",
+                Part::bytes(example_pdf().to_vec()).file_name("a.pdf"),
+            ),
+    ];
+    for form in twice {
+        let got = send(app.req(Method::POST, "/process-job", &key).multipart(form)).await;
+        assert_error(&got, 422, "invalid_field");
+        assert!(
+            got.1["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("2 times"),
+            "{got:?}"
+        );
+    }
     // 404 unknown template
     assert_error(
         &post(json_job(Uuid::new_v4(), example_pdf())).await,
@@ -597,6 +636,15 @@ async fn no_credits_is_402() {
     let got = send(
         app.req(Method::POST, "/process-job", &key)
             .json(&json_job(template_id, example_pdf())),
+    )
+    .await;
+    assert_error(&got, 402, "insufficient_credits");
+    // Before the body is read: a body that is no submission at all hears
+    // about the credits, not about itself.
+    let got = send(
+        app.req(Method::POST, "/process-job", &key)
+            .header("content-type", "application/json")
+            .body("[not json"),
     )
     .await;
     assert_error(&got, 402, "insufficient_credits");
