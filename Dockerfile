@@ -23,7 +23,17 @@ USER paperhook
 WORKDIR /var/lib/paperhook
 ENV PAPERHOOK_LOG_FORMAT=json
 
-FROM runtime-base AS api
+# Tesseract's library and language data: the worker extracts, and the API
+# links the same extraction code for template previews (/v1/preview/*).
+FROM runtime-base AS ocr-runtime
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra \
+ && rm -rf /var/lib/apt/lists/*
+USER paperhook
+ENV OMP_THREAD_LIMIT=1
+
+FROM ocr-runtime AS api
 COPY --from=builder /out/paperhook-api /usr/local/bin/
 ENV PAPERHOOK_API_ADDR=0.0.0.0:8080
 EXPOSE 8080
@@ -38,12 +48,6 @@ FROM runtime-base AS janitor
 COPY --from=builder /out/paperhook-janitor /usr/local/bin/
 ENTRYPOINT ["paperhook-janitor"]
 
-FROM runtime-base AS worker
-USER root
-RUN apt-get update \
- && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra \
- && rm -rf /var/lib/apt/lists/*
-USER paperhook
-ENV OMP_THREAD_LIMIT=1
+FROM ocr-runtime AS worker
 COPY --from=builder /out/paperhook-worker /usr/local/bin/
 ENTRYPOINT ["paperhook-worker"]

@@ -36,19 +36,19 @@ pg_bin() {
 # PostgreSQL binaries (installed from Debian's packages if absent).
 ensure_postgres() {
     local url="${1:-}"
-    if [ -n "$url" ]; then PH_PG_URL="$url"; return 0; fi
     ensure_apt postgresql-client
+    if [ -n "$url" ]; then PH_PG_URL="$url"; return 0; fi
     local default="postgres://postgres@127.0.0.1:5432/postgres"
-    if ! psql "$default" -Atqc 'select 1' >/dev/null 2>&1 && command -v pg_ctlcluster >/dev/null; then
+    if ! psql -w "$default" -Atqc 'select 1' >/dev/null 2>&1 && command -v pg_ctlcluster >/dev/null; then
         for v in $(ls /etc/postgresql 2>/dev/null); do
             pg_ctlcluster --skip-systemctl-redirect "$v" main start >/dev/null 2>&1 || true
         done
-        for _ in $(seq 1 20); do psql "$default" -Atqc 'select 1' >/dev/null 2>&1 && break; sleep 0.5; done
+        for _ in $(seq 1 20); do psql -w "$default" -Atqc 'select 1' >/dev/null 2>&1 && break; sleep 0.5; done
     fi
-    if psql "$default" -Atqc 'select 1' >/dev/null 2>&1; then PH_PG_URL="$default"; return 0; fi
+    if psql -w "$default" -Atqc 'select 1' >/dev/null 2>&1; then PH_PG_URL="$default"; return 0; fi
 
     local private="postgres://postgres@127.0.0.1:54329/postgres"
-    if psql "$private" -Atqc 'select 1' >/dev/null 2>&1; then PH_PG_URL="$private"; return 0; fi
+    if psql -w "$private" -Atqc 'select 1' >/dev/null 2>&1; then PH_PG_URL="$private"; return 0; fi
     [ -n "$(pg_bin)" ] || ensure_apt postgresql
     local bin data="$PH_STATE/pg"
     bin=$(pg_bin)
@@ -69,8 +69,12 @@ ensure_database() {
     local url="$1" name admin
     name="${url##*/}"; name="${name%%\?*}"
     admin="${url%/*}/postgres"
-    if ! psql "$admin" -Atqc "select 1 from pg_database where datname = '$name'" | grep -q 1; then
-        psql "$admin" -qc "create database \"$name\"" >/dev/null
+    ensure_apt postgresql-client
+    # A database that answers already needs nothing (its role may not
+    # reach the server's postgres database).
+    if psql -w "$url" -Atqc 'select 1' >/dev/null 2>&1; then return 0; fi
+    if ! psql -w "$admin" -Atqc "select 1 from pg_database where datname = '$name'" | grep -q 1; then
+        psql -w "$admin" -qc "create database \"$name\"" >/dev/null
     fi
 }
 

@@ -55,6 +55,10 @@ fi
 log "running the tests"
 cargo test --workspace --locked
 
+log "checking that every image of the Dockerfile holds the libraries its binary links"
+cargo build --workspace --bins --locked --quiet
+python3 scripts/check-images.py Dockerfile "$CARGO_TARGET_DIR/debug"
+
 log "fuzzing the document decoders, the template parser and the ZIP reader"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" ./scripts/fuzz.sh
 
