@@ -159,7 +159,19 @@ async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
         if !stale {
             continue;
         }
-        let secret = keyring.encrypt(&keyring.decrypt(&secret)?);
+        // A secret that no key opens stops the run here, saying which
+        // template and how far it got (the rows before it are done).
+        let unreadable = |e: anyhow::Error| {
+            anyhow::anyhow!(
+                "template {id}: {e:#}; {count} template(s) re-encrypted before it (run again once \
+                 PAPERHOOK_ENCRYPTION_KEYS holds the key it was written with)"
+            )
+        };
+        let secret = keyring.encrypt(&keyring.decrypt(&secret).map_err(|e| unreadable(e.into()))?);
+        let (headers, previous) = (
+            again(headers).map_err(unreadable)?,
+            again(previous).map_err(unreadable)?,
+        );
         sqlx::query(
             "UPDATE templates SET webhook_secret_enc = $2, webhook_headers_enc = $3,
                     webhook_previous_secret_enc = $4
@@ -167,8 +179,8 @@ async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
         )
         .bind(id)
         .bind(secret)
-        .bind(again(headers)?)
-        .bind(again(previous)?)
+        .bind(headers)
+        .bind(previous)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -54,7 +54,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { command } => {
-            let keyring = config.keyring().ok();
+            // Only reencrypt needs the keys: it says why they are unusable
+            // (bad base64, a wrong length, an id twice), not that none are set.
+            let keyring = config.keyring();
+            if let (AdminCommand::Reencrypt, Err(e)) = (&command, &keyring) {
+                anyhow::bail!("{e}");
+            }
+            let keyring = keyring.ok();
             let pool = paperhook_core::db::pool(&config)?;
             if config.migrate_on_start {
                 paperhook_core::db::migrate(&pool)

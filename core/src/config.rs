@@ -23,6 +23,33 @@ pub const INLINE_DOCUMENT_MAX: u64 = 16 * 1024 * 1024;
 /// together (`inline_document_max_bytes` x `submission_batch_max_rows`).
 pub const INLINE_BATCH_MAX: u64 = 256 * 1024 * 1024;
 
+/// The most rows a batched insert, or keys a batched key check, takes:
+/// its batcher holds room for a whole batch.
+pub const MAX_BATCH: u32 = 10_000;
+
+/// `log_level` as `tracing`'s filter reads it: directives separated by
+/// commas, each a level or `target=level`. A misspelt level (`warning`)
+/// would be read as a target name and silence every log.
+fn check_log_level(value: &str) -> Result<(), ConfigError> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in value.split(',').map(str::trim) {
+        if directive.contains('[') {
+            continue; // a span filter: tracing's own syntax, left to it
+        }
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(invalid(
+                "log_level",
+                format!(
+                    "{directive:?} is not a level or target=level (levels: {})",
+                    LEVELS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration could not be read: {0}")]
@@ -128,11 +155,40 @@ const MAX_SERVER_TIMEOUT_SECS: u64 = i32::MAX as u64 / 1000;
 /// The longest duration a `*_secs` setting takes: 100 years.
 pub const MAX_DURATION_SECS: u64 = 100 * 365 * 24 * 3600;
 
+/// The settings that are text, whatever their value looks like.
+const TEXT_KEYS: [&str; 11] = [
+    "api_addr",
+    "public_url",
+    "storage_url",
+    "s3_region",
+    "s3_endpoint",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "encryption_keys",
+    "metrics_addr",
+    "webhook_retry_schedule",
+    "webhook_allow_cidrs",
+];
+
 impl Config {
     /// Loads defaults, `PAPERHOOK_CONFIG` (or `./paperhook.toml` if present) and the environment.
     pub fn load() -> Result<Config, ConfigError> {
-        let file = std::env::var("PAPERHOOK_CONFIG").unwrap_or_else(|_| "paperhook.toml".into());
-        Self::figment(Some(file.into()))
+        let file = match std::env::var_os("PAPERHOOK_CONFIG") {
+            // A file named on purpose must be there: a typo would run the
+            // process on defaults (local storage, for one) without a word.
+            Some(named) => {
+                let path = PathBuf::from(named);
+                if !path.is_file() {
+                    return Err(invalid(
+                        "PAPERHOOK_CONFIG",
+                        format!("{} is not a file", path.display()),
+                    ));
+                }
+                Some(path)
+            }
+            None => Some(PathBuf::from("paperhook.toml")).filter(|p| p.is_file()),
+        };
+        Self::figment(file)
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))
     }
@@ -147,16 +203,27 @@ impl Config {
     fn figment(file: Option<PathBuf>) -> Figment {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         if let Some(file) = file {
-            figment = figment.merge(Toml::file(file));
+            // Exactly this file: `Toml::file` also searches every parent
+            // folder for the name.
+            figment = figment.merge(Toml::file_exact(file));
         }
-        figment
+        figment = figment
             .merge(
                 Env::raw()
                     .only(&["DATABASE_URL"])
                     .map(|_| "database_url".into()),
             )
             // Only split-free names: PAPERHOOK_S3_REGION is the key s3_region.
-            .merge(Env::prefixed("PAPERHOOK_").ignore(&["CONFIG"]))
+            .merge(Env::prefixed("PAPERHOOK_").ignore(&["CONFIG"]));
+        // figment types environment values: a secret of digits became a
+        // number that no text setting takes (and the error showed it), a
+        // leading 0 was lost. Text settings take the variable as written.
+        for key in TEXT_KEYS {
+            if let Ok(value) = std::env::var(format!("PAPERHOOK_{}", key.to_uppercase())) {
+                figment = figment.merge(figment::providers::Serialized::default(key, value));
+            }
+        }
+        figment
     }
 
     /// Checks every setting once, so a bad value fails at start-up with its name.
@@ -203,17 +270,31 @@ impl Config {
                 return Err(invalid(name, "must be greater than 0"));
             }
         }
-        if self.submission_batch_statements + self.auth_batch_statements >= self.db_max_connections
-        {
+        let statements = self
+            .submission_batch_statements
+            .saturating_add(self.auth_batch_statements);
+        if statements >= self.db_max_connections {
             return Err(invalid(
                 "db_max_connections",
                 format!(
-                    "must be greater than submission_batch_statements + auth_batch_statements ({}), \
-                     to leave connections for the other statements",
-                    self.submission_batch_statements + self.auth_batch_statements
+                    "must be greater than submission_batch_statements + auth_batch_statements ({statements}), \
+                     to leave connections for the other statements"
                 ),
             ));
         }
+        // The batchers hold room for a whole batch from the start.
+        for (name, value) in [
+            ("submission_batch_max_rows", self.submission_batch_max_rows),
+            ("auth_batch_max_keys", self.auth_batch_max_keys),
+        ] {
+            if value > MAX_BATCH {
+                return Err(invalid(
+                    name,
+                    format!("must be at most {MAX_BATCH}, not {value}"),
+                ));
+            }
+        }
+        check_log_level(&self.log_level)?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(invalid(
                 "log_format",
@@ -281,6 +362,15 @@ impl Config {
             ),
             // Every attempt would time out before it was sent.
             ("webhook_timeout_secs", self.webhook_timeout_secs),
+            // No connection could be opened or checked within 0 s.
+            ("db_acquire_timeout_secs", self.db_acquire_timeout_secs),
+            // An idle worker would ask the database for work without pause.
+            ("worker_poll_ms", self.worker_poll_ms),
+            // A session would end as it was made.
+            ("session_ttl_secs", self.session_ttl_secs),
+            ("max_json_bytes", self.max_json_bytes),
+            ("zip_max_total_bytes", self.zip_max_total_bytes),
+            ("zip_max_entry_bytes", self.zip_max_entry_bytes),
             (
                 "preview_max_concurrent",
                 u64::from(self.preview_max_concurrent),
@@ -606,6 +696,91 @@ mod tests {
             figment = figment.merge((*k, *v));
         }
         figment.extract().unwrap()
+    }
+
+    /// Text settings from the environment are taken as written, however
+    /// they look; a configuration file named on purpose must exist; the
+    /// default one is only ever ./paperhook.toml.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Error
+    fn the_environment_and_files_are_read_as_written() {
+        figment::Jail::expect_with(|jail| {
+            // No ./paperhook.toml: defaults. One in a parent folder is not
+            // this process's. (The environment is not cleared: other tests
+            // of this binary read theirs meanwhile.)
+            jail.create_file("paperhook.toml", "worker_concurrency = 7")?;
+            let load = || Config::load().map_err(|e| e.to_string());
+            assert_eq!(load()?.worker_concurrency, 7);
+            std::fs::create_dir("below").map_err(|e| e.to_string())?;
+            std::env::set_current_dir("below").map_err(|e| e.to_string())?;
+            let below = load();
+            std::env::set_current_dir("..").map_err(|e| e.to_string())?;
+            assert_ne!(below?.worker_concurrency, 7);
+
+            jail.set_env("PAPERHOOK_CONFIG", "paperhook.tml");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(
+                err.contains("PAPERHOOK_CONFIG") && err.contains("paperhook.tml"),
+                "{err}"
+            );
+
+            jail.set_env("PAPERHOOK_CONFIG", "paperhook.toml");
+            jail.set_env("PAPERHOOK_ENCRYPTION_KEYS", KEY.1);
+            jail.set_env("PAPERHOOK_S3_SECRET_ACCESS_KEY", "0012345678");
+            jail.set_env("PAPERHOOK_S3_ACCESS_KEY_ID", "true");
+            jail.set_env("PAPERHOOK_WEBHOOK_RETRY_SCHEDULE", "30");
+            jail.set_env("PAPERHOOK_WORKER_CONCURRENCY", "3");
+            let config = load()?;
+            assert_eq!(config.s3_secret_access_key.expose_secret(), "0012345678");
+            assert_eq!(config.s3_access_key_id, "true");
+            assert_eq!(config.webhook_retry_schedule, "30");
+            assert_eq!(config.worker_concurrency, 3);
+            config.validate().map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn zeros_that_would_break_a_feature_and_misspelt_levels_are_refused() {
+        let check = |pairs: &[(&str, u64)]| numbers(pairs).validate();
+        for key in [
+            "db_acquire_timeout_secs",
+            "worker_poll_ms",
+            "session_ttl_secs",
+            "max_json_bytes",
+            "zip_max_total_bytes",
+            "zip_max_entry_bytes",
+        ] {
+            let err = check(&[(key, 0)]).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        // No overflow adding the two, and batches within what is held.
+        let err = check(&[("submission_batch_statements", u64::from(u32::MAX))])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("db_max_connections"), "{err}");
+        check(&[("auth_batch_max_keys", u64::from(MAX_BATCH))]).unwrap();
+        let err = check(&[("auth_batch_max_keys", u64::from(MAX_BATCH) + 1)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth_batch_max_keys"), "{err}");
+        let level = |l: &str| {
+            let mut c = numbers(&[]);
+            c.log_level = l.into();
+            c.validate()
+        };
+        for ok in [
+            "info",
+            "WARN",
+            "info,sqlx=warn",
+            "paperhook_worker=debug, off",
+        ] {
+            level(ok).unwrap();
+        }
+        for bad in ["warning", "", "info,paperhook_worker"] {
+            let err = level(bad).unwrap_err().to_string();
+            assert!(err.contains("log_level"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -257,6 +257,17 @@ async fn reencrypt_moves_every_template_secret_to_the_new_key() {
         assert!(!both.needs_reencrypt(&after), "still under the old key");
         assert_eq!(both.decrypt(&after).unwrap(), old.decrypt(&before).unwrap());
     }
+    // Without the key the secrets were written with: the template and how
+    // far the run got, not a bare decryption error.
+    let other = Keyring::parse(&Keyring::generate_spec(2)).unwrap();
+    let err = run(AdminCommand::Reencrypt, &app.pool, Some(&other))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("template {template}")) && err.contains("0 template(s)"),
+        "{err}"
+    );
 }
 
 /// A secret rotated while `admin reencrypt` runs is not overwritten with
