@@ -9,6 +9,7 @@ Usage: check-images.py DOCKERFILE BINDIR
 Needs readelf, ldconfig, dpkg and apt-cache (Debian, as the images are).
 """
 
+import platform
 import re
 import subprocess
 import sys
@@ -59,8 +60,13 @@ def needed(binary):
 
 
 def package_of(lib, cache):
-    path = next((line.split("=>")[-1].strip() for line in cache.splitlines()
-                 if line.strip().startswith(lib + " ") and "x86-64" in line), None)
+    # The entry for this machine's architecture (as ldconfig names it),
+    # else any.
+    arch = {"x86_64": "x86-64", "aarch64": "AArch64"}.get(platform.machine(), "")
+    lines = [line for line in cache.splitlines() if line.strip().startswith(lib + " ")]
+    native = [line for line in lines if arch and arch in line]
+    chosen = (native or lines or [None])[0]
+    path = chosen.split("=>")[-1].strip() if chosen else None
     if path is None:
         return None
     # A merged /usr: ldconfig and the package may name /lib or /usr/lib.

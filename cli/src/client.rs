@@ -328,7 +328,8 @@ pub fn explain(base: &str, f: ApiFailure) -> CliError {
         (None, "io") => None,
         (None, _) => Some("check your network connection and try again".to_owned()),
         (Some(300..=399), _) => Some(format!(
-            "{base} redirected to another server, which is not sent the API key: log in with the API's own URL"
+            "{base} answered a redirect that was not followed (the API key goes to the same server only, \
+             at most 5 redirects, and an upload is not sent twice): log in with the API's own URL"
         )),
         (Some(401), _) => Some(
             "the API key is wrong or revoked: run `paperhook login --url URL --key KEY` with a valid key, or set PAPERHOOK_API_KEY".to_owned(),

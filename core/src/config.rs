@@ -27,12 +27,29 @@ pub const INLINE_BATCH_MAX: u64 = 256 * 1024 * 1024;
 /// its batcher holds room for a whole batch.
 pub const MAX_BATCH: u32 = 10_000;
 
+/// The directives of `log_level`, without the spaces around them (which
+/// `tracing`'s filter would take into the target name).
+fn log_directives(value: &str) -> Vec<&str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
 /// `log_level` as `tracing`'s filter reads it: directives separated by
 /// commas, each a level or `target=level`. A misspelt level (`warning`)
-/// would be read as a target name and silence every log.
+/// would be read as a target name and silence every log; so would a
+/// target alone, which is refused too (write `target=trace`).
 fn check_log_level(value: &str) -> Result<(), ConfigError> {
-    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-    for directive in value.split(',').map(str::trim) {
+    const LEVELS: [&str; 12] = [
+        "trace", "debug", "info", "warn", "error", "off", "0", "1", "2", "3", "4", "5",
+    ];
+    let directives = log_directives(value);
+    if directives.is_empty() {
+        return Err(invalid("log_level", "is empty: give a level such as info"));
+    }
+    for directive in directives {
         if directive.contains('[') {
             continue; // a span filter: tracing's own syntax, left to it
         }
@@ -156,7 +173,7 @@ const MAX_SERVER_TIMEOUT_SECS: u64 = i32::MAX as u64 / 1000;
 pub const MAX_DURATION_SECS: u64 = 100 * 365 * 24 * 3600;
 
 /// The settings that are text, whatever their value looks like.
-const TEXT_KEYS: [&str; 11] = [
+const TEXT_KEYS: [&str; 13] = [
     "api_addr",
     "public_url",
     "storage_url",
@@ -168,12 +185,14 @@ const TEXT_KEYS: [&str; 11] = [
     "metrics_addr",
     "webhook_retry_schedule",
     "webhook_allow_cidrs",
+    "log_format",
+    "log_level",
 ];
 
 impl Config {
     /// Loads defaults, `PAPERHOOK_CONFIG` (or `./paperhook.toml` if present) and the environment.
     pub fn load() -> Result<Config, ConfigError> {
-        let file = match std::env::var_os("PAPERHOOK_CONFIG") {
+        let file = match std::env::var_os("PAPERHOOK_CONFIG").filter(|v| !v.is_empty()) {
             // A file named on purpose must be there: a typo would run the
             // process on defaults (local storage, for one) without a word.
             Some(named) => {
@@ -220,6 +239,13 @@ impl Config {
         // leading 0 was lost. Text settings take the variable as written.
         for key in TEXT_KEYS {
             if let Ok(value) = std::env::var(format!("PAPERHOOK_{}", key.to_uppercase())) {
+                // Quotes that an env file kept around the value go, as
+                // figment took them off before.
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .map_or(value.as_str(), |v| v)
+                    .to_owned();
                 figment = figment.merge(figment::providers::Serialized::default(key, value));
             }
         }
@@ -656,10 +682,11 @@ pub fn init_logging(config: &Config) {
     // exists, skipping" at every start) are not worth an INFO line unless
     // asked for by name.
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
-        if config.log_level.contains("sqlx") {
-            EnvFilter::new(config.log_level.clone())
+        let level = log_directives(&config.log_level).join(",");
+        if level.contains("sqlx") {
+            EnvFilter::new(level)
         } else {
-            EnvFilter::new(format!("{},sqlx::postgres::notice=warn", config.log_level))
+            EnvFilter::new(format!("{level},sqlx::postgres::notice=warn"))
         }
     });
     let builder = tracing_subscriber::fmt()
@@ -717,6 +744,8 @@ mod tests {
             std::env::set_current_dir("..").map_err(|e| e.to_string())?;
             assert_ne!(below?.worker_concurrency, 7);
 
+            jail.set_env("PAPERHOOK_CONFIG", "");
+            assert_eq!(load()?.worker_concurrency, 7);
             jail.set_env("PAPERHOOK_CONFIG", "paperhook.tml");
             let err = Config::load().unwrap_err().to_string();
             assert!(
@@ -727,7 +756,7 @@ mod tests {
             jail.set_env("PAPERHOOK_CONFIG", "paperhook.toml");
             jail.set_env("PAPERHOOK_ENCRYPTION_KEYS", KEY.1);
             jail.set_env("PAPERHOOK_S3_SECRET_ACCESS_KEY", "0012345678");
-            jail.set_env("PAPERHOOK_S3_ACCESS_KEY_ID", "true");
+            jail.set_env("PAPERHOOK_S3_ACCESS_KEY_ID", "\"true\"");
             jail.set_env("PAPERHOOK_WEBHOOK_RETRY_SCHEDULE", "30");
             jail.set_env("PAPERHOOK_WORKER_CONCURRENCY", "3");
             let config = load()?;
@@ -772,12 +801,18 @@ mod tests {
         for ok in [
             "info",
             "WARN",
-            "info,sqlx=warn",
-            "paperhook_worker=debug, off",
+            "info,sqlx=warn,hyper=off",
+            "paperhook_worker=debug, info",
+            "paperhook_api::routes=debug,3,",
         ] {
             level(ok).unwrap();
         }
-        for bad in ["warning", "", "info,paperhook_worker"] {
+        // The spaces tracing would read as part of a target are dropped.
+        assert_eq!(
+            log_directives(" paperhook_worker=debug , info,"),
+            ["paperhook_worker=debug", "info"]
+        );
+        for bad in ["warning", "", " , ", "info,paperhook_worker"] {
             let err = level(bad).unwrap_err().to_string();
             assert!(err.contains("log_level"), "{bad}: {err}");
         }

@@ -140,34 +140,44 @@ struct Anchor {
     rest: String,
 }
 
-fn label_regex(l: &LabelLocator) -> Option<Regex> {
+/// The regex of a label locator, and whether its matches must end at a
+/// word's end (a plain `label`; a `label_regex` is the user's own).
+fn label_regex(l: &LabelLocator) -> Option<(Regex, bool)> {
     match (&l.label, &l.label_regex) {
-        (_, Some(p)) => compile_regex(p, true).ok(),
+        (_, Some(p)) => compile_regex(p, true).ok().map(|re| (re, false)),
         (Some(t), None) => {
             let tokens: Vec<&str> = t
                 .split_whitespace()
                 .map(|w| w.trim_end_matches(':'))
                 .filter(|w| !w.is_empty())
                 .collect();
-            // A label ending in a letter or digit ends at a word boundary
-            // ("No" is not the start of "Notes"), then may have an
-            // abbreviation's full stop ("No.: 4711").
-            let end = match tokens.last()?.chars().last() {
-                Some(c) if c.is_alphanumeric() || c == '_' => r"\b\.?",
-                _ => "",
+            // An abbreviation's full stop may follow ("No.: 4711").
+            let dot = if tokens.last()?.ends_with(char::is_alphanumeric) {
+                r"\.?"
+            } else {
+                ""
             };
             let label: Vec<String> = tokens.iter().map(|w| regex::escape(w)).collect();
-            compile_regex(
-                &format!(r"(?:^|\b|\s){}{end}\s*:?", label.join(r"\s*")),
-                true,
-            )
-            .ok()
+            let pattern = format!(r"(?:^|\b|\s){}{dot}\s*:?", label.join(r"\s*"));
+            compile_regex(&pattern, true).ok().map(|re| (re, true))
         }
         (None, None) => None,
     }
 }
 
-fn anchors(page: &PageText, re: &Regex) -> Vec<Anchor> {
+/// Whether a match ends inside a word: its last character and the next
+/// one are both letters or both digits ("No" in "Notes", "Box 1" in
+/// "Box 12"; "Ref" before "12345" ends where the number starts).
+fn inside_word(line: &str, end: usize) -> bool {
+    let (Some(last), Some(next)) = (line[..end].chars().next_back(), line[end..].chars().next())
+    else {
+        return false;
+    };
+    (last.is_alphabetic() && next.is_alphabetic()) || (last.is_numeric() && next.is_numeric())
+}
+
+/// Where the label `re` matches; with `whole_words`, not inside a word.
+fn anchors(page: &PageText, re: &Regex, whole_words: bool) -> Vec<Anchor> {
     let mut out = Vec::new();
     for (li, line) in page.lines.iter().enumerate() {
         // The line as words joined by single spaces, with word offsets.
@@ -181,7 +191,7 @@ fn anchors(page: &PageText, re: &Regex) -> Vec<Anchor> {
             s.push_str(&page.words[w].text);
         }
         for m in re.find_iter(&s) {
-            if m.as_str().trim().is_empty() {
+            if m.as_str().trim().is_empty() || (whole_words && inside_word(&s, m.end())) {
                 continue;
             }
             // The words overlapping the match, found by binary search: the
@@ -304,7 +314,7 @@ fn label(
     post: &Post,
     until: Until,
 ) -> Result<Option<Found>, Stop> {
-    let Some(re) = label_regex(l) else {
+    let Some((re, whole_words)) = label_regex(l) else {
         return Ok(None);
     };
     for i in select(l.page, pages.len()) {
@@ -312,7 +322,7 @@ fn label(
         until.check(page)?;
         // Once a page, not once an anchor: it sorts the page's words.
         let cw = char_width(page);
-        for a in anchors(page, &re) {
+        for a in anchors(page, &re, whole_words) {
             until.check(page)?;
             let mut tries = Vec::new();
             if matches!(l.direction, Direction::Right | Direction::Auto) {
@@ -849,6 +859,21 @@ mod tests {
                 "locator": {"kind": "label", "label": label, "direction": "right"}}));
             let found = locate(&locator, &pages, &post, never()).unwrap().unwrap();
             assert_eq!(found.value, json!("4711"), "{label}");
+        }
+        // A label glued to its number, and one ending in a character
+        // that is no word character to the regex engine.
+        let glued = [Word {
+            text: "Ref12345".into(),
+            bbox: [0.1, 0.5, 0.2, 0.52],
+            confidence: 1.0,
+        }];
+        let area = words(&[("Fläche", 0.1), ("m²:", 0.2), ("85", 0.3)], 0.6);
+        for (label, line, want) in [("Ref", glued.to_vec(), "12345"), ("Fläche m²", area, "85")] {
+            let pages = [PageText::new(1, Source::Ocr, line)];
+            let (locator, post) = field(json!({"name": "n", "type": "text",
+                "locator": {"kind": "label", "label": label, "direction": "right"}}));
+            let found = locate(&locator, &pages, &post, never()).unwrap().unwrap();
+            assert_eq!(found.value, json!(want), "{label}");
         }
         // A label ending in punctuation is matched as written.
         let (locator, post) = field(json!({"name": "n", "type": "text",

@@ -367,6 +367,17 @@ impl Iterator for TextChars<'_> {
     }
 }
 
+/// A body declared this small may be answered before it is read.
+const EARLY_ANSWER_MAX: u64 = 64 * 1024;
+
+fn no_credits() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYMENT_REQUIRED,
+        "insufficient_credits",
+        "the account has no credits left; add credits to submit documents",
+    )
+}
+
 /// Bodies from this size are parsed and decoded off the async threads.
 const CPU_BOUND_FROM: usize = 1 << 20;
 
@@ -707,6 +718,14 @@ async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submis
         (None, Some(file)) => Some(read_static_values_file(file, state).await?),
         _ => None,
     };
+    // A text part's bytes that are not UTF-8 arrive replaced with U+FFFD
+    // (salvo decodes them lossily): refused rather than stored altered.
+    if field("static_values").is_some_and(|t| t.contains('\u{FFFD}')) {
+        return Err(ApiError::unprocessable(
+            "invalid_static_values",
+            "static_values is not valid UTF-8 (or holds U+FFFD, the mark of text already damaged): send it as UTF-8",
+        ));
+    }
     let static_values = match from_file
         .as_deref()
         .or(field("static_values"))
@@ -721,7 +740,8 @@ async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submis
     } else if let Some(text) = field("actual_image") {
         cpu_bound(text.len(), || {
             decode_base64(Base64Text::Plain(text), max, IN_MEMORY_MAX)
-        })?
+        })
+        .map_err(|e| file_sent_as_text(text).unwrap_or(e))?
     } else {
         return Err(missing("actual_image"));
     };
@@ -729,6 +749,28 @@ async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submis
         template_id,
         static_values,
         upload,
+    })
+}
+
+/// A document sent as a text part (no filename: `curl -F actual_image=<f`,
+/// or Python's `(None, data)`) is no base64: said so, rather than where
+/// its base64 broke.
+fn file_sent_as_text(text: &str) -> Option<ApiError> {
+    // Binary bytes arrive as U+FFFD (the text is decoded lossily).
+    const MAGIC: [&str; 6] = [
+        "%PDF-",
+        "\u{FFFD}PNG",
+        "PK\u{3}\u{4}",
+        "II*\0",
+        "MM\0*",
+        "\u{FFFD}\u{FFFD}\u{FFFD}",
+    ];
+    MAGIC.iter().any(|m| text.starts_with(m)).then(|| {
+        ApiError::unprocessable(
+            "invalid_base64",
+            "actual_image is a text part holding a file, not base64: send the file as a file part \
+             with a filename (curl -F actual_image=@invoice.pdf), or its content in base64",
+        )
     })
 }
 
@@ -858,14 +900,18 @@ pub async fn process_job(
         return Ok(());
     }
 
-    // Before the body is read: an account with nothing left to spend
-    // uploads nothing, and hears why rather than about its body.
-    if account.credits <= 0 {
-        return Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "insufficient_credits",
-            "the account has no credits left; add credits to submit documents",
-        ));
+    // An account with nothing left to spend hears why rather than about
+    // its body, before the body when that is safe: a client waiting for
+    // `100 Continue` sends nothing more, and a small body is read with the
+    // head. Answering a large upload unread would close the connection
+    // under it, and many clients report the reset instead of the 402.
+    let small = declared_length(req).is_some_and(|n| n <= EARLY_ANSWER_MAX);
+    let waits = req
+        .headers()
+        .get(salvo::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if account.credits <= 0 && (small || waits) {
+        return Err(no_credits());
     }
     let content_type = req
         .content_type()
@@ -905,6 +951,9 @@ pub async fn process_job(
             ));
         }
     };
+    if account.credits <= 0 {
+        return Err(no_credits());
+    }
     let doc_type = sniff(&submission.upload).await?;
     // Its own task: a client that hangs up drops this handler at its next
     // await, and the stored file must not outlive a job that never came.

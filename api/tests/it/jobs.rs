@@ -457,6 +457,36 @@ async fn every_bad_submission_gets_its_status_and_code() {
             "{got:?}"
         );
     }
+    // A file sent as a text part (no filename) is said to be one; text
+    // parts that are not UTF-8 are not stored altered.
+    for doc in [example_pdf(), example_png()] {
+        let form = Form::new()
+            .text("template_id", template_id.to_string())
+            .part("actual_image", Part::bytes(doc.to_vec()));
+        let got = send(app.req(Method::POST, "/process-job", &key).multipart(form)).await;
+        assert_error(&got, 422, "invalid_base64");
+        let message = got.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains("file part"), "{got:?}");
+    }
+    let form = Form::new()
+        .text("template_id", template_id.to_string())
+        .part(
+            "static_values",
+            Part::bytes(b"{\"name\": \"Z\xfcrich\"}".to_vec()),
+        )
+        .part(
+            "actual_image",
+            Part::bytes(example_pdf().to_vec()).file_name("a.pdf"),
+        );
+    let got = send(app.req(Method::POST, "/process-job", &key).multipart(form)).await;
+    assert_error(&got, 422, "invalid_static_values");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("UTF-8"),
+        "{got:?}"
+    );
     // 404 unknown template
     assert_error(
         &post(json_job(Uuid::new_v4(), example_pdf())).await,

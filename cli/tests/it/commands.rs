@@ -420,7 +420,7 @@ async fn the_api_key_is_not_sent_where_a_redirect_points() {
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
     let err = text(&out.stderr);
     assert!(
-        err.contains("302") && err.contains("redirected to another server"),
+        err.contains("302") && err.contains("redirect that was not followed"),
         "{}",
         show(&out)
     );
