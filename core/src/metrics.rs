@@ -428,8 +428,11 @@ pub async fn refresh_queue(pool: &sqlx::PgPool) -> sqlx::Result<()> {
         QUEUE_OLDEST_AGE.with_label_values(&[status]).set(age);
     }
     let (retries, oldest): (i64, f64) = sqlx::query_as(
+        // A delivery sent again on request keeps its first created_at:
+        // counted as waiting, but not aged from then (a bulk resend of
+        // day-old failures is no day-old backlog).
         "SELECT count(*) FILTER (WHERE attempts > 0),
-                coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+                coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE redeliveries = 0)), 0)::float8
          FROM webhook_deliveries WHERE state = 'pending'",
     )
     .fetch_one(pool)

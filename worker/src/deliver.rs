@@ -174,7 +174,9 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         return Ok(());
     }
     tx.commit().await?;
-    if state == "delivered" && delivery.delivered_at.is_none() {
+    // From the document's completion; a delivery sent again on request
+    // would count the days between (and skew the percentiles).
+    if state == "delivered" && delivery.delivered_at.is_none() && delivery.redeliveries == 0 {
         let waited = (Utc::now() - delivery.created_at)
             .to_std()
             .unwrap_or_default();

@@ -366,6 +366,30 @@ mod tests {
         (job_id, read)
     }
 
+    /// The oldest-pending gauge ages first deliveries, not ones sent again
+    /// on request (which keep their first `created_at`).
+    #[tokio::test]
+    async fn a_resent_delivery_does_not_age_the_backlog() {
+        use crate::metrics::{WEBHOOK_OLDEST_PENDING_AGE, refresh_queue};
+        let pool = crate::testing::migrated_database().await;
+        let (_, read) = one_delivery(&pool).await;
+        let set = |redeliveries: i32| {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET created_at = now() - interval '20 hours',
+                        redeliveries = $2 WHERE id = $1",
+            )
+            .bind(read.id)
+            .bind(redeliveries)
+            .execute(&pool)
+        };
+        set(0).await.unwrap();
+        refresh_queue(&pool).await.unwrap();
+        assert!(WEBHOOK_OLDEST_PENDING_AGE.get() >= 20 * 3600 - 60);
+        set(1).await.unwrap();
+        refresh_queue(&pool).await.unwrap();
+        assert_eq!(WEBHOOK_OLDEST_PENDING_AGE.get(), 0);
+    }
+
     /// A worker records a 2xx while the results expire: the expiry waits for
     /// it and leaves the delivery delivered, with no `expired` attempt after
     /// its success (it used to decide the attempt on a snapshot taken before
