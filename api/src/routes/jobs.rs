@@ -880,8 +880,22 @@ fn accepted(res: &mut Response, job: &JobRow, replayed: bool) {
 /// key within `idempotency_ttl_secs` (24 hours by default) returns the first job (header `Idempotent-Replayed: true`).
 #[endpoint(
     tags("jobs"),
+    parameters((
+        "Idempotency-Key" = Option<String>,
+        Header,
+        min_length = 1,
+        max_length = 255,
+        description = "Any 1-255 visible ASCII characters: a repeat within `idempotency_ttl_secs` (24 hours by default) answers the first job instead of making another."
+    )),
     request_body(content = ProcessJobRequest, content_type = "application/json"),
-    responses((status_code = 202, body = JobAccepted))
+    responses((
+        status_code = 202,
+        body = JobAccepted,
+        headers((
+            "Idempotent-Replayed" = String,
+            description = "`true` when the job is an earlier one with the same Idempotency-Key; absent otherwise."
+        ))
+    ))
 )]
 pub async fn process_job(
     req: &mut Request,

@@ -377,6 +377,20 @@ async fn openapi_covers_every_endpoint() {
     ] {
         assert!(responses[code].is_object(), "/process-job lacks {code}");
     }
+    // The idempotency header both ways.
+    let key = paths["/process-job"]["post"]["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap_or_else(|| panic!("no Idempotency-Key: {}", paths["/process-job"]));
+    assert_eq!(key["in"], "header");
+    assert_eq!(key["schema"]["maxLength"], 255, "{key}");
+    assert!(
+        responses["202"]["headers"]["Idempotent-Replayed"].is_object(),
+        "{}",
+        responses["202"]
+    );
     // Both ways to submit, and both ways results come back.
     let body = &paths["/process-job"]["post"]["requestBody"]["content"];
     assert!(body["application/json"].is_object(), "{body}");
