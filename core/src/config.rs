@@ -172,6 +172,39 @@ const MAX_SERVER_TIMEOUT_SECS: u64 = i32::MAX as u64 / 1000;
 /// The longest duration a `*_secs` setting takes: 100 years.
 pub const MAX_DURATION_SECS: u64 = 100 * 365 * 24 * 3600;
 
+/// Every key of a configuration file must be a setting: a misspelt one
+/// would leave its setting at the default without a word. (The
+/// environment cannot be held to this: other PAPERHOOK_ variables, the
+/// CLI's and the tests', share it.)
+fn check_file_keys(path: &std::path::Path) -> Result<(), ConfigError> {
+    use figment::Provider;
+    let keys = |provider: &dyn Provider| -> Result<Vec<String>, ConfigError> {
+        let data = provider
+            .data()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        Ok(data
+            .into_values()
+            .flat_map(|dict| dict.into_keys())
+            .collect())
+    };
+    let known = keys(&Toml::string(DEFAULTS))?;
+    let unknown: Vec<String> = keys(&Toml::file_exact(path))?
+        .into_iter()
+        .filter(|k| !known.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(
+        "PAPERHOOK_CONFIG",
+        format!(
+            "{} has settings that do not exist: {} (every setting is in core/config.default.toml)",
+            path.display(),
+            unknown.join(", ")
+        ),
+    ))
+}
+
 /// The settings that are text, whatever their value looks like.
 const TEXT_KEYS: [&str; 13] = [
     "api_addr",
@@ -207,6 +240,9 @@ impl Config {
             }
             None => Some(PathBuf::from("paperhook.toml")).filter(|p| p.is_file()),
         };
+        if let Some(path) = &file {
+            check_file_keys(path)?;
+        }
         Self::figment(file)
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))
@@ -746,6 +782,14 @@ mod tests {
 
             jail.set_env("PAPERHOOK_CONFIG", "");
             assert_eq!(load()?.worker_concurrency, 7);
+            // A misspelt key is named, not ignored.
+            jail.create_file("typo.toml", "worker_concurency = 7\nmax_pages = 3")?;
+            jail.set_env("PAPERHOOK_CONFIG", "typo.toml");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(
+                err.contains("worker_concurency") && !err.contains("max_pages"),
+                "{err}"
+            );
             jail.set_env("PAPERHOOK_CONFIG", "paperhook.tml");
             let err = Config::load().unwrap_err().to_string();
             assert!(
