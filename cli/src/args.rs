@@ -250,7 +250,7 @@ pub struct SubmitArgs {
     #[arg(long, conflicts_with = "zip")]
     pub retry_failed: bool,
     /// Give up on a request after this many retries (429, 5xx, connection errors).
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    #[arg(long, default_value_t = crate::client::LONG_RETRIES, value_name = "N")]
     pub retries: u32,
     /// With --wait: stop waiting after this many seconds (0: no limit).
     #[arg(long, default_value_t = 0, value_name = "SECS")]

@@ -51,6 +51,10 @@ impl std::fmt::Display for ApiFailure {
     }
 }
 
+/// Retries of a long-running command (`submit`, `status --wait`): with
+/// [`backoff`], some 90 s, which outlast a restart of the API.
+pub const LONG_RETRIES: u32 = 8;
+
 #[derive(Clone)]
 pub struct Api {
     pub base: String,

@@ -400,9 +400,8 @@ pub fn is_final(status: &str) -> bool {
 pub async fn status(args: StatusArgs, out: &Out) -> Result<u8> {
     let mut api = api()?;
     if args.wait {
-        // A wait outlives a restart of the API: some 90 s of retries, as
-        // `submit` has, before a poll gives up.
-        api.retries = 8;
+        // A wait outlives a restart of the API, as `submit` does.
+        api.retries = crate::client::LONG_RETRIES;
     }
     let id = uuid(&args.job_id, "job")?;
     let path = format!("/job-status?job_id={id}");

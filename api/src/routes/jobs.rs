@@ -370,6 +370,16 @@ impl Iterator for TextChars<'_> {
 /// A body declared this small may be answered before it is read.
 const EARLY_ANSWER_MAX: u64 = 64 * 1024;
 
+/// Whether a request may be answered before its body is read: its
+/// client waits for `100 Continue`, or it declares a small body.
+fn may_answer_unread(req: &Request) -> bool {
+    let waits = req
+        .headers()
+        .get(salvo::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    waits || declared_length(req).is_some_and(|n| n <= EARLY_ANSWER_MAX)
+}
+
 fn no_credits() -> ApiError {
     ApiError::new(
         StatusCode::PAYMENT_REQUIRED,
@@ -919,12 +929,7 @@ pub async fn process_job(
     // `100 Continue` sends nothing more, and a small body is read with the
     // head. Answering a large upload unread would close the connection
     // under it, and many clients report the reset instead of the 402.
-    let small = declared_length(req).is_some_and(|n| n <= EARLY_ANSWER_MAX);
-    let waits = req
-        .headers()
-        .get(salvo::http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if account.credits <= 0 && (small || waits) {
+    if account.credits <= 0 && may_answer_unread(req) {
         return Err(no_credits());
     }
     let content_type = req

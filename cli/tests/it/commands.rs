@@ -368,8 +368,8 @@ async fn rotating_a_secret_says_how_long_the_old_one_still_signs() {
     assert!(text(&out.stderr).contains("604800"), "{}", show(&out));
 }
 
-/// A one-shot HTTP server on 127.0.0.1: answers every connection with
-/// `answer` (its port substituted for `{port}`) and keeps what it was sent.
+/// An HTTP server on 127.0.0.1 that answers every connection with
+/// `answer` and keeps the request heads it was sent; its port.
 async fn stub_server(answer: String) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -233,29 +233,18 @@ fn bilevel_tiff(img: &image::GrayImage) -> Vec<u8> {
     }
     const SHORT: u16 = 3;
     const LONG: u16 = 4;
-    let entries: [(u16, u16, u32); 9] = [
-        (256, LONG, w),
-        (257, LONG, h),
-        (258, SHORT, 1),
-        (259, SHORT, 1),
-        (262, SHORT, 0),
-        (273, LONG, 8 + 2 + 12 * 9 + 4),
-        (277, SHORT, 1),
-        (278, LONG, h),
-        (279, LONG, bits.len() as u32),
+    let entries = [
+        (256, LONG, 1, w),
+        (257, LONG, 1, h),
+        (258, SHORT, 1, 1),
+        (259, SHORT, 1, 1),
+        (262, SHORT, 1, 0),
+        (273, LONG, 1, corpus::tiff_extra_offset(9)),
+        (277, SHORT, 1, 1),
+        (278, LONG, 1, h),
+        (279, LONG, 1, bits.len() as u32),
     ];
-    let mut out = b"II*\0".to_vec();
-    out.extend(8u32.to_le_bytes());
-    out.extend((entries.len() as u16).to_le_bytes());
-    for (tag, kind, value) in entries {
-        out.extend(tag.to_le_bytes());
-        out.extend(kind.to_le_bytes());
-        out.extend(1u32.to_le_bytes());
-        out.extend(value.to_le_bytes());
-    }
-    out.extend(0u32.to_le_bytes());
-    out.extend(bits);
-    out
+    corpus::tiff_file(&entries, &bits)
 }
 
 #[test]

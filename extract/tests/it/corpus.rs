@@ -864,3 +864,26 @@ pub fn field_ok(got: Option<&Value>, want: &Value) -> bool {
         (None, _) => false,
     }
 }
+
+/// A little-endian TIFF of one page: `entries` as (tag, type, count,
+/// value or offset), and `extra` bytes appended after the directory
+/// (offsets into it start at [`tiff_extra_offset`]).
+pub fn tiff_file(entries: &[(u16, u16, u32, u32)], extra: &[u8]) -> Vec<u8> {
+    let mut out = b"II*\0".to_vec();
+    out.extend(8u32.to_le_bytes());
+    out.extend((entries.len() as u16).to_le_bytes());
+    for &(tag, kind, count, value) in entries {
+        out.extend(tag.to_le_bytes());
+        out.extend(kind.to_le_bytes());
+        out.extend(count.to_le_bytes());
+        out.extend(value.to_le_bytes());
+    }
+    out.extend(0u32.to_le_bytes());
+    assert_eq!(out.len() as u32, tiff_extra_offset(entries.len()));
+    out.extend(extra);
+    out
+}
+
+pub fn tiff_extra_offset(entries: usize) -> u32 {
+    8 + 2 + 12 * entries as u32 + 4
+}

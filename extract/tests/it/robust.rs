@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use paperhook_extract::{Error, Options, Template, extract, page_count, render_page};
 use serde_json::json;
 
-use crate::corpus::{self, Page, write_pdf};
+use crate::corpus::{self, Page, tiff_extra_offset, tiff_file, write_pdf};
 
 fn template() -> Template {
     Template::from_json(json!({"fields": [
@@ -222,29 +222,6 @@ fn nul_characters_of_a_broken_text_layer_never_reach_text_or_values() {
     let result = serde_json::to_string(&got.result).unwrap();
     assert!(!result.contains("\\u0000"), "{result}");
     assert!(result.contains("Status"), "{result}");
-}
-
-/// A little-endian TIFF of one page: `entries` as (tag, type, count,
-/// value or offset), and `extra` bytes appended after the directory
-/// (offsets into it start at [`tiff_extra_offset`]).
-fn tiff_file(entries: &[(u16, u16, u32, u32)], extra: &[u8]) -> Vec<u8> {
-    let mut out = b"II*\0".to_vec();
-    out.extend(8u32.to_le_bytes());
-    out.extend((entries.len() as u16).to_le_bytes());
-    for &(tag, kind, count, value) in entries {
-        out.extend(tag.to_le_bytes());
-        out.extend(kind.to_le_bytes());
-        out.extend(count.to_le_bytes());
-        out.extend(value.to_le_bytes());
-    }
-    out.extend(0u32.to_le_bytes());
-    assert_eq!(out.len() as u32, tiff_extra_offset(entries.len()));
-    out.extend(extra);
-    out
-}
-
-fn tiff_extra_offset(entries: usize) -> u32 {
-    8 + 2 + 12 * entries as u32 + 4
 }
 
 #[test]
