@@ -69,6 +69,7 @@ grep -qE '^paperhook_webhook_retries_pending [0-9]' "$work/api.metrics" ||
 # A real Prometheus scraping the API answers the dashboard's queue-depth and
 # throughput queries with the numbers the database and our traffic give.
 kill "${pids[1]:-}" 2>/dev/null || true   # stop the worker: the queue must hold still
+wait "${pids[1]:-}" 2>/dev/null || true    # ...and has, before the counts are compared
 prom_port=$(free_port)
 cat > "$work/prometheus.yml" <<YML
 global: { scrape_interval: 1s }

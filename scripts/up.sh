@@ -62,8 +62,10 @@ supervise() {
 supervise "$dir/paperhook-worker" & pids+=($!)
 "$dir/paperhook-janitor" & pids+=($!)
 
+deadline=$((SECONDS + 120))
 until curl -sf "$url/healthz" >/dev/null 2>&1; do
     kill -0 "${pids[0]}" 2>/dev/null || die "the API did not start (its error is above)"
+    ((SECONDS < deadline)) || die "the API did not answer $url/healthz within 120 s (its log is above)"
     sleep 0.5
 done
 cat <<MSG

@@ -466,12 +466,13 @@ mod tests {
             assert_eq!(job_of_key(&key), want, "{key}");
         }
         for key in [
-            "documents/acc/probe",
-            "documents/x",
-            "other/acc/{job}",
-            "documents/acc/",
+            "documents/acc/probe".to_owned(),
+            "documents/x".to_owned(),
+            format!("other/acc/{job}"),
+            format!("documents/{job}"),
+            "documents/acc/".to_owned(),
         ] {
-            assert_eq!(job_of_key(key), None, "{key}");
+            assert_eq!(job_of_key(&key), None, "{key}");
         }
     }
 }

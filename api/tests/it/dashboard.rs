@@ -457,12 +457,21 @@ async fn a_preview_that_does_not_stop_is_given_up() {
             "file",
             multipart::Part::bytes(pdf_painting_page(4000)).file_name("drawing.pdf"),
         );
+    // The gauge is process-wide: read before, so that what counts is this
+    // preview's increase (no other test of this binary runs a preview past
+    // its limit, so nothing else moves it meanwhile).
+    let abandoned = || paperhook_core::metrics::EXTRACTIONS_ABANDONED.get();
+    let before = abandoned();
     let started = std::time::Instant::now();
     let got = send(
         app.req(Method::POST, "/v1/preview/extract", &key)
             .multipart(form),
     )
     .await;
+    // Read at once: the render still running ends some 10 s in, and then
+    // stops being counted.
+    let answered_after = started.elapsed();
+    let after = abandoned();
     assert_error(&got, 422, "document_timeout");
     assert!(
         got.1["error"]["message"]
@@ -472,11 +481,16 @@ async fn a_preview_that_does_not_stop_is_given_up() {
         "{}",
         got.1
     );
-    // It did not wait for the render: that still runs, and is counted.
+    // It did not wait for the render: the answer came at about 2 s (6 s
+    // leaves room for a loaded debug build, well short of the render)...
     assert!(
-        paperhook_core::metrics::EXTRACTIONS_ABANDONED.get() >= 1,
-        "the render had already finished after {:?}",
-        started.elapsed()
+        answered_after < std::time::Duration::from_secs(6),
+        "answered after {answered_after:?}: the render was waited for"
+    );
+    // ...which still runs, and is counted.
+    assert!(
+        after > before,
+        "the abandoned render is not counted ({before} before, {after} after {answered_after:?})"
     );
 }
 

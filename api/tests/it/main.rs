@@ -4,6 +4,7 @@ mod dashboard;
 mod dashboard_security;
 mod helpers;
 mod isolation;
+mod job_data;
 mod jobs;
 mod rate_limits;
 mod ssrf;
@@ -461,16 +462,17 @@ async fn metrics_expose_requests_and_queue_depth() {
         assert_eq!(s, StatusCode::ACCEPTED);
     }
     let _ = send(app.req(Method::GET, &format!("/v1/templates/{template}"), &key)).await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |prefix: &str| -> f64 {
+    let scrape = || async {
+        app.client
+            .get(format!("{}/metrics", app.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let metric = |text: &str, prefix: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("{prefix} missing from:\n{text}"))
@@ -480,6 +482,8 @@ async fn metrics_expose_requests_and_queue_depth() {
             .parse()
             .unwrap()
     };
+    let text = scrape().await;
+    let value = |prefix: &str| metric(&text, prefix);
     // Counters are process-wide (tests share the process): at least ours.
     assert!(
         value(
@@ -493,9 +497,22 @@ async fn metrics_expose_requests_and_queue_depth() {
     );
     assert!(value(r#"paperhook_jobs_submitted_total{document_type="pdf"}"#) >= 2.0);
     assert!(text.contains("paperhook_build_info{binary=\"paperhook-api\""));
-    // The queue gauges read this test's own database: exactly two NEW jobs.
-    assert_eq!(value(r#"paperhook_queue_depth{status="NEW"}"#), 2.0);
     assert!(!text.contains(&template.to_string()), "no ids in labels");
+    // The queue gauges read the database: this test's own has exactly two
+    // NEW jobs. But the gauges are process-wide statics, refreshed at most
+    // every 5 s per process by whichever app is scraped then: polled until
+    // a refresh has read this app's database.
+    let depth = r#"paperhook_queue_depth{status="NEW"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = metric(&text, depth);
+    while seen != 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the NEW queue depth is {seen}, not this database's 2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        seen = metric(&scrape().await, depth);
+    }
 
     // With metrics_addr set, /metrics is there only, away from the port
     // clients reach (the counts are of every account).

@@ -801,13 +801,15 @@ fn absurd_pdf_page_sizes() {
     }
     let got = extract(&write_pdf(&[p]), &template(), &Options::default()).unwrap();
     assert_eq!(got.result["total"], json!(12.5));
-    // A zero-size page is corrupt, not a crash.
+    // A zero-size page holds nothing to read: nothing found, no crash.
     let flat = write_pdf(&[Page {
         width: 0.0,
         height: 0.0,
         ..Page::default()
     }]);
-    let _ = extract(&flat, &template(), &Options::default());
+    let got = extract(&flat, &template(), &Options::default()).unwrap();
+    assert_eq!(got.pages, 1);
+    assert_eq!(got.result["total"], json!(null));
 }
 
 #[test]

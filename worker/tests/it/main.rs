@@ -4,6 +4,7 @@
 mod fleet;
 mod helpers;
 mod pipeline;
+mod retention;
 mod ssrf;
 mod webhooks;
 mod zips;

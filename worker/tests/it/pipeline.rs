@@ -283,9 +283,11 @@ async fn without_webhook_the_file_is_deleted_when_finished() {
     let (template, _) = app.template(&key, None).await;
     let job = app.submit(&key, template, "scan.png", example_png()).await;
     app.drain().await;
+    // The example scan is read (OCR) and holds every required field.
     let st = app.job_status(&key, job).await;
-    assert!(
-        st["status"] == "SUCCESS" || st["status"] == "FAILED",
+    assert_eq!(st["status"], "SUCCESS", "{st}");
+    assert_eq!(
+        st["documents"][0]["status"], "PROCESS IMAGE SUCCESS",
         "{st}"
     );
     let (key_of, deleted): (String, Option<chrono::DateTime<chrono::Utc>>) =
@@ -417,6 +419,68 @@ async fn a_single_file_goes_from_claim_to_webhook_in_one_slot() {
             .unwrap();
     let done = |kind: &str| (kind.to_owned(), "completed".to_owned(), 1);
     assert_eq!(tasks, vec![done("job"), done("document"), done("delivery")]);
+}
+
+/// A document whose stored file is gone before a worker reads it (deleted
+/// by hand, lost with a volume) fails at once with `file_missing`: no retry
+/// would find it, no page was read to charge, and the failure webhook still
+/// tells the client.
+#[tokio::test]
+async fn a_stored_file_gone_before_processing_fails_the_document_with_file_missing() {
+    for kind in [StorageKind::Fs, StorageKind::S3] {
+        // The document in the object store, not inline in the database.
+        let app = TestApp::spawn_with(kind, |c| c.inline_document_max_bytes = 0).await;
+        let hook = Receiver::start().await;
+        let (account, key) = app.account(5).await;
+        let (template, secret) = app.template(&key, Some(&hook.url)).await;
+        let job = app
+            .submit(&key, template, "invoice.pdf", example_pdf())
+            .await;
+        let key_of: String = sqlx::query_scalar("SELECT storage_key FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert!(
+            key_of.starts_with(paperhook_core::storage::DOCUMENTS_PREFIX),
+            "{key_of}"
+        );
+        assert!(app.storage.exists(&key_of).await.unwrap());
+        // No worker has run yet: the file goes before the job is read.
+        app.storage.delete(&key_of).await.unwrap();
+        assert!(!app.storage.exists(&key_of).await.unwrap());
+        app.drain().await;
+
+        let st = app.job_status(&key, job).await;
+        assert_document_failed(&st, "file_missing", "no longer in storage");
+        assert_eq!(st["error"]["code"], "file_missing", "{st}");
+        assert_eq!(st["documents"][0]["status"], "PROCESS IMAGE FAILED", "{st}");
+        // Never read: no page count, nothing charged.
+        assert!(st["documents"][0]["pages"].is_null(), "{st}");
+        assert_eq!(app.credits(account).await, 5);
+        assert_eq!(app.charges(account).await, 0);
+        // Failed on its first attempt, not retried until its attempts ran out.
+        let task: (String, i32) =
+            sqlx::query_as("SELECT state, attempts FROM tasks WHERE kind = 'document'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(task, ("completed".to_owned(), 1));
+
+        let got = hook.received();
+        assert_eq!(got.len(), 1, "one failure webhook");
+        verify_with_python(&secret, &got[0]);
+        let p = got[0].json();
+        assert_eq!(p["job_id"], job.to_string(), "{p}");
+        assert_eq!(p["status"], "FAILED", "{p}");
+        assert_eq!(p["error"]["code"], "file_missing", "{p}");
+        assert_eq!(
+            p["document"],
+            json!({"index": 0, "file_name": "invoice.pdf", "pages": null}),
+            "{p}"
+        );
+        assert!(p.get("result").is_none(), "{p}");
+    }
 }
 
 /// A worker that cannot delete a delivered job's files (the storage is down,

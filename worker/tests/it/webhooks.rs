@@ -882,11 +882,10 @@ async fn a_response_body_with_nul_characters_is_recorded() {
 async fn error_messages_do_not_quote_the_webhook_url() {
     let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
     let (_, key) = app.account(5).await;
-    // A port nothing listens on.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Port 9 (discard), which nothing listens on here, as in the other
+    // tests that need a refused connection: a port picked free and closed
+    // again could be taken meanwhile by another test's listener.
+    let port = 9;
     let hook = Receiver::start().await;
     let (template, _) = app.template(&key, Some(&hook.url)).await;
     sqlx::query("UPDATE templates SET webhook_url = $2 WHERE id = $1")
@@ -966,8 +965,9 @@ async fn a_silent_receiver_does_not_hold_up_documents() {
     let (silent, _) = app.template(&silent_key, Some(&url)).await;
     let (_, key) = app.account(10).await;
     let (template, _) = app.template(&key, None).await;
+    let mut silent_jobs = Vec::new();
     for name in ["1.pdf", "2.pdf", "3.pdf"] {
-        app.submit(&silent_key, silent, name, example_pdf()).await;
+        silent_jobs.push(app.submit(&silent_key, silent, name, example_pdf()).await);
     }
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn({
@@ -985,7 +985,13 @@ async fn a_silent_receiver_does_not_hold_up_documents() {
         || async { (app.job_status(&key, job).await["status"] == "SUCCESS").then_some(()) },
     )
     .await;
-    // All three silent jobs are done; the third's webhook waits its turn.
+    // All three silent jobs are done (submitted first, they took the one
+    // work slot before the other account's job); the third's webhook waits
+    // its turn.
+    for silent_job in silent_jobs {
+        let st = app.job_status(&silent_key, silent_job).await;
+        assert_eq!(st["status"], "SUCCESS", "{st}");
+    }
     let pending: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM tasks WHERE kind = 'delivery' AND state = 'available'",
     )

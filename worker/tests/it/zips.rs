@@ -2,13 +2,15 @@
 
 use std::collections::HashSet;
 
+use paperhook_worker::Outcome;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
 #[tokio::test]
 async fn zip_of_three_files_makes_three_signed_webhooks() {
-    let app = TestApp::spawn().await;
+    // One document at a time per worker: two workers then share the three.
+    let app = TestApp::spawn_with(StorageKind::S3, |c| c.worker_concurrency = 1).await;
     let hook = Receiver::start().await;
     let (account, key) = app.account(10).await;
     let (template, secret) = app.template(&key, Some(&hook.url)).await;
@@ -20,10 +22,26 @@ async fn zip_of_three_files_makes_three_signed_webhooks() {
         ("three.pdf", example_pdf()),
     ]);
     let job = app.submit(&key, template, "batch.zip", &zip).await;
-    // Two workers share the documents.
+    // The split: the job is the one task queued.
+    assert_eq!(app.worker.run_once().await.unwrap(), Outcome::Worked(1));
+    // Two workers share the documents. Each step claims one document at
+    // most, so of the three, whichever worker claims first leaves the other
+    // at least one: both work, on two different documents.
     let other = app.another_worker(|_| {});
-    let (a, b) = tokio::join!(drain(&app.worker), drain(&other));
-    let _ = (a, b);
+    let (a, b) = tokio::join!(app.worker.run_once(), other.run_once());
+    for step in [a.unwrap(), b.unwrap()] {
+        assert!(matches!(step, Outcome::Worked(n) if n >= 1), "{step:?}");
+    }
+    let finished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM documents WHERE job_id = $1 AND finished_at IS NOT NULL",
+    )
+    .bind(job)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(finished, 2, "each worker processed one document");
+    // Then both drain the rest at once.
+    tokio::join!(drain(&app.worker), drain(&other));
     app.drain().await;
 
     let st = app.job_status(&key, job).await;
@@ -86,9 +104,32 @@ fn mark_encrypted(mut zip: Vec<u8>, name: &str) -> Vec<u8> {
     zip
 }
 
+/// `archive` with two entries [`make_zip`] cannot write appended: a
+/// symbolic link (`link`: its name and target), and `big` stored
+/// uncompressed (its 1:1 ratio keeps the ratio rule out of the way).
+fn append_link_and_stored(archive: Vec<u8>, link: (&str, &str), big: (&str, &[u8])) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new_append(std::io::Cursor::new(archive)).unwrap();
+    let opts = zip::write::SimpleFileOptions::default();
+    w.add_symlink(link.0, link.1, opts).unwrap();
+    w.start_file(
+        big.0,
+        opts.compression_method(zip::CompressionMethod::Stored),
+    )
+    .unwrap();
+    w.write_all(big.1).unwrap();
+    w.finish().unwrap().into_inner()
+}
+
 #[tokio::test]
 async fn zip_rules_give_clear_per_document_reasons() {
-    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.zip_max_ratio = 50).await;
+    // Entries up to 2.5 MB: the 2 MB bomb below is refused for its ratio,
+    // the 3 MB entry for its size.
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.zip_max_ratio = 50;
+        c.zip_max_entry_bytes = 2_500_000;
+    })
+    .await;
     let hook = Receiver::start().await;
     let (account, key) = app.account(10).await;
     let (template, _) = app.template(&key, Some(&hook.url)).await;
@@ -105,6 +146,9 @@ async fn zip_rules_give_clear_per_document_reasons() {
         ("bomb.pdf", &bomb),
         ("secret.pdf", example_pdf()),
     ]);
+    let mut big = b"%PDF-1.4\n".to_vec();
+    big.resize(3_000_000, b' ');
+    let zip = append_link_and_stored(zip, ("link.pdf", "good.pdf"), ("big.pdf", &big));
     let zip = mark_encrypted(zip, "secret.pdf");
     let job = app.submit(&key, template, "rules.zip", &zip).await;
     app.drain().await;
@@ -162,18 +206,36 @@ async fn zip_rules_give_clear_per_document_reasons() {
                 "PROCESS IMAGE FAILED".into(),
                 json!("zip_entry_encrypted")
             ),
+            (
+                "link.pdf".into(),
+                "PROCESS IMAGE FAILED".into(),
+                json!("zip_symlink")
+            ),
+            (
+                "big.pdf".into(),
+                "PROCESS IMAGE FAILED".into(),
+                json!("document_too_large")
+            ),
         ]
     );
     let folder = &st["documents"][1]["error"]["message"];
     assert!(folder.as_str().unwrap().contains("root"), "{folder}");
+    let too_large = &st["documents"][8]["error"]["message"];
+    assert!(
+        too_large
+            .as_str()
+            .unwrap()
+            .contains("the limit is 2500000 bytes"),
+        "{too_large}"
+    );
     // Every document, failed or not, gets its webhook; only the good one is charged.
     let got = hook.received();
-    assert_eq!(got.len(), 7);
+    assert_eq!(got.len(), 9);
     assert_eq!(
         got.iter()
             .filter(|r| r.json()["status"] == "FAILED")
             .count(),
-        6
+        8
     );
     assert_eq!(app.charges(account).await, 1);
 }
