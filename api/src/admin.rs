@@ -144,7 +144,7 @@ async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
         let mut tx = pool.begin().await?;
         let row: Option<Row> = sqlx::query_as(
             "SELECT webhook_secret_enc, webhook_headers_enc, webhook_previous_secret_enc
-             FROM templates WHERE id = $1 FOR UPDATE",
+             FROM templates WHERE id = $1 FOR NO KEY UPDATE",
         )
         .bind(id)
         .fetch_optional(&mut *tx)

@@ -149,7 +149,7 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         f64::from(sent.attempt.latency_ms) / 1000.0,
     );
     let mut tx = w.pool.begin().await?;
-    if !deliveries::record(&mut tx, &delivery, &sent.attempt, state).await? {
+    let Some(stored) = deliveries::record(&mut tx, &delivery, &sent.attempt, state).await? else {
         // Queued again on request while this attempt was out: the request
         // could not queue a task while this one ran, so this worker queues
         // it, and the delivery goes out again on its fresh schedule.
@@ -159,7 +159,10 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
             tracing::info!("the webhook was queued again while it was sent; sending it again");
         }
         return Ok(());
-    }
+    };
+    // As stored: a delivery failed meanwhile (its results expired or were
+    // deleted) stays failed, and is not tried again.
+    let state = stored.as_str();
     let settled = if state == "pending" {
         let after = delay.unwrap_or_default();
         let error =

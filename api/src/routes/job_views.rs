@@ -246,7 +246,8 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
     // Results past their retention are not shown, even before the janitor
     // has removed them (as `POST /v1/job-results` answers 410); nor what
     // the receivers answered, which can echo them.
-    let gone = super::results::results_gone(state, &job);
+    let now = paperhook_core::db::now(&mut *snapshot).await?;
+    let gone = super::results::results_gone(state, &job, now);
     let mut results: HashMap<Uuid, (Value, Value)> = if gone {
         HashMap::new()
     } else {

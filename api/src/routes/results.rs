@@ -117,7 +117,9 @@ pub async fn job_results(
         return Err(deleted());
     }
     let expires_at = expires_at(&state, &job);
-    if job.results_expired_at.is_some() || expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
+    // By the database's clock, as the worker and the janitor decide.
+    let now = paperhook_core::db::now(&mut *snapshot).await?;
+    if job.results_expired_at.is_some() || expires_at.is_some_and(|t| t <= now) {
         return Err(expired());
     }
     // A page of documents at a time, whatever the size of the job.
@@ -309,15 +311,23 @@ impl Render {
     }
 }
 
-/// When a finished job's results expire (`result_retention` after it finished).
 /// Whether the job's results are past their retention (or deleted), whether
 /// or not the janitor has removed them yet: no endpoint shows them then.
-pub(crate) fn results_gone(state: &crate::AppState, job: &JobRow) -> bool {
+/// `now` is the database's (`finished_at` is its time, and the worker and
+/// the janitor decide by it): an API host whose clock ran ahead answered
+/// 410 for results still to be had, one behind served them and accepted
+/// redeliveries the worker then failed.
+pub(crate) fn results_gone(
+    state: &crate::AppState,
+    job: &JobRow,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
     job.data_deleted_at.is_some()
         || job.results_expired_at.is_some()
-        || expires_at(state, job).is_some_and(|t| t <= chrono::Utc::now())
+        || expires_at(state, job).is_some_and(|t| t <= now)
 }
 
+/// When a finished job's results expire (`result_retention` after it finished).
 fn expires_at(state: &crate::AppState, job: &JobRow) -> Option<chrono::DateTime<chrono::Utc>> {
     let retention = chrono::Duration::from_std(state.config.result_retention()).unwrap_or_default();
     job.finished_at.map(|t| t + retention)
@@ -440,9 +450,8 @@ pub async fn redeliver(
     }
     // Past retention the results are gone, whether or not the janitor
     // has deleted them yet.
-    if job.results_expired_at.is_some()
-        || expires_at(&state, &job).is_some_and(|t| t <= chrono::Utc::now())
-    {
+    let now = paperhook_core::db::now(&state.pool).await?;
+    if job.results_expired_at.is_some() || expires_at(&state, &job).is_some_and(|t| t <= now) {
         return Err(expired());
     }
     let mut tx = state.pool.begin().await?;

@@ -237,7 +237,7 @@ fn limited_sql(keys: &Keys) -> String {
              FROM req JOIN api_keys k ON {join}
              WHERE k.revoked_at IS NULL
              ORDER BY k.id
-             FOR UPDATE OF k
+             FOR NO KEY UPDATE OF k
          ), verdict AS (
              -- The i-th request (from 0) fits if tat + i * interval <= now + tolerance.
              SELECT key.*, least(key.n, greatest(0::float8,

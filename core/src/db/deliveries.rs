@@ -104,14 +104,17 @@ pub struct Attempt {
 /// Records an attempt of the delivery read as `read`, and unless it was
 /// queued again on request since (its `redeliveries` changed), counts the
 /// attempt and moves the delivery to `state` (pending | delivered | failed
-/// | gone). Returns false when it was queued again: it is left pending
-/// with its fresh schedule, for the caller to send again.
+/// | gone). Returns the delivery's state now, or `None` when it was queued
+/// again: it is left pending with its fresh schedule, for the caller to
+/// send again. A delivery that failed meanwhile (its results expired or
+/// were deleted while the attempt was out) stays failed unless the
+/// attempt delivered it: a retry would only fail it again.
 pub async fn record(
     tx: &mut PgConnection,
     read: &DeliveryRow,
     attempt: &Attempt,
     state: &str,
-) -> sqlx::Result<bool> {
+) -> sqlx::Result<Option<String>> {
     let id = read.id;
     // The delivery first: an expiry or deletion of the job's data locks it
     // (`expire`) before it forgets the excerpts, so this waits for that to
@@ -142,17 +145,18 @@ pub async fn record(
     .bind(&attempt.error_message)
     .execute(&mut *tx)
     .await?;
-    let done = sqlx::query(
-        "UPDATE webhook_deliveries SET attempts = attempts + 1, state = $2,
+    sqlx::query_scalar(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1,
+                state = CASE WHEN state = 'pending' OR $2 = 'delivered' THEN $2 ELSE state END,
                 delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END
-         WHERE id = $1 AND redeliveries = $3",
+         WHERE id = $1 AND redeliveries = $3
+         RETURNING state",
     )
     .bind(id)
     .bind(state)
     .bind(read.redeliveries)
-    .execute(&mut *tx)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .fetch_optional(&mut *tx)
+    .await
 }
 
 /// Creates and queues, for any worker, the deliveries of documents that
@@ -405,7 +409,10 @@ mod tests {
             status_code: Some(200),
             ..Attempt::default()
         };
-        assert!(record(&mut worker, &read, &ok, "delivered").await.unwrap());
+        assert_eq!(
+            record(&mut worker, &read, &ok, "delivered").await.unwrap(),
+            Some("delivered".to_owned())
+        );
         let expiry = tokio::spawn({
             let pool = pool.clone();
             async move {
@@ -465,6 +472,7 @@ mod tests {
     async fn an_attempt_ending_during_expiry_keeps_no_excerpt() {
         let pool = crate::testing::migrated_database().await;
         let (job_id, read) = one_delivery(&pool).await;
+        let delivery_id = read.id;
         // The expiry, under way: the deliveries locked, the job marked.
         let mut expiry = pool.begin().await.unwrap();
         expire(&mut expiry, &[job_id], "expired").await.unwrap();
@@ -482,13 +490,20 @@ mod tests {
                     ..Attempt::default()
                 };
                 let mut tx = pool.begin().await?;
-                record(&mut tx, &read, &answered, "pending").await?;
-                tx.commit().await
+                let now = record(&mut tx, &read, &answered, "pending").await?;
+                tx.commit().await.map(|()| now)
             }
         });
         crate::testing::waiting_for_a_lock(&pool, "%webhook_%", "the attempt").await;
         expiry.commit().await.unwrap();
-        worker.await.unwrap().unwrap();
+        // The expiry failed the delivery: the 4xx does not make it pending
+        // again (listed as retrying, holding its job's files, until a retry
+        // failed it a second time).
+        assert_eq!(worker.await.unwrap().unwrap(), Some("failed".to_owned()));
+        assert_eq!(
+            get(&pool, delivery_id).await.unwrap().unwrap().state,
+            "failed"
+        );
         let excerpts: Vec<(Option<i32>, Option<String>)> = sqlx::query_as(
             "SELECT a.status_code, a.response_excerpt FROM webhook_attempts a
              JOIN webhook_deliveries d ON d.id = a.delivery_id

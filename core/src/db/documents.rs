@@ -204,10 +204,15 @@ pub async fn charge(
     doc_id: Uuid,
     pages: i64,
 ) -> sqlx::Result<Charge> {
-    let balance: i64 = sqlx::query_scalar("SELECT credits FROM accounts WHERE id = $1 FOR UPDATE")
-        .bind(account_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    // NO KEY UPDATE (what the UPDATE below takes anyway) serialises the
+    // account's charges without blocking the foreign-key checks of rows
+    // that reference the account: FOR UPDATE held every job insert of the
+    // account (and, batched with it, of others) until this commit.
+    let balance: i64 =
+        sqlx::query_scalar("SELECT credits FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(account_id)
+            .fetch_one(&mut *tx)
+            .await?;
     let charged: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM credit_ledger WHERE document_id = $1)")
             .bind(doc_id)

@@ -315,15 +315,42 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> sqlx::Result<Vec<ListedJob>> {
-    sqlx::query_as(concat!(
-        "SELECT j.*, d.delivery FROM (SELECT ",
-        columns!(),
-        " FROM jobs WHERE account_id = $1 AND ($2::text IS NULL OR status = $2)
+    // Few deliveries are not delivered: start from those. Most are, so
+    // `delivered` is cheaper checked job by job, newest first.
+    let from_deliveries = filter.delivery.filter(|d| *d != "delivered");
+    sqlx::query_as(sqlx::AssertSqlSafe(list_sql(from_deliveries.is_some())))
+        .bind(account_id)
+        .bind(filter.status)
+        .bind(filter.template_id)
+        .bind(filter.delivery)
+        .bind(limit)
+        .bind(offset)
+        .bind(filter.job_id)
+        .bind(from_deliveries)
+        .bind(filter.after.map(|(at, _)| at))
+        .bind(filter.after.map(|(_, id)| id))
+        .fetch_all(db)
+        .await
+}
+
+/// The statement of [`list`]; `$8`, the deliveries' state to start from,
+/// is written into it only when it filters: under an `OR` (`$8 IS NULL OR
+/// id IN (...)`) PostgreSQL cannot make the subquery a join (it turns
+/// sublinks into joins before it folds the constants), and read every job
+/// of the account, newest first, testing each.
+fn list_sql(from_deliveries: bool) -> String {
+    let by_delivery = if from_deliveries {
+        "AND id IN (SELECT job_id FROM webhook_deliveries WHERE account_id = $1 AND state = $8)"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT j.*, d.delivery FROM (SELECT {} FROM jobs
+             WHERE account_id = $1 AND ($2::text IS NULL OR status = $2)
              AND ($3::uuid IS NULL OR template_id = $3)
              AND ($7::uuid IS NULL OR id = $7)
              AND ($9::timestamptz IS NULL OR (created_at, id) < ($9, $10))
-             AND ($8::text IS NULL OR id IN (
-                 SELECT job_id FROM webhook_deliveries WHERE account_id = $1 AND state = $8))
+             {by_delivery}
          ) j
          LEFT JOIN LATERAL (
              SELECT CASE WHEN bool_or(w.state = 'pending') THEN 'pending'
@@ -333,22 +360,9 @@ pub async fn list(
              FROM webhook_deliveries w WHERE w.job_id = j.id
          ) d ON true
          WHERE $4::text IS NULL OR d.delivery = $4
-         ORDER BY j.created_at DESC, j.id DESC LIMIT $5 OFFSET $6"
-    ))
-    .bind(account_id)
-    .bind(filter.status)
-    .bind(filter.template_id)
-    .bind(filter.delivery)
-    .bind(limit)
-    .bind(offset)
-    .bind(filter.job_id)
-    // Few deliveries are not delivered: start from those. Most are, so
-    // `delivered` is cheaper checked job by job, newest first.
-    .bind(filter.delivery.filter(|d| *d != "delivered"))
-    .bind(filter.after.map(|(at, _)| at))
-    .bind(filter.after.map(|(_, id)| id))
-    .fetch_all(db)
-    .await
+         ORDER BY j.created_at DESC, j.id DESC LIMIT $5 OFFSET $6",
+        columns!()
+    )
 }
 
 pub async fn documents(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Vec<DocumentRow>> {
@@ -519,5 +533,40 @@ mod tests {
             separate, rows,
             "the failed statement's rows were retried one by one"
         );
+    }
+
+    /// A delivery filter starts from the account's deliveries in that
+    /// state: the subquery is a join, not a test of every job of the
+    /// account (a `SubPlan` in the plan), as it was under `$8 IS NULL OR`.
+    #[tokio::test]
+    async fn a_delivery_filter_is_a_join_not_a_test_of_every_job() {
+        let pool = crate::testing::migrated_database().await;
+        let plan = |from_deliveries: bool| {
+            let sql = format!("EXPLAIN {}", list_sql(from_deliveries));
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+                    .bind(Uuid::now_v7())
+                    .bind(None::<&str>)
+                    .bind(None::<Uuid>)
+                    .bind(Some("failed"))
+                    .bind(50i64)
+                    .bind(0i64)
+                    .bind(None::<Uuid>)
+                    .bind(from_deliveries.then_some("failed"))
+                    .bind(None::<chrono::DateTime<chrono::Utc>>)
+                    .bind(None::<Uuid>)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap()
+                    .join("\n")
+            }
+        };
+        let filtered = plan(true).await;
+        assert!(filtered.contains("webhook_deliveries"), "{filtered}");
+        assert!(!filtered.contains("SubPlan"), "{filtered}");
+        // Without the filter the statement binds the same ten values.
+        let all = plan(false).await;
+        assert!(!all.contains("SubPlan"), "{all}");
     }
 }

@@ -1439,7 +1439,7 @@ async fn giving_up_locks_the_account_and_job_before_the_task() {
     // The account's row held, as by a charge, and the job's, as by work
     // committing.
     let mut charge = app.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
         .bind(account)
         .execute(&mut *charge)
         .await
@@ -1453,8 +1453,8 @@ async fn giving_up_locks_the_account_and_job_before_the_task() {
     let giving_up = tokio::spawn(async move {
         paperhook_worker::pipeline::give_up(&worker, &task, "the worker kept crashing").await
     });
-    waiting_for_a_lock(&app.pool, "%FROM accounts%", "the give-up, for the account").await;
-    charge.rollback().await.unwrap();
+    // A charge's lock does not hold the give-up (its key-share lock, and
+    // its delivery's foreign-key check, go with it): it waits for the job.
     waiting_for_a_lock(&app.pool, "%FROM jobs%", "the give-up, for the job").await;
     // The task is not locked meanwhile: the work could complete it.
     let task_free = sqlx::query("SELECT 1 FROM tasks WHERE kind = 'job' FOR UPDATE NOWAIT")
@@ -1462,8 +1462,10 @@ async fn giving_up_locks_the_account_and_job_before_the_task() {
         .await;
     assert!(task_free.is_ok(), "{task_free:?}");
     work.rollback().await.unwrap();
+    // Given up while the charge still holds the account.
     let gave_up = giving_up.await.unwrap();
     assert!(matches!(gave_up, Ok(true)), "{gave_up:?}");
+    charge.rollback().await.unwrap();
     let st = app.job_status(&key, job).await;
     assert_eq!(st["status"], "FAILED", "{st}");
     assert_eq!(st["error"]["code"], "processing_failed", "{st}");
