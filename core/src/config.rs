@@ -177,18 +177,8 @@ pub const MAX_DURATION_SECS: u64 = 100 * 365 * 24 * 3600;
 /// environment cannot be held to this: other PAPERHOOK_ variables, the
 /// CLI's and the tests', share it.)
 fn check_file_keys(path: &std::path::Path) -> Result<(), ConfigError> {
-    use figment::Provider;
-    let keys = |provider: &dyn Provider| -> Result<Vec<String>, ConfigError> {
-        let data = provider
-            .data()
-            .map_err(|e| ConfigError::Load(Box::new(e)))?;
-        Ok(data
-            .into_values()
-            .flat_map(|dict| dict.into_keys())
-            .collect())
-    };
-    let known = keys(&Toml::string(DEFAULTS))?;
-    let unknown: Vec<String> = keys(&Toml::file_exact(path))?
+    let known = setting_keys(&Toml::string(DEFAULTS))?;
+    let unknown: Vec<String> = setting_keys(&Toml::file_exact(path))?
         .into_iter()
         .filter(|k| !known.contains(k))
         .collect();
@@ -203,6 +193,51 @@ fn check_file_keys(path: &std::path::Path) -> Result<(), ConfigError> {
             unknown.join(", ")
         ),
     ))
+}
+
+/// PAPERHOOK_ variables that are not settings: the CLI's, the scripts' and
+/// the tests'.
+const OTHER_VARIABLES: [&str; 7] = [
+    "CONFIG",
+    "API_KEY",
+    "URL",
+    "CLI_CONFIG",
+    "PROFILE",
+    "STATE_DIR",
+    "S3_SECRET",
+];
+const OTHER_PREFIXES: [&str; 3] = ["TEST_", "E2E_", "LOG_SCAN_"];
+
+/// The names of PAPERHOOK_ environment variables that are no setting (a
+/// misspelt one would leave its setting at the default without a word):
+/// logged as a warning at start-up, not refused, since the CLI's and the
+/// scripts' variables share the prefix.
+pub fn unknown_env_vars() -> Vec<String> {
+    let Ok(known) = setting_keys(&Toml::string(DEFAULTS)) else {
+        return Vec::new();
+    };
+    let mut unknown: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            name.strip_prefix("PAPERHOOK_").is_some_and(|rest| {
+                !known.contains(&rest.to_lowercase())
+                    && !OTHER_VARIABLES.contains(&rest)
+                    && !OTHER_PREFIXES.iter().any(|p| rest.starts_with(p))
+            })
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+fn setting_keys(provider: &dyn figment::Provider) -> Result<Vec<String>, ConfigError> {
+    let data = provider
+        .data()
+        .map_err(|e| ConfigError::Load(Box::new(e)))?;
+    Ok(data
+        .into_values()
+        .flat_map(|dict| dict.into_keys())
+        .collect())
 }
 
 /// The settings that are text, whatever their value looks like.
@@ -426,6 +461,8 @@ impl Config {
             ("webhook_timeout_secs", self.webhook_timeout_secs),
             // No connection could be opened or checked within 0 s.
             ("db_acquire_timeout_secs", self.db_acquire_timeout_secs),
+            ("s3_connect_timeout_secs", self.s3_connect_timeout_secs),
+            ("s3_read_timeout_secs", self.s3_read_timeout_secs),
             // An idle worker would ask the database for work without pause.
             ("worker_poll_ms", self.worker_poll_ms),
             // A session would end as it was made.
@@ -733,6 +770,12 @@ pub fn init_logging(config: &Config) {
     } else {
         builder.try_init()
     };
+    for name in unknown_env_vars() {
+        tracing::warn!(
+            variable = %name,
+            "this PAPERHOOK_ environment variable is no setting and is ignored (misspelt? every setting is in core/config.default.toml)"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -803,6 +846,24 @@ mod tests {
             jail.set_env("PAPERHOOK_S3_ACCESS_KEY_ID", "\"true\"");
             jail.set_env("PAPERHOOK_WEBHOOK_RETRY_SCHEDULE", "30");
             jail.set_env("PAPERHOOK_WORKER_CONCURRENCY", "3");
+            // A misspelt variable is named at start-up; the CLI's and the
+            // tests' are not.
+            jail.set_env("PAPERHOOK_WORKER_CONCURENCY", "3");
+            jail.set_env("PAPERHOOK_API_KEY", "ph_x");
+            jail.set_env("PAPERHOOK_TEST_ANYTHING", "1");
+            let unknown = unknown_env_vars();
+            assert!(
+                unknown.contains(&"PAPERHOOK_WORKER_CONCURENCY".to_owned()),
+                "{unknown:?}"
+            );
+            for fine in [
+                "PAPERHOOK_WORKER_CONCURRENCY",
+                "PAPERHOOK_API_KEY",
+                "PAPERHOOK_TEST_ANYTHING",
+                "PAPERHOOK_CONFIG",
+            ] {
+                assert!(!unknown.contains(&fine.to_owned()), "{fine}: {unknown:?}");
+            }
             let config = load()?;
             assert_eq!(config.s3_secret_access_key.expose_secret(), "0012345678");
             assert_eq!(config.s3_access_key_id, "true");
@@ -823,6 +884,8 @@ mod tests {
             "max_json_bytes",
             "zip_max_total_bytes",
             "zip_max_entry_bytes",
+            "s3_connect_timeout_secs",
+            "s3_read_timeout_secs",
         ] {
             let err = check(&[(key, 0)]).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");

@@ -774,8 +774,8 @@ impl S3Storage {
             loader = loader.endpoint_url(config.s3_endpoint.clone());
         }
         // Without these the SDK waits for a hung server forever.
-        let connect_timeout = std::time::Duration::from_secs(config.s3_connect_timeout_secs.max(1));
-        let read_timeout = std::time::Duration::from_secs(config.s3_read_timeout_secs.max(1));
+        let connect_timeout = std::time::Duration::from_secs(config.s3_connect_timeout_secs);
+        let read_timeout = std::time::Duration::from_secs(config.s3_read_timeout_secs);
         loader = loader.timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .connect_timeout(connect_timeout)

@@ -994,7 +994,14 @@ fn extract_inner(doc: &[u8], template: &Template, opts: &Options) -> Result<Extr
                 );
             }
             None => {
-                let default = field.default.clone().unwrap_or(serde_json::Value::Null);
+                let default = match field.default.clone() {
+                    None => serde_json::Value::Null,
+                    // The field's value is an array: so is its default.
+                    Some(v) if field.is_list() && !v.is_array() && !v.is_null() => {
+                        serde_json::Value::Array(vec![v])
+                    }
+                    Some(v) => v,
+                };
                 if field.required && default.is_null() {
                     out.missing_required.push(field.name.clone());
                 }

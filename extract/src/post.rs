@@ -172,7 +172,12 @@ fn valid_date(y: i32, m: u32, d: u32) -> bool {
 /// Parse `YYYY-MM-DD` strictly.
 pub fn parse_iso_date(s: &str) -> Option<(i32, u32, u32)> {
     let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+    let digits = [0, 1, 2, 3, 5, 6, 8, 9];
+    if b.len() != 10
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !digits.iter().all(|&i| b[i].is_ascii_digit())
+    {
         return None;
     }
     let y = s[0..4].parse().ok()?;

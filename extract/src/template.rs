@@ -752,6 +752,28 @@ impl Template {
 }
 
 impl Field {
+    /// Whether the field's value is an array of the values found (a regex
+    /// field with `occurrence: "all"` and no `combine`).
+    pub fn is_list(&self) -> bool {
+        matches!(&self.locator, Locator::Regex(r) if r.occurrence == Occurrence::All && r.combine.is_none())
+    }
+
+    /// Whether `v` is one value of the field's type, as a default.
+    fn scalar_fits(&self, v: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match (self.kind, v) {
+            (FieldType::Text, Value::String(_)) => true,
+            (FieldType::Integer, Value::Number(n)) => {
+                n.as_i64().is_some_and(crate::post::integer_fits)
+            }
+            (FieldType::Number | FieldType::Money, Value::Number(_)) => true,
+            (FieldType::Boolean, Value::Bool(_)) => true,
+            (FieldType::Date, Value::String(s)) => crate::post::parse_iso_date(s).is_some(),
+            (FieldType::Enum, Value::String(s)) => self.values.contains(s),
+            _ => false,
+        }
+    }
+
     /// The lengths of the field's lists.
     fn check_counts(&self) -> Result<(), TemplateError> {
         let name = Some(self.name.as_str());
@@ -916,18 +938,12 @@ impl Field {
                     format!("default is {bytes} bytes of JSON; the limit is {MAX_DEFAULT_BYTES}"),
                 ));
             }
-            let ok = match (self.kind, default) {
-                (_, serde_json::Value::Null) => true,
-                (FieldType::Text, serde_json::Value::String(_)) => true,
-                (FieldType::Integer, serde_json::Value::Number(n)) => n.is_i64() || n.is_u64(),
-                (FieldType::Number | FieldType::Money, serde_json::Value::Number(_)) => true,
-                (FieldType::Boolean, serde_json::Value::Bool(_)) => true,
-                (FieldType::Date, serde_json::Value::String(s)) => {
-                    crate::post::parse_iso_date(s).is_some()
+            let ok = match default {
+                serde_json::Value::Array(items) if self.is_list() => {
+                    items.iter().all(|v| self.scalar_fits(v))
                 }
-                (FieldType::Enum, serde_json::Value::String(s)) => self.values.contains(s),
-                (_, serde_json::Value::Array(_)) => matches!(self.locator, Locator::Table(_)),
-                _ => false,
+                serde_json::Value::Array(_) => matches!(self.locator, Locator::Table(_)),
+                v => v.is_null() || self.scalar_fits(v),
             };
             if !ok {
                 return Err(TemplateError::field(
@@ -1219,6 +1235,22 @@ mod tests {
             (
                 json!({"name": "d", "type": "integer", "default": "x", "locator": {"kind": "label", "label": "A"}}),
                 "default \"x\"",
+            ),
+            (
+                json!({"name": "d", "type": "integer", "default": 9_000_000_000_000_000i64, "locator": {"kind": "label", "label": "A"}}),
+                "default 9000000000000000",
+            ),
+            (
+                json!({"name": "d", "type": "date", "default": "2024-+1-05", "locator": {"kind": "label", "label": "A"}}),
+                "default \"2024-+1-05\"",
+            ),
+            (
+                json!({"name": "d", "type": "text", "default": ["a"], "locator": {"kind": "label", "label": "A"}}),
+                "default [\"a\"]",
+            ),
+            (
+                json!({"name": "d", "type": "integer", "default": [1, "x"], "locator": {"kind": "regex", "pattern": "(\\d+)", "occurrence": "all"}}),
+                "default [1,\"x\"]",
             ),
             (
                 json!({"name": "", "type": "text", "locator": {"kind": "label", "label": "A"}}),

@@ -101,7 +101,10 @@ fn page_selection_and_regex_occurrences_across_pages() {
         {"name": "p2", "type": "money", "locator": {"kind": "regex", "pattern": "Total (\\S+)", "page": 2}},
         {"name": "region_last", "type": "text", "locator": {"kind": "region", "page": "last", "box": [0.05, 0.04, 0.5, 0.1]}},
         {"name": "region_p9", "type": "text", "locator": {"kind": "region", "page": 9, "box": [0.05, 0.04, 0.5, 0.1]}},
-        {"name": "label_any", "type": "money", "locator": {"kind": "label", "label": "Total", "page": "last"}}
+        {"name": "label_any", "type": "money", "locator": {"kind": "label", "label": "Total", "page": "last"}},
+        {"name": "none_one", "type": "text", "default": "n/a", "locator": {"kind": "regex", "pattern": "Nothing (\\S+)", "occurrence": "all"}},
+        {"name": "none_list", "type": "money", "default": [1, 2.5], "locator": {"kind": "regex", "pattern": "Nothing (\\S+)", "occurrence": "all"}},
+        {"name": "none_sum", "type": "money", "default": 0, "locator": {"kind": "regex", "pattern": "Nothing (\\S+)", "occurrence": "all", "combine": "sum"}}
     ]}))
     .unwrap();
     let got = extract(&pdf, &t, &Options::default()).unwrap();
@@ -116,6 +119,10 @@ fn page_selection_and_regex_occurrences_across_pages() {
     assert_eq!(got.result["region_last"], json!("Page 3 of 3"));
     assert_eq!(got.result["region_p9"], Value::Null);
     assert_eq!(got.result["label_any"], json!(5.25));
+    // An `all` field is an array when nothing is found, too.
+    assert_eq!(got.result["none_one"], json!(["n/a"]));
+    assert_eq!(got.result["none_list"], json!([1, 2.5]));
+    assert_eq!(got.result["none_sum"], json!(0));
 }
 
 #[test]
