@@ -145,8 +145,8 @@ test('a job reaches SUCCESS, its delivery is shown, and it can be redelivered', 
     // it to go, so the one awaited below is this save's (shown once the
     // page has been drawn again with the saved template).
     await page.waitForSelector('text=Template saved', { state: 'detached' });
-    // Another port is another origin: the masked header value no longer
-    // stands for the stored secret, and the editor says to enter it again.
+    // Another URL: the masked header value no longer stands for the
+    // stored secret, and the editor says to enter it again.
     await page.click('#save-template');
     await page.waitForSelector('text=send the value of header "Authorization" again');
     await (await page.$$('input[aria-label="Header value"]'))[0].fill('Bearer dashboard-secret-42');

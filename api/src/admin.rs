@@ -129,14 +129,18 @@ async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
     let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM templates ORDER BY id")
         .fetch_all(pool)
         .await?;
-    let again = |enc: Option<Vec<u8>>| -> anyhow::Result<Option<Vec<u8>>> {
+    use paperhook_core::crypto::{WEBHOOK_HEADERS, WEBHOOK_SECRET, context};
+    // With the current key, sealed to the template (ciphertexts written
+    // before contexts are sealed here).
+    let again = |enc: Option<Vec<u8>>, ctx: &[u8]| -> anyhow::Result<Option<Vec<u8>>> {
         Ok(match enc {
-            Some(e) => Some(keyring.encrypt(&keyring.decrypt(&e)?)),
+            Some(e) => Some(keyring.seal(&keyring.open(&e, ctx)?, ctx)),
             None => None,
         })
     };
     let mut count = 0;
     for id in ids {
+        let (headers_ctx, secret_ctx) = (context(id, WEBHOOK_HEADERS), context(id, WEBHOOK_SECRET));
         // Each row read under its lock and written in the same transaction:
         // the API keeps serving during a rotation, and a secret rotated or
         // headers changed meanwhile must not be overwritten by what was
@@ -152,10 +156,13 @@ async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
         let Some((secret, headers, previous)) = row else {
             continue;
         };
-        let stale = [Some(&secret), headers.as_ref(), previous.as_ref()]
-            .into_iter()
-            .flatten()
-            .any(|enc| keyring.needs_reencrypt(enc));
+        let stale = [
+            (Some(&secret), &secret_ctx),
+            (headers.as_ref(), &headers_ctx),
+            (previous.as_ref(), &secret_ctx),
+        ]
+        .into_iter()
+        .any(|(enc, ctx)| enc.is_some_and(|enc| keyring.needs_reencrypt(enc, ctx)));
         if !stale {
             continue;
         }
@@ -167,10 +174,10 @@ async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
                  PAPERHOOK_ENCRYPTION_KEYS holds the key it was written with)"
             )
         };
-        let secret = keyring.encrypt(&keyring.decrypt(&secret).map_err(|e| unreadable(e.into()))?);
+        let secret = again(Some(secret), &secret_ctx).map_err(unreadable)?;
         let (headers, previous) = (
-            again(headers).map_err(unreadable)?,
-            again(previous).map_err(unreadable)?,
+            again(headers, &headers_ctx).map_err(unreadable)?,
+            again(previous, &secret_ctx).map_err(unreadable)?,
         );
         sqlx::query(
             "UPDATE templates SET webhook_secret_enc = $2, webhook_headers_enc = $3,

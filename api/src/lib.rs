@@ -40,6 +40,8 @@ pub struct Inner {
     pub keys: accounts::KeyChecker,
     /// Places for template previews (`preview_max_concurrent`).
     pub previews: Arc<tokio::sync::Semaphore>,
+    /// Places for test events (`webhook_test_max_concurrent`).
+    pub webhook_tests: Arc<tokio::sync::Semaphore>,
     /// The memory uploads may take (`submission_memory_bytes`).
     pub upload_memory: upload_memory::UploadMemory,
 }
@@ -71,9 +73,13 @@ impl AppState {
         let previews = Arc::new(tokio::sync::Semaphore::new(
             config.preview_max_concurrent as usize,
         ));
+        let webhook_tests = Arc::new(tokio::sync::Semaphore::new(
+            config.webhook_test_max_concurrent as usize,
+        ));
         let upload_memory = routes::jobs::upload_memory(&config)?;
         Ok(AppState(Arc::new(Inner {
             previews,
+            webhook_tests,
             upload_memory,
             waker,
             inserter,
@@ -180,6 +186,7 @@ pub fn has_nul_escape(json: &[u8]) -> bool {
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
+        .hoop(no_store)
         .hoop(auth::require_key)
         .push(Router::with_path("process-job").post(routes::jobs::process_job))
         .push(Router::with_path("job-status").get(routes::jobs::job_status))
@@ -258,7 +265,11 @@ pub fn router(state: AppState) -> Router {
     let router = router
         .push(Router::with_path("healthz").get(routes::health::healthz))
         .push(Router::with_path("readyz").get(routes::health::readyz))
-        .push(Router::with_path("v1/session/sign-in").post(dashboard::sign_in))
+        .push(
+            Router::with_path("v1/session/sign-in")
+                .hoop(no_store)
+                .post(dashboard::sign_in),
+        )
         .push(api);
     let doc = OpenApi::new("Paperhook API", env!("CARGO_PKG_VERSION"))
         .add_security_scheme(
@@ -292,6 +303,17 @@ async fn nosniff(res: &mut Response) {
     res.headers_mut().insert(
         "x-content-type-options",
         salvo::http::HeaderValue::from_static("nosniff"),
+    );
+}
+
+/// Answers to a key are the account's own (a new API key, a webhook
+/// secret, a session's CSRF token, results): no cache along the way or in
+/// a browser keeps them.
+#[handler]
+async fn no_store(res: &mut Response) {
+    res.headers_mut().insert(
+        "cache-control",
+        salvo::http::HeaderValue::from_static("no-store"),
     );
 }
 

@@ -128,6 +128,7 @@ pub struct Config {
     pub worker_shutdown_grace_secs: u64,
     pub worker_task_time_limit_secs: u64,
     pub preview_max_concurrent: u32,
+    pub webhook_test_max_concurrent: u32,
     pub submission_memory_bytes: u64,
     pub submission_memory_per_account_bytes: u64,
     pub submission_read_timeout_secs: u64,
@@ -473,6 +474,10 @@ impl Config {
             (
                 "preview_max_concurrent",
                 u64::from(self.preview_max_concurrent),
+            ),
+            (
+                "webhook_test_max_concurrent",
+                u64::from(self.webhook_test_max_concurrent),
             ),
         ] {
             if value == 0 {
@@ -1104,6 +1109,7 @@ mod tests {
             ("page_time_limit_secs", 0),
             ("document_time_limit_secs", 0),
             ("preview_max_concurrent", 0),
+            ("webhook_test_max_concurrent", 0),
             ("render_dpi", 71),
             ("render_dpi", 601),
         ] {

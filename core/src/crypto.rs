@@ -1,7 +1,7 @@
 //! Secrets at rest and on the wire: AES-256-GCM for webhook headers and
 //! signing secrets, API key generation and hashing, webhook secrets.
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -10,6 +10,22 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 const NONCE_LEN: usize = 12;
+
+/// What a template's webhook headers are encrypted for (see [`context`]).
+pub const WEBHOOK_HEADERS: &str = "webhook-headers";
+/// What a template's signing secrets, current and previous, are encrypted
+/// for (a rotation moves the current one to the previous one's column).
+pub const WEBHOOK_SECRET: &str = "webhook-secret";
+
+/// The context a template's secret is sealed to: its template and what it
+/// is, bound into the ciphertext as AES-GCM associated data. A ciphertext
+/// copied into another template (another tenant's), or from the headers
+/// to the secret, does not open there: whoever can write to the database
+/// without the key cannot have the worker send one tenant's headers to
+/// another's URL, or the API show them as a secret.
+pub fn context(template_id: uuid::Uuid, purpose: &str) -> Vec<u8> {
+    format!("paperhook/template/{template_id}/{purpose}").into_bytes()
+}
 
 /// Encryption keys by id; the first one encrypts, all decrypt.
 #[derive(Clone)]
@@ -74,12 +90,18 @@ impl Keyring {
         format!("{id}:{}", B64.encode(key))
     }
 
-    pub fn encrypt(&self, plaintext: &[u8]) -> Vec<u8> {
+    /// Encrypts `plaintext` with the current key, sealed to `context`
+    /// (see [`context`]): `key id || nonce || ciphertext and tag`.
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
         let (id, cipher) = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
+        let payload = Payload {
+            msg: plaintext,
+            aad: context,
+        };
         let ciphertext = cipher
-            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .encrypt(Nonce::from_slice(&nonce), payload)
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
         out.push(*id);
@@ -88,7 +110,16 @@ impl Keyring {
         out
     }
 
-    pub fn decrypt(&self, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    /// Decrypts what [`Keyring::seal`] made for `context`. A ciphertext
+    /// written before secrets were sealed to their template (no context)
+    /// still opens, until `admin reencrypt` has sealed it.
+    pub fn open(&self, data: &[u8], context: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_as(data, context).map(|(plain, _)| plain)
+    }
+
+    /// The plaintext, and whether it was sealed to `context` (not written
+    /// before contexts).
+    fn open_as(&self, data: &[u8], context: &[u8]) -> Result<(Vec<u8>, bool), CryptoError> {
         if data.len() < 1 + NONCE_LEN + 16 {
             return Err(CryptoError::Malformed);
         }
@@ -99,17 +130,29 @@ impl Keyring {
             .find(|(k, _)| *k == id)
             .map(|(_, c)| c)
             .ok_or(CryptoError::UnknownKey(id))?;
+        let nonce = Nonce::from_slice(&data[1..1 + NONCE_LEN]);
+        let msg = &data[1 + NONCE_LEN..];
+        if let Ok(plain) = cipher.decrypt(nonce, Payload { msg, aad: context }) {
+            return Ok((plain, true));
+        }
         cipher
-            .decrypt(
-                Nonce::from_slice(&data[1..1 + NONCE_LEN]),
-                &data[1 + NONCE_LEN..],
-            )
+            .decrypt(nonce, msg)
+            .map(|plain| (plain, false))
             .map_err(|_| CryptoError::Authentication(id))
     }
 
-    /// True when `data` was not made with the current (first) key.
-    pub fn needs_reencrypt(&self, data: &[u8]) -> bool {
+    /// True when `data` was not made with the current (first) key, or is
+    /// not sealed to `context` yet: `admin reencrypt` writes it again.
+    pub fn needs_reencrypt(&self, data: &[u8], context: &[u8]) -> bool {
         data.first() != Some(&self.keys[0].0)
+            || !matches!(self.open_as(data, context), Ok((_, true)))
+    }
+
+    /// The form written before contexts (no associated data), for the
+    /// tests of the upgrade from it.
+    #[doc(hidden)]
+    pub fn encrypt_without_context(&self, plaintext: &[u8]) -> Vec<u8> {
+        self.seal(plaintext, &[])
     }
 }
 
@@ -172,24 +215,58 @@ mod tests {
 
     #[test]
     fn round_trip_and_rotation() {
+        let here = context(uuid::Uuid::nil(), WEBHOOK_HEADERS);
         let old = Keyring::parse(&Keyring::generate_spec(0)).unwrap();
-        let ct = old.encrypt(b"Authorization: Bearer s3cret");
+        let ct = old.seal(b"Authorization: Bearer s3cret", &here);
         assert!(!ct.windows(6).any(|w| w == b"s3cret"));
-        assert_eq!(old.decrypt(&ct).unwrap(), b"Authorization: Bearer s3cret");
+        assert_eq!(
+            old.open(&ct, &here).unwrap(),
+            b"Authorization: Bearer s3cret"
+        );
 
         let old_spec = Keyring::generate_spec(0);
         let new_spec = Keyring::generate_spec(1);
         let old = Keyring::parse(&old_spec).unwrap();
         let both = Keyring::parse(&format!("{new_spec},{old_spec}")).unwrap();
-        let ct = old.encrypt(b"x");
-        assert_eq!(both.decrypt(&ct).unwrap(), b"x");
-        assert!(both.needs_reencrypt(&ct));
-        assert!(!both.needs_reencrypt(&both.encrypt(b"x")));
+        let ct = old.seal(b"x", &here);
+        assert_eq!(both.open(&ct, &here).unwrap(), b"x");
+        assert!(both.needs_reencrypt(&ct, &here));
+        assert!(!both.needs_reencrypt(&both.seal(b"x", &here), &here));
         let only_new = Keyring::parse(&new_spec).unwrap();
-        assert_eq!(only_new.decrypt(&ct), Err(CryptoError::UnknownKey(0)));
-        let mut tampered = both.encrypt(b"hello");
+        assert_eq!(only_new.open(&ct, &here), Err(CryptoError::UnknownKey(0)));
+        let mut tampered = both.seal(b"hello", &here);
         *tampered.last_mut().unwrap() ^= 1;
-        assert_eq!(both.decrypt(&tampered), Err(CryptoError::Authentication(1)));
+        assert_eq!(
+            both.open(&tampered, &here),
+            Err(CryptoError::Authentication(1))
+        );
+    }
+
+    /// A ciphertext opens only for the template and the use it was sealed
+    /// to; one written before contexts still opens, and is due for
+    /// `admin reencrypt`.
+    #[test]
+    fn sealed_secrets_open_only_where_they_belong() {
+        let keys = Keyring::parse(&Keyring::generate_spec(0)).unwrap();
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let headers = keys.seal(
+            b"{\"Authorization\":\"Bearer a\"}",
+            &context(a, WEBHOOK_HEADERS),
+        );
+        assert!(keys.open(&headers, &context(a, WEBHOOK_HEADERS)).is_ok());
+        for elsewhere in [context(b, WEBHOOK_HEADERS), context(a, WEBHOOK_SECRET)] {
+            assert_eq!(
+                keys.open(&headers, &elsewhere),
+                Err(CryptoError::Authentication(0))
+            );
+        }
+        let before = keys.encrypt_without_context(b"whsec_old");
+        assert_eq!(
+            keys.open(&before, &context(a, WEBHOOK_SECRET)).unwrap(),
+            b"whsec_old"
+        );
+        assert!(keys.needs_reencrypt(&before, &context(a, WEBHOOK_SECRET)));
+        assert!(!keys.needs_reencrypt(&headers, &context(a, WEBHOOK_HEADERS)));
     }
 
     #[test]

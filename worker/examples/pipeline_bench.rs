@@ -258,8 +258,10 @@ async fn main() -> anyhow::Result<()> {
     let spec: serde_json::Value =
         serde_json::from_str(include_str!("../../examples/template.json"))?;
     let spec = serde_json::json!({"fields": spec["fields"], "keywords": spec["keywords"], "languages": spec["languages"]});
-    let template = paperhook_core::db::templates::insert(
+    let template_id = Uuid::new_v4();
+    let template = paperhook_core::db::templates::insert_with_id(
         &pool,
+        template_id,
         account.id,
         &paperhook_core::db::templates::TemplateWrite {
             name: "bench".into(),
@@ -267,7 +269,10 @@ async fn main() -> anyhow::Result<()> {
             webhook_url: Some(hook),
             webhook_headers_enc: None,
         },
-        &keyring.encrypt(paperhook_core::crypto::generate_webhook_secret().as_bytes()),
+        &keyring.seal(
+            paperhook_core::crypto::generate_webhook_secret().as_bytes(),
+            &paperhook_core::crypto::context(template_id, paperhook_core::crypto::WEBHOOK_SECRET),
+        ),
     )
     .await?;
     let bench = Bench {

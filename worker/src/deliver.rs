@@ -197,15 +197,19 @@ fn secrets(
     keyring: &paperhook_core::crypto::Keyring,
     template: &templates::TemplateRow,
 ) -> anyhow::Result<(BTreeMap<String, String>, Vec<String>)> {
+    use paperhook_core::crypto::{WEBHOOK_HEADERS, WEBHOOK_SECRET, context};
     let headers = match &template.webhook_headers_enc {
-        Some(enc) => serde_json::from_slice(&keyring.decrypt(enc)?)?,
+        Some(enc) => {
+            serde_json::from_slice(&keyring.open(enc, &context(template.id, WEBHOOK_HEADERS))?)?
+        }
         None => BTreeMap::new(),
     };
+    let secret = context(template.id, WEBHOOK_SECRET);
     let mut secrets = vec![String::from_utf8(
-        keyring.decrypt(&template.webhook_secret_enc)?,
+        keyring.open(&template.webhook_secret_enc, &secret)?,
     )?];
     if let Some(previous) = template.previous_secret_enc(Utc::now()) {
-        secrets.push(String::from_utf8(keyring.decrypt(previous)?)?);
+        secrets.push(String::from_utf8(keyring.open(previous, &secret)?)?);
     }
     Ok((headers, secrets))
 }

@@ -138,7 +138,7 @@ fn decrypt_headers(state: &AppState, row: &TemplateRow) -> ApiResult<BTreeMap<St
     };
     let plain = state
         .keyring
-        .decrypt(enc)
+        .open(enc, &crypto::context(row.id, crypto::WEBHOOK_HEADERS))
         .map_err(|e| ApiError::internal("decrypting webhook headers", &e))?;
     serde_json::from_slice(&plain).map_err(|e| ApiError::internal("decoding webhook headers", &e))
 }
@@ -146,7 +146,10 @@ fn decrypt_headers(state: &AppState, row: &TemplateRow) -> ApiResult<BTreeMap<St
 fn decrypt_secret(state: &AppState, row: &TemplateRow) -> ApiResult<String> {
     let plain = state
         .keyring
-        .decrypt(&row.webhook_secret_enc)
+        .open(
+            &row.webhook_secret_enc,
+            &crypto::context(row.id, crypto::WEBHOOK_SECRET),
+        )
         .map_err(|e| ApiError::internal("decrypting webhook secret", &e))?;
     String::from_utf8(plain).map_err(|e| ApiError::internal("decoding webhook secret", &e))
 }
@@ -187,11 +190,12 @@ fn invalid_webhook(message: impl Into<String>) -> ApiError {
     ApiError::unprocessable("invalid_webhook", message)
 }
 
-/// `scheme://host:port` of a webhook URL (checked by [`check_url`] first).
-fn origin(url: &str) -> String {
+/// A webhook URL as the url crate writes it (checked by [`check_url`]
+/// first): `https://h.example:443/a` and `https://h.example/a` are one URL.
+fn normalized(url: &str) -> String {
     url::Url::parse(url)
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_default()
+        .map(String::from)
+        .unwrap_or_else(|_| url.to_owned())
 }
 
 /// Checks a webhook URL. An IP address the SSRF guard refuses (in any
@@ -273,9 +277,12 @@ fn check_headers(headers: &BTreeMap<String, String>, max: (usize, usize)) -> Api
 }
 
 /// Reads and validates a template body; `existing` keeps masked header values.
+/// The template `id` as the request writes it (`existing` when it is an
+/// update).
 async fn read_input(
     req: &mut Request,
     state: &AppState,
+    id: Uuid,
     existing: Option<&TemplateRow>,
 ) -> ApiResult<TemplateWrite> {
     let input: TemplateInput = crate::read_json(req, state, "a JSON template").await?;
@@ -325,20 +332,21 @@ async fn read_input(
             let mut headers = webhook.headers;
             if let Some(row) = existing {
                 let stored = decrypt_headers(state, row)?;
-                let same_origin = row.webhook_url.as_deref().map(origin) == Some(origin(&url));
+                let same_url = row.webhook_url.as_deref().map(normalized) == Some(normalized(&url));
                 for (name, value) in headers.iter_mut() {
                     if let Some(old) = stored.get(name)
                         && *value == mask(old)
                     {
-                        // A masked value stands for the stored one only on
-                        // the same origin: otherwise whoever can edit the
-                        // template could send the secret to a host of theirs.
-                        if !same_origin {
+                        // A masked value stands for the stored one only for
+                        // the same URL: otherwise whoever can edit the
+                        // template could send the secret to an endpoint of
+                        // theirs, on another host or on a shared one
+                        // (hooks.zapier.com/hooks/catch/..., an API gateway).
+                        if !same_url {
                             return Err(invalid_webhook(format!(
-                                "the webhook url moved to another origin ({}); send the value of \
-                                 header {name:?} again: stored header values are only kept for \
-                                 the same scheme, host and port",
-                                origin(&url)
+                                "the webhook url changed; send the value of header {name:?} \
+                                 again: stored header values are only kept while the url stays \
+                                 the same"
                             )));
                         }
                         value.clone_from(old);
@@ -351,9 +359,10 @@ async fn read_input(
                 (config.webhook_max_headers, config.webhook_max_header_bytes),
             )?;
             let enc = (!headers.is_empty()).then(|| {
-                state
-                    .keyring
-                    .encrypt(&serde_json::to_vec(&headers).unwrap_or_default())
+                state.keyring.seal(
+                    &serde_json::to_vec(&headers).unwrap_or_default(),
+                    &crypto::context(id, crypto::WEBHOOK_HEADERS),
+                )
             });
             (Some(url), enc)
         }
@@ -385,11 +394,14 @@ pub async fn create_template(
 ) -> ApiResult<()> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot).clone();
-    let write = read_input(req, &state, None).await?;
-    let secret = state
-        .keyring
-        .encrypt(crypto::generate_webhook_secret().as_bytes());
-    let row = templates::insert(&state.pool, account_id, &write, &secret).await?;
+    // Made here: its secrets are sealed to it.
+    let id = Uuid::new_v4();
+    let write = read_input(req, &state, id, None).await?;
+    let secret = state.keyring.seal(
+        crypto::generate_webhook_secret().as_bytes(),
+        &crypto::context(id, crypto::WEBHOOK_SECRET),
+    );
+    let row = templates::insert_with_id(&state.pool, id, account_id, &write, &secret).await?;
     res.status_code(StatusCode::CREATED);
     res.render(Json(render(&state, &row)?));
     Ok(())
@@ -438,7 +450,7 @@ pub async fn update_template(
     let state = crate::state(depot).clone();
     let id = template_id(id)?;
     let existing = load(&state, account_id, id).await?;
-    let write = read_input(req, &state, Some(&existing)).await?;
+    let write = read_input(req, &state, existing.id, Some(&existing)).await?;
     let row = templates::update(&state.pool, account_id, id, &write)
         .await?
         .ok_or_else(not_found)?;
@@ -498,12 +510,16 @@ pub async fn rotate_webhook_secret(
             ),
         ));
     }
+    let id = template_id(id)?;
     let secret = crypto::generate_webhook_secret();
-    let enc = state.keyring.encrypt(secret.as_bytes());
+    let enc = state.keyring.seal(
+        secret.as_bytes(),
+        &crypto::context(id, crypto::WEBHOOK_SECRET),
+    );
     let row = templates::set_secret(
         &state.pool,
         account_id,
-        template_id(id)?,
+        id,
         &enc,
         std::time::Duration::from_secs(previous_valid),
     )
@@ -544,6 +560,17 @@ pub async fn send_test_event(
             "the template has no webhook URL; set one first",
         ));
     }
+    // Each holds a connection out for up to webhook_timeout_secs: without a
+    // bound, one key's rate limit alone would allow hundreds at once.
+    let Ok(_place) = state.webhook_tests.clone().try_acquire_owned() else {
+        return Err(ApiError::unavailable(
+            "webhook_tests_busy",
+            format!(
+                "{} test events are already out from this server (webhook_test_max_concurrent); retry in a few seconds",
+                state.config.webhook_test_max_concurrent
+            ),
+        ));
+    };
     let (webhook_id, attempt) =
         paperhook_worker::deliver::send_test(&state.config, &state.keyring, &row)
             .await

@@ -849,6 +849,15 @@ async fn job_results_errors_name_the_field() {
         .await
         .unwrap();
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    // An account's answers are kept by no cache (keys, secrets, results).
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let unauthorised = app
+        .req(Method::GET, "/v1/account", "ph_wrong_key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorised.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(unauthorised.headers()["cache-control"], "no-store");
     let results = |body: Value| send(app.req(Method::POST, "/v1/job-results", &key).json(&body));
     assert_error(
         &results(json!({"result_format": "csv"})).await,

@@ -219,11 +219,12 @@ async fn admin_commands_manage_accounts_and_credits() {
 }
 
 /// `admin reencrypt` after adding a key rewrites every secret of a
-/// template, the previous signing secret of a rotation too.
+/// template, the previous signing secret of a rotation too, and seals
+/// those written before secrets were sealed to their template.
 #[tokio::test]
 async fn reencrypt_moves_every_template_secret_to_the_new_key() {
     use paperhook_api::admin::{AdminCommand, run};
-    use paperhook_core::crypto::Keyring;
+    use paperhook_core::crypto::{Keyring, WEBHOOK_HEADERS, WEBHOOK_SECRET, context};
     let app = TestApp::spawn().await;
     let (_, key) = app.account(1).await;
     let template = app.template(&key).await;
@@ -234,30 +235,56 @@ async fn reencrypt_moves_every_template_secret_to_the_new_key() {
     ))
     .await;
     assert_eq!(s, StatusCode::OK);
+    use secrecy::ExposeSecret;
+    let old_spec = app.config.encryption_keys.expose_secret().to_owned();
+    let old = Keyring::parse(&old_spec).unwrap();
+    // Headers as an earlier version wrote them: not sealed to the template.
+    sqlx::query("UPDATE templates SET webhook_headers_enc = $2 WHERE id = $1")
+        .bind(template)
+        .bind(old.encrypt_without_context(br#"{"X-Tenant": "t-1"}"#))
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let stored = || async {
-        sqlx::query_as::<_, (Vec<u8>, Vec<u8>)>(
-            "SELECT webhook_secret_enc, webhook_previous_secret_enc FROM templates WHERE id = $1",
+        sqlx::query_as::<_, (Vec<u8>, Vec<u8>, Vec<u8>)>(
+            "SELECT webhook_secret_enc, webhook_previous_secret_enc, webhook_headers_enc
+             FROM templates WHERE id = $1",
         )
         .bind(template)
         .fetch_one(&app.pool)
         .await
         .unwrap()
     };
-    let (current, previous) = stored().await;
-    use secrecy::ExposeSecret;
-    let old_spec = app.config.encryption_keys.expose_secret().to_owned();
-    let old = Keyring::parse(&old_spec).unwrap();
+    let (current, previous, headers) = stored().await;
+    let (secret_ctx, headers_ctx) = (
+        context(template, WEBHOOK_SECRET),
+        context(template, WEBHOOK_HEADERS),
+    );
     let both = Keyring::parse(&format!("{},{old_spec}", Keyring::generate_spec(1))).unwrap();
-    assert!(both.needs_reencrypt(&previous));
+    assert!(both.needs_reencrypt(&previous, &secret_ctx));
+    assert!(old.needs_reencrypt(&headers, &headers_ctx), "not sealed");
     let out = run(AdminCommand::Reencrypt, &app.pool, Some(&both))
         .await
         .unwrap();
     assert_eq!(out["reencrypted"], 1);
-    let (current2, previous2) = stored().await;
-    for (before, after) in [(current, current2), (previous, previous2)] {
-        assert!(!both.needs_reencrypt(&after), "still under the old key");
-        assert_eq!(both.decrypt(&after).unwrap(), old.decrypt(&before).unwrap());
+    let (current2, previous2, headers2) = stored().await;
+    for (before, after, ctx) in [
+        (current, current2, &secret_ctx),
+        (previous, previous2, &secret_ctx),
+        (headers, headers2, &headers_ctx),
+    ] {
+        assert!(
+            !both.needs_reencrypt(&after, ctx),
+            "still under the old key"
+        );
+        assert_eq!(
+            both.open(&after, ctx).unwrap(),
+            old.open(&before, ctx).unwrap()
+        );
     }
+    // Sealed now: another template's context does not open them.
+    let elsewhere = context(uuid::Uuid::new_v4(), WEBHOOK_HEADERS);
+    assert!(both.open(&stored().await.2, &elsewhere).is_err());
     // Without the key the secrets were written with: the template and how
     // far the run got, not a bare decryption error.
     let other = Keyring::parse(&Keyring::generate_spec(2)).unwrap();
@@ -276,7 +303,7 @@ async fn reencrypt_moves_every_template_secret_to_the_new_key() {
 #[tokio::test]
 async fn reencrypt_keeps_a_secret_rotated_meanwhile() {
     use paperhook_api::admin::{AdminCommand, run};
-    use paperhook_core::crypto::Keyring;
+    use paperhook_core::crypto::{Keyring, WEBHOOK_SECRET, context};
     use secrecy::ExposeSecret;
     let app = TestApp::spawn().await;
     let (_, key) = app.account(1).await;
@@ -292,7 +319,7 @@ async fn reencrypt_keeps_a_secret_rotated_meanwhile() {
          WHERE id = $1",
     )
     .bind(template)
-    .bind(old.encrypt(b"whsec_rotated"))
+    .bind(old.seal(b"whsec_rotated", &context(template, WEBHOOK_SECRET)))
     .execute(&mut *rotation)
     .await
     .unwrap();
@@ -315,9 +342,13 @@ async fn reencrypt_keeps_a_secret_rotated_meanwhile() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert!(!both.needs_reencrypt(&secret), "still under the old key");
+    let ctx = context(template, WEBHOOK_SECRET);
+    assert!(
+        !both.needs_reencrypt(&secret, &ctx),
+        "still under the old key"
+    );
     assert_eq!(
-        both.decrypt(&secret).unwrap(),
+        both.open(&secret, &ctx).unwrap(),
         b"whsec_rotated",
         "the rotated secret was overwritten"
     );

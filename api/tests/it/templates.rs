@@ -72,13 +72,19 @@ async fn create_read_update_delete() {
     assert_eq!(updated["name"], "Renamed");
     // 16 characters: too short to show any of it.
     assert_eq!(updated["webhook"]["headers"]["X-Tenant"], "****");
-    let headers_enc: Vec<u8> = sqlx::query_scalar("SELECT webhook_headers_enc FROM templates")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let (template_id, headers_enc): (uuid::Uuid, Vec<u8>) =
+        sqlx::query_as("SELECT id, webhook_headers_enc FROM templates")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     let keyring = app.config.keyring().unwrap();
-    let clear: serde_json::Value =
-        serde_json::from_slice(&keyring.decrypt(&headers_enc).unwrap()).unwrap();
+    use paperhook_core::crypto::{WEBHOOK_HEADERS, context};
+    let clear: serde_json::Value = serde_json::from_slice(
+        &keyring
+            .open(&headers_enc, &context(template_id, WEBHOOK_HEADERS))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(clear["Authorization"], "Bearer very-secret-token-123");
 
     // Rotating the secret changes it.
@@ -111,10 +117,11 @@ async fn create_read_update_delete() {
 }
 
 /// A masked header value stands for the stored secret only while the
-/// webhook stays on its origin: moving it elsewhere with the mask would
-/// send the secret to whoever edits the template.
+/// webhook URL stays the same: moving it elsewhere with the mask, even to
+/// another path of the same (perhaps shared) host, would send the secret
+/// to whoever edits the template.
 #[tokio::test]
-async fn masked_headers_do_not_follow_the_webhook_to_another_origin() {
+async fn masked_headers_do_not_follow_the_webhook_to_another_url() {
     let app = TestApp::spawn().await;
     let (_, key) = app.account(10).await;
     let body = example_template();
@@ -122,11 +129,13 @@ async fn masked_headers_do_not_follow_the_webhook_to_another_origin() {
     assert_eq!(s, StatusCode::CREATED, "{created}");
     let path = format!("/v1/templates/{}", created["id"].as_str().unwrap());
     let stored = || async {
-        let enc: Vec<u8> = sqlx::query_scalar("SELECT webhook_headers_enc FROM templates")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        let clear = app.config.keyring().unwrap().decrypt(&enc).unwrap();
+        let (id, enc): (uuid::Uuid, Vec<u8>) =
+            sqlx::query_as("SELECT id, webhook_headers_enc FROM templates")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        let ctx = paperhook_core::crypto::context(id, paperhook_core::crypto::WEBHOOK_HEADERS);
+        let clear = app.config.keyring().unwrap().open(&enc, &ctx).unwrap();
         serde_json::from_slice::<serde_json::Value>(&clear).unwrap()["Authorization"].clone()
     };
 
@@ -134,6 +143,8 @@ async fn masked_headers_do_not_follow_the_webhook_to_another_origin() {
         "https://attacker.example.net/paperhook",
         "http://hooks.example.com/paperhook",
         "https://hooks.example.com:8443/paperhook",
+        "https://hooks.example.com/v2/hook",
+        "https://hooks.example.com/paperhook?to=elsewhere",
     ] {
         let mut moved = body.clone();
         moved["webhook"] = json!({"url": url, "headers": {"Authorization": "****-123"}});
@@ -144,9 +155,10 @@ async fn masked_headers_do_not_follow_the_webhook_to_another_origin() {
         assert_eq!(stored().await, "Bearer very-secret-token-123");
     }
 
-    // Same origin, another path: the mask keeps the stored value.
+    // The same URL, written with its default port: the mask keeps the
+    // stored value.
     let mut same = body.clone();
-    same["webhook"] = json!({"url": "https://hooks.example.com/v2/hook",
+    same["webhook"] = json!({"url": "https://hooks.example.com:443/paperhook",
                              "headers": {"Authorization": "****-123"}});
     let (s, got) = send(app.req(Method::PUT, &path, &key).json(&same)).await;
     assert_eq!(s, StatusCode::OK, "{got}");
@@ -502,6 +514,81 @@ async fn test_event_reaches_the_receiver_signed() {
     assert_eq!(s, StatusCode::OK, "{out}");
     assert_eq!(out["error_class"], "refused");
     assert!(out["status_code"].is_null());
+}
+
+/// Test events out at once from one API process are bounded
+/// (`webhook_test_max_concurrent`): each holds a connection for up to
+/// `webhook_timeout_secs`, and one more answers 503 with Retry-After until
+/// a place is free again.
+#[tokio::test]
+async fn test_events_out_at_once_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.webhook_allow_cidrs = "127.0.0.0/8".into();
+        c.webhook_test_max_concurrent = 1;
+    })
+    .await;
+    let (_, key) = app.account(10).await;
+    // A receiver that holds its first request until told, and answers the
+    // others at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (arrived_tx, arrived) = tokio::sync::oneshot::channel::<()>();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut hold = Some((arrived_tx, released));
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let held = hold.take();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = sock.read(&mut buf).await;
+                if let Some((arrived, released)) = held {
+                    let _ = arrived.send(());
+                    let _ = released.await;
+                }
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let mut t = example_template();
+    t["webhook"]["url"] = json!(url);
+    let (_, created) = send(app.req(Method::POST, "/v1/templates", &key).json(&t)).await;
+    let path = format!(
+        "/v1/templates/{}/webhook-test",
+        created["id"].as_str().unwrap()
+    );
+
+    let first = tokio::spawn(send(app.req(Method::POST, &path, &key)));
+    tokio::time::timeout(std::time::Duration::from_secs(30), arrived)
+        .await
+        .expect("the first test event reached the receiver")
+        .unwrap();
+    let busy = app.req(Method::POST, &path, &key).send().await.unwrap();
+    assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(busy.headers().contains_key("retry-after"));
+    let body: serde_json::Value = busy.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "webhook_tests_busy", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("webhook_test_max_concurrent"),
+        "{body}"
+    );
+
+    release.send(()).unwrap();
+    let (s, out) = first.await.unwrap();
+    assert_eq!(s, StatusCode::OK, "{out}");
+    assert_eq!(out["status_code"], 200, "{out}");
+    // The place is free again.
+    let (s, out) = send(app.req(Method::POST, &path, &key)).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    assert_eq!(out["status_code"], 200, "{out}");
 }
 
 /// `admin gen-key` is the first step of the compose file's start, before

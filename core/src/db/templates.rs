@@ -52,9 +52,20 @@ pub async fn insert(
     write: &TemplateWrite,
     secret_enc: &[u8],
 ) -> sqlx::Result<TemplateRow> {
+    insert_with_id(db, Uuid::new_v4(), account_id, write, secret_enc).await
+}
+
+/// [`insert`] with the id chosen first (its secrets are sealed to it).
+pub async fn insert_with_id(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    account_id: Uuid,
+    write: &TemplateWrite,
+    secret_enc: &[u8],
+) -> sqlx::Result<TemplateRow> {
     sqlx::query_as(concat!("INSERT INTO templates (id, account_id, name, spec, webhook_url, webhook_headers_enc, webhook_secret_enc)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ", columns!(), ""))
-    .bind(Uuid::new_v4())
+    .bind(id)
     .bind(account_id)
     .bind(&write.name)
     .bind(Json(&write.spec))

@@ -176,7 +176,10 @@ async fn an_undecryptable_secret_is_sent_once_the_key_is_there() {
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let sealed = paperhook_core::crypto::Keyring::parse(&newer)
         .unwrap()
-        .encrypt(secret.as_bytes());
+        .seal(
+            secret.as_bytes(),
+            &paperhook_core::crypto::context(template, paperhook_core::crypto::WEBHOOK_SECRET),
+        );
     sqlx::query("UPDATE templates SET webhook_secret_enc = $2 WHERE id = $1")
         .bind(template)
         .bind(sealed)
