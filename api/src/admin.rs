@@ -130,11 +130,11 @@ async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
         .fetch_all(pool)
         .await?;
     use paperhook_core::crypto::{WEBHOOK_HEADERS, WEBHOOK_SECRET, context};
-    // With the current key, sealed to the template (ciphertexts written
-    // before contexts are sealed here).
+    // With the current key, sealed to the template as `secret_sealing`
+    // says (sealed when on or strict, unsealed when off).
     let again = |enc: Option<Vec<u8>>, ctx: &[u8]| -> anyhow::Result<Option<Vec<u8>>> {
         Ok(match enc {
-            Some(e) => Some(keyring.seal(&keyring.open(&e, ctx)?, ctx)),
+            Some(e) => Some(keyring.reseal(&e, ctx)?),
             None => None,
         })
     };

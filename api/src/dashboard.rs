@@ -37,6 +37,21 @@ fn cookie(value: String, secure: bool, max_age_secs: i64) -> Cookie<'static> {
         .build()
 }
 
+/// Whether the session cookie is `Secure`: the dashboard is served over
+/// HTTPS, as `public_url` says, or as the proxy in front says of this
+/// request (`X-Forwarded-Proto: https`: an HTTPS deployment that never set
+/// `public_url` issued cookies a plain-HTTP request would carry). Trusting
+/// the header can only add the flag: a client that forges it gets a cookie
+/// its plain-HTTP requests do not send back.
+fn secure_cookie(state: &crate::AppState, req: &Request) -> bool {
+    state.config.public_url.starts_with("https://")
+        || req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
 /// The largest sign-in body: `{"api_key": "..."}` with room to spare.
 const SIGN_IN_MAX_BYTES: u64 = 4096;
 
@@ -69,7 +84,7 @@ pub async fn sign_in(
     if let Some(old) = req.cookie(SESSION_COOKIE) {
         sessions::end(&state.pool, old.value()).await?;
     }
-    let secure = state.config.public_url.starts_with("https://");
+    let secure = secure_cookie(&state, req);
     res.add_cookie(cookie(token, secure, ttl.as_secs() as i64));
     Ok(Json(SessionOut {
         account_id: account.id,
@@ -97,14 +112,11 @@ pub async fn current(depot: &mut Depot) -> ApiResult<Json<SessionOut>> {
 
 /// Signs out: ends the session and clears the cookie.
 #[endpoint(tags("dashboard"), responses((status_code = 204, description = "Signed out")))]
-pub async fn sign_out(depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
+pub async fn sign_out(req: &mut Request, depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
     if let Some(session) = auth::session(depot) {
         sessions::delete(&crate::state(depot).pool, session.id).await?;
     }
-    let secure = crate::state(depot)
-        .config
-        .public_url
-        .starts_with("https://");
+    let secure = secure_cookie(crate::state(depot), req);
     res.add_cookie(cookie(String::new(), secure, 0));
     res.status_code(StatusCode::NO_CONTENT);
     Ok(())

@@ -119,6 +119,7 @@ pub struct Config {
     pub rate_limit_burst: u32,
     pub metrics_addr: String,
     pub log_format: String,
+    pub secret_sealing: String,
     pub log_level: String,
     pub worker_concurrency: u32,
     pub worker_delivery_concurrency: u32,
@@ -198,7 +199,7 @@ fn check_file_keys(path: &std::path::Path) -> Result<(), ConfigError> {
 
 /// PAPERHOOK_ variables that are not settings: the CLI's, the scripts' and
 /// the tests'.
-const OTHER_VARIABLES: [&str; 7] = [
+const OTHER_VARIABLES: [&str; 8] = [
     "CONFIG",
     "API_KEY",
     "URL",
@@ -206,6 +207,7 @@ const OTHER_VARIABLES: [&str; 7] = [
     "PROFILE",
     "STATE_DIR",
     "S3_SECRET",
+    "WEBHOOK_SECRET",
 ];
 const OTHER_PREFIXES: [&str; 3] = ["TEST_", "E2E_", "LOG_SCAN_"];
 
@@ -224,11 +226,30 @@ pub fn unknown_env_vars() -> Vec<String> {
                 !known.contains(&rest.to_lowercase())
                     && !OTHER_VARIABLES.contains(&rest)
                     && !OTHER_PREFIXES.iter().any(|p| rest.starts_with(p))
+                    && !kubernetes_service_variable(rest)
             })
         })
         .collect();
     unknown.sort();
     unknown
+}
+
+/// What Kubernetes sets in every pod for each service of its namespace
+/// (`paperhook-api`: `PAPERHOOK_API_SERVICE_HOST`, `PAPERHOOK_API_PORT`,
+/// `PAPERHOOK_API_PORT_80_TCP_ADDR`, ...), unless `enableServiceLinks` is
+/// false: no setting has these shapes.
+fn kubernetes_service_variable(name: &str) -> bool {
+    if name.contains("_SERVICE_HOST") || name.contains("_SERVICE_PORT") || name.ends_with("_PORT") {
+        return true;
+    }
+    // ..._PORT_<number>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]
+    name.split("_PORT_").nth(1).is_some_and(|rest| {
+        let mut parts = rest.split('_');
+        parts.next().is_some_and(|n| n.parse::<u16>().is_ok())
+            && parts
+                .next()
+                .is_some_and(|p| matches!(p, "TCP" | "UDP" | "SCTP"))
+    })
 }
 
 fn setting_keys(provider: &dyn figment::Provider) -> Result<Vec<String>, ConfigError> {
@@ -242,7 +263,7 @@ fn setting_keys(provider: &dyn figment::Provider) -> Result<Vec<String>, ConfigE
 }
 
 /// The settings that are text, whatever their value looks like.
-const TEXT_KEYS: [&str; 13] = [
+const TEXT_KEYS: [&str; 14] = [
     "api_addr",
     "public_url",
     "storage_url",
@@ -256,6 +277,7 @@ const TEXT_KEYS: [&str; 13] = [
     "webhook_allow_cidrs",
     "log_format",
     "log_level",
+    "secret_sealing",
 ];
 
 impl Config {
@@ -393,6 +415,7 @@ impl Config {
             }
         }
         check_log_level(&self.log_level)?;
+        self.sealing()?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(invalid(
                 "log_format",
@@ -701,8 +724,15 @@ impl Config {
     }
 
     pub fn keyring(&self) -> Result<Keyring, ConfigError> {
-        Keyring::parse(self.encryption_keys.expose_secret())
-            .map_err(|message| invalid("encryption_keys", message))
+        Ok(Keyring::parse(self.encryption_keys.expose_secret())
+            .map_err(|message| invalid("encryption_keys", message))?
+            .with_sealing(self.sealing()?))
+    }
+
+    pub fn sealing(&self) -> Result<crate::crypto::Sealing, ConfigError> {
+        self.secret_sealing
+            .parse()
+            .map_err(|message: String| invalid("secret_sealing", message))
     }
 
     /// What every database session of the process sets when it connects
@@ -856,6 +886,10 @@ mod tests {
             jail.set_env("PAPERHOOK_WORKER_CONCURENCY", "3");
             jail.set_env("PAPERHOOK_API_KEY", "ph_x");
             jail.set_env("PAPERHOOK_TEST_ANYTHING", "1");
+            // Kubernetes' variables for a service named paperhook-api.
+            jail.set_env("PAPERHOOK_API_SERVICE_HOST", "10.0.0.1");
+            jail.set_env("PAPERHOOK_API_PORT_80_TCP_ADDR", "10.0.0.1");
+            jail.set_env("PAPERHOOK_API_PORT", "tcp://10.0.0.1:80");
             let unknown = unknown_env_vars();
             assert!(
                 unknown.contains(&"PAPERHOOK_WORKER_CONCURENCY".to_owned()),
@@ -866,6 +900,9 @@ mod tests {
                 "PAPERHOOK_API_KEY",
                 "PAPERHOOK_TEST_ANYTHING",
                 "PAPERHOOK_CONFIG",
+                "PAPERHOOK_API_SERVICE_HOST",
+                "PAPERHOOK_API_PORT_80_TCP_ADDR",
+                "PAPERHOOK_API_PORT",
             ] {
                 assert!(!unknown.contains(&fine.to_owned()), "{fine}: {unknown:?}");
             }
@@ -928,6 +965,10 @@ mod tests {
             let err = level(bad).unwrap_err().to_string();
             assert!(err.contains("log_level"), "{bad}: {err}");
         }
+        let mut sealing = numbers(&[]);
+        sealing.secret_sealing = "yes".into();
+        let err = sealing.validate().unwrap_err().to_string();
+        assert!(err.contains("secret_sealing"), "{err}");
     }
 
     #[test]

@@ -27,16 +27,51 @@ pub fn context(template_id: uuid::Uuid, purpose: &str) -> Vec<u8> {
     format!("paperhook/template/{template_id}/{purpose}").into_bytes()
 }
 
+/// Whether secrets are sealed to their template (see [`context`]): the
+/// `secret_sealing` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sealing {
+    /// Written unsealed, as versions before sealing wrote them (and can
+    /// read them): for a rolling upgrade from one, or before going back to
+    /// one (with `admin reencrypt`, which then unseals). Both forms read.
+    Off,
+    /// Written sealed; unsealed ones still read (until `admin reencrypt`).
+    #[default]
+    On,
+    /// Written sealed, and only sealed ones read: once `admin reencrypt`
+    /// has sealed every secret, nothing copied from an old backup or an
+    /// unsealed row opens anywhere.
+    Strict,
+}
+
+impl std::str::FromStr for Sealing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Sealing, String> {
+        match s {
+            "off" => Ok(Sealing::Off),
+            "on" => Ok(Sealing::On),
+            "strict" => Ok(Sealing::Strict),
+            other => Err(format!(
+                "must be \"off\", \"on\" or \"strict\", not {other:?}"
+            )),
+        }
+    }
+}
+
 /// Encryption keys by id; the first one encrypts, all decrypt.
 #[derive(Clone)]
 pub struct Keyring {
     keys: Vec<(u8, Aes256Gcm)>,
+    sealing: Sealing,
 }
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ids: Vec<u8> = self.keys.iter().map(|(id, _)| *id).collect();
-        f.debug_struct("Keyring").field("key_ids", &ids).finish()
+        f.debug_struct("Keyring")
+            .field("key_ids", &ids)
+            .field("sealing", &self.sealing)
+            .finish()
     }
 }
 
@@ -48,6 +83,12 @@ pub enum CryptoError {
     UnknownKey(u8),
     #[error("ciphertext does not authenticate with key id {0}")]
     Authentication(u8),
+    #[error(
+        "ciphertext is not sealed to its template (written before sealing, or copied from \
+         elsewhere) and secret_sealing is strict; run `paperhook-api admin reencrypt` with \
+         secret_sealing = \"on\" first"
+    )]
+    Unsealed,
 }
 
 impl Keyring {
@@ -80,7 +121,16 @@ impl Keyring {
                     .into(),
             );
         }
-        Ok(Keyring { keys })
+        Ok(Keyring {
+            keys,
+            sealing: Sealing::default(),
+        })
+    }
+
+    /// This keyring writing and reading secrets as `sealing` says.
+    pub fn with_sealing(mut self, sealing: Sealing) -> Keyring {
+        self.sealing = sealing;
+        self
     }
 
     /// A fresh `0:BASE64` key specification.
@@ -91,8 +141,14 @@ impl Keyring {
     }
 
     /// Encrypts `plaintext` with the current key, sealed to `context`
-    /// (see [`context`]): `key id || nonce || ciphertext and tag`.
+    /// (see [`context`]) unless sealing is off: `key id || nonce ||
+    /// ciphertext and tag`.
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+        let context = if self.sealing == Sealing::Off {
+            &[][..]
+        } else {
+            context
+        };
         let (id, cipher) = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
@@ -111,10 +167,13 @@ impl Keyring {
     }
 
     /// Decrypts what [`Keyring::seal`] made for `context`. A ciphertext
-    /// written before secrets were sealed to their template (no context)
-    /// still opens, until `admin reencrypt` has sealed it.
+    /// written unsealed (before sealing, or with it off) still opens,
+    /// unless sealing is strict.
     pub fn open(&self, data: &[u8], context: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        self.open_as(data, context).map(|(plain, _)| plain)
+        match self.open_as(data, context)? {
+            (_, false) if self.sealing == Sealing::Strict => Err(CryptoError::Unsealed),
+            (plain, _) => Ok(plain),
+        }
     }
 
     /// The plaintext, and whether it was sealed to `context` (not written
@@ -142,17 +201,27 @@ impl Keyring {
     }
 
     /// True when `data` was not made with the current (first) key, or is
-    /// not sealed to `context` yet: `admin reencrypt` writes it again.
+    /// not in the form sealing asks for (sealed to `context`, or unsealed
+    /// when sealing is off): `admin reencrypt` writes it again. Also true
+    /// for what no key opens (reencrypt then names it).
     pub fn needs_reencrypt(&self, data: &[u8], context: &[u8]) -> bool {
+        let want_sealed = self.sealing != Sealing::Off;
         data.first() != Some(&self.keys[0].0)
-            || !matches!(self.open_as(data, context), Ok((_, true)))
+            || !matches!(self.open_as(data, context), Ok((_, sealed)) if sealed == want_sealed)
     }
 
-    /// The form written before contexts (no associated data), for the
-    /// tests of the upgrade from it.
+    /// Reads `data` in either form and writes it as `seal` would: what
+    /// `admin reencrypt` does to each secret.
+    pub fn reseal(&self, data: &[u8], context: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let (plain, _) = self.open_as(data, context)?;
+        Ok(self.seal(&plain, context))
+    }
+
+    /// The form written before sealing (no associated data), for the tests
+    /// of the upgrade from it.
     #[doc(hidden)]
     pub fn encrypt_without_context(&self, plaintext: &[u8]) -> Vec<u8> {
-        self.seal(plaintext, &[])
+        self.clone().with_sealing(Sealing::Off).seal(plaintext, &[])
     }
 }
 
@@ -267,6 +336,37 @@ mod tests {
         );
         assert!(keys.needs_reencrypt(&before, &context(a, WEBHOOK_SECRET)));
         assert!(!keys.needs_reencrypt(&headers, &context(a, WEBHOOK_HEADERS)));
+
+        // Strict: only sealed ones open; reseal (reencrypt) seals the rest.
+        let strict = keys.clone().with_sealing(Sealing::Strict);
+        let secret = context(a, WEBHOOK_SECRET);
+        assert_eq!(strict.open(&before, &secret), Err(CryptoError::Unsealed));
+        let sealed = keys.reseal(&before, &secret).unwrap();
+        assert_eq!(strict.open(&sealed, &secret).unwrap(), b"whsec_old");
+        assert!(!strict.needs_reencrypt(&sealed, &secret));
+        // Off: written unsealed (an older version reads them), both read;
+        // reencrypt with it off unseals, for going back to such a version.
+        let off = keys.clone().with_sealing(Sealing::Off);
+        let unsealed = off.seal(b"whsec_new", &secret);
+        assert_eq!(
+            keys.clone()
+                .with_sealing(Sealing::Off)
+                .open(&sealed, &secret)
+                .unwrap(),
+            b"whsec_old"
+        );
+        assert!(off.needs_reencrypt(&sealed, &secret));
+        assert!(!off.needs_reencrypt(&unsealed, &secret));
+        assert_eq!(strict.open(&unsealed, &secret), Err(CryptoError::Unsealed));
+        let unsealed_again = off.reseal(&sealed, &secret).unwrap();
+        assert_eq!(
+            keys.open(&unsealed_again, &context(b, WEBHOOK_HEADERS))
+                .unwrap(),
+            b"whsec_old",
+            "unsealed: opens anywhere, as before sealing"
+        );
+        assert_eq!("strict".parse(), Ok(Sealing::Strict));
+        assert!("yes".parse::<Sealing>().is_err());
     }
 
     #[test]

@@ -682,6 +682,16 @@ impl Template {
         Ok(template)
     }
 
+    /// The rules a template being saved (created, updated, previewed) is
+    /// held to beyond [`Template::validate`]: rules added since templates
+    /// were first stored, which the worker's check of a stored template
+    /// leaves out so that none stored before them stops extracting. Now:
+    /// integer defaults within what an integer field holds (below 9×10^15)
+    /// and date defaults of digits.
+    pub fn check_new(&self) -> Result<(), TemplateError> {
+        self.fields.iter().try_for_each(|f| f.default_fits(true))
+    }
+
     /// Check everything that serde cannot: names, regexes, boxes, per-field
     /// limits. Not the number of fields: that limit is the caller's
     /// ([`Template::from_json_limited`]), so a template stored under a
@@ -751,6 +761,19 @@ impl Template {
     }
 }
 
+/// A date as the default check took it before it required digits
+/// (`"2024-+1-05"`): templates stored then still load.
+fn loose_iso_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    // Bytes 4 and 7 are ASCII: every slice below is on char boundaries.
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && s[0..4].parse::<i32>().is_ok()
+        && s[5..7].parse::<u32>().is_ok()
+        && s[8..10].parse::<u32>().is_ok()
+}
+
 impl Field {
     /// Whether the field's value is an array of the values found (a regex
     /// field with `occurrence: "all"` and no `combine`).
@@ -759,19 +782,50 @@ impl Field {
     }
 
     /// Whether `v` is one value of the field's type, as a default.
-    fn scalar_fits(&self, v: &serde_json::Value) -> bool {
+    /// `strict` holds integers to what an integer field holds and dates to
+    /// digits, as a template being saved is; without it, what templates
+    /// stored before those rules passed still does (the worker checks
+    /// stored templates again, and must not refuse them).
+    fn scalar_fits(&self, v: &serde_json::Value, strict: bool) -> bool {
         use serde_json::Value;
         match (self.kind, v) {
             (FieldType::Text, Value::String(_)) => true,
-            (FieldType::Integer, Value::Number(n)) => {
+            (FieldType::Integer, Value::Number(n)) if strict => {
                 n.as_i64().is_some_and(crate::post::integer_fits)
             }
+            (FieldType::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
             (FieldType::Number | FieldType::Money, Value::Number(_)) => true,
             (FieldType::Boolean, Value::Bool(_)) => true,
-            (FieldType::Date, Value::String(s)) => crate::post::parse_iso_date(s).is_some(),
+            (FieldType::Date, Value::String(s)) => {
+                crate::post::parse_iso_date(s).is_some() || (!strict && loose_iso_date(s))
+            }
             (FieldType::Enum, Value::String(s)) => self.values.contains(s),
             _ => false,
         }
+    }
+
+    /// Whether the field's default (if any) is of its type ([`Field::scalar_fits`]).
+    fn default_fits(&self, strict: bool) -> Result<(), TemplateError> {
+        let Some(default) = &self.default else {
+            return Ok(());
+        };
+        let ok = match default {
+            serde_json::Value::Array(items) if self.is_list() => {
+                items.iter().all(|v| self.scalar_fits(v, strict))
+            }
+            serde_json::Value::Array(_) => matches!(self.locator, Locator::Table(_)),
+            v => v.is_null() || self.scalar_fits(v, strict),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(TemplateError::field(
+            &self.name,
+            format!(
+                "default {default} is not a valid {} value",
+                format!("{:?}", self.kind).to_lowercase()
+            ),
+        ))
     }
 
     /// The lengths of the field's lists.
@@ -938,22 +992,7 @@ impl Field {
                     format!("default is {bytes} bytes of JSON; the limit is {MAX_DEFAULT_BYTES}"),
                 ));
             }
-            let ok = match default {
-                serde_json::Value::Array(items) if self.is_list() => {
-                    items.iter().all(|v| self.scalar_fits(v))
-                }
-                serde_json::Value::Array(_) => matches!(self.locator, Locator::Table(_)),
-                v => v.is_null() || self.scalar_fits(v),
-            };
-            if !ok {
-                return Err(TemplateError::field(
-                    name,
-                    format!(
-                        "default {default} is not a valid {} value",
-                        format!("{:?}", self.kind).to_lowercase()
-                    ),
-                ));
-            }
+            self.default_fits(false)?;
         }
         match &self.locator {
             Locator::Region(r) => {
@@ -1262,12 +1301,23 @@ mod tests {
             ),
         ];
         for (field, want) in cases {
-            let err = one(field.clone()).unwrap_err();
+            // As a template being saved is checked.
+            let err = one(field.clone()).and_then(|t| t.check_new()).unwrap_err();
             assert!(
                 err.to_string().contains(want),
                 "{field}: got {err}, want {want}"
             );
             assert_eq!(err.code(), "invalid_template");
+        }
+        // Stored before the rules of `check_new`: still loaded (the worker
+        // checks stored templates with `validate` only).
+        for field in [
+            json!({"name": "d", "type": "integer", "default": 9_000_000_000_000_000i64, "locator": {"kind": "label", "label": "A"}}),
+            json!({"name": "d", "type": "integer", "default": u64::MAX, "locator": {"kind": "label", "label": "A"}}),
+            json!({"name": "d", "type": "date", "default": "2024-+1-05", "locator": {"kind": "label", "label": "A"}}),
+        ] {
+            let stored = one(field.clone()).unwrap();
+            assert!(stored.check_new().is_err(), "{field}");
         }
     }
 

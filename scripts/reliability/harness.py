@@ -32,23 +32,29 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+# Ports handed out from below the kernel's ephemeral range (32768 up):
+# a port picked with bind(0) and closed could be handed to another
+# process's bind(0) before ours binds it (a restarted worker's metrics
+# port, say); these are given out once each by this process, from a
+# stretch of its own (by pid), and checked free.
+_NEXT_PORT = [10000 + (os.getpid() % 200) * 50]
+
+
 def free_port(also_plus=None):
     """A free TCP port on 127.0.0.1 (and port+also_plus free too, for gRPC)."""
     while True:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if also_plus is None:
+        port = _NEXT_PORT[0]
+        _NEXT_PORT[0] = port + 1 if port < 22000 else 10000
+        try:
+            for p in (port,) if also_plus is None else (port, port + also_plus):
+                s = socket.socket()
+                try:
+                    s.bind(("127.0.0.1", p))
+                finally:
+                    s.close()
             return port
-        if port + also_plus < 65536:
-            try:
-                t = socket.socket()
-                t.bind(("127.0.0.1", port + also_plus))
-                t.close()
-                return port
-            except OSError:
-                pass
+        except OSError:
+            continue
 
 
 def wait_until(what, check, timeout, interval=0.2):

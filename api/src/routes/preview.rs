@@ -201,8 +201,10 @@ pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Pre
     // One regex cache: the check and the extraction compile each pattern once.
     let out = bounded(depot, opts.give_up_after(), move || -> ApiResult<_> {
         paperhook_extract::with_regex_cache(|| {
+            // Checked as a template being saved is (the preview is its test).
             let template =
                 Template::from_json_limited(value, max_fields, Some("template_max_fields"))
+                    .and_then(|t| t.check_new().map(|()| t))
                     .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
             paperhook_extract::extract(&bytes, &template, &opts).map_err(extract_error)
         })

@@ -308,11 +308,13 @@ async fn read_input(
     // Checking compiles every pattern of the template: blocking work.
     let max_fields = state.config.template_max_fields;
     let template = tokio::task::spawn_blocking(move || {
-        paperhook_extract::Template::from_json_limited(
+        let template = paperhook_extract::Template::from_json_limited(
             Value::Object(spec),
             max_fields,
             Some("template_max_fields"),
-        )
+        )?;
+        template.check_new()?;
+        Ok::<_, paperhook_extract::TemplateError>(template)
     })
     .await
     .map_err(|e| ApiError::internal("checking a template", &e))?

@@ -87,6 +87,22 @@ async fn session_cookies_are_httponly_strict_and_secure_behind_https() {
         !attrs.iter().any(|a| a == "secure"),
         "plain-http public_url: a Secure cookie would never come back"
     );
+    // Behind a proxy that terminates HTTPS and says so, the cookie is
+    // Secure even though public_url was left at its plain-HTTP default.
+    let proxied = app
+        .client
+        .post(format!("{}/v1/session/sign-in", app.url))
+        .header("x-forwarded-proto", "https")
+        .json(&json!({"api_key": key}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), StatusCode::OK);
+    let set_cookie = proxied.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        attributes(&set_cookie).iter().any(|a| a == "secure"),
+        "{set_cookie}"
+    );
     // The cookie holds a random token, not the key or anything derived from it.
     let token = s.cookie.split_once('=').unwrap().1;
     assert!(token.len() >= 40 && !key.contains(token) && !token.contains(&key[3..10]));

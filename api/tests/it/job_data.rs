@@ -181,13 +181,11 @@ async fn deleting_a_job_while_the_store_is_down_changes_nothing() {
     assert!(app.storage.exists(&file).await.unwrap(), "{file}");
 
     // A second API process on the same database, whose object store is an
-    // S3 endpoint nothing listens on (a port just freed): every request to
-    // it is refused at once.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // S3 endpoint nothing listens on (port 9, as in the other tests that
+    // need a refused connection: a port picked free and closed again could
+    // be taken meanwhile by another test's listener): every request to it
+    // is refused at once.
+    let port = 9;
     let mut config = app.config.clone();
     config.storage_url = "s3://paperhook-unreachable/test".into();
     config.s3_endpoint = format!("http://127.0.0.1:{port}");

@@ -285,6 +285,25 @@ async fn reencrypt_moves_every_template_secret_to_the_new_key() {
     // Sealed now: another template's context does not open them.
     let elsewhere = context(uuid::Uuid::new_v4(), WEBHOOK_HEADERS);
     assert!(both.open(&stored().await.2, &elsewhere).is_err());
+    // With sealing off, reencrypt unseals (for going back to a version
+    // before sealing), and with it on again, seals.
+    use paperhook_core::crypto::Sealing;
+    let off = both.clone().with_sealing(Sealing::Off);
+    let out = run(AdminCommand::Reencrypt, &app.pool, Some(&off))
+        .await
+        .unwrap();
+    assert_eq!(out["reencrypted"], 1);
+    assert_eq!(
+        both.open(&stored().await.2, &elsewhere).unwrap(),
+        br#"{"X-Tenant": "t-1"}"#
+    );
+    let out = run(AdminCommand::Reencrypt, &app.pool, Some(&both))
+        .await
+        .unwrap();
+    assert_eq!(out["reencrypted"], 1);
+    let strict = both.clone().with_sealing(Sealing::Strict);
+    assert!(strict.open(&stored().await.2, &elsewhere).is_err());
+    assert!(strict.open(&stored().await.2, &headers_ctx).is_ok());
     // Without the key the secrets were written with: the template and how
     // far the run got, not a bare decryption error.
     let other = Keyring::parse(&Keyring::generate_spec(2)).unwrap();
