@@ -696,6 +696,7 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
     }
     let mut job_id = None;
     let mut failed = false;
+    let mut gave_up_delivery = false;
     let finished = match task.kind.as_str() {
         queue::kind::DOCUMENT => match documents::get(&mut *tx, task.ref_id).await? {
             None => None,
@@ -730,14 +731,34 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
             .await?
         }
         _ => {
-            sqlx::query("UPDATE webhook_deliveries SET state = 'failed' WHERE id = $1 AND state = 'pending'")
+            let done = sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'failed' WHERE id = $1 AND state = 'pending'",
+            )
+            .bind(task.ref_id)
+            .execute(&mut *tx)
+            .await?;
+            // Recorded as an attempt, as an expiry is: the delivery's
+            // attempts say why it failed, and the failure is counted.
+            gave_up_delivery = done.rows_affected() == 1;
+            if gave_up_delivery {
+                sqlx::query(
+                    "INSERT INTO webhook_attempts (delivery_id, latency_ms, error_class, error_message)
+                     VALUES ($1, 0, 'gave_up', $2)",
+                )
                 .bind(task.ref_id)
+                .bind(&message)
                 .execute(&mut *tx)
                 .await?;
+            }
             None
         }
     };
     tx.commit().await?;
+    if gave_up_delivery {
+        paperhook_core::metrics::WEBHOOK_ATTEMPTS
+            .with_label_values(&["failed", paperhook_core::metrics::status_class(None)])
+            .inc();
+    }
     Finished::record(finished);
     documents_failed(usize::from(failed));
     // A job given up may have files no document row names: those its

@@ -760,17 +760,19 @@ async fn a_redelivery_of_a_webhook_waiting_for_a_retry_sends_it_now() {
     assert_eq!(ids[0], ids[1], "a redelivery keeps its webhook-id");
 }
 
-/// A worker giving up a delivery's task locks the delivery before the task,
-/// as a redelivery does: it used to lock the task first, and a redelivery
-/// asked for meanwhile (holding the delivery, waiting for the task) ended in
-/// a deadlock that failed one of the two. And the redelivery is kept: the
-/// give-up that comes after it gives the task back, and the webhook goes out.
-#[tokio::test]
-async fn giving_up_a_delivery_during_a_redelivery_neither_deadlocks_nor_loses_it() {
+/// A job whose webhook failed once, its retry due and its task held by
+/// another worker on its last attempt (the schedule's next retry an hour
+/// away): the app, the receiver, the job, that worker and its task.
+async fn a_delivery_on_its_last_claim() -> (
+    TestApp,
+    Receiver,
+    Uuid,
+    paperhook_worker::Worker,
+    paperhook_core::queue::Task,
+) {
     let app =
         TestApp::spawn_with(StorageKind::Fs, |c| c.webhook_retry_schedule = "1h".into()).await;
     let (hook, _key, job) = a_webhook_that_failed_once(&app).await;
-    // The retry is due, and a worker holds its task on the last attempt.
     sqlx::query(
         "UPDATE tasks SET run_at = now(), attempts = max_attempts - 1 WHERE kind = 'delivery'",
     )
@@ -780,6 +782,17 @@ async fn giving_up_a_delivery_during_a_redelivery_neither_deadlocks_nor_loses_it
     let (worker, task) = app
         .claimed_by_another_worker(paperhook_core::queue::kind::DELIVERY)
         .await;
+    (app, hook, job, worker, task)
+}
+
+/// A worker giving up a delivery's task locks the delivery before the task,
+/// as a redelivery does: it used to lock the task first, and a redelivery
+/// asked for meanwhile (holding the delivery, waiting for the task) ended in
+/// a deadlock that failed one of the two. And the redelivery is kept: the
+/// give-up that comes after it gives the task back, and the webhook goes out.
+#[tokio::test]
+async fn giving_up_a_delivery_during_a_redelivery_neither_deadlocks_nor_loses_it() {
+    let (app, hook, job, worker, task) = a_delivery_on_its_last_claim().await;
 
     // A redelivery holds the job's deliveries...
     let mut redelivery = app.pool.begin().await.unwrap();
@@ -814,6 +827,37 @@ async fn giving_up_a_delivery_during_a_redelivery_neither_deadlocks_nor_loses_it
     app.drain().await;
     assert_eq!(delivery_state(&app).await, "delivered");
     assert_eq!(hook.received().len(), 2, "the redelivery was not sent");
+}
+
+/// A delivery whose task is given up (claimed its max_attempts times:
+/// workers dying while sending it) fails with an attempt saying why, and
+/// is counted as a failed attempt: it used to fail with no attempt, and
+/// uncounted.
+#[tokio::test]
+async fn a_delivery_given_up_is_recorded_as_an_attempt() {
+    use paperhook_core::metrics::WEBHOOK_ATTEMPTS;
+    let (app, hook, _job, worker, task) = a_delivery_on_its_last_claim().await;
+    let counted = || {
+        WEBHOOK_ATTEMPTS
+            .with_label_values(&["failed", "none"])
+            .get()
+    };
+    let before = counted();
+    let gave_up =
+        paperhook_worker::pipeline::give_up(&worker, &task, "the worker kept crashing").await;
+    assert!(matches!(gave_up, Ok(true)), "{gave_up:?}");
+    assert_eq!(delivery_state(&app).await, "failed");
+    let (class, message): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT error_class, error_message FROM webhook_attempts ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(class.as_deref(), Some("gave_up"));
+    let message = message.unwrap_or_default();
+    assert!(message.contains("the worker kept crashing"), "{message}");
+    assert!(counted() > before, "the give-up was not counted");
+    assert_eq!(hook.received().len(), 1, "nothing more was sent");
 }
 
 /// Past `result_retention_secs` a job's results are expired for the API,
