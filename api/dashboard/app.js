@@ -393,7 +393,7 @@ async function templateEditor(id) {
 
   const webhookCard = h('div', { class: 'card' }, h('h2', {}, 'Webhook'),
     h('label', { for: 't-webhook-url' }, 'URL'), hookUrl,
-    h('label', {}, 'Custom headers (values are stored encrypted and shown masked; leave a masked value as it is to keep it)'), headerRows,
+    h('label', {}, 'Custom headers (values are stored encrypted and shown masked; leave a masked value as it is to keep it — if you change the URL, enter every value again)'), headerRows,
     h('div', { class: 'actions' }, h('button', { class: 'secondary', type: 'button', onclick: () => addHeaderRow() }, 'Add header')));
   if (id) {
     const secretOut = h('span', { class: 'secret', id: 'secret' }, t.signing_secret_hint);
@@ -405,7 +405,7 @@ async function templateEditor(id) {
         h('button', { class: 'danger', type: 'button', id: 'rotate-secret', onclick: async () => { if (!confirm('Rotate the signing secret? For 24 hours webhooks are signed with both the old and the new secret, so receivers can switch without failures.')) return; const s = await api('POST', `/v1/templates/${id}/webhook-secret/rotate`); secretOut.textContent = s.secret; toast(s.previous_secret_expires_at ? `Secret rotated; the previous one also signs until ${when(s.previous_secret_expires_at)}` : 'Secret rotated'); } }, 'Rotate'),
         h('button', { class: 'secondary', type: 'button', id: 'send-test-event', onclick: async () => {
           testHookOut.hidden = false; testHookOut.textContent = 'Sending…';
-          try { const r = await api('POST', `/v1/templates/${id}/webhook-test`); testHookOut.textContent = JSON.stringify(r, null, 2); } catch (e) { testHookOut.textContent = e.message; }
+          try { const r = await api('POST', `/v1/templates/${id}/webhook-test`); testHookOut.textContent = JSON.stringify(r, null, 2); } catch (e) { testHookOut.textContent = e instanceof ApiError ? `${e.message} (${e.code})` : String(e); }
         } }, 'Send test event')),
       testHookOut);
   }

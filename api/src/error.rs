@@ -235,7 +235,7 @@ impl EndpointOutRegister for ApiError {
             ("500", "Internal error (logged)"),
             (
                 "503",
-                "Database or storage unavailable, or too many previews or large submissions at once; retry after Retry-After seconds",
+                "Database or storage unavailable, or too many previews, test events or large submissions at once; retry after Retry-After seconds",
             ),
         ] {
             operation.responses.insert(

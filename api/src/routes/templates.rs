@@ -54,7 +54,8 @@ pub struct WebhookInput {
     url: String,
     /// Custom headers sent with every delivery (e.g. `Authorization`). Stored
     /// encrypted; returned masked. On update, a value equal to its masked
-    /// form keeps the stored value.
+    /// form keeps the stored value while the webhook url stays the same;
+    /// with another url it is 422 invalid_webhook (send the value again).
     #[serde(default)]
     headers: BTreeMap<String, String>,
 }
@@ -548,7 +549,9 @@ pub struct TestEventOut {
 }
 
 /// Sends a signed test event (`"type": "test"`) to the template's webhook now
-/// and shows what the receiver answered. Nothing is queued or recorded.
+/// and shows what the receiver answered. Nothing is queued or recorded. At
+/// most `webhook_test_max_concurrent` at once per API process: then 503
+/// `webhook_tests_busy` with Retry-After.
 #[endpoint(tags("templates"))]
 pub async fn send_test_event(
     depot: &mut Depot,
