@@ -264,7 +264,7 @@ async fn sigterm_stops_gracefully() {
 
     let grace: u64 = 30;
     let grace_secs = grace.to_string();
-    let mut child = app.worker_process(&[
+    let (mut child, mut log) = app.worker_process_logged(&[
         ("PAPERHOOK_WORKER_CONCURRENCY", "1"),
         ("PAPERHOOK_WORKER_SHUTDOWN_GRACE_SECS", grace_secs.as_str()),
     ]);
@@ -280,6 +280,18 @@ async fn sigterm_stops_gracefully() {
         .status()
         .unwrap();
     assert!(sent.success());
+    // The worker has taken the signal in (it stops claiming) before the
+    // document can finish: otherwise it might claim the job behind first.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = log.recv().await {
+            if line.contains("shutdown requested") {
+                return;
+            }
+        }
+        panic!("the worker's log ended before it said it stops");
+    })
+    .await
+    .expect("the worker said it stops within 30 s");
     blocker.rollback().await.unwrap();
 
     let status = tokio::time::timeout(Duration::from_secs(grace), child.wait())

@@ -454,6 +454,40 @@ impl TestApp {
     /// A `paperhook-worker` process on this app's database and storage,
     /// with more settings as environment variables.
     pub fn worker_process(&self, env: &[(&str, &str)]) -> tokio::process::Child {
+        self.worker_command(env)
+            .spawn()
+            .expect("starting paperhook-worker")
+    }
+
+    /// [`TestApp::worker_process`], with its log lines also sent to the
+    /// receiver returned (and still printed): a test can wait for what the
+    /// worker says it did.
+    pub fn worker_process_logged(
+        &self,
+        env: &[(&str, &str)],
+    ) -> (
+        tokio::process::Child,
+        tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = self
+            .worker_command(env)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting paperhook-worker");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{line}");
+                let _ = tx.send(line);
+            }
+        });
+        (child, rx)
+    }
+
+    fn worker_command(&self, env: &[(&str, &str)]) -> tokio::process::Command {
         use secrecy::ExposeSecret;
         let c = &self.config;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_paperhook-worker"));
@@ -470,6 +504,6 @@ impl TestApp {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.spawn().expect("starting paperhook-worker")
+        cmd
     }
 }
