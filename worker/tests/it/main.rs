@@ -4,7 +4,6 @@
 mod fleet;
 mod helpers;
 mod pipeline;
-mod retention;
 mod ssrf;
 mod webhooks;
 mod zips;

@@ -1,4 +1,5 @@
-//! Webhook retries, 410 and the signature known answer (the SSRF guard is in `ssrf`).
+//! Webhook retries, 410, the signature known answer and how long attempts
+//! are kept (the SSRF guard is in `ssrf`).
 
 use paperhook_core::webhook;
 use reqwest::{Method, StatusCode};
@@ -1048,4 +1049,36 @@ async fn a_silent_receiver_does_not_hold_up_documents() {
     assert_eq!((pending, held()), (1, 2));
     stop.cancel();
     running.await.unwrap().unwrap();
+}
+
+/// Webhook attempts (what each receiver answered) are kept for
+/// `webhook_attempts_retention_secs`, then deleted by the janitor; the
+/// delivery itself stays.
+#[tokio::test]
+async fn webhook_attempts_are_deleted_after_their_retention() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let (hook, _key, _job) = a_webhook_that_failed_once(&app).await;
+    app.drain().await;
+    assert_eq!(hook.received().len(), 2, "a 503, then the delivery");
+    let attempts = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM webhook_attempts")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(attempts().await, 2);
+
+    let janitor = app.janitor();
+    let retention = chrono::Duration::from_std(app.config.webhook_attempts_retention()).unwrap();
+    // A day short of the retention: kept.
+    let early = chrono::Utc::now() + retention - chrono::Duration::days(1);
+    let report = janitor.run_once(early).await.unwrap();
+    assert_eq!(report.attempts_deleted, 0, "{report:?}");
+    assert_eq!(attempts().await, 2);
+    // Past it: gone.
+    let late = chrono::Utc::now() + retention + chrono::Duration::minutes(1);
+    let report = janitor.run_once(late).await.unwrap();
+    assert_eq!(report.attempts_deleted, 2, "{report:?}");
+    assert_eq!(attempts().await, 0);
+    assert_eq!(delivery_state(&app).await, "delivered");
 }
