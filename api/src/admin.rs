@@ -130,14 +130,6 @@ async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
         .fetch_all(pool)
         .await?;
     use paperhook_core::crypto::{WEBHOOK_HEADERS, WEBHOOK_SECRET, context};
-    // With the current key, sealed to the template as `secret_sealing`
-    // says (sealed when on or strict, unsealed when off).
-    let again = |enc: Option<Vec<u8>>, ctx: &[u8]| -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(match enc {
-            Some(e) => Some(keyring.reseal(&e, ctx)?),
-            None => None,
-        })
-    };
     let mut count = 0;
     for id in ids {
         let (headers_ctx, secret_ctx) = (context(id, WEBHOOK_HEADERS), context(id, WEBHOOK_SECRET));
@@ -174,11 +166,13 @@ async fn reencrypt(pool: &PgPool, keyring: &Keyring) -> anyhow::Result<u64> {
                  PAPERHOOK_ENCRYPTION_KEYS holds the key it was written with)"
             )
         };
-        let secret = again(Some(secret), &secret_ctx).map_err(unreadable)?;
-        let (headers, previous) = (
-            again(headers, &headers_ctx).map_err(unreadable)?,
-            again(previous, &secret_ctx).map_err(unreadable)?,
-        );
+        // With the current key, sealed to the template as `secret_sealing`
+        // says (sealed when on or strict, unsealed when off).
+        let again =
+            |enc: &[u8], ctx: &[u8]| keyring.reseal(enc, ctx).map_err(|e| unreadable(e.into()));
+        let secret = again(&secret, &secret_ctx)?;
+        let headers = headers.map(|h| again(&h, &headers_ctx)).transpose()?;
+        let previous = previous.map(|p| again(&p, &secret_ctx)).transpose()?;
         sqlx::query(
             "UPDATE templates SET webhook_secret_enc = $2, webhook_headers_enc = $3,
                     webhook_previous_secret_enc = $4
