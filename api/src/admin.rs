@@ -1,6 +1,7 @@
 //! `paperhook-api admin ...`: operator commands that print JSON.
 
 use clap::Subcommand;
+use paperhook_core::config::Config;
 use paperhook_core::crypto::Keyring;
 use paperhook_core::db::accounts;
 use serde_json::json;
@@ -62,6 +63,7 @@ pub async fn run(
     cmd: AdminCommand,
     pool: &PgPool,
     keyring: Option<&Keyring>,
+    config: &Config,
 ) -> anyhow::Result<serde_json::Value> {
     Ok(match cmd {
         AdminCommand::CreateAccount { name, credits } => {
@@ -95,9 +97,14 @@ pub async fn run(
             json!({"accounts": out})
         }
         AdminCommand::CreateKey { account } => {
-            let key = accounts::create_key(pool, account)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no account {account}"))?;
+            let max = config.max_api_keys_per_account;
+            let key = match accounts::create_key(pool, account, max).await? {
+                accounts::CreatedKey::Created(key) => key,
+                accounts::CreatedKey::NoAccount => anyhow::bail!("no account {account}"),
+                accounts::CreatedKey::TooMany { max } => {
+                    anyhow::bail!("{}", crate::routes::keys::too_many_keys(max).message)
+                }
+            };
             json!({"account_id": account, "api_key": key.key, "key_prefix": key.prefix})
         }
         AdminCommand::AddCredits { account, credits } => {

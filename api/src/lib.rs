@@ -63,6 +63,7 @@ impl AppState {
             pool.clone(),
             config.submission_batch_max_rows as usize,
             config.submission_batch_statements as usize,
+            config.task_max_attempts(),
         );
         let keys = accounts::KeyChecker::spawn(
             pool.clone(),
@@ -130,11 +131,7 @@ pub async fn read_json_up_to<T: serde::de::DeserializeOwned>(
         req.parse_json_with_max_size(limit as usize)
             .await
             .map_err(|e| match e {
-                salvo::http::ParseError::PayloadTooLarge => error::ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("the JSON body is larger than the limit of {limit} bytes ({setting})"),
-                ),
+                salvo::http::ParseError::PayloadTooLarge => body_too_large(limit, setting),
                 e => error::ApiError::from_parse(e, limit, what),
             })
     };
@@ -146,6 +143,75 @@ pub async fn read_json_up_to<T: serde::de::DeserializeOwned>(
         return Err(error::ApiError::nul_in_text());
     }
     Ok(value)
+}
+
+/// Whether a body sent as `content_type` (a media type's essence, empty
+/// for none) is read as JSON when it is a JSON object (its first byte
+/// after white space `{`): what `curl -d @body.json`
+/// (`application/x-www-form-urlencoded`) and Python's
+/// `requests.post(data=json.dumps(...))` (no Content-Type) send. Only for
+/// `POST /process-job` and `POST /v1/job-results`, whose key is in a
+/// header: a dashboard session's request that changes state needs its
+/// `x-csrf-token`, which no cross-site form sends.
+pub fn json_when_object(content_type: &str) -> bool {
+    matches!(
+        content_type,
+        "" | "text/plain" | "application/x-www-form-urlencoded"
+    )
+}
+
+/// A JSON body of at most `max_json_bytes` as [`read_json`] reads it, also
+/// sent as a type that [`json_when_object`] takes (other bodies of such a
+/// type, and other types, are `415`); `None` for an empty body (white
+/// space only), whatever its type.
+pub async fn read_json_or_empty<T: serde::de::DeserializeOwned>(
+    req: &mut Request,
+    state: &AppState,
+    what: &str,
+) -> error::ApiResult<Option<T>> {
+    let limit = state.config.max_json_bytes;
+    let content_type = req
+        .content_type()
+        .map(|m| m.essence_str().to_owned())
+        .unwrap_or_default();
+    let declared_json = req
+        .content_type()
+        .is_some_and(|m| m.subtype() == salvo::http::mime::JSON);
+    let unsupported =
+        || error::ApiError::from_parse(salvo::http::ParseError::InvalidContentType, limit, what);
+    if !declared_json && !json_when_object(&content_type) {
+        return Err(unsupported());
+    }
+    let read = async {
+        req.payload_with_max_size(limit as usize)
+            .await
+            .cloned()
+            .map_err(|e| match e {
+                salvo::http::ParseError::PayloadTooLarge => body_too_large(limit, "max_json_bytes"),
+                e => error::ApiError::from_parse(e, limit, what),
+            })
+    };
+    let body = within_read_timeout(state, read).await?;
+    let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
+        return Ok(None);
+    };
+    if !declared_json && *first != b'{' {
+        return Err(unsupported());
+    }
+    let value = serde_json::from_slice(&body).map_err(|e| error::ApiError::from_json(&e))?;
+    if has_nul_escape(&body) {
+        return Err(error::ApiError::nul_in_text());
+    }
+    Ok(Some(value))
+}
+
+/// `413 body_too_large`: a JSON body over `limit` (`setting`).
+fn body_too_large(limit: u64, setting: &str) -> error::ApiError {
+    error::ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the JSON body is larger than the limit of {limit} bytes ({setting})"),
+    )
 }
 
 /// Reads a request's body (`read`) within `submission_read_timeout_secs`,
@@ -333,7 +399,9 @@ fn describe_other_content(mut doc: OpenApi) -> OpenApi {
                 "template_id",
                 string()
                     .format(SchemaFormat::Custom("uuid".to_owned()))
-                    .description("UUID of the template to use."),
+                    .description(
+                        "UUID of the template to use: a text part, or a file part of at most 1 KiB.",
+                    ),
             )
             .required("template_id")
             .property(

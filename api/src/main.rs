@@ -41,7 +41,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let pool = paperhook_core::db::pool(&config)?;
-            paperhook_core::db::migrate(&pool).await?;
+            // Strict, unlike start-up: refuses a database a newer version migrated.
+            paperhook_core::db::migrate_strict(&pool).await?;
             println!("{}", serde_json::json!({"migrated": true}));
             Ok(())
         }
@@ -67,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
                     .await
                     .context("migrating the database")?;
             }
-            let out = admin::run(command, &pool, keyring.as_ref()).await?;
+            let out = admin::run(command, &pool, keyring.as_ref(), &config).await?;
             println!("{out}");
             Ok(())
         }

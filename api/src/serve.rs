@@ -1,7 +1,6 @@
 //! Running the server: bind, serve, and stop gracefully on SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context;
 use paperhook_core::config::Config;
@@ -65,6 +64,7 @@ pub async fn start(state: AppState, addr: &str) -> anyhow::Result<Running> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = config.api_addr.clone();
     let state = state(config).await?;
+    let config = state.config.clone();
     let running = start(state, &addr).await?;
     tracing::info!(addr = %running.addr, "paperhook-api listening");
     if let Some(at) = running.metrics_addr {
@@ -73,11 +73,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let handle = running.handle.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: finishing requests in flight");
-        handle.stop_graceful(Duration::from_secs(30));
+        stop_gracefully(&handle, &config);
     });
     running.task.await?;
     Ok(())
+}
+
+/// Stops accepting connections, lets the requests in flight finish for
+/// `api_shutdown_grace_secs`, then closes what is still open. A
+/// supervisor's own wait (compose's `stop_grace_period`, Kubernetes'
+/// `terminationGracePeriodSeconds`) must be longer, or it kills first.
+pub fn stop_gracefully(handle: &ServerHandle, config: &Config) {
+    let grace = config.api_shutdown_grace();
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: finishing requests in flight"
+    );
+    handle.stop_graceful(grace);
 }
 
 pub async fn shutdown_signal() {

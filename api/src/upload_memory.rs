@@ -36,18 +36,20 @@ pub struct Reservation {
 
 impl UploadMemory {
     /// `total` and `per_account` KiB; the largest upload (`one`) must fit in
-    /// both, and an account's share in the whole.
+    /// both, and an account's share in the whole. (`Config::validate` holds
+    /// `total` under 4 TiB, `u32::MAX` KiB; more counts as that.)
     pub fn new(total: u64, per_account: u64, one: u32) -> Result<UploadMemory, String> {
         let one = u64::from(one);
-        if !(one..=u64::from(u32::MAX)).contains(&total) {
+        if total < one {
             return Err(format!(
                 "invalid setting submission_memory_bytes: must be at least {} (one upload of \
-                 max_upload_bytes: its largest body, and its decoded document up to 2 MiB) and \
-                 at most 4 TiB, not {}",
+                 max_upload_bytes: its largest body, and its decoded document up to 2 MiB), \
+                 not {}",
                 one * 1024,
                 total * 1024
             ));
         }
+        let total = total.min(u64::from(u32::MAX));
         if !(one..=total).contains(&per_account) {
             return Err(format!(
                 "invalid setting submission_memory_per_account_bytes: must be at least {} (one \

@@ -232,6 +232,9 @@ pub struct SubmitArgs {
     /// Files per ZIP batch with --zip.
     #[arg(long, default_value_t = 500, value_name = "N", requires = "zip")]
     pub zip_max_files: usize,
+    /// Bytes per ZIP batch with --zip: the sizes of its files added up, kept under the server's max_upload_bytes (50 MiB by default). A larger file is a batch of its own.
+    #[arg(long, default_value_t = 40 * 1024 * 1024, value_name = "BYTES", requires = "zip", value_parser = clap::value_parser!(u64).range(1..))]
+    pub zip_max_bytes: u64,
     /// Requests in flight at once.
     #[arg(long, short = 'c', default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,

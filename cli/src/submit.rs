@@ -27,10 +27,6 @@ use crate::commands::is_final;
 use crate::output::{Out, plural};
 use crate::{CliError, EXIT_FAILED_DOCUMENTS, EXIT_INTERRUPTED, Result, config};
 
-/// A ZIP batch made by --zip stays under this many bytes (the API's default
-/// upload limit is 50 MiB).
-const BUNDLE_MAX_BYTES: u64 = 40 * 1024 * 1024;
-
 /// One local file to send.
 #[derive(Debug, Clone)]
 struct Source {
@@ -250,6 +246,7 @@ fn plan(
     statics: &Map<String, Value>,
     zip: bool,
     zip_max_files: usize,
+    zip_max_bytes: u64,
 ) -> Vec<Unit> {
     let unit = |label: String, sources: Vec<usize>, body: Body, key: String| Unit {
         label,
@@ -288,7 +285,8 @@ fn plan(
             idempotency_key(template, &s.hash, statics),
         ));
     }
-    // --zip: batches of distinct files, in order, under the size limit.
+    // --zip: batches of distinct files, in order, under the size limit
+    // (--zip-max-bytes; a larger file alone).
     let mut batch: Vec<usize> = Vec::new();
     let mut batch_bytes = 0u64;
     let mut batches = Vec::new();
@@ -301,7 +299,7 @@ fn plan(
         }
         seen.insert(&sources[i].hash, i);
         if !batch.is_empty()
-            && (batch.len() >= zip_max_files || batch_bytes + sources[i].size > BUNDLE_MAX_BYTES)
+            && (batch.len() >= zip_max_files || batch_bytes + sources[i].size > zip_max_bytes)
         {
             batches.push(std::mem::take(&mut batch));
             batch_bytes = 0;
@@ -898,7 +896,14 @@ pub async fn run(args: SubmitArgs, out: &Out) -> Result<u8> {
             is_zip,
         });
     }
-    let mut units = plan(&sources, &template, &statics, args.zip, args.zip_max_files);
+    let mut units = plan(
+        &sources,
+        &template,
+        &statics,
+        args.zip,
+        args.zip_max_files,
+        args.zip_max_bytes,
+    );
     let duplicates = sources.len() as u64
         - units
             .iter()
@@ -1501,6 +1506,8 @@ mod tests {
         );
     }
 
+    const MIB_40: u64 = 40 * 1024 * 1024;
+
     fn source(name: &str, hash: &str, zip: bool) -> Source {
         Source {
             path: PathBuf::from(name),
@@ -1520,10 +1527,10 @@ mod tests {
             source("d.zip", "h3", true),
         ];
         let m = Map::new();
-        let units = plan(&sources, "t", &m, false, 500);
+        let units = plan(&sources, "t", &m, false, 500, MIB_40);
         assert_eq!(units.len(), 3);
         assert_eq!(units[0].sources, vec![0, 2]);
-        let zipped = plan(&sources, "t", &m, true, 1);
+        let zipped = plan(&sources, "t", &m, true, 1, MIB_40);
         // d.zip as it is, then batches of one distinct file each.
         assert_eq!(zipped.len(), 3);
         match &zipped[1].body {
@@ -1531,7 +1538,7 @@ mod tests {
             _ => panic!("a bundle"),
         }
         assert_eq!(zipped[1].sources, vec![0, 2]);
-        let one = plan(&sources, "t", &m, true, 500);
+        let one = plan(&sources, "t", &m, true, 500, MIB_40);
         match &one[1].body {
             Body::Bundle { entries, .. } => assert_eq!(
                 entries,
@@ -1540,7 +1547,7 @@ mod tests {
             _ => panic!("a bundle"),
         }
         // The same inputs always give the same keys.
-        let again = plan(&sources, "t", &m, true, 500);
+        let again = plan(&sources, "t", &m, true, 500, MIB_40);
         assert_eq!(one[1].key, again[1].key);
         // A numbered name a file of the batch already has is skipped.
         let taken = vec![
@@ -1548,12 +1555,39 @@ mod tests {
             source("b/scan.pdf", "h2", false),
             source("c/scan.pdf", "h3", false),
         ];
-        match &plan(&taken, "t", &m, true, 500)[0].body {
+        match &plan(&taken, "t", &m, true, 500, MIB_40)[0].body {
             Body::Bundle { entries, .. } => assert_eq!(
                 entries.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
                 ["0002-scan.pdf", "scan.pdf", "0003-scan.pdf"]
             ),
             _ => panic!("a bundle"),
         }
+    }
+
+    #[test]
+    fn zip_batches_stay_under_the_byte_limit() {
+        // Files of 10 bytes: 25 bytes hold two of them.
+        let sources: Vec<Source> = (0..5)
+            .map(|n| source(&format!("{n}.pdf"), &format!("h{n}"), false))
+            .collect();
+        let m = Map::new();
+        let sizes = |units: &[Unit]| units.iter().map(|u| u.sources.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(&plan(&sources, "t", &m, true, 500, 25)), [2, 2, 1]);
+        assert_eq!(sizes(&plan(&sources, "t", &m, true, 500, 20)), [2, 2, 1]);
+        assert_eq!(
+            sizes(&plan(&sources, "t", &m, true, 500, 19)),
+            [1, 1, 1, 1, 1]
+        );
+        // A file over the limit goes alone; the default takes all five.
+        assert_eq!(
+            sizes(&plan(&sources, "t", &m, true, 500, 1)),
+            [1, 1, 1, 1, 1]
+        );
+        assert_eq!(sizes(&plan(&sources, "t", &m, true, 500, MIB_40)), [5]);
+        // With the file limit too, the stricter one cuts.
+        assert_eq!(
+            sizes(&plan(&sources, "t", &m, true, 1, 25)),
+            [1, 1, 1, 1, 1]
+        );
     }
 }

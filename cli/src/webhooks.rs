@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -29,6 +29,15 @@ use crate::{CliError, EXIT_FAILED_DOCUMENTS, Result, config};
 
 /// The largest body the receiver reads.
 const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Connections the receiver serves at once; more wait until one ends.
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a client may take to send a request's body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why a request does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,12 +102,17 @@ pub fn verify(
         .parse()
         .map_err(|_| VerifyError::BadTimestamp(ts_text.clone()))?;
     if let Some(tol) = tolerance {
-        let age = now - ts;
-        if age > tol as i64 {
+        // A timestamp so far off that its age does not fit is no timestamp
+        // (`now - ts` would overflow).
+        let age = now
+            .checked_sub(ts)
+            .ok_or_else(|| VerifyError::BadTimestamp(ts_text.clone()))?;
+        let limit = i64::try_from(tol).unwrap_or(i64::MAX);
+        if age > limit {
             return Err(VerifyError::TooOld(age, tol));
         }
-        if -age > tol as i64 {
-            return Err(VerifyError::TooNew(-age, tol));
+        if age < -limit {
+            return Err(VerifyError::TooNew(age.saturating_neg(), tol));
         }
     }
     let expected = sign(&key, id.trim(), &ts_text, body);
@@ -387,32 +401,27 @@ async fn listen(args: ListenArgs, out: &Out) -> Result<u8> {
     out.note(s.dim("Press Ctrl-C to stop."));
     let accept = {
         let state = state.clone();
-        async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        state
-                            .out
-                            .warn(format!("accepting a connection failed: {e}"));
-                        continue;
-                    }
-                };
+        let warn_out = state.out.clone();
+        accept_capped(
+            listener,
+            MAX_CONNECTIONS,
+            move |e| warn_out.warn(format!("accepting a connection failed: {e}")),
+            move |stream, peer| {
                 let state = state.clone();
                 state.active.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
+                async move {
                     let conn_state = state.clone();
                     let svc = service_fn(move |req| {
                         let state = conn_state.clone();
                         async move { Ok::<_, std::convert::Infallible>(handle(&state, req, peer).await) }
                     });
-                    let _ = http1::Builder::new()
+                    let _ = connection_builder(HEADER_READ_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
                     state.active.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        }
+                }
+            },
+        )
     };
     tokio::select! {
         _ = accept => {}
@@ -428,6 +437,54 @@ async fn listen(args: ListenArgs, out: &Out) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// Accepts connections and serves each with `serve` in a task of its own,
+/// at most `max` at once: the others wait in the system's queue of the
+/// listening socket until one ends (a client opening connections without
+/// end cannot take every file descriptor and task).
+async fn accept_capped<S, F>(
+    listener: tokio::net::TcpListener,
+    max: usize,
+    warn: impl Fn(std::io::Error),
+    serve: S,
+) where
+    S: Fn(tokio::net::TcpStream, SocketAddr) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    loop {
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn(e);
+                // Out of file descriptors, say: not in a busy loop.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let served = serve(stream, peer);
+        tokio::spawn(async move {
+            served.await;
+            drop(slot);
+        });
+    }
+}
+
+/// HTTP/1 as the receiver serves it: a client must send a request's
+/// headers within `header_read_timeout` (a connection opened and left
+/// silent, or trickling its headers, is closed and frees its slot).
+fn connection_builder(header_read_timeout: std::time::Duration) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder
 }
 
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
@@ -459,12 +516,23 @@ async fn handle(
             })
             .or_insert(v);
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+    let body = match tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
             return reply(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": format!("the body could not be read: {e}")}),
+            );
+        }
+        Err(_) => {
+            return reply(
+                StatusCode::REQUEST_TIMEOUT,
+                json!({"error": format!("the body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs())}),
             );
         }
     };
@@ -728,6 +796,97 @@ mod tests {
         assert_eq!(
             verify("whsec_!!!", headers(SIG, TS), BODY, TS, None),
             Err(VerifyError::BadSecret)
+        );
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_the_range_are_rejected_without_overflowing() {
+        // `now - i64::MIN` overflows: a bad timestamp, not a panic.
+        assert_eq!(
+            verify(SECRET, headers(SIG, i64::MIN), BODY, TS, Some(300)),
+            Err(VerifyError::BadTimestamp(i64::MIN.to_string()))
+        );
+        assert_eq!(
+            verify(SECRET, headers(SIG, i64::MAX), BODY, TS, Some(300)),
+            Err(VerifyError::TooNew(i64::MAX - TS, 300))
+        );
+        // Past the clock's start, `now - i64::MAX` overflows the other way.
+        assert_eq!(
+            verify(SECRET, headers(SIG, i64::MAX), BODY, -2, Some(300)),
+            Err(VerifyError::BadTimestamp(i64::MAX.to_string()))
+        );
+        // A tolerance past i64::MAX is no limit (it was read as -1).
+        assert_eq!(
+            verify(SECRET, headers(SIG, TS), BODY, TS + 10_000, Some(u64::MAX)),
+            Ok(())
+        );
+    }
+
+    /// With one slot, a second connection is served only once the first ends.
+    #[tokio::test]
+    async fn the_receiver_serves_a_capped_number_of_connections_at_once() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(accept_capped(
+            listener,
+            1,
+            |e| panic!("{e}"),
+            move |mut stream, _| {
+                let started = started.clone();
+                async move {
+                    started.send(()).unwrap();
+                    // Served until the client closes.
+                    let _ = stream.read_to_end(&mut Vec::new()).await;
+                }
+            },
+        ));
+        let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        starts.recv().await.unwrap();
+        let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(300), starts.recv()).await;
+        assert!(waiting.is_err(), "served beyond the cap");
+        drop(first);
+        tokio::time::timeout(std::time::Duration::from_secs(10), starts.recv())
+            .await
+            .expect("served once the first connection ended")
+            .unwrap();
+    }
+
+    /// A client that never finishes its headers is disconnected.
+    #[tokio::test]
+    async fn a_connection_slow_to_send_its_headers_is_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let svc = service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(reply(StatusCode::OK, json!({})))
+            });
+            let _ = connection_builder(std::time::Duration::from_millis(200))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_to_end(&mut answer),
+        )
+        .await
+        .expect("the server closed the connection")
+        .ok();
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&answer)
         );
     }
 

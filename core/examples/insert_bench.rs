@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
             let pool = pool.clone();
             let job = new_job();
             async move {
-                jobs::insert_and_enqueue(&pool, &job, Duration::from_secs(86_400))
+                jobs::insert_and_enqueue(&pool, &job, Duration::from_secs(86_400), 25)
                     .await
                     .map(|_| ())
             }
@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("one statement and commit per job: {single:.0} jobs/s");
     for statements in [1, 2, 4] {
-        let inserter = jobs::Inserter::spawn(pool.clone(), 64, statements);
+        let inserter = jobs::Inserter::spawn(pool.clone(), 64, statements, 25);
         let batched = run(clients, secs, move || {
             let inserter = inserter.clone();
             let job = new_job();

@@ -23,6 +23,14 @@ pub const INLINE_DOCUMENT_MAX: u64 = 16 * 1024 * 1024;
 /// together (`inline_document_max_bytes` x `submission_batch_max_rows`).
 pub const INLINE_BATCH_MAX: u64 = 256 * 1024 * 1024;
 
+/// The deepest `max_static_values_depth`: serde_json stops parsing at 128
+/// levels, and a JSON body holds `static_values` a level below its own.
+pub const STATIC_VALUES_MAX_DEPTH: u32 = 126;
+
+/// The largest `submission_memory_bytes`: the API counts upload memory in
+/// KiB, in a 32-bit number (just under 4 TiB).
+pub const SUBMISSION_MEMORY_MAX: u64 = (u32::MAX as u64 + 1) * 1024 - 1;
+
 /// The most rows a batched insert, or keys a batched key check, takes:
 /// its batcher holds room for a whole batch.
 pub const MAX_BATCH: u32 = 10_000;
@@ -128,8 +136,14 @@ pub struct Config {
     pub worker_poll_ms: u64,
     pub worker_shutdown_grace_secs: u64,
     pub worker_task_time_limit_secs: u64,
+    pub task_max_attempts: u32,
+    pub task_retry_max_delay_secs: u64,
     pub preview_max_concurrent: u32,
+    pub preview_max_pages: u32,
+    pub preview_dpi: u32,
     pub webhook_test_max_concurrent: u32,
+    pub max_api_keys_per_account: u32,
+    pub api_shutdown_grace_secs: u64,
     pub submission_memory_bytes: u64,
     pub submission_memory_per_account_bytes: u64,
     pub submission_read_timeout_secs: u64,
@@ -139,6 +153,12 @@ pub struct Config {
     pub max_page_overdraw: u32,
     pub max_text_glyphs: u64,
     pub max_drawing_operations: u64,
+    pub max_text_bytes: u64,
+    pub max_pdf_stream_bytes: u64,
+    pub max_result_bytes: u64,
+    pub max_field_matches: usize,
+    pub max_replace_growth_bytes: usize,
+    pub max_render_dpi: u32,
     pub render_dpi: u32,
     pub page_time_limit_secs: u64,
     pub document_time_limit_secs: u64,
@@ -475,6 +495,11 @@ impl Config {
             ("max_page_overdraw", u64::from(self.max_page_overdraw)),
             ("max_text_glyphs", self.max_text_glyphs),
             ("max_drawing_operations", self.max_drawing_operations),
+            ("max_text_bytes", self.max_text_bytes),
+            ("max_pdf_stream_bytes", self.max_pdf_stream_bytes),
+            ("max_result_bytes", self.max_result_bytes),
+            // Every regex field with occurrence "all" would fail.
+            ("max_field_matches", self.max_field_matches as u64),
             ("page_time_limit_secs", self.page_time_limit_secs),
             ("document_time_limit_secs", self.document_time_limit_secs),
             (
@@ -502,6 +527,16 @@ impl Config {
                 "webhook_test_max_concurrent",
                 u64::from(self.webhook_test_max_concurrent),
             ),
+            ("preview_max_pages", u64::from(self.preview_max_pages)),
+            // A task could never be claimed.
+            ("task_max_attempts", u64::from(self.task_max_attempts)),
+            // A failing task would be retried without pause.
+            ("task_retry_max_delay_secs", self.task_retry_max_delay_secs),
+            // No account could make a key.
+            (
+                "max_api_keys_per_account",
+                u64::from(self.max_api_keys_per_account),
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(name, "must be greater than 0"));
@@ -521,6 +556,7 @@ impl Config {
                 "worker_shutdown_grace_secs",
                 self.worker_shutdown_grace_secs,
             ),
+            ("api_shutdown_grace_secs", self.api_shutdown_grace_secs),
             ("page_time_limit_secs", self.page_time_limit_secs),
             ("document_time_limit_secs", self.document_time_limit_secs),
             (
@@ -540,6 +576,7 @@ impl Config {
                 self.webhook_attempts_retention_secs,
             ),
             ("tasks_retention_secs", self.tasks_retention_secs),
+            ("task_retry_max_delay_secs", self.task_retry_max_delay_secs),
         ] {
             if value > MAX_DURATION_SECS {
                 return Err(invalid(
@@ -574,6 +611,53 @@ impl Config {
                 format!("must be between 72 and 600, not {}", self.render_dpi),
             ));
         }
+        if !(72..=600).contains(&self.max_render_dpi) || self.max_render_dpi < self.render_dpi {
+            return Err(invalid(
+                "max_render_dpi",
+                format!(
+                    "must be between 72 and 600 and at least render_dpi ({}), not {}",
+                    self.render_dpi, self.max_render_dpi
+                ),
+            ));
+        }
+        if !(72..=600).contains(&self.preview_dpi) {
+            return Err(invalid(
+                "preview_dpi",
+                format!("must be between 72 and 600, not {}", self.preview_dpi),
+            ));
+        }
+        // serde_json stops parsing at 128 levels, and a JSON body holds
+        // static_values a level down: a higher limit could never be reached.
+        if !(1..=STATIC_VALUES_MAX_DEPTH).contains(&self.max_static_values_depth) {
+            return Err(invalid(
+                "max_static_values_depth",
+                format!(
+                    "must be between 1 and {STATIC_VALUES_MAX_DEPTH}, not {}",
+                    self.max_static_values_depth
+                ),
+            ));
+        }
+        // `{}`, the smallest object, is 2 bytes.
+        if self.max_static_values_bytes < 2 {
+            return Err(invalid(
+                "max_static_values_bytes",
+                format!(
+                    "must be at least 2 (the size of {{}}), not {}",
+                    self.max_static_values_bytes
+                ),
+            ));
+        }
+        // The API counts upload memory in KiB, in a 32-bit number.
+        if self.submission_memory_bytes > SUBMISSION_MEMORY_MAX {
+            return Err(invalid(
+                "submission_memory_bytes",
+                format!(
+                    "must be less than 4 TiB ({}), not {}",
+                    SUBMISSION_MEMORY_MAX + 1,
+                    self.submission_memory_bytes
+                ),
+            ));
+        }
         if self.template_max_fields == 0 {
             return Err(invalid("template_max_fields", "must be greater than 0"));
         }
@@ -592,7 +676,35 @@ impl Config {
                 "must be at least 1 when rate_limit_per_sec is set (0 turns the limit off)",
             ));
         }
-        self.webhook_schedule()?;
+        // The tasks table keeps it in a 32-bit integer.
+        if self.task_max_attempts > i32::MAX as u32 {
+            return Err(invalid(
+                "task_max_attempts",
+                format!(
+                    "must be at most {}, not {}",
+                    i32::MAX,
+                    self.task_max_attempts
+                ),
+            ));
+        }
+        // A delivery is sent once and once per retry, each a claim of its
+        // task: a schedule longer than the task's claims would be cut short
+        // (the delivery failed `gave_up`) without a word.
+        let retries = self.webhook_schedule()?.len() as u64;
+        if retries + 1 > u64::from(self.task_max_attempts) {
+            return Err(invalid(
+                "webhook_retry_schedule",
+                format!(
+                    "lists {retries} retries: a webhook is sent up to {} times, each a claim of \
+                     its task, which task_max_attempts ({}) does not allow; raise \
+                     task_max_attempts to at least {} (a few more leave room for workers that \
+                     stop while holding it) or shorten the schedule",
+                    retries + 1,
+                    self.task_max_attempts,
+                    retries + 1
+                ),
+            ));
+        }
         self.webhook_allow_list()?;
         Ok(())
     }
@@ -611,7 +723,9 @@ impl Config {
 
     /// The extraction limits of `max_pages`, `max_pixels_per_page`,
     /// `max_image_side`, `max_page_overdraw`, `max_text_glyphs`,
-    /// `max_drawing_operations`, `render_dpi` and the two time limits.
+    /// `max_drawing_operations`, `max_text_bytes`, `max_pdf_stream_bytes`,
+    /// `max_result_bytes`, `max_field_matches`, `max_replace_growth_bytes`,
+    /// `max_render_dpi`, `render_dpi` and the two time limits.
     pub fn extract_options(&self) -> paperhook_extract::Options {
         paperhook_extract::Options {
             max_pages: self.max_pages,
@@ -620,6 +734,12 @@ impl Config {
             max_page_overdraw: self.max_page_overdraw,
             max_text_glyphs: self.max_text_glyphs,
             max_drawing_operations: self.max_drawing_operations,
+            max_text_bytes: self.max_text_bytes,
+            max_pdf_stream_bytes: self.max_pdf_stream_bytes,
+            max_result_bytes: self.max_result_bytes,
+            max_field_matches: self.max_field_matches,
+            max_replace_growth_bytes: self.max_replace_growth_bytes,
+            max_render_dpi: self.max_render_dpi,
             dpi: self.render_dpi,
             page_time_limit: Duration::from_secs(self.page_time_limit_secs),
             document_time_limit: Duration::from_secs(self.document_time_limit_secs),
@@ -658,6 +778,22 @@ impl Config {
 
     pub fn worker_shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.worker_shutdown_grace_secs)
+    }
+
+    pub fn api_shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.api_shutdown_grace_secs)
+    }
+
+    /// `task_max_attempts`, as the tasks table stores it (validated to fit).
+    pub fn task_max_attempts(&self) -> i32 {
+        i32::try_from(self.task_max_attempts).unwrap_or(i32::MAX)
+    }
+
+    /// The longest wait before a failed task is tried again (its own
+    /// backoff doubles up to this; a `Retry-After` or a webhook's schedule
+    /// is not capped by it).
+    pub fn task_retry_max_delay(&self) -> Duration {
+        Duration::from_secs(self.task_retry_max_delay_secs)
     }
 
     pub fn webhook_timeout(&self) -> Duration {
@@ -971,6 +1107,106 @@ mod tests {
         assert!(err.contains("secret_sealing"), "{err}");
     }
 
+    /// The webhook schedule's sends (retries + 1) must fit in a task's
+    /// claims, or deliveries would be cut short without a word; a task
+    /// needs a claim and a retry wait.
+    #[test]
+    fn the_webhook_schedule_fits_in_task_max_attempts() {
+        let check = |pairs: &[(&str, u64)]| numbers(pairs).validate().map_err(|e| e.to_string());
+        let defaults = numbers(&[]);
+        assert_eq!(
+            (
+                defaults.task_max_attempts,
+                defaults.task_retry_max_delay_secs
+            ),
+            (25, 600)
+        );
+        // The default schedule lists 7 retries: 8 sends.
+        check(&[("task_max_attempts", 8)]).unwrap();
+        let err = check(&[("task_max_attempts", 7)]).unwrap_err();
+        assert!(
+            err.contains("webhook_retry_schedule") && err.contains("task_max_attempts"),
+            "{err}"
+        );
+        for (key, value, says) in [
+            ("task_max_attempts", 0, "greater than 0"),
+            ("task_max_attempts", u64::from(u32::MAX), "at most"),
+            ("task_retry_max_delay_secs", 0, "greater than 0"),
+            (
+                "task_retry_max_delay_secs",
+                MAX_DURATION_SECS + 1,
+                "100 years",
+            ),
+        ] {
+            let err = check(&[(key, value)]).unwrap_err();
+            assert!(
+                err.contains(key) && err.contains(says),
+                "{key}={value}: {err}"
+            );
+        }
+    }
+
+    /// Limits that no request could meet, or that the API could not
+    /// count, are refused with the bounds they must be within.
+    #[test]
+    fn static_values_preview_and_memory_limits_are_bounded() {
+        let check = |pairs: &[(&str, u64)]| numbers(pairs).validate();
+        check(&[
+            ("max_static_values_depth", 1),
+            ("max_static_values_bytes", 2),
+        ])
+        .unwrap();
+        check(&[(
+            "max_static_values_depth",
+            u64::from(STATIC_VALUES_MAX_DEPTH),
+        )])
+        .unwrap();
+        for (key, value, says) in [
+            ("max_static_values_depth", 0, "between 1 and 126"),
+            ("max_static_values_depth", 127, "between 1 and 126"),
+            ("max_static_values_bytes", 1, "at least 2"),
+            ("max_static_values_bytes", 0, "at least 2"),
+            (
+                "submission_memory_bytes",
+                SUBMISSION_MEMORY_MAX + 1,
+                "less than 4 TiB",
+            ),
+            ("preview_dpi", 71, "between 72 and 600"),
+            ("preview_dpi", 601, "between 72 and 600"),
+            ("preview_max_pages", 0, "greater than 0"),
+            ("max_api_keys_per_account", 0, "greater than 0"),
+            (
+                "api_shutdown_grace_secs",
+                MAX_DURATION_SECS + 1,
+                "100 years",
+            ),
+        ] {
+            let err = check(&[(key, value)]).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains(says),
+                "{key}={value}: {err}"
+            );
+        }
+        let mut config = numbers(&[
+            ("submission_memory_bytes", SUBMISSION_MEMORY_MAX),
+            ("preview_dpi", 600),
+            ("api_shutdown_grace_secs", 0),
+        ]);
+        config.validate().unwrap();
+        config.preview_dpi = 72;
+        config.validate().unwrap();
+        let defaults = numbers(&[]);
+        assert_eq!(
+            (
+                defaults.preview_max_pages,
+                defaults.preview_dpi,
+                defaults.max_api_keys_per_account,
+                defaults.api_shutdown_grace(),
+            ),
+            (20, 100, 50, Duration::from_secs(30))
+        );
+    }
+
     #[test]
     fn defaults_parse_and_need_a_key() {
         let config = with(&[]).unwrap();
@@ -1091,6 +1327,12 @@ mod tests {
             ("max_page_overdraw", 30),
             ("max_text_glyphs", 5000),
             ("max_drawing_operations", 6000),
+            ("max_text_bytes", 7000),
+            ("max_pdf_stream_bytes", 8000),
+            ("max_result_bytes", 9000),
+            ("max_field_matches", 11),
+            ("max_replace_growth_bytes", 12),
+            ("max_render_dpi", 200),
             ("render_dpi", 150),
             ("page_time_limit_secs", 9),
             ("document_time_limit_secs", 90),
@@ -1113,6 +1355,22 @@ mod tests {
                 opts.max_drawing_operations
             ),
             (30, 5000, 6000)
+        );
+        assert_eq!(
+            (
+                opts.max_text_bytes,
+                opts.max_pdf_stream_bytes,
+                opts.max_result_bytes
+            ),
+            (7000, 8000, 9000)
+        );
+        assert_eq!(
+            (
+                opts.max_field_matches,
+                opts.max_replace_growth_bytes,
+                opts.max_render_dpi
+            ),
+            (11, 12, 200)
         );
         assert_eq!(opts.page_time_limit, Duration::from_secs(9));
         assert_eq!(opts.document_time_limit, Duration::from_secs(90));
@@ -1139,6 +1397,30 @@ mod tests {
                 engine.max_drawing_operations
             )
         );
+        assert_eq!(
+            (
+                defaults.max_text_bytes,
+                defaults.max_pdf_stream_bytes,
+                defaults.max_result_bytes
+            ),
+            (
+                engine.max_text_bytes,
+                engine.max_pdf_stream_bytes,
+                engine.max_result_bytes
+            )
+        );
+        assert_eq!(
+            (
+                defaults.max_field_matches,
+                defaults.max_replace_growth_bytes,
+                defaults.max_render_dpi
+            ),
+            (
+                engine.max_field_matches,
+                engine.max_replace_growth_bytes,
+                engine.max_render_dpi
+            )
+        );
         assert_eq!(defaults.page_time_limit, engine.page_time_limit);
         assert_eq!(defaults.document_time_limit, engine.document_time_limit);
         for (name, bad) in [
@@ -1153,6 +1435,14 @@ mod tests {
             ("webhook_test_max_concurrent", 0),
             ("render_dpi", 71),
             ("render_dpi", 601),
+            ("max_text_bytes", 0),
+            ("max_pdf_stream_bytes", 0),
+            ("max_result_bytes", 0),
+            ("max_field_matches", 0),
+            ("max_render_dpi", 71),
+            ("max_render_dpi", 601),
+            // Below render_dpi (300).
+            ("max_render_dpi", 299),
         ] {
             let err = numbers(&[(name, bad)]).validate().unwrap_err().to_string();
             assert!(err.contains(name), "{name}={bad}: {err}");

@@ -68,34 +68,46 @@ fn interval(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Enqueues a task in the caller's transaction. A task for the same
+/// Enqueues a task in the caller's transaction, to be claimed at most
+/// `max_attempts` times (`task_max_attempts`). A task for the same
 /// `(kind, ref_id)` that is still waiting or running is not duplicated.
 pub async fn enqueue(
     tx: &mut PgConnection,
     kind: &str,
     ref_id: Uuid,
     run_at: Option<DateTime<Utc>>,
+    max_attempts: i32,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO tasks (kind, ref_id, run_at) VALUES ($1, $2, coalesce($3, now()))
+        "INSERT INTO tasks (kind, ref_id, run_at, max_attempts)
+         VALUES ($1, $2, coalesce($3, now()), $4)
          ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running') DO NOTHING",
     )
     .bind(kind)
     .bind(ref_id)
     .bind(run_at)
+    .bind(max_attempts)
     .execute(&mut *tx)
     .await?;
     notify(&mut *tx, kind).await
 }
 
 /// Queues a task of `kind` for each of `ref_ids` (those already queued or
-/// running are left as they are) in one statement, with one NOTIFY.
-pub async fn enqueue_many(tx: &mut PgConnection, kind: &str, ref_ids: &[Uuid]) -> sqlx::Result<()> {
+/// running are left as they are) in one statement, with one NOTIFY; each
+/// claimed at most `max_attempts` times.
+pub async fn enqueue_many(
+    tx: &mut PgConnection,
+    kind: &str,
+    ref_ids: &[Uuid],
+    max_attempts: i32,
+) -> sqlx::Result<()> {
     insert_many(
         tx,
         kind,
         ref_ids,
-        "INSERT INTO tasks (kind, ref_id, run_at) SELECT $1, unnest($2::uuid[]), now()
+        max_attempts,
+        "INSERT INTO tasks (kind, ref_id, run_at, max_attempts)
+         SELECT $1, unnest($2::uuid[]), now(), $3
          ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running') DO NOTHING",
     )
     .await
@@ -105,30 +117,35 @@ pub async fn enqueue_many(tx: &mut PgConnection, kind: &str, ref_ids: &[Uuid]) -
 /// attempts counted afresh (a redelivery): one waiting for a retry due
 /// later is moved to now and its attempts reset, one running is left to its
 /// worker with its attempts reset too (a worker giving it up sees that,
-/// and gives it back instead). One statement, one NOTIFY.
+/// and gives it back instead). Either way it may be claimed
+/// `max_attempts` times from now. One statement, one NOTIFY.
 pub async fn requeue_now_many(
     tx: &mut PgConnection,
     kind: &str,
     ref_ids: &[Uuid],
+    max_attempts: i32,
 ) -> sqlx::Result<()> {
     insert_many(
         tx,
         kind,
         ref_ids,
-        "INSERT INTO tasks (kind, ref_id, run_at) SELECT DISTINCT $1, r, now() FROM unnest($2::uuid[]) r
+        max_attempts,
+        "INSERT INTO tasks (kind, ref_id, run_at, max_attempts)
+         SELECT DISTINCT $1, r, now(), $3 FROM unnest($2::uuid[]) r
          ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running')
-         DO UPDATE SET attempts = 0,
+         DO UPDATE SET attempts = 0, max_attempts = EXCLUDED.max_attempts,
              run_at = CASE WHEN tasks.state = 'available' THEN now() ELSE tasks.run_at END",
     )
     .await
 }
 
-/// Runs `insert` (binding `kind` as $1 and `ref_ids` as $2) and one NOTIFY;
-/// nothing for no ids.
+/// Runs `insert` (binding `kind` as $1, `ref_ids` as $2 and `max_attempts`
+/// as $3) and one NOTIFY; nothing for no ids.
 async fn insert_many(
     tx: &mut PgConnection,
     kind: &str,
     ref_ids: &[Uuid],
+    max_attempts: i32,
     insert: &'static str,
 ) -> sqlx::Result<()> {
     if ref_ids.is_empty() {
@@ -137,6 +154,7 @@ async fn insert_many(
     sqlx::query(insert)
         .bind(kind)
         .bind(ref_ids)
+        .bind(max_attempts)
         .execute(&mut *tx)
         .await?;
     notify(&mut *tx, kind).await
@@ -200,10 +218,12 @@ pub async fn enqueue_claimed(
     ref_id: Uuid,
     worker: &str,
     lease: Duration,
+    max_attempts: i32,
 ) -> sqlx::Result<Option<Task>> {
     sqlx::query_as(
-        "INSERT INTO tasks (kind, ref_id, run_at, state, attempts, locked_by, locked_until)
-         VALUES ($1, $2, now(), 'running', 1, $3 || '/' || gen_random_uuid(),
+        "INSERT INTO tasks (kind, ref_id, run_at, state, attempts, max_attempts, locked_by,
+                            locked_until)
+         VALUES ($1, $2, now(), 'running', 1, $5, $3 || '/' || gen_random_uuid(),
                  clock_timestamp() + make_interval(secs => $4))
          ON CONFLICT (kind, ref_id) WHERE state IN ('available', 'running') DO NOTHING
          RETURNING id, kind, ref_id, attempts, max_attempts, locked_by, locked_until",
@@ -212,6 +232,7 @@ pub async fn enqueue_claimed(
     .bind(ref_id)
     .bind(worker)
     .bind(interval(lease))
+    .bind(max_attempts)
     .fetch_optional(&mut *tx)
     .await
 }
@@ -445,7 +466,7 @@ mod tests {
     async fn a_claim_whose_lease_expired_cannot_settle_the_next_one() {
         let pool = crate::testing::migrated_database().await;
         let mut tx = pool.begin().await.unwrap();
-        enqueue(&mut tx, kind::JOB, Uuid::now_v7(), None)
+        enqueue(&mut tx, kind::JOB, Uuid::now_v7(), None, 25)
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -511,7 +532,7 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let task = enqueue_claimed(&mut tx, kind::DELIVERY, Uuid::now_v7(), "w1", lease)
+        let task = enqueue_claimed(&mut tx, kind::DELIVERY, Uuid::now_v7(), "w1", lease, 25)
             .await
             .unwrap()
             .expect("a new task");

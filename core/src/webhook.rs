@@ -51,9 +51,11 @@ pub fn sign_all(
     Ok(signatures?.join(" "))
 }
 
-/// The most retries a schedule may list: a delivery's task is claimed at
-/// most 25 times (the queue's default `max_attempts`), its retries and the
-/// restarts of workers that held it together, so a few claims stay spare.
+/// The most retries a schedule may list, whatever `task_max_attempts`.
+/// Each send of a delivery is a claim of its task, so `Config::validate`
+/// also requires the schedule's sends (retries + 1) to fit in
+/// `task_max_attempts` (25 by default: 20 retries leave a few claims for
+/// restarts of workers that held it).
 pub const MAX_RETRIES: usize = 20;
 
 /// Parses `5s,1m,5m,30m,2h`: the delays before each retry.

@@ -42,6 +42,9 @@ pub enum Error {
     Encrypted { detail: String },
     #[error("the document has {pages} pages; the limit is {max}")]
     PageLimit { pages: u32, max: u32 },
+    /// A TIFF's directories are counted no further than the limit.
+    #[error("the document has more than {max} pages; the limit is {max}")]
+    PageLimitReached { max: u32 },
     #[error(
         "page {page} of the image is {width}x{height} pixels; the limit is {max_pixels} pixels and {max_side} pixels a side"
     )]
@@ -77,6 +80,18 @@ pub enum Error {
         "the PDF's text draws more than {max} glyphs (passed at page {page}); split it into smaller documents, or raise max_text_glyphs"
     )]
     TextTooLarge { page: u32, max: u64 },
+    #[error(
+        "the PDF's text layers hold more than {max_bytes} bytes of text (passed at page {page}); split it into smaller documents, or raise max_text_bytes"
+    )]
+    TextBytesTooLarge { page: u32, max_bytes: u64 },
+    #[error(
+        "the PDF is too large to decode: {detail} (the limit of one stream, or of a page's content, is {max_bytes} bytes: max_pdf_stream_bytes)"
+    )]
+    StreamTooLarge { detail: String, max_bytes: u64 },
+    #[error(
+        "the extracted values take more than {max_bytes} bytes as JSON (passed at field {field:?}); use smaller regions or fewer fields, or raise max_result_bytes"
+    )]
+    ResultTooLarge { field: String, max_bytes: u64 },
     #[error(
         "the PDF makes more than {max} drawing operations (shapes, clips, text runs, images, forms; passed at page {page}); split it into smaller documents, or raise max_drawing_operations"
     )]
@@ -118,13 +133,15 @@ impl Error {
             Error::UnsupportedType { .. } => "unsupported_type",
             Error::Corrupt { .. } => "corrupt_document",
             Error::Encrypted { .. } => "encrypted_pdf",
-            Error::PageLimit { .. } => "page_limit_exceeded",
+            Error::PageLimit { .. } | Error::PageLimitReached { .. } => "page_limit_exceeded",
             Error::ImageTooLarge { .. }
             | Error::ImageDecodeLimit { .. }
             | Error::EmbeddedImageTooLarge { .. } => "image_too_large",
             Error::PageTooLarge { .. } => "page_too_large",
             Error::PageTooComplex { .. } => "page_too_complex",
-            Error::TextTooLarge { .. } => "text_too_large",
+            Error::TextTooLarge { .. } | Error::TextBytesTooLarge { .. } => "text_too_large",
+            Error::StreamTooLarge { .. } => "stream_too_large",
+            Error::ResultTooLarge { .. } => "result_too_large",
             Error::TooManyOperations { .. } => "document_too_complex",
             Error::Timeout { .. } => "timeout",
             Error::DocumentTimeout { .. } => "document_timeout",

@@ -55,6 +55,26 @@ pub struct Options {
     /// (`text_too_large`): every glyph read is kept, and a small content
     /// stream shared by every page can draw millions on each.
     pub max_text_glyphs: u64,
+    /// Most bytes of text the text layers of a PDF's pages may keep in all
+    /// (`text_too_large`): a font's ToUnicode map can give one glyph a
+    /// long text (each glyph keeps at most 32 characters of it).
+    pub max_text_bytes: u64,
+    /// Most bytes one PDF stream (or a page's content streams together)
+    /// may decode to (`stream_too_large`): hayro decodes streams whole.
+    pub max_pdf_stream_bytes: u64,
+    /// Most bytes the extracted values (and their field names) may take as
+    /// JSON (`result_too_large`): 200 region fields over a page of text
+    /// each copy the page.
+    pub max_result_bytes: u64,
+    /// Most values one regex field with `occurrence: "all"` may collect in
+    /// a document (`match_limit_exceeded`).
+    pub max_field_matches: usize,
+    /// Most bytes `replace` rules may add to the values of one extraction
+    /// (`replace_limit_exceeded`).
+    pub max_replace_growth_bytes: usize,
+    /// Highest rendering resolution for OCR, whatever `dpi` or a
+    /// template's `dpi` (72-600) asks.
+    pub max_render_dpi: u32,
     /// Most drawing operations (shapes, clips, text runs, images, forms,
     /// marked content) the pages of a PDF may make in all when their text
     /// is read (`document_too_complex`), and one page before it is
@@ -101,6 +121,12 @@ impl Default for Options {
             max_side: 30_000,
             max_page_overdraw: 1000,
             max_text_glyphs: 2_000_000,
+            max_text_bytes: 64 << 20,
+            max_pdf_stream_bytes: 256 << 20,
+            max_result_bytes: 16 << 20,
+            max_field_matches: template::MAX_MATCHES,
+            max_replace_growth_bytes: post::MAX_REPLACE_GROWTH_BYTES,
+            max_render_dpi: 600,
             max_drawing_operations: 10_000_000,
             dpi: 300,
             page_time_limit: Duration::from_secs(60),
@@ -206,7 +232,8 @@ fn sniff(doc: &[u8]) -> Result<Kind, Error> {
 }
 
 /// Number of pages, cheaply: the PDF page tree, TIFF directories, 1 for
-/// other images (TIFF directories counted up to 100,000).
+/// other images (TIFF directories counted up to `opts.max_pages` + 1,
+/// within `opts.document_time_limit`).
 pub fn page_count(doc: &[u8], opts: &Options) -> Result<u32, Error> {
     guard(|| page_count_inner(doc, opts))
 }
@@ -214,7 +241,7 @@ pub fn page_count(doc: &[u8], opts: &Options) -> Result<u32, Error> {
 fn page_count_inner(doc: &[u8], opts: &Options) -> Result<u32, Error> {
     match sniff(doc)? {
         Kind::Pdf => Ok(pdf::open(doc)?.pages().len() as u32),
-        Kind::Tiff => raster::tiff_page_count(doc, MAX_TIFF_DIRECTORIES, opts),
+        Kind::Tiff => raster::tiff_page_count(doc, opts, Instant::now()),
         Kind::Png | Kind::Jpeg => Ok(1),
     }
 }
@@ -244,8 +271,6 @@ fn embedded_image_limit(opts: &Options) -> u64 {
     opts.max_pixels_per_page.saturating_mul(4)
 }
 
-/// TIFF directories walked at most when counting pages.
-const MAX_TIFF_DIRECTORIES: u32 = 100_000;
 /// Fewer text-layer words than this and the page is treated as a scan.
 const MIN_LAYER_WORDS: usize = 3;
 /// Extra margin around OCR zones, as a fraction of the page: wide enough
@@ -272,12 +297,7 @@ struct Plan<'a> {
 impl Plan<'_> {
     /// A meter with the document's limits on interpreting PDF pages.
     fn meter(&self) -> pdf::Meter {
-        pdf::Meter::new(
-            self.opts.max_text_glyphs,
-            self.opts.max_drawing_operations,
-            self.started,
-            self.opts.document_time_limit,
-        )
+        pdf::Meter::new(self.opts, self.started)
     }
 
     /// OCR of an image of the page whose work began at `start`; stops at
@@ -361,7 +381,11 @@ fn read_pages_inner(
     let plan = Plan {
         languages,
         tessdata: opts.tessdata.as_deref(),
-        dpi: template.dpi.unwrap_or(opts.dpi).clamp(72, 600),
+        // An operator's max_render_dpi caps what a template asks.
+        dpi: template
+            .dpi
+            .unwrap_or(opts.dpi)
+            .clamp(72, opts.max_render_dpi.clamp(72, 600)),
         opts,
         clock,
         started: Instant::now(),
@@ -382,12 +406,15 @@ fn read_pages_inner(
                     max: opts.max_pages,
                 });
             }
-            let sizes = pdf::check_streams(&pdf, embedded_image_limit(opts), &|| {
-                document_deadline(&plan, 0)
-            })?;
+            let sizes = pdf::check_streams(
+                &pdf,
+                embedded_image_limit(opts),
+                opts.max_pdf_stream_bytes,
+                &|| document_deadline(&plan, 0),
+            )?;
             // One meter for every page: the limits are the document's.
             let mut meter = plan.meter();
-            let mut pages = pdf::Pages::new(doc, &sizes, pdf);
+            let mut pages = pdf::Pages::new(doc, &sizes, opts.max_pdf_stream_bytes, pdf);
             let layer: Vec<PageText> = (0..n)
                 .map(|i| {
                     document_deadline(&plan, i)?;
@@ -414,7 +441,7 @@ fn read_pages_inner(
             let ocred: Vec<(usize, PageText)> = todo
                 .par_iter()
                 .map_init(
-                    || pdf::Pages::open(doc, &sizes),
+                    || pdf::Pages::open(doc, &sizes, opts.max_pdf_stream_bytes),
                     |pages, &i| {
                         let pdf = pages
                             .as_mut()
@@ -451,10 +478,10 @@ fn read_pages_inner(
             )?])
         }
         Kind::Tiff => {
-            let n = raster::tiff_page_count(doc, MAX_TIFF_DIRECTORIES, opts)? as usize;
+            let n = raster::tiff_page_count(doc, opts, plan.started)? as usize;
             if n > opts.max_pages as usize {
-                return Err(Error::PageLimit {
-                    pages: n as u32,
+                // Counted no further.
+                return Err(Error::PageLimitReached {
                     max: opts.max_pages,
                 });
             }
@@ -960,14 +987,17 @@ fn extract_inner(doc: &[u8], template: &Template, opts: &Options) -> Result<Extr
         missing_required: Vec::new(),
         timings: clock.timings(),
     };
-    let budget = post::ReplaceBudget::default();
+    let budget = post::ReplaceBudget::new(opts.max_replace_growth_bytes);
+    // What the values (and their names) take as JSON so far: `{` and `}`,
+    // and `"name":value` and a comma for each field but the last.
+    let mut result_bytes = 1u64;
     for field in &template.fields {
         let post = post::Post::new(field, languages, &budget);
-        let located =
-            locate::locate(&field.locator, &pages, &post, until).map_err(|stop| match stop {
+        let located = locate::locate(&field.locator, &pages, &post, until, opts.max_field_matches)
+            .map_err(|stop| match stop {
                 locate::Stop::TooManyMatches => Error::MatchLimit {
                     field: field.name.clone(),
-                    max: template::MAX_MATCHES,
+                    max: opts.max_field_matches,
                 },
                 locate::Stop::Deadline { page } => Error::DocumentTimeout {
                     page,
@@ -977,7 +1007,7 @@ fn extract_inner(doc: &[u8], template: &Template, opts: &Options) -> Result<Extr
         if post.over_budget() {
             return Err(Error::ReplaceLimit {
                 field: field.name.clone(),
-                max_bytes: post::MAX_REPLACE_GROWTH_BYTES,
+                max_bytes: opts.max_replace_growth_bytes,
             });
         }
         match located {
@@ -1008,8 +1038,33 @@ fn extract_inner(doc: &[u8], template: &Template, opts: &Options) -> Result<Extr
                 out.result.insert(field.name.clone(), default);
             }
         }
+        result_bytes += json_len(&field.name) + json_len(&out.result[&field.name]) + 2;
+        if result_bytes > opts.max_result_bytes {
+            return Err(Error::ResultTooLarge {
+                field: field.name.clone(),
+                max_bytes: opts.max_result_bytes,
+            });
+        }
     }
     Ok(out)
+}
+
+/// The length of `value` as JSON, counted without building it.
+fn json_len(value: &(impl Serialize + ?Sized)) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing JSON values into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Render one page (1-based) in grey: a PDF page at `dpi`, an image's page
@@ -1032,9 +1087,12 @@ fn render_pdf_page(
     started: Instant,
 ) -> Result<GrayImage, Error> {
     let pdf = pdf::open(doc)?;
-    let sizes = pdf::check_streams(&pdf, embedded_image_limit(opts), &|| {
-        within_time(started, opts.document_time_limit, page)
-    })?;
+    let sizes = pdf::check_streams(
+        &pdf,
+        embedded_image_limit(opts),
+        opts.max_pdf_stream_bytes,
+        &|| within_time(started, opts.document_time_limit, page),
+    )?;
     let n = pdf.pages().len() as u32;
     if page == 0 || page > n {
         return Err(Error::Corrupt {
@@ -1042,14 +1100,9 @@ fn render_pdf_page(
             detail: format!("page {page} does not exist; the document has {n}"),
         });
     }
-    let mut pages = pdf::Pages::new(doc, &sizes, pdf);
+    let mut pages = pdf::Pages::new(doc, &sizes, opts.max_pdf_stream_bytes, pdf);
     let pdf = pages.for_page(page as usize - 1)?;
-    let mut meter = pdf::Meter::new(
-        opts.max_text_glyphs,
-        opts.max_drawing_operations,
-        started,
-        opts.document_time_limit,
-    );
+    let mut meter = pdf::Meter::new(opts, started);
     meter.start_page(started, opts.page_time_limit);
     Ok(pdf::render(
         pdf,
@@ -1067,10 +1120,15 @@ fn render_pdf_page(
 fn image_page(doc: &[u8], kind: Kind, page: u32, opts: &Options) -> Result<GrayImage, Error> {
     let started = Instant::now();
     let (name, n) = match kind {
-        Kind::Tiff => (
-            "TIFF",
-            raster::tiff_page_count(doc, MAX_TIFF_DIRECTORIES, opts)?,
-        ),
+        Kind::Tiff => {
+            let n = raster::tiff_page_count(doc, opts, started)?;
+            if n > opts.max_pages {
+                return Err(Error::PageLimitReached {
+                    max: opts.max_pages,
+                });
+            }
+            ("TIFF", n)
+        }
         Kind::Png => ("PNG", 1),
         Kind::Jpeg | Kind::Pdf => ("JPEG", 1),
     };

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use crate::layout::{BBox, PageText, Source, union};
 use crate::post::Post;
 use crate::template::{
-    Combine, Direction, LabelLocator, Locator, MAX_MATCHES, Occurrence, PageSel, RegexLocator,
-    RegionLocator, TableLocator, compile_regex,
+    Combine, Direction, LabelLocator, Locator, Occurrence, PageSel, RegexLocator, RegionLocator,
+    TableLocator, compile_regex,
 };
 
 /// A located, typed value and where it came from.
@@ -37,8 +37,8 @@ pub fn select(sel: PageSel, n: usize) -> Vec<usize> {
 /// Why locating a field stopped without an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
-    /// A regex field with `occurrence: all` found more than
-    /// [`MAX_MATCHES`] values: the extraction fails
+    /// A regex field with `occurrence: all` found more than its limit of
+    /// values (`max_field_matches`): the extraction fails
     /// (`match_limit_exceeded`) rather than combine some of them into a
     /// wrong value.
     TooManyMatches,
@@ -62,16 +62,19 @@ impl Until {
     }
 }
 
+/// Locates one field; a regex field with `occurrence: all` may collect at
+/// most `max_matches` values.
 pub fn locate(
     locator: &Locator,
     pages: &[PageText],
     post: &Post,
     until: Until,
+    max_matches: usize,
 ) -> Result<Option<Found>, Stop> {
     match locator {
         Locator::Region(r) => region(r, pages, post, until),
         Locator::Label(l) => label(l, pages, post, until),
-        Locator::Regex(r) => regex(r, pages, post, until),
+        Locator::Regex(r) => regex(r, pages, post, until, max_matches),
         Locator::Table(t) => table(t, pages, post, until),
     }
 }
@@ -349,6 +352,7 @@ fn regex(
     pages: &[PageText],
     post: &Post,
     until: Until,
+    max_matches: usize,
 ) -> Result<Option<Found>, Stop> {
     let Ok(re) = compile_regex(&r.pattern, r.case_insensitive) else {
         return Ok(None);
@@ -377,7 +381,7 @@ fn regex(
                     }
                 }
                 Occurrence::All => {
-                    if values.len() == MAX_MATCHES {
+                    if values.len() >= max_matches {
                         return Err(Stop::TooManyMatches);
                     }
                     values.push(v);
@@ -587,7 +591,10 @@ impl Rows<'_> {
                 if let Some(prev) = raw_rows.last_mut() {
                     for (k, v) in cells.iter().enumerate() {
                         if !v.is_empty() && t.columns[k].kind == crate::template::FieldType::Text {
-                            prev[k] = format!("{} {v}", prev[k]).trim().to_owned();
+                            // Appended in place (a new string per line
+                            // was quadratic); trimmed once, when typed.
+                            prev[k].push(' ');
+                            prev[k].push_str(v);
                         }
                     }
                     words_used.extend(line.words.iter().copied());
@@ -648,10 +655,11 @@ fn table(
                 .map(|cells| {
                     let mut row = Map::new();
                     for (k, c) in t.columns.iter().enumerate() {
-                        let v = if cells[k].is_empty() {
+                        let cell = cells[k].trim();
+                        let v = if cell.is_empty() {
                             None
                         } else {
-                            cell_posts[k].apply(&cells[k])
+                            cell_posts[k].apply(cell)
                         };
                         row.insert(c.name.clone(), v.unwrap_or(Value::Null));
                     }
@@ -669,7 +677,7 @@ mod tests {
     use super::*;
     use crate::layout::Word;
     use crate::post::ReplaceBudget;
-    use crate::template::Field;
+    use crate::template::{Field, MAX_MATCHES};
     use serde_json::json;
 
     /// A field's locator and rules, from the JSON of a field.
@@ -703,9 +711,9 @@ mod tests {
             json!({"kind": "table", "page": "last", "columns": [{"name": "Item"}]}),
         ] {
             let (locator, post) = field(json!({"name": "f", "type": "text", "locator": locator}));
-            assert!(locate(&locator, &pages, &post, never()).is_ok());
+            assert!(locate(&locator, &pages, &post, never(), MAX_MATCHES).is_ok());
             assert_eq!(
-                locate(&locator, &pages, &post, passed).unwrap_err(),
+                locate(&locator, &pages, &post, passed, MAX_MATCHES).unwrap_err(),
                 Stop::Deadline { page: 2 },
                 "{locator:?}"
             );
@@ -730,12 +738,14 @@ mod tests {
             "locator": {"kind": "regex", "pattern": "(\\d)", "occurrence": "all", "combine": "sum"}}));
         let page = |n: usize| line(n, "1", 0.5 / n as f64, 1.0 / n as f64);
         let full = [page(MAX_MATCHES)];
-        let found = locate(&locator, &full, &post, never()).unwrap().unwrap();
+        let found = locate(&locator, &full, &post, never(), MAX_MATCHES)
+            .unwrap()
+            .unwrap();
         assert_eq!(found.value, json!(MAX_MATCHES));
         // One more, on another page: no sum of the first 10,000.
         let over = [page(MAX_MATCHES), page(1)];
         assert_eq!(
-            locate(&locator, &over, &post, never()).unwrap_err(),
+            locate(&locator, &over, &post, never(), MAX_MATCHES).unwrap_err(),
             Stop::TooManyMatches
         );
         // Matches the type rejects do not count.
@@ -748,7 +758,9 @@ mod tests {
         let (locator, post) = field(json!({"name": "n", "type": "integer",
             "locator": {"kind": "regex", "pattern": "(\\w)", "occurrence": "all"}}));
         let mixed = [PageText::new(1, Source::TextLayer, words)];
-        let found = locate(&locator, &mixed, &post, never()).unwrap().unwrap();
+        let found = locate(&locator, &mixed, &post, never(), MAX_MATCHES)
+            .unwrap()
+            .unwrap();
         assert_eq!(found.value.as_array().map(Vec::len), Some(MAX_MATCHES));
     }
 
@@ -786,7 +798,9 @@ mod tests {
         let run = |occurrence: &str| {
             let (locator, post) = field(json!({"name": "t", "type": "text",
                 "locator": {"kind": "regex", "pattern": "([a-c]\\d)", "occurrence": occurrence}}));
-            let f = locate(&locator, &pages, &post, never()).unwrap().unwrap();
+            let f = locate(&locator, &pages, &post, never(), MAX_MATCHES)
+                .unwrap()
+                .unwrap();
             (f.value, f.page, f.bbox, f.confidence)
         };
         assert_eq!(run("first"), (json!("a1"), 1, [0.1, 0.1, 0.2, 0.12], 0.5));
@@ -812,7 +826,11 @@ mod tests {
             "locator": {"kind": "label", "label_regex": "x", "direction": "right"}}));
         let pages = [line(20_000, "x", 1e-5, 5e-5)];
         let started = std::time::Instant::now();
-        assert!(locate(&locator, &pages, &post, never()).unwrap().is_none());
+        assert!(
+            locate(&locator, &pages, &post, never(), MAX_MATCHES)
+                .unwrap()
+                .is_none()
+        );
         assert!(
             started.elapsed() < std::time::Duration::from_secs(1),
             "{:?}",
@@ -831,7 +849,9 @@ mod tests {
             })
             .collect();
         let pages = [PageText::new(1, Source::TextLayer, words)];
-        let found = locate(&locator, &pages, &post, never()).unwrap().unwrap();
+        let found = locate(&locator, &pages, &post, never(), MAX_MATCHES)
+            .unwrap()
+            .unwrap();
         assert_eq!(found.value, json!(4711));
         assert_eq!(found.bbox, [0.3, 0.1, 0.38, 0.12]);
     }
@@ -857,7 +877,9 @@ mod tests {
         for label in ["No", "Invoice No"] {
             let (locator, post) = field(json!({"name": "n", "type": "text",
                 "locator": {"kind": "label", "label": label, "direction": "right"}}));
-            let found = locate(&locator, &pages, &post, never()).unwrap().unwrap();
+            let found = locate(&locator, &pages, &post, never(), MAX_MATCHES)
+                .unwrap()
+                .unwrap();
             assert_eq!(found.value, json!("4711"), "{label}");
         }
         // A label glued to its number, and one ending in a character
@@ -872,13 +894,17 @@ mod tests {
             let pages = [PageText::new(1, Source::Ocr, line)];
             let (locator, post) = field(json!({"name": "n", "type": "text",
                 "locator": {"kind": "label", "label": label, "direction": "right"}}));
-            let found = locate(&locator, &pages, &post, never()).unwrap().unwrap();
+            let found = locate(&locator, &pages, &post, never(), MAX_MATCHES)
+                .unwrap()
+                .unwrap();
             assert_eq!(found.value, json!(want), "{label}");
         }
         // A label ending in punctuation is matched as written.
         let (locator, post) = field(json!({"name": "n", "type": "text",
             "locator": {"kind": "label", "label": "Invoice No.", "direction": "right"}}));
-        let found = locate(&locator, &pages, &post, never()).unwrap().unwrap();
+        let found = locate(&locator, &pages, &post, never(), MAX_MATCHES)
+            .unwrap()
+            .unwrap();
         assert_eq!(found.value, json!("4711"));
     }
 

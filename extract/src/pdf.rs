@@ -59,13 +59,16 @@ pub fn open(doc: &[u8]) -> Result<Pdf, Error> {
 /// [`resume_unwind`], which skips the panic hook) to [`interpret`], which
 /// catches it and reports the [`Cut`]. Work between two device calls is
 /// not seen: the operators of a content stream (up to
-/// [`MAX_STREAM_BYTES`] of them) that draw nothing, forms hidden by
+/// `max_pdf_stream_bytes` of them) that draw nothing, forms hidden by
 /// optional content or without a `/BBox` among them, which hayro decodes
 /// on every use before it finds it has nothing to draw.
 pub struct Meter {
     max_glyphs: u64,
+    max_text_bytes: u64,
     max_operations: u64,
     glyphs: u64,
+    /// Bytes of text the devices keep.
+    text_bytes: u64,
     operations: u64,
     /// The document's time limit: when it started, how long it is.
     document: (Instant, Duration),
@@ -80,6 +83,7 @@ pub struct Meter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cut {
     Glyphs,
+    TextBytes,
     Operations,
     Time,
 }
@@ -88,13 +92,16 @@ enum Cut {
 struct Stop;
 
 impl Meter {
-    /// A meter for a document whose work began at `started` and may take
-    /// `limit`.
-    pub fn new(max_glyphs: u64, max_operations: u64, started: Instant, limit: Duration) -> Meter {
+    /// A meter with the limits of `opts` for a document whose work began
+    /// at `started`.
+    pub fn new(opts: &crate::Options, started: Instant) -> Meter {
+        let limit = opts.document_time_limit;
         Meter {
-            max_glyphs,
-            max_operations,
+            max_glyphs: opts.max_text_glyphs,
+            max_text_bytes: opts.max_text_bytes,
+            max_operations: opts.max_drawing_operations,
             glyphs: 0,
+            text_bytes: 0,
             operations: 0,
             document: (started, limit),
             page: None,
@@ -124,6 +131,19 @@ impl Meter {
         } else {
             return;
         };
+        self.stop(cut);
+    }
+
+    /// Charges `bytes` more bytes of text kept; past the limit, stops the
+    /// interpretation.
+    fn keep(&mut self, bytes: u64) {
+        self.text_bytes += bytes;
+        if self.text_bytes > self.max_text_bytes {
+            self.stop(Cut::TextBytes);
+        }
+    }
+
+    fn stop(&mut self, cut: Cut) -> ! {
         self.cut = Some(cut);
         resume_unwind(Box::new(Stop));
     }
@@ -134,6 +154,10 @@ impl Meter {
             Cut::Glyphs => Error::TextTooLarge {
                 page: number,
                 max: self.max_glyphs,
+            },
+            Cut::TextBytes => Error::TextBytesTooLarge {
+                page: number,
+                max_bytes: self.max_text_bytes,
             },
             Cut::Operations => Error::TooManyOperations {
                 page: number,
@@ -155,14 +179,23 @@ impl Meter {
     }
 }
 
-/// `dev`, with every call charged to `meter` first: the one place where
-/// interpreting a page is metered, whatever the device.
+/// What a device keeps of what it is given, for the [`Meter`].
+trait Keeps {
+    /// Bytes of text kept so far.
+    fn text_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// `dev`, with every call charged to `meter` first (and the text it keeps
+/// after): the one place where interpreting a page is metered, whatever
+/// the device.
 struct Charged<'d, 'm, D> {
     dev: &'d mut D,
     meter: &'m mut Meter,
 }
 
-impl<'a, D: Device<'a>> Device<'a> for Charged<'_, '_, D> {
+impl<'a, D: Device<'a> + Keeps> Device<'a> for Charged<'_, '_, D> {
     fn draw_path(&mut self, path: &BezPath, props: DrawProps<'a>, mode: &DrawMode) {
         self.meter.charge(0);
         self.dev.draw_path(path, props, mode);
@@ -178,7 +211,9 @@ impl<'a, D: Device<'a>> Device<'a> for Charged<'_, '_, D> {
     fn draw_glyph_run(&mut self, run: &GlyphRun<'_, 'a>, props: DrawProps<'a>, mode: &DrawMode) {
         // Every glyph counts, read or not: each costs the interpreter.
         self.meter.charge(run.glyphs().len());
+        let before = self.dev.text_bytes();
         self.dev.draw_glyph_run(run, props, mode);
+        self.meter.keep(self.dev.text_bytes() - before);
     }
     fn draw_image(&mut self, image: Image<'a, '_>, props: ImageDrawProps<'a>) {
         self.meter.charge(0);
@@ -202,10 +237,23 @@ impl<'a, D: Device<'a>> Device<'a> for Charged<'_, '_, D> {
     }
 }
 
+/// Most characters of text one glyph keeps: a font's ToUnicode map may
+/// give a glyph any text (a ligature has two or three characters; one
+/// glyph of 500,000, drawn thousands of times, would take gigabytes).
+const MAX_GLYPH_CHARS: usize = 32;
+
 /// Glyphs of one page in upright page points, top-left origin.
 #[derive(Default)]
 struct TextDevice {
     glyphs: Vec<Glyph>,
+    /// Bytes of their text.
+    text_bytes: u64,
+}
+
+impl Keeps for TextDevice {
+    fn text_bytes(&self) -> u64 {
+        self.text_bytes
+    }
 }
 
 struct Glyph {
@@ -251,8 +299,10 @@ impl<'a> Device<'a> for TextDevice {
             }
             let top = t * Point::new(0.0, 800.0);
             let bot = t * Point::new(0.0, -200.0);
+            let text: String = text.nfkc().take(MAX_GLYPH_CHARS).collect();
+            self.text_bytes += text.len() as u64;
             self.glyphs.push(Glyph {
-                text: text.nfkc().collect(),
+                text,
                 x0: o.x.min(adv.x),
                 x1: o.x.max(adv.x).max(o.x + 0.05 * size),
                 top: top.y.min(bot.y),
@@ -330,6 +380,8 @@ impl PaintDevice {
     }
 }
 
+impl Keeps for PaintDevice {}
+
 impl<'a> Device<'a> for PaintDevice {
     fn draw_path(&mut self, path: &BezPath, props: DrawProps<'a>, _: &DrawMode) {
         self.add(props.transform, path.bounding_box());
@@ -368,7 +420,7 @@ fn interpret<'a>(
     page: &Page<'a>,
     w: f64,
     h: f64,
-    dev: &mut impl Device<'a>,
+    dev: &mut (impl Device<'a> + Keeps),
     meter: &mut Meter,
 ) -> Result<(), Cut> {
     let transform = page.initial_transform(true).to_kurbo();
@@ -498,9 +550,14 @@ pub fn render(
     Ok((img, scale as f64 * 72.0))
 }
 
-/// Most bytes one compressed stream may expand to. hayro decodes streams
-/// whole; a kilobyte of deflate data can claim a gigabyte.
-pub const MAX_STREAM_BYTES: u64 = 256 << 20;
+/// `bytes` as a message says it: whole megabytes as MB.
+fn size_text(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
 
 /// The decoded page content one parsed document may keep (see [`Pages`]).
 const HELD_CONTENT_BYTES: u64 = 64 << 20;
@@ -882,9 +939,10 @@ fn decoded_len(filters: &[Filter], raw: &[u8], cap: u64) -> u64 {
 pub type StreamSizes = HashMap<ObjectIdentifier, u64>;
 
 /// Refuse, before any page is interpreted, PDFs whose streams would make
-/// hayro allocate without bound: a stream or inline image whose filters
-/// (alone or chained, see [`expanded_len`]) expand it beyond
-/// [`MAX_STREAM_BYTES`], or an image declaring more than `max_pixels` (a
+/// hayro allocate without bound (hayro decodes streams whole; a kilobyte
+/// of deflate data can claim a gigabyte): a stream or inline image whose
+/// filters (alone or chained, see [`expanded_len`]) expand it beyond
+/// `max_stream` bytes, or an image declaring more than `max_pixels` (a
 /// CCITT image of 100,000 x 100,000 pixels would allocate 10 GB and abort
 /// the process).
 ///
@@ -895,6 +953,7 @@ pub type StreamSizes = HashMap<ObjectIdentifier, u64>;
 pub fn check_streams(
     pdf: &Pdf,
     max_pixels: u64,
+    max_stream: u64,
     deadline: &dyn Fn() -> Result<(), Error>,
 ) -> Result<StreamSizes, Error> {
     let mut sizes = StreamSizes::new();
@@ -903,11 +962,14 @@ pub fn check_streams(
             continue;
         };
         deadline()?;
-        sizes.insert(stream.obj_id(), check_stream(&stream, max_pixels)?);
+        sizes.insert(
+            stream.obj_id(),
+            check_stream(&stream, max_pixels, max_stream)?,
+        );
         if may_hold_content(stream.dict()) {
             // Within the cap now: hayro decodes it whole anyway.
             if let Ok(content) = stream.decoded() {
-                check_inline_images(&content, max_pixels)?;
+                check_inline_images(&content, max_pixels, max_stream)?;
             }
         }
     }
@@ -917,14 +979,15 @@ pub fn check_streams(
 /// The bytes hayro decodes and keeps for page `index`'s content: its
 /// content streams joined into one buffer, a stream listed twice counted
 /// twice (`/Contents [4 0 R 4 0 R …]` repeats one stream as often as it
-/// likes), measured without decoding.
-fn content_bytes(pdf: &Pdf, index: usize, sizes: &StreamSizes) -> u64 {
+/// likes), measured without decoding (up to a little past `max_stream`
+/// each).
+fn content_bytes(pdf: &Pdf, index: usize, sizes: &StreamSizes, max_stream: u64) -> u64 {
     let Some(page) = pdf.pages().get(index) else {
         return 0;
     };
     let size = |s: &Stream<'_>| match sizes.get(&s.obj_id()) {
         Some(&n) => n,
-        None => decoded_len(&s.filters(), s.raw_data().as_ref(), MAX_STREAM_BYTES),
+        None => decoded_len(&s.filters(), s.raw_data().as_ref(), max_stream),
     };
     let raw = page.raw();
     if let Some(stream) = raw.get::<Stream<'_>>("Contents") {
@@ -950,41 +1013,48 @@ fn content_bytes(pdf: &Pdf, index: usize, sizes: &StreamSizes) -> u64 {
 /// (40 pages of one 250 MB stream of spaces: 10 GB, and nothing drawn to
 /// count): the document is parsed again whenever what it holds would pass
 /// [`HELD_CONTENT_BYTES`] (ordinary pages hold kilobytes, so that is rare).
-/// A page whose own content passes [`MAX_STREAM_BYTES`] is refused.
+/// A page whose own content passes `max_stream` bytes is refused.
 pub struct Pages<'d> {
     doc: &'d [u8],
     sizes: &'d StreamSizes,
+    max_stream: u64,
     pdf: Pdf,
     held: u64,
 }
 
 impl<'d> Pages<'d> {
-    /// `pdf`, parsed from `doc` and holding no page content yet.
-    pub fn new(doc: &'d [u8], sizes: &'d StreamSizes, pdf: Pdf) -> Pages<'d> {
+    /// `pdf`, parsed from `doc` and holding no page content yet; a page's
+    /// content may decode to `max_stream` bytes.
+    pub fn new(doc: &'d [u8], sizes: &'d StreamSizes, max_stream: u64, pdf: Pdf) -> Pages<'d> {
         Pages {
             doc,
             sizes,
+            max_stream,
             pdf,
             held: 0,
         }
     }
 
     /// `doc` parsed afresh.
-    pub fn open(doc: &'d [u8], sizes: &'d StreamSizes) -> Result<Pages<'d>, Error> {
-        Ok(Pages::new(doc, sizes, open(doc)?))
+    pub fn open(
+        doc: &'d [u8],
+        sizes: &'d StreamSizes,
+        max_stream: u64,
+    ) -> Result<Pages<'d>, Error> {
+        Ok(Pages::new(doc, sizes, max_stream, open(doc)?))
     }
 
     /// The document, ready for page `index` (0-based) to be interpreted.
     pub fn for_page(&mut self, index: usize) -> Result<&Pdf, Error> {
-        let bytes = content_bytes(&self.pdf, index, self.sizes);
-        if bytes > MAX_STREAM_BYTES {
-            return Err(Error::Corrupt {
-                kind: "PDF",
+        let bytes = content_bytes(&self.pdf, index, self.sizes, self.max_stream);
+        if bytes > self.max_stream {
+            return Err(Error::StreamTooLarge {
                 detail: format!(
-                    "the content of page {} expands beyond {} MB",
+                    "the content of page {} expands beyond {}",
                     index + 1,
-                    MAX_STREAM_BYTES >> 20
+                    size_text(self.max_stream)
                 ),
+                max_bytes: self.max_stream,
             });
         }
         if self.held > 0 && self.held + bytes > HELD_CONTENT_BYTES {
@@ -998,7 +1068,7 @@ impl<'d> Pages<'d> {
 
 /// One stream's (or inline image's) declared image size and expansion;
 /// its decoded size.
-fn check_stream(stream: &Stream<'_>, max_pixels: u64) -> Result<u64, Error> {
+fn check_stream(stream: &Stream<'_>, max_pixels: u64, max_stream: u64) -> Result<u64, Error> {
     let dict = stream.dict();
     let image = dict
         .get::<Name<'_>>("Subtype")
@@ -1023,27 +1093,23 @@ fn check_stream(stream: &Stream<'_>, max_pixels: u64) -> Result<u64, Error> {
     // hayro allocates a predictor's row (Columns x Colors x
     // BitsPerComponent / 8 bytes) before it reads any data: a row of
     // 10^14 bytes aborts the process.
-    if let Some(row) = predictor_row_bytes(dict).filter(|&row| row > MAX_STREAM_BYTES as f64) {
-        return Err(Error::Corrupt {
-            kind: "PDF",
+    if let Some(row) = predictor_row_bytes(dict).filter(|&row| row > max_stream as f64) {
+        return Err(Error::StreamTooLarge {
             detail: format!(
-                "a stream's predictor declares rows of {row:.0} bytes; the limit is {} MB",
-                MAX_STREAM_BYTES >> 20
+                "a stream's predictor declares rows of {row:.0} bytes, beyond {}",
+                size_text(max_stream)
             ),
+            max_bytes: max_stream,
         });
     }
-    let size = decoded_len(
-        &stream.filters(),
-        stream.raw_data().as_ref(),
-        MAX_STREAM_BYTES,
-    );
-    if size > MAX_STREAM_BYTES {
-        return Err(Error::Corrupt {
-            kind: "PDF",
+    let size = decoded_len(&stream.filters(), stream.raw_data().as_ref(), max_stream);
+    if size > max_stream {
+        return Err(Error::StreamTooLarge {
             detail: format!(
-                "a compressed stream expands beyond {} MB",
-                MAX_STREAM_BYTES >> 20
+                "a compressed stream expands beyond {}",
+                size_text(max_stream)
             ),
+            max_bytes: max_stream,
         });
     }
     Ok(size)
@@ -1099,7 +1165,7 @@ fn may_hold_content(dict: &Dict<'_>) -> bool {
 /// counted as a whole; their own filters are counted here. A megabyte of
 /// deflate data in one would otherwise become a gigabyte when the page is
 /// drawn.
-fn check_inline_images(content: &[u8], max_pixels: u64) -> Result<(), Error> {
+fn check_inline_images(content: &[u8], max_pixels: u64, max_stream: u64) -> Result<(), Error> {
     if !content.windows(2).any(|w| w == b"ID") {
         return Ok(());
     }
@@ -1110,7 +1176,7 @@ fn check_inline_images(content: &[u8], max_pixels: u64) -> Result<(), Error> {
         }
         for operand in op.operands() {
             if let Object::Stream(image) = operand {
-                check_stream(image, max_pixels)?;
+                check_stream(image, max_pixels, max_stream)?;
             }
         }
     }

@@ -2,6 +2,7 @@
 //! within pixel limits, small-angle deskew.
 
 use std::io::Cursor;
+use std::time::Instant;
 
 use image::{GrayImage, ImageDecoder, ImageFormat, ImageReader, Luma};
 
@@ -157,13 +158,16 @@ fn tiff_page_err(e: tiff::TiffError, page: u32, opts: &Options, shape: Option<Ti
     }
 }
 
-/// Number of pages (IFDs) of a TIFF, stopping past `max + 1`.
-pub fn tiff_page_count(doc: &[u8], max: u32, opts: &Options) -> Result<u32, Error> {
+/// Number of pages (IFDs) of a TIFF, counted up to `opts.max_pages + 1`
+/// (a chain of a million tiny directories costs nothing to send), within
+/// the document's time limit from `started`, checked at every directory.
+pub fn tiff_page_count(doc: &[u8], opts: &Options, started: Instant) -> Result<u32, Error> {
     let mut dec = tiff::decoder::Decoder::new(Cursor::new(doc))
         .map_err(|e| tiff_err(e, 1, opts))?
         .with_limits(tiff_limits(opts));
     let mut n = 1;
-    while dec.more_images() && n <= max {
+    while n <= opts.max_pages && dec.more_images() {
+        crate::within_time(started, opts.document_time_limit, n + 1)?;
         dec.next_image().map_err(|e| tiff_err(e, n + 1, opts))?;
         n += 1;
     }

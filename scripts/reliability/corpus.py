@@ -349,17 +349,17 @@ def cases(template_id):
         dict(name="pdf-absurd-mediabox", file=pdf(page_objs(1, b"[0 0 1e30 1e30]")), expect=failed_doc("corrupt_document")),
         dict(name="pdf-image-bomb", file=image_bomb_pdf(), expect=failed_doc("image_too_large")),
         # 300 MB of content from 300 KB, beyond the 256 MB a stream may
-        # expand to; and 600 MB through the lenient reading alone (decoded,
+        # expand to (max_pdf_stream_bytes); and 600 MB through the lenient reading alone (decoded,
         # a gigabyte of worker memory).
-        dict(name="pdf-flate-bomb", file=flate_bomb_pdf(), expect=failed_doc("corrupt_document")),
+        dict(name="pdf-flate-bomb", file=flate_bomb_pdf(), expect=failed_doc("stream_too_large")),
         dict(name="pdf-flate-bomb-lenient", file=flate_bomb_pdf(lenient=True, megabytes=600),
-             expect=failed_doc("corrupt_document")),
+             expect=failed_doc("stream_too_large")),
         # One 68 MiB content stream (70 KB packed) on eight pages: kept once
         # per page, 544 MiB; and listed four times by one page, joined into
         # 272 MiB.
         dict(name="pdf-content-shared-by-pages", file=big_content_pdf(8), expect=failed_doc("required_field_missing")),
         dict(name="pdf-content-listed-4-times", file=big_content_pdf(1, b"[4 0 R 4 0 R 4 0 R 4 0 R]"),
-             expect=failed_doc("corrupt_document")),
+             expect=failed_doc("stream_too_large")),
         # Images
         dict(name="png-billions-of-pixels", file=png(100_000, 100_000, rows=zlib.compress(b"\x00" * 1000)),
              expect=failed_doc("image_too_large")),

@@ -104,7 +104,7 @@ impl Bench {
         .bind(&key)
         .execute(&mut *tx)
         .await?;
-        queue::enqueue(&mut tx, queue::kind::JOB, id, None).await?;
+        queue::enqueue(&mut tx, queue::kind::JOB, id, None, 25).await?;
         tx.commit().await?;
         Ok((id, start))
     }

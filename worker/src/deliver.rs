@@ -68,7 +68,7 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
     let template = templates::get_any(&w.pool, job.template_id)
         .await?
         .ok_or_else(|| Retry::from("the delivery's template is missing"))?;
-    let body = serde_json::to_vec(&delivery.payload.0)?;
+    let body = serde_json::to_vec(&with_result(&delivery.payload.0))?;
     let sent = match &template.webhook_url {
         None => Sent {
             attempt: Attempt {
@@ -154,7 +154,15 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
         // could not queue a task while this one ran, so this worker queues
         // it, and the delivery goes out again on its fresh schedule.
         if queue::complete(&mut *tx, task).await? {
-            queue::enqueue(&mut tx, queue::kind::DELIVERY, delivery.id, None).await?;
+            let max_attempts = w.config.task_max_attempts();
+            queue::enqueue(
+                &mut tx,
+                queue::kind::DELIVERY,
+                delivery.id,
+                None,
+                max_attempts,
+            )
+            .await?;
             tx.commit().await?;
             tracing::info!("the webhook was queued again while it was sent; sending it again");
         }
@@ -191,6 +199,23 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
     Ok(())
 }
 
+/// The payload as sent: a failure payload stored without `result` (queued
+/// before failures carried `"result": null`, and sent again on request)
+/// gets it, since receivers index `result` in every payload.
+fn with_result(payload: &serde_json::Value) -> std::borrow::Cow<'_, serde_json::Value> {
+    match payload.as_object() {
+        Some(fields)
+            if fields.get("status").is_some_and(|s| s == "FAILED")
+                && !fields.contains_key("result") =>
+        {
+            let mut fields = fields.clone();
+            fields.insert("result".into(), serde_json::Value::Null);
+            std::borrow::Cow::Owned(fields.into())
+        }
+        _ => std::borrow::Cow::Borrowed(payload),
+    }
+}
+
 /// The template's custom headers and signing secrets: the current one, and
 /// the previous one while it still signs after a rotation.
 fn secrets(
@@ -208,7 +233,7 @@ fn secrets(
     let mut secrets = vec![String::from_utf8(
         keyring.open(&template.webhook_secret_enc, &secret)?,
     )?];
-    if let Some(previous) = template.previous_secret_enc(Utc::now()) {
+    if let Some(previous) = template.previous_secret_enc() {
         secrets.push(String::from_utf8(keyring.open(previous, &secret)?)?);
     }
     Ok((headers, secrets))
@@ -527,6 +552,23 @@ fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failure payload stored before failures carried `"result": null`
+    /// is sent with it; other payloads go as stored.
+    #[test]
+    fn a_stored_failure_payload_is_sent_with_a_null_result() {
+        let old = serde_json::json!({"job_id": "j", "status": "FAILED", "error": {"code": "x"}});
+        let sent = with_result(&old);
+        assert_eq!(sent.get("result"), Some(&serde_json::Value::Null), "{sent}");
+        assert_eq!(sent["error"]["code"], "x");
+        for kept in [
+            serde_json::json!({"status": "SUCCESS", "result": {"a": 1}}),
+            serde_json::json!({"status": "FAILED", "result": null}),
+            serde_json::json!({"status": "TEST", "result": {"a": null}}),
+        ] {
+            assert!(matches!(with_result(&kept), std::borrow::Cow::Borrowed(_)));
+        }
+    }
 
     #[test]
     fn every_allowed_address_is_kept_in_order() {

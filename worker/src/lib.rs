@@ -464,10 +464,9 @@ impl Worker {
             return None;
         }
         tracing::warn!(task = task.id, kind = %task.kind, attempt = task.attempts, error = %retry.error, "task failed; will retry");
-        let after = retry.after.unwrap_or_else(|| {
-            Duration::from_secs(2u64.pow(task.attempts.clamp(0, 10) as u32))
-                .min(Duration::from_secs(600))
-        });
+        let after = retry
+            .after
+            .unwrap_or_else(|| backoff(task.attempts, self.config.task_retry_max_delay()));
         if let Err(e) = queue::retry(&self.pool, &task, after, &retry.error).await {
             tracing::error!(task = task.id, error = %e, "putting the task back failed; its lease will expire");
         }
@@ -547,10 +546,39 @@ impl Worker {
     }
 }
 
+/// The wait before a task that failed on its claim number `attempts` is
+/// tried again: 2, 4, 8, ... s, at most `max` (`task_retry_max_delay_secs`).
+fn backoff(attempts: i32, max: Duration) -> Duration {
+    let exponent = attempts.clamp(0, 63) as u32;
+    Duration::from_secs(2u64.saturating_pow(exponent)).min(max)
+}
+
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wait doubles up to the configured cap, whatever the cap (the
+    /// doubling used to stop at 1,024 s and the cap was fixed at 600 s).
+    #[test]
+    fn the_retry_wait_doubles_up_to_the_configured_cap() {
+        let secs = |attempts, max| backoff(attempts, Duration::from_secs(max)).as_secs();
+        assert_eq!(
+            (1..=5).map(|a| secs(a, 600)).collect::<Vec<_>>(),
+            [2, 4, 8, 16, 32]
+        );
+        assert_eq!(secs(10, 600), 600);
+        assert_eq!(secs(4, 10), 10);
+        assert_eq!(secs(12, 3600), 3600);
+        assert_eq!(secs(24, 86_400), 86_400);
+        assert_eq!(secs(i32::MAX, 86_400), 86_400);
+        assert_eq!(secs(-1, 600), 1);
+    }
 }

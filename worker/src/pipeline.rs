@@ -64,6 +64,7 @@ pub async fn split_job(w: &Worker, task: &Task) -> Result<Next, Retry> {
             id,
             &w.id,
             w.config.worker_lease(),
+            w.config.task_max_attempts(),
         )
         .await?;
         if !queue::complete(&mut *tx, task).await? {
@@ -200,7 +201,8 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
         .filter(|row| row.finished_at.is_none())
         .map(|row| row.id)
         .collect();
-    queue::enqueue_many(&mut tx, queue::kind::DOCUMENT, &to_process).await?;
+    let max_attempts = w.config.task_max_attempts();
+    queue::enqueue_many(&mut tx, queue::kind::DOCUMENT, &to_process, max_attempts).await?;
     // Entries that failed as they were unpacked get their webhooks now, also
     // with one statement.
     if template.webhook_url.is_some() {
@@ -209,7 +211,7 @@ async fn unzip_job(w: &Worker, task: &Task, job: &JobRow) -> Result<Next, Retry>
             .filter(|row| row.finished_at.is_some())
             .map(|row| (row.id, failure_payload(job, row)))
             .collect();
-        deliveries::create_many(&mut tx, job.account_id, job.id, failed).await?;
+        deliveries::create_many(&mut tx, job.account_id, job.id, failed, max_attempts).await?;
     }
     let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
     if !queue::complete(&mut *tx, task).await? {
@@ -239,7 +241,9 @@ async fn fail_whole_job(
 ) -> Result<Next, Retry> {
     discard(w, stored).await;
     let mut tx = w.pool.begin().await?;
-    let (failed, next) = fail_as_upload(&mut tx, job, code, message, w.sends()).await?;
+    let max_attempts = w.config.task_max_attempts();
+    let (failed, next) =
+        fail_as_upload(&mut tx, job, code, message, w.sends(), max_attempts).await?;
     let finished =
         documents::fail_job(&mut tx, job.id, status::UNZIP_FILE_FAILED, code, message).await?;
     if !queue::complete(&mut *tx, task).await? {
@@ -257,15 +261,17 @@ async fn fail_whole_job(
 /// given up) has no document to report it, and a client that waits for
 /// webhooks would wait forever: the upload itself becomes the job's one
 /// document, failed with the job's error, and its failure webhook is
-/// queued (with `sender`) if the template has a webhook. Nothing when the
-/// job has documents already. Returns whether the upload became a failed
-/// document, and the webhook's task if `sender` claimed it.
+/// queued (with `sender`, claimed at most `max_attempts` times) if the
+/// template has a webhook. Nothing when the job has documents already.
+/// Returns whether the upload became a failed document, and the webhook's
+/// task if `sender` claimed it.
 async fn fail_as_upload(
     tx: &mut sqlx::PgConnection,
     job: &JobRow,
     code: &str,
     message: &str,
     sender: Sender<'_>,
+    max_attempts: i32,
 ) -> anyhow::Result<(bool, Option<Task>)> {
     let upload = NewDocument {
         id: Uuid::now_v7(),
@@ -283,7 +289,16 @@ async fn fail_as_upload(
         return Ok((true, None));
     }
     let payload = failure_payload(job, &doc);
-    let next = deliveries::create(tx, job.account_id, job.id, doc.id, &payload, sender).await?;
+    let next = deliveries::create(
+        tx,
+        job.account_id,
+        job.id,
+        doc.id,
+        &payload,
+        sender,
+        max_attempts,
+    )
+    .await?;
     Ok((true, next))
 }
 
@@ -303,9 +318,10 @@ async fn has_webhook(tx: &mut sqlx::PgConnection, job: &JobRow) -> sqlx::Result<
 
 /// What a failed document records, whether its extraction failed or its
 /// task was given up: its error (`(code, message)`), its failure webhook
-/// (queued with `sender`) when the template has one, and the end of its
-/// job if it was the last. Returns the webhook's task if `sender` claimed
-/// it, and the job if it finished.
+/// (queued with `sender`, claimed at most `max_attempts` times) when the
+/// template has one, and the end of its job if it was the last. Returns the
+/// webhook's task if `sender` claimed it, and the job if it finished.
+#[allow(clippy::too_many_arguments)]
 async fn record_failure(
     tx: &mut sqlx::PgConnection,
     job: &JobRow,
@@ -314,6 +330,7 @@ async fn record_failure(
     pages: Option<i32>,
     (code, message): (&str, &str),
     sender: Sender<'_>,
+    max_attempts: i32,
 ) -> anyhow::Result<(Option<Task>, Option<Finished>)> {
     documents::fail(&mut *tx, doc_id, pages, code, message).await?;
     let mut next = None;
@@ -322,8 +339,16 @@ async fn record_failure(
             .await?
             .context("document vanished")?;
         let payload = failure_payload(job, &failed);
-        next =
-            deliveries::create(&mut *tx, job.account_id, job.id, doc_id, &payload, sender).await?;
+        next = deliveries::create(
+            &mut *tx,
+            job.account_id,
+            job.id,
+            doc_id,
+            &payload,
+            sender,
+            max_attempts,
+        )
+        .await?;
     }
     let finished = documents::finish_job_if_done(tx, job.id).await?;
     Ok((next, finished))
@@ -372,12 +397,15 @@ pub fn success_payload(job: &JobRow, doc: &DocumentRow, pages: i32, result: &Val
     })
 }
 
-/// A failed document's payload: no result, an error instead.
+/// A failed document's payload: `result` null, an error instead. `result`
+/// is sent rather than left out because the product page shows it as part
+/// of the one payload shape: receivers index it.
 pub fn failure_payload(job: &JobRow, doc: &DocumentRow) -> Value {
     json!({
         "job_id": job.id,
         "template_id": job.template_id,
         "static_values": job.static_values.0,
+        "result": Value::Null,
         "document": document_json(job, doc, None),
         "status": status::FAILED,
         "error": {
@@ -557,8 +585,16 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
     let mut next = None;
     if template.webhook_url.is_some() {
         let payload = success_payload(&job, &doc, pages, &result);
-        next = deliveries::create(&mut tx, job.account_id, job.id, doc.id, &payload, w.sends())
-            .await?;
+        next = deliveries::create(
+            &mut tx,
+            job.account_id,
+            job.id,
+            doc.id,
+            &payload,
+            w.sends(),
+            w.config.task_max_attempts(),
+        )
+        .await?;
     }
     let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
     if !queue::complete(&mut *tx, task).await? {
@@ -601,6 +637,7 @@ async fn finish_failed(
         pages,
         (code, message),
         w.sends(),
+        w.config.task_max_attempts(),
     )
     .await?;
     if !queue::complete(&mut *tx, task).await? {
@@ -708,18 +745,31 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
                 let webhook = has_webhook(&mut tx, &job).await?;
                 let failure = ("processing_failed", message.as_str());
                 failed = true;
-                record_failure(&mut tx, &job, doc.id, webhook, None, failure, Sender::Queue)
-                    .await?
-                    .1
+                let max_attempts = w.config.task_max_attempts();
+                let queue = Sender::Queue;
+                record_failure(
+                    &mut tx,
+                    &job,
+                    doc.id,
+                    webhook,
+                    None,
+                    failure,
+                    queue,
+                    max_attempts,
+                )
+                .await?
+                .1
             }
         },
         queue::kind::JOB => {
             job_id = Some(task.ref_id);
             if let Some(job) = jobs::get_any(&mut *tx, task.ref_id).await? {
                 let upload = "processing_failed";
-                failed = fail_as_upload(&mut tx, &job, upload, &message, Sender::Queue)
-                    .await?
-                    .0;
+                let max_attempts = w.config.task_max_attempts();
+                failed =
+                    fail_as_upload(&mut tx, &job, upload, &message, Sender::Queue, max_attempts)
+                        .await?
+                        .0;
             }
             documents::fail_job(
                 &mut tx,

@@ -50,6 +50,39 @@ fn fail(code: &'static str, message: impl Into<String>) -> ZipFailure {
     }
 }
 
+/// The longest file name stored for an entry, in characters: the API's
+/// rule for a multipart upload's file name.
+pub const NAME_MAX_CHARS: usize = 255;
+
+/// The most bytes of an entry's name a message quotes (escaped).
+const QUOTE_MAX_BYTES: usize = 255;
+
+/// An entry's name as it is stored, shown and sent in webhooks: the
+/// multipart rule (`api::routes::jobs::from_file_part`): control
+/// characters dropped (PostgreSQL text cannot even hold a NUL), at most
+/// [`NAME_MAX_CHARS`]. A ZIP entry's name may be 65,535 bytes.
+fn stored_name(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .take(NAME_MAX_CHARS)
+        .collect()
+}
+
+/// An entry's name quoted for a message, escaped (the message shows what
+/// the archive holds, control characters too), cut after about
+/// [`QUOTE_MAX_BYTES`]: escaping makes a name of control characters up to
+/// ten times longer, and messages are stored and sent in webhooks.
+fn quoted(raw: &str) -> String {
+    let mut escaped = 0;
+    for (at, c) in raw.char_indices() {
+        escaped += c.escape_debug().map(char::len_utf8).sum::<usize>();
+        if escaped > QUOTE_MAX_BYTES {
+            return format!("{:?}… (a name of {} bytes)", &raw[..at], raw.len());
+        }
+    }
+    format!("{raw:?}")
+}
+
 /// Entries the batch ignores: macOS resource forks and dot-files.
 fn ignored(name: &str) -> bool {
     name.starts_with("__MACOSX/")
@@ -164,9 +197,10 @@ pub fn scan<R: Read + Seek>(
         if is_dir {
             continue;
         }
-        // Stored as the rejected document's name: PostgreSQL text cannot
-        // hold a NUL (the message quotes the raw name, escaped).
-        let name = raw_name.replace('\0', "\u{FFFD}");
+        // Stored as the document's name without control characters, cut
+        // (the message quotes the raw name, escaped and cut too).
+        let name = stored_name(&raw_name);
+        let q = quoted(&raw_name);
         let reject = |code: &'static str, message: String| Entry::Rejected {
             name: name.clone(),
             code,
@@ -182,7 +216,7 @@ pub fn scan<R: Read + Seek>(
             emit(reject(
                 "zip_unsafe_path",
                 format!(
-                    "{raw_name:?} has an unsafe path (absolute, `..`, backslashes or a NUL character); it was not extracted"
+                    "{q} has an unsafe path (absolute, `..`, backslashes or a NUL character); it was not extracted"
                 ),
             ))?;
             emitted += 1;
@@ -195,7 +229,7 @@ pub fn scan<R: Read + Seek>(
             emit(reject(
                 "zip_entry_in_folder",
                 format!(
-                    "{raw_name:?} is inside a folder; files must be placed in the root of the ZIP archive"
+                    "{q} is inside a folder; files must be placed in the root of the ZIP archive"
                 ),
             ))?;
             emitted += 1;
@@ -204,7 +238,7 @@ pub fn scan<R: Read + Seek>(
         if is_link {
             emit(reject(
                 "zip_symlink",
-                format!("{raw_name:?} is a symbolic link; send the file itself"),
+                format!("{q} is a symbolic link; send the file itself"),
             ))?;
             emitted += 1;
             continue;
@@ -212,7 +246,7 @@ pub fn scan<R: Read + Seek>(
         if encrypted {
             emit(reject(
                 "zip_entry_encrypted",
-                format!("{raw_name:?} is encrypted with a password; send it without encryption"),
+                format!("{q} is encrypted with a password; send it without encryption"),
             ))?;
             emitted += 1;
             continue;
@@ -231,7 +265,7 @@ pub fn scan<R: Read + Seek>(
             emit(reject(
                 "document_too_large",
                 format!(
-                    "{raw_name:?} is {size} bytes uncompressed; the limit is {} bytes",
+                    "{q} is {size} bytes uncompressed; the limit is {} bytes",
                     limits.max_entry_bytes
                 ),
             ))?;
@@ -242,7 +276,7 @@ pub fn scan<R: Read + Seek>(
             emit(reject(
                 "zip_ratio_exceeded",
                 format!(
-                    "{raw_name:?} compresses {}:1; the limit is {}:1 (possible zip bomb)",
+                    "{q} compresses {}:1; the limit is {}:1 (possible zip bomb)",
                     size / compressed.max(1),
                     limits.max_ratio
                 ),
@@ -253,41 +287,33 @@ pub fn scan<R: Read + Seek>(
         // The sizes in the header can lie: read at most one byte past them.
         let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
         {
-            let entry = archive.by_index(i).map_err(|e| {
-                fail(
-                    "invalid_zip",
-                    format!("{raw_name:?} could not be read: {e}"),
-                )
-            })?;
+            let entry = archive
+                .by_index(i)
+                .map_err(|e| fail("invalid_zip", format!("{q} could not be read: {e}")))?;
             entry
                 .take(size.min(limits.max_entry_bytes) + 1)
                 .read_to_end(&mut data)
-                .map_err(|e| {
-                    fail(
-                        "invalid_zip",
-                        format!("{raw_name:?} could not be unpacked: {e}"),
-                    )
-                })?;
+                .map_err(|e| fail("invalid_zip", format!("{q} could not be unpacked: {e}")))?;
         }
         if data.len() as u64 > size {
             return Err(fail(
                 "invalid_zip",
-                format!("{raw_name:?} is larger than its header says; the archive was rejected"),
+                format!("{q} is larger than its header says; the archive was rejected"),
             ));
         }
         let entry = match sniff::detect(&data) {
             Some(DocType::Zip) => reject(
                 "zip_nested",
-                format!("{raw_name:?} is a ZIP archive; nested archives are not supported"),
+                format!("{q} is a ZIP archive; nested archives are not supported"),
             ),
             Some(doc_type) => Entry::Document {
-                name: raw_name.clone(),
+                name: name.clone(),
                 doc_type,
                 data,
             },
             None => reject(
                 "unsupported_type",
-                format!("{raw_name:?} is not a PDF, PNG, JPEG or TIFF file"),
+                format!("{q} is not a PDF, PNG, JPEG or TIFF file"),
             ),
         };
         emit(entry)?;

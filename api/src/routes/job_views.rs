@@ -186,12 +186,21 @@ struct AttemptRow {
     attempt: AttemptOut,
 }
 
+/// Attempts of a delivery shown with a job: its latest ones.
+pub const ATTEMPTS_SHOWN: i64 = 20;
+
 #[derive(Serialize, ToSchema)]
 pub struct DeliveryOut {
     /// The `webhook-id` header, the same on every attempt.
     webhook_id: String,
     state: String,
+    /// The latest 20 attempts, oldest first (a delivery sent again many
+    /// times has more: see `attempts_total`).
     attempts: Vec<AttemptOut>,
+    /// How many attempts the delivery has made in all (those older than
+    /// `webhook_attempts_retention_secs` are deleted and not counted); more
+    /// than the length of `attempts` when only the latest are listed.
+    attempts_total: i64,
     delivered_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -283,12 +292,22 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
     .fetch_all(&mut *snapshot)
     .await?;
     let ids: Vec<Uuid> = deliveries.iter().map(|d| d.0).collect();
+    // Only the latest attempts of each delivery (redeliveries can make
+    // millions): each delivery's newest by its index, read backwards and
+    // stopped at the limit, then put oldest first.
     let mut attempts: HashMap<Uuid, Vec<AttemptOut>> = HashMap::new();
     for row in sqlx::query_as::<_, AttemptRow>(
-        "SELECT delivery_id, attempted_at, status_code, latency_ms, response_excerpt, error_class, error_message
-         FROM webhook_attempts WHERE delivery_id = ANY($1) ORDER BY id",
+        "SELECT d.id AS delivery_id, a.attempted_at, a.status_code, a.latency_ms,
+                a.response_excerpt, a.error_class, a.error_message
+         FROM unnest($1::uuid[]) AS d(id)
+         CROSS JOIN LATERAL (
+             SELECT id, attempted_at, status_code, latency_ms, response_excerpt, error_class, error_message
+             FROM webhook_attempts WHERE delivery_id = d.id ORDER BY id DESC LIMIT $2
+         ) a
+         ORDER BY d.id, a.id",
     )
     .bind(&ids)
+    .bind(ATTEMPTS_SHOWN)
     .fetch_all(&mut *snapshot)
     .await?
     {
@@ -298,6 +317,16 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
         }
         attempts.entry(row.delivery_id).or_default().push(attempt);
     }
+    // How many there are in all: counted from the index alone.
+    let totals: HashMap<Uuid, i64> = sqlx::query_as(
+        "SELECT delivery_id, count(*) FROM webhook_attempts
+         WHERE delivery_id = ANY($1) GROUP BY delivery_id",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *snapshot)
+    .await?
+    .into_iter()
+    .collect();
     snapshot.commit().await?;
     let mut deliveries: HashMap<Uuid, DeliveryOut> = deliveries
         .into_iter()
@@ -306,6 +335,7 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
             let out = DeliveryOut {
                 webhook_id,
                 state,
+                attempts_total: totals.get(&id).copied().unwrap_or(0),
                 attempts,
                 delivered_at,
             };

@@ -636,7 +636,29 @@ fn envelope_error(req: &Request, state: &AppState, err: ParseError, what: &str) 
 const MAX_FORM_PARTS: usize = 128;
 const MAX_FORM_FILES: usize = 32;
 
-async fn read_json(req: &mut Request, state: &AppState) -> ApiResult<Submission> {
+/// `415 unsupported_media_type` for a body sent as `content_type`.
+fn unsupported_media_type(content_type: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "send application/json or multipart/form-data, not {:?}",
+            if content_type.is_empty() {
+                "no Content-Type"
+            } else {
+                content_type
+            }
+        ),
+    )
+}
+
+/// A JSON body: sent as `application/json`, or as another `content_type`
+/// that [`crate::json_when_object`] takes when the body is a JSON object.
+async fn read_json(
+    req: &mut Request,
+    state: &AppState,
+    content_type: &str,
+) -> ApiResult<Submission> {
     let body_limit = envelope_limit(&state.config);
     let body = match req.payload_with_max_size(body_limit as usize).await {
         Ok(body) => body,
@@ -645,6 +667,9 @@ async fn read_json(req: &mut Request, state: &AppState) -> ApiResult<Submission>
     // An object, not an array of the fields in order (which serde would
     // take, and whose elements are kept unparsed below).
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        if content_type != "application/json" {
+            return Err(unsupported_media_type(content_type));
+        }
         return Err(ApiError::bad_request(
             "malformed_json",
             "the JSON body must be an object with template_id, actual_image and static_values",
@@ -722,7 +747,18 @@ async fn read_multipart(req: &mut Request, state: &AppState) -> ApiResult<Submis
         }
     }
     let field = |name: &str| form.fields.get(name).map(|s| s.as_str());
-    let template_id = parse_template_id(field("template_id").map(TemplateId::Field))?;
+    // A file part too: Python's `requests.post(files={"template_id": id})`
+    // sends every entry of `files` as one.
+    let template_id_file = match (field("template_id"), form.files.get("template_id")) {
+        (None, Some(file)) => Some(read_template_id_file(file).await?),
+        _ => None,
+    };
+    let template_id = parse_template_id(
+        template_id_file
+            .as_deref()
+            .or(field("template_id"))
+            .map(TemplateId::Field),
+    )?;
     // A file part too (`curl -F static_values=@values.json`).
     let from_file = match (field("static_values"), form.files.get("static_values")) {
         (None, Some(file)) => Some(read_static_values_file(file, state).await?),
@@ -782,6 +818,32 @@ fn file_sent_as_text(text: &str) -> Option<ApiError> {
              with a filename (curl -F actual_image=@invoice.pdf), or its content in base64",
         )
     })
+}
+
+/// The most a `template_id` file part may hold: a UUID with room for
+/// line breaks and spaces.
+const TEMPLATE_ID_FILE_MAX: u64 = 1024;
+
+/// The text of a `template_id` file part, trimmed.
+async fn read_template_id_file(file: &FilePart) -> ApiResult<String> {
+    let invalid = |shown: String| {
+        ApiError::unprocessable(
+            "invalid_template_id",
+            format!("template_id must be a UUID string, not {shown}"),
+        )
+    };
+    if file.size() > TEMPLATE_ID_FILE_MAX {
+        return Err(invalid(format!(
+            "a file part of {} bytes (at most {TEMPLATE_ID_FILE_MAX})",
+            file.size()
+        )));
+    }
+    let bytes = tokio::fs::read(file.path())
+        .await
+        .map_err(|e| ApiError::internal("reading a spooled part", &e))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| invalid("a file part that is not UTF-8 text".to_owned()))?;
+    Ok(text.trim().to_owned())
 }
 
 /// The text of a `static_values` file part, within its size limit.
@@ -888,6 +950,14 @@ fn accepted(res: &mut Response, job: &JobRow, replayed: bool) {
 /// with status NEW; results go to the template's webhook and to
 /// `/v1/job-results`. With an `Idempotency-Key` header, a repeat of the same
 /// key within `idempotency_ttl_secs` (24 hours by default) returns the first job (header `Idempotent-Replayed: true`).
+///
+/// A body sent without a Content-Type, or as `text/plain` or
+/// `application/x-www-form-urlencoded` (what `curl -d @body.json` and
+/// Python's `requests.post(data=json.dumps(...))` send), is read as JSON
+/// when it is a JSON object, with the same limits; any other is 415. In
+/// multipart, `template_id` may also be a file part (Python's
+/// `requests.post(files={"template_id": id, ...})`) of at most 1 KiB of
+/// UTF-8 text.
 #[endpoint(
     tags("jobs"),
     parameters((
@@ -936,39 +1006,26 @@ pub async fn process_job(
         .content_type()
         .map(|m| m.essence_str().to_owned())
         .unwrap_or_default();
+    let multipart = match content_type.as_str() {
+        "multipart/form-data" => true,
+        "application/json" => false,
+        // Taken as JSON if the body is a JSON object (checked once read).
+        other if crate::json_when_object(other) => false,
+        other => return Err(unsupported_media_type(other)),
+    };
     // Held until the answer (salvo keeps the body until then), and by the
     // store below, which goes on if the client hangs up.
-    let memory = if ["application/json", "multipart/form-data"].contains(&content_type.as_str()) {
-        let limit = envelope_limit(&state.config);
-        Some(reserve_memory(
-            req,
-            &state,
-            account.id,
-            limit,
-            IN_MEMORY_MAX as u64,
-        )?)
+    let memory = reserve_memory(
+        req,
+        &state,
+        account.id,
+        envelope_limit(&state.config),
+        IN_MEMORY_MAX as u64,
+    )?;
+    let submission = if multipart {
+        crate::within_read_timeout(&state, read_multipart(req, &state)).await?
     } else {
-        None
-    };
-    let submission = match content_type.as_str() {
-        "application/json" => crate::within_read_timeout(&state, read_json(req, &state)).await?,
-        "multipart/form-data" => {
-            crate::within_read_timeout(&state, read_multipart(req, &state)).await?
-        }
-        other => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!(
-                    "send application/json or multipart/form-data, not {:?}",
-                    if other.is_empty() {
-                        "no Content-Type"
-                    } else {
-                        other
-                    }
-                ),
-            ));
-        }
+        crate::within_read_timeout(&state, read_json(req, &state, &content_type)).await?
     };
     if account.credits <= 0 {
         return Err(no_credits());
@@ -1111,7 +1168,13 @@ async fn insert_and_enqueue(state: &AppState, new: NewJob) -> sqlx::Result<Optio
     if new.idempotency_key.is_none() {
         return state.inserter.insert(new).await;
     }
-    jobs::insert_and_enqueue(&state.pool, &new, state.config.idempotency_ttl()).await
+    jobs::insert_and_enqueue(
+        &state.pool,
+        &new,
+        state.config.idempotency_ttl(),
+        state.config.task_max_attempts(),
+    )
+    .await
 }
 
 fn error_of(code: &Option<String>, message: &Option<String>) -> Option<JobError> {

@@ -1,6 +1,6 @@
 //! The account's API keys: list by prefix, create (shown once), revoke.
 
-use paperhook_core::db::accounts::{self, ApiKeyInfo};
+use paperhook_core::db::accounts::{self, ApiKeyInfo, CreatedKey};
 use salvo::oapi::extract::PathParam;
 use salvo::prelude::*;
 use serde::Serialize;
@@ -52,19 +52,38 @@ pub async fn list_keys(depot: &mut Depot) -> ApiResult<Json<ApiKeyList>> {
 }
 
 /// Creates an API key; the answer is the only time the whole key is shown.
+///
+/// An account holds at most `max_api_keys_per_account` (50 by default) keys
+/// that are not revoked: one more answers 422 `too_many_api_keys`.
 #[endpoint(tags("account"), responses((status_code = 201, body = NewApiKeyOut)))]
 pub async fn create_key(depot: &mut Depot, res: &mut Response) -> ApiResult<()> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot);
-    let key = accounts::create_key(&state.pool, account_id)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    let max = state.config.max_api_keys_per_account;
+    let key = match accounts::create_key(&state.pool, account_id, max).await? {
+        CreatedKey::Created(key) => key,
+        CreatedKey::NoAccount => {
+            return Err(ApiError::unauthorized("the account no longer exists"));
+        }
+        CreatedKey::TooMany { max } => return Err(too_many_keys(max)),
+    };
     res.status_code(StatusCode::CREATED);
     res.render(Json(NewApiKeyOut {
         api_key: key.key,
         prefix: key.prefix,
     }));
     Ok(())
+}
+
+/// `422 too_many_api_keys`: the account holds `max` keys not revoked.
+pub fn too_many_keys(max: u32) -> ApiError {
+    ApiError::unprocessable(
+        "too_many_api_keys",
+        format!(
+            "the account already has {max} API keys that are not revoked \
+             (max_api_keys_per_account); revoke one it no longer uses, then create another"
+        ),
+    )
 }
 
 /// Revokes one of the account's keys by its prefix; requests with it get 401 from now on.

@@ -1,6 +1,6 @@
 //! Previews for setting up a template: render a sample page, and run a
 //! template on a sample without creating a job. Nothing is stored or charged;
-//! samples are limited to `PREVIEW_MAX_PAGES` pages, to the configured pixel
+//! samples are limited to `preview_max_pages` pages, to the configured pixel
 //! limits, and to `page_time_limit_secs` for the whole sample; at most
 //! `preview_max_concurrent` run at once in a process.
 
@@ -12,11 +12,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
-
-/// Most pages of a sample that a preview reads.
-pub const PREVIEW_MAX_PAGES: u32 = 20;
-/// Resolution of rendered preview pages.
-pub const PREVIEW_DPI: u32 = 100;
 
 #[derive(Serialize, ToSchema)]
 pub struct PreviewResult {
@@ -81,7 +76,10 @@ async fn read_sample(
 fn options(depot: &Depot) -> Options {
     let opts = crate::state(depot).config.extract_options();
     Options {
-        max_pages: PREVIEW_MAX_PAGES.min(opts.max_pages),
+        max_pages: crate::state(depot)
+            .config
+            .preview_max_pages
+            .min(opts.max_pages),
         document_time_limit: opts.document_time_limit.min(opts.page_time_limit),
         ..opts
     }
@@ -142,11 +140,14 @@ pub async fn render(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
             )
         })?,
     };
-    if page > PREVIEW_MAX_PAGES {
+    let config = &crate::state(depot).config;
+    let (max_pages, dpi) = (config.preview_max_pages, config.preview_dpi);
+    if page > max_pages {
         return Err(ApiError::unprocessable(
             "invalid_page",
             format!(
-                "previews show the first {PREVIEW_MAX_PAGES} pages of a sample, not page {page}"
+                "previews show the first {max_pages} pages of a sample (preview_max_pages), \
+                 not page {page}"
             ),
         ));
     }
@@ -155,8 +156,8 @@ pub async fn render(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
         depot,
         opts.give_up_after(),
         move || -> ApiResult<Vec<u8>> {
-            let img = paperhook_extract::render_page(&bytes, page, PREVIEW_DPI, &opts)
-                .map_err(extract_error)?;
+            let img =
+                paperhook_extract::render_page(&bytes, page, dpi, &opts).map_err(extract_error)?;
             let mut out = Cursor::new(Vec::new());
             img.write_to(&mut out, image::ImageFormat::Png)
                 .map_err(|e| ApiError::internal("encoding a preview PNG", &e))?;
@@ -181,9 +182,11 @@ pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Pre
         .get("template")
         .ok_or_else(|| ApiError::unprocessable("missing_field", "template is required"))?;
     let config = &crate::state(depot).config;
+    // As for a template's JSON body sent to /v1/templates.
     if raw.len() as u64 > config.max_json_bytes {
-        return Err(ApiError::unprocessable(
-            "invalid_template",
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
             format!(
                 "template is {} bytes; the limit is {} (max_json_bytes)",
                 raw.len(),

@@ -66,8 +66,26 @@ pub struct JobResults {
 /// `result_retention_secs` (24 hours by default) after the job finishes;
 /// then 410 `results_expired`. A job still
 /// running answers 409 `results_not_ready`.
+///
+/// The body is JSON; sent without a Content-Type, or as `text/plain` or
+/// `application/x-www-form-urlencoded` (`curl -d @body.json`), it is read
+/// as JSON too when it is a JSON object (else 415). With an empty body,
+/// `job_id` and `result_format` are read from the query string instead
+/// (the body wins when both are sent).
 #[endpoint(
     tags("jobs"),
+    parameters(
+        (
+            "job_id" = Option<String>,
+            Query,
+            description = "UUID of the job, when the body is empty (the body's wins otherwise)."
+        ),
+        (
+            "result_format" = Option<String>,
+            Query,
+            description = "`json` (default) or `csv`, when the body is empty (the body's wins otherwise)."
+        ),
+    ),
     request_body(content = JobResultsRequest, content_type = "application/json"),
     responses(
         (status_code = 200, body = JobResults, description = "JSON results (or text/csv when result_format is csv)"),
@@ -82,8 +100,20 @@ pub async fn job_results(
 ) -> ApiResult<()> {
     let account_id = auth::account(depot).id;
     let state = crate::state(depot).clone();
-    let input: JobResultsRequest =
-        crate::read_json(req, &state, "a JSON body with job_id and result_format").await?;
+    let what = "a JSON body with job_id and result_format";
+    // An empty body: the query string's (`?job_id=…&result_format=csv`).
+    let input = match crate::read_json_or_empty::<JobResultsRequest>(req, &state, what).await? {
+        Some(input) => input,
+        None => JobResultsRequest {
+            job_id: req.query::<String>("job_id").ok_or_else(|| {
+                ApiError::unprocessable(
+                    "missing_field",
+                    "job_id is required: in the JSON body, or in the query string when the body is empty",
+                )
+            })?,
+            result_format: req.query::<String>("result_format"),
+        },
+    };
     let format = input
         .result_format
         .as_deref()
@@ -420,7 +450,7 @@ pub struct Redelivered {
 /// HMAC-SHA256 of id.timestamp.body>` with the template's `whsec_` secret).
 /// Success body: `{"job_id", "template_id", "static_values", "result",
 /// "document": {"index", "file_name", "pages"}, "status": "SUCCESS"}`.
-/// Failure body: the same without `result`, with `"status": "FAILED"` and
+/// Failure body: the same with `"result": null`, `"status": "FAILED"` and
 /// `"error": {"code", "message"}`.
 #[endpoint(
     tags("jobs"),
@@ -455,7 +485,7 @@ pub async fn redeliver(
         return Err(expired());
     }
     let mut tx = state.pool.begin().await?;
-    let queued = deliveries::redeliver(&mut tx, job.id).await?;
+    let queued = deliveries::redeliver(&mut tx, job.id, state.config.task_max_attempts()).await?;
     tx.commit().await?;
     if queued == 0 {
         return Err(ApiError::new(
@@ -563,6 +593,7 @@ pub async fn redeliver_many(
         input.template_id,
         limit,
         state.config.result_retention(),
+        state.config.task_max_attempts(),
     )
     .await?;
     let job_ids = deliveries::jobs_of(&mut *tx, &ids).await?;

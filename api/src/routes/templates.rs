@@ -109,9 +109,10 @@ pub struct RotateQuery {
     previous_valid_secs: Option<u64>,
 }
 
-/// Until when the previous secret signs, if it still does.
+/// Until when the previous secret signs, if it still did when the row was
+/// read (judged by the database's clock, which stamped the expiry).
 fn previous_until(row: &TemplateRow) -> Option<chrono::DateTime<chrono::Utc>> {
-    row.previous_secret_enc(chrono::Utc::now())
+    row.previous_secret_enc()
         .and(row.webhook_previous_secret_expires_at)
 }
 

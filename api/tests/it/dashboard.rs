@@ -546,3 +546,64 @@ async fn previews_past_the_limit_answer_503_until_a_place_is_free() {
     let res = render(example_pdf().to_vec()).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+/// How many pages a preview reads and the resolution it renders at are
+/// settings (`preview_max_pages`, `preview_dpi`).
+#[tokio::test]
+async fn preview_pages_and_resolution_are_settings() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        (c.preview_max_pages, c.preview_dpi) = (1, 72);
+    })
+    .await;
+    let (_, key) = app.account(10).await;
+    let render = |page: &'static str| {
+        let form = multipart::Form::new().text("page", page).part(
+            "file",
+            multipart::Part::bytes(example_pdf().to_vec()).file_name("invoice.pdf"),
+        );
+        app.req(Method::POST, "/v1/preview/render", &key)
+            .multipart(form)
+            .send()
+    };
+    let res = render("1").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let img = image::load_from_memory(&res.bytes().await.unwrap()).unwrap();
+    // A4 at 72 DPI is 595 x 842 points.
+    assert!(
+        (590..600).contains(&img.width()) && (837..847).contains(&img.height()),
+        "{}x{}",
+        img.width(),
+        img.height()
+    );
+    let res = render("2").await.unwrap();
+    let got = (res.status(), res.json::<serde_json::Value>().await.unwrap());
+    assert_error(&got, 422, "invalid_page");
+    let message = got.1["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("first 1 pages") && message.contains("preview_max_pages"),
+        "{message}"
+    );
+}
+
+/// A template to test over `max_json_bytes` is a body too large, as the
+/// same template sent to `/v1/templates` is: `413 body_too_large`.
+#[tokio::test]
+async fn a_previewed_template_over_max_json_bytes_is_413() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.max_json_bytes = 4096).await;
+    let (_, key) = app.account(10).await;
+    let template = example_template();
+    let mut spec = json!({"fields": template["fields"], "keywords": template["keywords"], "languages": template["languages"]}).to_string();
+    spec.push_str(&" ".repeat(5000));
+    let form = multipart::Form::new().text("template", spec).part(
+        "file",
+        multipart::Part::bytes(example_pdf().to_vec()).file_name("invoice.pdf"),
+    );
+    let got = send(
+        app.req(Method::POST, "/v1/preview/extract", &key)
+            .multipart(form),
+    )
+    .await;
+    assert_error(&got, 413, "body_too_large");
+    let message = got.1["error"]["message"].as_str().unwrap();
+    assert!(message.contains("max_json_bytes"), "{message}");
+}

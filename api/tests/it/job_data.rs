@@ -257,3 +257,47 @@ async fn deleting_a_job_while_the_store_is_down_changes_nothing() {
     );
     assert_error(&results().await, 410, "results_deleted");
 }
+
+/// A job's detail shows each delivery's latest 20 attempts, oldest first,
+/// and how many there are in all: redeliveries can make millions.
+#[tokio::test]
+async fn a_job_shows_the_latest_attempts_of_each_delivery_and_their_count() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let job = finished_job(&app, &key, 2).await;
+    // Document 0's webhook tried 45 times (latency i ms for the i-th),
+    // document 1's 3 times.
+    sqlx::query(
+        "WITH w AS (
+             INSERT INTO webhook_deliveries
+                 (id, message_id, account_id, job_id, document_id, state, payload, attempts)
+             SELECT gen_random_uuid(), 'msg_' || d.id::text, j.account_id, j.id, d.id, 'pending',
+                    '{}'::jsonb, 0
+             FROM documents d JOIN jobs j ON j.id = d.job_id
+             WHERE d.job_id = $1
+             RETURNING id, document_id)
+         INSERT INTO webhook_attempts (delivery_id, status_code, latency_ms, response_excerpt)
+         SELECT w.id, 500, i, 'no'
+         FROM w JOIN documents d ON d.id = w.document_id,
+              generate_series(1, CASE d.idx WHEN 0 THEN 45 ELSE 3 END) AS i
+         ORDER BY i",
+    )
+    .bind(job)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (s, body) = send(app.req(Method::GET, &format!("/v1/jobs/{job}"), &key)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let latencies = |doc: usize| -> Vec<i64> {
+        body["documents"][doc]["delivery"]["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["latency_ms"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(latencies(0), (26..=45).collect::<Vec<_>>(), "{body}");
+    assert_eq!(body["documents"][0]["delivery"]["attempts_total"], 45);
+    assert_eq!(latencies(1), [1, 2, 3], "{body}");
+    assert_eq!(body["documents"][1]["delivery"]["attempts_total"], 3);
+}

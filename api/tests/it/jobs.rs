@@ -1260,3 +1260,214 @@ async fn json_bodies_time_out_and_a_sign_in_is_small() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["error"]["code"], "body_too_large");
 }
+
+/// Python's `requests.post(files={"template_id": id, ...})` sends every
+/// entry of `files` as a file part (filename "template_id"): a small UTF-8
+/// one is read as the field's text, trimmed.
+#[tokio::test]
+async fn template_id_may_come_as_a_small_file_part() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let template = app.template(&key).await;
+    let submit = |template_id: Part| {
+        let form = Form::new().part("template_id", template_id).part(
+            "actual_image",
+            Part::bytes(example_pdf().to_vec()).file_name("invoice.pdf"),
+        );
+        send(app.req(Method::POST, "/process-job", &key).multipart(form))
+    };
+    let (s, body) = submit(Part::text(format!(" {template}\r\n")).file_name("template_id")).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["template_id"], template.to_string(), "{body}");
+    // Larger than a UUID needs, or not text: refused as no UUID.
+    let mut big = template.to_string().into_bytes();
+    big.resize(2048, b' ');
+    for part in [
+        Part::bytes(big).file_name("template_id"),
+        Part::bytes(vec![0xff, 0xfe, 0x00]).file_name("template_id"),
+        Part::text("not-a-uuid").file_name("template_id"),
+    ] {
+        assert_error(&submit(part).await, 422, "invalid_template_id");
+    }
+    // As text and as a file at once: which one counts is not guessed.
+    let form = Form::new()
+        .text("template_id", template.to_string())
+        .part(
+            "template_id",
+            Part::text(template.to_string()).file_name("template_id"),
+        )
+        .part(
+            "actual_image",
+            Part::bytes(example_pdf().to_vec()).file_name("invoice.pdf"),
+        );
+    assert_error(
+        &send(app.req(Method::POST, "/process-job", &key).multipart(form)).await,
+        422,
+        "invalid_field",
+    );
+}
+
+/// `curl -d @body.json` (form-urlencoded) and Python's
+/// `requests.post(data=json.dumps(...))` (no Content-Type) send JSON as
+/// something else: a body that is a JSON object is read as JSON, with its
+/// limits and errors; any other keeps its 415.
+#[tokio::test]
+async fn a_json_object_sent_untyped_as_text_or_as_a_form_is_a_submission() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.max_upload_bytes = 1000).await;
+    let (_, key) = app.account(10).await;
+    let template = app.template(&key).await;
+    let raw = |content_type: Option<&str>, body: Vec<u8>| {
+        let mut req = app.req(Method::POST, "/process-job", &key).body(body);
+        if let Some(content_type) = content_type {
+            req = req.header("content-type", content_type);
+        }
+        send(req)
+    };
+    let job = json!({"template_id": template.to_string(), "actual_image": B64.encode(example_png_small()), "static_values": {"n": 1}});
+    let types = [
+        None,
+        Some("text/plain"),
+        Some("text/plain; charset=utf-8"),
+        Some("application/x-www-form-urlencoded"),
+    ];
+    for content_type in types {
+        let (s, body) = raw(content_type, format!("\n  {job}").into_bytes()).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{content_type:?}: {body}");
+        assert_eq!(body["static_values"], json!({"n": 1}), "{body}");
+        // The same errors as application/json.
+        let got = raw(content_type, b"{\"template_id\": ".to_vec()).await;
+        assert_error(&got, 400, "malformed_json");
+        let got = raw(
+            content_type,
+            json!({"template_id": template.to_string()})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+        assert_error(&got, 422, "missing_field");
+        // The same limits: the body's envelope.
+        let mut huge = job.to_string().into_bytes();
+        huge.resize(2 << 20, b' ');
+        assert_error(&raw(content_type, huge).await, 413, "document_too_large");
+        // Anything else is still no JSON.
+        for other in [&b"hello"[..], b"template_id=x", b"[1, 2]", b"", b"  "] {
+            let got = raw(content_type, other.to_vec()).await;
+            assert_error(&got, 415, "unsupported_media_type");
+            let message = got.1["error"]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("send application/json or multipart/form-data, not"),
+                "{message}"
+            );
+        }
+    }
+    // Other types are not looked into.
+    let got = raw(Some("text/csv"), job.to_string().into_bytes()).await;
+    assert_error(&got, 415, "unsupported_media_type");
+}
+
+/// A document small enough for `max_upload_bytes` of 1000.
+fn example_png_small() -> Vec<u8> {
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::GrayImage::from_pixel(8, 8, image::Luma([255u8]))
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    png.into_inner()
+}
+
+/// `POST /v1/job-results` also takes its JSON untyped, as text or as a
+/// form, and `job_id` and `result_format` from the query string when the
+/// body is empty (a body wins over the query).
+#[tokio::test]
+async fn job_results_take_json_sent_loosely_or_the_query_string() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| c.max_json_bytes = 4096).await;
+    let (_, key) = app.account(10).await;
+    let template_id = app.template(&key).await;
+    let (s, body) = send(
+        app.req(Method::POST, "/process-job", &key)
+            .json(&json_job(template_id, example_pdf())),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let job = body["job_id"].as_str().unwrap().to_owned();
+    sqlx::query(
+        "WITH d AS (
+             INSERT INTO documents (id, job_id, idx, status, pages)
+             VALUES (gen_random_uuid(), $1, 0, 'PROCESS IMAGE SUCCESS', 1)
+             RETURNING id, job_id)
+         INSERT INTO results (document_id, job_id, result) SELECT id, job_id, '{\"total\": \"42\"}' FROM d",
+    )
+    .bind(job.parse::<Uuid>().unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE jobs SET status = 'SUCCESS', finished_at = now() WHERE id = $1::uuid")
+        .bind(&job)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let results = |query: &str, content_type: Option<&str>, body: String| {
+        let mut req = app
+            .req(Method::POST, &format!("/v1/job-results{query}"), &key)
+            .body(body);
+        if let Some(content_type) = content_type {
+            req = req.header("content-type", content_type);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+            (status, content_type, res.text().await.unwrap())
+        }
+    };
+    let csv = json!({"job_id": job, "result_format": "csv"}).to_string();
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/json"),
+    ] {
+        let (s, got, text) = results("", content_type, format!(" {csv}")).await;
+        assert_eq!(s, StatusCode::OK, "{content_type:?}: {text}");
+        assert!(got.starts_with("text/csv"), "{got}");
+        assert!(text.contains(",42"), "{text}");
+        // An empty body: the query string's.
+        let query = format!("?job_id={job}&result_format=csv");
+        let (s, got, text) = results(&query, content_type, String::new()).await;
+        assert_eq!(s, StatusCode::OK, "{content_type:?}: {text}");
+        assert!(got.starts_with("text/csv"), "{got}");
+        // Both: the body's.
+        let body = json!({"job_id": job}).to_string();
+        let (s, got, text) = results(&query, content_type, body).await;
+        assert_eq!(s, StatusCode::OK, "{text}");
+        assert!(got.starts_with("application/json"), "{got}: {text}");
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["job_id"], job);
+        // Neither.
+        let got = send(app.req(Method::POST, "/v1/job-results", &key).body("")).await;
+        assert_error(&got, 422, "missing_field");
+    }
+    let send_raw = |content_type: &'static str, body: Vec<u8>| {
+        send(
+            app.req(Method::POST, "/v1/job-results", &key)
+                .header("content-type", content_type)
+                .body(body),
+        )
+    };
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        // Other bodies of these types, and other types: 415 as before.
+        let got = send_raw(content_type, format!("job_id={job}").into_bytes()).await;
+        assert_error(&got, 415, "unsupported_media_type");
+        assert_error(
+            &send_raw(content_type, b"{\"job_id\": ".to_vec()).await,
+            400,
+            "malformed_json",
+        );
+        let mut huge = csv.clone().into_bytes();
+        huge.resize(5000, b' ');
+        assert_error(&send_raw(content_type, huge).await, 413, "body_too_large");
+    }
+    assert_error(
+        &send_raw("text/csv", csv.into_bytes()).await,
+        415,
+        "unsupported_media_type",
+    );
+}

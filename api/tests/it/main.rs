@@ -6,6 +6,7 @@ mod helpers;
 mod isolation;
 mod job_data;
 mod jobs;
+mod keys;
 mod rate_limits;
 mod ssrf;
 mod templates;
@@ -70,6 +71,7 @@ async fn api_keys_are_required_valid_and_revocable() {
         },
         &app.pool,
         None,
+        &app.config,
     )
     .await
     .unwrap();
@@ -89,6 +91,7 @@ async fn admin_commands_manage_accounts_and_credits() {
         },
         &app.pool,
         None,
+        &app.config,
     )
     .await
     .unwrap();
@@ -101,13 +104,19 @@ async fn admin_commands_manage_accounts_and_credits() {
         },
         &app.pool,
         None,
+        &app.config,
     )
     .await
     .unwrap();
     assert_eq!(out["credits"], 30);
-    let out = run(AdminCommand::CreateKey { account }, &app.pool, None)
-        .await
-        .unwrap();
+    let out = run(
+        AdminCommand::CreateKey { account },
+        &app.pool,
+        None,
+        &app.config,
+    )
+    .await
+    .unwrap();
     let key2 = out["api_key"].as_str().unwrap().to_owned();
     assert_ne!(key, key2);
     for k in [&key, &key2] {
@@ -121,7 +130,8 @@ async fn admin_commands_manage_accounts_and_credits() {
                 credits: 5
             },
             &app.pool,
-            None
+            None,
+            &app.config,
         )
         .await
         .is_err()
@@ -133,7 +143,8 @@ async fn admin_commands_manage_accounts_and_credits() {
                 credits: 1
             },
             &app.pool,
-            None
+            None,
+            &app.config,
         )
         .await
         .is_err()
@@ -164,6 +175,7 @@ async fn admin_commands_manage_accounts_and_credits() {
         },
         &app.pool,
         None,
+        &app.config,
     )
     .await
     .unwrap();
@@ -173,6 +185,7 @@ async fn admin_commands_manage_accounts_and_credits() {
         },
         &app.pool,
         None,
+        &app.config,
     )
     .await
     .unwrap();
@@ -184,6 +197,7 @@ async fn admin_commands_manage_accounts_and_credits() {
             },
             &app.pool,
             None,
+            &app.config,
         )
     };
     let all = list(None, 100).await.unwrap();
@@ -263,7 +277,7 @@ async fn reencrypt_moves_every_template_secret_to_the_new_key() {
     let both = Keyring::parse(&format!("{},{old_spec}", Keyring::generate_spec(1))).unwrap();
     assert!(both.needs_reencrypt(&previous, &secret_ctx));
     assert!(old.needs_reencrypt(&headers, &headers_ctx), "not sealed");
-    let out = run(AdminCommand::Reencrypt, &app.pool, Some(&both))
+    let out = run(AdminCommand::Reencrypt, &app.pool, Some(&both), &app.config)
         .await
         .unwrap();
     assert_eq!(out["reencrypted"], 1);
@@ -289,7 +303,7 @@ async fn reencrypt_moves_every_template_secret_to_the_new_key() {
     // before sealing), and with it on again, seals.
     use paperhook_core::crypto::Sealing;
     let off = both.clone().with_sealing(Sealing::Off);
-    let out = run(AdminCommand::Reencrypt, &app.pool, Some(&off))
+    let out = run(AdminCommand::Reencrypt, &app.pool, Some(&off), &app.config)
         .await
         .unwrap();
     assert_eq!(out["reencrypted"], 1);
@@ -297,7 +311,7 @@ async fn reencrypt_moves_every_template_secret_to_the_new_key() {
         both.open(&stored().await.2, &elsewhere).unwrap(),
         br#"{"X-Tenant": "t-1"}"#
     );
-    let out = run(AdminCommand::Reencrypt, &app.pool, Some(&both))
+    let out = run(AdminCommand::Reencrypt, &app.pool, Some(&both), &app.config)
         .await
         .unwrap();
     assert_eq!(out["reencrypted"], 1);
@@ -307,10 +321,15 @@ async fn reencrypt_moves_every_template_secret_to_the_new_key() {
     // Without the key the secrets were written with: the template and how
     // far the run got, not a bare decryption error.
     let other = Keyring::parse(&Keyring::generate_spec(2)).unwrap();
-    let err = run(AdminCommand::Reencrypt, &app.pool, Some(&other))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = run(
+        AdminCommand::Reencrypt,
+        &app.pool,
+        Some(&other),
+        &app.config,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains(&format!("template {template}")) && err.contains("0 template(s)"),
         "{err}"
@@ -345,8 +364,9 @@ async fn reencrypt_keeps_a_secret_rotated_meanwhile() {
     // ...while reencrypt runs into it.
     let pool = app.pool.clone();
     let keyring = Keyring::parse(&both_spec).unwrap();
+    let config = app.config.clone();
     let reencrypt = tokio::spawn(async move {
-        run(AdminCommand::Reencrypt, &pool, Some(&keyring))
+        run(AdminCommand::Reencrypt, &pool, Some(&keyring), &config)
             .await
             .unwrap()
     });
@@ -587,4 +607,54 @@ async fn metrics_expose_requests_and_queue_depth() {
         "{text}"
     );
     assert!(text.contains("paperhook_http_requests_total"), "{text}");
+}
+
+/// On SIGTERM the API lets requests in flight finish for
+/// `api_shutdown_grace_secs`, then closes them and ends.
+#[tokio::test]
+async fn the_api_stops_once_its_shutdown_grace_is_over() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn().await;
+    let (_, key) = app.account(10).await;
+    let mut config = app.config.clone();
+    config.api_shutdown_grace_secs = 1;
+    let state = paperhook_api::serve::state(config.clone()).await.unwrap();
+    let running = paperhook_api::serve::start(state, "127.0.0.1:0")
+        .await
+        .unwrap();
+    // A request in flight whose body never ends (it could wait for
+    // submission_read_timeout_secs, 300 s).
+    let mut stalled = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/job-results HTTP/1.1\r\nHost: paperhook\r\nx-auth: {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    // Its key checked: the handler is reading its body.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+        "SELECT last_used_at FROM api_keys",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+    .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let started = std::time::Instant::now();
+    paperhook_api::serve::stop_gracefully(&running.handle, &config);
+    tokio::time::timeout(std::time::Duration::from_secs(20), running.task)
+        .await
+        .expect("the server did not stop within 20 s")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(900),
+        "the request in flight got {took:?}, not its grace"
+    );
 }

@@ -72,11 +72,13 @@ async fn a_key_over_its_limit_gets_429_then_recovers() {
     let app = TestApp::spawn_with(StorageKind::Fs, strict).await;
     let (account, key) = app.account(10).await;
     let (_, other_account_key) = app.account(10).await;
-    let second_key = paperhook_core::db::accounts::create_key(&app.pool, account)
+    let second_key = match paperhook_core::db::accounts::create_key(&app.pool, account, 50)
         .await
         .unwrap()
-        .unwrap()
-        .key;
+    {
+        paperhook_core::db::accounts::CreatedKey::Created(key) => key.key,
+        _ => panic!("no second key"),
+    };
 
     // The burst passes (time refills the budget meanwhile, so maybe a few
     // more), then the key is refused with a Retry-After of about a second.

@@ -92,12 +92,49 @@ async fn insert_key(db: impl PgExecutor<'_>, account_id: Uuid) -> sqlx::Result<N
     Ok(key)
 }
 
-/// A new key for an existing account; `None` if there is no such account.
-pub async fn create_key(pool: &PgPool, account_id: Uuid) -> sqlx::Result<Option<NewApiKey>> {
-    if get(pool, account_id).await?.is_none() {
-        return Ok(None);
+/// What [`create_key`] did.
+pub enum CreatedKey {
+    Created(NewApiKey),
+    /// No such account.
+    NoAccount,
+    /// The account holds `max` keys that are not revoked already.
+    TooMany {
+        max: u32,
+    },
+}
+
+/// A new key for an existing account, unless it already holds `max_active`
+/// keys that are not revoked (`max_api_keys_per_account`).
+pub async fn create_key(
+    pool: &PgPool,
+    account_id: Uuid,
+    max_active: u32,
+) -> sqlx::Result<CreatedKey> {
+    let mut tx = pool.begin().await?;
+    // The account's row is locked until the insert commits, so that
+    // concurrent creations (from any API process, or the admin CLI) count
+    // one after another. NO KEY UPDATE: inserts referencing the account
+    // (jobs, keys) take KEY SHARE, and go on meanwhile.
+    let exists: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if exists.is_none() {
+        return Ok(CreatedKey::NoAccount);
     }
-    insert_key(pool, account_id).await.map(Some)
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(account_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if active >= i64::from(max_active) {
+        return Ok(CreatedKey::TooMany { max: max_active });
+    }
+    let key = insert_key(&mut *tx, account_id).await?;
+    tx.commit().await?;
+    Ok(CreatedKey::Created(key))
 }
 
 pub async fn list_keys(db: impl PgExecutor<'_>, account_id: Uuid) -> sqlx::Result<Vec<ApiKeyInfo>> {
@@ -471,6 +508,14 @@ pub async fn ledger(
 mod tests {
     use super::*;
 
+    fn created(key: CreatedKey) -> NewApiKey {
+        match key {
+            CreatedKey::Created(key) => key,
+            CreatedKey::NoAccount => panic!("no account"),
+            CreatedKey::TooMany { max } => panic!("over {max} keys"),
+        }
+    }
+
     /// 1 request a second, bursts of 3.
     const STRICT: RateLimit = RateLimit {
         per_sec: 1,
@@ -485,13 +530,13 @@ mod tests {
         let pool = crate::testing::migrated_database().await;
         let (a, first) = create(&pool, "A", 0).await.unwrap();
         let (b, other) = create(&pool, "B", 0).await.unwrap();
-        let revoked = create_key(&pool, a.id).await.unwrap().unwrap();
+        let revoked = created(create_key(&pool, a.id, 100).await.unwrap());
         revoke_key(&pool, &revoked.prefix, Some(a.id))
             .await
             .unwrap();
         let mut keys = vec![first.key.clone()];
         for _ in 0..39 {
-            keys.push(create_key(&pool, a.id).await.unwrap().unwrap().key);
+            keys.push(created(create_key(&pool, a.id, 100).await.unwrap()).key);
         }
         // One statement at a time, at most 16 keys to it. The test's runtime
         // has one thread: every check is queued before the first one runs.

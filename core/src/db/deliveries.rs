@@ -42,7 +42,8 @@ fn message_id(id: Uuid) -> String {
 }
 
 /// Creates the delivery of a finished document and its task (once per
-/// document); returns the task when `sender` claimed it.
+/// document); returns the task when `sender` claimed it. The task may be
+/// claimed `max_attempts` times (`task_max_attempts`).
 pub async fn create(
     tx: &mut PgConnection,
     account_id: Uuid,
@@ -50,6 +51,7 @@ pub async fn create(
     document_id: Uuid,
     payload: &serde_json::Value,
     sender: Sender<'_>,
+    max_attempts: i32,
 ) -> sqlx::Result<Option<queue::Task>> {
     let id = Uuid::now_v7();
     let inserted: Option<Uuid> = sqlx::query_scalar(
@@ -70,11 +72,11 @@ pub async fn create(
     };
     match sender {
         Sender::Queue => {
-            queue::enqueue(tx, queue::kind::DELIVERY, id, None).await?;
+            queue::enqueue(tx, queue::kind::DELIVERY, id, None, max_attempts).await?;
             Ok(None)
         }
         Sender::Claimed { worker, lease } => {
-            queue::enqueue_claimed(tx, queue::kind::DELIVERY, id, worker, lease).await
+            queue::enqueue_claimed(tx, queue::kind::DELIVERY, id, worker, lease, max_attempts).await
         }
     }
 }
@@ -162,11 +164,13 @@ pub async fn record(
 /// Creates and queues, for any worker, the deliveries of documents that
 /// finished as their ZIP was unpacked (an entry that could not be
 /// processed), each once: one statement and one NOTIFY for all of them.
+/// Their tasks may be claimed `max_attempts` times.
 pub async fn create_many(
     tx: &mut PgConnection,
     account_id: Uuid,
     job_id: Uuid,
     documents: Vec<(Uuid, serde_json::Value)>,
+    max_attempts: i32,
 ) -> sqlx::Result<()> {
     if documents.is_empty() {
         return Ok(());
@@ -190,14 +194,19 @@ pub async fn create_many(
     .bind(&payloads)
     .fetch_all(&mut *tx)
     .await?;
-    queue::enqueue_many(tx, queue::kind::DELIVERY, &inserted).await
+    queue::enqueue_many(tx, queue::kind::DELIVERY, &inserted, max_attempts).await
 }
 
 /// Sends every delivery of the job again, now (a fresh retry schedule, the
 /// same webhook-id; one waiting for a retry no longer waits); returns how
 /// many were queued. One being sent meanwhile keeps its running task: its
-/// worker sends it again (see [`record`]).
-pub async fn redeliver(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Result<u64> {
+/// worker sends it again (see [`record`]). Each task may be claimed
+/// `max_attempts` times from now.
+pub async fn redeliver(
+    tx: &mut PgConnection,
+    job_id: Uuid,
+    max_attempts: i32,
+) -> sqlx::Result<u64> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, redeliveries = redeliveries + 1
          WHERE id IN (
@@ -209,13 +218,14 @@ pub async fn redeliver(tx: &mut PgConnection, job_id: Uuid) -> sqlx::Result<u64>
     .bind(job_id)
     .fetch_all(&mut *tx)
     .await?;
-    queue::requeue_now_many(tx, queue::kind::DELIVERY, &ids).await?;
+    queue::requeue_now_many(tx, queue::kind::DELIVERY, &ids, max_attempts).await?;
     Ok(ids.len() as u64)
 }
 
 /// Sends again, oldest first, up to `limit` of the account's deliveries in
 /// `state` (`failed` or `gone`), optionally of one template's jobs, whose
-/// results have not expired; returns the ids queued.
+/// results have not expired; returns the ids queued. Each task may be
+/// claimed `max_attempts` times from now.
 pub async fn redeliver_where(
     tx: &mut PgConnection,
     account_id: Uuid,
@@ -223,6 +233,7 @@ pub async fn redeliver_where(
     template_id: Option<Uuid>,
     limit: i64,
     retention: std::time::Duration,
+    max_attempts: i32,
 ) -> sqlx::Result<Vec<Uuid>> {
     // Past retention a job's results are gone, deleted by the janitor yet
     // or not.
@@ -244,7 +255,7 @@ pub async fn redeliver_where(
     .bind(retention.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
-    queue::requeue_now_many(tx, queue::kind::DELIVERY, &ids).await?;
+    queue::requeue_now_many(tx, queue::kind::DELIVERY, &ids, max_attempts).await?;
     Ok(ids)
 }
 
@@ -337,7 +348,7 @@ mod tests {
             idempotency_key: None,
             inline_data: None,
         };
-        let job = jobs::insert_and_enqueue(pool, &new, std::time::Duration::ZERO)
+        let job = jobs::insert_and_enqueue(pool, &new, std::time::Duration::ZERO, 25)
             .await
             .unwrap()
             .unwrap();
@@ -354,9 +365,17 @@ mod tests {
             .await
             .unwrap();
         let payload = serde_json::json!({"fields": {"a": 1}});
-        create(&mut tx, account.id, job.id, doc.id, &payload, Sender::Queue)
-            .await
-            .unwrap();
+        create(
+            &mut tx,
+            account.id,
+            job.id,
+            doc.id,
+            &payload,
+            Sender::Queue,
+            25,
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         let read: DeliveryRow = sqlx::query_as(
             "SELECT id, message_id, account_id, job_id, document_id, state, payload, attempts,

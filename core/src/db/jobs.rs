@@ -95,11 +95,13 @@ pub async fn find_idempotent(
 /// after it with a [`crate::queue::Waker`], not in this transaction (see the
 /// queue module). `None` when the account has no such template or a job
 /// with the same idempotency key exists; an expired key is released first
-/// (a separate statement: releasing it stands on its own).
+/// (a separate statement: releasing it stands on its own). The task may be
+/// claimed `max_attempts` times (`task_max_attempts`).
 pub async fn insert_and_enqueue(
     pool: &sqlx::PgPool,
     job: &NewJob,
     idempotency_ttl: std::time::Duration,
+    max_attempts: i32,
 ) -> sqlx::Result<Option<JobRow>> {
     if let Some(key) = &job.idempotency_key {
         sqlx::query(
@@ -112,7 +114,7 @@ pub async fn insert_and_enqueue(
         .execute(pool)
         .await?;
     }
-    Ok(insert_many(pool, &[job]).await?.pop())
+    Ok(insert_many(pool, &[job], max_attempts).await?.pop())
 }
 
 /// Inserts the jobs that concurrent requests submit, several to a
@@ -138,11 +140,17 @@ pub struct Inserter {
 impl Inserter {
     /// Starts the task that batches rows on the current Tokio runtime:
     /// statements of at most `max_rows` rows, at most `statements` of them
-    /// running at once. It ends when the last clone is dropped.
-    pub fn spawn(pool: sqlx::PgPool, max_rows: usize, statements: usize) -> Inserter {
+    /// running at once, their tasks claimed at most `max_attempts` times
+    /// each. It ends when the last clone is dropped.
+    pub fn spawn(
+        pool: sqlx::PgPool,
+        max_rows: usize,
+        statements: usize,
+        max_attempts: i32,
+    ) -> Inserter {
         let batcher = Batcher::spawn(max_rows, statements, move |batch| {
             let pool = pool.clone();
-            async move { insert_batch(&pool, batch).await }
+            async move { insert_batch(&pool, batch, max_attempts).await }
         });
         Inserter { batcher }
     }
@@ -155,9 +163,13 @@ impl Inserter {
     }
 }
 
-async fn insert_batch(pool: &sqlx::PgPool, batch: Vec<Pending<NewJob, Option<JobRow>>>) {
+async fn insert_batch(
+    pool: &sqlx::PgPool,
+    batch: Vec<Pending<NewJob, Option<JobRow>>>,
+    max_attempts: i32,
+) {
     let jobs: Vec<&NewJob> = batch.iter().map(|p| &p.item).collect();
-    match insert_many(pool, &jobs).await {
+    match insert_many(pool, &jobs, max_attempts).await {
         Ok(rows) => {
             let mut rows: std::collections::HashMap<Uuid, JobRow> =
                 rows.into_iter().map(|row| (row.id, row)).collect();
@@ -170,7 +182,7 @@ async fn insert_batch(pool: &sqlx::PgPool, batch: Vec<Pending<NewJob, Option<Job
         // row alone so that only the offending request fails.
         Err(err @ sqlx::Error::Database(_)) if !super::is_unavailable(&err) => {
             let retries = batch.into_iter().map(|p| async move {
-                let row = insert_many(pool, &[&p.item])
+                let row = insert_many(pool, &[&p.item], max_attempts)
                     .await
                     .map(|mut rows| rows.pop());
                 let _ = p.done.send(row);
@@ -183,8 +195,13 @@ async fn insert_batch(pool: &sqlx::PgPool, batch: Vec<Pending<NewJob, Option<Job
 
 /// One statement inserting `jobs` whose templates are their accounts' (the
 /// others are left out, as is a job whose idempotency key another job of
-/// its account holds) with their queue tasks; the rows inserted.
-async fn insert_many(pool: &sqlx::PgPool, jobs: &[&NewJob]) -> sqlx::Result<Vec<JobRow>> {
+/// its account holds) with their queue tasks (claimed at most
+/// `max_attempts` times); the rows inserted.
+async fn insert_many(
+    pool: &sqlx::PgPool,
+    jobs: &[&NewJob],
+    max_attempts: i32,
+) -> sqlx::Result<Vec<JobRow>> {
     let inline: Vec<&NewJob> = jobs
         .iter()
         .copied()
@@ -211,7 +228,7 @@ async fn insert_many(pool: &sqlx::PgPool, jobs: &[&NewJob]) -> sqlx::Result<Vec<
          ), task AS (
              -- Runs though nothing reads it: PostgreSQL always executes
              -- data-modifying WITH clauses.
-             INSERT INTO tasks (kind, ref_id) SELECT $10, id FROM job
+             INSERT INTO tasks (kind, ref_id, max_attempts) SELECT $10, id, $14 FROM job
          ), inline AS (
              -- The documents kept in the database, for the jobs inserted.
              INSERT INTO inline_documents (key, job_id, data)
@@ -244,6 +261,7 @@ async fn insert_many(pool: &sqlx::PgPool, jobs: &[&NewJob]) -> sqlx::Result<Vec<
             .filter_map(|j| j.inline_data.as_deref())
             .collect::<Vec<_>>(),
     )
+    .bind(max_attempts)
     .fetch_all(pool)
     .await
 }
@@ -427,7 +445,7 @@ mod tests {
         let (b, _) = accounts::create(&pool, "B", 0).await.unwrap();
         let (ta, tb) = (template(&pool, a.id).await, template(&pool, b.id).await);
         // One statement at a time: everything queued meanwhile joins the next.
-        let inserter = Inserter::spawn(pool.clone(), 16, 1);
+        let inserter = Inserter::spawn(pool.clone(), 16, 1, 25);
         let mut jobs = Vec::new();
         for i in 0..40 {
             let job = match i % 10 {

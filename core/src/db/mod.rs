@@ -6,6 +6,8 @@ pub mod batch;
 pub mod deliveries;
 pub mod documents;
 pub mod jobs;
+#[cfg(test)]
+mod migration_rules;
 pub mod sessions;
 pub mod templates;
 
@@ -17,7 +19,22 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::Config;
 
+/// The migrations of this version, strict: it refuses a database with a
+/// migration applied that it does not know (one of a newer version). The
+/// explicit `paperhook-api migrate` runs it ([`migrate_strict`]).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// [`MIGRATOR`] for start-up: an applied migration this version does not
+/// know is a newer version's, during a rolling upgrade or after a rollback,
+/// and this version's processes keep working beside it (its migrations
+/// only add), so it is named in a warning instead of stopping the process.
+static START_UP_MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> =
+    std::sync::LazyLock::new(|| {
+        let mut migrator =
+            sqlx::migrate::Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
+        migrator.set_ignore_missing(true);
+        migrator
+    });
 
 /// A lazy pool: processes start (and answer 503) while the database is down,
 /// and reconnect on their own when it is back.
@@ -57,11 +74,52 @@ pub fn pool(config: &Config) -> anyhow::Result<PgPool> {
         .connect_lazy_with(options.application_name("paperhook")))
 }
 
+/// Applies pending migrations at start-up (`migrate_on_start`): migrations
+/// applied by a newer version are left alone and named in a warning.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR
+    START_UP_MIGRATOR
         .run(pool)
         .await
-        .map_err(|e| anyhow::anyhow!("applying migrations: {e}"))
+        .map_err(|e| anyhow::anyhow!("applying migrations: {e}"))?;
+    warn_of_unknown_migrations(pool).await;
+    Ok(())
+}
+
+/// Applies pending migrations, refusing a database on which a migration
+/// this version does not know was applied (`paperhook-api migrate`: an
+/// operator running an older version's migrations by mistake hears of it).
+pub async fn migrate_strict(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.map_err(|e| match e {
+        sqlx::migrate::MigrateError::VersionMissing(version) => anyhow::anyhow!(
+            "applying migrations: migration {version} was applied by a newer version of Paperhook \
+             (this version's processes still start beside it, ignoring it); \
+             run the newest version's `paperhook-api migrate`"
+        ),
+        e => anyhow::anyhow!("applying migrations: {e}"),
+    })
+}
+
+/// The applied migrations [`MIGRATOR`] does not know, oldest first.
+pub async fn unknown_migrations(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
+    let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    sqlx::query_scalar(
+        "SELECT version FROM _sqlx_migrations WHERE NOT (version = ANY($1)) ORDER BY version",
+    )
+    .bind(known)
+    .fetch_all(pool)
+    .await
+}
+
+async fn warn_of_unknown_migrations(pool: &PgPool) {
+    match unknown_migrations(pool).await {
+        Ok(versions) if versions.is_empty() => {}
+        Ok(versions) => tracing::warn!(
+            ?versions,
+            "the database has migrations this version does not know, applied by a newer version \
+             (a rolling upgrade or a rollback): starting anyway"
+        ),
+        Err(e) => tracing::warn!(error = %e, "listing the applied migrations failed"),
+    }
 }
 
 /// [`migrate`], waiting while the database is unavailable (retrying with a
@@ -70,8 +128,11 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 pub async fn migrate_when_reachable(pool: &PgPool) -> anyhow::Result<()> {
     let mut wait = Duration::from_millis(250);
     loop {
-        match MIGRATOR.run(pool).await {
-            Ok(()) => return Ok(()),
+        match START_UP_MIGRATOR.run(pool).await {
+            Ok(()) => {
+                warn_of_unknown_migrations(pool).await;
+                return Ok(());
+            }
             Err(sqlx::migrate::MigrateError::Execute(e)) if is_unavailable(&e) => {
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "database unavailable; waiting to migrate");
                 tokio::time::sleep(wait).await;
@@ -153,6 +214,35 @@ mod tests {
         )
         .await;
         assert!(waiting.is_err(), "gave up: {waiting:?}");
+    }
+
+    /// A database a newer version has migrated (a rolling upgrade, a
+    /// rollback): this version's processes start, `paperhook-api migrate`
+    /// of this version says why it stops.
+    #[tokio::test]
+    async fn start_up_accepts_a_newer_versions_migration() {
+        let pool = crate::testing::migrated_database().await;
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (99991231000000, 'from a newer version', true, '\\x00'::bytea, 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+
+        super::migrate(&pool).await.unwrap();
+        migrate_when_reachable(&pool).await.unwrap();
+        assert_eq!(
+            super::unknown_migrations(&pool).await.unwrap(),
+            vec![99991231000000]
+        );
+        let strict = super::migrate_strict(&pool).await.unwrap_err();
+        assert!(
+            strict
+                .to_string()
+                .contains("99991231000000 was applied by a newer version"),
+            "{strict:#}"
+        );
     }
 
     #[tokio::test]

@@ -15,7 +15,8 @@ pub struct TemplateRow {
     pub webhook_headers_enc: Option<Vec<u8>>,
     pub webhook_secret_enc: Vec<u8>,
     /// The secret a rotation replaced, which still signs until
-    /// `webhook_previous_secret_expires_at`.
+    /// `webhook_previous_secret_expires_at`. Both are read as `None` once
+    /// the database's clock has passed that time (see `columns!`).
     pub webhook_previous_secret_enc: Option<Vec<u8>>,
     pub webhook_previous_secret_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -23,10 +24,11 @@ pub struct TemplateRow {
 }
 
 impl TemplateRow {
-    /// The previous secret while it still signs at `now`.
-    pub fn previous_secret_enc(&self, now: DateTime<Utc>) -> Option<&[u8]> {
+    /// The previous secret if it still signed when the row was read. The
+    /// database decided (its `now()`, the clock that stamped the expiry),
+    /// not the reader's clock, which may run ahead or behind.
+    pub fn previous_secret_enc(&self) -> Option<&[u8]> {
         self.webhook_previous_secret_expires_at
-            .filter(|until| *until > now)
             .and(self.webhook_previous_secret_enc.as_deref())
     }
 }
@@ -40,9 +42,16 @@ pub struct TemplateWrite {
     pub webhook_headers_enc: Option<Vec<u8>>,
 }
 
+// The previous secret and its expiry only while it still signs, judged by
+// the database's clock, which stamped the expiry (`set_secret`).
 macro_rules! columns {
     () => {
-        "id, account_id, name, spec, webhook_url, webhook_headers_enc, webhook_secret_enc, webhook_previous_secret_enc, webhook_previous_secret_expires_at, created_at, updated_at"
+        "id, account_id, name, spec, webhook_url, webhook_headers_enc, webhook_secret_enc,
+         CASE WHEN webhook_previous_secret_expires_at > now() THEN webhook_previous_secret_enc END
+             AS webhook_previous_secret_enc,
+         CASE WHEN webhook_previous_secret_expires_at > now() THEN webhook_previous_secret_expires_at END
+             AS webhook_previous_secret_expires_at,
+         created_at, updated_at"
     };
 }
 

@@ -369,7 +369,7 @@ fn content_streams_repeated_past_the_limit_are_refused_and_shared_ones_read() {
         let thrice = pages_sharing(1, "[4 0 R 4 0 R 4 0 R]", packed);
         assert!(thrice.len() < 1 << 20, "{} bytes", thrice.len());
         let err = extract(&thrice, &template(), &Options::default()).unwrap_err();
-        assert_eq!(err.code(), "corrupt_document", "{err}");
+        assert_eq!(err.code(), "stream_too_large", "{err}");
         assert!(
             err.to_string()
                 .contains("the content of page 1 expands beyond 256 MB"),
@@ -399,7 +399,7 @@ fn a_predictor_declaring_huge_rows_is_refused() {
     ] {
         let doc = pdf_with_content(filter, &data);
         let err = extract(&doc, &template(), &Options::default()).unwrap_err();
-        assert_eq!(err.code(), "corrupt_document", "{filter}: {err}");
+        assert_eq!(err.code(), "stream_too_large", "{filter}: {err}");
         assert!(err.to_string().contains("predictor declares rows"), "{err}");
     }
     // An ordinary predictor row passes.
@@ -407,11 +407,10 @@ fn a_predictor_declaring_huge_rows_is_refused() {
         "/FlateDecode /DecodeParms << /Predictor 12 /Columns 4 >>",
         &data,
     );
-    assert_ne!(
+    assert!(
         extract(&doc, &template(), &Options::default())
             .err()
-            .map(|e| e.code()),
-        Some("corrupt_document")
+            .is_none_or(|e| !matches!(e.code(), "corrupt_document" | "stream_too_large"))
     );
 }
 
@@ -481,7 +480,7 @@ fn pdf_with_a_compression_bomb_is_refused_before_decoding() {
             &Options::default(),
         )
         .unwrap_err();
-        assert_eq!(err.code(), "corrupt_document", "{filter}");
+        assert_eq!(err.code(), "stream_too_large", "{filter}");
         assert!(
             err.to_string().contains("expands beyond 256 MB"),
             "{filter}: {err}"
@@ -539,7 +538,10 @@ fn pdf_with_a_compression_bomb_is_refused_before_decoding() {
         &template(),
         &Options::default(),
     );
-    assert_ne!(err.err().map(|e| e.code()), Some("corrupt_document"));
+    assert!(
+        err.err()
+            .is_none_or(|e| !matches!(e.code(), "corrupt_document" | "stream_too_large"))
+    );
 }
 
 #[test]
@@ -993,4 +995,319 @@ fn mutated_documents_never_panic() {
             assert!(!e.to_string().contains(PANICKED), "round {round}: {e}");
         }
     }
+}
+
+/// A one-page PDF whose font maps glyph `X` (through its ToUnicode map) to
+/// `chars` letters `A`, drawing it `glyphs` times in a row, after a line
+/// of ordinary text.
+fn pdf_with_long_glyph_text(chars: usize, glyphs: usize) -> Vec<u8> {
+    let cmap = format!(
+        "/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n\
+         /CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n\
+         /CMapName /Adobe-Identity-UCS def /CMapType 2 def\n\
+         1 begincodespacerange <00> <FF> endcodespacerange\n\
+         1 beginbfchar <58> <{}> endbfchar\n\
+         endcmap CMapName currentdict /CMap defineresource pop end end",
+        "0041".repeat(chars)
+    );
+    let content = format!(
+        "BT /F1 12 Tf 50 750 Td (Total 5.00 EUR) Tj ET\nBT /F1 12 Tf 50 700 Td ({}) Tj ET",
+        "X".repeat(glyphs)
+    );
+    let stream = |data: &[u8]| {
+        let mut s = format!("<< /Length {} >>\nstream\n", data.len()).into_bytes();
+        s.extend(data);
+        s.extend(b"\nendstream");
+        s
+    };
+    corpus::pdf_file(&[
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>".to_vec(),
+        stream(content.as_bytes()),
+        b"<< /Type /Font /Subtype /TrueType /BaseFont /Helvetica /Encoding /WinAnsiEncoding /ToUnicode 6 0 R >>".to_vec(),
+        stream(cmap.as_bytes()),
+    ])
+}
+
+#[test]
+fn a_glyph_mapped_to_a_long_text_keeps_a_bounded_part_of_it() {
+    // 2,000 glyphs of 5,000 characters each: 10 MB of text from 2 KB of
+    // content (with 500,000 characters a glyph, gigabytes).
+    let pdf = pdf_with_long_glyph_text(5_000, 2_000);
+    let pages = paperhook_extract::read_pages(&pdf, &template(), &Options::default()).unwrap();
+    let text: usize = pages[0].words.iter().map(|w| w.text.len()).sum();
+    assert!(text > 2_000, "{text} bytes");
+    assert!(text <= 2_000 * 32 + 100, "{text} bytes kept");
+    assert!(pages[0].words.iter().any(|w| w.text == "Total"));
+    // The bytes kept count toward the document's limit.
+    let opts = Options {
+        max_text_bytes: 10_000,
+        ..Options::default()
+    };
+    let err = extract(&pdf, &template(), &opts).unwrap_err();
+    assert_eq!(err.code(), "text_too_large", "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("more than 10000 bytes of text (passed at page 1)")
+            && message.contains("max_text_bytes"),
+        "{message}"
+    );
+    // Within it, the page is read.
+    let got = extract(&pdf, &template(), &Options::default()).unwrap();
+    assert_eq!(got.result["total"], json!(5.0));
+}
+
+#[test]
+fn the_extracted_values_are_limited_in_size() {
+    let doc = corpus::invoice_en(0);
+    // Fifty copies of the whole page, whitespace kept.
+    let fields: Vec<serde_json::Value> = (0..50)
+        .map(|i| {
+            json!({"name": format!("f{i}"), "type": "text", "whitespace": "keep",
+                   "locator": {"kind": "region", "box": [0, 0, 1, 1]}})
+        })
+        .collect();
+    let t = Template::from_json(json!({ "fields": fields })).unwrap();
+    let got = extract(&doc.pdf, &t, &Options::default()).unwrap();
+    let size = serde_json::to_string(&got.result).unwrap().len() as u64;
+    assert!(size > 20_000, "{size} bytes");
+    // The limit counts the values as JSON, with their names.
+    for (max, fails) in [(size - 1, true), (size, false)] {
+        let opts = Options {
+            max_result_bytes: max,
+            ..Options::default()
+        };
+        match extract(&doc.pdf, &t, &opts) {
+            Err(err) if fails => {
+                assert_eq!(err.code(), "result_too_large", "{err}");
+                let message = err.to_string();
+                assert!(
+                    message.contains(&format!("more than {max} bytes as JSON"))
+                        && message.contains("field \"f49\"")
+                        && message.contains("max_result_bytes"),
+                    "{message}"
+                );
+            }
+            Ok(_) if !fails => {}
+            other => panic!("limit {max} of {size}: {other:?}"),
+        }
+    }
+    let opts = Options {
+        max_result_bytes: 5_000,
+        ..Options::default()
+    };
+    let err = extract(&doc.pdf, &t, &opts).unwrap_err();
+    assert_eq!(err.code(), "result_too_large", "{err}");
+    assert!(err.to_string().contains("field \"f"), "{err}");
+}
+
+/// A little-endian TIFF of `pages` 1x1 grey directories in a chain, all
+/// sharing one pixel.
+fn tiff_chain(pages: usize) -> Vec<u8> {
+    const SHORT: u16 = 3;
+    const LONG: u16 = 4;
+    let pixel_at = 8u32;
+    let mut out = b"II*\0".to_vec();
+    out.extend(12u32.to_le_bytes()); // the first directory
+    out.extend([0x80u8, 0, 0, 0]); // the pixel, padded
+    let entries = [
+        (256u16, LONG, 1u32, 1u32),
+        (257, LONG, 1, 1),
+        (258, SHORT, 1, 8),
+        (259, SHORT, 1, 1),
+        (262, SHORT, 1, 1),
+        (273, LONG, 1, pixel_at),
+        (277, SHORT, 1, 1),
+        (278, LONG, 1, 1),
+        (279, LONG, 1, 1),
+    ];
+    for i in 0..pages {
+        out.extend((entries.len() as u16).to_le_bytes());
+        for (tag, kind, count, value) in entries {
+            out.extend(tag.to_le_bytes());
+            out.extend(kind.to_le_bytes());
+            out.extend(count.to_le_bytes());
+            out.extend(value.to_le_bytes());
+        }
+        let next = if i + 1 == pages {
+            0
+        } else {
+            out.len() as u32 + 4
+        };
+        out.extend(next.to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn tiff_directories_are_counted_no_further_than_the_page_limit() {
+    let tiff = tiff_chain(10_000);
+    let opts = |max_pages: u32| Options {
+        max_pages,
+        ..Options::default()
+    };
+    // Every directory is there to be counted.
+    assert_eq!(page_count(&tiff, &opts(20_000)).unwrap(), 10_000);
+    // One past the limit is enough to refuse it.
+    assert_eq!(page_count(&tiff, &opts(5)).unwrap(), 6);
+    let started = Instant::now();
+    let err = extract(&tiff, &template(), &opts(5)).unwrap_err();
+    assert_eq!(err.code(), "page_limit_exceeded", "{err}");
+    assert!(
+        err.to_string()
+            .contains("the document has more than 5 pages; the limit is 5"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let err = render_page(&tiff, 1, 72, &opts(5)).unwrap_err();
+    assert_eq!(err.code(), "page_limit_exceeded", "{err}");
+    // Counting stops at the document's time limit.
+    let opts = Options {
+        max_pages: 20_000,
+        document_time_limit: Duration::ZERO,
+        ..Options::default()
+    };
+    let err = page_count(&tiff, &opts).unwrap_err();
+    assert_eq!(err.code(), "document_timeout", "{err}");
+}
+
+#[test]
+fn a_table_row_wrapped_over_many_lines_is_joined_whole() {
+    // One row whose description wraps over 50,000 more lines (the
+    // quantity column is required, so they continue it), on a page tall
+    // enough to hold them.
+    const LINES: usize = 50_000;
+    let height = 12.0 * (LINES as f64 + 10.0);
+    let mut content = format!(
+        "BT /F1 10 Tf 50 {top} Td (Description) Tj 250 0 Td (Qty) Tj ET\n\
+         BT /F1 10 Tf 50 {row} Td (Widget) Tj 250 0 Td (2) Tj ET\n\
+         BT /F1 10 Tf 12 TL 50 {next} Td",
+        top = height - 24.0,
+        row = height - 36.0,
+        next = height - 48.0,
+    );
+    let mut expected = String::from("Widget");
+    for i in 0..LINES {
+        content.push_str(&format!(" (w{i}) Tj T*"));
+        expected.push_str(&format!(" w{i}"));
+    }
+    content.push_str(" ET\n");
+    let packed = miniz_oxide::deflate::compress_to_vec_zlib(content.as_bytes(), 6);
+    let pdf = corpus::pdf_file(&[
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 {height}] \
+             /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>"
+        )
+        .into_bytes(),
+        stream_object("/FlateDecode", &packed),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+            .to_vec(),
+    ]);
+    let t = Template::from_json(json!({"fields": [
+        {"name": "items", "type": "text", "locator": {"kind": "table", "columns": [
+            {"name": "description", "header": "Description"},
+            {"name": "qty", "header": "Qty", "type": "integer", "required": true}]}}]}))
+    .unwrap();
+    let got = extract(&pdf, &t, &Options::default()).unwrap();
+    assert_eq!(
+        got.result["items"],
+        json!([{"description": expected, "qty": 2}])
+    );
+}
+
+#[test]
+fn a_stream_over_max_pdf_stream_bytes_is_stream_too_large() {
+    // 10 KB of content: within the default, past a limit of 4,000 bytes.
+    let mut content = TOTAL.as_bytes().to_vec();
+    content.resize(10_000, b' ');
+    let packed = miniz_oxide::deflate::compress_to_vec_zlib(&content, 6);
+    let doc = pages_sharing(1, "4 0 R", &packed);
+    let got = extract(&doc, &template(), &Options::default()).unwrap();
+    assert_eq!(got.result["total"], json!(5.0));
+    let opts = Options {
+        max_pdf_stream_bytes: 4_000,
+        ..Options::default()
+    };
+    let err = extract(&doc, &template(), &opts).unwrap_err();
+    assert_eq!(err.code(), "stream_too_large", "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("a compressed stream expands beyond 4000 bytes")
+            && message.contains("max_pdf_stream_bytes"),
+        "{message}"
+    );
+    // A page's content streams together: three of 1,500 bytes each.
+    content.truncate(1_500);
+    let packed = miniz_oxide::deflate::compress_to_vec_zlib(&content, 6);
+    let doc = pages_sharing(1, "[4 0 R 4 0 R 4 0 R]", &packed);
+    let err = extract(&doc, &template(), &opts).unwrap_err();
+    assert_eq!(err.code(), "stream_too_large", "{err}");
+    assert!(
+        err.to_string()
+            .contains("the content of page 1 expands beyond 4000 bytes"),
+        "{err}"
+    );
+    let got = extract(
+        &pages_sharing(1, "[4 0 R 4 0 R]", &packed),
+        &template(),
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(got.result["total"], json!(5.0));
+}
+
+#[test]
+fn the_match_and_replace_limits_are_settings() {
+    let doc = corpus::invoice_en(0);
+    let words = Template::from_json(json!({"fields": [
+        {"name": "words", "type": "text",
+         "locator": {"kind": "regex", "pattern": "(\\S+)", "occurrence": "all"}}]}))
+    .unwrap();
+    let opts = Options {
+        max_field_matches: 5,
+        ..Options::default()
+    };
+    let err = extract(&doc.pdf, &words, &opts).unwrap_err();
+    assert_eq!(err.code(), "match_limit_exceeded", "{err}");
+    assert!(err.to_string().contains("more than 5 values"), "{err}");
+    assert!(extract(&doc.pdf, &words, &Options::default()).is_ok());
+
+    // "No. " adds 4 bytes to the one value.
+    let prefixed = Template::from_json(json!({"fields": [
+        {"name": "no", "type": "text", "replace": [{"pattern": "^", "with": "No. "}],
+         "locator": {"kind": "label", "label": "Invoice No"}}]}))
+    .unwrap();
+    let opts = |max_replace_growth_bytes: usize| Options {
+        max_replace_growth_bytes,
+        ..Options::default()
+    };
+    let err = extract(&doc.pdf, &prefixed, &opts(3)).unwrap_err();
+    assert_eq!(err.code(), "replace_limit_exceeded", "{err}");
+    assert!(err.to_string().contains("add more than 3 bytes"), "{err}");
+    assert!(extract(&doc.pdf, &prefixed, &opts(4)).is_ok());
+}
+
+#[test]
+fn max_render_dpi_caps_what_a_template_asks() {
+    // A page without text, so it is rendered for OCR: at the template's
+    // 600 DPI it cannot fit 600,000 pixels above 100 DPI; at 72 it does.
+    let blank = write_pdf(&[Page::a4()]);
+    let t = Template::from_json(json!({"dpi": 600, "fields": [
+        {"name": "total", "type": "money", "locator": {"kind": "regex", "pattern": "Total\\s+(.+)"}}]}))
+    .unwrap();
+    let opts = Options {
+        max_pixels_per_page: 600_000,
+        ..Options::default()
+    };
+    let err = extract(&blank, &t, &opts).unwrap_err();
+    assert_eq!(err.code(), "page_too_large", "{err}");
+    let opts = Options {
+        max_render_dpi: 72,
+        ..opts
+    };
+    let got = extract(&blank, &t, &opts).unwrap();
+    assert_eq!(got.result["total"], json!(null));
 }

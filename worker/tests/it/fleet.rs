@@ -32,7 +32,7 @@ async fn insert_jobs(app: &TestApp, account: Uuid, template: Uuid, n: usize) -> 
         .execute(&mut *tx)
         .await
         .unwrap();
-        queue::enqueue(&mut tx, queue::kind::JOB, id, None)
+        queue::enqueue(&mut tx, queue::kind::JOB, id, None, 25)
             .await
             .unwrap();
         tx.commit().await.unwrap();

@@ -273,7 +273,12 @@ async fn insufficient_credits_fails_without_charging() {
         .find(|p| p["status"] == "FAILED")
         .unwrap();
     assert_eq!(failure["error"]["code"], "insufficient_credits");
-    assert!(failure.get("result").is_none());
+    // Sent as null: receivers index `result` in every payload.
+    assert_eq!(
+        failure.get("result"),
+        Some(&serde_json::Value::Null),
+        "{failure}"
+    );
 }
 
 #[tokio::test]
@@ -479,7 +484,7 @@ async fn a_stored_file_gone_before_processing_fails_the_document_with_file_missi
             json!({"index": 0, "file_name": "invoice.pdf", "pages": null}),
             "{p}"
         );
-        assert!(p.get("result").is_none(), "{p}");
+        assert_eq!(p.get("result"), Some(&serde_json::Value::Null), "{p}");
     }
 }
 

@@ -95,29 +95,35 @@ async fn gone_stops_and_a_spent_schedule_fails() {
     assert_eq!(states, ["gone", "failed"]);
 }
 
+/// A delivery whose task's claims run out before its schedule does (workers
+/// that died holding it used some) fails rather than waiting for ever.
 #[tokio::test]
 async fn a_delivery_fails_when_its_task_has_no_attempts_left() {
+    // Six claims: just enough for the schedule's six sends.
     let app = TestApp::spawn_with(StorageKind::Fs, |c| {
-        c.webhook_retry_schedule = "0s,0s,0s,0s,0s".into()
+        c.webhook_retry_schedule = "0s,0s,0s,0s,0s".into();
+        c.task_max_attempts = 6;
     })
     .await;
-    // As if restarts of the workers holding it had used up all but two of
-    // the delivery task's claims.
-    sqlx::query("ALTER TABLE tasks ALTER COLUMN max_attempts SET DEFAULT 2")
-        .execute(&app.pool)
-        .await
-        .unwrap();
     let hook = Receiver::start().await;
-    hook.answers
-        .lock()
-        .unwrap()
-        .extend([500, 500, 500, 500, 500]);
+    hook.answers.lock().unwrap().extend([500; 6]);
     let (_, key) = app.account(5).await;
     let (template, _) = app.template(&key, Some(&hook.url)).await;
     app.submit(&key, template, "invoice.pdf", example_pdf())
         .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while hook.received().is_empty() {
+        app.worker.run_once().await.unwrap();
+        assert!(std::time::Instant::now() < deadline, "no webhook was sent");
+    }
+    // As if restarts of the workers holding it had used three of its claims:
+    // two are left, for two more sends.
+    sqlx::query("UPDATE tasks SET attempts = attempts + 3 WHERE kind = 'delivery'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     app.drain().await;
-    assert_eq!(hook.received().len(), 2);
+    assert_eq!(hook.received().len(), 3);
     let (delivery, task): (String, String) = sqlx::query_as(
         "SELECT d.state, t.state FROM webhook_deliveries d JOIN tasks t ON t.ref_id = d.id",
     )
@@ -125,6 +131,62 @@ async fn a_delivery_fails_when_its_task_has_no_attempts_left() {
     .await
     .unwrap();
     assert_eq!((delivery.as_str(), task.as_str()), ("failed", "completed"));
+}
+
+/// Tasks are queued with `task_max_attempts` claims: a job whose workers
+/// die holding it is given up, failed with `processing_failed` and its
+/// failure webhook sent, on the claim after its N-th (the queue's column
+/// default, 25, used to apply whatever the configuration).
+#[tokio::test]
+async fn a_task_is_given_up_after_task_max_attempts_claims() {
+    use paperhook_core::queue;
+    const N: i32 = 3;
+    let app = TestApp::spawn_with(StorageKind::Fs, |c| {
+        c.task_max_attempts = N as u32;
+        c.webhook_retry_schedule = "0s".into();
+    })
+    .await;
+    let hook = Receiver::start().await;
+    let (_, key) = app.account(5).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    let job = app
+        .submit(&key, template, "invoice.pdf", example_pdf())
+        .await;
+    let max: i32 = sqlx::query_scalar("SELECT max_attempts FROM tasks WHERE kind = 'job'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(max, N);
+    // N claims, each by a worker that dies holding it: its lease expires
+    // and the rescuer puts it back.
+    for claim in 1..=N {
+        let (_, task) = app.claimed_by_another_worker(queue::kind::JOB).await;
+        assert_eq!(task.attempts, claim);
+        sqlx::query("UPDATE tasks SET locked_until = now() - interval '1 second' WHERE id = $1")
+            .bind(task.id)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(queue::rescue(&app.pool, None).await.unwrap(), 1);
+    }
+    app.drain().await;
+    let st = app.job_status(&key, job).await;
+    assert_eq!(st["status"], "FAILED", "{st}");
+    assert_eq!(st["error"]["code"], "processing_failed", "{st}");
+    let message = st["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("after {N} attempts")),
+        "{message}"
+    );
+    let (state, attempts): (String, i32) =
+        sqlx::query_as("SELECT state, attempts FROM tasks WHERE kind = 'job'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), attempts), ("failed", N + 1));
+    let got = hook.received();
+    assert_eq!(got.len(), 1, "one failure webhook");
+    assert_eq!(got[0].json()["error"]["code"], "processing_failed");
 }
 
 #[tokio::test]
@@ -567,6 +629,80 @@ async fn a_rotated_secret_keeps_signing_until_its_grace_ends() {
     assert_eq!(now["secret"], third, "a refused rotation changes nothing");
 }
 
+/// Whether the previous secret still signs is judged by the database's
+/// clock, which stamped its expiry (`now() + grace`), not by the clock of
+/// the worker or API process reading it: the row read carries it only
+/// while it is valid by `now()`.
+#[tokio::test]
+async fn the_previous_secret_expires_by_the_databases_clock() {
+    use paperhook_core::db::templates;
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let hook = Receiver::start().await;
+    let (_, key) = app.account(10).await;
+    let (template, first) = app.template(&key, Some(&hook.url)).await;
+    let (status, body) = send(app.req(
+        Method::POST,
+        &format!("/v1/templates/{template}/webhook-secret/rotate"),
+        &key,
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = body["secret"].as_str().unwrap().to_owned();
+    // Its expiry moved to `secs` from the database's now.
+    let expires = |secs: f64| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query(
+                "UPDATE templates
+                 SET webhook_previous_secret_expires_at = now() + make_interval(secs => $2)
+                 WHERE id = $1",
+            )
+            .bind(template)
+            .bind(secs)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let read = || async {
+        templates::get_any(&app.pool, template)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let shown = || async {
+        send(app.req(Method::GET, &format!("/v1/templates/{template}"), &key))
+            .await
+            .1
+    };
+
+    // Expired a second ago by the database's clock: not read, not shown,
+    // not used.
+    expires(-1.0).await;
+    let row = read().await;
+    assert!(row.webhook_previous_secret_enc.is_none(), "{row:?}");
+    assert!(row.previous_secret_enc().is_none());
+    assert!(shown().await["previous_secret_expires_at"].is_null());
+    drained(&app, &key, &hook, &[], template, "a.pdf", example_pdf()).await;
+    let got = hook.received().pop().unwrap();
+    let signature = &got.headers["webhook-signature"];
+    assert_eq!(signature.matches("v1,").count(), 1, "{signature}");
+    verify_with_python(&second, &got);
+    let ts: i64 = got.headers["webhook-timestamp"].parse().unwrap();
+    let old = webhook::sign(&first, &got.headers["webhook-id"], ts, &got.body).unwrap();
+    assert!(!signature.contains(&old), "the expired secret still signs");
+
+    // Valid for another minute: both sign.
+    expires(60.0).await;
+    assert!(read().await.previous_secret_enc().is_some());
+    assert!(shown().await["previous_secret_expires_at"].is_string());
+    drained(&app, &key, &hook, &[], template, "a.pdf", example_pdf()).await;
+    let got = hook.received().pop().unwrap();
+    assert_eq!(got.headers["webhook-signature"].matches("v1,").count(), 2);
+    verify_with_python(&second, &got);
+    verify_with_python(&first, &got);
+}
+
 /// `GET /v1/jobs/{id}` of a ZIP: each document with its result, charge,
 /// delivery and attempts in order.
 #[tokio::test]
@@ -809,7 +945,7 @@ async fn giving_up_a_delivery_during_a_redelivery_neither_deadlocks_nor_loses_it
     waiting_for_a_lock(&app.pool, "the give-up waiting for a lock").await;
     // ...then the redelivery queues the task (which waits for the task's row
     // when the give-up holds it) and commits.
-    let queued = paperhook_core::db::deliveries::redeliver(&mut redelivery, job).await;
+    let queued = paperhook_core::db::deliveries::redeliver(&mut redelivery, job, 25).await;
     assert!(queued.is_ok(), "the redelivery failed: {queued:?}");
     redelivery.commit().await.unwrap();
     let gave_up = giving_up.await.unwrap();

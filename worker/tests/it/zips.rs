@@ -303,7 +303,7 @@ async fn whole_zip_failures() {
         assert_eq!(p["error"]["code"], code, "{p}");
         assert_eq!(p["template_id"], template.to_string(), "{p}");
         assert_eq!(p["document"]["index"], 0, "{p}");
-        assert!(p.get("result").is_none(), "{p}");
+        assert_eq!(p.get("result"), Some(&Value::Null), "{p}");
         let (key_of, deleted): (String, Option<chrono::DateTime<chrono::Utc>>) =
             sqlx::query_as("SELECT storage_key, file_deleted_at FROM jobs WHERE id = $1")
                 .bind(job)
@@ -556,4 +556,48 @@ async fn a_stale_split_keeps_away_from_the_files_of_the_split_that_committed() {
             .unwrap();
         assert_eq!(committed, 2, "the stale split changed the job's documents");
     }
+}
+
+/// A ZIP entry's name may be 65,535 bytes: stored, shown and sent in
+/// webhooks it is held to the multipart rule (control characters dropped,
+/// at most 255 characters), and messages quote only its start. A name of
+/// 60,000 bytes of control characters used to be stored whole and quoted
+/// escaped (six times longer) in the error sent to the receiver.
+#[tokio::test]
+async fn a_long_entry_name_is_cut_in_names_and_messages() {
+    let app = TestApp::spawn_with(StorageKind::Fs, |_| {}).await;
+    let hook = Receiver::start().await;
+    let (_, key) = app.account(10).await;
+    let (template, _) = app.template(&key, Some(&hook.url)).await;
+    // 60,000 bytes: a control character and a letter, over and over.
+    let long = "\u{1}b".repeat(30_000);
+    assert_eq!(long.len(), 60_000);
+    let zip = make_zip(&[("good.pdf", example_pdf()), (&long, b"not a document")]);
+    let job = app.submit(&key, template, "long.zip", &zip).await;
+    app.drain().await;
+
+    let st = app.job_status(&key, job).await;
+    let docs = st["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), 2, "{st}");
+    let bad = &docs[1];
+    assert_eq!(bad["error"]["code"], "unsupported_type", "{bad}");
+    assert_eq!(bad["file_name"], "b".repeat(255), "{bad}");
+    let message = bad["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 1024, "{} bytes: {message}", message.len());
+    assert!(message.contains(r"\u{1}b"), "{message}");
+
+    let got = hook.received();
+    assert_eq!(got.len(), 2, "a webhook per document");
+    let failure = got
+        .iter()
+        .find(|r| r.json()["status"] == "FAILED")
+        .expect("the failure webhook");
+    let p = failure.json();
+    assert_eq!(p["document"]["file_name"], "b".repeat(255), "{p}");
+    assert_eq!(p["error"]["message"], message, "{p}");
+    assert!(
+        failure.body.len() < 2048,
+        "{} bytes: {p}",
+        failure.body.len()
+    );
 }
