@@ -179,14 +179,29 @@ async function homePage() {
 
 async function templatesPage() {
   const show = screen();
-  const list = await api('GET', '/v1/templates?limit=200');
-  const rows = list.templates.map((t) => h('tr', {},
-    h('td', {}, h('a', { href: `#/templates/${t.id}` }, t.name)),
-    h('td', {}, String(t.fields.length)),
-    h('td', { class: 'opt' }, t.webhook ? t.webhook.url : h('span', { class: 'muted' }, 'none')),
-    h('td', { class: 'opt' }, h('code', {}, t.id))));
+  // A page at a time, newest first; "More templates" adds the next one.
+  // A template created meanwhile shifts the pages by one: rows already
+  // shown are not drawn twice.
+  const limit = 100; let offset = 0; const shown = new Set();
+  const body = h('tbody', {});
+  const err = errorBox();
+  const more = h('button', { class: 'secondary', type: 'button', id: 'more-templates', hidden: true, onclick: () => next().catch((e) => showError(err, e)) }, 'More templates');
+  async function next() {
+    const { templates } = await api('GET', `/v1/templates?limit=${limit}&offset=${offset}`);
+    offset += templates.length;
+    body.append(...templates.filter((t) => !shown.has(t.id)).map((t) => {
+      shown.add(t.id);
+      return h('tr', {},
+        h('td', {}, h('a', { href: `#/templates/${t.id}` }, t.name)),
+        h('td', {}, String(t.fields.length)),
+        h('td', { class: 'opt' }, t.webhook ? t.webhook.url : h('span', { class: 'muted' }, 'none')),
+        h('td', { class: 'opt' }, h('code', {}, t.id)));
+    }));
+    more.hidden = templates.length < limit;
+  }
+  await next();
   show(h('div', { class: 'row' }, h('h1', {}, 'Templates'), h('div', { class: 'shrink' }, h('a', { href: '#/templates/new' }, h('button', { type: 'button' }, 'New template')))),
-    rows.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Fields'), h('th', { class: 'opt' }, 'Webhook'), h('th', { class: 'opt' }, 'Id'))), h('tbody', {}, rows))
+    shown.size ? [h('table', { id: 'templates' }, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Fields'), h('th', { class: 'opt' }, 'Webhook'), h('th', { class: 'opt' }, 'Id'))), body), err, h('div', { class: 'pager' }, more)]
       : h('div', { class: 'card empty' }, 'No templates yet. Create one to start extracting.'));
 }
 

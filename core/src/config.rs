@@ -31,6 +31,10 @@ pub const STATIC_VALUES_MAX_DEPTH: u32 = 126;
 /// KiB, in a 32-bit number (just under 4 TiB).
 pub const SUBMISSION_MEMORY_MAX: u64 = (u32::MAX as u64 + 1) * 1024 - 1;
 
+/// The largest `max_result_bytes`: under PostgreSQL's jsonb limit of
+/// 255 MiB, with room for the webhook payload around the result.
+pub const MAX_RESULT_BYTES: u64 = 200 * 1024 * 1024;
+
 /// The most rows a batched insert, or keys a batched key check, takes:
 /// its batcher holds room for a whole batch.
 pub const MAX_BATCH: u32 = 10_000;
@@ -687,6 +691,25 @@ impl Config {
                 ),
             ));
         }
+        // A document whose page timed out is tried once more before it
+        // fails `timeout` (the machine may have been busy): two claims.
+        if self.task_max_attempts < 2 {
+            return Err(invalid(
+                "task_max_attempts",
+                "must be at least 2: a document whose page timed out is tried once more",
+            ));
+        }
+        // Results and webhook payloads are stored as jsonb, which holds
+        // at most 255 MiB: a larger result could never be stored, and its
+        // document would be extracted again on every claim.
+        if self.max_result_bytes > MAX_RESULT_BYTES {
+            return Err(invalid(
+                "max_result_bytes",
+                format!(
+                    "must be at most {MAX_RESULT_BYTES} (200 MiB): results are stored as jsonb"
+                ),
+            ));
+        }
         // A delivery is sent once and once per retry, each a claim of its
         // task: a schedule longer than the task's claims would be cut short
         // (the delivery failed `gave_up`) without a word.
@@ -1131,6 +1154,8 @@ mod tests {
         for (key, value, says) in [
             ("task_max_attempts", 0, "greater than 0"),
             ("task_max_attempts", u64::from(u32::MAX), "at most"),
+            ("task_max_attempts", 1, "at least 2"),
+            ("max_result_bytes", MAX_RESULT_BYTES + 1, "jsonb"),
             ("task_retry_max_delay_secs", 0, "greater than 0"),
             (
                 "task_retry_max_delay_secs",

@@ -1120,15 +1120,9 @@ fn render_pdf_page(
 fn image_page(doc: &[u8], kind: Kind, page: u32, opts: &Options) -> Result<GrayImage, Error> {
     let started = Instant::now();
     let (name, n) = match kind {
-        Kind::Tiff => {
-            let n = raster::tiff_page_count(doc, opts, started)?;
-            if n > opts.max_pages {
-                return Err(Error::PageLimitReached {
-                    max: opts.max_pages,
-                });
-            }
-            ("TIFF", n)
-        }
+        // Counted as far as the page asked for: rendering one page of a
+        // long TIFF (a preview, limited to its first pages) needs no more.
+        Kind::Tiff => ("TIFF", raster::tiff_pages_up_to(doc, page, opts, started)?),
         Kind::Png => ("PNG", 1),
         Kind::Jpeg | Kind::Pdf => ("JPEG", 1),
     };

@@ -162,11 +162,22 @@ fn tiff_page_err(e: tiff::TiffError, page: u32, opts: &Options, shape: Option<Ti
 /// (a chain of a million tiny directories costs nothing to send), within
 /// the document's time limit from `started`, checked at every directory.
 pub fn tiff_page_count(doc: &[u8], opts: &Options, started: Instant) -> Result<u32, Error> {
+    tiff_pages_up_to(doc, opts.max_pages, opts, started)
+}
+
+/// Number of pages (IFDs) of a TIFF, counted up to `limit + 1`, within the
+/// document's time limit from `started`.
+pub fn tiff_pages_up_to(
+    doc: &[u8],
+    limit: u32,
+    opts: &Options,
+    started: Instant,
+) -> Result<u32, Error> {
     let mut dec = tiff::decoder::Decoder::new(Cursor::new(doc))
         .map_err(|e| tiff_err(e, 1, opts))?
         .with_limits(tiff_limits(opts));
     let mut n = 1;
-    while n <= opts.max_pages && dec.more_images() {
+    while n <= limit && dec.more_images() {
         crate::within_time(started, opts.document_time_limit, n + 1)?;
         dec.next_image().map_err(|e| tiff_err(e, n + 1, opts))?;
         n += 1;

@@ -1009,8 +1009,15 @@ pub async fn process_job(
     let multipart = match content_type.as_str() {
         "multipart/form-data" => true,
         "application/json" => false,
-        // Taken as JSON if the body is a JSON object (checked once read).
-        other if crate::json_when_object(other) => false,
+        // Taken as JSON if the body is a JSON object (checked once read);
+        // one declared larger than any submission is a file sent raw
+        // (`curl --data-binary @invoice.pdf`): said so without reading it.
+        other if crate::json_when_object(other) => {
+            if declared_length(req).is_some_and(|n| n > envelope_limit(&state.config)) {
+                return Err(unsupported_media_type(other));
+            }
+            false
+        }
         other => return Err(unsupported_media_type(other)),
     };
     // Held until the answer (salvo keeps the body until then), and by the

@@ -86,7 +86,7 @@ pub struct JobResults {
             description = "`json` (default) or `csv`, when the body is empty (the body's wins otherwise)."
         ),
     ),
-    request_body(content = JobResultsRequest, content_type = "application/json"),
+    request_body(content = Option<JobResultsRequest>, content_type = "application/json"),
     responses(
         (status_code = 200, body = JobResults, description = "JSON results (or text/csv when result_format is csv)"),
         (status_code = 409, description = "The job has not finished yet (results_not_ready)"),

@@ -1345,10 +1345,13 @@ async fn a_json_object_sent_untyped_as_text_or_as_a_form_is_a_submission() {
         )
         .await;
         assert_error(&got, 422, "missing_field");
-        // The same limits: the body's envelope.
+        // The same limits: a body declared larger than the envelope is a
+        // file sent raw (`curl --data-binary @invoice.pdf`), refused
+        // unread for its type.
         let mut huge = job.to_string().into_bytes();
         huge.resize(2 << 20, b' ');
-        assert_error(&raw(content_type, huge).await, 413, "document_too_large");
+        let got = raw(content_type, huge).await;
+        assert_error(&got, 415, "unsupported_media_type");
         // Anything else is still no JSON.
         for other in [&b"hello"[..], b"template_id=x", b"[1, 2]", b"", b"  "] {
             let got = raw(content_type, other.to_vec()).await;

@@ -15,7 +15,8 @@ const NEWEST_EXEMPT: i64 = 20261203100000;
 ///   `-- no-transaction` header that holds that statement alone (PostgreSQL
 ///   runs the statements of one query string in one transaction, where
 ///   `CONCURRENTLY` is refused).
-/// - `ALTER TABLE` must come after a `SET [LOCAL] lock_timeout`: waiting
+/// - `ALTER TABLE` must come after a `SET LOCAL lock_timeout` (not a plain
+///   `SET`, which outlives the migration on its pooled connection): waiting
 ///   for its lock behind a long transaction queues every later query on the
 ///   table behind it; with a timeout it fails and is tried again instead.
 pub fn check_migration(sql: &str) -> Vec<String> {
@@ -26,8 +27,14 @@ pub fn check_migration(sql: &str) -> Vec<String> {
     let mut concurrent = false;
     for statement in &statements {
         let starts = |prefix: &str| statement.starts_with(prefix);
-        if starts("SET LOCK_TIMEOUT") || starts("SET LOCAL LOCK_TIMEOUT") {
+        if starts("SET LOCAL LOCK_TIMEOUT") {
             lock_timeout = true;
+        } else if starts("SET LOCK_TIMEOUT") || starts("SET SESSION LOCK_TIMEOUT") {
+            problems.push(format!(
+                "`{}` must be SET LOCAL: a plain SET stays on the pooled connection the \
+                 processes migrate on, timing out their later lock waits",
+                short(statement)
+            ));
         } else if starts("CREATE INDEX") || starts("CREATE UNIQUE INDEX") {
             if starts("CREATE INDEX CONCURRENTLY ") || starts("CREATE UNIQUE INDEX CONCURRENTLY ") {
                 concurrent = true;
@@ -160,9 +167,13 @@ mod tests {
         let good = "SET LOCAL lock_timeout = '5s';\nALTER TABLE jobs ADD COLUMN note text;";
         assert_eq!(check_migration(good), Vec::<String>::new());
         assert_eq!(
-            check_migration("set lock_timeout='5s'; alter table jobs add column note text;"),
+            check_migration("set local lock_timeout='5s'; alter table jobs add column note text;"),
             Vec::<String>::new()
         );
+        // A plain SET outlives the migration on its pooled connection.
+        let plain =
+            check_migration("set lock_timeout='5s'; alter table jobs add column note text;");
+        assert!(plain[0].contains("must be SET LOCAL"), "{plain:?}");
         let missing = "ALTER TABLE jobs ADD COLUMN note text;";
         assert!(check_migration(missing)[0].contains("lock_timeout"));
         let after = "ALTER TABLE jobs ADD COLUMN note text;\nSET LOCAL lock_timeout = '5s';";
