@@ -1,4 +1,6 @@
-//! Detects a document's type from its first bytes, never from its name.
+//! Detects a document's type from its first bytes, never from its name;
+//! and the name it is kept under. (Here, not in the core crate, so that
+//! the ZIP reader's fuzz target, built without the core crate, has it.)
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +12,20 @@ pub enum DocType {
     Jpeg,
     Tiff,
     Zip,
+}
+
+/// The longest file name a document keeps, in characters.
+pub const FILE_NAME_MAX_CHARS: usize = 255;
+
+/// A document's file name as it is stored, shown and sent in webhooks,
+/// from an upload's or a ZIP entry's (which may be 65,535 bytes): control
+/// characters dropped (PostgreSQL text cannot even hold a NUL), at most
+/// [`FILE_NAME_MAX_CHARS`].
+pub fn file_name(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .take(FILE_NAME_MAX_CHARS)
+        .collect()
 }
 
 /// How many leading bytes `detect` needs.

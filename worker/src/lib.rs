@@ -528,6 +528,14 @@ impl Worker {
         paperhook_core::db::deliveries::Sender::Claimed {
             worker: &self.id,
             lease: self.config.worker_lease(),
+            max_attempts: self.config.task_max_attempts(),
+        }
+    }
+
+    /// A new delivery for any worker to send, through the queue.
+    pub fn queues(&self) -> paperhook_core::db::deliveries::Sender<'static> {
+        paperhook_core::db::deliveries::Sender::Queue {
+            max_attempts: self.config.task_max_attempts(),
         }
     }
 

@@ -241,9 +241,7 @@ async fn fail_whole_job(
 ) -> Result<Next, Retry> {
     discard(w, stored).await;
     let mut tx = w.pool.begin().await?;
-    let max_attempts = w.config.task_max_attempts();
-    let (failed, next) =
-        fail_as_upload(&mut tx, job, code, message, w.sends(), max_attempts).await?;
+    let (failed, next) = fail_as_upload(&mut tx, job, code, message, w.sends()).await?;
     let finished =
         documents::fail_job(&mut tx, job.id, status::UNZIP_FILE_FAILED, code, message).await?;
     if !queue::complete(&mut *tx, task).await? {
@@ -261,8 +259,7 @@ async fn fail_whole_job(
 /// given up) has no document to report it, and a client that waits for
 /// webhooks would wait forever: the upload itself becomes the job's one
 /// document, failed with the job's error, and its failure webhook is
-/// queued (with `sender`, claimed at most `max_attempts` times) if the
-/// template has a webhook. Nothing when the job has documents already.
+/// queued (with `sender`) if the template has a webhook. Nothing when the job has documents already.
 /// Returns whether the upload became a failed document, and the webhook's
 /// task if `sender` claimed it.
 async fn fail_as_upload(
@@ -271,7 +268,6 @@ async fn fail_as_upload(
     code: &str,
     message: &str,
     sender: Sender<'_>,
-    max_attempts: i32,
 ) -> anyhow::Result<(bool, Option<Task>)> {
     let upload = NewDocument {
         id: Uuid::now_v7(),
@@ -289,16 +285,7 @@ async fn fail_as_upload(
         return Ok((true, None));
     }
     let payload = failure_payload(job, &doc);
-    let next = deliveries::create(
-        tx,
-        job.account_id,
-        job.id,
-        doc.id,
-        &payload,
-        sender,
-        max_attempts,
-    )
-    .await?;
+    let next = deliveries::create(tx, job.account_id, job.id, doc.id, &payload, sender).await?;
     Ok((true, next))
 }
 
@@ -318,10 +305,8 @@ async fn has_webhook(tx: &mut sqlx::PgConnection, job: &JobRow) -> sqlx::Result<
 
 /// What a failed document records, whether its extraction failed or its
 /// task was given up: its error (`(code, message)`), its failure webhook
-/// (queued with `sender`, claimed at most `max_attempts` times) when the
-/// template has one, and the end of its job if it was the last. Returns the
+/// (queued with `sender`) when the template has one, and the end of its job if it was the last. Returns the
 /// webhook's task if `sender` claimed it, and the job if it finished.
-#[allow(clippy::too_many_arguments)]
 async fn record_failure(
     tx: &mut sqlx::PgConnection,
     job: &JobRow,
@@ -330,7 +315,6 @@ async fn record_failure(
     pages: Option<i32>,
     (code, message): (&str, &str),
     sender: Sender<'_>,
-    max_attempts: i32,
 ) -> anyhow::Result<(Option<Task>, Option<Finished>)> {
     documents::fail(&mut *tx, doc_id, pages, code, message).await?;
     let mut next = None;
@@ -339,16 +323,8 @@ async fn record_failure(
             .await?
             .context("document vanished")?;
         let payload = failure_payload(job, &failed);
-        next = deliveries::create(
-            &mut *tx,
-            job.account_id,
-            job.id,
-            doc_id,
-            &payload,
-            sender,
-            max_attempts,
-        )
-        .await?;
+        next =
+            deliveries::create(&mut *tx, job.account_id, job.id, doc_id, &payload, sender).await?;
     }
     let finished = documents::finish_job_if_done(tx, job.id).await?;
     Ok((next, finished))
@@ -585,16 +561,8 @@ pub async fn process_document(w: &Worker, task: &Task) -> Result<Next, Retry> {
     let mut next = None;
     if template.webhook_url.is_some() {
         let payload = success_payload(&job, &doc, pages, &result);
-        next = deliveries::create(
-            &mut tx,
-            job.account_id,
-            job.id,
-            doc.id,
-            &payload,
-            w.sends(),
-            w.config.task_max_attempts(),
-        )
-        .await?;
+        next = deliveries::create(&mut tx, job.account_id, job.id, doc.id, &payload, w.sends())
+            .await?;
     }
     let finished = documents::finish_job_if_done(&mut tx, job.id).await?;
     if !queue::complete(&mut *tx, task).await? {
@@ -637,7 +605,6 @@ async fn finish_failed(
         pages,
         (code, message),
         w.sends(),
-        w.config.task_max_attempts(),
     )
     .await?;
     if !queue::complete(&mut *tx, task).await? {
@@ -745,31 +712,18 @@ pub async fn give_up(w: &Worker, task: &Task, error: &str) -> anyhow::Result<boo
                 let webhook = has_webhook(&mut tx, &job).await?;
                 let failure = ("processing_failed", message.as_str());
                 failed = true;
-                let max_attempts = w.config.task_max_attempts();
-                let queue = Sender::Queue;
-                record_failure(
-                    &mut tx,
-                    &job,
-                    doc.id,
-                    webhook,
-                    None,
-                    failure,
-                    queue,
-                    max_attempts,
-                )
-                .await?
-                .1
+                record_failure(&mut tx, &job, doc.id, webhook, None, failure, w.queues())
+                    .await?
+                    .1
             }
         },
         queue::kind::JOB => {
             job_id = Some(task.ref_id);
             if let Some(job) = jobs::get_any(&mut *tx, task.ref_id).await? {
                 let upload = "processing_failed";
-                let max_attempts = w.config.task_max_attempts();
-                failed =
-                    fail_as_upload(&mut tx, &job, upload, &message, Sender::Queue, max_attempts)
-                        .await?
-                        .0;
+                failed = fail_as_upload(&mut tx, &job, upload, &message, w.queues())
+                    .await?
+                    .0;
             }
             documents::fail_job(
                 &mut tx,

@@ -50,23 +50,8 @@ fn fail(code: &'static str, message: impl Into<String>) -> ZipFailure {
     }
 }
 
-/// The longest file name stored for an entry, in characters: the API's
-/// rule for a multipart upload's file name.
-pub const NAME_MAX_CHARS: usize = 255;
-
 /// The most bytes of an entry's name a message quotes (escaped).
 const QUOTE_MAX_BYTES: usize = 255;
-
-/// An entry's name as it is stored, shown and sent in webhooks: the
-/// multipart rule (`api::routes::jobs::from_file_part`): control
-/// characters dropped (PostgreSQL text cannot even hold a NUL), at most
-/// [`NAME_MAX_CHARS`]. A ZIP entry's name may be 65,535 bytes.
-fn stored_name(raw: &str) -> String {
-    raw.chars()
-        .filter(|c| !c.is_control())
-        .take(NAME_MAX_CHARS)
-        .collect()
-}
 
 /// An entry's name quoted for a message, escaped (the message shows what
 /// the archive holds, control characters too), cut after about
@@ -199,7 +184,7 @@ pub fn scan<R: Read + Seek>(
         }
         // Stored as the document's name without control characters, cut
         // (the message quotes the raw name, escaped and cut too).
-        let name = stored_name(&raw_name);
+        let name = sniff::file_name(&raw_name);
         let q = quoted(&raw_name);
         let reject = |code: &'static str, message: String| Entry::Rejected {
             name: name.clone(),

@@ -838,23 +838,31 @@ async fn read_template_id_file(file: &FilePart) -> ApiResult<String> {
             file.size()
         )));
     }
+    let text = part_text(
+        file,
+        invalid("a file part that is not UTF-8 text".to_owned()),
+    )
+    .await?;
+    Ok(text.trim().to_owned())
+}
+
+/// The text of a small file part (its size checked by the caller), or
+/// `not_utf8` when it is not UTF-8.
+async fn part_text(file: &FilePart, not_utf8: ApiError) -> ApiResult<String> {
     let bytes = tokio::fs::read(file.path())
         .await
         .map_err(|e| ApiError::internal("reading a spooled part", &e))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| invalid("a file part that is not UTF-8 text".to_owned()))?;
-    Ok(text.trim().to_owned())
+    String::from_utf8(bytes).map_err(|_| not_utf8)
 }
 
 /// The text of a `static_values` file part, within its size limit.
 async fn read_static_values_file(file: &FilePart, state: &AppState) -> ApiResult<String> {
     static_values_text_within(state, file.size())?;
-    let bytes = tokio::fs::read(file.path())
-        .await
-        .map_err(|e| ApiError::internal("reading a spooled part", &e))?;
-    String::from_utf8(bytes).map_err(|_| {
-        ApiError::unprocessable("invalid_static_values", "static_values must be UTF-8 JSON")
-    })
+    part_text(
+        file,
+        ApiError::unprocessable("invalid_static_values", "static_values must be UTF-8 JSON"),
+    )
+    .await
 }
 
 fn from_file_part(file: &FilePart, max: u64) -> ApiResult<Upload> {
@@ -875,10 +883,7 @@ fn from_file_part(file: &FilePart, max: u64) -> ApiResult<Upload> {
             },
         },
         size: file.size(),
-        // Control characters (a NUL cannot even be stored) are dropped.
-        file_name: file
-            .name()
-            .map(|n| n.chars().filter(|c| !c.is_control()).take(255).collect()),
+        file_name: file.name().map(paperhook_extract::sniff::file_name),
     })
 }
 

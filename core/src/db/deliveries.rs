@@ -26,13 +26,17 @@ pub struct DeliveryRow {
 }
 
 /// Who sends a new delivery: any worker through the queue, or the worker
-/// creating it, right after its commit.
+/// creating it, right after its commit; and how many times its task may be
+/// claimed (`task_max_attempts`).
 #[derive(Debug, Clone, Copy)]
 pub enum Sender<'a> {
-    Queue,
+    Queue {
+        max_attempts: i32,
+    },
     Claimed {
         worker: &'a str,
         lease: std::time::Duration,
+        max_attempts: i32,
     },
 }
 
@@ -42,8 +46,7 @@ fn message_id(id: Uuid) -> String {
 }
 
 /// Creates the delivery of a finished document and its task (once per
-/// document); returns the task when `sender` claimed it. The task may be
-/// claimed `max_attempts` times (`task_max_attempts`).
+/// document); returns the task when `sender` claimed it.
 pub async fn create(
     tx: &mut PgConnection,
     account_id: Uuid,
@@ -51,7 +54,6 @@ pub async fn create(
     document_id: Uuid,
     payload: &serde_json::Value,
     sender: Sender<'_>,
-    max_attempts: i32,
 ) -> sqlx::Result<Option<queue::Task>> {
     let id = Uuid::now_v7();
     let inserted: Option<Uuid> = sqlx::query_scalar(
@@ -71,11 +73,15 @@ pub async fn create(
         return Ok(None);
     };
     match sender {
-        Sender::Queue => {
+        Sender::Queue { max_attempts } => {
             queue::enqueue(tx, queue::kind::DELIVERY, id, None, max_attempts).await?;
             Ok(None)
         }
-        Sender::Claimed { worker, lease } => {
+        Sender::Claimed {
+            worker,
+            lease,
+            max_attempts,
+        } => {
             queue::enqueue_claimed(tx, queue::kind::DELIVERY, id, worker, lease, max_attempts).await
         }
     }
@@ -371,8 +377,7 @@ mod tests {
             job.id,
             doc.id,
             &payload,
-            Sender::Queue,
-            25,
+            Sender::Queue { max_attempts: 25 },
         )
         .await
         .unwrap();
