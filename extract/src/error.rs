@@ -40,9 +40,8 @@ pub enum Error {
         "the PDF is encrypted with a password ({detail}); remove the password and send it again"
     )]
     Encrypted { detail: String },
-    #[error("the document has {pages} pages; the limit is {max}")]
-    PageLimit { pages: u32, max: u32 },
-    /// A TIFF's directories are counted no further than the limit.
+    /// A PDF's page tree and a TIFF's directories are read no further
+    /// than one past the limit.
     #[error("the document has more than {max} pages; the limit is {max}")]
     PageLimitReached { max: u32 },
     #[error(
@@ -133,7 +132,7 @@ impl Error {
             Error::UnsupportedType { .. } => "unsupported_type",
             Error::Corrupt { .. } => "corrupt_document",
             Error::Encrypted { .. } => "encrypted_pdf",
-            Error::PageLimit { .. } | Error::PageLimitReached { .. } => "page_limit_exceeded",
+            Error::PageLimitReached { .. } => "page_limit_exceeded",
             Error::ImageTooLarge { .. }
             | Error::ImageDecodeLimit { .. }
             | Error::EmbeddedImageTooLarge { .. } => "image_too_large",

@@ -240,7 +240,10 @@ pub fn page_count(doc: &[u8], opts: &Options) -> Result<u32, Error> {
 
 fn page_count_inner(doc: &[u8], opts: &Options) -> Result<u32, Error> {
     match sniff(doc)? {
-        Kind::Pdf => Ok(pdf::open(doc)?.pages().len() as u32),
+        Kind::Pdf => {
+            let limits = pdf::limits(opts.max_pages, opts.max_pdf_stream_bytes);
+            Ok(pdf::open(doc, limits)?.pages().len() as u32)
+        }
         Kind::Tiff => raster::tiff_page_count(doc, opts, Instant::now()),
         Kind::Png | Kind::Jpeg => Ok(1),
     }
@@ -392,7 +395,9 @@ fn read_pages_inner(
     };
     match kind {
         Kind::Pdf => {
-            let pdf = pdf::open(doc)?;
+            let limits = pdf::limits(opts.max_pages, opts.max_pdf_stream_bytes);
+            let pdf = pdf::open(doc, limits)?;
+            // Read to max_pages + 1 at the most.
             let n = pdf.pages().len();
             if n == 0 {
                 return Err(Error::Corrupt {
@@ -401,8 +406,7 @@ fn read_pages_inner(
                 });
             }
             if n > opts.max_pages as usize {
-                return Err(Error::PageLimit {
-                    pages: n as u32,
+                return Err(Error::PageLimitReached {
                     max: opts.max_pages,
                 });
             }
@@ -414,7 +418,7 @@ fn read_pages_inner(
             )?;
             // One meter for every page: the limits are the document's.
             let mut meter = plan.meter();
-            let mut pages = pdf::Pages::new(doc, &sizes, opts.max_pdf_stream_bytes, pdf);
+            let mut pages = pdf::Pages::new(doc, &sizes, limits, pdf);
             let layer: Vec<PageText> = (0..n)
                 .map(|i| {
                     document_deadline(&plan, i)?;
@@ -441,7 +445,7 @@ fn read_pages_inner(
             let ocred: Vec<(usize, PageText)> = todo
                 .par_iter()
                 .map_init(
-                    || pdf::Pages::open(doc, &sizes, opts.max_pdf_stream_bytes),
+                    || pdf::Pages::open(doc, &sizes, limits),
                     |pages, &i| {
                         let pdf = pages
                             .as_mut()
@@ -1086,7 +1090,9 @@ fn render_pdf_page(
     opts: &Options,
     started: Instant,
 ) -> Result<GrayImage, Error> {
-    let pdf = pdf::open(doc)?;
+    // The page tree read to the page asked for (and one more).
+    let limits = pdf::limits(page, opts.max_pdf_stream_bytes);
+    let pdf = pdf::open(doc, limits)?;
     let sizes = pdf::check_streams(
         &pdf,
         embedded_image_limit(opts),
@@ -1100,7 +1106,7 @@ fn render_pdf_page(
             detail: format!("page {page} does not exist; the document has {n}"),
         });
     }
-    let mut pages = pdf::Pages::new(doc, &sizes, opts.max_pdf_stream_bytes, pdf);
+    let mut pages = pdf::Pages::new(doc, &sizes, limits, pdf);
     let pdf = pages.for_page(page as usize - 1)?;
     let mut meter = pdf::Meter::new(opts, started);
     meter.start_page(started, opts.page_time_limit);

@@ -12,7 +12,7 @@ use hayro::hayro_interpret::hayro_syntax::object::{
     Array, Dict, MaybeRef, Name, Object, ObjectIdentifier, Stream,
 };
 use hayro::hayro_interpret::hayro_syntax::page::Page;
-use hayro::hayro_interpret::hayro_syntax::{Filter, LoadPdfError, Pdf};
+use hayro::hayro_interpret::hayro_syntax::{Filter, Limits, LoadPdfError, Pdf};
 use hayro::hayro_interpret::util::TransformExt;
 use hayro::hayro_interpret::{
     BlendMode, ClipPath, Context, Device, DrawMode, DrawProps, Image, ImageDrawProps,
@@ -33,8 +33,30 @@ const MAX_SIDE: f64 = 65_535.0;
 /// Lowest resolution still worth OCR after clamping a huge page.
 const MIN_OCR_DPI: f64 = 100.0;
 
-pub fn open(doc: &[u8]) -> Result<Pdf, Error> {
-    Pdf::new(Arc::new(doc.to_vec())).map_err(|e| match e {
+/// What opening a document may read: its page tree to `max_pages` + 1
+/// pages (one more tells that there are more), and streams (and its object
+/// streams together) decoded to `max_stream` bytes, the streams that hold
+/// its objects measured before they are decoded. hayro-syntax itself
+/// reads the whole page tree and decodes the cross-reference and object
+/// streams it needs when a document is opened, before any of our checks:
+/// our copy of it takes these limits (vendor/README.md).
+pub fn limits(max_pages: u32, max_stream: u64) -> Limits {
+    Limits {
+        max_pages: usize::try_from(max_pages).unwrap_or(usize::MAX),
+        max_decoded_bytes: usize::try_from(max_stream).unwrap_or(usize::MAX),
+        measure: Some(measure),
+    }
+}
+
+/// [`Limits::measure`]: what a stream decodes to, measured as
+/// [`check_streams`] measures streams (keeping nothing).
+fn measure(filters: &[Filter], raw: &[u8], cap: usize) -> usize {
+    let cap = u64::try_from(cap).unwrap_or(u64::MAX);
+    usize::try_from(decoded_len(filters, raw, cap)).unwrap_or(usize::MAX)
+}
+
+pub fn open(doc: &[u8], limits: Limits) -> Result<Pdf, Error> {
+    Pdf::new_with_limits(Arc::new(doc.to_vec()), "", limits).map_err(|e| match e {
         LoadPdfError::Decryption(d) => Error::Encrypted {
             detail: crate::error::decoder_text(format!("{d:?}")),
         },
@@ -42,7 +64,21 @@ pub fn open(doc: &[u8]) -> Result<Pdf, Error> {
             kind: "PDF",
             detail: "no readable cross-reference table or page tree".into(),
         },
+        LoadPdfError::LimitExceeded => objects_too_large(limits.max_decoded_bytes as u64),
     })
+}
+
+/// A stream that holds the document's structure (cross-reference data,
+/// object streams) decodes beyond `max_stream` bytes, or its object
+/// streams together do.
+fn objects_too_large(max_stream: u64) -> Error {
+    Error::StreamTooLarge {
+        detail: format!(
+            "the streams that hold its objects expand beyond {}",
+            size_text(max_stream)
+        ),
+        max_bytes: max_stream,
+    }
 }
 
 /// What interpreting pages may cost: glyphs drawn (each one kept costs
@@ -973,6 +1009,11 @@ pub fn check_streams(
             }
         }
     }
+    // Every object has been read: an object stream left out (beyond the
+    // limit, or past it with the others) would leave objects missing.
+    if pdf.limits_passed() {
+        return Err(objects_too_large(max_stream));
+    }
     Ok(sizes)
 }
 
@@ -1018,30 +1059,28 @@ pub struct Pages<'d> {
     doc: &'d [u8],
     sizes: &'d StreamSizes,
     max_stream: u64,
+    limits: Limits,
     pdf: Pdf,
     held: u64,
 }
 
 impl<'d> Pages<'d> {
-    /// `pdf`, parsed from `doc` and holding no page content yet; a page's
-    /// content may decode to `max_stream` bytes.
-    pub fn new(doc: &'d [u8], sizes: &'d StreamSizes, max_stream: u64, pdf: Pdf) -> Pages<'d> {
+    /// `pdf`, opened from `doc` with `limits` and holding no page content
+    /// yet; a page's content may decode to `limits.max_decoded_bytes`.
+    pub fn new(doc: &'d [u8], sizes: &'d StreamSizes, limits: Limits, pdf: Pdf) -> Pages<'d> {
         Pages {
             doc,
             sizes,
-            max_stream,
+            max_stream: u64::try_from(limits.max_decoded_bytes).unwrap_or(u64::MAX),
+            limits,
             pdf,
             held: 0,
         }
     }
 
-    /// `doc` parsed afresh.
-    pub fn open(
-        doc: &'d [u8],
-        sizes: &'d StreamSizes,
-        max_stream: u64,
-    ) -> Result<Pages<'d>, Error> {
-        Ok(Pages::new(doc, sizes, max_stream, open(doc)?))
+    /// `doc` opened afresh.
+    pub fn open(doc: &'d [u8], sizes: &'d StreamSizes, limits: Limits) -> Result<Pages<'d>, Error> {
+        Ok(Pages::new(doc, sizes, limits, open(doc, limits)?))
     }
 
     /// The document, ready for page `index` (0-based) to be interpreted.
@@ -1058,7 +1097,7 @@ impl<'d> Pages<'d> {
             });
         }
         if self.held > 0 && self.held + bytes > HELD_CONTENT_BYTES {
-            self.pdf = open(self.doc)?;
+            self.pdf = open(self.doc, self.limits)?;
             self.held = 0;
         }
         self.held += bytes;
@@ -1344,7 +1383,7 @@ mod tests {
 
     /// What hayro decodes from a `/FlateDecode` stream of `data`.
     fn hayro_inflates(data: &[u8]) -> Vec<u8> {
-        let pdf = open(&one_stream_pdf("/FlateDecode", data)).unwrap();
+        let pdf = open(&one_stream_pdf("/FlateDecode", data), Limits::default()).unwrap();
         let stream = pdf
             .objects()
             .into_iter()

@@ -218,6 +218,41 @@ def deep_page_tree(depth):
     return pdf(objs)
 
 
+def inline_page_tree(pages):
+    """A page tree of `pages` empty dictionaries inline, 4 bytes a page:
+    the PDF reader kept a few hundred bytes for each when it opened the
+    file (5 million pages in 20 MB: 4.7 GB)."""
+    return pdf([b"<< /Type /Catalog /Pages 2 0 R >>",
+                b"<< /Type /Pages /Kids [" + b"<<>>" * pages + b"] /Count 1 >>"])
+
+
+def packed_bomb_pdf(objects_mb=0, table_mb=0):
+    """A PDF 1.5 file whose page tree sits in a deflated object stream
+    padded with `objects_mb` MB of spaces, and whose deflated
+    cross-reference stream has `table_mb` MB of zeros after its rows: the
+    PDF reader decoded both whole when it opened the file (a gigabyte from
+    a megabyte), before any check."""
+    def deflated(head, pad, mb):
+        comp = zlib.compressobj(9)
+        chunk = pad * 2**20
+        return comp.compress(head) + b"".join(comp.compress(chunk) for _ in range(mb)) + comp.flush()
+    header = b"2 0 "
+    packed = deflated(header + b"<< /Type /Pages /Kids [<< /Type /Page /MediaBox [0 0 595 842] >>] /Count 1 >>",
+                      b" ", objects_mb)
+    out = bytearray(b"%PDF-1.7\n")
+    o1 = len(out)
+    out += b"1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+    o4 = len(out)
+    out += (b"4 0 obj\n<< /Type /ObjStm /N 1 /First %d /Filter /FlateDecode /Length %d >>\nstream\n"
+            % (len(header), len(packed)) + packed + b"\nendstream\nendobj\n")
+    o3 = len(out)
+    rows = [(0, 0, 255), (1, o1, 0), (2, 4, 0), (1, o3, 0), (1, o4, 0)]
+    table = deflated(b"".join(bytes([k]) + f.to_bytes(4, "big") + bytes([g]) for k, f, g in rows), b"\0", table_mb)
+    out += (b"3 0 obj\n<< /Type /XRef /Size 5 /W [1 4 1] /Root 1 0 R /Filter /FlateDecode /Length %d >>\nstream\n"
+            % len(table) + table + b"\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % o3)
+    return bytes(out)
+
+
 def image_bomb_pdf(side=20_000):
     """A page showing one side x side grayscale image whose Flate stream
     (zeros) is about a thousand times smaller than its pixels."""
@@ -337,6 +372,10 @@ def cases(template_id):
         dict(name="pdf-huge-page-count", file=pdf(page_objs(1)[:1] + [b"<< /Type /Pages /Kids [5 0 R] /Count 2000000000 >>"]
                                                    + page_objs(1)[2:]), expect=failed_doc("required_field_missing")),
         dict(name="pdf-over-max-pages", file=pdf(page_objs(501)), expect=failed_doc("page_limit_exceeded")),
+        dict(name="pdf-inline-page-tree", file=inline_page_tree(5_000_000), expect=failed_doc("page_limit_exceeded")),
+        # A gigabyte from a megabyte, in the streams that hold the objects.
+        dict(name="pdf-object-stream-bomb", file=packed_bomb_pdf(objects_mb=1024), expect=failed_doc("stream_too_large")),
+        dict(name="pdf-xref-stream-bomb", file=packed_bomb_pdf(table_mb=1024), expect=failed_doc("stream_too_large")),
         # A huge page with a text layer needs no rendering; one without needs OCR.
         dict(name="pdf-huge-page", file=pdf(page_objs(1, b"[0 0 14400 14400]")), expect=failed_doc("required_field_missing")),
         dict(name="pdf-huge-page-scan", file=pdf(page_objs(1, b"[0 0 14400 14400]", content=b"")),

@@ -826,7 +826,11 @@ fn page_limits_and_time_limits() {
     };
     let err = extract(&three, &template(), &opts).unwrap_err();
     assert_eq!(err.code(), "page_limit_exceeded");
-    assert!(err.to_string().contains("3 pages; the limit is 2"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("more than 2 pages; the limit is 2"),
+        "{err}"
+    );
     // Time: a scan with a zero page time limit stops at the first check.
     let png = corpus::encode(
         &corpus::scan_image(&a.pdf, &corpus::SCANS[2], 0),
@@ -1319,4 +1323,145 @@ fn max_render_dpi_caps_what_a_template_asks() {
     };
     let got = extract(&blank, &t, &opts).unwrap();
     assert_eq!(got.result["total"], json!(null));
+}
+
+#[test]
+fn a_page_tree_is_read_to_one_page_past_the_limit() {
+    // 200,000 pages in 800 KB: hayro kept a few hundred bytes for each
+    // before anything could count them (a 20 KB PDF packing 5 million
+    // held 4.7 GB).
+    let kids = "<<>>".repeat(200_000);
+    let doc = corpus::pdf_file(&[
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        format!("<< /Type /Pages /Kids [{kids}] /Count 1 >>").into_bytes(),
+    ]);
+    let opts = Options {
+        max_pages: 5,
+        ..Options::default()
+    };
+    assert_eq!(page_count(&doc, &opts).unwrap(), 6);
+    assert_eq!(page_count(&doc, &Options::default()).unwrap(), 501);
+    let err = extract(&doc, &template(), &opts).unwrap_err();
+    assert_eq!(err.code(), "page_limit_exceeded");
+    assert!(
+        err.to_string()
+            .contains("more than 5 pages; the limit is 5"),
+        "{err}"
+    );
+    // A preview reads the tree to the page it shows.
+    let shown = render_page(&doc, 3, 72, &opts).unwrap();
+    assert!(shown.width() > 0);
+}
+
+/// A PDF 1.5 file whose objects live in deflated object streams: the
+/// first holds the page tree (one blank page), each further one an empty
+/// dictionary; stream `i` is padded with `pads[i]` spaces. Its
+/// cross-reference stream is deflated too, its rows followed by
+/// `xref_pad` zero bytes, its dictionary ending with `xref_extra`.
+fn packed_pdf(pads: &[usize], xref_pad: usize, xref_extra: &str) -> Vec<u8> {
+    // Objects: 1 catalog, 2 page tree, 3 cross-reference stream, then
+    // object stream 4 + 2i holding object 5 + 2i (object 5 is 2's home:
+    // numbered apart so that ids do not depend on the count).
+    let mut rows: Vec<(u8, usize, u8)> = vec![(0, 0, 255); 4 + 2 * pads.len()];
+    let mut out = b"%PDF-1.7\n".to_vec();
+    rows[1] = (1, out.len(), 0);
+    out.extend(b"1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n");
+    for (i, &pad) in pads.iter().enumerate() {
+        let (stream, member) = (4 + 2 * i, if i == 0 { 2 } else { 5 + 2 * i });
+        let header = format!("{member} 0 ");
+        let mut raw = header.clone().into_bytes();
+        raw.extend(if i == 0 {
+            &b"<< /Type /Pages /Kids [<< /Type /Page /MediaBox [0 0 200 200] >>] /Count 1 >>"[..]
+        } else {
+            &b"<< >>"[..]
+        });
+        raw.resize(raw.len() + pad, b' ');
+        let packed = miniz_oxide::deflate::compress_to_vec_zlib(&raw, 6);
+        rows[stream] = (1, out.len(), 0);
+        rows[member] = (2, stream, 0);
+        out.extend(
+            format!(
+                "{stream} 0 obj\n<< /Type /ObjStm /N 1 /First {} /Filter /FlateDecode /Length {} >>\nstream\n",
+                header.len(),
+                packed.len()
+            )
+            .as_bytes(),
+        );
+        out.extend(&packed);
+        out.extend(b"\nendstream\nendobj\n");
+    }
+    let xref = out.len();
+    rows[3] = (1, xref, 0);
+    let mut table: Vec<u8> = rows
+        .iter()
+        .flat_map(|&(kind, field, generation)| {
+            let mut row = vec![kind];
+            row.extend((field as u32).to_be_bytes());
+            row.push(generation);
+            row
+        })
+        .collect();
+    table.resize(table.len() + xref_pad, 0);
+    let table = miniz_oxide::deflate::compress_to_vec_zlib(&table, 6);
+    out.extend(
+        format!(
+            "3 0 obj\n<< /Type /XRef /Size {} /W [1 4 1] /Root 1 0 R /Filter /FlateDecode /Length {}{xref_extra} >>\nstream\n",
+            rows.len(),
+            table.len()
+        )
+        .as_bytes(),
+    );
+    out.extend(&table);
+    out.extend(format!("\nendstream\nendobj\nstartxref\n{xref}\n%%EOF\n").as_bytes());
+    out
+}
+
+#[test]
+fn streams_that_hold_objects_are_decoded_within_max_pdf_stream_bytes() {
+    let small = Options {
+        max_pdf_stream_bytes: 1 << 20,
+        ..Options::default()
+    };
+    let too_large = |doc: &[u8], got: Result<u32, Error>| {
+        let err = got.unwrap_err();
+        assert_eq!(err.code(), "stream_too_large", "{err}");
+        assert!(
+            err.to_string()
+                .contains("the streams that hold its objects expand beyond 1 MB"),
+            "{err}"
+        );
+        // Within the default limit, the same file is read.
+        assert_eq!(page_count(doc, &Options::default()).unwrap(), 1);
+    };
+    assert_eq!(page_count(&packed_pdf(&[0], 0, ""), &small).unwrap(), 1);
+    // hayro decoded these whole when the file was opened, before any
+    // check of ours: a 2 MB upload held 2 GB.
+    let objects = packed_pdf(&[2 << 20], 0, "");
+    too_large(&objects, page_count(&objects, &small));
+    let table = packed_pdf(&[0], 2 << 20, "");
+    too_large(&table, page_count(&table, &small));
+    // Object streams are kept while the document is open: together they
+    // may hold no more (two of 600 KB, the second read by the checks
+    // that visit every object).
+    let two = packed_pdf(&[600_000, 600_000], 0, "");
+    assert_eq!(page_count(&two, &small).unwrap(), 1);
+    too_large(
+        &two,
+        extract(&two, &template(), &small).map(|got| got.pages),
+    );
+}
+
+#[test]
+fn cross_reference_stream_predictors_that_divided_by_zero_or_overflowed() {
+    // Rows of no bytes (a division by zero), and 16 colours of 16 bits
+    // (256 bits, overflowing the byte it was counted in): both panicked
+    // in the PDF reader, which then read the file by scanning it.
+    for parms in [
+        "/Predictor 2 /Columns 0",
+        "/Predictor 2 /Columns 6 /Colors 16 /BitsPerComponent 16",
+        "/Predictor 12 /Columns 6 /Colors 16 /BitsPerComponent 16",
+    ] {
+        let doc = packed_pdf(&[0], 0, &format!(" /DecodeParms << {parms} >>"));
+        assert_eq!(page_count(&doc, &Options::default()).unwrap(), 1, "{parms}");
+    }
 }
