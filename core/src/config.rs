@@ -159,6 +159,7 @@ pub struct Config {
     pub max_drawing_operations: u64,
     pub max_text_bytes: u64,
     pub max_pdf_stream_bytes: u64,
+    pub max_pdf_objects: u64,
     pub max_result_bytes: u64,
     pub max_field_matches: usize,
     pub max_replace_growth_bytes: usize,
@@ -501,6 +502,7 @@ impl Config {
             ("max_drawing_operations", self.max_drawing_operations),
             ("max_text_bytes", self.max_text_bytes),
             ("max_pdf_stream_bytes", self.max_pdf_stream_bytes),
+            ("max_pdf_objects", self.max_pdf_objects),
             ("max_result_bytes", self.max_result_bytes),
             // Every regex field with occurrence "all" would fail.
             ("max_field_matches", self.max_field_matches as u64),
@@ -747,7 +749,7 @@ impl Config {
     /// The extraction limits of `max_pages`, `max_pixels_per_page`,
     /// `max_image_side`, `max_page_overdraw`, `max_text_glyphs`,
     /// `max_drawing_operations`, `max_text_bytes`, `max_pdf_stream_bytes`,
-    /// `max_result_bytes`, `max_field_matches`, `max_replace_growth_bytes`,
+    /// `max_pdf_objects`, `max_result_bytes`, `max_field_matches`, `max_replace_growth_bytes`,
     /// `max_render_dpi`, `render_dpi` and the two time limits.
     pub fn extract_options(&self) -> paperhook_extract::Options {
         paperhook_extract::Options {
@@ -759,6 +761,7 @@ impl Config {
             max_drawing_operations: self.max_drawing_operations,
             max_text_bytes: self.max_text_bytes,
             max_pdf_stream_bytes: self.max_pdf_stream_bytes,
+            max_pdf_objects: self.max_pdf_objects,
             max_result_bytes: self.max_result_bytes,
             max_field_matches: self.max_field_matches,
             max_replace_growth_bytes: self.max_replace_growth_bytes,
@@ -1354,6 +1357,7 @@ mod tests {
             ("max_drawing_operations", 6000),
             ("max_text_bytes", 7000),
             ("max_pdf_stream_bytes", 8000),
+            ("max_pdf_objects", 8500),
             ("max_result_bytes", 9000),
             ("max_field_matches", 11),
             ("max_replace_growth_bytes", 12),
@@ -1397,6 +1401,7 @@ mod tests {
             ),
             (11, 12, 200)
         );
+        assert_eq!(opts.max_pdf_objects, 8500);
         assert_eq!(opts.page_time_limit, Duration::from_secs(9));
         assert_eq!(opts.document_time_limit, Duration::from_secs(90));
         // The defaults are the engine's own.
@@ -1448,6 +1453,7 @@ mod tests {
         );
         assert_eq!(defaults.page_time_limit, engine.page_time_limit);
         assert_eq!(defaults.document_time_limit, engine.document_time_limit);
+        assert_eq!(defaults.max_pdf_objects, engine.max_pdf_objects);
         for (name, bad) in [
             ("max_pixels_per_page", 0),
             ("max_image_side", 0),
@@ -1462,6 +1468,7 @@ mod tests {
             ("render_dpi", 601),
             ("max_text_bytes", 0),
             ("max_pdf_stream_bytes", 0),
+            ("max_pdf_objects", 0),
             ("max_result_bytes", 0),
             ("max_field_matches", 0),
             ("max_render_dpi", 71),

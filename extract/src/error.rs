@@ -95,6 +95,10 @@ pub enum Error {
         "the PDF makes more than {max} drawing operations (shapes, clips, text runs, images, forms; passed at page {page}); split it into smaller documents, or raise max_drawing_operations"
     )]
     TooManyOperations { page: u32, max: u64 },
+    #[error(
+        "the PDF has more than {max} objects; split it into smaller documents, or raise max_pdf_objects"
+    )]
+    TooManyObjects { max: u64 },
     #[error("processing took longer than the limit of {limit_ms} ms (at page {page})")]
     Timeout { page: u32, limit_ms: u64 },
     #[error(
@@ -141,7 +145,9 @@ impl Error {
             Error::TextTooLarge { .. } | Error::TextBytesTooLarge { .. } => "text_too_large",
             Error::StreamTooLarge { .. } => "stream_too_large",
             Error::ResultTooLarge { .. } => "result_too_large",
-            Error::TooManyOperations { .. } => "document_too_complex",
+            Error::TooManyOperations { .. } | Error::TooManyObjects { .. } => {
+                "document_too_complex"
+            }
             Error::Timeout { .. } => "timeout",
             Error::DocumentTimeout { .. } => "document_timeout",
             Error::TemplateMismatch { .. } => "template_mismatch",

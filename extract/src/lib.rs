@@ -62,6 +62,10 @@ pub struct Options {
     /// Most bytes one PDF stream (or a page's content streams together)
     /// may decode to (`stream_too_large`): hayro decodes streams whole.
     pub max_pdf_stream_bytes: u64,
+    /// Most objects a PDF's cross-reference data may list, and its object
+    /// streams hold together (`document_too_complex`, when it is opened):
+    /// each takes some tens of bytes.
+    pub max_pdf_objects: u64,
     /// Most bytes the extracted values (and their field names) may take as
     /// JSON (`result_too_large`): 200 region fields over a page of text
     /// each copy the page.
@@ -123,6 +127,7 @@ impl Default for Options {
             max_text_glyphs: 2_000_000,
             max_text_bytes: 64 << 20,
             max_pdf_stream_bytes: 256 << 20,
+            max_pdf_objects: 1_000_000,
             max_result_bytes: 16 << 20,
             max_field_matches: template::MAX_MATCHES,
             max_replace_growth_bytes: post::MAX_REPLACE_GROWTH_BYTES,
@@ -241,7 +246,7 @@ pub fn page_count(doc: &[u8], opts: &Options) -> Result<u32, Error> {
 fn page_count_inner(doc: &[u8], opts: &Options) -> Result<u32, Error> {
     match sniff(doc)? {
         Kind::Pdf => {
-            let limits = pdf::limits(opts.max_pages, opts.max_pdf_stream_bytes);
+            let limits = pdf::limits(opts.max_pages, opts);
             Ok(pdf::open(doc, limits)?.pages().len() as u32)
         }
         Kind::Tiff => raster::tiff_page_count(doc, opts, Instant::now()),
@@ -395,7 +400,7 @@ fn read_pages_inner(
     };
     match kind {
         Kind::Pdf => {
-            let limits = pdf::limits(opts.max_pages, opts.max_pdf_stream_bytes);
+            let limits = pdf::limits(opts.max_pages, opts);
             let pdf = pdf::open(doc, limits)?;
             // Read to max_pages + 1 at the most.
             let n = pdf.pages().len();
@@ -410,12 +415,9 @@ fn read_pages_inner(
                     max: opts.max_pages,
                 });
             }
-            let sizes = pdf::check_streams(
-                &pdf,
-                embedded_image_limit(opts),
-                opts.max_pdf_stream_bytes,
-                &|| document_deadline(&plan, 0),
-            )?;
+            let sizes = pdf::check_streams(&pdf, embedded_image_limit(opts), &limits, &|| {
+                document_deadline(&plan, 0)
+            })?;
             // One meter for every page: the limits are the document's.
             let mut meter = plan.meter();
             let mut pages = pdf::Pages::new(doc, &sizes, limits, pdf);
@@ -1091,14 +1093,11 @@ fn render_pdf_page(
     started: Instant,
 ) -> Result<GrayImage, Error> {
     // The page tree read to the page asked for (and one more).
-    let limits = pdf::limits(page, opts.max_pdf_stream_bytes);
+    let limits = pdf::limits(page, opts);
     let pdf = pdf::open(doc, limits)?;
-    let sizes = pdf::check_streams(
-        &pdf,
-        embedded_image_limit(opts),
-        opts.max_pdf_stream_bytes,
-        &|| within_time(started, opts.document_time_limit, page),
-    )?;
+    let sizes = pdf::check_streams(&pdf, embedded_image_limit(opts), &limits, &|| {
+        within_time(started, opts.document_time_limit, page)
+    })?;
     let n = pdf.pages().len() as u32;
     if page == 0 || page > n {
         return Err(Error::Corrupt {

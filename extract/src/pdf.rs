@@ -12,7 +12,7 @@ use hayro::hayro_interpret::hayro_syntax::object::{
     Array, Dict, MaybeRef, Name, Object, ObjectIdentifier, Stream,
 };
 use hayro::hayro_interpret::hayro_syntax::page::Page;
-use hayro::hayro_interpret::hayro_syntax::{Filter, Limits, LoadPdfError, Pdf};
+use hayro::hayro_interpret::hayro_syntax::{Exceeded, Filter, Limits, LoadPdfError, Pdf};
 use hayro::hayro_interpret::util::TransformExt;
 use hayro::hayro_interpret::{
     BlendMode, ClipPath, Context, Device, DrawMode, DrawProps, Image, ImageDrawProps,
@@ -34,16 +34,19 @@ const MAX_SIDE: f64 = 65_535.0;
 const MIN_OCR_DPI: f64 = 100.0;
 
 /// What opening a document may read: its page tree to `max_pages` + 1
-/// pages (one more tells that there are more), and streams (and its object
-/// streams together) decoded to `max_stream` bytes, the streams that hold
-/// its objects measured before they are decoded. hayro-syntax itself
+/// pages (one more tells that there are more), streams (and its object
+/// streams together) decoded to `max_pdf_stream_bytes`, the streams that
+/// hold its objects measured before they are decoded, and
+/// `max_pdf_objects` objects. hayro-syntax itself
 /// reads the whole page tree and decodes the cross-reference and object
 /// streams it needs when a document is opened, before any of our checks:
 /// our copy of it takes these limits (vendor/README.md).
-pub fn limits(max_pages: u32, max_stream: u64) -> Limits {
+pub fn limits(max_pages: u32, opts: &crate::Options) -> Limits {
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     Limits {
         max_pages: usize::try_from(max_pages).unwrap_or(usize::MAX),
-        max_decoded_bytes: usize::try_from(max_stream).unwrap_or(usize::MAX),
+        max_decoded_bytes: size(opts.max_pdf_stream_bytes),
+        max_objects: size(opts.max_pdf_objects),
         measure: Some(measure),
     }
 }
@@ -64,20 +67,29 @@ pub fn open(doc: &[u8], limits: Limits) -> Result<Pdf, Error> {
             kind: "PDF",
             detail: "no readable cross-reference table or page tree".into(),
         },
-        LoadPdfError::LimitExceeded => objects_too_large(limits.max_decoded_bytes as u64),
+        LoadPdfError::LimitExceeded(what) => passed(what, &limits),
     })
 }
 
-/// A stream that holds the document's structure (cross-reference data,
-/// object streams) decodes beyond `max_stream` bytes, or its object
-/// streams together do.
-fn objects_too_large(max_stream: u64) -> Error {
-    Error::StreamTooLarge {
-        detail: format!(
-            "the streams that hold its objects expand beyond {}",
-            size_text(max_stream)
-        ),
-        max_bytes: max_stream,
+/// The error for a limit of the document's passed while it was read:
+/// a stream that holds its structure (cross-reference data, object
+/// streams) decoding beyond `max_decoded_bytes` (or its object streams
+/// together), or more than `max_objects` objects.
+fn passed(what: Exceeded, limits: &Limits) -> Error {
+    match what {
+        Exceeded::DecodedBytes => {
+            let max_bytes = limits.max_decoded_bytes as u64;
+            Error::StreamTooLarge {
+                detail: format!(
+                    "the streams that hold its objects expand beyond {}",
+                    size_text(max_bytes)
+                ),
+                max_bytes,
+            }
+        }
+        Exceeded::Objects => Error::TooManyObjects {
+            max: limits.max_objects as u64,
+        },
     }
 }
 
@@ -978,7 +990,7 @@ pub type StreamSizes = HashMap<ObjectIdentifier, u64>;
 /// hayro allocate without bound (hayro decodes streams whole; a kilobyte
 /// of deflate data can claim a gigabyte): a stream or inline image whose
 /// filters (alone or chained, see [`expanded_len`]) expand it beyond
-/// `max_stream` bytes, or an image declaring more than `max_pixels` (a
+/// `limits.max_decoded_bytes`, or an image declaring more than `max_pixels` (a
 /// CCITT image of 100,000 x 100,000 pixels would allocate 10 GB and abort
 /// the process).
 ///
@@ -989,9 +1001,10 @@ pub type StreamSizes = HashMap<ObjectIdentifier, u64>;
 pub fn check_streams(
     pdf: &Pdf,
     max_pixels: u64,
-    max_stream: u64,
+    limits: &Limits,
     deadline: &dyn Fn() -> Result<(), Error>,
 ) -> Result<StreamSizes, Error> {
+    let max_stream = u64::try_from(limits.max_decoded_bytes).unwrap_or(u64::MAX);
     let mut sizes = StreamSizes::new();
     for obj in pdf.objects() {
         let Object::Stream(stream) = obj else {
@@ -1011,10 +1024,10 @@ pub fn check_streams(
     }
     // Every object has been read: an object stream left out (beyond the
     // limit, or past it with the others) would leave objects missing.
-    if pdf.limits_passed() {
-        return Err(objects_too_large(max_stream));
+    match pdf.limits_passed() {
+        Some(what) => Err(passed(what, limits)),
+        None => Ok(sizes),
     }
-    Ok(sizes)
 }
 
 /// The bytes hayro decodes and keeps for page `index`'s content: its

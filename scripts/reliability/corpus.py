@@ -253,6 +253,27 @@ def packed_bomb_pdf(objects_mb=0, table_mb=0):
     return bytes(out)
 
 
+def listed_objects_pdf(objects):
+    """A PDF whose deflated cross-reference stream lists `objects` objects
+    (6 bytes each, packed a thousand to one): the PDF reader kept some
+    tens of bytes for each when it opened the file (40 million from
+    350 KB: 2.7 GB)."""
+    out = bytearray(b"%PDF-1.7\n")
+    o1 = len(out)
+    out += b"1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+    o2 = len(out)
+    out += b"2 0 obj\n<< /Type /Pages /Kids [<< /Type /Page >>] /Count 1 >>\nendobj\n"
+    o3 = len(out)
+    head = b"".join(bytes([k]) + f.to_bytes(4, "big") + bytes([g])
+                    for k, f, g in [(0, 0, 255), (1, o1, 0), (1, o2, 0), (1, o3, 0)])
+    comp = zlib.compressobj(9)
+    rows = b"\x01\x00\x00\x00\x09\x00" * 100_000
+    table = comp.compress(head) + b"".join(comp.compress(rows) for _ in range(objects // 100_000)) + comp.flush()
+    out += (b"3 0 obj\n<< /Type /XRef /Size %d /W [1 4 1] /Root 1 0 R /Filter /FlateDecode /Length %d >>\nstream\n"
+            % (4 + objects, len(table)) + table + b"\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % o3)
+    return bytes(out)
+
+
 def image_bomb_pdf(side=20_000):
     """A page showing one side x side grayscale image whose Flate stream
     (zeros) is about a thousand times smaller than its pixels."""
@@ -376,6 +397,7 @@ def cases(template_id):
         # A gigabyte from a megabyte, in the streams that hold the objects.
         dict(name="pdf-object-stream-bomb", file=packed_bomb_pdf(objects_mb=1024), expect=failed_doc("stream_too_large")),
         dict(name="pdf-xref-stream-bomb", file=packed_bomb_pdf(table_mb=1024), expect=failed_doc("stream_too_large")),
+        dict(name="pdf-40-million-objects", file=listed_objects_pdf(40_000_000), expect=failed_doc("document_too_complex")),
         # A huge page with a text layer needs no rendering; one without needs OCR.
         dict(name="pdf-huge-page", file=pdf(page_objs(1, b"[0 0 14400 14400]")), expect=failed_doc("required_field_missing")),
         dict(name="pdf-huge-page-scan", file=pdf(page_objs(1, b"[0 0 14400 14400]", content=b"")),

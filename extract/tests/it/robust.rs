@@ -1465,3 +1465,42 @@ fn cross_reference_stream_predictors_that_divided_by_zero_or_overflowed() {
         assert_eq!(page_count(&doc, &Options::default()).unwrap(), 1, "{parms}");
     }
 }
+
+#[test]
+fn a_pdf_listing_more_objects_than_max_pdf_objects_is_too_complex() {
+    // A catalog, a page tree of one page and 2,000 more objects, in a
+    // classic cross-reference table; the PDF reader then scans the file
+    // for objects, as for a broken table, and finds as many.
+    let mut objs = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>".to_vec(),
+    ];
+    objs.extend((0..2_000).map(|_| b"<< >>".to_vec()));
+    let doc = corpus::pdf_file(&objs);
+    assert_eq!(page_count(&doc, &Options::default()).unwrap(), 1);
+    let opts = Options {
+        max_pdf_objects: 1_000,
+        ..Options::default()
+    };
+    // A cross-reference stream listing more (six rows, two allowed).
+    let packed = packed_pdf(&[0], 0, "");
+    assert_eq!(page_count(&packed, &Options::default()).unwrap(), 1);
+    let two = Options {
+        max_pdf_objects: 2,
+        ..Options::default()
+    };
+    for (err, max) in [
+        (page_count(&doc, &opts).unwrap_err(), 1000),
+        (extract(&doc, &template(), &opts).unwrap_err(), 1000),
+        (page_count(&packed, &two).unwrap_err(), 2),
+    ] {
+        assert_eq!(err.code(), "document_too_complex", "{err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "more than {max} objects; split it into smaller documents, or raise max_pdf_objects"
+            )),
+            "{err}"
+        );
+    }
+}

@@ -1,3 +1,4 @@
+use crate::limits::{Exceeded, Limits};
 use crate::object::ObjectIdentifier;
 use crate::object::Stream;
 use crate::reader::ReaderContext;
@@ -67,10 +68,10 @@ pub(crate) struct Data {
     // 32 segments are more than enough as we can't have more objects than this.
     object_streams: SegmentList<ObjectStream, 32>,
     map: Mutex<FxHashMap<ObjectIdentifier, usize>>,
-    // Paperhook: the bytes the decoded object streams may hold together,
-    // and what they hold (under `map`'s lock).
-    max_object_stream_bytes: usize,
-    object_stream_bytes: Mutex<usize>,
+    // Paperhook: the document's limits on what its decoded object streams
+    // hold together, and the bytes and objects they hold.
+    limits: Limits,
+    held: Mutex<(usize, usize)>,
 }
 
 impl Debug for Data {
@@ -81,13 +82,13 @@ impl Debug for Data {
 
 impl Data {
     /// Create a new `Data` structure.
-    pub(crate) fn new(data: PdfData, max_object_stream_bytes: usize) -> Self {
+    pub(crate) fn new(data: PdfData, limits: Limits) -> Self {
         Self {
             data,
             object_streams: SegmentList::new(),
             map: Mutex::new(FxHashMap::default()),
-            max_object_stream_bytes,
-            object_stream_bytes: Mutex::new(0),
+            limits,
+            held: Mutex::new((0, 0)),
         }
     }
 
@@ -118,13 +119,18 @@ impl Data {
         // Paperhook: kept for as long as the document lives, so what they
         // hold together is bounded; one past the bound is not kept.
         {
-            let mut held = self.object_stream_bytes.get();
-            let total = held.saturating_add(object_stream.len());
-            if total > self.max_object_stream_bytes {
-                ctx.xref().note_passed();
+            let mut held = self.held.get();
+            let bytes = held.0.saturating_add(object_stream.len());
+            let objects = held.1.saturating_add(object_stream.objects());
+            if bytes > self.limits.max_decoded_bytes {
+                ctx.xref().note_passed(Exceeded::DecodedBytes);
                 return None;
             }
-            *held = total;
+            if objects > self.limits.max_objects {
+                ctx.xref().note_passed(Exceeded::Objects);
+                return None;
+            }
+            *held = (bytes, objects);
         }
 
         let idx = locked.len();

@@ -90,7 +90,7 @@ pub(crate) mod util;
 
 pub mod content;
 mod limits;
-pub use limits::{Limits, Measure};
+pub use limits::{Exceeded, Limits, Measure};
 mod crypto;
 pub mod metadata;
 pub mod object;

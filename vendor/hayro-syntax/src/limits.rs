@@ -1,14 +1,15 @@
 //! Limits on what reading a document may allocate.
 //!
 //! Added for Paperhook (not in hayro-syntax 0.9.0; see `vendor/README.md`).
-//! Upstream reads a document's whole page tree and decodes any stream to
-//! whatever size it expands to, so a 20 KB file can make it allocate
-//! gigabytes before a caller sees a page count. With [`Limits`], reading
-//! stops early instead: the page tree is read to one page past
-//! [`Limits::max_pages`] (a caller can tell that a document has more), and
-//! a stream that decodes beyond [`Limits::max_decoded_bytes`] fails to
-//! decode, as does any object stream once the document's object streams
-//! together pass it (they are kept for as long as the document lives).
+//! Upstream reads a document's whole page tree and cross-reference data and
+//! decodes any stream to whatever size it expands to, so a 20 KB file can
+//! make it allocate gigabytes before a caller sees a page count. With
+//! [`Limits`], reading stops early instead: the page tree is read to one
+//! page past [`Limits::max_pages`] (a caller can tell that a document has
+//! more); a stream that decodes beyond [`Limits::max_decoded_bytes`] fails
+//! to decode, as does any object stream once the document's object streams
+//! together pass it (they are kept for as long as the document lives); and
+//! the objects a document may have are [`Limits::max_objects`].
 
 /// Measures what `raw` decodes to through `filters` (in order), reading a
 /// little past `cap` bytes at the most and keeping none of it.
@@ -24,6 +25,9 @@ pub struct Limits {
     /// are given declared sizes, which callers check), and all of a
     /// document's object streams together.
     pub max_decoded_bytes: usize,
+    /// Objects the document's cross-reference data may list, and its
+    /// object streams hold together (each takes some tens of bytes).
+    pub max_objects: usize,
     /// Measures the streams that hold the document's objects (its
     /// cross-reference and object streams, read when it is opened) before
     /// they are decoded, so that one expanding past `max_decoded_bytes` is
@@ -37,51 +41,83 @@ impl Default for Limits {
         Self {
             max_pages: usize::MAX,
             max_decoded_bytes: usize::MAX,
+            max_objects: usize::MAX,
             measure: None,
+        }
+    }
+}
+
+/// Which of the [`Limits`] a document passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exceeded {
+    /// [`Limits::max_decoded_bytes`].
+    DecodedBytes,
+    /// [`Limits::max_objects`].
+    Objects,
+}
+
+impl Exceeded {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::DecodedBytes => 1,
+            Self::Objects => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Self::DecodedBytes),
+            2 => Some(Self::Objects),
+            _ => None,
         }
     }
 }
 
 #[cfg(feature = "std")]
 std::thread_local! {
-    /// The limits of the document being opened on this thread (streams
-    /// decoded while its cross-reference data is read are not yet tied to
-    /// the document: its `XRef` does not exist yet), and whether such a
-    /// stream passed them.
-    static OPENING: core::cell::Cell<Option<(Limits, bool)>> = const { core::cell::Cell::new(None) };
+    /// The limits of the document being opened (or repaired) on this
+    /// thread, and the first of them passed: its cross-reference data is
+    /// read before the document's `XRef` exists to hold them.
+    static OPENING: core::cell::Cell<Option<(Limits, Option<Exceeded>)>> =
+        const { core::cell::Cell::new(None) };
 }
 
 /// Runs `f` with `limits` as those of the document it opens; also tells
-/// whether a stream read while opening, before the document's `XRef` was
-/// made, passed them.
-pub(crate) fn opening<T>(limits: Limits, f: impl FnOnce() -> T) -> (T, bool) {
+/// which of them was passed first meanwhile, if any.
+pub(crate) fn opening<T>(limits: Limits, f: impl FnOnce() -> T) -> (T, Option<Exceeded>) {
     #[cfg(feature = "std")]
     {
-        struct Restore(Option<(Limits, bool)>);
+        type Saved = Option<(Limits, Option<Exceeded>)>;
+        struct Restore(Saved);
         impl Drop for Restore {
             fn drop(&mut self) {
                 OPENING.with(|o| o.set(self.0));
             }
         }
-        let _restore = Restore(OPENING.with(|o| o.replace(Some((limits, false)))));
+        let _restore = Restore(OPENING.with(|o| o.replace(Some((limits, None)))));
         let out = f();
-        (out, OPENING.with(|o| o.get()).is_some_and(|(_, hit)| hit))
+        (
+            out,
+            OPENING.with(|o| o.get()).and_then(|(_, passed)| passed),
+        )
     }
     #[cfg(not(feature = "std"))]
     {
         let _ = limits;
-        (f(), false)
+        (f(), None)
     }
 }
 
-/// Notes that a stream read while opening passed the limits.
-pub(crate) fn passed_while_opening() {
+/// Notes that the document being opened passed a limit.
+pub(crate) fn passed_while_opening(what: Exceeded) {
     #[cfg(feature = "std")]
     OPENING.with(|o| {
-        if let Some((limits, _)) = o.get() {
-            o.set(Some((limits, true)));
+        if let Some((limits, None)) = o.get() {
+            o.set(Some((limits, Some(what))));
         }
     });
+    #[cfg(not(feature = "std"))]
+    let _ = what;
 }
 
 /// The limits of the document being opened on this thread, if any.

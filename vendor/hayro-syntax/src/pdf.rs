@@ -1,7 +1,7 @@
 //! The starting point for reading PDF files.
 
 use crate::PdfData;
-use crate::limits::Limits;
+use crate::limits::{Exceeded, Limits};
 use crate::object::Object;
 use crate::page::Pages;
 use crate::page::cached::CachedPages;
@@ -27,9 +27,9 @@ pub enum LoadPdfError {
     Decryption(DecryptionError),
     /// The PDF was invalid or could not be parsed due to some other unknown reason.
     Invalid,
-    /// Paperhook: a stream the document needs to be opened decodes beyond
-    /// [`Limits::max_decoded_bytes`], or its object streams together do.
-    LimitExceeded,
+    /// Paperhook: the document passed one of its [`Limits`] while it was
+    /// opened.
+    LimitExceeded(Exceeded),
 }
 
 #[allow(clippy::len_without_is_empty)]
@@ -59,17 +59,21 @@ impl Pdf {
         limits: Limits,
     ) -> Result<Self, LoadPdfError> {
         let (opened, passed) = crate::limits::opening(limits, || Self::open(data.into(), password));
-        match opened {
-            Ok(pdf) if passed || pdf.limits_passed() => Err(LoadPdfError::LimitExceeded),
-            Err(LoadPdfError::Invalid) if passed => Err(LoadPdfError::LimitExceeded),
-            other => other,
+        match (opened, passed) {
+            (Ok(_) | Err(LoadPdfError::Invalid), Some(what)) => {
+                Err(LoadPdfError::LimitExceeded(what))
+            }
+            (Ok(pdf), None) => match pdf.limits_passed() {
+                Some(what) => Err(LoadPdfError::LimitExceeded(what)),
+                None => Ok(pdf),
+            },
+            (other, _) => other,
         }
     }
 
-    /// Paperhook: whether a stream of this document has decoded beyond
-    /// [`Limits::max_decoded_bytes`] (and so was left out), or its object
-    /// streams together did.
-    pub fn limits_passed(&self) -> bool {
+    /// Paperhook: the first of its [`Limits`] this document passed (what
+    /// passed them was left out: a stream, an object stream), if any.
+    pub fn limits_passed(&self) -> Option<Exceeded> {
         self.xref.limits_passed()
     }
 

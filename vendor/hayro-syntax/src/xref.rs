@@ -2,7 +2,7 @@
 
 use crate::crypto::{DecryptionError, DecryptionTarget, Decryptor, get};
 use crate::data::Data;
-use crate::limits::Limits;
+use crate::limits::{Exceeded, Limits};
 use crate::metadata::Metadata;
 use crate::object::Name;
 use crate::object::ObjectIdentifier;
@@ -96,7 +96,9 @@ fn fallback_xref_map_inner<'a>(
                 // Check that the object following it is actually valid before inserting it.
                 cloned.skip_white_spaces_and_comments();
                 if cloned.skip::<Object<'_>>(false).is_some() {
-                    xref_map.insert(obj_id, EntryType::Normal(cur_pos));
+                    if insert_entry(&mut xref_map, obj_id, EntryType::Normal(cur_pos)).is_none() {
+                        break;
+                    }
                     last_obj_num = Some(obj_id);
                     dummy_ctx.set_obj_number(obj_id);
                 }
@@ -150,11 +152,14 @@ fn fallback_xref_map_inner<'a>(
                                 if xref_map
                                     .get(&id)
                                     .is_none_or(|e| !matches!(e, &EntryType::Normal(_)))
-                                {
-                                    xref_map.insert(
+                                    && insert_entry(
+                                        &mut xref_map,
                                         id,
                                         EntryType::ObjStream(last_obj_num.obj_number, idx as u32),
-                                    );
+                                    )
+                                    .is_none()
+                                {
+                                    break;
                                 }
                             }
                         }
@@ -289,7 +294,7 @@ impl XRef {
         // Paperhook: the limits of the document being opened.
         let limits = crate::limits::while_opening().unwrap_or_default();
         let mut xref = Self(Inner::Some(Arc::new(SomeRepr {
-            data: Arc::new(Data::new(data, limits.max_decoded_bytes)),
+            data: Arc::new(Data::new(data, limits)),
             map: Arc::new(RwLock::new(MapRepr { xref_map, repaired })),
             decryptor: Arc::new(Decryptor::None),
             has_ocgs: false,
@@ -297,7 +302,7 @@ impl XRef {
             trailer_data,
             password: password.to_vec(),
             limits,
-            passed: Arc::new(core::sync::atomic::AtomicBool::new(false)),
+            passed: Arc::new(core::sync::atomic::AtomicU8::new(0)),
         })));
 
         // We read the trailer twice, once to determine the encryption used and then a second
@@ -397,20 +402,27 @@ impl XRef {
         }
     }
 
-    /// Paperhook: notes that a stream of the document passed its limits
-    /// (a stream read while it is opened, before this table, counts too).
-    pub(crate) fn note_passed(&self) {
-        crate::limits::passed_while_opening();
+    /// Paperhook: notes that the document passed one of its limits (one
+    /// passed while it is opened, before this table exists, counts too).
+    pub(crate) fn note_passed(&self, what: Exceeded) {
+        crate::limits::passed_while_opening(what);
         if let Inner::Some(r) = &self.0 {
-            r.passed.store(true, core::sync::atomic::Ordering::Relaxed);
+            let _ = r.passed.compare_exchange(
+                0,
+                what.code(),
+                core::sync::atomic::Ordering::Relaxed,
+                core::sync::atomic::Ordering::Relaxed,
+            );
         }
     }
 
-    /// Paperhook: whether a stream of the document passed its limits.
-    pub(crate) fn limits_passed(&self) -> bool {
+    /// Paperhook: the first of its limits the document passed, if any.
+    pub(crate) fn limits_passed(&self) -> Option<Exceeded> {
         match &self.0 {
-            Inner::Dummy => false,
-            Inner::Some(r) => r.passed.load(core::sync::atomic::Ordering::Relaxed),
+            Inner::Dummy => None,
+            Inner::Some(r) => {
+                Exceeded::from_code(r.passed.load(core::sync::atomic::Ordering::Relaxed))
+            }
         }
     }
 
@@ -506,7 +518,17 @@ impl XRef {
             return;
         }
 
-        let (xref_map, _) = fallback_xref_map(r.data.get(), &r.password);
+        // Paperhook: within the document's limits (see `insert_entry`).
+        let ((xref_map, _), passed) =
+            crate::limits::opening(r.limits, || fallback_xref_map(r.data.get(), &r.password));
+        if let Some(what) = passed {
+            let _ = r.passed.compare_exchange(
+                0,
+                what.code(),
+                core::sync::atomic::Ordering::Relaxed,
+                core::sync::atomic::Ordering::Relaxed,
+            );
+        }
         locked.xref_map = xref_map;
         locked.repaired = true;
     }
@@ -685,6 +707,18 @@ enum EntryType {
 
 type XrefMap = FxHashMap<ObjectIdentifier, EntryType>;
 
+/// Paperhook: inserts an entry, unless the map holds `Limits::max_objects`
+/// entries already (the limit is then noted as passed).
+fn insert_entry(map: &mut XrefMap, id: ObjectIdentifier, entry: EntryType) -> Option<()> {
+    let max = crate::limits::while_opening().map_or(usize::MAX, |l| l.max_objects);
+    if map.len() >= max && !map.contains_key(&id) {
+        crate::limits::passed_while_opening(Exceeded::Objects);
+        return None;
+    }
+    map.insert(id, entry);
+    Some(())
+}
+
 /// Representation of a proper xref table.
 #[derive(Debug)]
 struct MapRepr {
@@ -718,10 +752,10 @@ struct SomeRepr {
     has_ocgs: bool,
     password: Vec<u8>,
     trailer_data: TrailerData,
-    // Paperhook: the document's limits, for streams decoded after it is
-    // open, and whether a stream passed them.
+    // Paperhook: the document's limits, for what is read after it is
+    // open, and the first of them it passed (`Exceeded::code`, 0: none).
     limits: Limits,
-    passed: Arc<core::sync::atomic::AtomicBool>,
+    passed: Arc<core::sync::atomic::AtomicU8>,
 }
 
 #[derive(Debug, Clone)]
@@ -869,10 +903,11 @@ fn populate_from_xref_table<'a>(
             // Specification says we should ignore any object number > SIZE, but probably
             // not important?
             if entry.used {
-                insert_map.insert(
+                insert_entry(
+                    insert_map,
                     ObjectIdentifier::new(obj_number, entry.gen_number),
                     EntryType::Normal(entry.offset),
-                );
+                )?;
             }
         }
     }
@@ -904,7 +939,8 @@ fn populate_from_xref_stream<'a>(
     }
 
     // Paperhook: measured first.
-    let xref_data = stream.decoded_structure()?;
+    let row_len = usize::from(f1_len) + usize::from(f2_len) + usize::from(f3_len);
+    let xref_data = stream.decoded_structure(Some(row_len))?;
     let mut xref_reader = Reader::new(xref_data.as_ref());
 
     if let Some(arr) = stream.dict().get::<Array<'_>>(INDEX) {
@@ -995,10 +1031,11 @@ fn xref_stream_subsection<'a>(
                     0
                 };
 
-                insert_map.insert(
+                insert_entry(
+                    insert_map,
                     ObjectIdentifier::new(obj_number, gen_number as i32),
                     EntryType::Normal(offset as usize),
-                );
+                )?;
             }
             2 => {
                 let obj_stream_number = {
@@ -1013,10 +1050,11 @@ fn xref_stream_subsection<'a>(
                     0
                 };
 
-                insert_map.insert(
+                insert_entry(
+                    insert_map,
                     ObjectIdentifier::new(obj_number, gen_number),
                     EntryType::ObjStream(obj_stream_number, index),
-                );
+                )?;
             }
             _ => {
                 return None;
@@ -1073,7 +1111,7 @@ pub(crate) struct ObjectStream {
 impl ObjectStream {
     pub(crate) fn new(stream: &Stream<'_>) -> Option<Self> {
         // Paperhook: measured first.
-        let data = stream.decoded_structure()?.into_owned();
+        let data = stream.decoded_structure(None)?.into_owned();
         let offsets = Self::read_offsets(stream, &data).unwrap_or_default();
 
         Some(Self { data, offsets })
@@ -1084,9 +1122,20 @@ impl ObjectStream {
         self.data.len()
     }
 
+    /// Paperhook: the objects it holds.
+    pub(crate) fn objects(&self) -> usize {
+        self.offsets.len()
+    }
+
     fn read_offsets(stream: &Stream<'_>, data: &[u8]) -> Option<Vec<(u32, Option<usize>)>> {
         let num_objects = stream.dict().get::<usize>(N)?;
         let first_offset = stream.dict().get::<usize>(FIRST)?;
+        // Paperhook: no more than the document may have.
+        let (xref, limits) = stream.limits();
+        if num_objects > limits.max_objects {
+            xref.note_passed(Exceeded::Objects);
+            return None;
+        }
 
         let mut r = Reader::new(data);
 

@@ -2,6 +2,7 @@
 
 use crate::crypto::DecryptionTarget;
 use crate::filter::Filter;
+use crate::limits::{Exceeded, Limits};
 use crate::object;
 use crate::object::Dict;
 use crate::object::Name;
@@ -12,6 +13,7 @@ use crate::reader::Reader;
 use crate::reader::{Readable, ReaderContext, ReaderExt, Skippable};
 use crate::trivia::is_white_space_character;
 use crate::util::find_needle;
+use crate::xref::XRef;
 use alloc::borrow::Cow;
 use alloc::vec::Vec;
 use core::fmt::{Debug, Display, Formatter};
@@ -171,27 +173,52 @@ impl<'a> Stream<'a> {
             .map(|r| r.data)
     }
 
-    /// Paperhook: the decoded data of a stream that holds objects (a
-    /// cross-reference or object stream), measured first with
-    /// [`crate::Limits::measure`] where the limits have it.
-    pub(crate) fn decoded_structure(&self) -> Option<Cow<'a, [u8]>> {
+    /// Paperhook: the document's table, and its limits (or those of the
+    /// document being opened, whose streams are read before its table).
+    pub(crate) fn limits(&self) -> (&'a XRef, Limits) {
         let xref = self.dict.ctx().xref();
         let limits = xref
             .limits()
             .or_else(crate::limits::while_opening)
             .unwrap_or_default();
+        (xref, limits)
+    }
+
+    /// Paperhook: the decoded data of a stream that holds objects (a
+    /// cross-reference or object stream), measured first with
+    /// [`crate::Limits::measure`] where the limits have it. A stream of
+    /// `row_len` bytes an object (a cross-reference stream) may hold no
+    /// more than `max_objects` of them (past `max_decoded_bytes` too, it
+    /// is noted as passing that).
+    pub(crate) fn decoded_structure(&self, row_len: Option<usize>) -> Option<Cow<'a, [u8]>> {
+        let (xref, limits) = self.limits();
+        let rows = row_len.map_or(usize::MAX, |len| limits.max_objects.saturating_mul(len));
+        let (max, what) = if rows < limits.max_decoded_bytes {
+            (rows, Exceeded::Objects)
+        } else {
+            (limits.max_decoded_bytes, Exceeded::DecodedBytes)
+        };
         if let Some(measure) = limits.measure {
-            let size = measure(
-                &self.filters(),
-                self.raw_data().as_ref(),
-                limits.max_decoded_bytes,
-            );
-            if size > limits.max_decoded_bytes {
-                xref.note_passed();
+            let raw = self.raw_data();
+            let filters = self.filters();
+            if measure(&filters, raw.as_ref(), max) > max {
+                let bytes = limits.max_decoded_bytes;
+                xref.note_passed(
+                    if what == Exceeded::Objects && measure(&filters, raw.as_ref(), bytes) > bytes {
+                        Exceeded::DecodedBytes
+                    } else {
+                        what
+                    },
+                );
                 return None;
             }
         }
-        self.decoded_data().ok()
+        let data = self.decoded_data().ok()?;
+        if data.len() > max {
+            xref.note_passed(what);
+            return None;
+        }
+        Some(data)
     }
 
     /// Return the decoded data of a stream that isn't an image.
@@ -232,12 +259,8 @@ impl<'a> Stream<'a> {
         let filters_and_params = self.filters_and_params();
         // Paperhook: the document's limit, or that of the one being opened
         // (streams of its cross-reference data are read before its table).
-        let xref = self.dict.ctx().xref();
-        let max = xref
-            .limits()
-            .or_else(crate::limits::while_opening)
-            .unwrap_or_default()
-            .max_decoded_bytes;
+        let (xref, limits) = self.limits();
+        let max = limits.max_decoded_bytes;
 
         let mut current: Option<FilterResult<'a>> = None;
 
@@ -267,7 +290,7 @@ impl<'a> Stream<'a> {
                     | Filter::CcittFaxDecode
             );
             if new.data.len() > max && !image {
-                xref.note_passed();
+                xref.note_passed(Exceeded::DecodedBytes);
                 return Err(DecodeFailure::StreamDecode);
             }
             current = Some(new);
