@@ -415,8 +415,13 @@ fn read_pages_inner(
                     max: opts.max_pages,
                 });
             }
-            let sizes = pdf::check_streams(&pdf, embedded_image_limit(opts), &limits, &|| {
-                document_deadline(&plan, 0)
+            // Within the limits (a scope of them also covers the inline
+            // images of content streams, which are read apart from their
+            // document and would decode without bound).
+            let sizes = limits.scope(|| {
+                pdf::check_streams(&pdf, embedded_image_limit(opts), &limits, &|| {
+                    document_deadline(&plan, 0)
+                })
             })?;
             // One meter for every page: the limits are the document's.
             let mut meter = plan.meter();
@@ -426,7 +431,7 @@ fn read_pages_inner(
                     document_deadline(&plan, i)?;
                     let pdf = pages.for_page(i)?;
                     meter.start_page(Instant::now(), opts.page_time_limit);
-                    pdf::page_text(pdf, i, &mut meter)
+                    limits.scope(|| pdf::page_text(pdf, i, &mut meter))
                 })
                 .collect::<Result<_, _>>()?;
             let needs: Vec<Need> = layer
@@ -456,7 +461,9 @@ fn read_pages_inner(
                                 detail: e.to_string(),
                             })?
                             .for_page(i)?;
-                        ocr_page(&plan, Some(pdf), Pixels::Pdf(i), i, &needs[i]).map(|p| (i, p))
+                        limits
+                            .scope(|| ocr_page(&plan, Some(pdf), Pixels::Pdf(i), i, &needs[i]))
+                            .map(|p| (i, p))
                     },
                 )
                 .collect::<Result<_, _>>()?;
@@ -1095,8 +1102,10 @@ fn render_pdf_page(
     // The page tree read to the page asked for (and one more).
     let limits = pdf::limits(page, opts);
     let pdf = pdf::open(doc, limits)?;
-    let sizes = pdf::check_streams(&pdf, embedded_image_limit(opts), &limits, &|| {
-        within_time(started, opts.document_time_limit, page)
+    let sizes = limits.scope(|| {
+        pdf::check_streams(&pdf, embedded_image_limit(opts), &limits, &|| {
+            within_time(started, opts.document_time_limit, page)
+        })
     })?;
     let n = pdf.pages().len() as u32;
     if page == 0 || page > n {
@@ -1109,15 +1118,17 @@ fn render_pdf_page(
     let pdf = pages.for_page(page as usize - 1)?;
     let mut meter = pdf::Meter::new(opts, started);
     meter.start_page(started, opts.page_time_limit);
-    Ok(pdf::render(
-        pdf,
-        page as usize - 1,
-        dpi,
-        opts.max_pixels_per_page,
-        opts.max_page_overdraw,
-        &mut meter,
-    )?
-    .0)
+    let rendered = limits.scope(|| {
+        pdf::render(
+            pdf,
+            page as usize - 1,
+            dpi,
+            opts.max_pixels_per_page,
+            opts.max_page_overdraw,
+            &mut meter,
+        )
+    })?;
+    Ok(rendered.0)
 }
 
 /// Page `page` (1-based) of an image document, decoded as extraction

@@ -1504,3 +1504,42 @@ fn a_pdf_listing_more_objects_than_max_pdf_objects_is_too_complex() {
         );
     }
 }
+
+#[test]
+fn an_inline_image_split_over_content_streams_decodes_within_the_limit() {
+    // A black 100 x 100 inline image whose data decodes to 2 MiB, its
+    // `EI` in the page's second content stream: each stream alone holds
+    // no whole image for the checks to measure, and the PDF reader parses
+    // inline images apart from their document (it decoded them without
+    // bound: 629 MB from 1.6 KB).
+    let mut first = b"q 100 0 0 100 0 0 cm BI /W 100 /H 100 /BPC 8 /CS /G /F /Fl ID ".to_vec();
+    first.extend(miniz_oxide::deflate::compress_to_vec_zlib(
+        &vec![0; 2 << 20],
+        6,
+    ));
+    first.push(b' ');
+    let stream = |data: &[u8]| {
+        let mut s = format!("<< /Length {} >>\nstream\n", data.len()).into_bytes();
+        s.extend(data);
+        s.extend(b"\nendstream");
+        s
+    };
+    let doc = corpus::pdf_file(&[
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 100 100] /Contents [4 0 R 5 0 R] >>".to_vec(),
+        stream(&first),
+        stream(b"EI Q"),
+    ]);
+    let mean = |opts: &Options| {
+        let page = render_page(&doc, 1, 72, opts).unwrap();
+        page.pixels().map(|p| u64::from(p.0[0])).sum::<u64>() / page.pixels().len() as u64
+    };
+    // Within the default limit it is drawn; past a limit of 1 MiB, not.
+    assert!(mean(&Options::default()) < 10);
+    let small = Options {
+        max_pdf_stream_bytes: 1 << 20,
+        ..Options::default()
+    };
+    assert!(mean(&small) > 245);
+}

@@ -2,8 +2,8 @@ use crate::limits::{Exceeded, Limits};
 use crate::object::ObjectIdentifier;
 use crate::object::Stream;
 use crate::reader::ReaderContext;
-use crate::sync::FxHashMap;
 use crate::sync::{Arc, Mutex, MutexExt};
+use crate::sync::{FxHashMap, FxHashSet};
 use crate::util::SegmentList;
 use crate::xref::ObjectStream;
 use alloc::vec::Vec;
@@ -69,9 +69,13 @@ pub(crate) struct Data {
     object_streams: SegmentList<ObjectStream, 32>,
     map: Mutex<FxHashMap<ObjectIdentifier, usize>>,
     // Paperhook: the document's limits on what its decoded object streams
-    // hold together, and the bytes and objects they hold.
+    // hold together, and the bytes and objects they hold; the streams that
+    // could not be read (each object in one asked again for it, decoding
+    // it again every time: a refused stream of 100 MB listing a million
+    // objects took hours).
     limits: Limits,
     held: Mutex<(usize, usize)>,
+    failed: Mutex<FxHashSet<ObjectIdentifier>>,
 }
 
 impl Debug for Data {
@@ -89,6 +93,7 @@ impl Data {
             map: Mutex::new(FxHashMap::default()),
             limits,
             held: Mutex::new((0, 0)),
+            failed: Mutex::new(FxHashSet::default()),
         }
     }
 
@@ -106,10 +111,22 @@ impl Data {
         if let Some(&idx) = self.map.get().get(&id) {
             return self.object_streams.get(idx);
         }
+        // Paperhook: one that failed fails again; once the document has
+        // passed a limit (it is refused), none is read any more.
+        if self.failed.get().contains(&id) || ctx.xref().limits_passed().is_some() {
+            return None;
+        }
 
         // Decoding may resolve other objects, so do it without holding the cache lock.
-        let stream = ctx.xref().get_with::<Stream<'_>>(id, ctx)?;
-        let object_stream = ObjectStream::new(&stream)?;
+        let held = self.held.get().0;
+        let Some(object_stream) = ctx
+            .xref()
+            .get_with::<Stream<'_>>(id, ctx)
+            .and_then(|stream| ObjectStream::new(&stream, held))
+        else {
+            self.failed.get().insert(id);
+            return None;
+        };
 
         let mut locked = self.map.get();
         if let Some(&idx) = locked.get(&id) {
@@ -124,10 +141,12 @@ impl Data {
             let objects = held.1.saturating_add(object_stream.objects());
             if bytes > self.limits.max_decoded_bytes {
                 ctx.xref().note_passed(Exceeded::DecodedBytes);
+                self.failed.get().insert(id);
                 return None;
             }
             if objects > self.limits.max_objects {
                 ctx.xref().note_passed(Exceeded::Objects);
+                self.failed.get().insert(id);
                 return None;
             }
             *held = (bytes, objects);

@@ -47,6 +47,15 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Runs `f` with these limits for what is read on this thread without
+    /// a document's: the inline images of content streams are parsed
+    /// apart from their document, and would decode without bound.
+    pub fn scope<T>(self, f: impl FnOnce() -> T) -> T {
+        opening(self, f).0
+    }
+}
+
 /// Which of the [`Limits`] a document passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exceeded {

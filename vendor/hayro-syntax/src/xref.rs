@@ -33,6 +33,10 @@ use core::ops::Deref;
 
 pub(crate) const XREF_ENTRY_LEN: usize = 20;
 
+/// Paperhook: trailer dictionaries a scan of a broken file keeps (the last
+/// ones found).
+const MAX_TRAILER_DICTS: usize = 16;
+
 #[derive(Debug, Copy, Clone)]
 pub(crate) enum XRefError {
     Unknown,
@@ -119,6 +123,12 @@ fn fallback_xref_map_inner<'a>(
                     let mut dict_reader = Reader::new(probe.data);
                     if let Some(dict) = dict_reader.read_with_context::<Dict<'_>>(&dummy_ctx) {
                         if probe.has_root && dict.contains_key(ROOT) {
+                            // Paperhook: the last few only (the last valid
+                            // one is chosen): each kept dictionary takes
+                            // many times its text, and each is checked.
+                            if trailer_dicts.len() == MAX_TRAILER_DICTS {
+                                trailer_dicts.remove(0);
+                            }
                             trailer_dicts.push(dict.clone());
                         }
 
@@ -137,7 +147,7 @@ fn fallback_xref_map_inner<'a>(
                             }
                             && let Some(stream) = old_r.read::<Stream<'_>>(&dummy_ctx)
                             && let Some(last_obj_num) = last_obj_num
-                            && let Some(obj_stream) = ObjectStream::new(&stream)
+                            && let Some(obj_stream) = ObjectStream::new(&stream, 0)
                         {
                             for (idx, (obj_num, offset)) in obj_stream.offsets.iter().enumerate() {
                                 if offset.is_none() {
@@ -213,7 +223,7 @@ fn fallback_xref_map_inner<'a>(
                             if let Some(stream) =
                                 reader.read_with_context::<IndirectObject<Stream<'_>>>(&dummy_ctx)
                                 && {
-                                    if let Some(object_stream) = ObjectStream::new(&stream.get())
+                                    if let Some(object_stream) = ObjectStream::new(&stream.get(), 0)
                                         && let Some(obj) =
                                             object_stream.get::<Dict<'_>>(*idx, &dummy_ctx)
                                     {
@@ -939,8 +949,9 @@ fn populate_from_xref_stream<'a>(
     }
 
     // Paperhook: measured first.
-    let row_len = usize::from(f1_len) + usize::from(f2_len) + usize::from(f3_len);
-    let xref_data = stream.decoded_structure(Some(row_len))?;
+    // One more byte a row for a PNG predictor's tag.
+    let row_len = usize::from(f1_len) + usize::from(f2_len) + usize::from(f3_len) + 1;
+    let xref_data = stream.decoded_structure(Some(row_len), 0)?;
     let mut xref_reader = Reader::new(xref_data.as_ref());
 
     if let Some(arr) = stream.dict().get::<Array<'_>>(INDEX) {
@@ -1109,9 +1120,11 @@ pub(crate) struct ObjectStream {
 }
 
 impl ObjectStream {
-    pub(crate) fn new(stream: &Stream<'_>) -> Option<Self> {
+    /// Paperhook: `held`, bytes of the document's object streams decoded
+    /// already (see `Stream::decoded_structure`).
+    pub(crate) fn new(stream: &Stream<'_>, held: usize) -> Option<Self> {
         // Paperhook: measured first.
-        let data = stream.decoded_structure(None)?.into_owned();
+        let data = stream.decoded_structure(None, held)?.into_owned();
         let offsets = Self::read_offsets(stream, &data).unwrap_or_default();
 
         Some(Self { data, offsets })

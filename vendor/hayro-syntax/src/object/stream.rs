@@ -189,20 +189,25 @@ impl<'a> Stream<'a> {
     /// [`crate::Limits::measure`] where the limits have it. A stream of
     /// `row_len` bytes an object (a cross-reference stream) may hold no
     /// more than `max_objects` of them (past `max_decoded_bytes` too, it
-    /// is noted as passing that).
-    pub(crate) fn decoded_structure(&self, row_len: Option<usize>) -> Option<Cow<'a, [u8]>> {
+    /// is noted as passing that). `held`: bytes of the document's object
+    /// streams decoded already, which count against `max_decoded_bytes`.
+    pub(crate) fn decoded_structure(
+        &self,
+        row_len: Option<usize>,
+        held: usize,
+    ) -> Option<Cow<'a, [u8]>> {
         let (xref, limits) = self.limits();
+        let bytes = limits.max_decoded_bytes.saturating_sub(held);
         let rows = row_len.map_or(usize::MAX, |len| limits.max_objects.saturating_mul(len));
-        let (max, what) = if rows < limits.max_decoded_bytes {
+        let (max, what) = if rows < bytes {
             (rows, Exceeded::Objects)
         } else {
-            (limits.max_decoded_bytes, Exceeded::DecodedBytes)
+            (bytes, Exceeded::DecodedBytes)
         };
         if let Some(measure) = limits.measure {
             let raw = self.raw_data();
             let filters = self.filters();
             if measure(&filters, raw.as_ref(), max) > max {
-                let bytes = limits.max_decoded_bytes;
                 xref.note_passed(
                     if what == Exceeded::Objects && measure(&filters, raw.as_ref(), bytes) > bytes {
                         Exceeded::DecodedBytes
