@@ -84,7 +84,7 @@ pub enum Error {
     )]
     TextBytesTooLarge { page: u32, max_bytes: u64 },
     #[error(
-        "the PDF is too large to decode: {detail} (the limit of one stream, or of a page's content, is {max_bytes} bytes: max_pdf_stream_bytes)"
+        "the PDF is too large to decode: {detail} (the limit of one stream, of a page's content, and of the object streams together is {max_bytes} bytes: max_pdf_stream_bytes)"
     )]
     StreamTooLarge { detail: String, max_bytes: u64 },
     #[error(
