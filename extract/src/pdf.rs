@@ -51,6 +51,11 @@ pub fn limits(max_pages: u32, opts: &crate::Options) -> Limits {
     }
 }
 
+/// The bytes a stream may decode to under `limits`.
+fn max_stream(limits: &Limits) -> u64 {
+    u64::try_from(limits.max_decoded_bytes).unwrap_or(u64::MAX)
+}
+
 /// [`Limits::measure`]: what a stream decodes to, measured as
 /// [`check_streams`] measures streams (keeping nothing).
 fn measure(filters: &[Filter], raw: &[u8], cap: usize) -> usize {
@@ -78,7 +83,7 @@ pub fn open(doc: &[u8], limits: Limits) -> Result<Pdf, Error> {
 fn passed(what: Exceeded, limits: &Limits) -> Error {
     match what {
         Exceeded::DecodedBytes => {
-            let max_bytes = limits.max_decoded_bytes as u64;
+            let max_bytes = max_stream(limits);
             Error::StreamTooLarge {
                 detail: format!(
                     "the streams that hold its objects expand beyond {}",
@@ -1004,7 +1009,7 @@ pub fn check_streams(
     limits: &Limits,
     deadline: &dyn Fn() -> Result<(), Error>,
 ) -> Result<StreamSizes, Error> {
-    let max_stream = u64::try_from(limits.max_decoded_bytes).unwrap_or(u64::MAX);
+    let max_stream = max_stream(limits);
     let mut sizes = StreamSizes::new();
     for obj in pdf.objects() {
         let Object::Stream(stream) = obj else {
@@ -1071,7 +1076,6 @@ fn content_bytes(pdf: &Pdf, index: usize, sizes: &StreamSizes, max_stream: u64) 
 pub struct Pages<'d> {
     doc: &'d [u8],
     sizes: &'d StreamSizes,
-    max_stream: u64,
     limits: Limits,
     pdf: Pdf,
     held: u64,
@@ -1084,7 +1088,6 @@ impl<'d> Pages<'d> {
         Pages {
             doc,
             sizes,
-            max_stream: u64::try_from(limits.max_decoded_bytes).unwrap_or(u64::MAX),
             limits,
             pdf,
             held: 0,
@@ -1098,15 +1101,16 @@ impl<'d> Pages<'d> {
 
     /// The document, ready for page `index` (0-based) to be interpreted.
     pub fn for_page(&mut self, index: usize) -> Result<&Pdf, Error> {
-        let bytes = content_bytes(&self.pdf, index, self.sizes, self.max_stream);
-        if bytes > self.max_stream {
+        let max_stream = max_stream(&self.limits);
+        let bytes = content_bytes(&self.pdf, index, self.sizes, max_stream);
+        if bytes > max_stream {
             return Err(Error::StreamTooLarge {
                 detail: format!(
                     "the content of page {} expands beyond {}",
                     index + 1,
-                    size_text(self.max_stream)
+                    size_text(max_stream)
                 ),
-                max_bytes: self.max_stream,
+                max_bytes: max_stream,
             });
         }
         if self.held > 0 && self.held + bytes > HELD_CONTENT_BYTES {

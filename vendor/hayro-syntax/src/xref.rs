@@ -532,12 +532,7 @@ impl XRef {
         let ((xref_map, _), passed) =
             crate::limits::opening(r.limits, || fallback_xref_map(r.data.get(), &r.password));
         if let Some(what) = passed {
-            let _ = r.passed.compare_exchange(
-                0,
-                what.code(),
-                core::sync::atomic::Ordering::Relaxed,
-                core::sync::atomic::Ordering::Relaxed,
-            );
+            self.note_passed(what);
         }
         locked.xref_map = xref_map;
         locked.repaired = true;
