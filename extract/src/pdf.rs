@@ -12,7 +12,9 @@ use hayro::hayro_interpret::hayro_syntax::object::{
     Array, Dict, MaybeRef, Name, Object, ObjectIdentifier, Stream,
 };
 use hayro::hayro_interpret::hayro_syntax::page::Page;
-use hayro::hayro_interpret::hayro_syntax::{Exceeded, Filter, Limits, LoadPdfError, Pdf};
+use hayro::hayro_interpret::hayro_syntax::{
+    Exceeded, Filter, Limits, LoadPdfError, Pdf, REPAIR_READS_PER_BYTE,
+};
 use hayro::hayro_interpret::util::TransformExt;
 use hayro::hayro_interpret::{
     BlendMode, ClipPath, Context, Device, DrawMode, DrawProps, Image, ImageDrawProps,
@@ -79,7 +81,8 @@ pub fn open(doc: &[u8], limits: Limits) -> Result<Pdf, Error> {
 /// The error for a limit of the document's passed while it was read:
 /// a stream that holds its structure (cross-reference data, object
 /// streams) decoding beyond `max_decoded_bytes` (or its object streams
-/// together), or more than `max_objects` objects.
+/// together), more than `max_objects` objects, or a damaged file that
+/// could not be rebuilt within the reading the reader allows.
 fn passed(what: Exceeded, limits: &Limits) -> Error {
     match what {
         Exceeded::DecodedBytes => {
@@ -94,6 +97,15 @@ fn passed(what: Exceeded, limits: &Limits) -> Error {
         }
         Exceeded::Objects => Error::TooManyObjects {
             max: limits.max_objects as u64,
+        },
+        // A damaged file whose rebuilding would read it over and over:
+        // nothing an ordinary damaged file comes near.
+        Exceeded::Repair => Error::Corrupt {
+            kind: "PDF",
+            detail: format!(
+                "its cross-reference data is damaged, and rebuilding it would read the file \
+                 more than {REPAIR_READS_PER_BYTE} times over; re-save it with a PDF tool"
+            ),
         },
     }
 }

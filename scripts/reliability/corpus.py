@@ -86,7 +86,10 @@ def pdf(objs, root=1, trailer_extra=b""):
     return out
 
 
-def page_objs(pages, media=b"[0 0 595 842]", content=b"BT /F1 11 Tf 56 780 Td (Invoice No: INV-1) Tj ET"):
+INVOICE_LINE = b"BT /F1 11 Tf 56 780 Td (Invoice No: INV-1) Tj ET"
+
+
+def page_objs(pages, media=b"[0 0 595 842]", content=INVOICE_LINE):
     """A catalog, a page tree of `pages` leaves sharing one content stream."""
     kids = b" ".join(b"%d 0 R" % (5 + i) for i in range(pages))
     objs = [b"<< /Type /Catalog /Pages 2 0 R >>",
@@ -295,7 +298,7 @@ def big_content_pdf(pages, contents=b"4 0 R", megabytes=68):
     """`pages` pages whose /Contents is `contents`, object 4 being an invoice
     line and `megabytes` MB of spaces in about 100 KB of deflate: a renderer
     that keeps each page's decoded content holds it once per page."""
-    content = b"BT /F1 11 Tf 56 780 Td (Invoice No: INV-1) Tj ET"
+    content = INVOICE_LINE
     content += b" " * (megabytes * 2**20 - len(content))
     return deflated_content_pdf(zlib.compress(content, 1), pages, contents)
 
@@ -407,6 +410,20 @@ def cases(template_id):
         dict(name="pdf-overdraw-bomb", file=pdf(page_objs(1, content=b"\n".join(
             b"%.2f g 0 0 595 842 re f" % ((i % 100) / 100) for i in range(16_000)))),
              expect=failed_doc("page_too_complex")),
+        # Inline images whose end the PDF reader cannot tell at once: a chain
+        # of them recursed as deep as it was long (the stack overflowed and
+        # the worker aborted), and `EI`s were each checked against every
+        # later one (hours).
+        dict(name="pdf-inline-image-chain", file=deflated_content_pdf(zlib.compress(
+            b"q BI /W 1 /H 1 /BPC 8 /CS /G ID " + b"EI EI BI /W 1 /H 1 /BPC 8 /CS /G ID " * 200_000
+            + b"EI Q\n" + INVOICE_LINE)), expect=failed_doc("required_field_missing")),
+        dict(name="pdf-inline-image-eis", file=deflated_content_pdf(zlib.compress(
+            b"q BI /W 1 /H 1 /BPC 8 /CS /G ID " + b"EI " * 1_000_000 + b"\x80 EI Q\n" + INVOICE_LINE)),
+             expect=failed_doc("required_field_missing")),
+        # A damaged file is rebuilt by a scan for its objects: unclosed
+        # strings made it read the rest of the file at each one (hours).
+        dict(name="pdf-damaged-unclosed-strings", file=b"%PDF-1.4\n" + b"1 0 obj ( " * 1_000_000,
+             expect=failed_doc("corrupt_document")),
         dict(name="pdf-absurd-mediabox", file=pdf(page_objs(1, b"[0 0 1e30 1e30]")), expect=failed_doc("corrupt_document")),
         dict(name="pdf-image-bomb", file=image_bomb_pdf(), expect=failed_doc("image_too_large")),
         # 300 MB of content from 300 KB, beyond the 256 MB a stream may

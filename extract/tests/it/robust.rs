@@ -1543,3 +1543,67 @@ fn an_inline_image_split_over_content_streams_decodes_within_the_limit() {
     };
     assert!(mean(&small) > 245);
 }
+
+/// Extracts `doc` (one page whose content ends with [`TOTAL`]), which
+/// must find the total, and tells how long it took.
+fn total_read_in(doc: &[u8]) -> Duration {
+    let started = Instant::now();
+    let got = extract(doc, &template(), &Options::default()).unwrap();
+    assert_eq!(got.result["total"], json!(5.0));
+    started.elapsed()
+}
+
+#[test]
+fn inline_images_whose_end_is_unclear_are_read_with_bounded_work() {
+    // An inline image's data may hold `EI`; the PDF reader tells which
+    // one ends it by reading on, and parses what follows as content,
+    // inline images included, each searching in turn. A chain of them
+    // recursed as deep as it was long: 100,000 links (a few KB packed)
+    // overflowed the stack and aborted the process; 40 ran for hours.
+    let link = "EI EI BI /W 1 /H 1 /BPC 8 /CS /G ID ";
+    let content = format!(
+        "q BI /W 1 /H 1 /BPC 8 /CS /G ID {}EI Q\n{TOTAL}",
+        link.repeat(100_000)
+    );
+    let packed = miniz_oxide::deflate::compress_to_vec_zlib(content.as_bytes(), 6);
+    let took = total_read_in(&pages_sharing(1, "4 0 R", &packed));
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+
+    // Each `EI` was checked against every later one when a binary byte
+    // comes after them all: 100,000 of them, minutes per reading.
+    let mut content = b"q BI /W 1 /H 1 /BPC 8 /CS /G ID ".to_vec();
+    content.extend(b"EI ".repeat(100_000));
+    content.extend(b"\x80 EI Q\n");
+    content.extend(TOTAL.as_bytes());
+    let packed = miniz_oxide::deflate::compress_to_vec_zlib(&content, 6);
+    let took = total_read_in(&pages_sharing(1, "4 0 R", &packed));
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+#[test]
+fn a_damaged_pdf_is_rebuilt_unless_that_would_read_it_over_and_over() {
+    // Without its cross-reference data the reader scans the file for its
+    // objects, and still reads it.
+    let packed = miniz_oxide::deflate::compress_to_vec_zlib(TOTAL.as_bytes(), 6);
+    let mut doc = pages_sharing(1, "4 0 R", &packed);
+    let at = doc.windows(9).rposition(|w| w == b"startxref").unwrap();
+    doc.truncate(at);
+    total_read_in(&doc);
+
+    // The scan parsed the object after each `N G obj` to its end, and
+    // went on from where that parse began: one unclosed string after
+    // another made it read the rest of the file each time (hours for a
+    // few megabytes). Past 16 times the file (and a floor of 64 MiB),
+    // the document is refused.
+    let mut doc = b"%PDF-1.4\n".to_vec();
+    doc.extend(b"1 0 obj ( ".repeat(1_000_000));
+    let err = extract(&doc, &template(), &Options::default()).unwrap_err();
+    assert_eq!(err.code(), "corrupt_document", "{err}");
+    assert!(
+        err.to_string().contains(
+            "its cross-reference data is damaged, and rebuilding it would read the file \
+             more than 16 times over; re-save it with a PDF tool"
+        ),
+        "{err}"
+    );
+}

@@ -90,7 +90,9 @@ pub(crate) mod util;
 
 pub mod content;
 mod limits;
-pub use limits::{Exceeded, Limits, Measure};
+pub use limits::{
+    Exceeded, Limits, Measure, REPAIR_MAX_OBJECT, REPAIR_READS_MIN, REPAIR_READS_PER_BYTE,
+};
 mod crypto;
 pub mod metadata;
 pub mod object;

@@ -63,13 +63,28 @@ pub enum Exceeded {
     DecodedBytes,
     /// [`Limits::max_objects`].
     Objects,
+    /// Rebuilding the cross-reference data of a damaged document (a scan
+    /// of the whole file for its objects) read more than
+    /// [`REPAIR_READS_PER_BYTE`] times its size, and [`REPAIR_READS_MIN`]:
+    /// an ordinary file is read about twice.
+    Repair,
 }
+
+/// Bytes a scan of a damaged document for its objects may read, for each
+/// of its bytes (see [`Exceeded::Repair`]).
+pub const REPAIR_READS_PER_BYTE: usize = 16;
+/// Bytes a scan of a damaged document may read, however small it is.
+pub const REPAIR_READS_MIN: usize = 64 << 20;
+/// Bytes one object may take for such a scan to find it (larger ones,
+/// streams apart, are not found).
+pub const REPAIR_MAX_OBJECT: usize = 4 << 20;
 
 impl Exceeded {
     pub(crate) fn code(self) -> u8 {
         match self {
             Self::DecodedBytes => 1,
             Self::Objects => 2,
+            Self::Repair => 3,
         }
     }
 
@@ -77,6 +92,7 @@ impl Exceeded {
         match code {
             1 => Some(Self::DecodedBytes),
             2 => Some(Self::Objects),
+            3 => Some(Self::Repair),
             _ => None,
         }
     }
@@ -127,6 +143,19 @@ pub(crate) fn passed_while_opening(what: Exceeded) {
     });
     #[cfg(not(feature = "std"))]
     let _ = what;
+}
+
+/// The first limit the document being opened on this thread has passed so
+/// far, if any.
+pub(crate) fn passed_while_opening_so_far() -> Option<Exceeded> {
+    #[cfg(feature = "std")]
+    {
+        OPENING.with(|o| o.get()).and_then(|(_, passed)| passed)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        None
+    }
 }
 
 /// The limits of the document being opened on this thread, if any.

@@ -2,7 +2,7 @@
 
 use crate::crypto::{DecryptionError, DecryptionTarget, Decryptor, get};
 use crate::data::Data;
-use crate::limits::{Exceeded, Limits};
+use crate::limits::{Exceeded, Limits, REPAIR_MAX_OBJECT, REPAIR_READS_MIN, REPAIR_READS_PER_BYTE};
 use crate::metadata::Metadata;
 use crate::object::Name;
 use crate::object::ObjectIdentifier;
@@ -59,6 +59,39 @@ pub(crate) fn root_xref(data: PdfData, password: &[u8]) -> Result<XRef, XRefErro
     )
 }
 
+/// Paperhook: what a scan of a damaged file for its objects may still read.
+struct Scan {
+    left: usize,
+}
+
+impl Scan {
+    /// Spends `n` bytes (at least one: every step counts).
+    fn spend(&mut self, n: usize) {
+        self.left = self.left.saturating_sub(n.max(1));
+    }
+
+    /// Runs `parse` on a reader of `data` at `start` that sees `window`
+    /// bytes at the most, and spends what it read (a parse that failed
+    /// read perhaps to the end of what it saw); what it read, and the
+    /// reader after it.
+    fn parse<'a, T>(
+        &mut self,
+        data: &'a [u8],
+        start: usize,
+        window: usize,
+        parse: impl FnOnce(&mut Reader<'a>) -> Option<T>,
+    ) -> Option<(T, Reader<'a>)> {
+        let end = data.len().min(start.saturating_add(window));
+        let mut r = Reader::new_with(&data[..end], start);
+        let out = parse(&mut r);
+        self.spend(match out {
+            Some(_) => r.offset().saturating_sub(start),
+            None => end.saturating_sub(start),
+        });
+        out.map(|out| (out, r))
+    }
+}
+
 /// Try to manually parse the PDF to build an xref table and trailer dictionary.
 pub(crate) fn fallback(data: PdfData, password: &[u8]) -> Option<XRef> {
     let (xref_map, xref_input) = fallback_xref_map(&data, password);
@@ -84,14 +117,36 @@ fn fallback_xref_map_inner<'a>(
     let mut trailer_dicts = vec![];
     let mut root_ref = None;
 
-    let mut r = Reader::new(data.as_ref());
+    let bytes: &'a [u8] = data.as_ref();
+    let mut r = Reader::new(bytes);
 
     let mut last_obj_num = None;
 
+    // Paperhook: what the scan may read. Upstream parsed the object after
+    // each `N G obj`, and the dictionary at each `<<`, to wherever it
+    // ended, and went on from where the parse began: a 60 KB file of
+    // unclosed strings took a second, 20 MB hours.
+    let mut scan = Scan {
+        left: bytes
+            .len()
+            .saturating_mul(REPAIR_READS_PER_BYTE)
+            .saturating_add(REPAIR_READS_MIN),
+    };
+
     loop {
+        // Paperhook: out of reading, or past a limit (the document is
+        // refused then, and what is read next would be for nothing: a
+        // stream of objects is measured up to `max_decoded_bytes` each).
+        if scan.left == 0 {
+            crate::limits::passed_while_opening(Exceeded::Repair);
+        }
+        if scan.left == 0 || crate::limits::passed_while_opening_so_far().is_some() {
+            break;
+        }
+
         let cur_pos = r.offset();
 
-        let mut old_r = r.clone();
+        let old_r = r.clone();
 
         // First try to check if we have an object identifier.
         if r.peek_byte().is_some_and(|b: u8| b.is_ascii_digit()) {
@@ -99,7 +154,12 @@ fn fallback_xref_map_inner<'a>(
                 let mut cloned = r.clone();
                 // Check that the object following it is actually valid before inserting it.
                 cloned.skip_white_spaces_and_comments();
-                if cloned.skip::<Object<'_>>(false).is_some() {
+                if scan
+                    .parse(bytes, cloned.offset(), REPAIR_MAX_OBJECT, |r| {
+                        r.skip::<Object<'_>>(false)
+                    })
+                    .is_some()
+                {
                     if insert_entry(&mut xref_map, obj_id, EntryType::Normal(cur_pos)).is_none() {
                         break;
                     }
@@ -113,13 +173,15 @@ fn fallback_xref_map_inner<'a>(
         } else {
             // Then, try to check whether we have a dictionary, in particular a trailer
             // dictionary.
-            let mut probe_reader = r.clone();
             if r.peek_bytes(2).is_some_and(|b| b == b"<<")
-                && let Some(probe) =
-                    { probe_dict(&mut probe_reader, &dummy_ctx, Some(b"<<"), b">>") }
+                && let Some((probe, probe_reader)) =
+                    scan.parse(bytes, r.offset(), REPAIR_MAX_OBJECT, |r| {
+                        probe_dict(r, &dummy_ctx, Some(b"<<"), b">>")
+                    })
             {
-                r = probe_reader;
+                r.jump(probe_reader.offset());
                 if probe.has_root || probe.has_type {
+                    scan.spend(probe.data.len());
                     let mut dict_reader = Reader::new(probe.data);
                     if let Some(dict) = dict_reader.read_with_context::<Dict<'_>>(&dummy_ctx) {
                         if probe.has_root && dict.contains_key(ROOT) {
@@ -145,9 +207,16 @@ fn fallback_xref_map_inner<'a>(
                                 after_dict.skip_white_spaces_and_comments();
                                 after_dict.forward_tag(b"stream").is_some()
                             }
-                            && let Some(stream) = old_r.read::<Stream<'_>>(&dummy_ctx)
+                            && let Some((stream, _)) =
+                                scan.parse(bytes, old_r.offset(), usize::MAX, |r| {
+                                    r.read::<Stream<'_>>(&dummy_ctx)
+                                })
                             && let Some(last_obj_num) = last_obj_num
                             && let Some(obj_stream) = ObjectStream::new(&stream, 0)
+                            && {
+                                scan.spend(obj_stream.len());
+                                true
+                            }
                         {
                             for (idx, (obj_num, offset)) in obj_stream.offsets.iter().enumerate() {
                                 if offset.is_none() {

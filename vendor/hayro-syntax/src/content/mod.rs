@@ -111,25 +111,30 @@ pub struct UntypedIter<'a> {
     reader: Reader<'a>,
     stack: Stack<'a>,
     operator: Option<Operator<'a>>,
+    // Paperhook: what the searches for its inline images' ends may read.
+    lookahead: Lookahead,
 }
 
 impl<'a> UntypedIter<'a> {
     /// Create a new untyped iterator.
     pub fn new(data: &'a [u8]) -> Self {
+        Self::with_lookahead(data, Lookahead::for_stream(data.len()))
+    }
+
+    /// Paperhook: an iterator whose inline images' ends are searched for
+    /// within `lookahead`.
+    fn with_lookahead(data: &'a [u8], lookahead: Lookahead) -> Self {
         Self {
             reader: Reader::new(data),
             stack: Stack::new(),
             operator: None,
+            lookahead,
         }
     }
 
     /// Create a new empty untyped iterator.
     pub fn empty() -> Self {
-        Self {
-            reader: Reader::new(&[]),
-            stack: Stack::new(),
-            operator: None,
-        }
+        Self::new(&[])
     }
 
     /// Return the next instruction.
@@ -137,7 +142,7 @@ impl<'a> UntypedIter<'a> {
     pub fn next(&mut self) -> Option<Instruction<'_, 'a>> {
         self.stack.clear();
 
-        let operator = read_instruction(&mut self.reader, &mut self.stack)?;
+        let operator = read_instruction(&mut self.reader, &mut self.stack, &mut self.lookahead)?;
         self.operator = Some(operator);
         Some(Instruction {
             operands: &self.stack,
@@ -146,7 +151,11 @@ impl<'a> UntypedIter<'a> {
     }
 }
 
-fn read_instruction<'a>(r: &mut Reader<'a>, stack: &mut Stack<'a>) -> Option<Operator<'a>> {
+fn read_instruction<'a>(
+    r: &mut Reader<'a>,
+    stack: &mut Stack<'a>,
+    lookahead: &mut Lookahead,
+) -> Option<Operator<'a>> {
     // Keeps the read position in a register; must be written back before calling out.
     let mut cur = r.clone();
 
@@ -188,7 +197,7 @@ fn read_instruction<'a>(r: &mut Reader<'a>, stack: &mut Stack<'a>) -> Option<Ope
 
                 // Inline images need special casing...
                 if operator.as_ref() == b"BI" {
-                    read_inline_image(r, stack)?;
+                    read_inline_image(r, stack, lookahead)?;
                 }
 
                 return Some(operator);
@@ -215,7 +224,61 @@ fn read_operand<'a>(r: &mut Reader<'a>, stack: &mut Stack<'a>) -> Option<()> {
     }
 }
 
-fn read_inline_image<'a>(r: &mut Reader<'a>, stack: &mut Stack<'a>) -> Option<()> {
+/// Paperhook: what the searches for the ends of a content stream's inline
+/// images may read. Upstream checks each `EI` it finds against every later
+/// one up to the next inline image, and parses what follows it as content
+/// to tell, inline images included, each with a search of its own: a few
+/// kilobytes of `EI`s took hours, inline images met in those parses took
+/// time exponential in their number, and a long enough chain of them
+/// overflowed the stack. Now the searches of a stream, and those within
+/// them, read no more than [`LOOKAHEAD_PER_BYTE`] times its length in all
+/// (and at least [`LOOKAHEAD_MIN`]), and go [`MAX_SEARCH_DEPTH`] deep; past
+/// either, an image ends at its first `EI` followed by a white space (as
+/// it does when a search finds no reason to look further). An ordinary
+/// stream's searches read it about once.
+#[derive(Debug, Clone, Copy)]
+struct Lookahead {
+    /// Bytes the searches may still read.
+    left: usize,
+    /// Searches this one is within.
+    depth: u8,
+}
+
+/// Bytes the searches of a stream may read for each of its bytes.
+const LOOKAHEAD_PER_BYTE: usize = 8;
+/// Bytes the searches of a stream may read, however short it is.
+const LOOKAHEAD_MIN: usize = 16 << 20;
+/// Searches within searches, at the most.
+const MAX_SEARCH_DEPTH: u8 = 8;
+/// Bytes of what follows an `EI` parsed to tell whether it is content, or
+/// to read a `BI`'s dictionary, at the most.
+const PROBE_WINDOW: usize = 64 << 10;
+
+impl Lookahead {
+    fn for_stream(len: usize) -> Self {
+        Self {
+            left: len
+                .saturating_mul(LOOKAHEAD_PER_BYTE)
+                .saturating_add(LOOKAHEAD_MIN),
+            depth: 0,
+        }
+    }
+
+    fn may_search(&self) -> bool {
+        self.left > 0 && self.depth < MAX_SEARCH_DEPTH
+    }
+
+    /// Spends `n` bytes (at least one: every step counts).
+    fn spend(&mut self, n: usize) {
+        self.left = self.left.saturating_sub(n.max(1));
+    }
+}
+
+fn read_inline_image<'a>(
+    r: &mut Reader<'a>,
+    stack: &mut Stack<'a>,
+    lookahead: &mut Lookahead,
+) -> Option<()> {
     // The ID operator will already be consumed by this.
     let inline_dict = r.read_without_context::<InlineImageDict<'_>>()?;
     let dict = inline_dict.get_dict().clone();
@@ -226,115 +289,139 @@ fn read_inline_image<'a>(r: &mut Reader<'a>, stack: &mut Stack<'a>) -> Option<()
     let stream_data = r.tail()?;
     let start_offset = r.offset();
 
-    'outer: while let Some(pos) = find_needle(r.tail()?, b"EI") {
+    while let Some(pos) = find_needle(r.tail()?, b"EI") {
         r.read_bytes(pos)?;
 
-        if r.peek_bytes(2) == Some(b"EI") {
-            // If the following character is not a whitespace character, then we are in a ASCII-85 stream.
-            if r.peek_bytes(3)
-                .is_some_and(|b| !is_white_space_character(b[2]))
-            {
-                r.read_bytes(3)?;
+        // If the following character is not a whitespace character, then we are in a ASCII-85 stream.
+        if r.peek_bytes(3)
+            .is_some_and(|b| !is_white_space_character(b[2]))
+        {
+            r.read_bytes(3)?;
 
-                continue;
-            }
-
-            let end_offset = r.offset() - start_offset;
-            let image_data = &stream_data[..end_offset];
-
-            let stream = Stream::new(image_data, dict.clone());
-
-            // Note that there is a possibility that the encoded stream data
-            // contains the "EI" operator as part of the data, in which case we
-            // cannot confidently know whether we have hit the actual end of the
-            // stream. See also <https://github.com/pdf-association/pdf-issues/issues/543>
-            // PDF 2.0 does have a `/Length` attribute we can read, but since it's relatively
-            // new we don't bother trying to read it.
-            let tail = &r.tail()?[2..];
-            let mut find_reader = Reader::new(tail);
-            let mut binary = BinaryTracker::default();
-            let mut is_content = None;
-            let mut next_bi = find_needle(tail, b"BI");
-
-            while !find_reader.at_end() {
-                let offset = find_reader.offset();
-
-                if next_bi.is_some_and(|bi| bi < offset) {
-                    next_bi = find_needle(&tail[offset..], b"BI").map(|bi| offset + bi);
-                }
-
-                let next_ei = find_needle(&tail[offset..], b"EI").map(|ei| offset + ei);
-
-                let (next_pos, is_ei) = match (next_ei, next_bi) {
-                    (Some(ei), Some(bi)) if ei <= bi => (ei, true),
-                    (Some(_), Some(bi)) => (bi, false),
-                    (Some(ei), None) => (ei, true),
-                    (None, Some(bi)) => (bi, false),
-                    (None, None) => break,
-                };
-
-                find_reader.read_bytes(next_pos - offset)?;
-
-                if is_ei {
-                    // If there is any binary data in-between, we for sure
-                    // have not reached the end.
-                    if binary.found_before(tail, next_pos) {
-                        r.read_bytes(2)?;
-                        continue 'outer;
-                    }
-
-                    // Otherwise, the only possibility that we reached an
-                    // "EI", even though the previous one was valid, is
-                    // that it's part of a string in the content
-                    // stream that follows the inline image. Therefore,
-                    // it should be valid to interpret `tail` as a content
-                    // stream.
-                    if !*is_content.get_or_insert_with(|| starts_with_content(tail)) {
-                        // Seems like the data in-between is not a valid content
-                        // stream, so we are likely still within the image data.
-                        r.read_bytes(2)?;
-                        continue 'outer;
-                    }
-                } else {
-                    // Possibly another inline image, if so, the previously found "EI"
-                    // is indeed the end of data.
-                    let mut cloned = find_reader.clone();
-                    cloned.read_bytes(2)?;
-                    if cloned
-                        .read_without_context::<InlineImageDict<'_>>()
-                        .is_some()
-                    {
-                        break;
-                    }
-                }
-
-                find_reader.read_byte()?;
-            }
-
-            stack.push(Object::Stream(stream))?;
-
-            r.read_bytes(2)?;
-            r.skip_white_spaces();
-
-            break;
+            continue;
         }
+
+        let end_offset = r.offset() - start_offset;
+        let image_data = &stream_data[..end_offset];
+
+        // Note that there is a possibility that the encoded stream data
+        // contains the "EI" operator as part of the data, in which case we
+        // cannot confidently know whether we have hit the actual end of the
+        // stream. See also <https://github.com/pdf-association/pdf-issues/issues/543>
+        // PDF 2.0 does have a `/Length` attribute we can read, but since it's relatively
+        // new we don't bother trying to read it.
+        if lookahead.may_search() && !ends_image(&r.tail()?[2..], lookahead) {
+            r.read_bytes(2)?;
+            continue;
+        }
+
+        stack.push(Object::Stream(Stream::new(image_data, dict.clone())))?;
+
+        r.read_bytes(2)?;
+        r.skip_white_spaces();
+
+        break;
     }
 
     Some(())
 }
 
-fn starts_with_content(data: &[u8]) -> bool {
-    let mut iter = TypedIter::new(data);
+/// Whether an `EI` followed by `tail` ends its inline image (upstream's
+/// search, which spends `lookahead`).
+fn ends_image(tail: &[u8], lookahead: &mut Lookahead) -> bool {
+    let mut binary = BinaryTracker::default();
+    let mut is_content = None;
+    // Paperhook: how far the search has looked.
+    let mut reach = 0;
+    let mut offset = 0;
+
+    loop {
+        if offset >= tail.len() {
+            return true;
+        }
+        if lookahead.left == 0 {
+            // Paperhook: out of lookahead, as if nothing more were found.
+            return true;
+        }
+
+        // Paperhook: a `BI` is looked for up to the next `EI` only (upstream
+        // looked for it through the rest of the stream each time).
+        let next_ei = find_needle(&tail[offset..], b"EI").map(|ei| offset + ei);
+        let upto = next_ei.unwrap_or(tail.len());
+        let next_bi = find_needle(&tail[offset..upto], b"BI").map(|bi| offset + bi);
+        lookahead.spend(upto.saturating_sub(reach));
+        reach = reach.max(upto);
+
+        let (next_pos, is_ei) = match (next_ei, next_bi) {
+            (_, Some(bi)) => (bi, false),
+            (Some(ei), None) => (ei, true),
+            (None, None) => return true,
+        };
+
+        if is_ei {
+            // If there is any binary data in-between, we for sure
+            // have not reached the end.
+            if binary.found_before(tail, next_pos) {
+                return false;
+            }
+
+            // Otherwise, the only possibility that we reached an
+            // "EI", even though the previous one was valid, is
+            // that it's part of a string in the content
+            // stream that follows the inline image. Therefore,
+            // it should be valid to interpret `tail` as a content
+            // stream.
+            if !*is_content.get_or_insert_with(|| starts_with_content(tail, lookahead)) {
+                // Seems like the data in-between is not a valid content
+                // stream, so we are likely still within the image data.
+                return false;
+            }
+        } else {
+            // Possibly another inline image, if so, the previously found "EI"
+            // is indeed the end of data.
+            let after = window(&tail[next_pos + 2..]);
+            let mut dict = Reader::new(after);
+            let found = dict.read_without_context::<InlineImageDict<'_>>().is_some();
+            // Paperhook: a dictionary not read whole was perhaps read to
+            // the window's end.
+            lookahead.spend(if found { dict.offset() } else { after.len() });
+            if found {
+                return true;
+            }
+        }
+
+        offset = next_pos + 1;
+    }
+}
+
+/// Paperhook: the start of `data` a parse within a search reads.
+fn window(data: &[u8]) -> &[u8] {
+    &data[..data.len().min(PROBE_WINDOW)]
+}
+
+/// Whether `data` starts with content (spending `lookahead` on what is
+/// parsed to tell, and on the searches of the inline images met there).
+fn starts_with_content(data: &[u8], lookahead: &mut Lookahead) -> bool {
+    let data = window(data);
+    let within = Lookahead {
+        left: lookahead.left,
+        depth: lookahead.depth + 1,
+    };
+    let mut iter = TypedIter::from_untyped(UntypedIter::with_lookahead(data, within));
     let mut counter = 0;
 
-    while let Some(op) = iter.next() {
+    let is_content = loop {
+        let Some(op) = iter.next() else {
+            break false;
+        };
+
         // If we have read more than 20 valid operators, it should be
         // safe to assume that we are in a content stream, so abort
         // early. The only situation where this could reasonably
         // be violated is if we have 20 subsequent instances of
         // q/Q in the image data, which seems very unlikely.
         if counter >= 20 {
-            return true;
+            break true;
         }
 
         if matches!(
@@ -344,13 +431,21 @@ fn starts_with_content(data: &[u8]) -> bool {
                 | TypedInstruction::ShowTexts(_)
                 | TypedInstruction::ShowTextWithParameters(_)
         ) {
-            return true;
+            break true;
         }
 
         counter += 1;
-    }
+    };
 
-    false
+    // Paperhook: what the searches within spent, and what was parsed (a
+    // parse that failed read perhaps to the end).
+    lookahead.left = iter.untyped.lookahead.left;
+    lookahead.spend(if is_content {
+        iter.untyped.reader.offset()
+    } else {
+        data.len()
+    });
+    is_content
 }
 
 // Content streams only hold non-ASCII bytes within strings, so one outside
