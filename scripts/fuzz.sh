@@ -30,7 +30,35 @@ mkdir -p "$artifacts"
 seed() { # seed TARGET: fills $work/TARGET with starting inputs
     local dir="$work/corpus-$1"; mkdir -p "$dir"
     case "$1" in
-        document) cp examples/invoice.pdf examples/invoice.png "$dir/" ;;
+        document) cp examples/invoice.pdf examples/invoice.png "$dir/"
+            # Small PDFs whose structure lies in the open (the example's
+            # content is deflated: mutations of it rarely reach the content
+            # parser): inline images, forms, a text layer, a file without
+            # its cross-reference data, a page tree in an object stream.
+            python3 - "$dir" <<'PY'
+import sys, zlib
+sys.path.insert(0, "scripts/reliability")
+import corpus
+out = sys.argv[1]
+text = b"BT /F1 12 Tf 72 720 Td (Total 5.00) Tj 0 -14 Td (Date 2026-01-02) Tj ET"
+image = b"q 10 0 0 10 72 600 cm BI /W 2 /H 2 /BPC 8 /CS /G ID \x00\xffEI\x10 EI Q "
+a85 = b"q BI /W 1 /H 1 /BPC 8 /CS /G /F /A85 ID z~> EI Q "
+def write(name, data):
+    with open(f"{out}/{name}", "wb") as f:
+        f.write(data)
+write("text.pdf", corpus.pdf(corpus.page_objs(1, content=text)))
+write("inline-images.pdf", corpus.pdf(corpus.page_objs(2, content=image + a85 + text)))
+objs = corpus.page_objs(1, content=b"q /X1 Do Q " + text)
+objs[4] = objs[4].replace(b"/Font << /F1 3 0 R >>", b"/Font << /F1 3 0 R >> /XObject << /X1 6 0 R >>")
+form = b"0 0 m 10 10 l S " + image
+objs.append(b"<< /Type /XObject /Subtype /Form /BBox [0 0 50 50] /Length %d >>\nstream\n" % len(form)
+            + form + b"\nendstream")
+write("form.pdf", corpus.pdf(objs))
+whole = corpus.pdf(corpus.page_objs(1, content=text))
+write("no-xref.pdf", whole[:whole.rindex(b"xref")])
+write("object-streams.pdf", corpus.packed_bomb_pdf(objects_mb=0))
+PY
+            ;;
         template) cp examples/template.json "$dir/"; echo '{"fields":[]}' > "$dir/empty.json" ;;
         zip) python3 - "$dir" <<'PY'
 import io, sys, zipfile

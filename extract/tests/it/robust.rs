@@ -1578,6 +1578,50 @@ fn inline_images_whose_end_is_unclear_are_read_with_bounded_work() {
     let packed = miniz_oxide::deflate::compress_to_vec_zlib(&content, 6);
     let took = total_read_in(&pages_sharing(1, "4 0 R", &packed));
     assert!(took < Duration::from_secs(20), "took {took:?}");
+
+    // Images with no `EI` after them: each looked through the rest of the
+    // stream (200,000 of them, about a minute per reading); and images
+    // whose next `BI` has no dictionary, each step of the search looking
+    // for the next `EI` through the rest again.
+    for content in [
+        "BI ID ".repeat(200_000),
+        format!(
+            "q BI /W 1 /H 1 /BPC 8 /CS /G ID x EI {}",
+            "BI)".repeat(400_000)
+        ),
+    ] {
+        let content = format!("{TOTAL}\n{content}");
+        let packed = miniz_oxide::deflate::compress_to_vec_zlib(content.as_bytes(), 6);
+        let took = total_read_in(&pages_sharing(1, "4 0 R", &packed));
+        assert!(took < Duration::from_secs(20), "took {took:?}");
+    }
+
+    // A small chain drawn 2,000 times (a form): the searches' floor is
+    // shared by what a page draws, not given to each stream anew (each
+    // drawing cost a quarter of a second).
+    let chain = format!("q BI /W 1 /H 1 /BPC 8 /CS /G ID {}EI Q", link.repeat(40));
+    let stream = |dict: &str, data: &[u8]| {
+        let mut s = format!("<< {dict} /Length {} >>\nstream\n", data.len()).into_bytes();
+        s.extend(data);
+        s.extend(b"\nendstream");
+        s
+    };
+    let content = format!("{}\n{TOTAL}", "q /X1 Do Q ".repeat(2_000));
+    let doc = corpus::pdf_file(&[
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] \
+          /Resources << /Font << /F1 5 0 R >> /XObject << /X1 6 0 R >> >> /Contents 4 0 R >>"
+            .to_vec(),
+        stream("", content.as_bytes()),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec(),
+        stream(
+            "/Type /XObject /Subtype /Form /BBox [0 0 50 50]",
+            chain.as_bytes(),
+        ),
+    ]);
+    let took = total_read_in(&doc);
+    assert!(took < Duration::from_secs(20), "took {took:?}");
 }
 
 #[test]
@@ -1595,6 +1639,22 @@ fn a_damaged_pdf_is_rebuilt_unless_that_would_read_it_over_and_over() {
     // another made it read the rest of the file each time (hours for a
     // few megabytes). Past 16 times the file (and a floor of 64 MiB),
     // the document is refused.
+    // Likewise comments: the scan went on within each, and each object
+    // number there read the rest of the line as a comment again (1 MB,
+    // minutes).
+    for unit in [&b"1 % "[..], b"1 0 obj % ", b"<</Type/ObjStm>> % "] {
+        let mut doc = b"%PDF-1.4\n".to_vec();
+        doc.extend(unit.repeat((1 << 20) / unit.len()));
+        let started = Instant::now();
+        let err = extract(&doc, &template(), &Options::default()).unwrap_err();
+        assert_eq!(err.code(), "corrupt_document", "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
     let mut doc = b"%PDF-1.4\n".to_vec();
     doc.extend(b"1 0 obj ( ".repeat(1_000_000));
     let err = extract(&doc, &template(), &Options::default()).unwrap_err();

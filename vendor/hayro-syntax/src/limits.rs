@@ -50,7 +50,9 @@ impl Default for Limits {
 impl Limits {
     /// Runs `f` with these limits for what is read on this thread without
     /// a document's: the inline images of content streams are parsed
-    /// apart from their document, and would decode without bound.
+    /// apart from their document, and would decode without bound. The
+    /// searches for their ends share what they may read beyond their
+    /// streams' own shares (16 MiB) in the scope.
     pub fn scope<T>(self, f: impl FnOnce() -> T) -> T {
         opening(self, f).0
     }
@@ -107,19 +109,64 @@ std::thread_local! {
         const { core::cell::Cell::new(None) };
 }
 
+#[cfg(feature = "std")]
+std::thread_local! {
+    /// What the searches for inline images' ends (see `content::Lookahead`)
+    /// may read beyond their streams' own shares, in a scope of limits on
+    /// this thread.
+    static SHARED_LOOKAHEAD: core::cell::Cell<Option<usize>> =
+        const { core::cell::Cell::new(None) };
+}
+
+/// What the searches for inline images' ends may still read beyond their
+/// streams' own shares, in a scope of limits.
+pub(crate) fn shared_lookahead() -> Option<usize> {
+    #[cfg(feature = "std")]
+    {
+        SHARED_LOOKAHEAD.with(|s| s.get())
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        None
+    }
+}
+
+/// Spends `n` of it; false outside a scope of limits.
+pub(crate) fn spend_shared_lookahead(n: usize) -> bool {
+    #[cfg(feature = "std")]
+    {
+        SHARED_LOOKAHEAD.with(|s| match s.get() {
+            Some(left) => {
+                s.set(Some(left.saturating_sub(n)));
+                true
+            }
+            None => false,
+        })
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        let _ = n;
+        false
+    }
+}
+
 /// Runs `f` with `limits` as those of the document it opens; also tells
 /// which of them was passed first meanwhile, if any.
 pub(crate) fn opening<T>(limits: Limits, f: impl FnOnce() -> T) -> (T, Option<Exceeded>) {
     #[cfg(feature = "std")]
     {
-        type Saved = Option<(Limits, Option<Exceeded>)>;
+        type Saved = (Option<(Limits, Option<Exceeded>)>, Option<usize>);
         struct Restore(Saved);
         impl Drop for Restore {
             fn drop(&mut self) {
-                OPENING.with(|o| o.set(self.0));
+                OPENING.with(|o| o.set(self.0.0));
+                SHARED_LOOKAHEAD.with(|s| s.set(self.0.1));
             }
         }
-        let _restore = Restore(OPENING.with(|o| o.replace(Some((limits, None)))));
+        let _restore = Restore((
+            OPENING.with(|o| o.replace(Some((limits, None)))),
+            SHARED_LOOKAHEAD.with(|s| s.replace(Some(crate::content::LOOKAHEAD_MIN))),
+        ));
         let out = f();
         (
             out,

@@ -231,46 +231,78 @@ fn read_operand<'a>(r: &mut Reader<'a>, stack: &mut Stack<'a>) -> Option<()> {
 /// kilobytes of `EI`s took hours, inline images met in those parses took
 /// time exponential in their number, and a long enough chain of them
 /// overflowed the stack. Now the searches of a stream, and those within
-/// them, read no more than [`LOOKAHEAD_PER_BYTE`] times its length in all
-/// (and at least [`LOOKAHEAD_MIN`]), and go [`MAX_SEARCH_DEPTH`] deep; past
-/// either, an image ends at its first `EI` followed by a white space (as
-/// it does when a search finds no reason to look further). An ordinary
-/// stream's searches read it about once.
+/// them, read no more than [`LOOKAHEAD_PER_BYTE`] times its length, and
+/// [`LOOKAHEAD_MIN`] more (shared by every stream parsed in a scope of
+/// [`crate::Limits`] on the thread: a page's forms and glyphs parse their
+/// streams again and again), each step counting [`STEP_COST`] at least;
+/// and they go [`MAX_SEARCH_DEPTH`] deep. Past either, an image ends at its
+/// first `EI` followed by a white space (as it does when a search finds no
+/// reason to look further). An ordinary stream's searches read it about
+/// once.
 #[derive(Debug, Clone, Copy)]
 struct Lookahead {
-    /// Bytes the searches may still read.
-    left: usize,
+    /// The stream's own share.
+    own: usize,
+    /// What its searches may read beyond it, outside a scope of limits
+    /// (within one, the scope's).
+    floor: usize,
     /// Searches this one is within.
     depth: u8,
+    /// Where in the stream no `EI` follows (a search found none after it).
+    no_end_from: usize,
 }
 
 /// Bytes the searches of a stream may read for each of its bytes.
 const LOOKAHEAD_PER_BYTE: usize = 8;
-/// Bytes the searches of a stream may read, however short it is.
-const LOOKAHEAD_MIN: usize = 16 << 20;
+/// Bytes the searches may read beyond the streams' own shares.
+pub(crate) const LOOKAHEAD_MIN: usize = 16 << 20;
+/// Bytes each step of a search counts for, at least.
+const STEP_COST: usize = 64;
 /// Searches within searches, at the most.
 const MAX_SEARCH_DEPTH: u8 = 8;
 /// Bytes of what follows an `EI` parsed to tell whether it is content, or
 /// to read a `BI`'s dictionary, at the most.
-const PROBE_WINDOW: usize = 64 << 10;
+const PROBE_WINDOW: usize = 1 << 20;
 
 impl Lookahead {
     fn for_stream(len: usize) -> Self {
         Self {
-            left: len
-                .saturating_mul(LOOKAHEAD_PER_BYTE)
-                .saturating_add(LOOKAHEAD_MIN),
+            own: len.saturating_mul(LOOKAHEAD_PER_BYTE),
+            floor: LOOKAHEAD_MIN,
             depth: 0,
+            no_end_from: usize::MAX,
         }
     }
 
-    fn may_search(&self) -> bool {
-        self.left > 0 && self.depth < MAX_SEARCH_DEPTH
+    /// What is left to read.
+    fn left(&self) -> usize {
+        self.own
+            .saturating_add(crate::limits::shared_lookahead().unwrap_or(self.floor))
     }
 
-    /// Spends `n` bytes (at least one: every step counts).
+    fn may_search(&self) -> bool {
+        self.depth < MAX_SEARCH_DEPTH && self.left() > 0
+    }
+
+    /// Spends `n` bytes (at least [`STEP_COST`]): the stream's own share
+    /// first.
     fn spend(&mut self, n: usize) {
-        self.left = self.left.saturating_sub(n.max(1));
+        let n = n.max(STEP_COST);
+        let own = n.min(self.own);
+        self.own -= own;
+        let rest = n - own;
+        if rest > 0 && !crate::limits::spend_shared_lookahead(rest) {
+            self.floor = self.floor.saturating_sub(rest);
+        }
+    }
+
+    /// For a search within this one's (which spends from this one).
+    fn within(&self) -> Self {
+        Self {
+            depth: self.depth + 1,
+            no_end_from: usize::MAX,
+            ..*self
+        }
     }
 }
 
@@ -288,6 +320,13 @@ fn read_inline_image<'a>(
 
     let stream_data = r.tail()?;
     let start_offset = r.offset();
+
+    // Paperhook: an earlier image's search found no `EI` after here (each
+    // `BI` looked through the rest of the stream again: "BI ID" over and
+    // over took time quadratic in their number).
+    if start_offset >= lookahead.no_end_from {
+        return Some(());
+    }
 
     while let Some(pos) = find_needle(r.tail()?, b"EI") {
         r.read_bytes(pos)?;
@@ -320,9 +359,10 @@ fn read_inline_image<'a>(
         r.read_bytes(2)?;
         r.skip_white_spaces();
 
-        break;
+        return Some(());
     }
 
+    lookahead.no_end_from = lookahead.no_end_from.min(r.offset());
     Some(())
 }
 
@@ -331,25 +371,28 @@ fn read_inline_image<'a>(
 fn ends_image(tail: &[u8], lookahead: &mut Lookahead) -> bool {
     let mut binary = BinaryTracker::default();
     let mut is_content = None;
-    // Paperhook: how far the search has looked.
+    // Paperhook: how far the search has looked, and the next `EI` from
+    // there (upstream looked for it again at each step, and for the next
+    // `BI` through the rest of the stream).
     let mut reach = 0;
+    let mut next_ei: Option<usize> = None;
     let mut offset = 0;
 
     loop {
         if offset >= tail.len() {
             return true;
         }
-        if lookahead.left == 0 {
+        if lookahead.left() == 0 {
             // Paperhook: out of lookahead, as if nothing more were found.
             return true;
         }
 
-        // Paperhook: a `BI` is looked for up to the next `EI` only (upstream
-        // looked for it through the rest of the stream each time).
-        let next_ei = find_needle(&tail[offset..], b"EI").map(|ei| offset + ei);
+        if reach <= offset || next_ei.is_some_and(|ei| ei < offset) {
+            next_ei = find_needle(&tail[offset..], b"EI").map(|ei| offset + ei);
+        }
         let upto = next_ei.unwrap_or(tail.len());
         let next_bi = find_needle(&tail[offset..upto], b"BI").map(|bi| offset + bi);
-        lookahead.spend(upto.saturating_sub(reach));
+        lookahead.spend(upto.saturating_sub(reach.max(offset)));
         reach = reach.max(upto);
 
         let (next_pos, is_ei) = match (next_ei, next_bi) {
@@ -403,11 +446,7 @@ fn window(data: &[u8]) -> &[u8] {
 /// parsed to tell, and on the searches of the inline images met there).
 fn starts_with_content(data: &[u8], lookahead: &mut Lookahead) -> bool {
     let data = window(data);
-    let within = Lookahead {
-        left: lookahead.left,
-        depth: lookahead.depth + 1,
-    };
-    let mut iter = TypedIter::from_untyped(UntypedIter::with_lookahead(data, within));
+    let mut iter = TypedIter::from_untyped(UntypedIter::with_lookahead(data, lookahead.within()));
     let mut counter = 0;
 
     let is_content = loop {
@@ -439,7 +478,9 @@ fn starts_with_content(data: &[u8], lookahead: &mut Lookahead) -> bool {
 
     // Paperhook: what the searches within spent, and what was parsed (a
     // parse that failed read perhaps to the end).
-    lookahead.left = iter.untyped.lookahead.left;
+    let spent = iter.untyped.lookahead;
+    lookahead.own = spent.own;
+    lookahead.floor = spent.floor;
     lookahead.spend(if is_content {
         iter.untyped.reader.offset()
     } else {
