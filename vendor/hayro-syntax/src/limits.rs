@@ -109,6 +109,26 @@ std::thread_local! {
         const { core::cell::Cell::new(None) };
 }
 
+/// Runs `parse` on a reader of `data` at `start` that sees `window` bytes
+/// at the most: what it read, the reader after it, and the bytes it read
+/// (all it saw, when it failed: a failed parse is put back, and may have
+/// read to the end).
+pub(crate) fn parse_within<'a, T>(
+    data: &'a [u8],
+    start: usize,
+    window: usize,
+    parse: impl FnOnce(&mut crate::reader::Reader<'a>) -> Option<T>,
+) -> (Option<(T, crate::reader::Reader<'a>)>, usize) {
+    let end = data.len().min(start.saturating_add(window));
+    let mut r = crate::reader::Reader::new_with(&data[..end], start);
+    let out = parse(&mut r);
+    let read = match out {
+        Some(_) => r.offset().saturating_sub(start),
+        None => end.saturating_sub(start),
+    };
+    (out.map(|out| (out, r)), read)
+}
+
 #[cfg(feature = "std")]
 std::thread_local! {
     /// What the searches for inline images' ends (see `content::Lookahead`)

@@ -70,10 +70,7 @@ impl Scan {
         self.left = self.left.saturating_sub(n.max(1));
     }
 
-    /// Runs `parse` on a reader of `data` at `start` that sees `window`
-    /// bytes at the most, and spends what it read (a parse that failed
-    /// read perhaps to the end of what it saw); what it read, and the
-    /// reader after it.
+    /// [`crate::limits::parse_within`], spending what it read.
     fn parse<'a, T>(
         &mut self,
         data: &'a [u8],
@@ -81,14 +78,9 @@ impl Scan {
         window: usize,
         parse: impl FnOnce(&mut Reader<'a>) -> Option<T>,
     ) -> Option<(T, Reader<'a>)> {
-        let end = data.len().min(start.saturating_add(window));
-        let mut r = Reader::new_with(&data[..end], start);
-        let out = parse(&mut r);
-        self.spend(match out {
-            Some(_) => r.offset().saturating_sub(start),
-            None => end.saturating_sub(start),
-        });
-        out.map(|out| (out, r))
+        let (out, read) = crate::limits::parse_within(data, start, window, parse);
+        self.spend(read);
+        out
     }
 }
 
@@ -139,8 +131,9 @@ fn fallback_xref_map_inner<'a>(
         // stream of objects is measured up to `max_decoded_bytes` each).
         if scan.left == 0 {
             crate::limits::passed_while_opening(Exceeded::Repair);
+            break;
         }
-        if scan.left == 0 || crate::limits::passed_while_opening_so_far().is_some() {
+        if crate::limits::passed_while_opening_so_far().is_some() {
             break;
         }
 

@@ -422,13 +422,12 @@ fn ends_image(tail: &[u8], lookahead: &mut Lookahead) -> bool {
         } else {
             // Possibly another inline image, if so, the previously found "EI"
             // is indeed the end of data.
-            let after = window(&tail[next_pos + 2..]);
-            let mut dict = Reader::new(after);
-            let found = dict.read_without_context::<InlineImageDict<'_>>().is_some();
-            // Paperhook: a dictionary not read whole was perhaps read to
-            // the window's end.
-            lookahead.spend(if found { dict.offset() } else { after.len() });
-            if found {
+            let (found, read) =
+                crate::limits::parse_within(tail, next_pos + 2, PROBE_WINDOW, |r| {
+                    r.read_without_context::<InlineImageDict<'_>>()
+                });
+            lookahead.spend(read);
+            if found.is_some() {
                 return true;
             }
         }
