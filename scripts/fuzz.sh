@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the cargo-fuzz targets for a bounded time each: the document decoders
-# (extract/fuzz: document), the template parser (extract/fuzz: template)
-# and the ZIP batch reader (worker/fuzz: zip). A crash, a timeout or an
+# (extract/fuzz: document), PDF page content read and drawn (extract/fuzz:
+# content), the template parser (extract/fuzz: template) and the ZIP batch
+# reader (worker/fuzz: zip). A crash, a timeout or an
 # out-of-memory fails the run and leaves the input in $FUZZ_ARTIFACTS.
 #
 #   scripts/fuzz.sh [TARGET...]     FUZZ_SECONDS=30 per target by default
@@ -15,7 +16,7 @@ source scripts/lib.sh
 
 seconds="${FUZZ_SECONDS:-30}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(document template zip)
+[ ${#targets[@]} -gt 0 ] || targets=(document content template zip)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/paperhook-target}"
 export RUSTC_BOOTSTRAP=1 OMP_THREAD_LIMIT=1
 cargo fuzz --version >/dev/null 2>&1 || {
@@ -59,6 +60,17 @@ write("no-xref.pdf", whole[:whole.rindex(b"xref")])
 write("object-streams.pdf", corpus.packed_bomb_pdf(objects_mb=0))
 PY
             ;;
+        content) # Page content streams: text, paths, clips, images, forms,
+            # patterns, a Type 3 glyph, marked content, and inline images
+            # whose end is unclear (the content parser searches for it).
+            printf '%s' 'BT /F1 12 Tf 72 720 Td (Total 5.00) Tj 0 -14 Td [(Date) -250 (2026-01-02)] TJ ET' > "$dir/text"
+            printf '%s' 'q 1 0 0 rg 10 10 50 50 re f 0 0 m 100 100 l 50 0 c h S Q q 20 20 100 100 re W n 0.5 g 0 0 200 200 re f Q' > "$dir/paths"
+            printf '%s' 'q /G1 gs 50 0 0 50 10 10 cm /Im1 Do Q q 0.5 0 0 0.5 0 0 cm /X1 Do Q' > "$dir/xobjects"
+            printf '%s' 'q /Pattern cs /P1 scn 0 0 100 100 re f Q BT /F3 20 Tf 10 10 Td (AAA) Tj ET' > "$dir/pattern-type3"
+            printf '%s' '/Span << /ActualText (x) >> BDC BT /F1 9 Tf 5 5 Td (Total 1) Tj ET EMC /OC /X BDC EMC' > "$dir/marked"
+            printf 'q 10 0 0 10 72 60 cm BI /W 2 /H 2 /BPC 8 /CS /G ID \x00\xffEI\x10 EI Q BI /W 1 /H 1 /BPC 8 /CS /G /F /A85 ID z~> EI BI /W 2 /H 1 /BPC 1 /CS /CS1 /D [1 0] ID \x80 EI' > "$dir/inline-images"
+            printf '%s' 'BI ID EI EI BI ID EI EI BI ID EI EI' > "$dir/inline-chain"
+            ;;
         template) cp examples/template.json "$dir/"; echo '{"fields":[]}' > "$dir/empty.json" ;;
         zip) python3 - "$dir" <<'PY'
 import io, sys, zipfile
@@ -80,14 +92,22 @@ PY
 
 for target in "${targets[@]}"; do
     case "$target" in
-        document | template) crate=extract/fuzz ;;
+        document | content | template) crate=extract/fuzz ;;
         zip) crate=worker/fuzz ;;
-        *) die "unknown fuzz target $target (document, template, zip)" ;;
+        *) die "unknown fuzz target $target (document, content, template, zip)" ;;
     esac
     corpus=$(seed "$target")
+    dict=()
+    if [ "$target" = content ]; then
+        # The content operators and the page's resource names, which
+        # byte-level mutations rarely spell out.
+        tr ' ' '\n' <<< 'q Q cm w J j M d ri i gs m l c v y h re S s f F f* B B* b b* n W W* BT ET Tc Tw Tz TL Tf Tr Ts Td TD Tm T* Tj TJ '"'"' " d0 d1 CS cs SC SCN sc scn G g RG rg K k sh BI ID EI Do MP DP BMC BDC EMC BX EX /F1 /F3 /X1 /Im1 /P1 /G1 /CS1 /Pattern /DeviceRGB << >> [ ] ( ) < > true false null' |
+            awk '{ gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); print "\"" $0 "\"" }' > "$work/content.dict"
+        dict=(-dict="$work/content.dict")
+    fi
     log "fuzzing $target for ${seconds}s"
     (cd "$crate" && cargo fuzz run --target-dir "$CARGO_TARGET_DIR/fuzz" "$target" "$corpus" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 -detect_leaks=0 \
-        -artifact_prefix="$artifacts/" -print_final_stats=1 2>&1 | grep -Ev '^"|# Uses: |recommended dictionary' | tail -n 30) ||
+        -artifact_prefix="$artifacts/" -print_final_stats=1 "${dict[@]}" 2>&1 | grep -Ev '^"|# Uses: |recommended dictionary' | tail -n 30) ||
         die "fuzz target $target failed; the input is in $artifacts (keep it: turn it into a regression test)"
 done

@@ -67,7 +67,7 @@ log "checking that every image of the Dockerfile holds the libraries its binary 
 cargo build --workspace --bins --locked --quiet
 python3 scripts/check-images.py Dockerfile "$CARGO_TARGET_DIR/debug"
 
-log "fuzzing the document decoders, the template parser and the ZIP reader"
+log "fuzzing the document decoders, PDF page content, the template parser and the ZIP reader"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" ./scripts/fuzz.sh
 
 log "running the dashboard's browser tests"
