@@ -15,23 +15,11 @@
 
 #![no_main]
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use paperhook_extract::{Options, Template, extract, render_page};
-
-fn template() -> &'static Template {
-    static T: OnceLock<Template> = OnceLock::new();
-    T.get_or_init(|| {
-        Template::from_json(serde_json::json!({"fields": [
-            {"name": "total", "type": "money", "locator": {"kind": "regex", "pattern": "Total\\s+(\\S+)"}},
-            {"name": "date", "type": "date", "locator": {"kind": "label", "label": "Date"}},
-            {"name": "items", "type": "text", "locator": {"kind": "table", "columns": [{"name": "qty", "type": "integer"}]}}
-        ]}))
-        .expect("valid template")
-    })
-}
+use paperhook_extract::{Options, extract, render_page};
+use paperhook_extract_fuzz::{pdf_file, template};
 
 /// A one-page PDF whose page, form, pattern and Type 3 glyph draw `content`.
 fn pdf(content: &[u8]) -> Vec<u8> {
@@ -70,29 +58,7 @@ fn pdf(content: &[u8]) -> Vec<u8> {
             .to_vec(),
         stream(""),
     ];
-    let mut out = b"%PDF-1.7\n".to_vec();
-    let mut offsets = Vec::with_capacity(objects.len());
-    for (i, obj) in objects.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
-        out.extend_from_slice(obj);
-        out.extend_from_slice(b"\nendobj\n");
-    }
-    let xref = out.len();
-    out.extend_from_slice(
-        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
-    );
-    for offset in offsets {
-        out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
-    }
-    out.extend_from_slice(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .as_bytes(),
-    );
-    out
+    pdf_file(&objects)
 }
 
 fuzz_target!(|data: &[u8]| {

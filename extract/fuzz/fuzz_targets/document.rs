@@ -5,24 +5,11 @@
 
 #![no_main]
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use paperhook_extract::{Options, Template, extract, page_count};
-
-fn template() -> &'static Template {
-    static T: OnceLock<Template> = OnceLock::new();
-    T.get_or_init(|| {
-        Template::from_json(serde_json::json!({"fields": [
-            {"name": "total", "type": "money", "locator": {"kind": "regex", "pattern": "Total\\s+(\\S+)"}},
-            {"name": "date", "type": "date", "locator": {"kind": "label", "label": "Date"}},
-            {"name": "zone", "type": "text", "locator": {"kind": "region", "box": [0.1, 0.1, 0.3, 0.2]}},
-            {"name": "items", "type": "text", "locator": {"kind": "table", "columns": [{"name": "qty", "type": "integer"}]}}
-        ]}))
-        .expect("valid template")
-    })
-}
+use paperhook_extract::{Options, extract, page_count};
+use paperhook_extract_fuzz::template;
 
 fuzz_target!(|data: &[u8]| {
     // Small limits keep each run fast; the code paths are the same.
