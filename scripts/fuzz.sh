@@ -101,8 +101,10 @@ for target in "${targets[@]}"; do
     if [ "$target" = content ]; then
         # The content operators and the page's resource names, which
         # byte-level mutations rarely spell out.
-        tr ' ' '\n' <<< 'q Q cm w J j M d ri i gs m l c v y h re S s f F f* B B* b b* n W W* BT ET Tc Tw Tz TL Tf Tr Ts Td TD Tm T* Tj TJ '"'"' " d0 d1 CS cs SC SCN sc scn G g RG rg K k sh BI ID EI Do MP DP BMC BDC EMC BX EX /F1 /F3 /X1 /Im1 /P1 /G1 /CS1 /Pattern /DeviceRGB << >> [ ] ( ) < > true false null' |
-            awk '{ gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); print "\"" $0 "\"" }' > "$work/content.dict"
+        printf '"%s"\n' q Q cm w J j M d ri i gs m l c v y h re S s f F 'f*' B 'B*' b 'b*' n W 'W*' \
+            BT ET Tc Tw Tz TL Tf Tr Ts Td TD Tm 'T*' Tj TJ "'" '\"' d0 d1 CS cs SC SCN sc scn G g RG rg K k \
+            sh BI ID EI Do MP DP BMC BDC EMC BX EX /F1 /F3 /X1 /Im1 /P1 /G1 /CS1 /Pattern /DeviceRGB \
+            '<<' '>>' '[' ']' '(' ')' '<' '>' true false null > "$work/content.dict"
         dict=(-dict="$work/content.dict")
     fi
     log "fuzzing $target for ${seconds}s"
