@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod metrics;
+pub mod order;
 pub mod queue;
 pub mod retention;
 /// Document types from their first bytes (owned by `paperhook-extract`).

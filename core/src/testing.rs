@@ -186,3 +186,58 @@ pub fn pdf_painting_page(times: usize) -> Vec<u8> {
         .collect();
     pdf_of(1, &fills.join("\n"))
 }
+
+/// A JSON object's entries in the order they were written (serde_json's
+/// `Value` sorts them): each value raw, to be read the same way in turn.
+/// Panics if `json` is not an object.
+pub fn object_in_order(json: &str) -> Vec<(String, Box<serde_json::value::RawValue>)> {
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+    struct Entries(Vec<(String, Box<serde_json::value::RawValue>)>);
+    impl<'de> Deserialize<'de> for Entries {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Entries;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                    let mut entries = Vec::new();
+                    while let Some(entry) = map.next_entry()? {
+                        entries.push(entry);
+                    }
+                    Ok(Entries(entries))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    let entries: Entries = serde_json::from_str(json).expect("a JSON object");
+    entries.0
+}
+
+/// The keys of the object at `path` in `json`, in the order they were
+/// written; a step that is a number indexes an array.
+pub fn keys_in_order(json: &str, path: &[&str]) -> Vec<String> {
+    use serde_json::value::RawValue;
+    let mut current = json.to_owned();
+    for step in path {
+        let next = match step.parse::<usize>() {
+            Ok(i) => serde_json::from_str::<Vec<Box<RawValue>>>(&current)
+                .expect("an array")
+                .into_iter()
+                .nth(i),
+            Err(_) => object_in_order(&current)
+                .into_iter()
+                .find_map(|(k, v)| (k == *step).then_some(v)),
+        };
+        current = next
+            .unwrap_or_else(|| panic!("no {step:?} in {current}"))
+            .get()
+            .to_owned();
+    }
+    object_in_order(&current)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}

@@ -11,7 +11,7 @@ use chrono::Utc;
 use paperhook_core::db::deliveries::{self, Attempt};
 use paperhook_core::db::{jobs, templates};
 use paperhook_core::queue::{self, Task};
-use paperhook_core::webhook;
+use paperhook_core::{order, webhook};
 use rand::Rng;
 
 use crate::{Retry, Worker};
@@ -68,7 +68,11 @@ pub async fn deliver(w: &Worker, task: &Task) -> Result<(), Retry> {
     let template = templates::get_any(&w.pool, job.template_id)
         .await?
         .ok_or_else(|| Retry::from("the delivery's template is missing"))?;
-    let body = serde_json::to_vec(&with_result(&delivery.payload.0))?;
+    // Keys in the product page's order, `result` in the template's.
+    let body = serde_json::to_vec(&order::Payload {
+        payload: &with_result(&delivery.payload.0),
+        fields: &order::field_names(&template.spec.0),
+    })?;
     let sent = match &template.webhook_url {
         None => Sent {
             attempt: Attempt {
@@ -339,12 +343,9 @@ pub struct Target<'a> {
 /// each of the template's fields, null as a field not found is; a
 /// `document`), marked `"type": "test"` and `"status": "TEST"`.
 fn test_payload(template: &templates::TemplateRow) -> serde_json::Value {
-    let result: serde_json::Map<String, serde_json::Value> = template.spec.0["fields"]
-        .as_array()
+    let result: serde_json::Map<String, serde_json::Value> = order::field_names(&template.spec.0)
         .into_iter()
-        .flatten()
-        .filter_map(|f| f["name"].as_str())
-        .map(|name| (name.to_owned(), serde_json::Value::Null))
+        .map(|name| (name, serde_json::Value::Null))
         .collect();
     serde_json::json!({
         "type": "test",
@@ -371,7 +372,10 @@ pub async fn send_test(
         .ok_or_else(|| anyhow::anyhow!("the template has no webhook URL"))?;
     let (headers, secrets) = secrets(keyring, template)?;
     let msg_id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
-    let body = serde_json::to_vec(&test_payload(template))?;
+    let body = serde_json::to_vec(&order::Payload {
+        payload: &test_payload(template),
+        fields: &order::field_names(&template.spec.0),
+    })?;
     let allow = config.webhook_allow_list()?;
     let target = Target {
         timeout: config.webhook_timeout(),

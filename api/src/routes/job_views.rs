@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use paperhook_core::db::{deliveries, jobs};
+use paperhook_core::db::{deliveries, jobs, templates};
+use paperhook_core::order::{InTemplateOrder, field_names};
 use paperhook_core::retention::{self, Why};
 use salvo::oapi::extract::PathParam;
 use salvo::prelude::*;
@@ -211,9 +212,12 @@ pub struct DocumentDetail {
     status: String,
     pages: Option<i32>,
     error: Option<Value>,
-    result: Option<Value>,
-    /// Per field: page, box, confidence and source.
-    fields: Option<Value>,
+    /// Keys in the order of the template's fields (then any other).
+    #[salvo(schema(value_type = Option<Object>))]
+    result: Option<InTemplateOrder>,
+    /// Per field, in the same order: page, box, confidence and source.
+    #[salvo(schema(value_type = Option<Object>))]
+    fields: Option<InTemplateOrder>,
     credits_charged: i64,
     delivery: Option<DeliveryOut>,
 }
@@ -270,6 +274,11 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
         .map(|(doc, result, meta)| (doc, (result, meta)))
         .collect()
     };
+    let field_order: std::sync::Arc<[String]> =
+        match templates::get_any(&mut *snapshot, job.template_id).await? {
+            Some(t) => field_names(&t.spec.0).into(),
+            None => Vec::new().into(),
+        };
     let doc_ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
     let charges: HashMap<Uuid, i64> =
         sqlx::query_as("SELECT document_id, -delta FROM credit_ledger WHERE document_id = ANY($1)")
@@ -347,8 +356,12 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
     for d in docs {
         let charged = charges.get(&d.id).copied().unwrap_or(0);
         total += charged;
+        let in_order = |value| InTemplateOrder {
+            result: value,
+            fields: field_order.clone(),
+        };
         let (result, fields) = match results.remove(&d.id) {
-            Some((r, m)) => (Some(r), Some(m)),
+            Some((r, m)) => (Some(in_order(r)), Some(in_order(m))),
             None => (None, None),
         };
         documents.push(DocumentDetail {

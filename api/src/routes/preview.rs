@@ -6,6 +6,7 @@
 
 use std::io::Cursor;
 
+use paperhook_core::order::{InTemplateOrder, field_names};
 use paperhook_extract::{Options, Template};
 use salvo::prelude::*;
 use serde::Serialize;
@@ -15,10 +16,12 @@ use crate::error::{ApiError, ApiResult};
 
 #[derive(Serialize, ToSchema)]
 pub struct PreviewResult {
-    /// The `result` object a webhook would receive.
-    result: serde_json::Map<String, Value>,
-    /// Per field: page, box (normalised), confidence, source.
-    fields: Value,
+    /// The `result` object a webhook would receive (keys in the template's order).
+    #[salvo(schema(value_type = Object))]
+    result: InTemplateOrder,
+    /// Per field, in the same order: page, box (normalised), confidence, source.
+    #[salvo(schema(value_type = Object))]
+    fields: InTemplateOrder,
     pages: u32,
     missing_required: Vec<String>,
 }
@@ -198,6 +201,7 @@ pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Pre
         ApiError::unprocessable("invalid_template", format!("template is not JSON: {e}"))
     })?;
     let max_fields = config.template_max_fields;
+    let order: std::sync::Arc<[String]> = field_names(&value).into();
     let opts = options(depot);
     // Compiling a template's patterns is work too: on the preview's
     // thread, under its time limit, not on the server's async threads.
@@ -214,8 +218,14 @@ pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Pre
     })
     .await??;
     Ok(Json(PreviewResult {
-        result: out.result,
-        fields: serde_json::to_value(&out.fields).unwrap_or(Value::Null),
+        result: InTemplateOrder {
+            result: Value::Object(out.result),
+            fields: order.clone(),
+        },
+        fields: InTemplateOrder {
+            result: serde_json::to_value(&out.fields).unwrap_or(Value::Null),
+            fields: order,
+        },
         pages: out.pages,
         missing_required: out.missing_required,
     }))

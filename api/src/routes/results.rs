@@ -4,6 +4,7 @@
 use paperhook_core::db::documents::{self, DocumentResult};
 use paperhook_core::db::jobs::JobRow;
 use paperhook_core::db::{deliveries, templates};
+use paperhook_core::order::{InTemplateOrder, field_names};
 use paperhook_core::status;
 use paperhook_csv::{DOCUMENT_COLUMNS, cell, push_row, unique_column};
 use salvo::http::StatusCode;
@@ -39,8 +40,9 @@ pub struct DocumentResultOut {
     pub status: String,
     pub pages: Option<i32>,
     /// The extracted fields (as in the webhook's `result`); null when the document failed.
+    /// Keys in the order of the template's fields (then any other).
     #[salvo(schema(value_type = Option<Object>))]
-    pub result: Option<Value>,
+    pub result: Option<InTemplateOrder>,
     pub error: Option<ResultError>,
 }
 
@@ -154,19 +156,19 @@ pub async fn job_results(
     }
     // A page of documents at a time, whatever the size of the job.
     let first = documents::results_page(&mut *snapshot, job.id, -1, RESULTS_PAGE).await?;
+    let fields = match templates::get_any(&mut *snapshot, job.template_id).await? {
+        Some(t) => field_names(&t.spec.0),
+        None => Vec::new(),
+    };
     let render = if format == "csv" {
-        let fields = match templates::get_any(&mut *snapshot, job.template_id).await? {
-            Some(t) => field_names(&t.spec.0),
-            None => Vec::new(),
-        };
         let keys = documents::result_keys(&mut *snapshot, job.id).await?;
         Render::Csv(CsvColumns::new(&job, &fields, keys))
     } else {
-        Render::Json
+        Render::Json(fields.into())
     };
     snapshot.commit().await?;
     let (content_type, head) = match &render {
-        Render::Json => {
+        Render::Json(_) => {
             // The job's fields, and the documents after them, written as
             // they are read.
             let mut head = serde_json::to_string(&JobResults {
@@ -234,7 +236,8 @@ const RESULTS_PAGE: i64 = 100;
 
 /// How a page of documents is written.
 enum Render {
-    Json,
+    /// With the template's field names: each `result` in their order.
+    Json(std::sync::Arc<[String]>),
     Csv(CsvColumns),
 }
 
@@ -309,7 +312,7 @@ impl Render {
     fn write(&self, out: &mut String, job: &JobRow, page: Vec<DocumentResult>, sent: &mut usize) {
         for d in page {
             match self {
-                Render::Json => {
+                Render::Json(fields) => {
                     if *sent > 0 {
                         out.push(',');
                     }
@@ -318,7 +321,10 @@ impl Render {
                         file_name: d.file_name.or_else(|| job.file_name.clone()),
                         status: d.status,
                         pages: d.pages,
-                        result: d.result.map(|r| r.0),
+                        result: d.result.map(|r| InTemplateOrder {
+                            result: r.0,
+                            fields: fields.clone(),
+                        }),
                         error: d.error_code.map(|code| ResultError {
                             code,
                             message: d.error_message.unwrap_or_default(),
@@ -335,7 +341,7 @@ impl Render {
 
     /// What comes after the last document.
     fn end(&self, out: &mut String) {
-        if let Render::Json = self {
+        if let Render::Json(_) = self {
             out.push_str("]}");
         }
     }
@@ -361,18 +367,6 @@ pub(crate) fn results_gone(
 fn expires_at(state: &crate::AppState, job: &JobRow) -> Option<chrono::DateTime<chrono::Utc>> {
     let retention = chrono::Duration::from_std(state.config.result_retention()).unwrap_or_default();
     job.finished_at.map(|t| t + retention)
-}
-
-fn field_names(spec: &Value) -> Vec<String> {
-    spec.get("fields")
-        .and_then(Value::as_array)
-        .map(|fields| {
-            fields
-                .iter()
-                .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The CSV's columns: the document's, the static value keys, then the

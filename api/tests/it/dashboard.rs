@@ -1,6 +1,7 @@
 //! Dashboard sessions (cookie + CSRF), the pages it is served from, and the
 //! API endpoints it uses: API keys, job views, previews.
 
+use paperhook_core::testing::keys_in_order;
 use reqwest::{Method, StatusCode, multipart};
 use serde_json::json;
 
@@ -381,12 +382,35 @@ async fn previews_render_pages_and_run_templates() {
             "file",
             multipart::Part::bytes(example_pdf().to_vec()).file_name("invoice.pdf"),
         );
-    let (s, out) = send(
-        app.req(Method::POST, "/v1/preview/extract", &key)
-            .multipart(form),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{out}");
+    let res = app
+        .req(Method::POST, "/v1/preview/extract", &key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (s, text) = (res.status(), res.text().await.unwrap());
+    assert_eq!(s, StatusCode::OK, "{text}");
+    // `result` as a webhook would have it: in the template's order.
+    let order = [
+        "invoice_number",
+        "invoice_date",
+        "total",
+        "vendor",
+        "line_items",
+    ];
+    assert_eq!(keys_in_order(&text, &["result"]), order);
+    let located = keys_in_order(&text, &["fields"]);
+    assert!(located.len() >= 3, "{text}");
+    assert_eq!(
+        located,
+        order
+            .iter()
+            .copied()
+            .filter(|f| located.iter().any(|l| l == f))
+            .collect::<Vec<&str>>(),
+        "{text}"
+    );
+    let out: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(out["result"]["invoice_number"], "INV-2026-0042");
     assert_eq!(out["result"]["invoice_date"], "2026-11-14");
     assert_eq!(out["result"]["total"], 316.5);

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use paperhook_core::testing::keys_in_order;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -53,6 +54,31 @@ async fn pdf_end_to_end_signed_charged_deleted_and_results() {
         json!({"index": 0, "file_name": "invoice.pdf", "pages": 1})
     );
     assert_eq!(p["result"]["invoice_number"], "INV-2026-0042", "{p}");
+    // In the product page's order, `result` in the template's.
+    let body = std::str::from_utf8(&got[0].body).unwrap();
+    assert_eq!(
+        keys_in_order(body, &[]),
+        [
+            "job_id",
+            "template_id",
+            "static_values",
+            "result",
+            "document",
+            "status"
+        ]
+    );
+    let template_order = [
+        "invoice_number",
+        "invoice_date",
+        "total",
+        "vendor",
+        "line_items",
+    ];
+    assert_eq!(keys_in_order(body, &["result"]), template_order);
+    assert_eq!(
+        keys_in_order(body, &["document"]),
+        ["index", "file_name", "pages"]
+    );
 
     // Charged once: one credit for one page.
     assert_eq!(app.credits(account).await, 9);
@@ -79,6 +105,26 @@ async fn pdf_end_to_end_signed_charged_deleted_and_results() {
         body["documents"][0]["result"]["invoice_number"],
         "INV-2026-0042"
     );
+    // The results, and the job's detail: in the template's order.
+    let mut text = String::new();
+    for req in [
+        app.req(Method::POST, "/v1/job-results", &key)
+            .json(&json!({"job_id": job})),
+        app.req(Method::GET, &format!("/v1/jobs/{job}"), &key),
+    ] {
+        text = req.send().await.unwrap().text().await.unwrap();
+        assert_eq!(
+            keys_in_order(&text, &["documents", "0", "result"]),
+            template_order,
+            "{text}"
+        );
+    }
+    // The detail's whereabouts of each field found, in the same order.
+    let located = keys_in_order(&text, &["documents", "0", "fields"]);
+    let mut in_template_order = template_order.to_vec();
+    in_template_order.retain(|f| located.iter().any(|l| l == f));
+    assert!(located.len() >= 3, "{text}");
+    assert_eq!(located, in_template_order, "{text}");
     let res = app
         .req(Method::POST, "/v1/job-results", &key)
         .json(&json!({"job_id": job, "result_format": "csv"}))

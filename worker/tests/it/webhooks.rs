@@ -598,6 +598,20 @@ async fn a_rotated_secret_keeps_signing_until_its_grace_ends() {
     );
     let got = hook.received().pop().unwrap();
     verify_with_python(&first, &got);
+    // Shaped as a payload: `type` first, `result` with the template's fields in order.
+    let body = std::str::from_utf8(&got.body).unwrap();
+    let top = paperhook_core::testing::keys_in_order(body, &[]);
+    assert_eq!(top[..3], ["type", "job_id", "template_id"], "{body}");
+    assert_eq!(
+        paperhook_core::testing::keys_in_order(body, &["result"]),
+        [
+            "invoice_number",
+            "invoice_date",
+            "total",
+            "vendor",
+            "line_items"
+        ]
+    );
 
     // Rotated again without grace: only the new secret signs.
     let (status, body) = send(rotate("?previous_valid_secs=0")).await;
