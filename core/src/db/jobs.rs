@@ -6,6 +6,7 @@ use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
 use super::batch::{Batcher, Pending, fail_all};
+use crate::status;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct JobRow {
@@ -333,10 +334,28 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> sqlx::Result<Vec<ListedJob>> {
-    // Few deliveries are not delivered: start from those. Most are, so
-    // `delivered` is cheaper checked job by job, newest first.
-    let from_deliveries = filter.delivery.filter(|d| *d != "delivered");
-    sqlx::query_as(sqlx::AssertSqlSafe(list_sql(from_deliveries.is_some())))
+    list_query(list_sql(&filter), account_id, filter, limit, offset)
+        .try_map(|row| ListedJob::from_row(&row))
+        .fetch_all(db)
+        .await
+}
+
+/// Few deliveries are not delivered: a filter on another state starts from
+/// those. Most are, so `delivered` is cheaper checked job by job, newest
+/// first.
+fn from_deliveries<'a>(filter: &JobFilter<'a>) -> Option<&'a str> {
+    filter.delivery.filter(|d| *d != "delivered")
+}
+
+/// `sql` ([`list_sql`], maybe with a prefix) with the listing's ten values.
+fn list_query<'a>(
+    sql: String,
+    account_id: Uuid,
+    filter: JobFilter<'a>,
+    limit: i64,
+    offset: i64,
+) -> sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(account_id)
         .bind(filter.status)
         .bind(filter.template_id)
@@ -344,31 +363,39 @@ pub async fn list(
         .bind(limit)
         .bind(offset)
         .bind(filter.job_id)
-        .bind(from_deliveries)
+        .bind(from_deliveries(&filter))
         .bind(filter.after.map(|(at, _)| at))
         .bind(filter.after.map(|(_, id)| id))
-        .fetch_all(db)
-        .await
 }
 
-/// The statement of [`list`]; `$8`, the deliveries' state to start from,
-/// is written into it only when it filters: under an `OR` (`$8 IS NULL OR
-/// id IN (...)`) PostgreSQL cannot make the subquery a join (it turns
-/// sublinks into joins before it folds the constants), and read every job
-/// of the account, newest first, testing each.
-fn list_sql(from_deliveries: bool) -> String {
-    let by_delivery = if from_deliveries {
-        "AND id IN (SELECT job_id FROM webhook_deliveries WHERE account_id = $1 AND state = $8)"
-    } else {
-        ""
+/// The statement of [`list`]: an account's jobs, newest first, with a
+/// summary of their deliveries. A filter is written into it only when it
+/// filters, so that each plan is made for the filters it has, cached plans
+/// included: under an `OR` (`$8 IS NULL OR id IN (...)`) PostgreSQL cannot
+/// make the deliveries' subquery a join (it turns sublinks into joins
+/// before it folds the constants), nor use an index of the filtered column
+/// in a generic plan, and reads every job of the account, newest first,
+/// testing each. `FAILED` is written as a literal, the predicate of the
+/// partial index `jobs_failed_by_account` (a parameter never matches it in
+/// a generic plan). The statement takes the same ten values whatever it
+/// uses of them.
+fn list_sql(filter: &JobFilter<'_>) -> String {
+    let when = |filters: bool, sql: &'static str| if filters { sql } else { "" };
+    let by_job = when(filter.job_id.is_some(), "AND id = $7");
+    let after = when(filter.after.is_some(), "AND (created_at, id) < ($9, $10)");
+    let by_status = match filter.status {
+        None => "",
+        Some(status::FAILED) => "AND status = 'FAILED'",
+        Some(_) => "AND status = $2",
     };
+    let by_template = when(filter.template_id.is_some(), "AND template_id = $3");
+    let by_delivery = when(
+        from_deliveries(filter).is_some(),
+        "AND id IN (SELECT job_id FROM webhook_deliveries WHERE account_id = $1 AND state = $8)",
+    );
     format!(
         "SELECT j.*, d.delivery FROM (SELECT {} FROM jobs
-             WHERE account_id = $1 AND ($2::text IS NULL OR status = $2)
-             AND ($3::uuid IS NULL OR template_id = $3)
-             AND ($7::uuid IS NULL OR id = $7)
-             AND ($9::timestamptz IS NULL OR (created_at, id) < ($9, $10))
-             {by_delivery}
+             WHERE account_id = $1 {by_job} {by_status} {by_template} {after} {by_delivery}
          ) j
          LEFT JOIN LATERAL (
              SELECT CASE WHEN bool_or(w.state = 'pending') THEN 'pending'
@@ -553,37 +580,174 @@ mod tests {
         );
     }
 
+    /// The listing's plan for `filter`, made with its values (a custom plan).
+    async fn plan(pool: &sqlx::PgPool, account_id: Uuid, filter: JobFilter<'_>) -> String {
+        use sqlx::Row;
+        let sql = format!("EXPLAIN {}", list_sql(&filter));
+        list_query(sql, account_id, filter, 50, 0)
+            .map(|row: sqlx::postgres::PgRow| row.get::<String, _>(0))
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .join("\n")
+    }
+
+    /// The listing's generic plan for `filter`: the one PostgreSQL may cache
+    /// for a prepared statement run often, made without its values.
+    async fn generic_plan(pool: &sqlx::PgPool, account_id: Uuid, filter: JobFilter<'_>) -> String {
+        use sqlx::Row;
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let prepare = format!(
+            "PREPARE listing (uuid, text, uuid, text, int8, int8, uuid, text, timestamptz, uuid) AS {}",
+            list_sql(&filter)
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(prepare))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let quoted = |v: Option<String>| v.map_or("NULL".into(), |v| format!("'{v}'"));
+        let execute = format!(
+            "EXPLAIN EXECUTE listing ('{account_id}', {}, {}, {}, 50, 0, {}, {}, NULL, NULL)",
+            quoted(filter.status.map(str::to_owned)),
+            quoted(filter.template_id.map(|t| t.to_string())),
+            quoted(filter.delivery.map(str::to_owned)),
+            quoted(filter.job_id.map(|j| j.to_string())),
+            quoted(from_deliveries(&filter).map(str::to_owned)),
+        );
+        let plan: Vec<String> = sqlx::raw_sql(sqlx::AssertSqlSafe(execute))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        // Not back to the pool with the statement and the setting.
+        conn.close().await.unwrap();
+        plan.join("\n")
+    }
+
     /// A delivery filter starts from the account's deliveries in that
     /// state: the subquery is a join, not a test of every job of the
     /// account (a `SubPlan` in the plan), as it was under `$8 IS NULL OR`.
     #[tokio::test]
     async fn a_delivery_filter_is_a_join_not_a_test_of_every_job() {
         let pool = crate::testing::migrated_database().await;
-        let plan = |from_deliveries: bool| {
-            let sql = format!("EXPLAIN {}", list_sql(from_deliveries));
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
-                    .bind(Uuid::now_v7())
-                    .bind(None::<&str>)
-                    .bind(None::<Uuid>)
-                    .bind(Some("failed"))
-                    .bind(50i64)
-                    .bind(0i64)
-                    .bind(None::<Uuid>)
-                    .bind(from_deliveries.then_some("failed"))
-                    .bind(None::<chrono::DateTime<chrono::Utc>>)
-                    .bind(None::<Uuid>)
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap()
-                    .join("\n")
-            }
+        let failed = JobFilter {
+            delivery: Some("failed"),
+            ..JobFilter::default()
         };
-        let filtered = plan(true).await;
+        let filtered = plan(&pool, Uuid::now_v7(), failed).await;
         assert!(!filtered.contains("SubPlan"), "{filtered}");
-        // Without the filter the statement, which has no $8, still takes
-        // the same ten values.
-        plan(false).await;
+        // `delivered` is tested job by job: the statement has no $8, and
+        // still takes the same ten values.
+        let delivered = JobFilter {
+            delivery: Some("delivered"),
+            ..JobFilter::default()
+        };
+        plan(&pool, Uuid::now_v7(), delivered).await;
+    }
+
+    /// Failed jobs and a template's jobs are read from their own indexes,
+    /// in cached (generic) plans too, not found by reading the account's
+    /// jobs one by one, newest first, until a page of them.
+    #[tokio::test]
+    async fn failed_and_template_filters_read_their_own_indexes() {
+        let pool = crate::testing::migrated_database().await;
+        let (account, _) = accounts::create(&pool, "A", 0).await.unwrap();
+        let busy = template(&pool, account.id).await;
+        let rare = template(&pool, account.id).await;
+        // 20,000 jobs, one a second: 20 failed, 20 of the rare template.
+        sqlx::query(
+            "INSERT INTO jobs (id, account_id, template_id, status, content_type, size_bytes,
+                               storage_key, created_at)
+             SELECT gen_random_uuid(), $1, CASE WHEN i % 1000 = 7 THEN $3 ELSE $2 END,
+                    CASE WHEN i % 1000 = 3 THEN 'FAILED' ELSE 'SUCCESS' END,
+                    'application/pdf', 10, 'k' || i, now() - i * interval '1 second'
+             FROM generate_series(1, 20000) i",
+        )
+        .bind(account.id)
+        .bind(busy)
+        .bind(rare)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("ANALYZE jobs").execute(&pool).await.unwrap();
+
+        let failed = JobFilter {
+            status: Some(status::FAILED),
+            ..JobFilter::default()
+        };
+        let by_template = JobFilter {
+            template_id: Some(rare),
+            ..JobFilter::default()
+        };
+        for (filter, index) in [
+            (failed, "jobs_failed_by_account"),
+            (by_template, "jobs_by_template"),
+        ] {
+            for plan in [
+                plan(&pool, account.id, filter).await,
+                generic_plan(&pool, account.id, filter).await,
+            ] {
+                assert!(plan.contains(index), "{filter:?}: {plan}");
+            }
+        }
+        // And what they list: the 20 of each, newest first, with the
+        // cursor and the other filters still applied.
+        let failed_jobs = list(&pool, account.id, failed, 50, 0).await.unwrap();
+        assert_eq!(failed_jobs.len(), 20);
+        assert!(failed_jobs.iter().all(|j| j.job.status == status::FAILED));
+        assert!(
+            failed_jobs
+                .windows(2)
+                .all(|w| w[0].job.created_at > w[1].job.created_at)
+        );
+        let rare_jobs = list(&pool, account.id, by_template, 50, 0).await.unwrap();
+        assert_eq!(rare_jobs.len(), 20);
+        assert!(rare_jobs.iter().all(|j| j.job.template_id == rare));
+        let tenth = &failed_jobs[9].job;
+        let after = JobFilter {
+            after: Some((tenth.created_at, tenth.id)),
+            ..failed
+        };
+        let rest = list(&pool, account.id, after, 50, 0).await.unwrap();
+        assert_eq!(
+            rest.iter().map(|j| j.job.id).collect::<Vec<_>>(),
+            failed_jobs[10..]
+                .iter()
+                .map(|j| j.job.id)
+                .collect::<Vec<_>>()
+        );
+        let both = JobFilter {
+            template_id: Some(busy),
+            ..failed
+        };
+        assert_eq!(
+            list(&pool, account.id, both, 50, 0).await.unwrap().len(),
+            20
+        );
+        let none = JobFilter {
+            template_id: Some(rare),
+            ..failed
+        };
+        assert!(
+            list(&pool, account.id, none, 50, 0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let one = JobFilter {
+            job_id: Some(tenth.id),
+            ..JobFilter::default()
+        };
+        let found = list(&pool, account.id, one, 50, 0).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].job.id, tenth.id);
+        let other = list(&pool, Uuid::now_v7(), one, 50, 0).await.unwrap();
+        assert!(other.is_empty(), "another account's job");
     }
 }
