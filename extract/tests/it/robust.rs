@@ -1667,3 +1667,54 @@ fn a_damaged_pdf_is_rebuilt_unless_that_would_read_it_over_and_over() {
         "{err}"
     );
 }
+
+/// Text placed past the range of a pixel coordinate (`72 7999…920 Td`,
+/// found by the `content` fuzz target) overflowed the renderer's glyph
+/// position: a panic with overflow checks, so the document failed as
+/// corrupt; and without them (release builds) a glyph 2^32 pixels right
+/// of the page was drawn on it, its position cut to 32 bits. Such glyphs
+/// are left out now; the rest of the page is drawn.
+#[test]
+fn glyphs_placed_past_the_pixel_range_are_left_out_of_the_render() {
+    let far = "7999999999999999999999999999999920";
+    for place in [
+        format!("72 {far}"),
+        format!("{far} 72"),
+        format!("-{far} 72"),
+        "72 -3000000000".to_owned(),
+        "4294967400 72".to_owned(),
+    ] {
+        let content = format!(
+            "BT /F1 12 Tf {place} Td (Total 5.00) Tj ET BT /F1 40 Tf 72 400 Td (Shown) Tj ET"
+        );
+        let mut stream = format!("<< /Length {} >>\nstream\n", content.len()).into_bytes();
+        stream.extend(content.as_bytes());
+        stream.extend(b"\nendstream");
+        let doc = corpus::pdf_file(&[
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] \
+              /Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>"
+                .to_vec(),
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec(),
+            stream,
+        ]);
+        let page = render_page(&doc, 1, 72, &Options::default())
+            .unwrap_or_else(|e| panic!("{place}: {e}"));
+        let dark = |rows: std::ops::Range<u32>| {
+            page.enumerate_pixels()
+                .filter(|(_, y, p)| rows.contains(y) && p.0[0] < 128)
+                .count()
+        };
+        assert!(
+            dark(400..450) > 100,
+            "{place}: the text on the page is drawn"
+        );
+        // 72 pt from the bottom: where the glyph cut to 32 bits landed.
+        assert_eq!(
+            dark(740..800),
+            0,
+            "{place}: a glyph off the page was drawn on it"
+        );
+    }
+}
