@@ -72,18 +72,19 @@ impl<K: AsRef<str>> Serialize for Payload<'_, K> {
     }
 }
 
-/// A template's result, owned, with its fields' order: for the answers
-/// that hold results among other data.
+/// An object keyed by a template's fields (a result, or where each field
+/// was found), owned, with the fields' order: for the answers that hold
+/// results among other data.
 #[derive(Debug, Clone)]
 pub struct InTemplateOrder {
-    pub result: Value,
+    pub value: Value,
     pub fields: std::sync::Arc<[String]>,
 }
 
 impl Serialize for InTemplateOrder {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         KeysFirst {
-            value: &self.result,
+            value: &self.value,
             first: &self.fields,
         }
         .serialize(s)

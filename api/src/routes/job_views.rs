@@ -357,7 +357,7 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
         let charged = charges.get(&d.id).copied().unwrap_or(0);
         total += charged;
         let in_order = |value| InTemplateOrder {
-            result: value,
+            value,
             fields: field_order.clone(),
         };
         let (result, fields) = match results.remove(&d.id) {

@@ -219,11 +219,11 @@ pub async fn extract(req: &mut Request, depot: &mut Depot) -> ApiResult<Json<Pre
     .await??;
     Ok(Json(PreviewResult {
         result: InTemplateOrder {
-            result: Value::Object(out.result),
+            value: Value::Object(out.result),
             fields: order.clone(),
         },
         fields: InTemplateOrder {
-            result: serde_json::to_value(&out.fields).unwrap_or(Value::Null),
+            value: serde_json::to_value(&out.fields).unwrap_or(Value::Null),
             fields: order,
         },
         pages: out.pages,

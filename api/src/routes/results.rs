@@ -322,7 +322,7 @@ impl Render {
                         status: d.status,
                         pages: d.pages,
                         result: d.result.map(|r| InTemplateOrder {
-                            result: r.0,
+                            value: r.0,
                             fields: fields.clone(),
                         }),
                         error: d.error_code.map(|code| ResultError {
