@@ -56,18 +56,16 @@ pub struct Payload<'a, K> {
 impl<K: AsRef<str>> Serialize for Payload<'_, K> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         write_map(s, self.payload, PAYLOAD, |key, value, out| {
-            let first: &[&str] = match key {
-                "result" => {
-                    return out.serialize_value(&KeysFirst {
-                        value,
-                        first: self.fields,
-                    });
-                }
-                "document" => DOCUMENT,
-                "error" => ERROR,
-                _ => &[],
-            };
-            out.serialize_value(&KeysFirst { value, first })
+            let keys_first = |first| KeysFirst { value, first };
+            match key {
+                "result" => out.serialize_value(&KeysFirst {
+                    value,
+                    first: self.fields,
+                }),
+                "document" => out.serialize_value(&keys_first(DOCUMENT)),
+                "error" => out.serialize_value(&keys_first(ERROR)),
+                _ => out.serialize_value(value),
+            }
         })
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use paperhook_core::db::{deliveries, jobs, templates};
-use paperhook_core::order::{InTemplateOrder, field_names};
+use paperhook_core::order::InTemplateOrder;
 use paperhook_core::retention::{self, Why};
 use salvo::oapi::extract::PathParam;
 use salvo::prelude::*;
@@ -275,10 +275,9 @@ pub async fn get_job(depot: &mut Depot, job_id: PathParam<String>) -> ApiResult<
         .collect()
     };
     let field_order: std::sync::Arc<[String]> =
-        match templates::get_any(&mut *snapshot, job.template_id).await? {
-            Some(t) => field_names(&t.spec.0).into(),
-            None => Vec::new().into(),
-        };
+        templates::field_names(&mut *snapshot, job.template_id)
+            .await?
+            .into();
     let doc_ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
     let charges: HashMap<Uuid, i64> =
         sqlx::query_as("SELECT document_id, -delta FROM credit_ledger WHERE document_id = ANY($1)")

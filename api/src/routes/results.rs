@@ -4,7 +4,7 @@
 use paperhook_core::db::documents::{self, DocumentResult};
 use paperhook_core::db::jobs::JobRow;
 use paperhook_core::db::{deliveries, templates};
-use paperhook_core::order::{InTemplateOrder, field_names};
+use paperhook_core::order::InTemplateOrder;
 use paperhook_core::status;
 use paperhook_csv::{DOCUMENT_COLUMNS, cell, push_row, unique_column};
 use salvo::http::StatusCode;
@@ -156,10 +156,7 @@ pub async fn job_results(
     }
     // A page of documents at a time, whatever the size of the job.
     let first = documents::results_page(&mut *snapshot, job.id, -1, RESULTS_PAGE).await?;
-    let fields = match templates::get_any(&mut *snapshot, job.template_id).await? {
-        Some(t) => field_names(&t.spec.0),
-        None => Vec::new(),
-    };
+    let fields = templates::field_names(&mut *snapshot, job.template_id).await?;
     let render = if format == "csv" {
         let keys = documents::result_keys(&mut *snapshot, job.id).await?;
         Render::Csv(CsvColumns::new(&job, &fields, keys))

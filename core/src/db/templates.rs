@@ -114,6 +114,17 @@ pub async fn get_any(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<T
     .await
 }
 
+/// The names of a template's fields, in its order (any account's; none
+/// for a template that is gone): the order results are written in.
+pub async fn field_names(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Vec<String>> {
+    let spec: Option<Json<serde_json::Value>> =
+        sqlx::query_scalar("SELECT spec FROM templates WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+    Ok(spec.map_or_else(Vec::new, |spec| crate::order::field_names(&spec.0)))
+}
+
 pub async fn list(
     db: impl PgExecutor<'_>,
     account_id: Uuid,
